@@ -1,0 +1,266 @@
+//! One error type for every rejection, each with a stable code.
+//!
+//! The code (`cwt.expired`, `proof.htu_mismatch`, …) is the contract: it is
+//! documented in `spec/errors.md`, asserted by tests and test vectors, and the
+//! only thing an HTTP client is told. The message is for the person reading a
+//! log or the CLI; it may contain times, lengths and offsets, never key bytes
+//! or whole tokens.
+
+use std::borrow::Cow;
+use std::fmt;
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = $code:literal, step $step:literal; )*) => {
+        /// The stable reason code of an [`Error`].
+        ///
+        /// Variants mirror the numbered verification steps of `spec/`; `step()`
+        /// returns that number (0 for codes that are not a verification step).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Code {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Code {
+            /// Every code, in spec order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            /// The stable string form, e.g. `"cwt.expired"`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $( Code::$variant => $code, )* }
+            }
+
+            /// The verification step of `spec/verification.md` this code belongs to.
+            pub const fn step(self) -> &'static str {
+                match self { $( Code::$variant => $step, )* }
+            }
+
+            /// Parses the string form back; `None` for unknown strings.
+            pub fn from_str_code(s: &str) -> Option<Code> {
+                match s { $( $code => Some(Code::$variant), )* _ => None }
+            }
+        }
+    };
+}
+
+codes! {
+    // ---- CBOR layer (strict profile, spec/cbor.md) ----
+    /// Input is not well-formed CBOR: truncated, reserved bits, stray break.
+    CborMalformed = "cbor.malformed", step "C1";
+    /// Bytes remain after the single top-level item.
+    CborTrailingData = "cbor.trailing_data", step "C1";
+    /// Not in deterministic encoding: non-minimal head, indefinite length, unsorted map keys.
+    CborNotDeterministic = "cbor.not_deterministic", step "C2";
+    /// The same key twice in one map.
+    CborDuplicateKey = "cbor.duplicate_key", step "C2";
+    /// Nesting deeper than the profile allows.
+    CborTooDeep = "cbor.too_deep", step "C3";
+    /// Input, string or container larger than the profile allows.
+    CborTooLarge = "cbor.too_large", step "C3";
+    /// A text string that is not valid UTF-8.
+    CborInvalidUtf8 = "cbor.invalid_utf8", step "C2";
+    /// A tag where none is allowed.
+    CborUnexpectedTag = "cbor.unexpected_tag", step "C2";
+    /// A map key that is neither an integer nor a text string.
+    CborKeyType = "cbor.key_type", step "C2";
+    /// Floats, `undefined` and simple values other than true/false/null.
+    CborUnsupportedType = "cbor.unsupported_type", step "C2";
+
+    // ---- COSE layer ----
+    /// Not a COSE_Sign1 of the profile: wrong tag, array shape or member types.
+    CoseStructure = "cose.structure", step "S1";
+    /// No `alg` header parameter at all.
+    CoseAlgMissing = "cose.alg_missing", step "S2";
+    /// `alg` only in the unprotected bucket.
+    CoseAlgUnprotected = "cose.alg_unprotected", step "S2";
+    /// `alg` is not EdDSA (-8) or ES256 (-7).
+    CoseAlgUnsupported = "cose.alg_unsupported", step "S2";
+    /// `alg` does not match the key that must verify the signature.
+    CoseAlgMismatch = "cose.alg_mismatch", step "S5";
+    /// `crit` in the unprotected bucket.
+    CoseCritMisplaced = "cose.crit_misplaced", step "S2";
+    /// `crit` empty, not an array, with duplicates, or naming an absent label.
+    CoseCritInvalid = "cose.crit_invalid", step "S2";
+    /// `crit` names a header parameter this implementation does not understand.
+    CoseCritUnknown = "cose.crit_unknown", step "S2";
+    /// The same label in the protected and the unprotected bucket.
+    CoseHeaderConflict = "cose.header_conflict", step "S2";
+    /// A header parameter with a value of the wrong type.
+    CoseHeaderType = "cose.header_type", step "S2";
+    /// A header parameter the profile does not allow.
+    CoseHeaderUnsupported = "cose.header_unsupported", step "S2";
+    /// A token without `kid`.
+    CoseKidMissing = "cose.kid_missing", step "S2";
+    /// No key with this `kid` in the key set of the token's issuer.
+    CoseKeyUnknown = "cose.key_unknown", step "S4";
+    /// The signature does not verify.
+    CoseBadSignature = "cose.bad_signature", step "S6";
+
+    // ---- Keys ----
+    /// A COSE_Key that is not of the profile's shape.
+    KeyMalformed = "key.malformed", step "K1";
+    /// A key type, curve or algorithm the profile does not support.
+    KeyUnsupported = "key.unsupported", step "K1";
+    /// Key bytes that are not a valid point or scalar.
+    KeyInvalid = "key.invalid", step "K1";
+    /// A small-order (weak) Ed25519 public key.
+    KeyWeak = "key.weak", step "K2";
+    /// A private key where a public key belongs, or the reverse.
+    KeyWrongKind = "key.wrong_kind", step "K1";
+    /// A key file could not be read or written.
+    KeyIo = "key.io", step "0";
+    /// A key set with two keys under one `kid`, no keys, or a key without `kid`.
+    KeySetInvalid = "keyset.invalid", step "K3";
+
+    // ---- CWT claims ----
+    /// The payload is not a claims map.
+    CwtStructure = "cwt.structure", step "T1";
+    /// A required claim is absent.
+    CwtMissingClaim = "cwt.missing_claim", step "T1";
+    /// A claim with a value of the wrong type or out of range.
+    CwtClaimType = "cwt.claim_type", step "T1";
+    /// A claim label this profile does not define.
+    CwtUnknownClaim = "cwt.unknown_claim", step "T1";
+    /// `iss` is not a trusted issuer.
+    CwtIssuerUnknown = "cwt.iss_unknown", step "T2";
+    /// `aud` is not the verifier's own audience.
+    CwtAudMismatch = "cwt.aud_mismatch", step "T7";
+    /// `exp` + leeway is in the past.
+    CwtExpired = "cwt.expired", step "T8";
+    /// `nbf` − leeway is in the future.
+    CwtNotYetValid = "cwt.not_yet_valid", step "T8";
+    /// `iat` − leeway is in the future.
+    CwtIatFuture = "cwt.iat_future", step "T8";
+    /// `exp` − `iat` exceeds the maximum lifetime for the token kind.
+    CwtLifetimeExceeded = "cwt.lifetime_exceeded", step "T9";
+    /// `cnf` is absent.
+    CwtCnfMissing = "cwt.cnf_missing", step "T1";
+    /// `cnf` is not `{1: COSE_Key}` with a valid, non-weak public key.
+    CwtCnfInvalid = "cwt.cnf_invalid", step "T10";
+    /// `cti` is not 16 bytes.
+    CwtCtiInvalid = "cwt.cti_invalid", step "T1";
+    /// A session token where a service token is expected, or the reverse.
+    CwtKindMismatch = "cwt.kind_mismatch", step "T11";
+
+    // ---- Request proofs ----
+    /// No proof accompanies a holder-of-key token.
+    ProofMissing = "proof.missing", step "P0";
+    /// More than one proof in a request.
+    ProofMultiple = "proof.multiple", step "P0";
+    /// The proof's transport encoding (base64url) is wrong.
+    ProofMalformed = "proof.malformed", step "P0";
+    /// A required proof field is absent.
+    ProofMissingField = "proof.missing_field", step "P2";
+    /// A proof field with a value of the wrong type.
+    ProofFieldType = "proof.field_type", step "P2";
+    /// A proof field label this profile does not define.
+    ProofUnknownField = "proof.unknown_field", step "P2";
+    /// The proof's `alg` does not match the token's `cnf` key.
+    ProofAlgMismatch = "proof.alg_mismatch", step "P3";
+    /// `htm` differs from the request method.
+    ProofHtmMismatch = "proof.htm_mismatch", step "P4";
+    /// `htu` is not an absolute http(s) URI of the profile.
+    ProofHtuInvalid = "proof.htu_invalid", step "P5";
+    /// `htu` differs from the request's target URI after normalisation.
+    ProofHtuMismatch = "proof.htu_mismatch", step "P5";
+    /// The proof was made for another token.
+    ProofAthMismatch = "proof.ath_mismatch", step "P6";
+    /// The proof was made for another request body.
+    ProofBodyMismatch = "proof.body_mismatch", step "P6";
+    /// `jti` is not 16 bytes.
+    ProofJtiInvalid = "proof.jti_invalid", step "P2";
+    /// `iat` is older than the freshness window.
+    ProofStale = "proof.stale", step "P7";
+    /// `iat` is further in the future than the leeway.
+    ProofFuture = "proof.future", step "P7";
+    /// The service requires a server nonce and the proof has none.
+    ProofNonceRequired = "proof.nonce_required", step "P8";
+    /// The proof's nonce is not one the service issued, or has expired.
+    ProofNonceInvalid = "proof.nonce_invalid", step "P8";
+    /// The proof's signature does not verify with the token's `cnf` key.
+    ProofBadSignature = "proof.bad_signature", step "P9";
+
+    // ---- Replay ----
+    /// This (audience, key, jti) was seen before.
+    ReplayDetected = "replay.detected", step "P10";
+    /// The replay store cannot be reached; the request is refused (fail closed).
+    ReplayStoreUnavailable = "replay.store_unavailable", step "P10";
+    /// The replay store is full of live entries; the request is refused (fail closed).
+    ReplayStoreFull = "replay.store_full", step "P10";
+
+    // ---- Issuing and local input ----
+    /// A token or proof could not be issued with the given parameters.
+    IssueInvalid = "issue.invalid", step "0";
+    /// Input that is not CBOR, hex or base64url where one was expected.
+    InputMalformed = "input.malformed", step "0";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejection: a stable [`Code`] and a message a person can act on.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Error {
+    code: Code,
+    message: Cow<'static, str>,
+}
+
+impl Error {
+    /// Creates an error. Messages must never contain key material or whole tokens.
+    pub fn new(code: Code, message: impl Into<Cow<'static, str>>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The stable reason code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The human-readable explanation.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Error({}: {})", self.code.as_str(), self.message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn err<T>(code: Code, message: impl Into<Cow<'static, str>>) -> Result<T> {
+    Err(Error::new(code, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate {code}");
+            assert_eq!(Code::from_str_code(code.as_str()), Some(*code));
+            let (layer, reason) = code.as_str().split_once('.').unwrap();
+            assert!(!layer.is_empty() && !reason.is_empty());
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! COSE_KeySet: an issuer's public keys, each with a `kid`.
+//!
+//! ```cddl
+//! COSE_KeySet = [+ COSE_Key]   ; every key has kid (2); kids are unique
+//! ```
+
+use std::sync::Arc;
+
+use super::{CoseKeyParts, PublicKey};
+use crate::cbor::{self, Reader};
+use crate::error::{Code, Error, Result, err};
+
+/// Largest key set accepted, in bytes: room for dozens of keys.
+pub const MAX_KEYSET_SIZE: usize = 64 * 1024;
+
+/// The public keys of one issuer, looked up by `kid`.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    keys: Vec<(Vec<u8>, Arc<PublicKey>)>,
+}
+
+impl KeySet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a key under `kid`, refusing a kid that is already present.
+    pub fn insert(&mut self, kid: Vec<u8>, key: PublicKey) -> Result<()> {
+        if kid.is_empty() {
+            return err(Code::KeySetInvalid, "a key set entry needs a non-empty kid");
+        }
+        if self.get(&kid).is_some() {
+            return err(Code::KeySetInvalid, format!("two keys share the kid {}", crate::encoding::hex_encode(&kid)));
+        }
+        self.keys.push((kid, Arc::new(key)));
+        Ok(())
+    }
+
+    /// Builder-style [`KeySet::insert`].
+    pub fn with(mut self, kid: Vec<u8>, key: PublicKey) -> Result<Self> {
+        self.insert(kid, key)?;
+        Ok(self)
+    }
+
+    /// The key with this kid.
+    pub fn get(&self, kid: &[u8]) -> Option<&Arc<PublicKey>> {
+        self.keys.iter().find(|(k, _)| k == kid).map(|(_, key)| key)
+    }
+
+    /// All (kid, key) pairs, in set order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Arc<PublicKey>)> {
+        self.keys.iter().map(|(kid, key)| (kid.as_slice(), key))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Encodes the set as a COSE_KeySet (each key with kid and alg).
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        cbor::write_array(&mut out, self.keys.len());
+        for (kid, key) in &self.keys {
+            out.extend_from_slice(&key.to_cose_key(Some(kid)));
+        }
+        out
+    }
+
+    /// Decodes a COSE_KeySet. Keys of an unsupported type or curve are
+    /// skipped, so an issuer can add a new algorithm without breaking older
+    /// verifiers; anything else malformed refuses the whole set, as do
+    /// duplicate kids, private keys, or a set with no usable key.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_KEYSET_SIZE {
+            return err(Code::CborTooLarge, format!("key set is {} bytes; the limit is {MAX_KEYSET_SIZE}", bytes.len()));
+        }
+        cbor::validate(bytes)?;
+        let mut r = Reader::new(bytes);
+        let Some(count) = r.array() else {
+            return err(Code::KeySetInvalid, "a COSE_KeySet is an array of COSE_Keys");
+        };
+        let mut set = KeySet::new();
+        for index in 0..count {
+            let parts = CoseKeyParts::read(&mut r).map_err(|e| in_entry(index, e))?;
+            let Some(kid) = parts.kid.map(<[u8]>::to_vec) else {
+                return err(Code::KeySetInvalid, format!("key {index} of the set has no kid"));
+            };
+            match parts.into_public() {
+                Ok(key) => set.insert(kid, key)?,
+                Err(e) if e.code() == Code::KeyUnsupported => continue,
+                Err(e) => return Err(in_entry(index, e)),
+            }
+        }
+        if set.is_empty() {
+            return err(Code::KeySetInvalid, "the key set holds no usable key");
+        }
+        Ok(set)
+    }
+}
+
+fn in_entry(index: usize, e: Error) -> Error {
+    Error::new(Code::KeySetInvalid, format!("key {index} of the set: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{Algorithm, SigningKey};
+
+    #[test]
+    fn round_trip_and_duplicates() {
+        let a = SigningKey::derive(Algorithm::EdDSA, b"s", b"a").unwrap();
+        let b = SigningKey::derive(Algorithm::ES256, b"s", b"b").unwrap();
+        let set = KeySet::new()
+            .with(b"a".to_vec(), a.public_key().clone())
+            .unwrap()
+            .with(b"b".to_vec(), b.public_key().clone())
+            .unwrap();
+        let decoded = KeySet::from_cbor(&set.to_cbor()).unwrap();
+        assert_eq!(decoded.get(b"b").unwrap().as_ref(), b.public_key());
+        assert!(decoded.get(b"c").is_none());
+        let mut dup = Vec::new();
+        cbor::write_array(&mut dup, 2);
+        dup.extend_from_slice(&a.public_key().to_cose_key(Some(b"x")));
+        dup.extend_from_slice(&b.public_key().to_cose_key(Some(b"x")));
+        assert_eq!(KeySet::from_cbor(&dup).unwrap_err().code(), Code::KeySetInvalid);
+        assert_eq!(KeySet::from_cbor(&[0x80]).unwrap_err().code(), Code::KeySetInvalid);
+    }
+}
