@@ -46,55 +46,55 @@ macro_rules! codes {
 codes! {
     // ---- CBOR layer (strict profile, spec/cbor.md) ----
     /// Input is not well-formed CBOR: truncated, reserved bits, stray break.
-    CborMalformed = "cbor.malformed", step "C1";
+    CborMalformed = "cbor.malformed", step "T2, P2";
     /// Bytes remain after the single top-level item.
-    CborTrailingData = "cbor.trailing_data", step "C1";
+    CborTrailingData = "cbor.trailing_data", step "T2, P2";
     /// Not in deterministic encoding: non-minimal head, indefinite length, unsorted map keys.
-    CborNotDeterministic = "cbor.not_deterministic", step "C2";
+    CborNotDeterministic = "cbor.not_deterministic", step "T2, P2";
     /// The same key twice in one map.
-    CborDuplicateKey = "cbor.duplicate_key", step "C2";
+    CborDuplicateKey = "cbor.duplicate_key", step "T2, P2";
     /// Nesting deeper than the profile allows.
-    CborTooDeep = "cbor.too_deep", step "C3";
+    CborTooDeep = "cbor.too_deep", step "T2, P2";
     /// Input, string or container larger than the profile allows.
-    CborTooLarge = "cbor.too_large", step "C3";
+    CborTooLarge = "cbor.too_large", step "T1, P1, T2, P2";
     /// A text string that is not valid UTF-8.
     CborInvalidUtf8 = "cbor.invalid_utf8", step "C2";
     /// A tag where none is allowed.
-    CborUnexpectedTag = "cbor.unexpected_tag", step "C2";
+    CborUnexpectedTag = "cbor.unexpected_tag", step "T2, P2";
     /// A map key that is neither an integer nor a text string.
-    CborKeyType = "cbor.key_type", step "C2";
+    CborKeyType = "cbor.key_type", step "T2, P2";
     /// Floats, `undefined` and simple values other than true/false/null.
-    CborUnsupportedType = "cbor.unsupported_type", step "C2";
+    CborUnsupportedType = "cbor.unsupported_type", step "T2, P2";
 
     // ---- COSE layer ----
     /// Not a COSE_Sign1 of the profile: wrong tag, array shape or member types.
-    CoseStructure = "cose.structure", step "S1";
+    CoseStructure = "cose.structure", step "T3, P3";
     /// No `alg` header parameter at all.
-    CoseAlgMissing = "cose.alg_missing", step "S2";
+    CoseAlgMissing = "cose.alg_missing", step "T3, P3";
     /// `alg` only in the unprotected bucket.
-    CoseAlgUnprotected = "cose.alg_unprotected", step "S2";
+    CoseAlgUnprotected = "cose.alg_unprotected", step "T3, P3";
     /// `alg` is not EdDSA (-8) or ES256 (-7).
-    CoseAlgUnsupported = "cose.alg_unsupported", step "S2";
+    CoseAlgUnsupported = "cose.alg_unsupported", step "T3, P3";
     /// `alg` does not match the key that must verify the signature.
-    CoseAlgMismatch = "cose.alg_mismatch", step "S5";
+    CoseAlgMismatch = "cose.alg_mismatch", step "T7";
     /// `crit` in the unprotected bucket.
-    CoseCritMisplaced = "cose.crit_misplaced", step "S2";
+    CoseCritMisplaced = "cose.crit_misplaced", step "T3, P3";
     /// `crit` empty, not an array, with duplicates, or naming an absent label.
-    CoseCritInvalid = "cose.crit_invalid", step "S2";
+    CoseCritInvalid = "cose.crit_invalid", step "T3, P3";
     /// `crit` names a header parameter this implementation does not understand.
-    CoseCritUnknown = "cose.crit_unknown", step "S2";
+    CoseCritUnknown = "cose.crit_unknown", step "T3, P3";
     /// The same label in the protected and the unprotected bucket.
-    CoseHeaderConflict = "cose.header_conflict", step "S2";
+    CoseHeaderConflict = "cose.header_conflict", step "T3, P3";
     /// A header parameter with a value of the wrong type.
-    CoseHeaderType = "cose.header_type", step "S2";
+    CoseHeaderType = "cose.header_type", step "T3, P3";
     /// A header parameter the profile does not allow.
-    CoseHeaderUnsupported = "cose.header_unsupported", step "S2";
+    CoseHeaderUnsupported = "cose.header_unsupported", step "T3, P3";
     /// A token without `kid`.
-    CoseKidMissing = "cose.kid_missing", step "S2";
+    CoseKidMissing = "cose.kid_missing", step "T3";
     /// No key with this `kid` in the key set of the token's issuer.
-    CoseKeyUnknown = "cose.key_unknown", step "S4";
+    CoseKeyUnknown = "cose.key_unknown", step "T6";
     /// The signature does not verify.
-    CoseBadSignature = "cose.bad_signature", step "S6";
+    CoseBadSignature = "cose.bad_signature", step "T8";
 
     // ---- Keys ----
     /// A COSE_Key that is not of the profile's shape.
@@ -102,97 +102,97 @@ codes! {
     /// A key type, curve or algorithm the profile does not support.
     KeyUnsupported = "key.unsupported", step "K1";
     /// Key bytes that are not a valid point or scalar.
-    KeyInvalid = "key.invalid", step "K1";
+    KeyInvalid = "key.invalid", step "K2";
     /// A small-order (weak) Ed25519 public key.
     KeyWeak = "key.weak", step "K2";
     /// A private key where a public key belongs, or the reverse.
     KeyWrongKind = "key.wrong_kind", step "K1";
     /// A key file could not be read or written.
-    KeyIo = "key.io", step "0";
+    KeyIo = "key.io", step "-";
     /// A key set with two keys under one `kid`, no keys, or a key without `kid`.
     KeySetInvalid = "keyset.invalid", step "K3";
 
     // ---- CWT claims ----
     /// The payload is not a claims map.
-    CwtStructure = "cwt.structure", step "T1";
+    CwtStructure = "cwt.structure", step "T4";
     /// A required claim is absent.
-    CwtMissingClaim = "cwt.missing_claim", step "T1";
+    CwtMissingClaim = "cwt.missing_claim", step "T4";
     /// A claim with a value of the wrong type or out of range.
-    CwtClaimType = "cwt.claim_type", step "T1";
+    CwtClaimType = "cwt.claim_type", step "T4";
     /// A claim label this profile does not define.
-    CwtUnknownClaim = "cwt.unknown_claim", step "T1";
+    CwtUnknownClaim = "cwt.unknown_claim", step "T4";
     /// `iss` is not a trusted issuer.
-    CwtIssuerUnknown = "cwt.iss_unknown", step "T2";
+    CwtIssuerUnknown = "cwt.iss_unknown", step "T5";
     /// `aud` is not the verifier's own audience.
-    CwtAudMismatch = "cwt.aud_mismatch", step "T7";
+    CwtAudMismatch = "cwt.aud_mismatch", step "T9";
     /// `exp` + leeway is in the past.
-    CwtExpired = "cwt.expired", step "T8";
+    CwtExpired = "cwt.expired", step "T11";
     /// `nbf` − leeway is in the future.
-    CwtNotYetValid = "cwt.not_yet_valid", step "T8";
+    CwtNotYetValid = "cwt.not_yet_valid", step "T11";
     /// `iat` − leeway is in the future.
-    CwtIatFuture = "cwt.iat_future", step "T8";
+    CwtIatFuture = "cwt.iat_future", step "T11";
     /// `exp` − `iat` exceeds the maximum lifetime for the token kind.
-    CwtLifetimeExceeded = "cwt.lifetime_exceeded", step "T9";
+    CwtLifetimeExceeded = "cwt.lifetime_exceeded", step "T12";
     /// `cnf` is absent.
-    CwtCnfMissing = "cwt.cnf_missing", step "T1";
+    CwtCnfMissing = "cwt.cnf_missing", step "T4";
     /// `cnf` is not `{1: COSE_Key}` with a valid, non-weak public key.
-    CwtCnfInvalid = "cwt.cnf_invalid", step "T10";
+    CwtCnfInvalid = "cwt.cnf_invalid", step "T4";
     /// `cti` is not 16 bytes.
-    CwtCtiInvalid = "cwt.cti_invalid", step "T1";
+    CwtCtiInvalid = "cwt.cti_invalid", step "T4";
     /// A session token where a service token is expected, or the reverse.
-    CwtKindMismatch = "cwt.kind_mismatch", step "T11";
+    CwtKindMismatch = "cwt.kind_mismatch", step "T10";
 
     // ---- Request proofs ----
     /// No proof accompanies a holder-of-key token.
-    ProofMissing = "proof.missing", step "P0";
+    ProofMissing = "proof.missing", step "H1";
     /// More than one proof in a request.
-    ProofMultiple = "proof.multiple", step "P0";
+    ProofMultiple = "proof.multiple", step "H1";
     /// The proof's transport encoding (base64url) is wrong.
-    ProofMalformed = "proof.malformed", step "P0";
+    ProofMalformed = "proof.malformed", step "H1";
     /// A required proof field is absent.
-    ProofMissingField = "proof.missing_field", step "P2";
+    ProofMissingField = "proof.missing_field", step "P4";
     /// A proof field with a value of the wrong type.
-    ProofFieldType = "proof.field_type", step "P2";
+    ProofFieldType = "proof.field_type", step "P4";
     /// A proof field label this profile does not define.
-    ProofUnknownField = "proof.unknown_field", step "P2";
+    ProofUnknownField = "proof.unknown_field", step "P4";
     /// The proof's `alg` does not match the token's `cnf` key.
-    ProofAlgMismatch = "proof.alg_mismatch", step "P3";
+    ProofAlgMismatch = "proof.alg_mismatch", step "P5";
     /// `htm` differs from the request method.
-    ProofHtmMismatch = "proof.htm_mismatch", step "P4";
+    ProofHtmMismatch = "proof.htm_mismatch", step "P6";
     /// `htu` is not an absolute http(s) URI of the profile.
-    ProofHtuInvalid = "proof.htu_invalid", step "P5";
+    ProofHtuInvalid = "proof.htu_invalid", step "P7";
     /// `htu` differs from the request's target URI after normalisation.
-    ProofHtuMismatch = "proof.htu_mismatch", step "P5";
+    ProofHtuMismatch = "proof.htu_mismatch", step "P7";
     /// The proof was made for another token.
-    ProofAthMismatch = "proof.ath_mismatch", step "P6";
+    ProofAthMismatch = "proof.ath_mismatch", step "P8";
     /// The proof was made for another request body.
-    ProofBodyMismatch = "proof.body_mismatch", step "P6";
+    ProofBodyMismatch = "proof.body_mismatch", step "P9";
     /// `jti` is not 16 bytes.
-    ProofJtiInvalid = "proof.jti_invalid", step "P2";
+    ProofJtiInvalid = "proof.jti_invalid", step "P4";
     /// `iat` is older than the freshness window.
-    ProofStale = "proof.stale", step "P7";
+    ProofStale = "proof.stale", step "P10";
     /// `iat` is further in the future than the leeway.
-    ProofFuture = "proof.future", step "P7";
+    ProofFuture = "proof.future", step "P10";
     /// The service requires a server nonce and the proof has none.
-    ProofNonceRequired = "proof.nonce_required", step "P8";
+    ProofNonceRequired = "proof.nonce_required", step "P11";
     /// The proof's nonce is not one the service issued, or has expired.
-    ProofNonceInvalid = "proof.nonce_invalid", step "P8";
+    ProofNonceInvalid = "proof.nonce_invalid", step "P11";
     /// The proof's signature does not verify with the token's `cnf` key.
-    ProofBadSignature = "proof.bad_signature", step "P9";
+    ProofBadSignature = "proof.bad_signature", step "P12";
 
     // ---- Replay ----
     /// This (audience, key, jti) was seen before.
-    ReplayDetected = "replay.detected", step "P10";
+    ReplayDetected = "replay.detected", step "P13";
     /// The replay store cannot be reached; the request is refused (fail closed).
-    ReplayStoreUnavailable = "replay.store_unavailable", step "P10";
+    ReplayStoreUnavailable = "replay.store_unavailable", step "P13";
     /// The replay store is full of live entries; the request is refused (fail closed).
-    ReplayStoreFull = "replay.store_full", step "P10";
+    ReplayStoreFull = "replay.store_full", step "P13";
 
     // ---- Issuing and local input ----
     /// A token or proof could not be issued with the given parameters.
-    IssueInvalid = "issue.invalid", step "0";
+    IssueInvalid = "issue.invalid", step "-";
     /// Input that is not CBOR, hex or base64url where one was expected.
-    InputMalformed = "input.malformed", step "0";
+    InputMalformed = "input.malformed", step "-";
 }
 
 impl fmt::Display for Code {

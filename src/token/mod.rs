@@ -24,7 +24,7 @@
 //! Actor = { 1 => tstr, ? 2 => tstr }   ; sub, iss
 //! ```
 
-mod issue;
+pub(crate) mod issue;
 pub(crate) mod verify;
 
 pub use issue::{TokenBuilder, TokenTagging};

@@ -1,0 +1,13 @@
+//! Writes test-vectors/vectors.json and test-vectors/vectors.md.
+//!
+//! Run from the repository root: `cargo run --example gen_vectors`.
+fn main() -> std::io::Result<()> {
+    let vectors = keybound::vectors::generate();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-vectors");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("vectors.json"), keybound::vectors::to_json(&vectors))?;
+    std::fs::write(dir.join("vectors.md"), keybound::vectors::to_markdown(&vectors))?;
+    let valid = vectors.iter().filter(|v| v.expected == "valid").count();
+    println!("wrote {} vectors ({valid} valid, {} invalid) to {}", vectors.len(), vectors.len() - valid, dir.display());
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Runs every vector in test-vectors/vectors.json through the verifier and
+//! checks that the checked-in files are exactly what the generator writes.
+
+use std::sync::Arc;
+
+use keybound::encoding::hex_decode;
+use keybound::key::KeySet;
+use keybound::proof::{NonceValidator, RequestInfo};
+use keybound::verify::{ManualClock, TrustedIssuer, Verifier};
+use keybound::{Code, cbor};
+use serde_json::Value;
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test-vectors");
+
+struct Nonces(Vec<Vec<u8>>);
+impl NonceValidator for Nonces {
+    fn is_valid(&self, nonce: &[u8], _now: u64) -> bool {
+        self.0.iter().any(|n| n == nonce)
+    }
+}
+
+fn hex(v: &Value) -> Vec<u8> {
+    hex_decode(v.as_str().expect("hex string")).expect("valid hex")
+}
+
+fn run(v: &Value) -> Result<(), keybound::Error> {
+    let mut set = Vec::new();
+    let keys = v["issuer_keys"].as_array().unwrap();
+    cbor::write_array(&mut set, keys.len());
+    for key in keys {
+        set.extend(hex(key));
+    }
+    let keys = KeySet::from_cbor(&set).expect("issuer keys form a key set");
+    let config = &v["verifier"];
+    let mut builder = Verifier::builder(config["audience"].as_str().unwrap(), TrustedIssuer::with_keys(config["issuer"].as_str().unwrap(), keys))
+        .clock(Arc::new(ManualClock::new(config["now"].as_u64().unwrap())))
+        .leeway(config["leeway"].as_u64().unwrap())
+        .proof_max_age(config["proof_max_age"].as_u64().unwrap());
+    if let Some(nonces) = config.get("nonces") {
+        builder = builder.require_nonce(Arc::new(Nonces(nonces.as_array().unwrap().iter().map(hex).collect())));
+    }
+    let verifier = builder.build().unwrap();
+    let token = hex(&v["token"]);
+    if v["proof"].is_null() {
+        return verifier.verify_token(&token).map(|_| ());
+    }
+    let proof = hex(&v["proof"]);
+    let req = &v["request"];
+    let body = hex(&req["body"]);
+    let request = RequestInfo::new(req["method"].as_str().unwrap(), req["uri"].as_str().unwrap(), &body);
+    let mut result = Ok(());
+    for _ in 0..v["submissions"].as_u64().unwrap() {
+        result = verifier.verify_request(&token, &proof, &request).map(|_| ());
+    }
+    result
+}
+
+#[test]
+fn every_vector_gives_its_expected_result() {
+    let text = std::fs::read_to_string(format!("{DIR}/vectors.json")).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["version"], 1);
+    let vectors = doc["vectors"].as_array().unwrap();
+    let mut failures = Vec::new();
+    for v in vectors {
+        let expected = v["expected"].as_str().unwrap();
+        let got = match run(v) {
+            Ok(()) => "valid".to_owned(),
+            Err(e) => e.code().as_str().to_owned(),
+        };
+        if got != expected {
+            failures.push(format!("{}: expected {expected}, got {got}", v["name"]));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} vectors failed:\n{}", failures.len(), vectors.len(), failures.join("\n"));
+}
+
+#[test]
+fn vectors_cover_the_required_ground() {
+    let vectors = keybound::vectors::generate();
+    let valid = vectors.iter().filter(|v| v.expected == "valid").count();
+    assert!(valid >= 20, "{valid} valid vectors");
+    assert!(vectors.len() - valid >= 80, "{} invalid vectors", vectors.len() - valid);
+    let mut names = std::collections::HashSet::new();
+    for v in &vectors {
+        assert!(names.insert(&v.name), "duplicate {}", v.name);
+        assert!(v.expected == "valid" || Code::from_str_code(&v.expected).is_some(), "{}: unknown code {}", v.name, v.expected);
+    }
+    // Every layer is represented among the invalid vectors.
+    for layer in ["cbor.", "cose.", "cwt.", "proof.", "replay."] {
+        assert!(vectors.iter().any(|v| v.expected.starts_with(layer)), "no {layer} vector");
+    }
+}
+
+#[test]
+fn checked_in_vectors_match_the_generator() {
+    let vectors = keybound::vectors::generate();
+    let json = std::fs::read_to_string(format!("{DIR}/vectors.json")).unwrap();
+    let md = std::fs::read_to_string(format!("{DIR}/vectors.md")).unwrap();
+    assert!(
+        json == keybound::vectors::to_json(&vectors) && md == keybound::vectors::to_markdown(&vectors),
+        "test-vectors/ is stale: run `cargo run --example gen_vectors` and commit the result with the spec change"
+    );
+}
