@@ -231,10 +231,14 @@ impl Sign1<'_> {
         }
         let tbs = sig_structure(self.protected, external_aad, self.payload);
         if key.verify(&tbs, self.signature) {
-            Ok(())
-        } else {
-            err(bad_signature, "the signature does not verify")
+            return Ok(());
         }
+        let why = if bad_signature == Code::ProofBadSignature {
+            "the proof's signature does not verify with the token's key: it was made with another key (a stolen token?) or over another token or body"
+        } else {
+            "the token's signature does not verify with the issuer key named by its kid"
+        };
+        err(bad_signature, why)
     }
 }
 
