@@ -188,6 +188,28 @@ codes! {
     /// The replay store is full of live entries; the request is refused (fail closed).
     ReplayStoreFull = "replay.store_full", step "P13";
 
+    // ---- HTTP binding ----
+    /// No `Authorization` header.
+    HttpTokenMissing = "http.token_missing", step "H1";
+    /// More than one `Authorization` header.
+    HttpTokenMultiple = "http.token_multiple", step "H1";
+    /// The token in `Authorization` is not unpadded base64url.
+    HttpTokenMalformed = "http.token_malformed", step "H1";
+    /// An `Authorization` scheme other than `KB` (for example a `Bearer` downgrade).
+    HttpScheme = "http.scheme", step "H1";
+    /// A keybound header is longer than the limit.
+    HttpHeaderTooLarge = "http.header_too_large", step "H1";
+    /// The request body is longer than the limit.
+    HttpBodyTooLarge = "http.body_too_large", step "H2";
+    /// The request path has dot segments or is otherwise not in normal form.
+    HttpPathNotNormalized = "http.path_not_normalized", step "H1";
+
+    // ---- Authorization policy ----
+    /// The policy denies this action to the caller's roles.
+    PolicyDenied = "policy.denied", step "A1";
+    /// A policy file that cannot be loaded.
+    PolicyInvalid = "policy.invalid", step "-";
+
     // ---- Issuing and local input ----
     /// A token or proof could not be issued with the given parameters.
     IssueInvalid = "issue.invalid", step "-";

@@ -62,11 +62,19 @@
 #![warn(missing_docs)]
 
 pub mod cbor;
+/// The `keybound` command line tool (feature `cli`).
+#[cfg(feature = "cli")]
+pub mod cli;
 pub(crate) mod cose;
 pub mod danger;
 pub mod encoding;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod key;
+pub mod keyset;
+#[cfg(feature = "policy")]
+pub mod policy;
 pub mod proof;
 pub mod token;
 pub mod verify;

@@ -15,7 +15,7 @@ mod file;
 mod keyset;
 
 pub use file::{read_signing_key_file, write_signing_key_file};
-pub use keyset::KeySet;
+pub use keyset::{KeySet, MAX_KEYSET_SIZE};
 
 use std::fmt;
 

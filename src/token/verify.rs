@@ -119,9 +119,10 @@ impl<'a> UnverifiedToken<'a> {
         &self.claims.iss
     }
 
-    /// Steps T5–T8: finds the key and checks the signature. Time, audience
-    /// and kind are checked by [`verify_token`].
-    fn check_signature(&self, issuers: &dyn IssuerKeys) -> Result<()> {
+    /// Steps T5–T8: finds the key and checks the signature; returns the
+    /// thumbprint of the issuer key. Time, audience and kind are checked by
+    /// [`verify_token`].
+    fn check_signature(&self, issuers: &dyn IssuerKeys) -> Result<Thumbprint> {
         let Some(set) = issuers.key_set(&self.claims.iss) else {
             return err(Code::CwtIssuerUnknown, format!("issuer {:?} is not trusted here", truncate(&self.claims.iss)));
         };
@@ -131,7 +132,8 @@ impl<'a> UnverifiedToken<'a> {
                 format!("issuer {:?} has no key with kid {}", truncate(&self.claims.iss), crate::encoding::hex_encode(&self.kid()[..self.kid().len().min(32)])),
             );
         };
-        self.sign1.verify(key, &[], Code::CoseAlgMismatch, Code::CoseBadSignature)
+        self.sign1.verify(key, &[], Code::CoseAlgMismatch, Code::CoseBadSignature)?;
+        Ok(*key.thumbprint())
     }
 
     /// Exposes the claims without any check. Only for [`crate::danger`].
@@ -147,6 +149,7 @@ pub struct VerifiedToken {
     token_hash: [u8; 32],
     kid: Vec<u8>,
     alg: Algorithm,
+    issuer_key: Thumbprint,
 }
 
 impl VerifiedToken {
@@ -226,6 +229,10 @@ impl VerifiedToken {
     pub fn alg(&self) -> Algorithm {
         self.alg
     }
+    /// Thumbprint of the issuer key that signed the token.
+    pub fn issuer_key_thumbprint(&self) -> &Thumbprint {
+        &self.issuer_key
+    }
 }
 
 /// Verifies a token (steps T1–T12) at time `now` (Unix seconds).
@@ -237,13 +244,14 @@ pub fn verify_token(bytes: &[u8], policy: &TokenPolicy, issuers: &dyn IssuerKeys
 /// [`verify_token`] with the token's SHA-256 already computed.
 pub(crate) fn verify_token_hashed(bytes: &[u8], token_hash: [u8; 32], policy: &TokenPolicy, issuers: &dyn IssuerKeys, now: u64) -> Result<VerifiedToken> {
     let unverified = UnverifiedToken::from_slice(bytes)?;
-    unverified.check_signature(issuers)?;
+    let issuer_key = unverified.check_signature(issuers)?;
     let UnverifiedToken { sign1, claims, .. } = unverified;
     check_claims(&claims, policy, now)?;
     Ok(VerifiedToken {
         token_hash,
         kid: sign1.kid.unwrap_or_default().to_vec(),
         alg: sign1.alg,
+        issuer_key,
         claims,
     })
 }

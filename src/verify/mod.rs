@@ -5,50 +5,37 @@
 //! the builder. It performs every step of spec/verification.md; the result
 //! type has no public constructor, so a handler that takes a
 //! [`VerifiedRequest`] cannot run without the checks.
+//!
+//! Cost per request: a token seen before comes from the verified-token cache
+//! (one SHA-256 and a map lookup), so a warm request pays for parsing the
+//! proof, one signature check and the replay record. The proof's signature is
+//! checked on every request, always.
 
 mod clock;
+mod nonce;
 mod replay;
+#[cfg(feature = "redis")]
+mod replay_redis;
+mod token_cache;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use nonce::{DEFAULT_NONCE_EPOCH, NONCE_LEN, NonceService};
 pub use replay::{DEFAULT_REPLAY_CAPACITY, MemoryReplayStore, ReplayKey, ReplayOutcome, ReplayStore};
+#[cfg(feature = "redis")]
+pub use replay_redis::{RedisReplayOptions, RedisReplayStore};
+pub use token_cache::DEFAULT_TOKEN_CACHE_CAPACITY;
+
+pub use crate::keyset::{KeySource, StaticKeys};
 
 use std::sync::Arc;
+
+use token_cache::TokenCache;
 
 use crate::error::{Code, Result, err};
 use crate::key::{KeySet, Thumbprint};
 use crate::proof::{self, NonceValidator, ProofPolicy, RequestInfo};
 use crate::token::verify::{DEFAULT_LEEWAY, IssuerKeys, verify_token_hashed};
-use crate::token::{MAX_SERVICE_LIFETIME, TokenPolicy, VerifiedToken};
-
-/// Where the keys of one issuer come from. Implementations return the
-/// current set; refreshing (files, HTTP) happens behind this call.
-pub trait KeySource: Send + Sync {
-    /// The issuer's current key set.
-    fn key_set(&self) -> Arc<KeySet>;
-}
-
-impl KeySource for KeySet {
-    fn key_set(&self) -> Arc<KeySet> {
-        Arc::new(self.clone())
-    }
-}
-
-/// A fixed key set, configured once.
-#[derive(Clone, Debug)]
-pub struct StaticKeys(Arc<KeySet>);
-
-impl StaticKeys {
-    /// Wraps a key set.
-    pub fn new(set: KeySet) -> Self {
-        StaticKeys(Arc::new(set))
-    }
-}
-
-impl KeySource for StaticKeys {
-    fn key_set(&self) -> Arc<KeySet> {
-        self.0.clone()
-    }
-}
+use crate::token::{MAX_SERVICE_LIFETIME, TokenPolicy, UnverifiedToken, VerifiedToken};
 
 /// An issuer the verifier trusts, with the source of its keys.
 #[derive(Clone)]
@@ -64,6 +51,11 @@ impl TrustedIssuer {
             id: id.into(),
             source: Arc::new(source),
         }
+    }
+
+    /// Trusts `id` with a shared key source.
+    pub fn from_arc(id: impl Into<String>, source: Arc<dyn KeySource>) -> Self {
+        TrustedIssuer { id: id.into(), source }
     }
 
     /// Trusts `id` with a fixed key set.
@@ -102,6 +94,8 @@ pub struct VerifierBuilder {
     replay: Arc<dyn ReplayStore>,
     clock: Arc<dyn Clock>,
     nonce: Option<Arc<dyn NonceValidator>>,
+    nonce_service: Option<Arc<NonceService>>,
+    token_cache: usize,
 }
 
 impl VerifierBuilder {
@@ -149,6 +143,21 @@ impl VerifierBuilder {
         self
     }
 
+    /// Requires nonces issued by `service`; the HTTP layer then also sends
+    /// them (`KB-Nonce`) in challenges and with every response.
+    pub fn nonce_service(mut self, service: Arc<NonceService>) -> Self {
+        self.nonce = Some(service.clone());
+        self.nonce_service = Some(service);
+        self
+    }
+
+    /// Capacity of the verified-token cache; 0 turns it off. Default
+    /// [`DEFAULT_TOKEN_CACHE_CAPACITY`].
+    pub fn token_cache_capacity(mut self, entries: usize) -> Self {
+        self.token_cache = entries;
+        self
+    }
+
     /// Builds the verifier; refuses duplicate issuer ids and an empty audience.
     pub fn build(self) -> Result<Verifier> {
         if self.audience.is_empty() {
@@ -169,6 +178,8 @@ impl VerifierBuilder {
             replay: self.replay,
             clock: self.clock,
             nonce: self.nonce,
+            nonce_service: self.nonce_service,
+            cache: TokenCache::new(self.token_cache),
         })
     }
 }
@@ -181,6 +192,8 @@ pub struct Verifier {
     replay: Arc<dyn ReplayStore>,
     clock: Arc<dyn Clock>,
     nonce: Option<Arc<dyn NonceValidator>>,
+    nonce_service: Option<Arc<NonceService>>,
+    cache: TokenCache,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -189,16 +202,24 @@ impl std::fmt::Debug for Verifier {
             .field("audience", &self.policy.audience())
             .field("issuers", &self.issuers)
             .field("leeway", &self.policy.leeway)
+            .field("proof_max_age", &self.proof_max_age)
+            .field("nonce_required", &self.nonce.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// What the proof of a [`VerifiedRequest`] established.
+#[derive(Clone, Debug)]
+struct ProofInfo {
+    jti: [u8; proof::JTI_LEN],
+    iat: u64,
 }
 
 /// A request whose token and proof passed every check.
 #[derive(Clone, Debug)]
 pub struct VerifiedRequest {
     token: Arc<VerifiedToken>,
-    jti: [u8; proof::JTI_LEN],
-    proof_iat: u64,
+    proof: Option<ProofInfo>,
 }
 
 impl VerifiedRequest {
@@ -230,24 +251,28 @@ impl VerifiedRequest {
     pub fn audience(&self) -> &str {
         self.token.audience()
     }
-    /// Thumbprint of the client key that signed the proof.
+    /// Thumbprint of the client key the token is bound to.
     pub fn key_thumbprint(&self) -> &Thumbprint {
         self.token.key_thumbprint()
     }
-    /// The proof's jti.
-    pub fn jti(&self) -> &[u8; proof::JTI_LEN] {
-        &self.jti
+    /// True when the client proved possession of the key for this request.
+    /// False only for requests admitted in bearer rollout mode.
+    pub fn proof_of_possession(&self) -> bool {
+        self.proof.is_some()
     }
-    /// When the proof was made.
-    pub fn proof_issued_at(&self) -> u64 {
-        self.proof_iat
+    /// The proof's jti, when there was a proof.
+    pub fn jti(&self) -> Option<&[u8; proof::JTI_LEN]> {
+        self.proof.as_ref().map(|p| &p.jti)
+    }
+    /// When the proof was made, when there was a proof.
+    pub fn proof_issued_at(&self) -> Option<u64> {
+        self.proof.as_ref().map(|p| p.iat)
     }
 }
 
-/// The part of verification that is done and the replay record still to
-/// make: separating them keeps a proof from being consumed before every
-/// other check passed.
-pub(crate) struct Unconsumed {
+/// Everything checked but the replay record, which comes last so that a
+/// proof is never consumed by a request that fails another check.
+struct Unconsumed {
     token: Arc<VerifiedToken>,
     checked: proof::CheckedProof,
     replay_key: ReplayKey,
@@ -268,6 +293,8 @@ impl Verifier {
             replay: Arc::new(MemoryReplayStore::default()),
             clock: Arc::new(SystemClock),
             nonce: None,
+            nonce_service: None,
+            token_cache: DEFAULT_TOKEN_CACHE_CAPACITY,
         }
     }
 
@@ -281,15 +308,46 @@ impl Verifier {
         self.clock.now()
     }
 
-    /// Verifies a token alone (steps T1–T12), without a proof.
+    /// The nonce service, when nonces are issued by this verifier.
+    pub fn nonce_service(&self) -> Option<&Arc<NonceService>> {
+        self.nonce_service.as_ref()
+    }
+
+    /// True when proofs must carry a server nonce.
+    pub fn requires_nonce(&self) -> bool {
+        self.nonce.is_some()
+    }
+
+    /// Verifies a token alone (steps T1–T12), without a proof and without
+    /// the cache. For diagnostics; requests go through `verify_request`.
     pub fn verify_token(&self, token: &[u8]) -> Result<VerifiedToken> {
         crate::token::verify_token(token, &self.policy, &Issuers(&self.issuers), self.clock.now())
     }
 
+    /// The verified token from the cache, or verified now and cached.
+    fn token(&self, token: &[u8], now: u64) -> Result<Arc<VerifiedToken>> {
+        let hash = crate::sha256(token);
+        let issuers = Issuers(&self.issuers);
+        if let Some(cached) = self.cache.get(&hash, now, self.policy.leeway) {
+            // The signing key must still be in its issuer's set: removing a
+            // key from the set takes effect for cached tokens too.
+            let still_trusted = issuers
+                .key_set(cached.issuer())
+                .and_then(|set| set.get(cached.kid()).map(|k| k.thumbprint() == cached.issuer_key_thumbprint()))
+                .unwrap_or(false);
+            if still_trusted {
+                return Ok(cached);
+            }
+            self.cache.remove(&hash);
+        }
+        let verified = Arc::new(verify_token_hashed(token, hash, &self.policy, &issuers, now)?);
+        self.cache.insert(hash, verified.clone());
+        Ok(verified)
+    }
+
     fn check(&self, token: &[u8], proof_bytes: &[u8], request: &RequestInfo<'_>) -> Result<Unconsumed> {
         let now = self.clock.now();
-        let token_hash = crate::sha256(token);
-        let token = Arc::new(verify_token_hashed(token, token_hash, &self.policy, &Issuers(&self.issuers), now)?);
+        let token = self.token(token, now)?;
         let policy = ProofPolicy {
             max_age: self.proof_max_age,
             leeway: self.policy.leeway,
@@ -308,11 +366,27 @@ impl Verifier {
         })
     }
 
+    /// The key source of the issuer a token claims, for an unknown-kid refetch.
+    fn source_for(&self, token: &[u8]) -> Option<&Arc<dyn KeySource>> {
+        let issuer = UnverifiedToken::from_slice(token).ok()?.issuer().to_owned();
+        self.issuers.iter().find(|t| t.id == issuer).map(|t| &t.source)
+    }
+
     /// Verifies `token` and `proof` for `request`: every step, including the
     /// replay record. Stores that need I/O must use
-    /// [`Verifier::verify_request_async`].
+    /// [`Verifier::verify_request_async`]. An unknown kid starts a
+    /// (rate-limited) key refetch in the background and fails this request.
     pub fn verify_request(&self, token: &[u8], proof: &[u8], request: &RequestInfo<'_>) -> Result<VerifiedRequest> {
-        let pending = self.check(token, proof, request)?;
+        let pending = match self.check(token, proof, request) {
+            Err(e) if e.code() == Code::CoseKeyUnknown => {
+                if let Some(source) = self.source_for(token) {
+                    // Starting the refetch is enough; nobody waits for it here.
+                    drop(source.refresh_for_unknown_kid());
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
         match self.replay.check_and_record(pending.replay_key, pending.expires_at, pending.now) {
             ReplayOutcome::Ready(result) => result.map(|()| pending.finish()),
             ReplayOutcome::Pending(_) => err(
@@ -322,14 +396,47 @@ impl Verifier {
         }
     }
 
-    /// As [`Verifier::verify_request`], awaiting stores that need I/O.
+    /// As [`Verifier::verify_request`], awaiting stores that need I/O. An
+    /// unknown kid waits for one rate-limited key refetch and tries again.
     pub async fn verify_request_async(&self, token: &[u8], proof: &[u8], request: &RequestInfo<'_>) -> Result<VerifiedRequest> {
-        let pending = self.check(token, proof, request)?;
+        let pending = match self.check(token, proof, request) {
+            Err(e) if e.code() == Code::CoseKeyUnknown => {
+                let Some(refresh) = self.source_for(token).and_then(|s| s.refresh_for_unknown_kid()) else {
+                    return Err(e);
+                };
+                refresh.await;
+                self.check(token, proof, request)?
+            }
+            other => other?,
+        };
         let outcome = match self.replay.check_and_record(pending.replay_key, pending.expires_at, pending.now) {
             ReplayOutcome::Ready(result) => result,
             ReplayOutcome::Pending(future) => future.await,
         };
         outcome.map(|()| pending.finish())
+    }
+
+    /// Verifies a token presented without a proof, for the bearer rollout
+    /// phase only (see `http::ProofMode`). The result says
+    /// `proof_of_possession() == false`.
+    pub(crate) async fn verify_bearer_async(&self, token: &[u8]) -> Result<VerifiedRequest> {
+        let now = self.clock.now();
+        let token = match self.token(token, now) {
+            Err(e) if e.code() == Code::CoseKeyUnknown => {
+                let Some(refresh) = self.source_for(token).and_then(|s| s.refresh_for_unknown_kid()) else {
+                    return Err(e);
+                };
+                refresh.await;
+                self.token(token, now)?
+            }
+            other => other?,
+        };
+        Ok(VerifiedRequest { token, proof: None })
+    }
+
+    /// Number of tokens in the verified-token cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
     }
 }
 
@@ -337,8 +444,10 @@ impl Unconsumed {
     fn finish(self) -> VerifiedRequest {
         VerifiedRequest {
             token: self.token,
-            jti: self.checked.jti,
-            proof_iat: self.checked.iat,
+            proof: Some(ProofInfo {
+                jti: self.checked.jti,
+                iat: self.checked.iat,
+            }),
         }
     }
 }

@@ -1,0 +1,356 @@
+//! [`KeyboundLayer`]: verification before the handler, as tower middleware.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http_body_util::BodyExt;
+use serde_json::json;
+
+use super::{AUTH_SCHEME, NONCE_HEADER, PROOF_HEADER, error_response};
+use crate::encoding::{b64url_decode, b64url_encode};
+use crate::error::{Code, Error, Result, err};
+use crate::policy::{Action, MemoryRecords, Policy, RecordSink};
+use crate::proof::{RequestInfo, body_sha256, normalize_uri};
+use crate::verify::Verifier;
+
+/// Default largest request body the layer buffers and hashes: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Default largest `Authorization` or `KB-Proof` header: 8 KiB.
+pub const DEFAULT_MAX_HEADER: usize = 8 * 1024;
+/// Default time allowed to receive the body: 30 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether requests must carry a proof.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProofMode {
+    /// Every request needs a valid proof (the default).
+    Required,
+    /// Rollout phase: a request without a proof is admitted on its token
+    /// alone (bearer use) and a `bearer_use` record is written for each one.
+    /// A request that carries a proof is still fully verified.
+    BearerAllowed,
+}
+
+struct Config {
+    verifier: Arc<Verifier>,
+    base_url: String,
+    max_body: usize,
+    max_header: usize,
+    body_timeout: Duration,
+    proof_mode: ProofMode,
+    policy: Option<Arc<Policy>>,
+    records: Arc<dyn RecordSink>,
+}
+
+/// Verifies every request (token, proof, replay, then policy) before the
+/// inner service sees it, and puts the [`VerifiedRequest`] into the request
+/// extensions. The `Authorization` and `KB-Proof` headers are marked
+/// sensitive so trace layers do not print them.
+///
+/// [`VerifiedRequest`]: crate::verify::VerifiedRequest
+#[derive(Clone)]
+pub struct KeyboundLayer {
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for KeyboundLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyboundLayer({}, {:?})", self.config.base_url, self.config.proof_mode)
+    }
+}
+
+impl KeyboundLayer {
+    /// A layer for a service reachable by clients at `external_base_url`
+    /// (scheme, host, port and any path prefix a proxy strips, e.g.
+    /// `https://api.example/compute`). The target URI a proof must name is
+    /// this base URL followed by the request's path and query; the `Host`
+    /// and `X-Forwarded-*` headers are never consulted.
+    pub fn new(verifier: Arc<Verifier>, external_base_url: &str) -> Result<Self> {
+        let normalized = normalize_uri(external_base_url)?;
+        if normalized.contains(['?', '#']) {
+            return err(Code::IssueInvalid, "the external base URL must not have a query or fragment");
+        }
+        let base_url = normalized.trim_end_matches('/').to_owned();
+        Ok(KeyboundLayer {
+            config: Arc::new(Config {
+                verifier,
+                base_url,
+                max_body: DEFAULT_MAX_BODY,
+                max_header: DEFAULT_MAX_HEADER,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
+                proof_mode: ProofMode::Required,
+                policy: None,
+                records: Arc::new(MemoryRecords::new()),
+            }),
+        })
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::get_mut(&mut self.config).expect("the layer is configured before it is cloned")
+    }
+
+    /// Largest body buffered and hashed (default 1 MiB); larger is 413.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.config_mut().max_body = bytes;
+        self
+    }
+
+    /// Largest `Authorization`/`KB-Proof` header (default 8 KiB); larger is 431.
+    pub fn max_header(mut self, bytes: usize) -> Self {
+        self.config_mut().max_header = bytes;
+        self
+    }
+
+    /// Time allowed to receive the body (default 30 s).
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().body_timeout = timeout;
+        self
+    }
+
+    /// Whether a proof is required (default) or bearer use is admitted and recorded.
+    pub fn proof_mode(mut self, mode: ProofMode) -> Self {
+        self.config_mut().proof_mode = mode;
+        self
+    }
+
+    /// Applies `policy` to every verified request (method + path).
+    pub fn policy(mut self, policy: Arc<Policy>) -> Self {
+        self.config_mut().policy = Some(policy);
+        self
+    }
+
+    /// Where policy-denial and bearer-use records go (default: kept in memory
+    /// and dropped with the layer; use a [`crate::policy::JsonLinesFile`]).
+    pub fn records(mut self, sink: Arc<dyn RecordSink>) -> Self {
+        self.config_mut().records = sink;
+        self
+    }
+}
+
+impl<S> tower::Layer<S> for KeyboundLayer {
+    type Service = KeyboundService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyboundService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service produced by [`KeyboundLayer`].
+#[derive(Clone)]
+pub struct KeyboundService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> std::fmt::Debug for KeyboundService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyboundService({})", self.config.base_url)
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for KeyboundService<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The clone that was polled ready handles this request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        Box::pin(async move { Ok(handle(config, inner, request).await) })
+    }
+}
+
+async fn handle<S, B>(config: Arc<Config>, mut inner: S, request: Request<B>) -> Response<Body>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let nonce = config.verifier.nonce_service().map(|s| b64url_encode(&s.current(config.verifier.now())));
+    let (mut parts, body) = request.into_parts();
+    let verified = match verify(&config, &mut parts, body).await {
+        Ok(v) => v,
+        Err(e) => {
+            let status = super::status_for(e.code());
+            if status.is_server_error() {
+                tracing::error!(code = e.code().as_str(), detail = e.message(), method = %parts.method, path = parts.uri.path(), "request refused");
+            } else {
+                tracing::info!(code = e.code().as_str(), detail = e.message(), method = %parts.method, path = parts.uri.path(), "request refused");
+            }
+            let challenge = matches!(e.code(), Code::ProofNonceRequired | Code::ProofNonceInvalid);
+            return error_response(&e, nonce.as_deref().filter(|_| challenge));
+        }
+    };
+    let (request, body) = verified;
+    parts.extensions.insert(request);
+    let request = Request::from_parts(parts, Body::from(body));
+    let Ok(mut response) = inner.call(request).await;
+    // Hand out the current nonce with every answer, so clients rarely need
+    // a challenge round trip.
+    if let Some(value) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(NONCE_HEADER, value);
+    }
+    response
+}
+
+/// All checks; returns the verified request and the buffered body.
+async fn verify<B>(config: &Config, parts: &mut http::request::Parts, body: B) -> Result<(crate::verify::VerifiedRequest, Bytes)>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // H1: headers, path.
+    let token = extract_token(&parts.headers, config.max_header)?;
+    let proof = extract_proof(&parts.headers, config.max_header)?;
+    for name in [header::AUTHORIZATION, PROOF_HEADER] {
+        if let Some(value) = parts.headers.get_mut(&name) {
+            value.set_sensitive(true);
+        }
+    }
+    check_path(parts.uri.path())?;
+    // H2: the body, bounded in size and time, hashed before the handler runs.
+    if parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > config.max_body as u64) {
+        return err(Code::HttpBodyTooLarge, format!("the body is larger than {} bytes", config.max_body));
+    }
+    let limited = http_body_util::Limited::new(body, config.max_body);
+    let body = match tokio::time::timeout(config.body_timeout, limited.collect()).await {
+        Err(_) => return err(Code::HttpBodyTooLarge, "the body did not arrive in time"),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return err(Code::HttpBodyTooLarge, format!("the body is larger than {} bytes", config.max_body));
+        }
+        Ok(Err(e)) => return err(Code::HttpBodyTooLarge, format!("the body could not be read: {e}")),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = format!("{}{}", config.base_url, path_and_query);
+    let info = RequestInfo {
+        method: parts.method.as_str(),
+        uri: &target,
+        body_sha256: body_sha256(&body),
+    };
+    let verifier = &config.verifier;
+    let verified = match proof {
+        Some(proof) => verifier.verify_request_async(&token, &proof, &info).await?,
+        None if config.proof_mode == ProofMode::BearerAllowed => {
+            let verified = verifier.verify_bearer_async(&token).await?;
+            config.records.record(&json!({
+                "event": "bearer_use",
+                "time": verifier.now(),
+                "issuer": verified.issuer(),
+                "subject": verified.subject(),
+                "audience": verified.audience(),
+                "key_thumbprint": verified.key_thumbprint().to_string(),
+                "method": parts.method.as_str(),
+                "path": parts.uri.path(),
+            }));
+            verified
+        }
+        None => return err(Code::ProofMissing, "a KB-Proof header is required with a keybound token"),
+    };
+    if let Some(policy) = &config.policy {
+        let action = Action::Http {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+        };
+        policy.authorize(&verified, action, config.records.as_ref(), verifier.now())?;
+    }
+    Ok((verified, body))
+}
+
+fn single<'a>(headers: &'a HeaderMap, name: &header::HeaderName, multiple: Code, max: usize) -> Result<Option<&'a str>> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return err(multiple, format!("more than one {name} header"));
+    }
+    if value.len() > max {
+        return err(Code::HttpHeaderTooLarge, format!("the {name} header is {} bytes; the limit is {max}", value.len()));
+    }
+    let text = value.to_str().map_err(|_| Error::new(multiple, format!("the {name} header is not ASCII")))?;
+    Ok(Some(text.trim()))
+}
+
+fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> {
+    let Some(value) = single(headers, &header::AUTHORIZATION, Code::HttpTokenMultiple, max)? else {
+        return err(Code::HttpTokenMissing, "no Authorization header; send `Authorization: KB <token>`");
+    };
+    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case(AUTH_SCHEME) {
+        let shown: String = scheme.chars().take(16).collect();
+        return err(Code::HttpScheme, format!("Authorization scheme {shown:?} is not {AUTH_SCHEME}: keybound tokens are never bearer tokens"));
+    }
+    b64url_decode(credentials.trim()).map_err(|_| Error::new(Code::HttpTokenMalformed, "the token in Authorization is not unpadded base64url"))
+}
+
+fn extract_proof(headers: &HeaderMap, max: usize) -> Result<Option<Vec<u8>>> {
+    let Some(value) = single(headers, &PROOF_HEADER, Code::ProofMultiple, max)? else {
+        return Ok(None);
+    };
+    if value.contains(',') {
+        return err(Code::ProofMultiple, "the KB-Proof header holds a list; send exactly one proof");
+    }
+    b64url_decode(value).map(Some).map_err(|_| Error::new(Code::ProofMalformed, "the KB-Proof header is not unpadded base64url"))
+}
+
+/// Refuses paths with dot segments (also percent-encoded), so that the path
+/// the proof names, the path the router matches and the path the policy
+/// checks are the same string.
+fn check_path(path: &str) -> Result<()> {
+    for segment in path.split('/') {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        if decoded == "." || decoded == ".." {
+            return err(Code::HttpPathNotNormalized, "the request path has dot segments; send it normalised");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_rules() {
+        let mut h = HeaderMap::new();
+        assert_eq!(extract_token(&h, 100).unwrap_err().code(), Code::HttpTokenMissing);
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(extract_token(&h, 100).unwrap_err().code(), Code::HttpScheme);
+        h.insert(header::AUTHORIZATION, "kb AAE".parse().unwrap());
+        assert_eq!(extract_token(&h, 100).unwrap(), vec![0, 1]);
+        h.insert(header::AUTHORIZATION, "KB AAE=".parse().unwrap());
+        assert_eq!(extract_token(&h, 100).unwrap_err().code(), Code::HttpTokenMalformed);
+        h.append(header::AUTHORIZATION, "KB AAE".parse().unwrap());
+        assert_eq!(extract_token(&h, 100).unwrap_err().code(), Code::HttpTokenMultiple);
+        let mut h = HeaderMap::new();
+        h.insert(PROOF_HEADER, "AAE,AAE".parse().unwrap());
+        assert_eq!(extract_proof(&h, 100).unwrap_err().code(), Code::ProofMultiple);
+        h.insert(PROOF_HEADER, "A".repeat(101).parse().unwrap());
+        assert_eq!(extract_proof(&h, 100).unwrap_err().code(), Code::HttpHeaderTooLarge);
+        assert!(check_path("/v2/servers").is_ok());
+        for bad in ["/a/../admin", "/a/./b", "/a/%2e%2E/b", "/.."] {
+            assert_eq!(check_path(bad).unwrap_err().code(), Code::HttpPathNotNormalized, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The tower layer and axum extractor against real HTTP on loopback.
+#![cfg(feature = "http")]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use keybound::encoding::b64url_encode;
+use keybound::http::{KeyboundLayer, ProofMode};
+use keybound::key::{Algorithm, KeySet, SigningKey};
+use keybound::policy::{MemoryRecords, Policy};
+use keybound::proof::ProofBuilder;
+use keybound::token::{Token, TokenBuilder};
+use keybound::verify::{ManualClock, NonceService, TrustedIssuer, VerifiedRequest, Verifier, VerifierBuilder};
+use serde_json::Value;
+
+const ISSUER: &str = "https://issuer.example";
+const AUDIENCE: &str = "https://nova.example";
+const NOW: u64 = 1_763_800_000;
+
+struct World {
+    issuer: SigningKey,
+    kid: Vec<u8>,
+    client: SigningKey,
+    clock: Arc<ManualClock>,
+}
+
+impl World {
+    fn new() -> Self {
+        let issuer = SigningKey::derive(Algorithm::EdDSA, b"http-layer", b"issuer").unwrap();
+        let kid = issuer.public_key().default_kid();
+        World {
+            issuer,
+            kid,
+            client: SigningKey::derive(Algorithm::EdDSA, b"http-layer", b"client").unwrap(),
+            clock: Arc::new(ManualClock::new(NOW)),
+        }
+    }
+
+    fn verifier(&self) -> VerifierBuilder {
+        let keys = KeySet::new().with(self.kid.clone(), self.issuer.public_key().clone()).unwrap();
+        Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, keys)).clock(self.clock.clone())
+    }
+
+    fn token_for(&self, audience: &str, roles: &[&str]) -> Token {
+        TokenBuilder::service(ISSUER, "ayoung@stoughton", audience, self.client.public_key().clone(), NOW - 5)
+            .scope("stoughton", "turing")
+            .roles(roles.iter().copied())
+            .sign(&self.issuer, &self.kid)
+            .unwrap()
+    }
+
+    fn token(&self) -> Token {
+        self.token_for(AUDIENCE, &["member"])
+    }
+}
+
+async fn whoami(request: VerifiedRequest) -> String {
+    format!("{} {:?} pop={}", request.subject(), request.roles(), request.proof_of_possession())
+}
+
+async fn echo(request: VerifiedRequest, body: axum::body::Bytes) -> String {
+    format!("{} sent {} bytes", request.subject(), body.len())
+}
+
+/// Serves `layer` on loopback; returns the base URL.
+async fn serve(layer: KeyboundLayer) -> String {
+    let app = Router::new()
+        .route("/v2/servers", get(whoami).post(echo))
+        .route("/v2/servers/{id}", get(whoami))
+        .route("/unprotected", get(whoami))
+        .layer(layer)
+        .route("/misconfigured", get(whoami));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+struct Reply {
+    status: u16,
+    code: Option<String>,
+    www_authenticate: Option<String>,
+    nonce: Option<String>,
+    body: String,
+}
+
+async fn send(base: &str, method: &str, path: &str, headers: Vec<(&str, String)>, body: Vec<u8>) -> Reply {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method.parse().unwrap(), format!("{base}{path}")).body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let (www_authenticate, nonce) = (header("www-authenticate"), header("kb-nonce"));
+    let content_type = header("content-type");
+    let body = response.text().await.unwrap();
+    let code = if content_type.as_deref() == Some("application/problem+json") {
+        let problem: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["status"], status, "{body}");
+        assert_eq!(problem["type"], format!("urn:keybound:error:{}", problem["code"].as_str().unwrap()));
+        Some(problem["code"].as_str().unwrap().to_owned())
+    } else {
+        None
+    };
+    Reply {
+        status,
+        code,
+        www_authenticate,
+        nonce,
+        body,
+    }
+}
+
+/// Sends a GET with exactly the given request target, bypassing client-side normalisation.
+async fn raw_get(base: &str, path: &str, headers: &[(&str, String)]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+fn auth(token: &Token, proof: &[u8]) -> Vec<(&'static str, String)> {
+    vec![("authorization", format!("KB {}", token.to_base64url())), ("kb-proof", b64url_encode(proof))]
+}
+
+fn proof(world: &World, token: &Token, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    ProofBuilder::new(method, &format!("{AUDIENCE}{path}"), token.as_bytes(), body, NOW - 1)
+        .unwrap()
+        .sign(&world.client)
+        .unwrap()
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
+    let world = World::new();
+    let verifier = Arc::new(world.verifier().build().unwrap());
+    let base = serve(KeyboundLayer::new(verifier, AUDIENCE).unwrap().max_body(1024)).await;
+    let token = world.token();
+
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    let ok = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, "ayoung@stoughton [\"member\"] pop=true"));
+
+    let replay = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
+    assert_eq!((replay.status, replay.code.as_deref()), (401, Some("replay.detected")));
+    assert_eq!(replay.www_authenticate.as_deref(), Some("KB error=\"replay.detected\""));
+
+    let body = br#"{"name":"vm1"}"#.to_vec();
+    let p = proof(&world, &token, "POST", "/v2/servers", &body);
+    let posted = send(&base, "POST", "/v2/servers", auth(&token, &p), body.clone()).await;
+    assert_eq!((posted.status, posted.body.as_str()), (200, "ayoung@stoughton sent 14 bytes"));
+
+    let p = proof(&world, &token, "POST", "/v2/servers", &body);
+    let tampered = send(&base, "POST", "/v2/servers", auth(&token, &p), br#"{"name":"vm2"}"#.to_vec()).await;
+    assert_eq!(tampered.code.as_deref(), Some("proof.body_mismatch"));
+
+    let p = proof(&world, &token, "GET", "/v2/servers/1", b"");
+    let other_uri = send(&base, "GET", "/v2/servers/2", auth(&token, &p), vec![]).await;
+    assert_eq!(other_uri.code.as_deref(), Some("proof.htu_mismatch"));
+
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    let wrong_method = send(&base, "DELETE", "/v2/servers", auth(&token, &p), vec![]).await;
+    assert_eq!(wrong_method.code.as_deref(), Some("proof.htm_mismatch"));
+
+    let no_proof = send(&base, "GET", "/v2/servers", vec![("authorization", format!("KB {}", token.to_base64url()))], vec![]).await;
+    assert_eq!((no_proof.status, no_proof.code.as_deref()), (401, Some("proof.missing")));
+
+    let no_token = send(&base, "GET", "/v2/servers", vec![], vec![]).await;
+    assert_eq!(no_token.code.as_deref(), Some("http.token_missing"));
+
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    let bearer = send(&base, "GET", "/v2/servers", vec![("authorization", format!("Bearer {}", token.to_base64url())), ("kb-proof", b64url_encode(&p))], vec![]).await;
+    assert_eq!(bearer.code.as_deref(), Some("http.scheme"));
+
+    let mut two = auth(&token, &p);
+    two.push(("authorization", format!("KB {}", token.to_base64url())));
+    assert_eq!(send(&base, "GET", "/v2/servers", two, vec![]).await.code.as_deref(), Some("http.token_multiple"));
+
+    let mut two_proofs = auth(&token, &p);
+    two_proofs.push(("kb-proof", b64url_encode(&p)));
+    assert_eq!(send(&base, "GET", "/v2/servers", two_proofs, vec![]).await.code.as_deref(), Some("proof.multiple"));
+
+    let garbled = vec![("authorization", "KB not+base64url=".to_owned()), ("kb-proof", b64url_encode(&p))];
+    assert_eq!(send(&base, "GET", "/v2/servers", garbled, vec![]).await.code.as_deref(), Some("http.token_malformed"));
+
+    let huge = vec![("authorization", format!("KB {}", "A".repeat(9000))), ("kb-proof", b64url_encode(&p))];
+    let too_large = send(&base, "GET", "/v2/servers", huge, vec![]).await;
+    assert_eq!((too_large.status, too_large.code.as_deref()), (431, Some("http.header_too_large")));
+
+    let big_body = vec![b'x'; 2048];
+    let p = proof(&world, &token, "POST", "/v2/servers", &big_body);
+    let too_big = send(&base, "POST", "/v2/servers", auth(&token, &p), big_body).await;
+    assert_eq!((too_big.status, too_big.code.as_deref()), (413, Some("http.body_too_large")));
+
+    // HTTP clients normalise dot segments away, so this one is sent raw.
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    for path in ["/v2/x/../servers", "/v2/%2e%2E/v2/servers"] {
+        let raw = raw_get(&base, path, &auth(&token, &p)).await;
+        assert!(raw.starts_with("HTTP/1.1 400") && raw.contains("http.path_not_normalized"), "{path}: {raw}");
+    }
+
+    let glance = world.token_for("https://glance.example", &["member"]);
+    let p = proof(&world, &glance, "GET", "/v2/servers", b"");
+    assert_eq!(send(&base, "GET", "/v2/servers", auth(&glance, &p), vec![]).await.code.as_deref(), Some("cwt.aud_mismatch"));
+
+    world.clock.advance(120);
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    let stale = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
+    assert_eq!(stale.code.as_deref(), Some("proof.stale"));
+    assert!(stale.body.contains("old"), "the message says how old: {}", stale.body);
+
+    // A route outside the layer that asks for a VerifiedRequest fails closed.
+    assert_eq!(send(&base, "GET", "/misconfigured", vec![], vec![]).await.status, 500);
+}
+
+#[tokio::test]
+async fn the_external_base_url_not_the_host_header_defines_the_target() {
+    let world = World::new();
+    let verifier = Arc::new(world.verifier().build().unwrap());
+    // Behind a proxy that strips /compute and terminates TLS.
+    let base = serve(KeyboundLayer::new(verifier, "https://api.example/compute").unwrap()).await;
+    let token = world.token();
+    let signed_for = |uri: &str| ProofBuilder::new("GET", uri, token.as_bytes(), b"", NOW - 1).unwrap().sign(&world.client).unwrap().into_bytes();
+    let p = signed_for("https://api.example/compute/v2/servers");
+    assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status, 200);
+    // A proof for the internal address the server happens to see is refused,
+    // whatever Host or X-Forwarded-Host say.
+    let internal = signed_for(&format!("{base}/v2/servers"));
+    let mut headers = auth(&token, &internal);
+    headers.push(("x-forwarded-host", base.trim_start_matches("http://").to_owned()));
+    assert_eq!(send(&base, "GET", "/v2/servers", headers, vec![]).await.code.as_deref(), Some("proof.htu_mismatch"));
+}
+
+#[tokio::test]
+async fn nonce_challenge_then_retry() {
+    let world = World::new();
+    let nonces = Arc::new(NonceService::new(&[9; 32], AUDIENCE, 60).unwrap());
+    let verifier = Arc::new(world.verifier().nonce_service(nonces.clone()).build().unwrap());
+    let base = serve(KeyboundLayer::new(verifier, AUDIENCE).unwrap()).await;
+    let token = world.token();
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    let challenge = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
+    assert_eq!((challenge.status, challenge.code.as_deref()), (401, Some("proof.nonce_required")));
+    let nonce = keybound::encoding::b64url_decode(challenge.nonce.as_deref().expect("a KB-Nonce header")).unwrap();
+    let p = ProofBuilder::new("GET", &format!("{AUDIENCE}/v2/servers"), token.as_bytes(), b"", NOW - 1)
+        .unwrap()
+        .nonce(nonce.clone())
+        .sign(&world.client)
+        .unwrap();
+    let retried = send(&base, "GET", "/v2/servers", auth(&token, p.as_bytes()), vec![]).await;
+    assert_eq!(retried.status, 200);
+    assert!(retried.nonce.is_some(), "successful answers carry the current nonce");
+    // Two epochs later the nonce is refused, with a fresh one to retry with.
+    world.clock.advance(125);
+    let token_late = TokenBuilder::service(ISSUER, "ayoung@stoughton", AUDIENCE, world.client.public_key().clone(), NOW + 120)
+        .sign(&world.issuer, &world.kid)
+        .unwrap();
+    let late = ProofBuilder::new("GET", &format!("{AUDIENCE}/v2/servers"), token_late.as_bytes(), b"", NOW + 124)
+        .unwrap()
+        .nonce(nonce)
+        .sign(&world.client)
+        .unwrap();
+    let expired = send(&base, "GET", "/v2/servers", auth(&token_late, late.as_bytes()), vec![]).await;
+    assert_eq!(expired.code.as_deref(), Some("proof.nonce_invalid"));
+    assert!(expired.nonce.is_some_and(|n| n != challenge.nonce.unwrap()));
+}
+
+const POLICY: &str = r#"
+[[rule]]
+name = "list servers"
+method = "GET"
+path = "/v2/servers"
+roles = ["reader", "member"]
+[[rule]]
+method = "GET"
+path = "/v2/servers/{id}"
+roles = ["admin"]
+"#;
+
+#[tokio::test]
+async fn policy_enforce_permissive_and_off() {
+    let world = World::new();
+    let token = world.token();
+    for (mode, expected_status, expected_records) in [("enforce", 403, 1), ("permissive", 200, 1), ("off", 200, 0)] {
+        let records = Arc::new(MemoryRecords::new());
+        let policy = Policy::from_toml(&format!("mode = \"{mode}\"\n{POLICY}")).unwrap();
+        let verifier = Arc::new(world.verifier().build().unwrap());
+        let layer = KeyboundLayer::new(verifier, AUDIENCE).unwrap().policy(Arc::new(policy)).records(records.clone());
+        let base = serve(layer).await;
+        let p = proof(&world, &token, "GET", "/v2/servers", b"");
+        assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status, 200, "{mode}: allowed by rule");
+        let p = proof(&world, &token, "GET", "/v2/servers/42", b"");
+        let reply = send(&base, "GET", "/v2/servers/42", auth(&token, &p), vec![]).await;
+        assert_eq!(reply.status, expected_status, "{mode}");
+        if expected_status == 403 {
+            assert_eq!(reply.code.as_deref(), Some("policy.denied"));
+        }
+        let records = records.records();
+        assert_eq!(records.len(), expected_records, "{mode}: {records:?}");
+        if let Some(r) = records.first() {
+            assert_eq!(r["event"], "policy_denial");
+            assert_eq!(r["mode"], mode);
+            assert_eq!(r["subject"], "ayoung@stoughton");
+            assert_eq!(r["issuer"], ISSUER);
+            assert_eq!(r["audience"], AUDIENCE);
+            assert_eq!(r["action"], serde_json::json!({"method": "GET", "path": "/v2/servers/42"}));
+            assert_eq!(r["roles_held"], serde_json::json!(["member"]));
+            assert_eq!(r["rule"], "GET /v2/servers/{id}");
+            assert_eq!(r["roles_allowing"], serde_json::json!(["admin"]));
+            assert_eq!(r["actor_chain"], serde_json::json!([]));
+            assert_eq!(r["decision"], if mode == "enforce" { "denied" } else { "allowed" });
+        }
+    }
+}
+
+#[tokio::test]
+async fn bearer_rollout_admits_and_records_tokens_without_proof() {
+    let world = World::new();
+    let records = Arc::new(MemoryRecords::new());
+    let verifier = Arc::new(world.verifier().build().unwrap());
+    let layer = KeyboundLayer::new(verifier, AUDIENCE).unwrap().proof_mode(ProofMode::BearerAllowed).records(records.clone());
+    let base = serve(layer).await;
+    let token = world.token();
+    let bearer = send(&base, "GET", "/v2/servers", vec![("authorization", format!("KB {}", token.to_base64url()))], vec![]).await;
+    assert_eq!((bearer.status, bearer.body.as_str()), (200, "ayoung@stoughton [\"member\"] pop=false"));
+    let records = records.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["event"], "bearer_use");
+    assert_eq!(records[0]["path"], "/v2/servers");
+    // A proof that is present is still checked.
+    let p = proof(&world, &token, "GET", "/v2/other", b"");
+    assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.code.as_deref(), Some("proof.htu_mismatch"));
+    // The token itself is still fully verified.
+    let glance = world.token_for("https://glance.example", &[]);
+    let reply = send(&base, "GET", "/v2/servers", vec![("authorization", format!("KB {}", glance.to_base64url()))], vec![]).await;
+    assert_eq!(reply.code.as_deref(), Some("cwt.aud_mismatch"));
+}
