@@ -8,6 +8,11 @@ fn main() -> std::io::Result<()> {
     std::fs::write(dir.join("vectors.json"), keybound::vectors::to_json(&vectors))?;
     std::fs::write(dir.join("vectors.md"), keybound::vectors::to_markdown(&vectors))?;
     let valid = vectors.iter().filter(|v| v.expected == "valid").count();
-    println!("wrote {} vectors ({valid} valid, {} invalid) to {}", vectors.len(), vectors.len() - valid, dir.display());
+    println!(
+        "wrote {} vectors ({valid} valid, {} invalid) to {}",
+        vectors.len(),
+        vectors.len() - valid,
+        dir.display()
+    );
     Ok(())
 }

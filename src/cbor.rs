@@ -53,7 +53,10 @@ struct Head {
 /// lengths and reserved values. Returns the head and the position after it.
 fn read_head(buf: &[u8], pos: usize) -> Result<(Head, usize)> {
     let Some(&initial) = buf.get(pos) else {
-        return err(Code::CborMalformed, format!("input ends at offset {pos} where an item was expected"));
+        return err(
+            Code::CborMalformed,
+            format!("input ends at offset {pos} where an item was expected"),
+        );
     };
     let major = initial >> 5;
     let ai = initial & 0x1f;
@@ -64,7 +67,10 @@ fn read_head(buf: &[u8], pos: usize) -> Result<(Head, usize)> {
         26 => (take(buf, pos + 1, 4)?, 4),
         27 => (take(buf, pos + 1, 8)?, 8),
         28..=30 => {
-            return err(Code::CborMalformed, format!("reserved additional information {ai} at offset {pos}"));
+            return err(
+                Code::CborMalformed,
+                format!("reserved additional information {ai} at offset {pos}"),
+            );
         }
         _ => {
             return match major {
@@ -72,8 +78,14 @@ fn read_head(buf: &[u8], pos: usize) -> Result<(Head, usize)> {
                     Code::CborNotDeterministic,
                     format!("indefinite-length item at offset {pos}; the profile allows definite lengths only"),
                 ),
-                MAJOR_SIMPLE => err(Code::CborMalformed, format!("break code outside an indefinite-length item at offset {pos}")),
-                _ => err(Code::CborMalformed, format!("additional information 31 on major type {major} at offset {pos}")),
+                MAJOR_SIMPLE => err(
+                    Code::CborMalformed,
+                    format!("break code outside an indefinite-length item at offset {pos}"),
+                ),
+                _ => err(
+                    Code::CborMalformed,
+                    format!("additional information 31 on major type {major} at offset {pos}"),
+                ),
             };
         }
     };
@@ -81,7 +93,10 @@ fn read_head(buf: &[u8], pos: usize) -> Result<(Head, usize)> {
         // Floats (ai 25–27) are refused by the caller; a one-byte simple value
         // below 32 is not well-formed (RFC 8949 §3.3).
         if ai == 24 && arg < 32 {
-            return err(Code::CborMalformed, format!("reserved two-byte simple value {arg} at offset {pos}"));
+            return err(
+                Code::CborMalformed,
+                format!("reserved two-byte simple value {arg} at offset {pos}"),
+            );
         }
     } else {
         let minimal = match len {
@@ -103,7 +118,10 @@ fn read_head(buf: &[u8], pos: usize) -> Result<(Head, usize)> {
 
 fn take(buf: &[u8], pos: usize, n: usize) -> Result<u64> {
     let Some(bytes) = buf.get(pos..pos + n) else {
-        return err(Code::CborMalformed, format!("input ends inside an item head at offset {pos}"));
+        return err(
+            Code::CborMalformed,
+            format!("input ends inside an item head at offset {pos}"),
+        );
     };
     Ok(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
@@ -128,13 +146,19 @@ fn validate_item(buf: &[u8], pos: usize, depth: usize) -> Result<usize> {
         MAJOR_BYTES | MAJOR_TEXT => {
             let len = string_len(buf, next, head.arg, pos)?;
             if head.major == MAJOR_TEXT && std::str::from_utf8(&buf[next..next + len]).is_err() {
-                return err(Code::CborInvalidUtf8, format!("text string at offset {pos} is not valid UTF-8"));
+                return err(
+                    Code::CborInvalidUtf8,
+                    format!("text string at offset {pos} is not valid UTF-8"),
+                );
             }
             Ok(next + len)
         }
         MAJOR_ARRAY | MAJOR_MAP => {
             if depth + 1 > MAX_DEPTH {
-                return err(Code::CborTooDeep, format!("nesting at offset {pos} exceeds the limit of {MAX_DEPTH}"));
+                return err(
+                    Code::CborTooDeep,
+                    format!("nesting at offset {pos} exceeds the limit of {MAX_DEPTH}"),
+                );
             }
             let count = container_len(buf, next, head, pos)?;
             if head.major == MAJOR_ARRAY {
@@ -156,10 +180,10 @@ fn validate_item(buf: &[u8], pos: usize, depth: usize) -> Result<usize> {
                 }
                 let key_end = validate_item(buf, key_start, depth + 1)?;
                 let key = &buf[key_start..key_end];
-                if let Some(prev) = previous_key {
-                    if key <= prev {
-                        return Err(misordered_key(buf, map_start, key_start, key));
-                    }
+                if let Some(prev) = previous_key
+                    && key <= prev
+                {
+                    return Err(misordered_key(buf, map_start, key_start, key));
                 }
                 previous_key = Some(key);
                 next = validate_item(buf, key_end, depth + 1)?;
@@ -172,8 +196,14 @@ fn validate_item(buf: &[u8], pos: usize, depth: usize) -> Result<usize> {
         ),
         _ => match buf[pos] & 0x1f {
             20..=22 => Ok(next),
-            25..=27 => err(Code::CborUnsupportedType, format!("floating-point value at offset {pos}")),
-            _ => err(Code::CborUnsupportedType, format!("simple value {} at offset {pos}", head.arg)),
+            25..=27 => err(
+                Code::CborUnsupportedType,
+                format!("floating-point value at offset {pos}"),
+            ),
+            _ => err(
+                Code::CborUnsupportedType,
+                format!("simple value {} at offset {pos}", head.arg),
+            ),
         },
     }
 }
@@ -230,13 +260,19 @@ fn container_len(buf: &[u8], start: usize, head: Head, pos: usize) -> Result<u64
     if head.arg > remaining / per_entry {
         return err(
             Code::CborMalformed,
-            format!("container at offset {pos} declares {} entries but only {remaining} bytes remain", head.arg),
+            format!(
+                "container at offset {pos} declares {} entries but only {remaining} bytes remain",
+                head.arg
+            ),
         );
     }
     if head.arg > MAX_ENTRIES as u64 {
         return err(
             Code::CborTooLarge,
-            format!("container at offset {pos} has {} entries; the limit is {MAX_ENTRIES}", head.arg),
+            format!(
+                "container at offset {pos} has {} entries; the limit is {MAX_ENTRIES}",
+                head.arg
+            ),
         );
     }
     Ok(head.arg)
@@ -494,7 +530,24 @@ mod tests {
 
     #[test]
     fn accepts_profile_items() {
-        for hex in ["00", "17", "1818", "190100", "20", "3818", "40", "6161", "80", "a0", "a201020300", "a2016161616202", "f4", "f5", "f6", "a201202100"] {
+        for hex in [
+            "00",
+            "17",
+            "1818",
+            "190100",
+            "20",
+            "3818",
+            "40",
+            "6161",
+            "80",
+            "a0",
+            "a201020300",
+            "a2016161616202",
+            "f4",
+            "f5",
+            "f6",
+            "a201202100",
+        ] {
             assert_eq!(code(hex), None, "{hex}");
         }
     }
@@ -553,7 +606,18 @@ mod tests {
 
     #[test]
     fn writer_emits_shortest_form() {
-        for value in [0u64, 23, 24, 255, 256, 65535, 65536, u32::MAX as u64, u32::MAX as u64 + 1, u64::MAX] {
+        for value in [
+            0u64,
+            23,
+            24,
+            255,
+            256,
+            65535,
+            65536,
+            u32::MAX as u64,
+            u32::MAX as u64 + 1,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             write_head(&mut out, 0, value);
             let reference = to_vec(&ciborium::Value::Integer(value.into()));

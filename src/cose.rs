@@ -44,17 +44,19 @@ pub(crate) struct Sign1<'a> {
 /// Parses `input` into a [`Sign1`]: tags, strict CBOR, structure, headers.
 pub(crate) fn parse_sign1(input: &[u8], tagging: Tagging) -> Result<Sign1<'_>> {
     let (tags, body) = cbor::strip_tags(input, 3)?;
-    let allowed = match (tagging, tags.as_slice()) {
-        (_, []) | (_, [TAG_SIGN1]) => true,
-        (Tagging::Cwt, [TAG_CWT]) | (Tagging::Cwt, [TAG_CWT, TAG_SIGN1]) => true,
-        _ => false,
-    };
+    let allowed = matches!(
+        (tagging, tags.as_slice()),
+        (_, []) | (_, [TAG_SIGN1]) | (Tagging::Cwt, [TAG_CWT]) | (Tagging::Cwt, [TAG_CWT, TAG_SIGN1])
+    );
     if !allowed {
         let expected = match tagging {
             Tagging::Cwt => "untagged, 18, 61 or 61(18(…))",
             Tagging::Sign1 => "untagged or 18",
         };
-        return err(Code::CoseStructure, format!("outer tags {tags:?} are not allowed here (expected {expected})"));
+        return err(
+            Code::CoseStructure,
+            format!("outer tags {tags:?} are not allowed here (expected {expected})"),
+        );
     }
     cbor::validate(body)?;
     let mut r = Reader::new(body);
@@ -62,11 +64,20 @@ pub(crate) fn parse_sign1(input: &[u8], tagging: Tagging) -> Result<Sign1<'_>> {
         return err(Code::CoseStructure, "a COSE_Sign1 is an array of four items");
     }
     let Some(protected) = r.bytes() else {
-        return err(Code::CoseStructure, format!("the protected header must be a byte string, found {}", r.describe_next()));
+        return err(
+            Code::CoseStructure,
+            format!(
+                "the protected header must be a byte string, found {}",
+                r.describe_next()
+            ),
+        );
     };
     let unprotected_start = r.position();
     let Some(unprotected_len) = r.map() else {
-        return err(Code::CoseStructure, format!("the unprotected header must be a map, found {}", r.describe_next()));
+        return err(
+            Code::CoseStructure,
+            format!("the unprotected header must be a map, found {}", r.describe_next()),
+        );
     };
     let mut unprotected = Reader::new(&body[unprotected_start..]);
     unprotected.map();
@@ -75,13 +86,22 @@ pub(crate) fn parse_sign1(input: &[u8], tagging: Tagging) -> Result<Sign1<'_>> {
         r.raw_item();
     }
     let Some(payload) = r.bytes() else {
-        return err(Code::CoseStructure, format!("the payload must be an embedded byte string, found {}", r.describe_next()));
+        return err(
+            Code::CoseStructure,
+            format!(
+                "the payload must be an embedded byte string, found {}",
+                r.describe_next()
+            ),
+        );
     };
     if payload.is_empty() {
         return err(Code::CoseStructure, "the payload is empty");
     }
     let Some(signature) = r.bytes() else {
-        return err(Code::CoseStructure, format!("the signature must be a byte string, found {}", r.describe_next()));
+        return err(
+            Code::CoseStructure,
+            format!("the signature must be a byte string, found {}", r.describe_next()),
+        );
     };
     let headers = parse_headers(protected, unprotected, unprotected_len)?;
     Ok(Sign1 {
@@ -94,7 +114,11 @@ pub(crate) fn parse_sign1(input: &[u8], tagging: Tagging) -> Result<Sign1<'_>> {
 }
 
 /// Applies the header rules; returns (alg, kid).
-fn parse_headers<'a>(protected: &'a [u8], mut unprotected: Reader<'a>, unprotected_len: usize) -> Result<(Algorithm, Option<&'a [u8]>)> {
+fn parse_headers<'a>(
+    protected: &'a [u8],
+    mut unprotected: Reader<'a>,
+    unprotected_len: usize,
+) -> Result<(Algorithm, Option<&'a [u8]>)> {
     let mut alg: Option<Result<Algorithm>> = None;
     let mut kid: Option<&[u8]> = None;
     let mut crit: Option<&[u8]> = None;
@@ -120,7 +144,10 @@ fn parse_headers<'a>(protected: &'a [u8], mut unprotected: Reader<'a>, unprotect
             check_crit(crit, protected)?;
         }
         if let Some(what) = unsupported {
-            return err(Code::CoseHeaderUnsupported, format!("{what} is not part of the profile"));
+            return err(
+                Code::CoseHeaderUnsupported,
+                format!("{what} is not part of the profile"),
+            );
         }
     }
     for _ in 0..unprotected_len {
@@ -132,16 +159,27 @@ fn parse_headers<'a>(protected: &'a [u8], mut unprotected: Reader<'a>, unprotect
             _ => false,
         };
         if in_protected {
-            return err(Code::CoseHeaderConflict, format!("header parameter {} is in both buckets", label_text(label)));
+            return err(
+                Code::CoseHeaderConflict,
+                format!("header parameter {} is in both buckets", label_text(label)),
+            );
         }
         match label {
-            Some(Label::Int(1)) => return err(Code::CoseAlgUnprotected, "alg (1) is only in the unprotected header; it must be protected"),
+            Some(Label::Int(1)) => {
+                return err(
+                    Code::CoseAlgUnprotected,
+                    "alg (1) is only in the unprotected header; it must be protected",
+                );
+            }
             Some(Label::Int(2)) => return err(Code::CoseCritMisplaced, "crit (2) must be in the protected header"),
             Some(Label::Int(4)) => kid = Some(unprotected.bytes().ok_or_else(|| header_type("kid (4)"))?),
             other => {
                 return err(
                     Code::CoseHeaderUnsupported,
-                    format!("unprotected header parameter {} is not part of the profile", label_text(other)),
+                    format!(
+                        "unprotected header parameter {} is not part of the profile",
+                        label_text(other)
+                    ),
                 );
             }
         }
@@ -155,11 +193,17 @@ fn parse_headers<'a>(protected: &'a [u8], mut unprotected: Reader<'a>, unprotect
 fn read_alg(p: &mut Reader<'_>) -> Result<Result<Algorithm>> {
     if let Some(id) = p.int() {
         return Ok(Algorithm::from_cose_id(id).ok_or_else(|| {
-            Error::new(Code::CoseAlgUnsupported, format!("alg {id} is not supported (EdDSA -8, ES256 -7)"))
+            Error::new(
+                Code::CoseAlgUnsupported,
+                format!("alg {id} is not supported (EdDSA -8, ES256 -7)"),
+            )
         }));
     }
     if let Some(name) = p.text() {
-        return Ok(Err(Error::new(Code::CoseAlgUnsupported, format!("alg {name:?} is not supported (EdDSA -8, ES256 -7)"))));
+        return Ok(Err(Error::new(
+            Code::CoseAlgUnsupported,
+            format!("alg {name:?} is not supported (EdDSA -8, ES256 -7)"),
+        )));
     }
     Err(header_type("alg (1)"))
 }
@@ -174,7 +218,10 @@ fn check_crit(crit: &[u8], protected: &[u8]) -> Result<()> {
     let mut seen: Vec<Label<'_>> = Vec::with_capacity(n);
     for _ in 0..n {
         let Some(label) = c.label() else {
-            return err(Code::CoseCritInvalid, "crit (2) contains something other than an integer or text label");
+            return err(
+                Code::CoseCritInvalid,
+                "crit (2) contains something other than an integer or text label",
+            );
         };
         if seen.contains(&label) {
             return err(Code::CoseCritInvalid, format!("crit (2) lists {label} twice"));
@@ -191,17 +238,26 @@ fn check_crit(crit: &[u8], protected: &[u8]) -> Result<()> {
     }
     for label in &seen {
         if !present.contains(label) {
-            return err(Code::CoseCritInvalid, format!("crit (2) lists {label}, which is not in the protected header"));
+            return err(
+                Code::CoseCritInvalid,
+                format!("crit (2) lists {label}, which is not in the protected header"),
+            );
         }
         if !matches!(label, Label::Int(1) | Label::Int(4)) {
-            return err(Code::CoseCritUnknown, format!("crit (2) requires header parameter {label}, which is not understood"));
+            return err(
+                Code::CoseCritUnknown,
+                format!("crit (2) requires header parameter {label}, which is not understood"),
+            );
         }
     }
     Ok(())
 }
 
 fn header_type(what: &str) -> Error {
-    Error::new(Code::CoseHeaderType, format!("header parameter {what} has the wrong type"))
+    Error::new(
+        Code::CoseHeaderType,
+        format!("header parameter {what} has the wrong type"),
+    )
 }
 
 fn label_text(label: Option<Label<'_>>) -> String {
@@ -222,7 +278,13 @@ pub(crate) fn sig_structure(protected: &[u8], external_aad: &[u8], payload: &[u8
 impl Sign1<'_> {
     /// Checks the signature with `key` over the received bytes; the header
     /// `alg` must be the key's algorithm.
-    pub(crate) fn verify(&self, key: &PublicKey, external_aad: &[u8], alg_mismatch: Code, bad_signature: Code) -> Result<()> {
+    pub(crate) fn verify(
+        &self,
+        key: &PublicKey,
+        external_aad: &[u8],
+        alg_mismatch: Code,
+        bad_signature: Code,
+    ) -> Result<()> {
         if self.alg != key.algorithm() {
             return err(
                 alg_mismatch,

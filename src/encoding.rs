@@ -28,7 +28,7 @@ pub fn hex_decode(text: &str) -> Result<Vec<u8>> {
         }
     }
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return err(Code::InputMalformed, "hex input has an odd number of digits");
     }
     bytes
@@ -63,11 +63,13 @@ pub fn decode_flexible(input: &[u8]) -> Result<Vec<u8>> {
     if !printable {
         return Ok(input.to_vec());
     }
-    let text = std::str::from_utf8(input).map_err(|_| Error::new(Code::InputMalformed, "input is not UTF-8"))?.trim();
+    let text = std::str::from_utf8(input)
+        .map_err(|_| Error::new(Code::InputMalformed, "input is not UTF-8"))?
+        .trim();
     if text.is_empty() {
         return err(Code::InputMalformed, "input is empty");
     }
-    if text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return hex_decode(text);
     }
     b64url_decode(text)

@@ -155,7 +155,10 @@ impl ProofFields {
         ProofFields {
             entries: vec![
                 (int(pl::HTM), text(method)),
-                (int(pl::HTU), text(&proof::normalize_uri(uri).unwrap_or_else(|_| uri.to_owned()))),
+                (
+                    int(pl::HTU),
+                    text(&proof::normalize_uri(uri).unwrap_or_else(|_| uri.to_owned())),
+                ),
                 (int(pl::IAT), Value::Integer(iat.into())),
                 (int(pl::JTI), bytes(b"jti-0123456789ab")),
                 (int(pl::TKH), bytes(&token_hash[..4])),
@@ -228,12 +231,30 @@ impl Gen {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, name: &str, description: &str, token: Vec<u8>, proof: Option<Vec<u8>>, req: &Req, expected: &str) {
+    fn push(
+        &mut self,
+        name: &str,
+        description: &str,
+        token: Vec<u8>,
+        proof: Option<Vec<u8>>,
+        req: &Req,
+        expected: &str,
+    ) {
         self.push_full(name, description, token, proof, req, None, 1, expected);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn push_full(&mut self, name: &str, description: &str, token: Vec<u8>, proof: Option<Vec<u8>>, req: &Req, nonces: Option<Vec<Vec<u8>>>, submissions: u32, expected: &str) {
+    fn push_full(
+        &mut self,
+        name: &str,
+        description: &str,
+        token: Vec<u8>,
+        proof: Option<Vec<u8>>,
+        req: &Req,
+        nonces: Option<Vec<Vec<u8>>>,
+        submissions: u32,
+        expected: &str,
+    ) {
         assert!(!self.out.iter().any(|v| v.name == name), "duplicate vector name {name}");
         self.out.push(Vector {
             name: name.into(),
@@ -271,14 +292,24 @@ impl Gen {
     /// A valid token (Ed25519 issuer and client) and a valid proof for `req`.
     fn good(&self, req: &Req) -> (Vec<u8>, Vec<u8>) {
         let token = token_for(&base_claims(&self.keys.client_ed), &self.keys.issuer_ed);
-        let proof = proof_from(&ProofFields::new(req.method, &req.uri, &token, &req.body, NOW - 1), &self.keys.client_ed, &token, &req.body);
+        let proof = proof_from(
+            &ProofFields::new(req.method, &req.uri, &token, &req.body, NOW - 1),
+            &self.keys.client_ed,
+            &token,
+            &req.body,
+        );
         (token, proof)
     }
 
     /// Token from `claims` plus a valid proof for `req` by `client`.
     fn with_claims(&self, claims: &Claims, client: &SigningKey, req: &Req) -> (Vec<u8>, Vec<u8>) {
         let token = token_for(claims, &self.keys.issuer_ed);
-        let proof = proof_from(&ProofFields::new(req.method, &req.uri, &token, &req.body, NOW - 1), client, &token, &req.body);
+        let proof = proof_from(
+            &ProofFields::new(req.method, &req.uri, &token, &req.body, NOW - 1),
+            client,
+            &token,
+            &req.body,
+        );
         (token, proof)
     }
 
@@ -294,16 +325,33 @@ impl Gen {
     fn raw_payload_token(&mut self, name: &str, description: &str, payload: Vec<u8>, expected: &str) {
         let req = Req::get();
         let token = token_with_payload(&payload, &self.keys.issuer_ed);
-        let proof = proof_from(&ProofFields::new(req.method, &req.uri, &token, &req.body, NOW - 1), &self.keys.client_ed, &token, &req.body);
+        let proof = proof_from(
+            &ProofFields::new(req.method, &req.uri, &token, &req.body, NOW - 1),
+            &self.keys.client_ed,
+            &token,
+            &req.body,
+        );
         self.push(name, description, token, Some(proof), &req, expected);
     }
 
     /// A token with a raw protected and unprotected header, valid claims.
-    fn raw_header_token(&mut self, name: &str, description: &str, protected: Vec<u8>, unprotected: Vec<u8>, expected: &str) {
+    fn raw_header_token(
+        &mut self,
+        name: &str,
+        description: &str,
+        protected: Vec<u8>,
+        unprotected: Vec<u8>,
+        expected: &str,
+    ) {
         let req = Req::get();
         let payload = token::issue::encode_claims(&base_claims(&self.keys.client_ed));
         let token = sign1_raw(&protected, &unprotected, &payload, &self.keys.issuer_ed, &[]);
-        let proof = proof_from(&ProofFields::new(req.method, &req.uri, &token, &req.body, NOW - 1), &self.keys.client_ed, &token, &req.body);
+        let proof = proof_from(
+            &ProofFields::new(req.method, &req.uri, &token, &req.body, NOW - 1),
+            &self.keys.client_ed,
+            &token,
+            &req.body,
+        );
         self.push(name, description, token, Some(proof), &req, expected);
     }
 
@@ -312,7 +360,13 @@ impl Gen {
         let req = Req::get();
         let (token, _) = self.good(&req);
         let protected = protected_header(-8, None);
-        let proof = sign1_raw(&protected, &[0xa0], &payload, &self.keys.client_ed, &aad(&token, &req.body));
+        let proof = sign1_raw(
+            &protected,
+            &[0xa0],
+            &payload,
+            &self.keys.client_ed,
+            &aad(&token, &req.body),
+        );
         self.push(name, description, token, Some(proof), &req, expected);
     }
 }
@@ -328,7 +382,12 @@ fn splice_map(encoded: &[u8], label: i64, raw_value: Option<&[u8]>) -> Vec<u8> {
     let mut r = cbor::Reader::new(encoded);
     let n = r.map().expect("a map");
     let mut entries: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
-        .map(|_| (r.raw_item().expect("key").to_vec(), r.raw_item().expect("value").to_vec()))
+        .map(|_| {
+            (
+                r.raw_item().expect("key").to_vec(),
+                r.raw_item().expect("value").to_vec(),
+            )
+        })
         .collect();
     let key = enc(&int(label));
     entries.retain(|(k, _)| *k != key);
@@ -371,14 +430,19 @@ fn valid(g: &mut Gen) {
     for (alg, name) in [(Algorithm::EdDSA, "ed25519"), (Algorithm::ES256, "es256")] {
         let client = g.client(alg);
         let token = token_for(&base_claims(client), g.issuer(alg));
-        let forms: Vec<(&str, Vec<u8>, Vec<u8>)> = [("untagged", &[][..]), ("tag18", &[0xd2][..]), ("tag61", &[0xd8, 0x3d][..]), ("tag61-18", &[0xd8, 0x3d, 0xd2][..])]
-            .into_iter()
-            .map(|(form, prefix)| {
-                let token = tagged(&token, prefix);
-                let proof = proof_from(&ProofFields::new("GET", URI, &token, b"", NOW - 1), client, &token, b"");
-                (form, token, proof)
-            })
-            .collect();
+        let forms: Vec<(&str, Vec<u8>, Vec<u8>)> = [
+            ("untagged", &[][..]),
+            ("tag18", &[0xd2][..]),
+            ("tag61", &[0xd8, 0x3d][..]),
+            ("tag61-18", &[0xd8, 0x3d, 0xd2][..]),
+        ]
+        .into_iter()
+        .map(|(form, prefix)| {
+            let token = tagged(&token, prefix);
+            let proof = proof_from(&ProofFields::new("GET", URI, &token, b"", NOW - 1), client, &token, b"");
+            (form, token, proof)
+        })
+        .collect();
         for (form, token, proof) in forms {
             g.push(
                 &format!("valid/{name}/token-{form}"),
@@ -392,11 +456,51 @@ fn valid(g: &mut Gen) {
     }
     // Bodies, methods, queries, normalisation.
     let cases: Vec<(&str, &str, Req)> = vec![
-        ("post-json-body", "POST with a JSON body", Req { method: "POST", uri: "https://nova.example/v2/servers".into(), body: br#"{"server":{"name":"vm1","flavorRef":"1"}}"#.to_vec() }),
-        ("put-binary-body", "PUT with a binary body", Req { method: "PUT", uri: "https://nova.example/v2/images/1/file".into(), body: (0u8..=255).collect() }),
-        ("delete-no-body", "DELETE without body", Req { method: "DELETE", uri: "https://nova.example/v2/servers/42".into(), body: Vec::new() }),
-        ("query-string", "the query is covered by the proof", Req { method: "GET", uri: "https://nova.example/v2/servers?limit=10&marker=abc".into(), body: Vec::new() }),
-        ("ipv6-host", "an IPv6 literal host with a port", Req { method: "GET", uri: "https://[2001:db8::1]:8443/v2/servers".into(), body: Vec::new() }),
+        (
+            "post-json-body",
+            "POST with a JSON body",
+            Req {
+                method: "POST",
+                uri: "https://nova.example/v2/servers".into(),
+                body: br#"{"server":{"name":"vm1","flavorRef":"1"}}"#.to_vec(),
+            },
+        ),
+        (
+            "put-binary-body",
+            "PUT with a binary body",
+            Req {
+                method: "PUT",
+                uri: "https://nova.example/v2/images/1/file".into(),
+                body: (0u8..=255).collect(),
+            },
+        ),
+        (
+            "delete-no-body",
+            "DELETE without body",
+            Req {
+                method: "DELETE",
+                uri: "https://nova.example/v2/servers/42".into(),
+                body: Vec::new(),
+            },
+        ),
+        (
+            "query-string",
+            "the query is covered by the proof",
+            Req {
+                method: "GET",
+                uri: "https://nova.example/v2/servers?limit=10&marker=abc".into(),
+                body: Vec::new(),
+            },
+        ),
+        (
+            "ipv6-host",
+            "an IPv6 literal host with a port",
+            Req {
+                method: "GET",
+                uri: "https://[2001:db8::1]:8443/v2/servers".into(),
+                body: Vec::new(),
+            },
+        ),
     ];
     for (name, description, req) in cases {
         let (token, proof) = g.with_claims(&base_claims(&g.keys.client_ed), &g.keys.client_ed, &req);
@@ -404,10 +508,26 @@ fn valid(g: &mut Gen) {
     }
     // ES256 client with a body.
     {
-        let req = Req { method: "POST", uri: URI.into(), body: b"hello".to_vec() };
+        let req = Req {
+            method: "POST",
+            uri: URI.into(),
+            body: b"hello".to_vec(),
+        };
         let token = token_for(&base_claims(&g.keys.client_es), &g.keys.issuer_es);
-        let proof = proof_from(&ProofFields::new("POST", URI, &token, &req.body, NOW - 1), &g.keys.client_es, &token, &req.body);
-        g.push("valid/es256/post-body", "ES256 issuer and client; POST with a body", token, Some(proof), &req, "valid");
+        let proof = proof_from(
+            &ProofFields::new("POST", URI, &token, &req.body, NOW - 1),
+            &g.keys.client_es,
+            &token,
+            &req.body,
+        );
+        g.push(
+            "valid/es256/post-body",
+            "ES256 issuer and client; POST with a body",
+            token,
+            Some(proof),
+            &req,
+            "valid",
+        );
     }
     // The request URI needs normalisation to match the proof's htu.
     for (name, request_uri) in [
@@ -416,36 +536,79 @@ fn valid(g: &mut Gen) {
         ("normalise/percent-encoding", "https://nova.example/v2/%73ervers"),
         ("normalise/fragment-dropped", "https://nova.example/v2/servers#top"),
     ] {
-        let req = Req { method: "GET", uri: request_uri.into(), body: Vec::new() };
+        let req = Req {
+            method: "GET",
+            uri: request_uri.into(),
+            body: Vec::new(),
+        };
         let (token, proof) = g.with_claims(&base_claims(&g.keys.client_ed), &g.keys.client_ed, &Req::get());
-        g.push(&format!("valid/{name}"), &format!("request URI {request_uri} normalises to the proof's htu"), token, Some(proof), &req, "valid");
+        g.push(
+            &format!("valid/{name}"),
+            &format!("request URI {request_uri} normalises to the proof's htu"),
+            token,
+            Some(proof),
+            &req,
+            "valid",
+        );
     }
     // A proof whose htu is not in normal form is normalised too.
     {
         let (token, _) = g.good(&get);
-        let fields = ProofFields::new("GET", URI, &token, b"", NOW - 1).set(pl::HTU, text("HTTPS://NOVA.example:443/v2/%7Eusers/../servers"));
+        let fields = ProofFields::new("GET", URI, &token, b"", NOW - 1)
+            .set(pl::HTU, text("HTTPS://NOVA.example:443/v2/%7Eusers/../servers"));
         let proof = proof_from(&fields, &g.keys.client_ed, &token, b"");
-        g.push("valid/normalise/proof-htu", "the proof's htu is normalised before comparison", token, Some(proof), &get, "valid");
+        g.push(
+            "valid/normalise/proof-htu",
+            "the proof's htu is normalised before comparison",
+            token,
+            Some(proof),
+            &get,
+            "valid",
+        );
     }
     // Claims variants.
     {
         let mut claims = base_claims(&g.keys.client_ed);
         claims.nbf = Some(NOW - 10);
         claims.trust_id = Some("trust-7f3a".into());
-        claims.actor_chain = vec![Actor { sub: "nova-compute@service".into(), iss: None }];
+        claims.actor_chain = vec![Actor {
+            sub: "nova-compute@service".into(),
+            iss: None,
+        }];
         let (token, proof) = g.with_claims(&claims, &g.keys.client_ed, &get);
-        g.push("valid/claims/delegated", "nbf, trust id and an actor chain", token, Some(proof), &get, "valid");
+        g.push(
+            "valid/claims/delegated",
+            "nbf, trust id and an actor chain",
+            token,
+            Some(proof),
+            &get,
+            "valid",
+        );
         let mut claims = base_claims(&g.keys.client_ed);
         claims.origin_issuer = Some("https://stoughton.example".into());
         claims.sub = "ayoung@stoughton".into();
         let (token, proof) = g.with_claims(&claims, &g.keys.client_ed, &get);
-        g.push("valid/claims/federated", "origin issuer set (a federated token)", token, Some(proof), &get, "valid");
+        g.push(
+            "valid/claims/federated",
+            "origin issuer set (a federated token)",
+            token,
+            Some(proof),
+            &get,
+            "valid",
+        );
         let mut claims = base_claims(&g.keys.client_ed);
         claims.project = None;
         claims.domain = None;
         claims.roles = Vec::new();
         let (token, proof) = g.with_claims(&claims, &g.keys.client_ed, &get);
-        g.push("valid/claims/unscoped", "no domain, project or roles", token, Some(proof), &get, "valid");
+        g.push(
+            "valid/claims/unscoped",
+            "no domain, project or roles",
+            token,
+            Some(proof),
+            &get,
+            "valid",
+        );
     }
     // Edges of the time windows.
     {
@@ -453,32 +616,101 @@ fn valid(g: &mut Gen) {
         claims.iat = NOW - 300 - LEEWAY;
         claims.exp = NOW - LEEWAY;
         let (token, proof) = g.with_claims(&claims, &g.keys.client_ed, &get);
-        g.push("valid/edge/exp-plus-leeway-is-now", "exp + leeway == now is still accepted", token, Some(proof), &get, "valid");
+        g.push(
+            "valid/edge/exp-plus-leeway-is-now",
+            "exp + leeway == now is still accepted",
+            token,
+            Some(proof),
+            &get,
+            "valid",
+        );
         let mut claims = base_claims(&g.keys.client_ed);
         claims.iat = NOW + LEEWAY;
         claims.exp = NOW + LEEWAY + 300;
         let (token, proof) = g.with_claims(&claims, &g.keys.client_ed, &get);
-        g.push("valid/edge/iat-at-leeway", "iat == now + leeway is accepted", token, Some(proof), &get, "valid");
+        g.push(
+            "valid/edge/iat-at-leeway",
+            "iat == now + leeway is accepted",
+            token,
+            Some(proof),
+            &get,
+            "valid",
+        );
         let (token, proof) = g.edited_proof(&get, |f| f.set(pl::IAT, int((NOW - MAX_AGE) as i64)));
-        g.push("valid/edge/proof-at-max-age", "proof iat == now − max_age is accepted", token, Some(proof), &get, "valid");
+        g.push(
+            "valid/edge/proof-at-max-age",
+            "proof iat == now − max_age is accepted",
+            token,
+            Some(proof),
+            &get,
+            "valid",
+        );
         let (token, proof) = g.edited_proof(&get, |f| f.set(pl::IAT, int((NOW + LEEWAY) as i64)));
-        g.push("valid/edge/proof-at-leeway", "proof iat == now + leeway is accepted", token, Some(proof), &get, "valid");
+        g.push(
+            "valid/edge/proof-at-leeway",
+            "proof iat == now + leeway is accepted",
+            token,
+            Some(proof),
+            &get,
+            "valid",
+        );
     }
     // Header variants, key-set selection, tagged proof, nonce.
     {
         let issuer = &g.keys.issuer_ed_2;
         let token = token_for(&base_claims(&g.keys.client_ed), issuer);
-        let proof = proof_from(&ProofFields::new("GET", URI, &token, b"", NOW - 1), &g.keys.client_ed, &token, b"");
-        g.push("valid/keyset/second-ed25519-key", "token signed by another key of the issuer's set (rotation)", token, Some(proof), &get, "valid");
+        let proof = proof_from(
+            &ProofFields::new("GET", URI, &token, b"", NOW - 1),
+            &g.keys.client_ed,
+            &token,
+            b"",
+        );
+        g.push(
+            "valid/keyset/second-ed25519-key",
+            "token signed by another key of the issuer's set (rotation)",
+            token,
+            Some(proof),
+            &get,
+            "valid",
+        );
         let mut unprotected = vec![0xa1, 0x04];
         cbor::write_bytes(&mut unprotected, &kid(&g.keys.issuer_ed));
-        g.raw_header_token("valid/header/kid-unprotected", "kid in the unprotected bucket", protected_header(-8, None), unprotected, "valid");
+        g.raw_header_token(
+            "valid/header/kid-unprotected",
+            "kid in the unprotected bucket",
+            protected_header(-8, None),
+            unprotected,
+            "valid",
+        );
         let (token, proof) = g.good(&get);
-        g.push("valid/proof/tag18", "proof tagged 18", token, Some([&[0xd2][..], &proof].concat()), &get, "valid");
+        g.push(
+            "valid/proof/tag18",
+            "proof tagged 18",
+            token,
+            Some([&[0xd2][..], &proof].concat()),
+            &get,
+            "valid",
+        );
         let (token, proof) = g.edited_proof(&get, |f| f.set(pl::NONCE, bytes(b"nonce-epoch-1")));
-        g.push_full("valid/proof/nonce", "the service requires a nonce and the proof carries one it issued", token, Some(proof), &get, Some(vec![b"nonce-epoch-0".to_vec(), b"nonce-epoch-1".to_vec()]), 1, "valid");
+        g.push_full(
+            "valid/proof/nonce",
+            "the service requires a nonce and the proof carries one it issued",
+            token,
+            Some(proof),
+            &get,
+            Some(vec![b"nonce-epoch-0".to_vec(), b"nonce-epoch-1".to_vec()]),
+            1,
+            "valid",
+        );
         let (token, _) = g.good(&get);
-        g.push("valid/token-only", "a token verified without a proof (token layer only)", token, None, &get, "valid");
+        g.push(
+            "valid/token-only",
+            "a token verified without a proof (token layer only)",
+            token,
+            None,
+            &get,
+            "valid",
+        );
     }
 }
 
@@ -486,29 +718,107 @@ fn invalid_cbor(g: &mut Gen) {
     let get = Req::get();
     let (token, proof) = g.good(&get);
     let push_token = |g: &mut Gen, name: &str, description: &str, t: Vec<u8>, code: &str| {
-        let p = proof_from(&ProofFields::new("GET", URI, &t, b"", NOW - 1), &g.keys.client_ed, &t, b"");
-        g.push(&format!("invalid/cbor/token-{name}"), description, t, Some(p), &get, code);
+        let p = proof_from(
+            &ProofFields::new("GET", URI, &t, b"", NOW - 1),
+            &g.keys.client_ed,
+            &t,
+            b"",
+        );
+        g.push(
+            &format!("invalid/cbor/token-{name}"),
+            description,
+            t,
+            Some(p),
+            &get,
+            code,
+        );
     };
-    push_token(g, "trailing-byte", "a zero byte after the token", [&token[..], &[0]].concat(), "cbor.trailing_data");
-    push_token(g, "second-token", "two tokens concatenated", [&token[..], &token[..]].concat(), "cbor.trailing_data");
-    push_token(g, "truncated", "the last signature byte is missing", token[..token.len() - 1].to_vec(), "cbor.malformed");
-    push_token(g, "truncated-head", "input ends inside an 8-byte argument", vec![0xd8, 0x3d, 0xd2, 0x84, 0x1b, 0x01, 0x02, 0x03], "cbor.malformed");
-    push_token(g, "reserved-ai", "reserved additional information 0x1c", vec![0x1c], "cbor.malformed");
-    push_token(g, "stray-break", "a break code outside an indefinite item", vec![0x84, 0xff], "cbor.malformed");
-    push_token(g, "huge-length", "a byte string declaring 4 GiB", vec![0x84, 0x5a, 0xff, 0xff, 0xff, 0xff, 0x00], "cbor.malformed");
-    push_token(g, "huge-count", "an array declaring 2^32 items", vec![0x9b, 0, 0, 0, 1, 0, 0, 0, 0], "cbor.malformed");
+    push_token(
+        g,
+        "trailing-byte",
+        "a zero byte after the token",
+        [&token[..], &[0]].concat(),
+        "cbor.trailing_data",
+    );
+    push_token(
+        g,
+        "second-token",
+        "two tokens concatenated",
+        [&token[..], &token[..]].concat(),
+        "cbor.trailing_data",
+    );
+    push_token(
+        g,
+        "truncated",
+        "the last signature byte is missing",
+        token[..token.len() - 1].to_vec(),
+        "cbor.malformed",
+    );
+    push_token(
+        g,
+        "truncated-head",
+        "input ends inside an 8-byte argument",
+        vec![0xd8, 0x3d, 0xd2, 0x84, 0x1b, 0x01, 0x02, 0x03],
+        "cbor.malformed",
+    );
+    push_token(
+        g,
+        "reserved-ai",
+        "reserved additional information 0x1c",
+        vec![0x1c],
+        "cbor.malformed",
+    );
+    push_token(
+        g,
+        "stray-break",
+        "a break code outside an indefinite item",
+        vec![0x84, 0xff],
+        "cbor.malformed",
+    );
+    push_token(
+        g,
+        "huge-length",
+        "a byte string declaring 4 GiB",
+        vec![0x84, 0x5a, 0xff, 0xff, 0xff, 0xff, 0x00],
+        "cbor.malformed",
+    );
+    push_token(
+        g,
+        "huge-count",
+        "an array declaring 2^32 items",
+        vec![0x9b, 0, 0, 0, 1, 0, 0, 0, 0],
+        "cbor.malformed",
+    );
     {
         let mut t = vec![0x9f];
         t.extend_from_slice(&token[1..]);
         t.push(0xff);
-        push_token(g, "indefinite-array", "the COSE_Sign1 array has indefinite length", t, "cbor.not_deterministic");
+        push_token(
+            g,
+            "indefinite-array",
+            "the COSE_Sign1 array has indefinite length",
+            t,
+            "cbor.not_deterministic",
+        );
         let mut t = vec![0x98, 0x04];
         t.extend_from_slice(&token[1..]);
-        push_token(g, "non-minimal-head", "array length 4 encoded as 98 04", t, "cbor.not_deterministic");
+        push_token(
+            g,
+            "non-minimal-head",
+            "array length 4 encoded as 98 04",
+            t,
+            "cbor.not_deterministic",
+        );
     }
     {
         let big = vec![0u8; 4097];
-        push_token(g, "over-size-limit", "a 4097-byte input is refused before parsing", big, "cbor.too_large");
+        push_token(
+            g,
+            "over-size-limit",
+            "a 4097-byte input is refused before parsing",
+            big,
+            "cbor.too_large",
+        );
     }
     // Inside the claims payload (each signed correctly, so only the profile refuses it).
     let claims = base_claims(&g.keys.client_ed);
@@ -529,12 +839,19 @@ fn invalid_cbor(g: &mut Gen) {
                 cbor::write_text(&mut out, "https://evil.example");
             }
         }
-        g.raw_payload_token("invalid/cbor/claims-duplicate-aud", "aud (3) twice with different values", out, "cbor.duplicate_key");
+        g.raw_payload_token(
+            "invalid/cbor/claims-duplicate-aud",
+            "aud (3) twice with different values",
+            out,
+            "cbor.duplicate_key",
+        );
     }
     {
         let mut r = cbor::Reader::new(&payload);
         let n = r.map().unwrap();
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|_| (r.raw_item().unwrap().to_vec(), r.raw_item().unwrap().to_vec())).collect();
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+            .map(|_| (r.raw_item().unwrap().to_vec(), r.raw_item().unwrap().to_vec()))
+            .collect();
         entries.swap(0, 1);
         let mut out = Vec::new();
         cbor::write_head(&mut out, 5, n as u64);
@@ -542,37 +859,113 @@ fn invalid_cbor(g: &mut Gen) {
             out.extend(k);
             out.extend(v);
         }
-        g.raw_payload_token("invalid/cbor/claims-unsorted", "sub (2) before iss (1)", out, "cbor.not_deterministic");
+        g.raw_payload_token(
+            "invalid/cbor/claims-unsorted",
+            "sub (2) before iss (1)",
+            out,
+            "cbor.not_deterministic",
+        );
     }
-    g.raw_payload_token("invalid/cbor/claims-float-exp", "exp as a float", claims_with_raw(&claims, 4, &[0xfb, 0x41, 0xda, 0x48, 0x3f, 0x00, 0x00, 0x00, 0x00]), "cbor.unsupported_type");
-    g.raw_payload_token("invalid/cbor/claims-tagged-exp", "exp as tag 1 (epoch date)", claims_with_raw(&claims, 4, &[0xc1, 0x1a, 0x69, 0x22, 0x40, 0x00]), "cbor.unexpected_tag");
-    g.raw_payload_token("invalid/cbor/claims-non-minimal-exp", "exp with an 8-byte head", claims_with_raw(&claims, 4, &[0x1b, 0, 0, 0, 0, 0x69, 0x22, 0x40, 0x00]), "cbor.not_deterministic");
-    g.raw_payload_token("invalid/cbor/claims-invalid-utf8", "sub is not UTF-8", claims_with_raw(&claims, 2, &[0x62, 0xc3, 0x28]), "cbor.invalid_utf8");
-    g.raw_payload_token("invalid/cbor/claims-undefined", "nbf is undefined", claims_with_raw(&claims, 5, &[0xf7]), "cbor.unsupported_type");
+    g.raw_payload_token(
+        "invalid/cbor/claims-float-exp",
+        "exp as a float",
+        claims_with_raw(&claims, 4, &[0xfb, 0x41, 0xda, 0x48, 0x3f, 0x00, 0x00, 0x00, 0x00]),
+        "cbor.unsupported_type",
+    );
+    g.raw_payload_token(
+        "invalid/cbor/claims-tagged-exp",
+        "exp as tag 1 (epoch date)",
+        claims_with_raw(&claims, 4, &[0xc1, 0x1a, 0x69, 0x22, 0x40, 0x00]),
+        "cbor.unexpected_tag",
+    );
+    g.raw_payload_token(
+        "invalid/cbor/claims-non-minimal-exp",
+        "exp with an 8-byte head",
+        claims_with_raw(&claims, 4, &[0x1b, 0, 0, 0, 0, 0x69, 0x22, 0x40, 0x00]),
+        "cbor.not_deterministic",
+    );
+    g.raw_payload_token(
+        "invalid/cbor/claims-invalid-utf8",
+        "sub is not UTF-8",
+        claims_with_raw(&claims, 2, &[0x62, 0xc3, 0x28]),
+        "cbor.invalid_utf8",
+    );
+    g.raw_payload_token(
+        "invalid/cbor/claims-undefined",
+        "nbf is undefined",
+        claims_with_raw(&claims, 5, &[0xf7]),
+        "cbor.unsupported_type",
+    );
     {
         let deep = [vec![0x81; 20], vec![0x00]].concat();
-        g.raw_payload_token("invalid/cbor/claims-too-deep", "a claim nested 20 arrays deep", claims_with_raw(&claims, 5, &deep), "cbor.too_deep");
+        g.raw_payload_token(
+            "invalid/cbor/claims-too-deep",
+            "a claim nested 20 arrays deep",
+            claims_with_raw(&claims, 5, &deep),
+            "cbor.too_deep",
+        );
         let mut long = Vec::new();
         cbor::write_text(&mut long, &"a".repeat(3000));
-        g.raw_payload_token("invalid/cbor/claims-long-string", "a 3000-byte sub", claims_with_raw(&claims, 2, &long), "cbor.too_large");
+        g.raw_payload_token(
+            "invalid/cbor/claims-long-string",
+            "a 3000-byte sub",
+            claims_with_raw(&claims, 2, &long),
+            "cbor.too_large",
+        );
         let mut key_float = payload.clone();
         // Replace the map head n with n+1 and append a float-keyed entry.
         key_float[0] += 1;
         key_float.extend_from_slice(&[0xf9, 0x00, 0x00, 0x00]);
-        g.raw_payload_token("invalid/cbor/claims-float-key", "a map key that is a float", key_float, "cbor.key_type");
+        g.raw_payload_token(
+            "invalid/cbor/claims-float-key",
+            "a map key that is a float",
+            key_float,
+            "cbor.key_type",
+        );
     }
     // Proof-side CBOR.
     let push_proof = |g: &mut Gen, name: &str, description: &str, p: Vec<u8>, code: &str| {
-        g.push(&format!("invalid/cbor/proof-{name}"), description, token.clone(), Some(p), &get, code);
+        g.push(
+            &format!("invalid/cbor/proof-{name}"),
+            description,
+            token.clone(),
+            Some(p),
+            &get,
+            code,
+        );
     };
-    push_proof(g, "trailing-byte", "a zero byte after the proof", [&proof[..], &[0]].concat(), "cbor.trailing_data");
-    push_proof(g, "truncated", "the proof is cut short", proof[..proof.len() - 3].to_vec(), "cbor.malformed");
-    push_proof(g, "over-size-limit", "a 4097-byte proof is refused before parsing", vec![0; 4097], "cbor.too_large");
+    push_proof(
+        g,
+        "trailing-byte",
+        "a zero byte after the proof",
+        [&proof[..], &[0]].concat(),
+        "cbor.trailing_data",
+    );
+    push_proof(
+        g,
+        "truncated",
+        "the proof is cut short",
+        proof[..proof.len() - 3].to_vec(),
+        "cbor.malformed",
+    );
+    push_proof(
+        g,
+        "over-size-limit",
+        "a 4097-byte proof is refused before parsing",
+        vec![0; 4097],
+        "cbor.too_large",
+    );
     {
         let mut p = vec![0x9f];
         p.extend_from_slice(&proof[1..]);
         p.push(0xff);
-        push_proof(g, "indefinite-array", "the proof array has indefinite length", p, "cbor.not_deterministic");
+        push_proof(
+            g,
+            "indefinite-array",
+            "the proof array has indefinite length",
+            p,
+            "cbor.not_deterministic",
+        );
     }
     let fields = ProofFields::new("GET", URI, &token, b"", NOW - 1);
     {
@@ -580,13 +973,28 @@ fn invalid_cbor(g: &mut Gen) {
         payload[0] += 1;
         payload.push(0x01);
         cbor::write_text(&mut payload, "POST");
-        g.raw_proof_payload("invalid/cbor/proof-duplicate-htm", "htm (1) twice", payload, "cbor.duplicate_key");
+        g.raw_proof_payload(
+            "invalid/cbor/proof-duplicate-htm",
+            "htm (1) twice",
+            payload,
+            "cbor.duplicate_key",
+        );
         let mut payload = fields.payload();
         payload[0] += 1;
         payload.extend_from_slice(&[0x00, 0x00]);
-        g.raw_proof_payload("invalid/cbor/proof-unsorted", "label 0 after label 6", payload, "cbor.not_deterministic");
+        g.raw_proof_payload(
+            "invalid/cbor/proof-unsorted",
+            "label 0 after label 6",
+            payload,
+            "cbor.not_deterministic",
+        );
         let float_iat = splice_map(&fields.payload(), 3, Some(&[0xfa, 0x4e, 0xd2, 0x46, 0x40]));
-        g.raw_proof_payload("invalid/cbor/proof-float-iat", "iat as a float", float_iat, "cbor.unsupported_type");
+        g.raw_proof_payload(
+            "invalid/cbor/proof-float-iat",
+            "iat as a float",
+            float_iat,
+            "cbor.unsupported_type",
+        );
     }
 }
 
@@ -596,16 +1004,45 @@ fn invalid_cose(g: &mut Gen) {
     let payload = token::issue::encode_claims(&base_claims(&g.keys.client_ed));
     let ed_kid = kid(&g.keys.issuer_ed);
     let push_token = |g: &mut Gen, name: &str, description: &str, t: Vec<u8>, code: &str| {
-        let p = proof_from(&ProofFields::new("GET", URI, &t, b"", NOW - 1), &g.keys.client_ed, &t, b"");
+        let p = proof_from(
+            &ProofFields::new("GET", URI, &t, b"", NOW - 1),
+            &g.keys.client_ed,
+            &t,
+            b"",
+        );
         g.push(&format!("invalid/cose/{name}"), description, t, Some(p), &get, code);
     };
-    push_token(g, "tag-998", "outer tag 998", [&[0xd9, 0x03, 0xe6][..], &token].concat(), "cose.structure");
-    push_token(g, "tag-17-mac0", "outer tag 17 (COSE_Mac0)", [&[0xd1][..], &token].concat(), "cose.structure");
-    push_token(g, "tag-18-61", "tags in the wrong order: 18(61(…))", [&[0xd2, 0xd8, 0x3d][..], &token].concat(), "cose.structure");
+    push_token(
+        g,
+        "tag-998",
+        "outer tag 998",
+        [&[0xd9, 0x03, 0xe6][..], &token].concat(),
+        "cose.structure",
+    );
+    push_token(
+        g,
+        "tag-17-mac0",
+        "outer tag 17 (COSE_Mac0)",
+        [&[0xd1][..], &token].concat(),
+        "cose.structure",
+    );
+    push_token(
+        g,
+        "tag-18-61",
+        "tags in the wrong order: 18(61(…))",
+        [&[0xd2, 0xd8, 0x3d][..], &token].concat(),
+        "cose.structure",
+    );
     {
         let mut t = token.clone();
         t[0] = 0x83;
-        push_token(g, "array-of-3", "a three-item array", t[..t.len() - 66].to_vec(), "cose.structure");
+        push_token(
+            g,
+            "array-of-3",
+            "a three-item array",
+            t[..t.len() - 66].to_vec(),
+            "cose.structure",
+        );
     }
     {
         let protected = protected_header(-8, Some(&ed_kid));
@@ -614,7 +1051,13 @@ fn invalid_cose(g: &mut Gen) {
         t.push(0xa0);
         cbor::write_bytes(&mut t, &payload);
         cbor::write_bytes(&mut t, &[0; 64]);
-        push_token(g, "protected-not-bstr", "the protected header is a map, not a byte string", t, "cose.structure");
+        push_token(
+            g,
+            "protected-not-bstr",
+            "the protected header is a map, not a byte string",
+            t,
+            "cose.structure",
+        );
         let mut t = vec![0x84];
         cbor::write_bytes(&mut t, &protected);
         t.push(0xa0);
@@ -624,37 +1067,204 @@ fn invalid_cose(g: &mut Gen) {
         let t = sign1_raw(&protected, &[0xa0], &[], &g.keys.issuer_ed, &[]);
         push_token(g, "empty-payload", "an empty payload", t, "cose.structure");
         let t = sign1_raw(&enc(&text("hi")), &[0xa0], &payload, &g.keys.issuer_ed, &[]);
-        push_token(g, "protected-not-map", "the protected bstr wraps a text string", t, "cose.structure");
+        push_token(
+            g,
+            "protected-not-map",
+            "the protected bstr wraps a text string",
+            t,
+            "cose.structure",
+        );
         let t = sign1_raw(&protected, &[0x40], &payload, &g.keys.issuer_ed, &[]);
-        push_token(g, "unprotected-bstr", "the unprotected header is a byte string", t, "cose.structure");
+        push_token(
+            g,
+            "unprotected-bstr",
+            "the unprotected header is a byte string",
+            t,
+            "cose.structure",
+        );
     }
     let hdr = |entries: Vec<(Value, Value)>| enc(&map(entries));
     let kid_v = bytes(&ed_kid);
     let mut unprot_kid = vec![0xa1, 0x04];
     cbor::write_bytes(&mut unprot_kid, &ed_kid);
-    g.raw_header_token("invalid/cose/alg-missing", "no alg anywhere", hdr(vec![(int(4), kid_v.clone())]), vec![0xa0], "cose.alg_missing");
-    g.raw_header_token("invalid/cose/alg-unprotected", "alg only in the unprotected bucket", hdr(vec![(int(4), kid_v.clone())]), enc(&map(vec![(int(1), int(-8))])), "cose.alg_unprotected");
-    g.raw_header_token("invalid/cose/alg-unsupported", "alg -999", hdr(vec![(int(1), int(-999)), (int(4), kid_v.clone())]), vec![0xa0], "cose.alg_unsupported");
-    g.raw_header_token("invalid/cose/alg-text", "alg as the text \"EdDSA\"", hdr(vec![(int(1), text("EdDSA")), (int(4), kid_v.clone())]), vec![0xa0], "cose.alg_unsupported");
-    g.raw_header_token("invalid/cose/alg-hmac", "alg HMAC 256/256 (5): no symmetric algorithms", hdr(vec![(int(1), int(5)), (int(4), kid_v.clone())]), vec![0xa0], "cose.alg_unsupported");
-    g.raw_header_token("invalid/cose/alg-bytes", "alg as a byte string", hdr(vec![(int(1), bytes(b"\xf8")), (int(4), kid_v.clone())]), vec![0xa0], "cose.header_type");
-    g.raw_header_token("invalid/cose/alg-both-buckets", "alg -8 protected and -7 unprotected", protected_header(-8, Some(&ed_kid)), enc(&map(vec![(int(1), int(-7))])), "cose.header_conflict");
-    g.raw_header_token("invalid/cose/kid-both-buckets", "kid in both buckets", protected_header(-8, Some(&ed_kid)), unprot_kid.clone(), "cose.header_conflict");
-    g.raw_header_token("invalid/cose/kid-int", "kid as an integer", hdr(vec![(int(1), int(-8)), (int(4), int(7))]), vec![0xa0], "cose.header_type");
-    g.raw_header_token("invalid/cose/kid-missing", "no kid", protected_header(-8, None), vec![0xa0], "cose.kid_missing");
-    g.raw_header_token("invalid/cose/crit-unprotected", "crit in the unprotected bucket", protected_header(-8, Some(&ed_kid)), enc(&map(vec![(int(2), Value::Array(vec![int(1)]))])), "cose.crit_misplaced");
-    g.raw_header_token("invalid/cose/crit-empty", "crit is an empty array", hdr(vec![(int(1), int(-8)), (int(2), Value::Array(vec![])), (int(4), kid_v.clone())]), vec![0xa0], "cose.crit_invalid");
-    g.raw_header_token("invalid/cose/crit-not-array", "crit is an integer", hdr(vec![(int(1), int(-8)), (int(2), int(1)), (int(4), kid_v.clone())]), vec![0xa0], "cose.crit_invalid");
-    g.raw_header_token("invalid/cose/crit-absent-label", "crit names label 99, which is not present", hdr(vec![(int(1), int(-8)), (int(2), Value::Array(vec![int(99)])), (int(4), kid_v.clone())]), vec![0xa0], "cose.crit_invalid");
-    g.raw_header_token("invalid/cose/crit-unknown", "crit names private label -65537, present but not understood", hdr(vec![(int(1), int(-8)), (int(2), Value::Array(vec![int(-65537)])), (int(4), kid_v.clone()), (int(-65537), int(1))]), vec![0xa0], "cose.crit_unknown");
-    g.raw_header_token("invalid/cose/crit-duplicate", "crit lists alg twice", hdr(vec![(int(1), int(-8)), (int(2), Value::Array(vec![int(1), int(1)])), (int(4), kid_v.clone())]), vec![0xa0], "cose.crit_invalid");
-    g.raw_header_token("invalid/cose/go-cose-tob-1-crit-tagged", "TOB-GOCOSE-1 analogue: a tagged crit element", hdr(vec![(int(1), int(-8)), (int(4), kid_v.clone())]), vec![0xa1, 0x02, 0x81, 0xc2, 0x40], "cbor.unexpected_tag");
-    g.raw_header_token("invalid/cose/content-type", "content type (3) is not part of the profile", hdr(vec![(int(1), int(-8)), (int(3), int(61)), (int(4), kid_v.clone())]), vec![0xa0], "cose.header_unsupported");
-    g.raw_header_token("invalid/cose/x5chain-unprotected", "an x5chain (33) key embedded in the unprotected bucket", protected_header(-8, Some(&ed_kid)), enc(&map(vec![(int(33), bytes(&[0x30; 8]))])), "cose.header_unsupported");
-    g.raw_header_token("invalid/cose/countersignature", "a countersignature (11) in the unprotected bucket", protected_header(-8, Some(&ed_kid)), enc(&map(vec![(int(11), bytes(&[0; 64]))])), "cose.header_unsupported");
-    g.raw_header_token("invalid/cose/kid-unknown", "kid names no key of the issuer", protected_header(-8, Some(b"nope")), vec![0xa0], "cose.key_unknown");
-    g.raw_header_token("invalid/cose/kid-injection", "kid with a path traversal", protected_header(-8, Some(b"../../../../dev/null")), vec![0xa0], "cose.key_unknown");
-    g.raw_header_token("invalid/cose/alg-mismatch", "header says ES256, the kid is an Ed25519 key", protected_header(-7, Some(&ed_kid)), vec![0xa0], "cose.alg_mismatch");
+    g.raw_header_token(
+        "invalid/cose/alg-missing",
+        "no alg anywhere",
+        hdr(vec![(int(4), kid_v.clone())]),
+        vec![0xa0],
+        "cose.alg_missing",
+    );
+    g.raw_header_token(
+        "invalid/cose/alg-unprotected",
+        "alg only in the unprotected bucket",
+        hdr(vec![(int(4), kid_v.clone())]),
+        enc(&map(vec![(int(1), int(-8))])),
+        "cose.alg_unprotected",
+    );
+    g.raw_header_token(
+        "invalid/cose/alg-unsupported",
+        "alg -999",
+        hdr(vec![(int(1), int(-999)), (int(4), kid_v.clone())]),
+        vec![0xa0],
+        "cose.alg_unsupported",
+    );
+    g.raw_header_token(
+        "invalid/cose/alg-text",
+        "alg as the text \"EdDSA\"",
+        hdr(vec![(int(1), text("EdDSA")), (int(4), kid_v.clone())]),
+        vec![0xa0],
+        "cose.alg_unsupported",
+    );
+    g.raw_header_token(
+        "invalid/cose/alg-hmac",
+        "alg HMAC 256/256 (5): no symmetric algorithms",
+        hdr(vec![(int(1), int(5)), (int(4), kid_v.clone())]),
+        vec![0xa0],
+        "cose.alg_unsupported",
+    );
+    g.raw_header_token(
+        "invalid/cose/alg-bytes",
+        "alg as a byte string",
+        hdr(vec![(int(1), bytes(b"\xf8")), (int(4), kid_v.clone())]),
+        vec![0xa0],
+        "cose.header_type",
+    );
+    g.raw_header_token(
+        "invalid/cose/alg-both-buckets",
+        "alg -8 protected and -7 unprotected",
+        protected_header(-8, Some(&ed_kid)),
+        enc(&map(vec![(int(1), int(-7))])),
+        "cose.header_conflict",
+    );
+    g.raw_header_token(
+        "invalid/cose/kid-both-buckets",
+        "kid in both buckets",
+        protected_header(-8, Some(&ed_kid)),
+        unprot_kid.clone(),
+        "cose.header_conflict",
+    );
+    g.raw_header_token(
+        "invalid/cose/kid-int",
+        "kid as an integer",
+        hdr(vec![(int(1), int(-8)), (int(4), int(7))]),
+        vec![0xa0],
+        "cose.header_type",
+    );
+    g.raw_header_token(
+        "invalid/cose/kid-missing",
+        "no kid",
+        protected_header(-8, None),
+        vec![0xa0],
+        "cose.kid_missing",
+    );
+    g.raw_header_token(
+        "invalid/cose/crit-unprotected",
+        "crit in the unprotected bucket",
+        protected_header(-8, Some(&ed_kid)),
+        enc(&map(vec![(int(2), Value::Array(vec![int(1)]))])),
+        "cose.crit_misplaced",
+    );
+    g.raw_header_token(
+        "invalid/cose/crit-empty",
+        "crit is an empty array",
+        hdr(vec![
+            (int(1), int(-8)),
+            (int(2), Value::Array(vec![])),
+            (int(4), kid_v.clone()),
+        ]),
+        vec![0xa0],
+        "cose.crit_invalid",
+    );
+    g.raw_header_token(
+        "invalid/cose/crit-not-array",
+        "crit is an integer",
+        hdr(vec![(int(1), int(-8)), (int(2), int(1)), (int(4), kid_v.clone())]),
+        vec![0xa0],
+        "cose.crit_invalid",
+    );
+    g.raw_header_token(
+        "invalid/cose/crit-absent-label",
+        "crit names label 99, which is not present",
+        hdr(vec![
+            (int(1), int(-8)),
+            (int(2), Value::Array(vec![int(99)])),
+            (int(4), kid_v.clone()),
+        ]),
+        vec![0xa0],
+        "cose.crit_invalid",
+    );
+    g.raw_header_token(
+        "invalid/cose/crit-unknown",
+        "crit names private label -65537, present but not understood",
+        hdr(vec![
+            (int(1), int(-8)),
+            (int(2), Value::Array(vec![int(-65537)])),
+            (int(4), kid_v.clone()),
+            (int(-65537), int(1)),
+        ]),
+        vec![0xa0],
+        "cose.crit_unknown",
+    );
+    g.raw_header_token(
+        "invalid/cose/crit-duplicate",
+        "crit lists alg twice",
+        hdr(vec![
+            (int(1), int(-8)),
+            (int(2), Value::Array(vec![int(1), int(1)])),
+            (int(4), kid_v.clone()),
+        ]),
+        vec![0xa0],
+        "cose.crit_invalid",
+    );
+    g.raw_header_token(
+        "invalid/cose/go-cose-tob-1-crit-tagged",
+        "TOB-GOCOSE-1 analogue: a tagged crit element",
+        hdr(vec![(int(1), int(-8)), (int(4), kid_v.clone())]),
+        vec![0xa1, 0x02, 0x81, 0xc2, 0x40],
+        "cbor.unexpected_tag",
+    );
+    g.raw_header_token(
+        "invalid/cose/content-type",
+        "content type (3) is not part of the profile",
+        hdr(vec![(int(1), int(-8)), (int(3), int(61)), (int(4), kid_v.clone())]),
+        vec![0xa0],
+        "cose.header_unsupported",
+    );
+    g.raw_header_token(
+        "invalid/cose/x5chain-unprotected",
+        "an x5chain (33) key embedded in the unprotected bucket",
+        protected_header(-8, Some(&ed_kid)),
+        enc(&map(vec![(int(33), bytes(&[0x30; 8]))])),
+        "cose.header_unsupported",
+    );
+    g.raw_header_token(
+        "invalid/cose/countersignature",
+        "a countersignature (11) in the unprotected bucket",
+        protected_header(-8, Some(&ed_kid)),
+        enc(&map(vec![(int(11), bytes(&[0; 64]))])),
+        "cose.header_unsupported",
+    );
+    g.raw_header_token(
+        "invalid/cose/kid-unknown",
+        "kid names no key of the issuer",
+        protected_header(-8, Some(b"nope")),
+        vec![0xa0],
+        "cose.key_unknown",
+    );
+    g.raw_header_token(
+        "invalid/cose/kid-injection",
+        "kid with a path traversal",
+        protected_header(-8, Some(b"../../../../dev/null")),
+        vec![0xa0],
+        "cose.key_unknown",
+    );
+    g.raw_header_token(
+        "invalid/cose/alg-mismatch",
+        "header says ES256, the kid is an Ed25519 key",
+        protected_header(-7, Some(&ed_kid)),
+        vec![0xa0],
+        "cose.alg_mismatch",
+    );
     g.raw_header_token(
         "invalid/cose/alg-mismatch-es256-key",
         "header says EdDSA, the kid is an ES256 key",
@@ -667,118 +1277,402 @@ fn invalid_cose(g: &mut Gen) {
     let good_sig = g.keys.issuer_ed.sign(&cose::sig_structure(&protected, &[], &payload));
     let mut flipped = good_sig.clone();
     flipped[10] ^= 0x01;
-    push_token(g, "signature-bit-flip", "one bit of the signature flipped", assemble(&protected, &[0xa0], &payload, &flipped), "cose.bad_signature");
-    push_token(g, "signature-63-bytes", "a 63-byte signature", assemble(&protected, &[0xa0], &payload, &good_sig[..63]), "cose.bad_signature");
-    push_token(g, "signature-empty", "an empty signature (alg none analogue)", assemble(&protected, &[0xa0], &payload, &[]), "cose.bad_signature");
+    push_token(
+        g,
+        "signature-bit-flip",
+        "one bit of the signature flipped",
+        assemble(&protected, &[0xa0], &payload, &flipped),
+        "cose.bad_signature",
+    );
+    push_token(
+        g,
+        "signature-63-bytes",
+        "a 63-byte signature",
+        assemble(&protected, &[0xa0], &payload, &good_sig[..63]),
+        "cose.bad_signature",
+    );
+    push_token(
+        g,
+        "signature-empty",
+        "an empty signature (alg none analogue)",
+        assemble(&protected, &[0xa0], &payload, &[]),
+        "cose.bad_signature",
+    );
     {
         let mut claims = base_claims(&g.keys.client_ed);
         claims.roles = vec!["admin".into()];
         let forged_payload = token::issue::encode_claims(&claims);
-        push_token(g, "payload-swapped", "roles changed to admin after signing", assemble(&protected, &[0xa0], &forged_payload, &good_sig), "cose.bad_signature");
+        push_token(
+            g,
+            "payload-swapped",
+            "roles changed to admin after signing",
+            assemble(&protected, &[0xa0], &forged_payload, &good_sig),
+            "cose.bad_signature",
+        );
         let by_attacker = sign1_raw(&protected, &[0xa0], &forged_payload, &g.keys.attacker_ed, &[]);
-        push_token(g, "signed-by-attacker", "signed by a key outside the set, claiming the issuer's kid", by_attacker, "cose.bad_signature");
+        push_token(
+            g,
+            "signed-by-attacker",
+            "signed by a key outside the set, claiming the issuer's kid",
+            by_attacker,
+            "cose.bad_signature",
+        );
         let mut s = good_sig.clone();
         // S + L for Ed25519: a malleated S must be refused.
-        let l: [u8; 32] = [0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        let l: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
         let mut carry = 0u16;
         for i in 0..32 {
             let sum = u16::from(s[32 + i]) + u16::from(l[i]) + carry;
             s[32 + i] = sum as u8;
             carry = sum >> 8;
         }
-        push_token(g, "signature-s-plus-l", "Ed25519 S replaced by S + L (malleability)", assemble(&protected, &[0xa0], &payload, &s), "cose.bad_signature");
+        push_token(
+            g,
+            "signature-s-plus-l",
+            "Ed25519 S replaced by S + L (malleability)",
+            assemble(&protected, &[0xa0], &payload, &s),
+            "cose.bad_signature",
+        );
         let with_aad = sign1_raw(&protected, &[0xa0], &payload, &g.keys.issuer_ed, b"other context");
-        push_token(g, "signed-with-aad", "signed with a non-empty external AAD", with_aad, "cose.bad_signature");
+        push_token(
+            g,
+            "signed-with-aad",
+            "signed with a non-empty external AAD",
+            with_aad,
+            "cose.bad_signature",
+        );
     }
     // Type confusion.
-    g.push("invalid/cose/proof-as-token", "a proof presented as the token", proof.clone(), Some(proof.clone()), &get, "cose.kid_missing");
-    g.push("invalid/cose/token-as-proof", "the token presented as the proof", token.clone(), Some(token.clone()), &get, "proof.field_type");
-    g.push("invalid/cose/proof-tag-61", "a proof tagged as a CWT", token.clone(), Some([&[0xd8, 0x3d][..], &proof].concat()), &get, "cose.structure");
+    g.push(
+        "invalid/cose/proof-as-token",
+        "a proof presented as the token",
+        proof.clone(),
+        Some(proof.clone()),
+        &get,
+        "cose.kid_missing",
+    );
+    g.push(
+        "invalid/cose/token-as-proof",
+        "the token presented as the proof",
+        token.clone(),
+        Some(token.clone()),
+        &get,
+        "proof.field_type",
+    );
+    g.push(
+        "invalid/cose/proof-tag-61",
+        "a proof tagged as a CWT",
+        token.clone(),
+        Some([&[0xd8, 0x3d][..], &proof].concat()),
+        &get,
+        "cose.structure",
+    );
 }
 
 fn invalid_claims(g: &mut Gen) {
     let get = Req::get();
     let base = base_claims(&g.keys.client_ed);
     let payload = token::issue::encode_claims(&base);
-    g.raw_payload_token("invalid/cwt/payload-array", "the payload is an array", vec![0x81, 0x01], "cwt.structure");
+    g.raw_payload_token(
+        "invalid/cwt/payload-array",
+        "the payload is an array",
+        vec![0x81, 0x01],
+        "cwt.structure",
+    );
     for (label, name) in [(1, "iss"), (2, "sub"), (3, "aud"), (4, "exp"), (6, "iat"), (7, "cti")] {
-        g.raw_payload_token(&format!("invalid/cwt/missing-{name}"), &format!("{name} ({label}) is absent"), splice_map(&payload, label, None), "cwt.missing_claim");
+        g.raw_payload_token(
+            &format!("invalid/cwt/missing-{name}"),
+            &format!("{name} ({label}) is absent"),
+            splice_map(&payload, label, None),
+            "cwt.missing_claim",
+        );
     }
-    g.raw_payload_token("invalid/cwt/missing-keybound", "the keybound claims map is absent", splice_map(&payload, token::LABEL_KEYBOUND, None), "cwt.missing_claim");
-    g.raw_payload_token("invalid/cwt/missing-cnf", "cnf (8) is absent: no bearer fallback", splice_map(&payload, 8, None), "cwt.cnf_missing");
+    g.raw_payload_token(
+        "invalid/cwt/missing-keybound",
+        "the keybound claims map is absent",
+        splice_map(&payload, token::LABEL_KEYBOUND, None),
+        "cwt.missing_claim",
+    );
+    g.raw_payload_token(
+        "invalid/cwt/missing-cnf",
+        "cnf (8) is absent: no bearer fallback",
+        splice_map(&payload, 8, None),
+        "cwt.cnf_missing",
+    );
     let mut s = Vec::new();
     cbor::write_text(&mut s, "99999999999");
-    g.raw_payload_token("invalid/cwt/exp-text", "CVE-2026-25537 analogue: exp as a text string is not 'absent'", claims_with_raw(&base, 4, &s), "cwt.claim_type");
-    g.raw_payload_token("invalid/cwt/exp-negative", "exp = -1", claims_with_raw(&base, 4, &[0x20]), "cwt.claim_type");
-    g.raw_payload_token("invalid/cwt/exp-huge", "exp = 2^64 − 1", claims_with_raw(&base, 4, &[0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), "cwt.claim_type");
-    g.raw_payload_token("invalid/cwt/nbf-bool", "nbf = true", claims_with_raw(&base, 5, &[0xf5]), "cwt.claim_type");
+    g.raw_payload_token(
+        "invalid/cwt/exp-text",
+        "CVE-2026-25537 analogue: exp as a text string is not 'absent'",
+        claims_with_raw(&base, 4, &s),
+        "cwt.claim_type",
+    );
+    g.raw_payload_token(
+        "invalid/cwt/exp-negative",
+        "exp = -1",
+        claims_with_raw(&base, 4, &[0x20]),
+        "cwt.claim_type",
+    );
+    g.raw_payload_token(
+        "invalid/cwt/exp-huge",
+        "exp = 2^64 − 1",
+        claims_with_raw(&base, 4, &[0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+        "cwt.claim_type",
+    );
+    g.raw_payload_token(
+        "invalid/cwt/nbf-bool",
+        "nbf = true",
+        claims_with_raw(&base, 5, &[0xf5]),
+        "cwt.claim_type",
+    );
     {
         let mut aud = vec![0x82];
         cbor::write_text(&mut aud, AUDIENCE);
         cbor::write_text(&mut aud, "https://glance.example");
-        g.raw_payload_token("invalid/cwt/aud-array", "aud as an array containing ours", claims_with_raw(&base, 3, &aud), "cwt.claim_type");
+        g.raw_payload_token(
+            "invalid/cwt/aud-array",
+            "aud as an array containing ours",
+            claims_with_raw(&base, 3, &aud),
+            "cwt.claim_type",
+        );
     }
-    g.raw_payload_token("invalid/cwt/unknown-claim", "an unknown claim 99", claims_with_raw(&base, 99, &[0x01]), "cwt.unknown_claim");
+    g.raw_payload_token(
+        "invalid/cwt/unknown-claim",
+        "an unknown claim 99",
+        claims_with_raw(&base, 99, &[0x01]),
+        "cwt.unknown_claim",
+    );
     {
         let mut p = payload.clone();
         p[0] += 1;
         cbor::write_text(&mut p, "exp");
         p.extend_from_slice(&[0x1a, 0xff, 0xff, 0xff, 0xff]);
-        g.raw_payload_token("invalid/cwt/text-exp-claim", "a text-labelled \"exp\" next to exp (4)", p, "cwt.unknown_claim");
+        g.raw_payload_token(
+            "invalid/cwt/text-exp-claim",
+            "a text-labelled \"exp\" next to exp (4)",
+            p,
+            "cwt.unknown_claim",
+        );
     }
-    g.raw_payload_token("invalid/cwt/cti-short", "cti of 15 bytes", claims_with_raw(&base, 7, &enc(&bytes(&[7; 15]))), "cwt.cti_invalid");
+    g.raw_payload_token(
+        "invalid/cwt/cti-short",
+        "cti of 15 bytes",
+        claims_with_raw(&base, 7, &enc(&bytes(&[7; 15]))),
+        "cwt.cti_invalid",
+    );
     {
         let weak = weak_cnf();
-        g.raw_payload_token("invalid/cwt/cnf-weak-key", "cnf holds a small-order Ed25519 key", claims_with_raw(&base, 8, &weak), "cwt.cnf_invalid");
+        g.raw_payload_token(
+            "invalid/cwt/cnf-weak-key",
+            "cnf holds a small-order Ed25519 key",
+            claims_with_raw(&base, 8, &weak),
+            "cwt.cnf_invalid",
+        );
         let priv_key = g.keys.client_ed.to_cose_key(None);
         let mut cnf = vec![0xa1, 0x01];
         cnf.extend_from_slice(&priv_key);
-        g.raw_payload_token("invalid/cwt/cnf-private-key", "cnf holds the private key (d)", claims_with_raw(&base, 8, &cnf), "cwt.cnf_invalid");
-        let x25519 = enc(&map(vec![(int(1), map(vec![(int(1), int(1)), (int(-1), int(4)), (int(-2), bytes(&[9; 32]))]))]));
-        g.raw_payload_token("invalid/cwt/cnf-x25519", "cnf holds an X25519 key", claims_with_raw(&base, 8, &x25519), "cwt.cnf_invalid");
+        g.raw_payload_token(
+            "invalid/cwt/cnf-private-key",
+            "cnf holds the private key (d)",
+            claims_with_raw(&base, 8, &cnf),
+            "cwt.cnf_invalid",
+        );
+        let x25519 = enc(&map(vec![(
+            int(1),
+            map(vec![(int(1), int(1)), (int(-1), int(4)), (int(-2), bytes(&[9; 32]))]),
+        )]));
+        g.raw_payload_token(
+            "invalid/cwt/cnf-x25519",
+            "cnf holds an X25519 key",
+            claims_with_raw(&base, 8, &x25519),
+            "cwt.cnf_invalid",
+        );
         let kid_only = enc(&map(vec![(int(3), bytes(b"kid"))]));
-        g.raw_payload_token("invalid/cwt/cnf-kid-only", "cnf names a key by kid only", claims_with_raw(&base, 8, &kid_only), "cwt.cnf_invalid");
-        let ec_off_curve = enc(&map(vec![(int(1), map(vec![(int(1), int(2)), (int(-1), int(1)), (int(-2), bytes(&[1; 32])), (int(-3), bytes(&[2; 32]))]))]));
-        g.raw_payload_token("invalid/cwt/cnf-off-curve", "cnf holds a P-256 point not on the curve", claims_with_raw(&base, 8, &ec_off_curve), "cwt.cnf_invalid");
+        g.raw_payload_token(
+            "invalid/cwt/cnf-kid-only",
+            "cnf names a key by kid only",
+            claims_with_raw(&base, 8, &kid_only),
+            "cwt.cnf_invalid",
+        );
+        let ec_off_curve = enc(&map(vec![(
+            int(1),
+            map(vec![
+                (int(1), int(2)),
+                (int(-1), int(1)),
+                (int(-2), bytes(&[1; 32])),
+                (int(-3), bytes(&[2; 32])),
+            ]),
+        )]));
+        g.raw_payload_token(
+            "invalid/cwt/cnf-off-curve",
+            "cnf holds a P-256 point not on the curve",
+            claims_with_raw(&base, 8, &ec_off_curve),
+            "cwt.cnf_invalid",
+        );
     }
     {
         let kb = |entries: Vec<(Value, Value)>| enc(&map(entries));
-        g.raw_payload_token("invalid/cwt/kind-3", "kind 3 is neither session nor service", claims_with_raw(&base, token::LABEL_KEYBOUND, &kb(vec![(int(1), int(3))])), "cwt.claim_type");
-        g.raw_payload_token("invalid/cwt/kind-missing", "no kind in the keybound claims", claims_with_raw(&base, token::LABEL_KEYBOUND, &kb(vec![(int(3), text("turing"))])), "cwt.missing_claim");
-        g.raw_payload_token("invalid/cwt/keybound-unknown", "unknown keybound claim 42", claims_with_raw(&base, token::LABEL_KEYBOUND, &kb(vec![(int(1), int(2)), (int(42), int(1))])), "cwt.unknown_claim");
-        g.raw_payload_token("invalid/cwt/roles-duplicate", "a role listed twice", claims_with_raw(&base, token::LABEL_KEYBOUND, &kb(vec![(int(1), int(2)), (int(4), Value::Array(vec![text("member"), text("member")]))])), "cwt.claim_type");
+        g.raw_payload_token(
+            "invalid/cwt/kind-3",
+            "kind 3 is neither session nor service",
+            claims_with_raw(&base, token::LABEL_KEYBOUND, &kb(vec![(int(1), int(3))])),
+            "cwt.claim_type",
+        );
+        g.raw_payload_token(
+            "invalid/cwt/kind-missing",
+            "no kind in the keybound claims",
+            claims_with_raw(&base, token::LABEL_KEYBOUND, &kb(vec![(int(3), text("turing"))])),
+            "cwt.missing_claim",
+        );
+        g.raw_payload_token(
+            "invalid/cwt/keybound-unknown",
+            "unknown keybound claim 42",
+            claims_with_raw(
+                &base,
+                token::LABEL_KEYBOUND,
+                &kb(vec![(int(1), int(2)), (int(42), int(1))]),
+            ),
+            "cwt.unknown_claim",
+        );
+        g.raw_payload_token(
+            "invalid/cwt/roles-duplicate",
+            "a role listed twice",
+            claims_with_raw(
+                &base,
+                token::LABEL_KEYBOUND,
+                &kb(vec![
+                    (int(1), int(2)),
+                    (int(4), Value::Array(vec![text("member"), text("member")])),
+                ]),
+            ),
+            "cwt.claim_type",
+        );
     }
     let claims_case = |g: &mut Gen, name: &str, description: &str, edit: &dyn Fn(&mut Claims), code: &str| {
         let mut claims = base_claims(&g.keys.client_ed);
         edit(&mut claims);
         let (token, proof) = g.with_claims(&claims, &g.keys.client_ed, &get);
-        g.push(&format!("invalid/cwt/{name}"), description, token, Some(proof), &get, code);
+        g.push(
+            &format!("invalid/cwt/{name}"),
+            description,
+            token,
+            Some(proof),
+            &get,
+            code,
+        );
     };
-    claims_case(g, "iss-unknown", "iss is not a trusted issuer", &|c| c.iss = "https://evil.example".into(), "cwt.iss_unknown");
-    claims_case(g, "aud-other-service", "a token for glance sent to nova", &|c| c.aud = "https://glance.example".into(), "cwt.aud_mismatch");
-    claims_case(g, "aud-case", "aud differs only by case", &|c| c.aud = "https://Nova.example".into(), "cwt.aud_mismatch");
-    claims_case(g, "aud-trailing-slash", "aud with a trailing slash", &|c| c.aud = "https://nova.example/".into(), "cwt.aud_mismatch");
-    claims_case(g, "aud-empty", "an empty aud", &|c| c.aud = String::new(), "cwt.aud_mismatch");
-    claims_case(g, "session-token-at-service", "a session token whose aud is the service", &|c| c.kind = TokenKind::Session, "cwt.kind_mismatch");
-    claims_case(g, "expired", "exp + leeway is one second before now", &|c| {
-        c.iat = NOW - 300 - LEEWAY - 1;
-        c.exp = NOW - LEEWAY - 1;
-    }, "cwt.expired");
-    claims_case(g, "not-yet-valid", "nbf = now + leeway + 1", &|c| c.nbf = Some(NOW + LEEWAY + 1), "cwt.not_yet_valid");
-    claims_case(g, "iat-future", "iat = now + leeway + 1", &|c| {
-        c.iat = NOW + LEEWAY + 1;
-        c.exp = c.iat + 300;
-    }, "cwt.iat_future");
-    claims_case(g, "lifetime-301", "exp − iat = 301 s", &|c| c.exp = c.iat + 301, "cwt.lifetime_exceeded");
-    claims_case(g, "lifetime-one-day", "exp − iat = 86400 s", &|c| c.exp = c.iat + 86_400, "cwt.lifetime_exceeded");
-    claims_case(g, "exp-before-iat", "exp earlier than iat", &|c| c.exp = c.iat - 1, "cwt.lifetime_exceeded");
+    claims_case(
+        g,
+        "iss-unknown",
+        "iss is not a trusted issuer",
+        &|c| c.iss = "https://evil.example".into(),
+        "cwt.iss_unknown",
+    );
+    claims_case(
+        g,
+        "aud-other-service",
+        "a token for glance sent to nova",
+        &|c| c.aud = "https://glance.example".into(),
+        "cwt.aud_mismatch",
+    );
+    claims_case(
+        g,
+        "aud-case",
+        "aud differs only by case",
+        &|c| c.aud = "https://Nova.example".into(),
+        "cwt.aud_mismatch",
+    );
+    claims_case(
+        g,
+        "aud-trailing-slash",
+        "aud with a trailing slash",
+        &|c| c.aud = "https://nova.example/".into(),
+        "cwt.aud_mismatch",
+    );
+    claims_case(
+        g,
+        "aud-empty",
+        "an empty aud",
+        &|c| c.aud = String::new(),
+        "cwt.aud_mismatch",
+    );
+    claims_case(
+        g,
+        "session-token-at-service",
+        "a session token whose aud is the service",
+        &|c| c.kind = TokenKind::Session,
+        "cwt.kind_mismatch",
+    );
+    claims_case(
+        g,
+        "expired",
+        "exp + leeway is one second before now",
+        &|c| {
+            c.iat = NOW - 300 - LEEWAY - 1;
+            c.exp = NOW - LEEWAY - 1;
+        },
+        "cwt.expired",
+    );
+    claims_case(
+        g,
+        "not-yet-valid",
+        "nbf = now + leeway + 1",
+        &|c| c.nbf = Some(NOW + LEEWAY + 1),
+        "cwt.not_yet_valid",
+    );
+    claims_case(
+        g,
+        "iat-future",
+        "iat = now + leeway + 1",
+        &|c| {
+            c.iat = NOW + LEEWAY + 1;
+            c.exp = c.iat + 300;
+        },
+        "cwt.iat_future",
+    );
+    claims_case(
+        g,
+        "lifetime-301",
+        "exp − iat = 301 s",
+        &|c| c.exp = c.iat + 301,
+        "cwt.lifetime_exceeded",
+    );
+    claims_case(
+        g,
+        "lifetime-one-day",
+        "exp − iat = 86400 s",
+        &|c| c.exp = c.iat + 86_400,
+        "cwt.lifetime_exceeded",
+    );
+    claims_case(
+        g,
+        "exp-before-iat",
+        "exp earlier than iat",
+        &|c| c.exp = c.iat - 1,
+        "cwt.lifetime_exceeded",
+    );
     {
         // FD-01: iss names the trusted issuer but the kid is only in another set.
         let mut claims = base_claims(&g.keys.client_ed);
         claims.iss = "https://canton.example".into();
         let token = token_for(&claims, &g.keys.issuer_ed);
-        let proof = proof_from(&ProofFields::new("GET", URI, &token, b"", NOW - 1), &g.keys.client_ed, &token, b"");
-        g.push("invalid/cwt/storm-0558-foreign-iss", "Storm-0558 analogue: a token claiming another issuer, signed with a key of the trusted one", token, Some(proof), &get, "cwt.iss_unknown");
+        let proof = proof_from(
+            &ProofFields::new("GET", URI, &token, b"", NOW - 1),
+            &g.keys.client_ed,
+            &token,
+            b"",
+        );
+        g.push(
+            "invalid/cwt/storm-0558-foreign-iss",
+            "Storm-0558 analogue: a token claiming another issuer, signed with a key of the trusted one",
+            token,
+            Some(proof),
+            &get,
+            "cwt.iss_unknown",
+        );
     }
 }
 
@@ -786,52 +1680,217 @@ fn invalid_claims(g: &mut Gen) {
 fn weak_cnf() -> Vec<u8> {
     let mut x = [0u8; 32];
     x[0] = 1;
-    enc(&map(vec![(int(1), map(vec![(int(1), int(1)), (int(-1), int(6)), (int(-2), bytes(&x))]))]))
+    enc(&map(vec![(
+        int(1),
+        map(vec![(int(1), int(1)), (int(-1), int(6)), (int(-2), bytes(&x))]),
+    )]))
 }
+
+/// An edit applied to a valid proof's fields.
+type ProofEdit = Box<dyn Fn(ProofFields) -> ProofFields>;
 
 fn invalid_proof(g: &mut Gen) {
     let get = Req::get();
     let (token, _) = g.good(&get);
-    g.push("invalid/cwt/token-only-expired", "a token-only check of an expired token", {
-        let mut c = base_claims(&g.keys.client_ed);
-        c.iat = NOW - 1000;
-        c.exp = NOW - 700;
-        token_for(&c, &g.keys.issuer_ed)
-    }, None, &get, "cwt.expired");
+    g.push(
+        "invalid/cwt/token-only-expired",
+        "a token-only check of an expired token",
+        {
+            let mut c = base_claims(&g.keys.client_ed);
+            c.iat = NOW - 1000;
+            c.exp = NOW - 700;
+            token_for(&c, &g.keys.issuer_ed)
+        },
+        None,
+        &get,
+        "cwt.expired",
+    );
     for (label, name) in [(1, "htm"), (2, "htu"), (3, "iat"), (4, "jti"), (5, "tkh"), (6, "bdh")] {
         let (t, p) = g.edited_proof(&get, |f| f.remove(label));
-        g.push(&format!("invalid/proof/missing-{name}"), &format!("the proof has no {name} ({label})"), t, Some(p), &get, "proof.missing_field");
+        g.push(
+            &format!("invalid/proof/missing-{name}"),
+            &format!("the proof has no {name} ({label})"),
+            t,
+            Some(p),
+            &get,
+            "proof.missing_field",
+        );
     }
-    let cases: Vec<(&str, &str, Box<dyn Fn(ProofFields) -> ProofFields>, &str)> = vec![
-        ("unknown-field", "an unknown field 99", Box::new(|f| f.set(99, int(1))), "proof.unknown_field"),
-        ("jti-short", "a jti of 8 bytes", Box::new(|f| f.set(pl::JTI, bytes(&[1; 8]))), "proof.jti_invalid"),
-        ("jti-long", "a jti of 65 bytes", Box::new(|f| f.set(pl::JTI, bytes(&[1; 65]))), "proof.jti_invalid"),
-        ("jti-empty", "an empty jti", Box::new(|f| f.set(pl::JTI, bytes(&[]))), "proof.jti_invalid"),
-        ("htm-int", "htm as an integer", Box::new(|f| f.set(pl::HTM, int(1))), "proof.field_type"),
-        ("htm-not-token", "htm with a space", Box::new(|f| f.set(pl::HTM, text("GET /"))), "proof.field_type"),
-        ("iat-text", "iat as text", Box::new(|f| f.set(pl::IAT, text("now"))), "proof.field_type"),
-        ("tkh-full-hash", "tkh as a full 32-byte hash", Box::new(|f| f.set(pl::TKH, bytes(&[0; 32]))), "proof.field_type"),
-        ("htm-lowercase", "htm \"get\" on a GET request (methods are case-sensitive)", Box::new(|f| f.set(pl::HTM, text("get"))), "proof.htm_mismatch"),
-        ("htm-post-on-get", "htm POST on a GET request", Box::new(|f| f.set(pl::HTM, text("POST"))), "proof.htm_mismatch"),
-        ("htm-head-on-get", "htm HEAD on a GET request", Box::new(|f| f.set(pl::HTM, text("HEAD"))), "proof.htm_mismatch"),
-        ("htu-other-path", "a proof for /v2/flavors", Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2/flavors"))), "proof.htu_mismatch"),
-        ("htu-trailing-slash", "a trailing slash differs", Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2/servers/"))), "proof.htu_mismatch"),
-        ("htu-path-case", "path case differs", Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2/Servers"))), "proof.htu_mismatch"),
-        ("htu-query-added", "the proof covers a query the request lacks", Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2/servers?all=1"))), "proof.htu_mismatch"),
-        ("htu-port", "port 8443 against 443", Box::new(|f| f.set(pl::HTU, text("https://nova.example:8443/v2/servers"))), "proof.htu_mismatch"),
-        ("htu-scheme", "http against https", Box::new(|f| f.set(pl::HTU, text("http://nova.example/v2/servers"))), "proof.htu_mismatch"),
-        ("htu-other-service", "a proof for glance replayed to nova (Kerberos rcache gap)", Box::new(|f| f.set(pl::HTU, text("https://glance.example/v2/servers"))), "proof.htu_mismatch"),
-        ("htu-encoded-slash", "%2F is not /", Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2%2Fservers"))), "proof.htu_mismatch"),
-        ("htu-userinfo", "CVE-2026-7504 analogue: userinfo with two @", Box::new(|f| f.set(pl::HTU, text("https://a@b@nova.example/v2/servers"))), "proof.htu_invalid"),
-        ("htu-relative", "a relative htu", Box::new(|f| f.set(pl::HTU, text("/v2/servers"))), "proof.htu_invalid"),
-        ("htu-non-ascii", "a non-ASCII host", Box::new(|f| f.set(pl::HTU, text("https://növa.example/v2/servers"))), "proof.htu_invalid"),
-        ("tkh-other-token", "the proof names another token", Box::new(|f| f.set(pl::TKH, bytes(&[0, 1, 2, 3]))), "proof.ath_mismatch"),
-        ("bdh-other-body", "the proof names another body", Box::new(|f| f.set(pl::BDH, bytes(&[0, 1, 2, 3]))), "proof.body_mismatch"),
-        ("stale", "iat = now − max_age − 1", Box::new(|f| f.set(pl::IAT, int((NOW - MAX_AGE - 1) as i64))), "proof.stale"),
-        ("stale-hour", "iat an hour ago", Box::new(|f| f.set(pl::IAT, int((NOW - 3600) as i64))), "proof.stale"),
-        ("future", "iat = now + leeway + 1", Box::new(|f| f.set(pl::IAT, int((NOW + LEEWAY + 1) as i64))), "proof.future"),
-        ("future-year", "a proof pre-generated a year ahead", Box::new(|f| f.set(pl::IAT, int((NOW + 31_536_000) as i64))), "proof.future"),
-        ("nonce-empty", "an empty nonce", Box::new(|f| f.set(pl::NONCE, bytes(&[]))), "proof.nonce_invalid"),
+    let cases: Vec<(&str, &str, ProofEdit, &str)> = vec![
+        (
+            "unknown-field",
+            "an unknown field 99",
+            Box::new(|f| f.set(99, int(1))),
+            "proof.unknown_field",
+        ),
+        (
+            "jti-short",
+            "a jti of 8 bytes",
+            Box::new(|f| f.set(pl::JTI, bytes(&[1; 8]))),
+            "proof.jti_invalid",
+        ),
+        (
+            "jti-long",
+            "a jti of 65 bytes",
+            Box::new(|f| f.set(pl::JTI, bytes(&[1; 65]))),
+            "proof.jti_invalid",
+        ),
+        (
+            "jti-empty",
+            "an empty jti",
+            Box::new(|f| f.set(pl::JTI, bytes(&[]))),
+            "proof.jti_invalid",
+        ),
+        (
+            "htm-int",
+            "htm as an integer",
+            Box::new(|f| f.set(pl::HTM, int(1))),
+            "proof.field_type",
+        ),
+        (
+            "htm-not-token",
+            "htm with a space",
+            Box::new(|f| f.set(pl::HTM, text("GET /"))),
+            "proof.field_type",
+        ),
+        (
+            "iat-text",
+            "iat as text",
+            Box::new(|f| f.set(pl::IAT, text("now"))),
+            "proof.field_type",
+        ),
+        (
+            "tkh-full-hash",
+            "tkh as a full 32-byte hash",
+            Box::new(|f| f.set(pl::TKH, bytes(&[0; 32]))),
+            "proof.field_type",
+        ),
+        (
+            "htm-lowercase",
+            "htm \"get\" on a GET request (methods are case-sensitive)",
+            Box::new(|f| f.set(pl::HTM, text("get"))),
+            "proof.htm_mismatch",
+        ),
+        (
+            "htm-post-on-get",
+            "htm POST on a GET request",
+            Box::new(|f| f.set(pl::HTM, text("POST"))),
+            "proof.htm_mismatch",
+        ),
+        (
+            "htm-head-on-get",
+            "htm HEAD on a GET request",
+            Box::new(|f| f.set(pl::HTM, text("HEAD"))),
+            "proof.htm_mismatch",
+        ),
+        (
+            "htu-other-path",
+            "a proof for /v2/flavors",
+            Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2/flavors"))),
+            "proof.htu_mismatch",
+        ),
+        (
+            "htu-trailing-slash",
+            "a trailing slash differs",
+            Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2/servers/"))),
+            "proof.htu_mismatch",
+        ),
+        (
+            "htu-path-case",
+            "path case differs",
+            Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2/Servers"))),
+            "proof.htu_mismatch",
+        ),
+        (
+            "htu-query-added",
+            "the proof covers a query the request lacks",
+            Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2/servers?all=1"))),
+            "proof.htu_mismatch",
+        ),
+        (
+            "htu-port",
+            "port 8443 against 443",
+            Box::new(|f| f.set(pl::HTU, text("https://nova.example:8443/v2/servers"))),
+            "proof.htu_mismatch",
+        ),
+        (
+            "htu-scheme",
+            "http against https",
+            Box::new(|f| f.set(pl::HTU, text("http://nova.example/v2/servers"))),
+            "proof.htu_mismatch",
+        ),
+        (
+            "htu-other-service",
+            "a proof for glance replayed to nova (Kerberos rcache gap)",
+            Box::new(|f| f.set(pl::HTU, text("https://glance.example/v2/servers"))),
+            "proof.htu_mismatch",
+        ),
+        (
+            "htu-encoded-slash",
+            "%2F is not /",
+            Box::new(|f| f.set(pl::HTU, text("https://nova.example/v2%2Fservers"))),
+            "proof.htu_mismatch",
+        ),
+        (
+            "htu-userinfo",
+            "CVE-2026-7504 analogue: userinfo with two @",
+            Box::new(|f| f.set(pl::HTU, text("https://a@b@nova.example/v2/servers"))),
+            "proof.htu_invalid",
+        ),
+        (
+            "htu-relative",
+            "a relative htu",
+            Box::new(|f| f.set(pl::HTU, text("/v2/servers"))),
+            "proof.htu_invalid",
+        ),
+        (
+            "htu-non-ascii",
+            "a non-ASCII host",
+            Box::new(|f| f.set(pl::HTU, text("https://növa.example/v2/servers"))),
+            "proof.htu_invalid",
+        ),
+        (
+            "tkh-other-token",
+            "the proof names another token",
+            Box::new(|f| f.set(pl::TKH, bytes(&[0, 1, 2, 3]))),
+            "proof.ath_mismatch",
+        ),
+        (
+            "bdh-other-body",
+            "the proof names another body",
+            Box::new(|f| f.set(pl::BDH, bytes(&[0, 1, 2, 3]))),
+            "proof.body_mismatch",
+        ),
+        (
+            "stale",
+            "iat = now − max_age − 1",
+            Box::new(|f| f.set(pl::IAT, int((NOW - MAX_AGE - 1) as i64))),
+            "proof.stale",
+        ),
+        (
+            "stale-hour",
+            "iat an hour ago",
+            Box::new(|f| f.set(pl::IAT, int((NOW - 3600) as i64))),
+            "proof.stale",
+        ),
+        (
+            "future",
+            "iat = now + leeway + 1",
+            Box::new(|f| f.set(pl::IAT, int((NOW + LEEWAY + 1) as i64))),
+            "proof.future",
+        ),
+        (
+            "future-year",
+            "a proof pre-generated a year ahead",
+            Box::new(|f| f.set(pl::IAT, int((NOW + 31_536_000) as i64))),
+            "proof.future",
+        ),
+        (
+            "nonce-empty",
+            "an empty nonce",
+            Box::new(|f| f.set(pl::NONCE, bytes(&[]))),
+            "proof.nonce_invalid",
+        ),
     ];
     for (name, description, edit, code) in cases {
         let (t, p) = g.edited_proof(&get, edit);
@@ -839,22 +1898,72 @@ fn invalid_proof(g: &mut Gen) {
     }
     // Body binding.
     {
-        let post = Req { method: "POST", uri: URI.into(), body: b"{\"a\":1}".to_vec() };
+        let post = Req {
+            method: "POST",
+            uri: URI.into(),
+            body: b"{\"a\":1}".to_vec(),
+        };
         let (t, p) = g.with_claims(&base_claims(&g.keys.client_ed), &g.keys.client_ed, &post);
-        let tampered = Req { body: b"{\"a\":2}".to_vec(), ..post.clone() };
-        g.push("invalid/proof/body-changed", "one body byte changed in transit", t.clone(), Some(p.clone()), &tampered, "proof.body_mismatch");
-        let emptied = Req { body: Vec::new(), ..post.clone() };
-        g.push("invalid/proof/body-dropped", "the body was dropped in transit", t.clone(), Some(p.clone()), &emptied, "proof.body_mismatch");
-        let get_proof = proof_from(&ProofFields::new("POST", URI, &t, b"", NOW - 1), &g.keys.client_ed, &t, b"");
-        g.push("invalid/proof/body-added", "a proof for an empty body with a body attached", t.clone(), Some(get_proof), &post, "proof.body_mismatch");
+        let tampered = Req {
+            body: b"{\"a\":2}".to_vec(),
+            ..post.clone()
+        };
+        g.push(
+            "invalid/proof/body-changed",
+            "one body byte changed in transit",
+            t.clone(),
+            Some(p.clone()),
+            &tampered,
+            "proof.body_mismatch",
+        );
+        let emptied = Req {
+            body: Vec::new(),
+            ..post.clone()
+        };
+        g.push(
+            "invalid/proof/body-dropped",
+            "the body was dropped in transit",
+            t.clone(),
+            Some(p.clone()),
+            &emptied,
+            "proof.body_mismatch",
+        );
+        let get_proof = proof_from(
+            &ProofFields::new("POST", URI, &t, b"", NOW - 1),
+            &g.keys.client_ed,
+            &t,
+            b"",
+        );
+        g.push(
+            "invalid/proof/body-added",
+            "a proof for an empty body with a body attached",
+            t.clone(),
+            Some(get_proof),
+            &post,
+            "proof.body_mismatch",
+        );
     }
     // Keys and signatures.
     {
         let fields = ProofFields::new("GET", URI, &token, b"", NOW - 1);
         let stolen = proof_from(&fields, &g.keys.attacker_ed, &token, b"");
-        g.push("invalid/proof/stolen-token", "a stolen token with a proof signed by the thief's key", token.clone(), Some(stolen), &get, "proof.bad_signature");
+        g.push(
+            "invalid/proof/stolen-token",
+            "a stolen token with a proof signed by the thief's key",
+            token.clone(),
+            Some(stolen),
+            &get,
+            "proof.bad_signature",
+        );
         let es = proof_from(&fields, &g.keys.client_es, &token, b"");
-        g.push("invalid/proof/alg-mismatch", "an ES256 proof for a token bound to an Ed25519 key", token.clone(), Some(es), &get, "proof.alg_mismatch");
+        g.push(
+            "invalid/proof/alg-mismatch",
+            "an ES256 proof for a token bound to an Ed25519 key",
+            token.clone(),
+            Some(es),
+            &get,
+            "proof.alg_mismatch",
+        );
         let protected = protected_header(-8, None);
         let wrong_context = {
             let mut aad = Vec::new();
@@ -864,30 +1973,91 @@ fn invalid_proof(g: &mut Gen) {
             cbor::write_bytes(&mut aad, &crate::sha256(b""));
             sign1_raw(&protected, &[0xa0], &fields.payload(), &g.keys.client_ed, &aad)
         };
-        g.push("invalid/proof/wrong-aad-context", "signed over another AAD context string", token.clone(), Some(wrong_context), &get, "proof.bad_signature");
+        g.push(
+            "invalid/proof/wrong-aad-context",
+            "signed over another AAD context string",
+            token.clone(),
+            Some(wrong_context),
+            &get,
+            "proof.bad_signature",
+        );
         let no_aad = sign1_raw(&protected, &[0xa0], &fields.payload(), &g.keys.client_ed, &[]);
-        g.push("invalid/proof/no-aad", "signed without the external AAD", token.clone(), Some(no_aad), &get, "proof.bad_signature");
+        g.push(
+            "invalid/proof/no-aad",
+            "signed without the external AAD",
+            token.clone(),
+            Some(no_aad),
+            &get,
+            "proof.bad_signature",
+        );
         let mut flipped = proof_from(&fields, &g.keys.client_ed, &token, b"");
         let last = flipped.len() - 5;
         flipped[last] ^= 0x40;
-        g.push("invalid/proof/signature-bit-flip", "one bit of the proof signature flipped", token.clone(), Some(flipped), &get, "proof.bad_signature");
+        g.push(
+            "invalid/proof/signature-bit-flip",
+            "one bit of the proof signature flipped",
+            token.clone(),
+            Some(flipped),
+            &get,
+            "proof.bad_signature",
+        );
         let embedded = {
             let attacker_key = g.keys.attacker_ed.public_key().to_cose_key(None);
             let prot = enc(&map(vec![(int(1), int(-8))]));
             let unprot = enc(&map(vec![(int(-1), Value::Bytes(attacker_key))]));
-            sign1_raw(&prot, &unprot, &fields.payload(), &g.keys.attacker_ed, &aad(&token, b""))
+            sign1_raw(
+                &prot,
+                &unprot,
+                &fields.payload(),
+                &g.keys.attacker_ed,
+                &aad(&token, b""),
+            )
         };
-        g.push("invalid/proof/embedded-key", "CVE-2018-0114 analogue: the proof embeds the attacker's key", token.clone(), Some(embedded), &get, "cose.header_unsupported");
+        g.push(
+            "invalid/proof/embedded-key",
+            "CVE-2018-0114 analogue: the proof embeds the attacker's key",
+            token.clone(),
+            Some(embedded),
+            &get,
+            "cose.header_unsupported",
+        );
     }
     // Nonces and replay.
     {
         let nonces = Some(vec![b"nonce-epoch-1".to_vec()]);
         let (t, p) = g.good(&get);
-        g.push_full("invalid/proof/nonce-required", "the service requires a nonce; the proof has none", t, Some(p), &get, nonces.clone(), 1, "proof.nonce_required");
+        g.push_full(
+            "invalid/proof/nonce-required",
+            "the service requires a nonce; the proof has none",
+            t,
+            Some(p),
+            &get,
+            nonces.clone(),
+            1,
+            "proof.nonce_required",
+        );
         let (t, p) = g.edited_proof(&get, |f| f.set(pl::NONCE, bytes(b"nonce-epoch-0")));
-        g.push_full("invalid/proof/nonce-expired", "a nonce the service no longer accepts", t, Some(p), &get, nonces.clone(), 1, "proof.nonce_invalid");
+        g.push_full(
+            "invalid/proof/nonce-expired",
+            "a nonce the service no longer accepts",
+            t,
+            Some(p),
+            &get,
+            nonces.clone(),
+            1,
+            "proof.nonce_invalid",
+        );
         let (t, p) = g.good(&get);
-        g.push_full("invalid/replay/same-proof-twice", "the same proof submitted twice", t, Some(p), &get, None, 2, "replay.detected");
+        g.push_full(
+            "invalid/replay/same-proof-twice",
+            "the same proof submitted twice",
+            t,
+            Some(p),
+            &get,
+            None,
+            2,
+            "replay.detected",
+        );
     }
 }
 
@@ -913,7 +2083,13 @@ pub fn to_json(vectors: &[Vector]) -> String {
     for (i, v) in vectors.iter().enumerate() {
         let keys: Vec<String> = v.issuer_keys.iter().map(|k| json_string(&hex_encode(k))).collect();
         let nonces = match &v.nonces {
-            Some(list) => format!(", \"nonces\": [{}]", list.iter().map(|n| json_string(&hex_encode(n))).collect::<Vec<_>>().join(", ")),
+            Some(list) => format!(
+                ", \"nonces\": [{}]",
+                list.iter()
+                    .map(|n| json_string(&hex_encode(n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             None => String::new(),
         };
         out.push_str(&format!(

@@ -38,16 +38,24 @@ impl World {
     }
 
     fn verifier(&self) -> VerifierBuilder {
-        let keys = KeySet::new().with(self.kid.clone(), self.issuer.public_key().clone()).unwrap();
+        let keys = KeySet::new()
+            .with(self.kid.clone(), self.issuer.public_key().clone())
+            .unwrap();
         Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, keys)).clock(self.clock.clone())
     }
 
     fn token_for(&self, audience: &str, roles: &[&str]) -> Token {
-        TokenBuilder::service(ISSUER, "ayoung@stoughton", audience, self.client.public_key().clone(), NOW - 5)
-            .scope("stoughton", "turing")
-            .roles(roles.iter().copied())
-            .sign(&self.issuer, &self.kid)
-            .unwrap()
+        TokenBuilder::service(
+            ISSUER,
+            "ayoung@stoughton",
+            audience,
+            self.client.public_key().clone(),
+            NOW - 5,
+        )
+        .scope("stoughton", "turing")
+        .roles(roles.iter().copied())
+        .sign(&self.issuer, &self.kid)
+        .unwrap()
     }
 
     fn token(&self) -> Token {
@@ -56,7 +64,12 @@ impl World {
 }
 
 async fn whoami(request: VerifiedRequest) -> String {
-    format!("{} {:?} pop={}", request.subject(), request.roles(), request.proof_of_possession())
+    format!(
+        "{} {:?} pop={}",
+        request.subject(),
+        request.roles(),
+        request.proof_of_possession()
+    )
 }
 
 async fn echo(request: VerifiedRequest, body: axum::body::Bytes) -> String {
@@ -87,7 +100,9 @@ struct Reply {
 
 async fn send(base: &str, method: &str, path: &str, headers: Vec<(&str, String)>, body: Vec<u8>) -> Reply {
     let client = reqwest::Client::new();
-    let mut request = client.request(method.parse().unwrap(), format!("{base}{path}")).body(body);
+    let mut request = client
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .body(body);
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -100,7 +115,10 @@ async fn send(base: &str, method: &str, path: &str, headers: Vec<(&str, String)>
     let code = if content_type.as_deref() == Some("application/problem+json") {
         let problem: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(problem["status"], status, "{body}");
-        assert_eq!(problem["type"], format!("urn:keybound:error:{}", problem["code"].as_str().unwrap()));
+        assert_eq!(
+            problem["type"],
+            format!("urn:keybound:error:{}", problem["code"].as_str().unwrap())
+        );
         Some(problem["code"].as_str().unwrap().to_owned())
     } else {
         None
@@ -131,7 +149,10 @@ async fn raw_get(base: &str, path: &str, headers: &[(&str, String)]) -> String {
 }
 
 fn auth(token: &Token, proof: &[u8]) -> Vec<(&'static str, String)> {
-    vec![("authorization", format!("KB {}", token.to_base64url())), ("kb-proof", b64url_encode(proof))]
+    vec![
+        ("authorization", format!("KB {}", token.to_base64url())),
+        ("kb-proof", b64url_encode(proof)),
+    ]
 }
 
 fn proof(world: &World, token: &Token, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
@@ -151,7 +172,10 @@ async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
 
     let p = proof(&world, &token, "GET", "/v2/servers", b"");
     let ok = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
-    assert_eq!((ok.status, ok.body.as_str()), (200, "ayoung@stoughton [\"member\"] pop=true"));
+    assert_eq!(
+        (ok.status, ok.body.as_str()),
+        (200, "ayoung@stoughton [\"member\"] pop=true")
+    );
 
     let replay = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
     assert_eq!((replay.status, replay.code.as_deref()), (401, Some("replay.detected")));
@@ -160,10 +184,20 @@ async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
     let body = br#"{"name":"vm1"}"#.to_vec();
     let p = proof(&world, &token, "POST", "/v2/servers", &body);
     let posted = send(&base, "POST", "/v2/servers", auth(&token, &p), body.clone()).await;
-    assert_eq!((posted.status, posted.body.as_str()), (200, "ayoung@stoughton sent 14 bytes"));
+    assert_eq!(
+        (posted.status, posted.body.as_str()),
+        (200, "ayoung@stoughton sent 14 bytes")
+    );
 
     let p = proof(&world, &token, "POST", "/v2/servers", &body);
-    let tampered = send(&base, "POST", "/v2/servers", auth(&token, &p), br#"{"name":"vm2"}"#.to_vec()).await;
+    let tampered = send(
+        &base,
+        "POST",
+        "/v2/servers",
+        auth(&token, &p),
+        br#"{"name":"vm2"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(tampered.code.as_deref(), Some("proof.body_mismatch"));
 
     let p = proof(&world, &token, "GET", "/v2/servers/1", b"");
@@ -174,46 +208,99 @@ async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
     let wrong_method = send(&base, "DELETE", "/v2/servers", auth(&token, &p), vec![]).await;
     assert_eq!(wrong_method.code.as_deref(), Some("proof.htm_mismatch"));
 
-    let no_proof = send(&base, "GET", "/v2/servers", vec![("authorization", format!("KB {}", token.to_base64url()))], vec![]).await;
-    assert_eq!((no_proof.status, no_proof.code.as_deref()), (401, Some("proof.missing")));
+    let no_proof = send(
+        &base,
+        "GET",
+        "/v2/servers",
+        vec![("authorization", format!("KB {}", token.to_base64url()))],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (no_proof.status, no_proof.code.as_deref()),
+        (401, Some("proof.missing"))
+    );
 
     let no_token = send(&base, "GET", "/v2/servers", vec![], vec![]).await;
     assert_eq!(no_token.code.as_deref(), Some("http.token_missing"));
 
     let p = proof(&world, &token, "GET", "/v2/servers", b"");
-    let bearer = send(&base, "GET", "/v2/servers", vec![("authorization", format!("Bearer {}", token.to_base64url())), ("kb-proof", b64url_encode(&p))], vec![]).await;
+    let bearer = send(
+        &base,
+        "GET",
+        "/v2/servers",
+        vec![
+            ("authorization", format!("Bearer {}", token.to_base64url())),
+            ("kb-proof", b64url_encode(&p)),
+        ],
+        vec![],
+    )
+    .await;
     assert_eq!(bearer.code.as_deref(), Some("http.scheme"));
 
     let mut two = auth(&token, &p);
     two.push(("authorization", format!("KB {}", token.to_base64url())));
-    assert_eq!(send(&base, "GET", "/v2/servers", two, vec![]).await.code.as_deref(), Some("http.token_multiple"));
+    assert_eq!(
+        send(&base, "GET", "/v2/servers", two, vec![]).await.code.as_deref(),
+        Some("http.token_multiple")
+    );
 
     let mut two_proofs = auth(&token, &p);
     two_proofs.push(("kb-proof", b64url_encode(&p)));
-    assert_eq!(send(&base, "GET", "/v2/servers", two_proofs, vec![]).await.code.as_deref(), Some("proof.multiple"));
+    assert_eq!(
+        send(&base, "GET", "/v2/servers", two_proofs, vec![])
+            .await
+            .code
+            .as_deref(),
+        Some("proof.multiple")
+    );
 
-    let garbled = vec![("authorization", "KB not+base64url=".to_owned()), ("kb-proof", b64url_encode(&p))];
-    assert_eq!(send(&base, "GET", "/v2/servers", garbled, vec![]).await.code.as_deref(), Some("http.token_malformed"));
+    let garbled = vec![
+        ("authorization", "KB not+base64url=".to_owned()),
+        ("kb-proof", b64url_encode(&p)),
+    ];
+    assert_eq!(
+        send(&base, "GET", "/v2/servers", garbled, vec![]).await.code.as_deref(),
+        Some("http.token_malformed")
+    );
 
-    let huge = vec![("authorization", format!("KB {}", "A".repeat(9000))), ("kb-proof", b64url_encode(&p))];
+    let huge = vec![
+        ("authorization", format!("KB {}", "A".repeat(9000))),
+        ("kb-proof", b64url_encode(&p)),
+    ];
     let too_large = send(&base, "GET", "/v2/servers", huge, vec![]).await;
-    assert_eq!((too_large.status, too_large.code.as_deref()), (431, Some("http.header_too_large")));
+    assert_eq!(
+        (too_large.status, too_large.code.as_deref()),
+        (431, Some("http.header_too_large"))
+    );
 
     let big_body = vec![b'x'; 2048];
     let p = proof(&world, &token, "POST", "/v2/servers", &big_body);
     let too_big = send(&base, "POST", "/v2/servers", auth(&token, &p), big_body).await;
-    assert_eq!((too_big.status, too_big.code.as_deref()), (413, Some("http.body_too_large")));
+    assert_eq!(
+        (too_big.status, too_big.code.as_deref()),
+        (413, Some("http.body_too_large"))
+    );
 
     // HTTP clients normalise dot segments away, so this one is sent raw.
     let p = proof(&world, &token, "GET", "/v2/servers", b"");
     for path in ["/v2/x/../servers", "/v2/%2e%2E/v2/servers"] {
         let raw = raw_get(&base, path, &auth(&token, &p)).await;
-        assert!(raw.starts_with("HTTP/1.1 400") && raw.contains("http.path_not_normalized"), "{path}: {raw}");
+        assert!(
+            raw.starts_with("HTTP/1.1 400") && raw.contains("http.path_not_normalized"),
+            "{path}: {raw}"
+        );
     }
 
     let glance = world.token_for("https://glance.example", &["member"]);
     let p = proof(&world, &glance, "GET", "/v2/servers", b"");
-    assert_eq!(send(&base, "GET", "/v2/servers", auth(&glance, &p), vec![]).await.code.as_deref(), Some("cwt.aud_mismatch"));
+    assert_eq!(
+        send(&base, "GET", "/v2/servers", auth(&glance, &p), vec![])
+            .await
+            .code
+            .as_deref(),
+        Some("cwt.aud_mismatch")
+    );
 
     world.clock.advance(120);
     let p = proof(&world, &token, "GET", "/v2/servers", b"");
@@ -232,15 +319,27 @@ async fn the_external_base_url_not_the_host_header_defines_the_target() {
     // Behind a proxy that strips /compute and terminates TLS.
     let base = serve(KeyboundLayer::new(verifier, "https://api.example/compute").unwrap()).await;
     let token = world.token();
-    let signed_for = |uri: &str| ProofBuilder::new("GET", uri, token.as_bytes(), b"", NOW - 1).unwrap().sign(&world.client).unwrap().into_bytes();
+    let signed_for = |uri: &str| {
+        ProofBuilder::new("GET", uri, token.as_bytes(), b"", NOW - 1)
+            .unwrap()
+            .sign(&world.client)
+            .unwrap()
+            .into_bytes()
+    };
     let p = signed_for("https://api.example/compute/v2/servers");
-    assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status, 200);
+    assert_eq!(
+        send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status,
+        200
+    );
     // A proof for the internal address the server happens to see is refused,
     // whatever Host or X-Forwarded-Host say.
     let internal = signed_for(&format!("{base}/v2/servers"));
     let mut headers = auth(&token, &internal);
     headers.push(("x-forwarded-host", base.trim_start_matches("http://").to_owned()));
-    assert_eq!(send(&base, "GET", "/v2/servers", headers, vec![]).await.code.as_deref(), Some("proof.htu_mismatch"));
+    assert_eq!(
+        send(&base, "GET", "/v2/servers", headers, vec![]).await.code.as_deref(),
+        Some("proof.htu_mismatch")
+    );
 }
 
 #[tokio::test]
@@ -252,7 +351,10 @@ async fn nonce_challenge_then_retry() {
     let token = world.token();
     let p = proof(&world, &token, "GET", "/v2/servers", b"");
     let challenge = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
-    assert_eq!((challenge.status, challenge.code.as_deref()), (401, Some("proof.nonce_required")));
+    assert_eq!(
+        (challenge.status, challenge.code.as_deref()),
+        (401, Some("proof.nonce_required"))
+    );
     let nonce = keybound::encoding::b64url_decode(challenge.nonce.as_deref().expect("a KB-Nonce header")).unwrap();
     let p = ProofBuilder::new("GET", &format!("{AUDIENCE}/v2/servers"), token.as_bytes(), b"", NOW - 1)
         .unwrap()
@@ -264,14 +366,26 @@ async fn nonce_challenge_then_retry() {
     assert!(retried.nonce.is_some(), "successful answers carry the current nonce");
     // Two epochs later the nonce is refused, with a fresh one to retry with.
     world.clock.advance(125);
-    let token_late = TokenBuilder::service(ISSUER, "ayoung@stoughton", AUDIENCE, world.client.public_key().clone(), NOW + 120)
-        .sign(&world.issuer, &world.kid)
-        .unwrap();
-    let late = ProofBuilder::new("GET", &format!("{AUDIENCE}/v2/servers"), token_late.as_bytes(), b"", NOW + 124)
-        .unwrap()
-        .nonce(nonce)
-        .sign(&world.client)
-        .unwrap();
+    let token_late = TokenBuilder::service(
+        ISSUER,
+        "ayoung@stoughton",
+        AUDIENCE,
+        world.client.public_key().clone(),
+        NOW + 120,
+    )
+    .sign(&world.issuer, &world.kid)
+    .unwrap();
+    let late = ProofBuilder::new(
+        "GET",
+        &format!("{AUDIENCE}/v2/servers"),
+        token_late.as_bytes(),
+        b"",
+        NOW + 124,
+    )
+    .unwrap()
+    .nonce(nonce)
+    .sign(&world.client)
+    .unwrap();
     let expired = send(&base, "GET", "/v2/servers", auth(&token_late, late.as_bytes()), vec![]).await;
     assert_eq!(expired.code.as_deref(), Some("proof.nonce_invalid"));
     assert!(expired.nonce.is_some_and(|n| n != challenge.nonce.unwrap()));
@@ -297,10 +411,17 @@ async fn policy_enforce_permissive_and_off() {
         let records = Arc::new(MemoryRecords::new());
         let policy = Policy::from_toml(&format!("mode = \"{mode}\"\n{POLICY}")).unwrap();
         let verifier = Arc::new(world.verifier().build().unwrap());
-        let layer = KeyboundLayer::new(verifier, AUDIENCE).unwrap().policy(Arc::new(policy)).records(records.clone());
+        let layer = KeyboundLayer::new(verifier, AUDIENCE)
+            .unwrap()
+            .policy(Arc::new(policy))
+            .records(records.clone());
         let base = serve(layer).await;
         let p = proof(&world, &token, "GET", "/v2/servers", b"");
-        assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status, 200, "{mode}: allowed by rule");
+        assert_eq!(
+            send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status,
+            200,
+            "{mode}: allowed by rule"
+        );
         let p = proof(&world, &token, "GET", "/v2/servers/42", b"");
         let reply = send(&base, "GET", "/v2/servers/42", auth(&token, &p), vec![]).await;
         assert_eq!(reply.status, expected_status, "{mode}");
@@ -315,7 +436,10 @@ async fn policy_enforce_permissive_and_off() {
             assert_eq!(r["subject"], "ayoung@stoughton");
             assert_eq!(r["issuer"], ISSUER);
             assert_eq!(r["audience"], AUDIENCE);
-            assert_eq!(r["action"], serde_json::json!({"method": "GET", "path": "/v2/servers/42"}));
+            assert_eq!(
+                r["action"],
+                serde_json::json!({"method": "GET", "path": "/v2/servers/42"})
+            );
             assert_eq!(r["roles_held"], serde_json::json!(["member"]));
             assert_eq!(r["rule"], "GET /v2/servers/{id}");
             assert_eq!(r["roles_allowing"], serde_json::json!(["admin"]));
@@ -330,20 +454,46 @@ async fn bearer_rollout_admits_and_records_tokens_without_proof() {
     let world = World::new();
     let records = Arc::new(MemoryRecords::new());
     let verifier = Arc::new(world.verifier().build().unwrap());
-    let layer = KeyboundLayer::new(verifier, AUDIENCE).unwrap().proof_mode(ProofMode::BearerAllowed).records(records.clone());
+    let layer = KeyboundLayer::new(verifier, AUDIENCE)
+        .unwrap()
+        .proof_mode(ProofMode::BearerAllowed)
+        .records(records.clone());
     let base = serve(layer).await;
     let token = world.token();
-    let bearer = send(&base, "GET", "/v2/servers", vec![("authorization", format!("KB {}", token.to_base64url()))], vec![]).await;
-    assert_eq!((bearer.status, bearer.body.as_str()), (200, "ayoung@stoughton [\"member\"] pop=false"));
+    let bearer = send(
+        &base,
+        "GET",
+        "/v2/servers",
+        vec![("authorization", format!("KB {}", token.to_base64url()))],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (bearer.status, bearer.body.as_str()),
+        (200, "ayoung@stoughton [\"member\"] pop=false")
+    );
     let records = records.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["event"], "bearer_use");
     assert_eq!(records[0]["path"], "/v2/servers");
     // A proof that is present is still checked.
     let p = proof(&world, &token, "GET", "/v2/other", b"");
-    assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.code.as_deref(), Some("proof.htu_mismatch"));
+    assert_eq!(
+        send(&base, "GET", "/v2/servers", auth(&token, &p), vec![])
+            .await
+            .code
+            .as_deref(),
+        Some("proof.htu_mismatch")
+    );
     // The token itself is still fully verified.
     let glance = world.token_for("https://glance.example", &[]);
-    let reply = send(&base, "GET", "/v2/servers", vec![("authorization", format!("KB {}", glance.to_base64url()))], vec![]).await;
+    let reply = send(
+        &base,
+        "GET",
+        "/v2/servers",
+        vec![("authorization", format!("KB {}", glance.to_base64url()))],
+        vec![],
+    )
+    .await;
     assert_eq!(reply.code.as_deref(), Some("cwt.aud_mismatch"));
 }

@@ -24,15 +24,27 @@ fn fixture(alg: Algorithm) -> Fixture {
     let client = SigningKey::derive(alg, b"properties", b"client").unwrap();
     let kid = issuer.public_key().default_kid();
     let keys = KeySet::new().with(kid.clone(), issuer.public_key().clone()).unwrap();
-    let token = TokenBuilder::service("https://issuer.example", "ayoung@stoughton", "https://nova.example", client.public_key().clone(), NOW - 5)
-        .scope("stoughton", "turing")
-        .roles(["member", "reader"])
-        .actor_chain(vec![Actor { sub: "nova-compute@service".into(), iss: None }])
-        .tagging(TokenTagging::Cwt)
-        .sign(&issuer, &kid)
-        .unwrap();
+    let token = TokenBuilder::service(
+        "https://issuer.example",
+        "ayoung@stoughton",
+        "https://nova.example",
+        client.public_key().clone(),
+        NOW - 5,
+    )
+    .scope("stoughton", "turing")
+    .roles(["member", "reader"])
+    .actor_chain(vec![Actor {
+        sub: "nova-compute@service".into(),
+        iss: None,
+    }])
+    .tagging(TokenTagging::Cwt)
+    .sign(&issuer, &kid)
+    .unwrap();
     let body = b"{\"name\":\"vm\"}".to_vec();
-    let proof = ProofBuilder::new("POST", URI, token.as_bytes(), &body, NOW - 1).unwrap().sign(&client).unwrap();
+    let proof = ProofBuilder::new("POST", URI, token.as_bytes(), &body, NOW - 1)
+        .unwrap()
+        .sign(&client)
+        .unwrap();
     Fixture {
         keys,
         token: token.into_bytes(),
@@ -42,11 +54,16 @@ fn fixture(alg: Algorithm) -> Fixture {
 }
 
 fn verify(f: &Fixture, token: &[u8], proof: &[u8]) -> keybound::Result<()> {
-    let verifier = Verifier::builder("https://nova.example", TrustedIssuer::with_keys("https://issuer.example", f.keys.clone()))
-        .clock(Arc::new(ManualClock::new(NOW)))
-        .build()
-        .unwrap();
-    verifier.verify_request(token, proof, &RequestInfo::new("POST", URI, &f.body)).map(|_| ())
+    let verifier = Verifier::builder(
+        "https://nova.example",
+        TrustedIssuer::with_keys("https://issuer.example", f.keys.clone()),
+    )
+    .clock(Arc::new(ManualClock::new(NOW)))
+    .build()
+    .unwrap();
+    verifier
+        .verify_request(token, proof, &RequestInfo::new("POST", URI, &f.body))
+        .map(|_| ())
 }
 
 /// Every single-bit flip, exhaustively: the sweep the catalog asks for (CO-18).
@@ -58,12 +75,18 @@ fn no_single_bit_flip_is_accepted() {
         for bit in 0..f.token.len() * 8 {
             let mut token = f.token.clone();
             token[bit / 8] ^= 1 << (bit % 8);
-            assert!(verify(&f, &token, &f.proof).is_err(), "{alg}: token bit {bit} flipped was accepted");
+            assert!(
+                verify(&f, &token, &f.proof).is_err(),
+                "{alg}: token bit {bit} flipped was accepted"
+            );
         }
         for bit in 0..f.proof.len() * 8 {
             let mut proof = f.proof.clone();
             proof[bit / 8] ^= 1 << (bit % 8);
-            assert!(verify(&f, &f.token, &proof).is_err(), "{alg}: proof bit {bit} flipped was accepted");
+            assert!(
+                verify(&f, &f.token, &proof).is_err(),
+                "{alg}: proof bit {bit} flipped was accepted"
+            );
         }
     }
 }

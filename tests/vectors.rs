@@ -32,10 +32,13 @@ fn run(v: &Value) -> Result<(), keybound::Error> {
     }
     let keys = KeySet::from_cbor(&set).expect("issuer keys form a key set");
     let config = &v["verifier"];
-    let mut builder = Verifier::builder(config["audience"].as_str().unwrap(), TrustedIssuer::with_keys(config["issuer"].as_str().unwrap(), keys))
-        .clock(Arc::new(ManualClock::new(config["now"].as_u64().unwrap())))
-        .leeway(config["leeway"].as_u64().unwrap())
-        .proof_max_age(config["proof_max_age"].as_u64().unwrap());
+    let mut builder = Verifier::builder(
+        config["audience"].as_str().unwrap(),
+        TrustedIssuer::with_keys(config["issuer"].as_str().unwrap(), keys),
+    )
+    .clock(Arc::new(ManualClock::new(config["now"].as_u64().unwrap())))
+    .leeway(config["leeway"].as_u64().unwrap())
+    .proof_max_age(config["proof_max_age"].as_u64().unwrap());
     if let Some(nonces) = config.get("nonces") {
         builder = builder.require_nonce(Arc::new(Nonces(nonces.as_array().unwrap().iter().map(hex).collect())));
     }
@@ -72,7 +75,13 @@ fn every_vector_gives_its_expected_result() {
             failures.push(format!("{}: expected {expected}, got {got}", v["name"]));
         }
     }
-    assert!(failures.is_empty(), "{} of {} vectors failed:\n{}", failures.len(), vectors.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors failed:\n{}",
+        failures.len(),
+        vectors.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -84,11 +93,19 @@ fn vectors_cover_the_required_ground() {
     let mut names = std::collections::HashSet::new();
     for v in &vectors {
         assert!(names.insert(&v.name), "duplicate {}", v.name);
-        assert!(v.expected == "valid" || Code::from_str_code(&v.expected).is_some(), "{}: unknown code {}", v.name, v.expected);
+        assert!(
+            v.expected == "valid" || Code::from_str_code(&v.expected).is_some(),
+            "{}: unknown code {}",
+            v.name,
+            v.expected
+        );
     }
     // Every layer is represented among the invalid vectors.
     for layer in ["cbor.", "cose.", "cwt.", "proof.", "replay."] {
-        assert!(vectors.iter().any(|v| v.expected.starts_with(layer)), "no {layer} vector");
+        assert!(
+            vectors.iter().any(|v| v.expected.starts_with(layer)),
+            "no {layer} vector"
+        );
     }
 }
 

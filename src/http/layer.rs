@@ -62,7 +62,11 @@ pub struct KeyboundLayer {
 
 impl std::fmt::Debug for KeyboundLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyboundLayer({}, {:?})", self.config.base_url, self.config.proof_mode)
+        write!(
+            f,
+            "KeyboundLayer({}, {:?})",
+            self.config.base_url, self.config.proof_mode
+        )
     }
 }
 
@@ -75,7 +79,10 @@ impl KeyboundLayer {
     pub fn new(verifier: Arc<Verifier>, external_base_url: &str) -> Result<Self> {
         let normalized = normalize_uri(external_base_url)?;
         if normalized.contains(['?', '#']) {
-            return err(Code::IssueInvalid, "the external base URL must not have a query or fragment");
+            return err(
+                Code::IssueInvalid,
+                "the external base URL must not have a query or fragment",
+            );
         }
         let base_url = normalized.trim_end_matches('/').to_owned();
         Ok(KeyboundLayer {
@@ -188,7 +195,10 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let nonce = config.verifier.nonce_service().map(|s| b64url_encode(&s.current(config.verifier.now())));
+    let nonce = config
+        .verifier
+        .nonce_service()
+        .map(|s| b64url_encode(&s.current(config.verifier.now())));
     let (mut parts, body) = request.into_parts();
     let verified = match verify(&config, &mut parts, body).await {
         Ok(v) => v,
@@ -216,7 +226,11 @@ where
 }
 
 /// All checks; returns the verified request and the buffered body.
-async fn verify<B>(config: &Config, parts: &mut http::request::Parts, body: B) -> Result<(crate::verify::VerifiedRequest, Bytes)>
+async fn verify<B>(
+    config: &Config,
+    parts: &mut http::request::Parts,
+    body: B,
+) -> Result<(crate::verify::VerifiedRequest, Bytes)>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -231,14 +245,25 @@ where
     }
     check_path(parts.uri.path())?;
     // H2: the body, bounded in size and time, hashed before the handler runs.
-    if parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > config.max_body as u64) {
-        return err(Code::HttpBodyTooLarge, format!("the body is larger than {} bytes", config.max_body));
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > config.max_body as u64)
+    {
+        return err(
+            Code::HttpBodyTooLarge,
+            format!("the body is larger than {} bytes", config.max_body),
+        );
     }
     let limited = http_body_util::Limited::new(body, config.max_body);
     let body = match tokio::time::timeout(config.body_timeout, limited.collect()).await {
         Err(_) => return err(Code::HttpBodyTooLarge, "the body did not arrive in time"),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return err(Code::HttpBodyTooLarge, format!("the body is larger than {} bytes", config.max_body));
+            return err(
+                Code::HttpBodyTooLarge,
+                format!("the body is larger than {} bytes", config.max_body),
+            );
         }
         Ok(Err(e)) => return err(Code::HttpBodyTooLarge, format!("the body could not be read: {e}")),
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -267,7 +292,12 @@ where
             }));
             verified
         }
-        None => return err(Code::ProofMissing, "a KB-Proof header is required with a keybound token"),
+        None => {
+            return err(
+                Code::ProofMissing,
+                "a KB-Proof header is required with a keybound token",
+            );
+        }
     };
     if let Some(policy) = &config.policy {
         let action = Action::Http {
@@ -279,29 +309,50 @@ where
     Ok((verified, body))
 }
 
-fn single<'a>(headers: &'a HeaderMap, name: &header::HeaderName, multiple: Code, max: usize) -> Result<Option<&'a str>> {
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &header::HeaderName,
+    multiple: Code,
+    max: usize,
+) -> Result<Option<&'a str>> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {
         return err(multiple, format!("more than one {name} header"));
     }
     if value.len() > max {
-        return err(Code::HttpHeaderTooLarge, format!("the {name} header is {} bytes; the limit is {max}", value.len()));
+        return err(
+            Code::HttpHeaderTooLarge,
+            format!("the {name} header is {} bytes; the limit is {max}", value.len()),
+        );
     }
-    let text = value.to_str().map_err(|_| Error::new(multiple, format!("the {name} header is not ASCII")))?;
+    let text = value
+        .to_str()
+        .map_err(|_| Error::new(multiple, format!("the {name} header is not ASCII")))?;
     Ok(Some(text.trim()))
 }
 
 fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> {
     let Some(value) = single(headers, &header::AUTHORIZATION, Code::HttpTokenMultiple, max)? else {
-        return err(Code::HttpTokenMissing, "no Authorization header; send `Authorization: KB <token>`");
+        return err(
+            Code::HttpTokenMissing,
+            "no Authorization header; send `Authorization: KB <token>`",
+        );
     };
     let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case(AUTH_SCHEME) {
         let shown: String = scheme.chars().take(16).collect();
-        return err(Code::HttpScheme, format!("Authorization scheme {shown:?} is not {AUTH_SCHEME}: keybound tokens are never bearer tokens"));
+        return err(
+            Code::HttpScheme,
+            format!("Authorization scheme {shown:?} is not {AUTH_SCHEME}: keybound tokens are never bearer tokens"),
+        );
     }
-    b64url_decode(credentials.trim()).map_err(|_| Error::new(Code::HttpTokenMalformed, "the token in Authorization is not unpadded base64url"))
+    b64url_decode(credentials.trim()).map_err(|_| {
+        Error::new(
+            Code::HttpTokenMalformed,
+            "the token in Authorization is not unpadded base64url",
+        )
+    })
 }
 
 fn extract_proof(headers: &HeaderMap, max: usize) -> Result<Option<Vec<u8>>> {
@@ -309,9 +360,14 @@ fn extract_proof(headers: &HeaderMap, max: usize) -> Result<Option<Vec<u8>>> {
         return Ok(None);
     };
     if value.contains(',') {
-        return err(Code::ProofMultiple, "the KB-Proof header holds a list; send exactly one proof");
+        return err(
+            Code::ProofMultiple,
+            "the KB-Proof header holds a list; send exactly one proof",
+        );
     }
-    b64url_decode(value).map(Some).map_err(|_| Error::new(Code::ProofMalformed, "the KB-Proof header is not unpadded base64url"))
+    b64url_decode(value)
+        .map(Some)
+        .map_err(|_| Error::new(Code::ProofMalformed, "the KB-Proof header is not unpadded base64url"))
 }
 
 /// Refuses paths with dot segments (also percent-encoded), so that the path
@@ -321,7 +377,10 @@ fn check_path(path: &str) -> Result<()> {
     for segment in path.split('/') {
         let decoded = segment.replace("%2e", ".").replace("%2E", ".");
         if decoded == "." || decoded == ".." {
-            return err(Code::HttpPathNotNormalized, "the request path has dot segments; send it normalised");
+            return err(
+                Code::HttpPathNotNormalized,
+                "the request path has dot segments; send it normalised",
+            );
         }
     }
     Ok(())
@@ -350,7 +409,11 @@ mod tests {
         assert_eq!(extract_proof(&h, 100).unwrap_err().code(), Code::HttpHeaderTooLarge);
         assert!(check_path("/v2/servers").is_ok());
         for bad in ["/a/../admin", "/a/./b", "/a/%2e%2E/b", "/.."] {
-            assert_eq!(check_path(bad).unwrap_err().code(), Code::HttpPathNotNormalized, "{bad}");
+            assert_eq!(
+                check_path(bad).unwrap_err().code(),
+                Code::HttpPathNotNormalized,
+                "{bad}"
+            );
         }
     }
 }

@@ -16,7 +16,10 @@ pub fn status_for(code: Code) -> StatusCode {
         Code::HttpHeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         Code::HttpBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::HttpPathNotNormalized => StatusCode::BAD_REQUEST,
-        _ if ["cbor.", "cose.", "cwt.", "proof.", "replay.", "key.", "http."].iter().any(|p| text.starts_with(p)) => {
+        _ if ["cbor.", "cose.", "cwt.", "proof.", "replay.", "key.", "http."]
+            .iter()
+            .any(|p| text.starts_with(p)) =>
+        {
             StatusCode::UNAUTHORIZED
         }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -34,7 +37,13 @@ fn title_for(code: Code) -> &'static str {
         Code::HttpTokenMissing => "Authentication required",
         _ if text.starts_with("proof.") => "Invalid request proof",
         _ if text.starts_with("http.") => "Invalid authorization header",
-        _ if text.starts_with("cbor.") || text.starts_with("cose.") || text.starts_with("cwt.") || text.starts_with("key.") => "Invalid token",
+        _ if text.starts_with("cbor.")
+            || text.starts_with("cose.")
+            || text.starts_with("cwt.")
+            || text.starts_with("key.") =>
+        {
+            "Invalid token"
+        }
         _ => "Request refused",
     }
 }
@@ -62,7 +71,10 @@ pub fn error_response(error: &Error, nonce: Option<&str>) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         // Codes are ASCII letters, dots and underscores: always a valid header value.

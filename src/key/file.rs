@@ -35,12 +35,22 @@ pub fn read_signing_key_file(path: &Path) -> Result<SigningKey> {
         if mode & 0o077 != 0 {
             return err(
                 Code::KeyIo,
-                format!("{} has mode {mode:o}; a private key file must not be accessible by group or others (chmod 600)", path.display()),
+                format!(
+                    "{} has mode {mode:o}; a private key file must not be accessible by group or others (chmod 600)",
+                    path.display()
+                ),
             );
         }
     }
     if metadata.len() > 4096 {
-        return err(Code::KeyIo, format!("{} is {} bytes; a key file is under 200", path.display(), metadata.len()));
+        return err(
+            Code::KeyIo,
+            format!(
+                "{} is {} bytes; a key file is under 200",
+                path.display(),
+                metadata.len()
+            ),
+        );
     }
     let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| io_error(path, "read", e))?);
     SigningKey::from_cose_key(&bytes)
@@ -66,7 +76,10 @@ mod tests {
         }
         assert_eq!(read_signing_key_file(&path).unwrap().public_key(), key.public_key());
         // Never overwritten.
-        assert_eq!(write_signing_key_file(&path, &key, None).unwrap_err().code(), Code::KeyIo);
+        assert_eq!(
+            write_signing_key_file(&path, &key, None).unwrap_err().code(),
+            Code::KeyIo
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

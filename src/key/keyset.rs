@@ -31,7 +31,10 @@ impl KeySet {
             return err(Code::KeySetInvalid, "a key set entry needs a non-empty kid");
         }
         if self.get(&kid).is_some() {
-            return err(Code::KeySetInvalid, format!("two keys share the kid {}", crate::encoding::hex_encode(&kid)));
+            return err(
+                Code::KeySetInvalid,
+                format!("two keys share the kid {}", crate::encoding::hex_encode(&kid)),
+            );
         }
         self.keys.push((kid, Arc::new(key)));
         Ok(())
@@ -79,7 +82,10 @@ impl KeySet {
     /// duplicate kids, private keys, or a set with no usable key.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
         if bytes.len() > MAX_KEYSET_SIZE {
-            return err(Code::CborTooLarge, format!("key set is {} bytes; the limit is {MAX_KEYSET_SIZE}", bytes.len()));
+            return err(
+                Code::CborTooLarge,
+                format!("key set is {} bytes; the limit is {MAX_KEYSET_SIZE}", bytes.len()),
+            );
         }
         cbor::validate(bytes)?;
         let mut r = Reader::new(bytes);

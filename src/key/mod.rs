@@ -135,16 +135,25 @@ impl PublicKey {
     /// Builds an Ed25519 key from its 32-byte encoding, refusing
     /// non-canonical encodings and weak (small-order) points.
     pub fn ed25519_from_bytes(x: &[u8]) -> Result<Self> {
-        let bytes: &[u8; 32] = x
-            .try_into()
-            .map_err(|_| Error::new(Code::KeyInvalid, format!("Ed25519 public key is {} bytes, not 32", x.len())))?;
+        let bytes: &[u8; 32] = x.try_into().map_err(|_| {
+            Error::new(
+                Code::KeyInvalid,
+                format!("Ed25519 public key is {} bytes, not 32", x.len()),
+            )
+        })?;
+        if !is_canonical_y(bytes) {
+            return err(
+                Code::KeyInvalid,
+                "Ed25519 public key is not canonically encoded (y ≥ p)",
+            );
+        }
         let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
             .map_err(|_| Error::new(Code::KeyInvalid, "Ed25519 public key is not a curve point"))?;
-        if key.to_edwards().compress().as_bytes() != bytes {
-            return err(Code::KeyInvalid, "Ed25519 public key is not canonically encoded");
-        }
         if key.is_weak() {
-            return err(Code::KeyWeak, "Ed25519 public key has small order (a weak key): refused");
+            return err(
+                Code::KeyWeak,
+                "Ed25519 public key has small order (a weak key): refused",
+            );
         }
         Ok(Self::from_inner(PublicInner::Ed25519(key)))
     }
@@ -202,7 +211,8 @@ impl PublicKey {
                 let Ok(bytes) = <&[u8; 64]>::try_from(signature) else {
                     return false;
                 };
-                key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(bytes)).is_ok()
+                key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(bytes))
+                    .is_ok()
             }
             PublicInner::P256(key) => {
                 if signature.len() != 64 {
@@ -253,6 +263,28 @@ impl PublicKey {
     }
 }
 
+/// RFC 8032 §5.1.3: the encoded y (sign bit cleared) must be below
+/// p = 2^255 − 19. A byte comparison, instead of re-compressing the point,
+/// saves a field inversion on every cold verification. (The other
+/// non-canonical encodings, x = 0 with the sign bit set, are the points with
+/// y = ±1: small order, refused as weak.)
+fn is_canonical_y(bytes: &[u8; 32]) -> bool {
+    const P: [u8; 32] = {
+        let mut p = [0xff; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        p
+    };
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    for i in (0..32).rev() {
+        if y[i] != P[i] {
+            return y[i] < P[i];
+        }
+    }
+    false
+}
+
 /// The parameters of a COSE_Key as read from the wire.
 #[derive(Default)]
 pub(crate) struct CoseKeyParts<'a> {
@@ -277,31 +309,49 @@ impl<'a> CoseKeyParts<'a> {
     /// Reads one COSE_Key map from validated CBOR.
     pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self> {
         let Some(entries) = r.map() else {
-            return err(Code::KeyMalformed, format!("a COSE_Key is a map, found {}", r.describe_next()));
+            return err(
+                Code::KeyMalformed,
+                format!("a COSE_Key is a map, found {}", r.describe_next()),
+            );
         };
         let mut parts = CoseKeyParts::default();
         for _ in 0..entries {
             let label = r.label();
-            let bad = |what: &str| Error::new(Code::KeyMalformed, format!("COSE_Key parameter {what} has the wrong type"));
+            let bad = |what: &str| {
+                Error::new(
+                    Code::KeyMalformed,
+                    format!("COSE_Key parameter {what} has the wrong type"),
+                )
+            };
             match label {
                 Some(Label::Int(1)) => parts.kty = Some(r.int().ok_or_else(|| bad("kty (1)"))?),
                 Some(Label::Int(2)) => parts.kid = Some(r.bytes().ok_or_else(|| bad("kid (2)"))?),
                 Some(Label::Int(3)) => parts.alg = Some(r.int().ok_or_else(|| bad("alg (3)"))?),
                 Some(Label::Int(4)) => {
                     let n = r.array().ok_or_else(|| bad("key_ops (4)"))?;
-                    let ops = (0..n).map(|_| r.int().ok_or_else(|| bad("key_ops (4)"))).collect::<Result<Vec<_>>>()?;
+                    let ops = (0..n)
+                        .map(|_| r.int().ok_or_else(|| bad("key_ops (4)")))
+                        .collect::<Result<Vec<_>>>()?;
                     parts.key_ops = Some(ops);
                 }
                 Some(Label::Int(-1)) => parts.crv = Some(r.int().ok_or_else(|| bad("crv (-1)"))?),
                 Some(Label::Int(-2)) => parts.x = Some(r.bytes().ok_or_else(|| bad("x (-2)"))?),
                 Some(Label::Int(-3)) => {
                     if r.bool().is_some() {
-                        return err(Code::KeyUnsupported, "compressed EC2 points (y as a bool) are not supported");
+                        return err(
+                            Code::KeyUnsupported,
+                            "compressed EC2 points (y as a bool) are not supported",
+                        );
                     }
                     parts.y = Some(r.bytes().ok_or_else(|| bad("y (-3)"))?)
                 }
                 Some(Label::Int(-4)) => parts.d = Some(r.bytes().ok_or_else(|| bad("d (-4)"))?),
-                Some(other) => return err(Code::KeyMalformed, format!("COSE_Key parameter {other} is not part of the profile")),
+                Some(other) => {
+                    return err(
+                        Code::KeyMalformed,
+                        format!("COSE_Key parameter {other} is not part of the profile"),
+                    );
+                }
                 None => return err(Code::KeyMalformed, "COSE_Key label is not an integer or text"),
             }
         }
@@ -315,13 +365,22 @@ impl<'a> CoseKeyParts<'a> {
             (None, _) => return err(Code::KeyMalformed, "COSE_Key has no kty (1)"),
             (_, None) => return err(Code::KeyMalformed, "COSE_Key has no crv (-1)"),
             (Some(kty), Some(crv)) => {
-                return err(Code::KeyUnsupported, format!("key type {kty} with curve {crv} is not supported (OKP/Ed25519 or EC2/P-256)"));
+                return err(
+                    Code::KeyUnsupported,
+                    format!("key type {kty} with curve {crv} is not supported (OKP/Ed25519 or EC2/P-256)"),
+                );
             }
         };
-        if let Some(id) = self.alg {
-            if id != alg.cose_id() {
-                return err(Code::KeyUnsupported, format!("COSE_Key alg {id} does not match its key type ({alg} is {})", alg.cose_id()));
-            }
+        if let Some(id) = self.alg
+            && id != alg.cose_id()
+        {
+            return err(
+                Code::KeyUnsupported,
+                format!(
+                    "COSE_Key alg {id} does not match its key type ({alg} is {})",
+                    alg.cose_id()
+                ),
+            );
         }
         if alg == Algorithm::EdDSA && self.y.is_some() {
             return err(Code::KeyMalformed, "OKP key has a y coordinate");
@@ -333,7 +392,10 @@ impl<'a> CoseKeyParts<'a> {
         match &self.key_ops {
             Some(ops) if !ops.contains(&needed) => err(
                 Code::KeyWrongKind,
-                format!("key_ops {ops:?} does not allow {}", if needed == KEY_OP_SIGN { "sign" } else { "verify" }),
+                format!(
+                    "key_ops {ops:?} does not allow {}",
+                    if needed == KEY_OP_SIGN { "sign" } else { "verify" }
+                ),
             ),
             _ => Ok(()),
         }
@@ -342,14 +404,21 @@ impl<'a> CoseKeyParts<'a> {
     pub(crate) fn into_public(self) -> Result<PublicKey> {
         let alg = self.algorithm()?;
         if self.d.is_some() {
-            return err(Code::KeyWrongKind, "a private key (with d) was given where a public key is expected");
+            return err(
+                Code::KeyWrongKind,
+                "a private key (with d) was given where a public key is expected",
+            );
         }
         self.check_key_ops(KEY_OP_VERIFY)?;
-        let x = self.x.ok_or_else(|| Error::new(Code::KeyMalformed, "COSE_Key has no x (-2)"))?;
+        let x = self
+            .x
+            .ok_or_else(|| Error::new(Code::KeyMalformed, "COSE_Key has no x (-2)"))?;
         match alg {
             Algorithm::EdDSA => PublicKey::ed25519_from_bytes(x),
             Algorithm::ES256 => {
-                let y = self.y.ok_or_else(|| Error::new(Code::KeyMalformed, "EC2 key has no y (-3)"))?;
+                let y = self
+                    .y
+                    .ok_or_else(|| Error::new(Code::KeyMalformed, "EC2 key has no y (-3)"))?;
                 PublicKey::p256_from_coordinates(x, y)
             }
         }
@@ -357,16 +426,22 @@ impl<'a> CoseKeyParts<'a> {
 
     fn into_signing(self) -> Result<SigningKey> {
         let alg = self.algorithm()?;
-        let d = self
-            .d
-            .ok_or_else(|| Error::new(Code::KeyWrongKind, "a public key was given where a private key (with d) is expected"))?;
+        let d = self.d.ok_or_else(|| {
+            Error::new(
+                Code::KeyWrongKind,
+                "a public key was given where a private key (with d) is expected",
+            )
+        })?;
         self.check_key_ops(KEY_OP_SIGN)?;
         let key = SigningKey::from_secret_bytes(alg, d)?;
         // The stored public parameters must belong to the secret.
         if let Some(x) = self.x {
             let (own_x, own_y) = key.public.coordinates();
             if x != own_x || self.y.is_some_and(|y| Some(y) != own_y.as_ref().map(|y| &y[..])) {
-                return err(Code::KeyInvalid, "the public parameters of the key file do not match its secret");
+                return err(
+                    Code::KeyInvalid,
+                    "the public parameters of the key file do not match its secret",
+                );
             }
         }
         Ok(key)
@@ -374,8 +449,16 @@ impl<'a> CoseKeyParts<'a> {
 }
 
 /// Writes a COSE_Key in deterministic order (1, 2, 3, -1, -2, -3, -4).
-fn encode_cose_key_parts(alg: Algorithm, kid: Option<&[u8]>, with_alg: bool, x: &[u8], y: Option<&[u8]>, d: Option<&[u8]>) -> Vec<u8> {
-    let entries = 3 + usize::from(kid.is_some()) + usize::from(with_alg) + usize::from(y.is_some()) + usize::from(d.is_some());
+fn encode_cose_key_parts(
+    alg: Algorithm,
+    kid: Option<&[u8]>,
+    with_alg: bool,
+    x: &[u8],
+    y: Option<&[u8]>,
+    d: Option<&[u8]>,
+) -> Vec<u8> {
+    let entries =
+        3 + usize::from(kid.is_some()) + usize::from(with_alg) + usize::from(y.is_some()) + usize::from(d.is_some());
     let mut out = Vec::with_capacity(160);
     cbor::write_head(&mut out, 5, entries as u64);
     let (kty, crv) = match alg {
@@ -418,7 +501,12 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SigningKey({}, {}, [redacted])", self.public.algorithm(), self.public.thumbprint)
+        write!(
+            f,
+            "SigningKey({}, {}, [redacted])",
+            self.public.algorithm(),
+            self.public.thumbprint
+        )
     }
 }
 
@@ -427,7 +515,8 @@ impl SigningKey {
     pub fn generate(alg: Algorithm) -> Result<Self> {
         loop {
             let mut seed = Zeroizing::new([0u8; 32]);
-            getrandom::fill(&mut seed[..]).map_err(|e| Error::new(Code::IssueInvalid, format!("no randomness available: {e}")))?;
+            getrandom::fill(&mut seed[..])
+                .map_err(|e| Error::new(Code::IssueInvalid, format!("no randomness available: {e}")))?;
             match Self::from_secret_bytes(alg, &seed[..]) {
                 Ok(key) => return Ok(key),
                 // A P-256 scalar of zero or ≥ n: astronomically rare; draw again.
@@ -440,9 +529,12 @@ impl SigningKey {
     /// Builds a key from its 32 secret bytes: the Ed25519 seed, or the P-256
     /// scalar (big-endian, 0 < d < n).
     pub fn from_secret_bytes(alg: Algorithm, secret: &[u8]) -> Result<Self> {
-        let bytes: &[u8; 32] = secret
-            .try_into()
-            .map_err(|_| Error::new(Code::KeyInvalid, format!("private key is {} bytes, not 32", secret.len())))?;
+        let bytes: &[u8; 32] = secret.try_into().map_err(|_| {
+            Error::new(
+                Code::KeyInvalid,
+                format!("private key is {} bytes, not 32", secret.len()),
+            )
+        })?;
         let (inner, public) = match alg {
             Algorithm::EdDSA => {
                 let key = ed25519_dalek::SigningKey::from_bytes(bytes);
@@ -450,8 +542,12 @@ impl SigningKey {
                 (SigningInner::Ed25519(key), public)
             }
             Algorithm::ES256 => {
-                let key = p256::ecdsa::SigningKey::from_slice(bytes)
-                    .map_err(|_| Error::new(Code::KeyInvalid, "P-256 private scalar is zero or not below the group order"))?;
+                let key = p256::ecdsa::SigningKey::from_slice(bytes).map_err(|_| {
+                    Error::new(
+                        Code::KeyInvalid,
+                        "P-256 private scalar is zero or not below the group order",
+                    )
+                })?;
                 let public = PublicKey::from_inner(PublicInner::P256(*key.verifying_key()));
                 (SigningInner::P256(key), public)
             }
@@ -577,10 +673,33 @@ mod tests {
     fn weak_and_invalid_keys_are_refused() {
         let identity = hex_decode("0100000000000000000000000000000000000000000000000000000000000000").unwrap();
         let order8 = hex_decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa").unwrap();
-        assert_eq!(PublicKey::ed25519_from_bytes(&identity).unwrap_err().code(), Code::KeyWeak);
-        assert_eq!(PublicKey::ed25519_from_bytes(&order8).unwrap_err().code(), Code::KeyWeak);
-        assert_eq!(PublicKey::ed25519_from_bytes(&[0u8; 31]).unwrap_err().code(), Code::KeyInvalid);
-        assert_eq!(PublicKey::p256_from_coordinates(&[0u8; 32], &[0u8; 32]).unwrap_err().code(), Code::KeyInvalid);
+        assert_eq!(
+            PublicKey::ed25519_from_bytes(&identity).unwrap_err().code(),
+            Code::KeyWeak
+        );
+        assert_eq!(
+            PublicKey::ed25519_from_bytes(&order8).unwrap_err().code(),
+            Code::KeyWeak
+        );
+        assert_eq!(
+            PublicKey::ed25519_from_bytes(&[0u8; 31]).unwrap_err().code(),
+            Code::KeyInvalid
+        );
+        // y = p + 2 would decode to the same point as y = 2 if it were accepted.
+        let mut non_canonical = [0xff; 32];
+        non_canonical[0] = 0xef;
+        non_canonical[31] = 0x7f;
+        assert_eq!(
+            PublicKey::ed25519_from_bytes(&non_canonical).unwrap_err().code(),
+            Code::KeyInvalid
+        );
+        assert!(is_canonical_y(&[0xec; 32].map(|b| b & 0x7f)));
+        assert_eq!(
+            PublicKey::p256_from_coordinates(&[0u8; 32], &[0u8; 32])
+                .unwrap_err()
+                .code(),
+            Code::KeyInvalid
+        );
     }
 
     #[test]

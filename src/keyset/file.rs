@@ -31,7 +31,10 @@ fn read_set(path: &Path) -> Result<(KeySet, Option<SystemTime>)> {
     let io = |e: std::io::Error| Error::new(Code::KeyIo, format!("cannot read key set {}: {e}", path.display()));
     let metadata = std::fs::metadata(path).map_err(io)?;
     if metadata.len() > (MAX_KEYSET_SIZE * 2 + 16) as u64 {
-        return Err(Error::new(Code::CborTooLarge, format!("key set file {} is {} bytes", path.display(), metadata.len())));
+        return Err(Error::new(
+            Code::CborTooLarge,
+            format!("key set file {} is {} bytes", path.display(), metadata.len()),
+        ));
     }
     let raw = std::fs::read(path).map_err(io)?;
     let bytes = crate::encoding::decode_flexible(&raw)?;
@@ -39,7 +42,9 @@ fn read_set(path: &Path) -> Result<(KeySet, Option<SystemTime>)> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl FileKeys {
@@ -58,7 +63,10 @@ impl FileKeys {
         let now = now_ms();
         let last = self.last_check_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) < CHECK_INTERVAL.as_millis() as u64
-            || self.last_check_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+            || self
+                .last_check_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
         {
             return;
         }
@@ -68,10 +76,10 @@ impl FileKeys {
             return;
         }
         // A set that fails to parse never replaces a good one.
-        if let Ok((set, modified)) = read_set(&self.path) {
-            if let Ok(mut state) = self.state.write() {
-                *state = (Arc::new(set), modified);
-            }
+        if let Ok((set, modified)) = read_set(&self.path)
+            && let Ok(mut state) = self.state.write()
+        {
+            *state = (Arc::new(set), modified);
         }
     }
 }
@@ -97,7 +105,14 @@ mod tests {
         let path = dir.join("keys.cbor");
         let a = SigningKey::derive(Algorithm::EdDSA, b"file", b"a").unwrap();
         let b = SigningKey::derive(Algorithm::EdDSA, b"file", b"b").unwrap();
-        std::fs::write(&path, KeySet::new().with(b"a".to_vec(), a.public_key().clone()).unwrap().to_cbor()).unwrap();
+        std::fs::write(
+            &path,
+            KeySet::new()
+                .with(b"a".to_vec(), a.public_key().clone())
+                .unwrap()
+                .to_cbor(),
+        )
+        .unwrap();
         let keys = FileKeys::open(&path).unwrap();
         assert!(keys.key_set().get(b"a").is_some());
         // Garbage replaces the file: the good set stays.
@@ -105,9 +120,21 @@ mod tests {
         keys.last_check_ms.store(0, Ordering::Relaxed);
         assert!(keys.key_set().get(b"a").is_some());
         // A new valid set is picked up.
-        std::fs::write(&path, KeySet::new().with(b"b".to_vec(), b.public_key().clone()).unwrap().to_cbor()).unwrap();
+        std::fs::write(
+            &path,
+            KeySet::new()
+                .with(b"b".to_vec(), b.public_key().clone())
+                .unwrap()
+                .to_cbor(),
+        )
+        .unwrap();
         let later = SystemTime::now() + Duration::from_secs(2);
-        std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
         keys.last_check_ms.store(0, Ordering::Relaxed);
         assert!(keys.key_set().get(b"b").is_some());
         std::fs::remove_dir_all(dir).unwrap();

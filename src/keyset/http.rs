@@ -89,18 +89,29 @@ impl std::fmt::Debug for HttpKeys {
 }
 
 fn check_url(url: &str, options: &HttpKeysOptions) -> Result<reqwest::Url> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| Error::new(Code::InputMalformed, format!("key-set URL {url:?}: {e}")))?;
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| Error::new(Code::InputMalformed, format!("key-set URL {url:?}: {e}")))?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return err(Code::InputMalformed, "a key-set URL must not contain userinfo");
     }
     let host = parsed.host_str().unwrap_or_default();
     let loopback = host == "localhost"
-        || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     match parsed.scheme() {
         "https" => Ok(parsed),
         "http" if loopback || options.allow_insecure_http => Ok(parsed),
-        "http" => err(Code::InputMalformed, format!("key-set URL {url} is plain http to a remote host; use https (or allow_insecure_http)")),
-        other => err(Code::InputMalformed, format!("key-set URL scheme {other:?} is not http(s)")),
+        "http" => err(
+            Code::InputMalformed,
+            format!("key-set URL {url} is plain http to a remote host; use https (or allow_insecure_http)"),
+        ),
+        other => err(
+            Code::InputMalformed,
+            format!("key-set URL scheme {other:?} is not http(s)"),
+        ),
     }
 }
 
@@ -163,19 +174,28 @@ impl Inner {
         if !response.status().is_success() {
             return Err(unavailable(format!("HTTP status {}", response.status())));
         }
-        if response.content_length().is_some_and(|n| n > self.options.max_body as u64) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.options.max_body as u64)
+        {
             return Err(unavailable(format!("body larger than {} bytes", self.options.max_body)));
         }
         let lifetime = cache_lifetime(response.headers());
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(format!("reading the body: {e}")))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| unavailable(format!("reading the body: {e}")))?
+        {
             if body.len() + chunk.len() > self.options.max_body {
                 return Err(unavailable(format!("body larger than {} bytes", self.options.max_body)));
             }
             body.extend_from_slice(&chunk);
         }
         let set = KeySet::from_cbor(&body).map_err(|e| unavailable(format!("{e}")))?;
-        let lifetime = lifetime.unwrap_or(self.options.default_refresh).clamp(self.options.min_refresh, self.options.max_refresh);
+        let lifetime = lifetime
+            .unwrap_or(self.options.default_refresh)
+            .clamp(self.options.min_refresh, self.options.max_refresh);
         Ok((set, lifetime))
     }
 }
@@ -208,7 +228,12 @@ impl HttpKeys {
         let first = match inner.fetch().await {
             Ok(lifetime) => lifetime,
             Err(e) => {
-                let cached = inner.options.cache_file.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|b| KeySet::from_cbor(&b).ok());
+                let cached = inner
+                    .options
+                    .cache_file
+                    .as_ref()
+                    .and_then(|p| std::fs::read(p).ok())
+                    .and_then(|b| KeySet::from_cbor(&b).ok());
                 let Some(set) = cached else { return Err(e) };
                 tracing::warn!(url = %inner.url, error = %e, "issuer unreachable at start; using the cached key set");
                 *inner.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);

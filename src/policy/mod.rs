@@ -127,17 +127,30 @@ struct PolicyFile {
 
 fn parse_pattern(pattern: &str) -> Result<Vec<Segment>> {
     let Some(rest) = pattern.strip_prefix('/') else {
-        return err(Code::PolicyInvalid, format!("path pattern {pattern:?} must start with '/'"));
+        return err(
+            Code::PolicyInvalid,
+            format!("path pattern {pattern:?} must start with '/'"),
+        );
     };
     let parts: Vec<&str> = rest.split('/').collect();
     let mut segments = Vec::with_capacity(parts.len());
     for (i, part) in parts.iter().enumerate() {
         segments.push(match *part {
             "**" if i + 1 == parts.len() => Segment::Rest,
-            "**" => return err(Code::PolicyInvalid, format!("in {pattern:?}, ** may only be the last segment")),
+            "**" => {
+                return err(
+                    Code::PolicyInvalid,
+                    format!("in {pattern:?}, ** may only be the last segment"),
+                );
+            }
             "*" => Segment::Any,
             p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => Segment::Any,
-            p if p.contains(['{', '}', '*']) => return err(Code::PolicyInvalid, format!("segment {p:?} of {pattern:?} is not a literal, {{name}}, * or **")),
+            p if p.contains(['{', '}', '*']) => {
+                return err(
+                    Code::PolicyInvalid,
+                    format!("segment {p:?} of {pattern:?} is not a literal, {{name}}, * or **"),
+                );
+            }
             p => Segment::Literal(p.to_owned()),
         });
     }
@@ -145,7 +158,9 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>> {
 }
 
 fn path_matches(pattern: &[Segment], path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else { return false };
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
     let mut parts = rest.split('/');
     for segment in pattern {
         match segment {
@@ -186,11 +201,15 @@ pub struct Policy {
 impl Policy {
     /// Parses a policy from TOML text.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| Error::new(Code::PolicyInvalid, format!("policy: {e}")))?;
+        let file: PolicyFile =
+            toml::from_str(text).map_err(|e| Error::new(Code::PolicyInvalid, format!("policy: {e}")))?;
         let mut rules = Vec::with_capacity(file.rule.len());
         for (i, r) in file.rule.into_iter().enumerate() {
             if r.path.is_none() && r.operation.is_none() {
-                return err(Code::PolicyInvalid, format!("rule {} names neither a path nor an operation", i + 1));
+                return err(
+                    Code::PolicyInvalid,
+                    format!("rule {} names neither a path nor an operation", i + 1),
+                );
             }
             if r.path.is_none() && r.method.is_some() {
                 return err(Code::PolicyInvalid, format!("rule {} has a method but no path", i + 1));
@@ -219,7 +238,8 @@ impl Policy {
 
     /// Reads a TOML policy file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::new(Code::PolicyInvalid, format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::new(Code::PolicyInvalid, format!("cannot read {}: {e}", path.display())))?;
         Self::from_toml(&text)
     }
 
@@ -238,7 +258,8 @@ impl Policy {
     pub fn evaluate(&self, roles: &[String], action: Action<'_>) -> Evaluation {
         let rule = self.rules.iter().find(|rule| match action {
             Action::Http { method, path } => {
-                rule.method.as_deref().is_none_or(|m| m == method) && rule.path.as_deref().is_some_and(|p| path_matches(p, path))
+                rule.method.as_deref().is_none_or(|m| m == method)
+                    && rule.path.as_deref().is_some_and(|p| path_matches(p, path))
             }
             Action::Operation(name) => rule.operation.as_deref() == Some(name),
         });
@@ -258,7 +279,13 @@ impl Policy {
 
     /// Applies the policy to a verified request: evaluates, writes a record
     /// for every would-be denial, and refuses in enforce mode.
-    pub fn authorize(&self, request: &VerifiedRequest, action: Action<'_>, records: &dyn RecordSink, now: u64) -> Result<()> {
+    pub fn authorize(
+        &self,
+        request: &VerifiedRequest,
+        action: Action<'_>,
+        records: &dyn RecordSink,
+        now: u64,
+    ) -> Result<()> {
         if self.mode == Mode::Off {
             return Ok(());
         }
@@ -290,7 +317,10 @@ impl Policy {
             return Ok(());
         }
         let why = match &evaluation.rule {
-            Some(rule) => format!("rule {rule:?} requires one of the roles {:?}", evaluation.roles_allowing),
+            Some(rule) => format!(
+                "rule {rule:?} requires one of the roles {:?}",
+                evaluation.roles_allowing
+            ),
             None => "no rule allows this action".to_owned(),
         };
         err(Code::PolicyDenied, why)
@@ -333,14 +363,43 @@ roles = ["admin"]
         let get = |path| Action::Http { method: "GET", path };
         assert!(p.evaluate(&roles(&["reader"]), get("/v2/servers")).allowed);
         let e = p.evaluate(&roles(&["member"]), get("/v2/servers/42"));
-        assert_eq!(e, Evaluation { allowed: false, rule: Some("server detail".into()), roles_allowing: roles(&["reader"]) });
-        assert!(!p.evaluate(&roles(&["reader"]), Action::Http { method: "POST", path: "/v2/servers" }).allowed);
+        assert_eq!(
+            e,
+            Evaluation {
+                allowed: false,
+                rule: Some("server detail".into()),
+                roles_allowing: roles(&["reader"])
+            }
+        );
+        assert!(
+            !p.evaluate(
+                &roles(&["reader"]),
+                Action::Http {
+                    method: "POST",
+                    path: "/v2/servers"
+                }
+            )
+            .allowed
+        );
         assert!(p.evaluate(&[], get("/public/a/b/c")).allowed);
         assert!(p.evaluate(&[], get("/public/")).allowed);
         let unmatched = p.evaluate(&roles(&["admin"]), get("/v2/flavors"));
-        assert_eq!(unmatched, Evaluation { allowed: false, rule: None, roles_allowing: vec![] });
-        assert!(p.evaluate(&roles(&["admin"]), Action::Operation("compute:resize")).allowed);
-        assert!(!p.evaluate(&roles(&["member"]), Action::Operation("compute:resize")).allowed);
+        assert_eq!(
+            unmatched,
+            Evaluation {
+                allowed: false,
+                rule: None,
+                roles_allowing: vec![]
+            }
+        );
+        assert!(
+            p.evaluate(&roles(&["admin"]), Action::Operation("compute:resize"))
+                .allowed
+        );
+        assert!(
+            !p.evaluate(&roles(&["member"]), Action::Operation("compute:resize"))
+                .allowed
+        );
         // {id} matches exactly one non-empty segment.
         assert!(!p.evaluate(&roles(&["reader"]), get("/v2/servers/42/extra")).allowed);
         assert!(!p.evaluate(&roles(&["reader"]), get("/v2/servers/")).allowed);

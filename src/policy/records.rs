@@ -32,7 +32,12 @@ impl JsonLinesFile {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| Error::new(Code::PolicyInvalid, format!("cannot open the record file {}: {e}", path.display())))?;
+            .map_err(|e| {
+                Error::new(
+                    Code::PolicyInvalid,
+                    format!("cannot open the record file {}: {e}", path.display()),
+                )
+            })?;
         Ok(JsonLinesFile {
             file: Mutex::new(file),
             path: path.to_owned(),

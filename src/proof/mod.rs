@@ -192,10 +192,10 @@ impl ProofBuilder {
 
     /// Signs with the client key (the token's `cnf` key).
     pub fn sign(self, key: &SigningKey) -> Result<Proof> {
-        if let Some(nonce) = &self.nonce {
-            if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN {
-                return err(Code::IssueInvalid, format!("a nonce is 1 to {MAX_NONCE_LEN} bytes"));
-            }
+        if let Some(nonce) = &self.nonce
+            && (nonce.is_empty() || nonce.len() > MAX_NONCE_LEN)
+        {
+            return err(Code::IssueInvalid, format!("a nonce is 1 to {MAX_NONCE_LEN} bytes"));
         }
         let jti = match self.jti {
             Some(jti) => jti,
@@ -204,7 +204,11 @@ impl ProofBuilder {
         let payload = encode_payload(&self, &jti);
         let aad = external_aad(&self.token_hash, &self.body_hash);
         let sign1 = cose::sign1(key, None, payload, &aad);
-        let bytes = if self.tagged { [&[0xc0 | cose::TAG_SIGN1 as u8][..], &sign1].concat() } else { sign1 };
+        let bytes = if self.tagged {
+            [&[0xc0 | cose::TAG_SIGN1 as u8][..], &sign1].concat()
+        } else {
+            sign1
+        };
         Ok(Proof { bytes })
     }
 }
@@ -230,7 +234,10 @@ fn encode_payload(b: &ProofBuilder, jti: &[u8; JTI_LEN]) -> Vec<u8> {
 fn check_method(method: &str) -> Result<()> {
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if method.is_empty() || method.len() > MAX_METHOD_LEN || !method.bytes().all(tchar) {
-        return err(Code::ProofFieldType, format!("htm {:?} is not an HTTP method token", truncate(method)));
+        return err(
+            Code::ProofFieldType,
+            format!("htm {:?} is not an HTTP method token", truncate(method)),
+        );
     }
     Ok(())
 }
@@ -252,18 +259,30 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<ProofClaims<'_>> {
     cbor::validate(payload)?;
     let mut r = Reader::new(payload);
     let Some(entries) = r.map() else {
-        return err(Code::ProofFieldType, format!("the proof payload must be a map, found {}", r.describe_next()));
+        return err(
+            Code::ProofFieldType,
+            format!("the proof payload must be a map, found {}", r.describe_next()),
+        );
     };
     let field_type = |name: &str, expected: &str, r: &Reader<'_>| {
-        Error::new(Code::ProofFieldType, format!("proof field {name} must be {expected}, found {}", r.describe_next()))
+        Error::new(
+            Code::ProofFieldType,
+            format!("proof field {name} must be {expected}, found {}", r.describe_next()),
+        )
     };
     let (mut htm, mut htu, mut iat, mut jti, mut tkh, mut bdh, mut nonce) = (None, None, None, None, None, None, None);
     for _ in 0..entries {
         match r.label() {
-            Some(Label::Int(label::HTM)) => htm = Some(r.text().ok_or_else(|| field_type("htm (1)", "a text string", &r))?),
-            Some(Label::Int(label::HTU)) => htu = Some(r.text().ok_or_else(|| field_type("htu (2)", "a text string", &r))?),
+            Some(Label::Int(label::HTM)) => {
+                htm = Some(r.text().ok_or_else(|| field_type("htm (1)", "a text string", &r))?)
+            }
+            Some(Label::Int(label::HTU)) => {
+                htu = Some(r.text().ok_or_else(|| field_type("htu (2)", "a text string", &r))?)
+            }
             Some(Label::Int(label::IAT)) => {
-                let t = r.uint().ok_or_else(|| field_type("iat (3)", "an unsigned integer", &r))?;
+                let t = r
+                    .uint()
+                    .ok_or_else(|| field_type("iat (3)", "an unsigned integer", &r))?;
                 if t > i64::MAX as u64 {
                     return err(Code::ProofFieldType, format!("proof iat {t} is out of range"));
                 }
@@ -272,7 +291,10 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<ProofClaims<'_>> {
             Some(Label::Int(label::JTI)) => {
                 let bytes = r.bytes().ok_or_else(|| field_type("jti (4)", "a byte string", &r))?;
                 jti = Some(<[u8; JTI_LEN]>::try_from(bytes).map_err(|_| {
-                    Error::new(Code::ProofJtiInvalid, format!("jti (4) is {} bytes; it must be {JTI_LEN}", bytes.len()))
+                    Error::new(
+                        Code::ProofJtiInvalid,
+                        format!("jti (4) is {} bytes; it must be {JTI_LEN}", bytes.len()),
+                    )
                 })?);
             }
             Some(Label::Int(label::TKH)) => tkh = Some(read_hint(&mut r, "tkh (5)")?),
@@ -280,12 +302,25 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<ProofClaims<'_>> {
             Some(Label::Int(label::NONCE)) => {
                 let n = r.bytes().ok_or_else(|| field_type("nonce (7)", "a byte string", &r))?;
                 if n.is_empty() || n.len() > MAX_NONCE_LEN {
-                    return err(Code::ProofNonceInvalid, format!("nonce (7) is {} bytes; a nonce is 1 to {MAX_NONCE_LEN}", n.len()));
+                    return err(
+                        Code::ProofNonceInvalid,
+                        format!("nonce (7) is {} bytes; a nonce is 1 to {MAX_NONCE_LEN}", n.len()),
+                    );
                 }
                 nonce = Some(n);
             }
-            Some(other) => return err(Code::ProofUnknownField, format!("proof field {other} is not part of the profile")),
-            None => return err(Code::ProofFieldType, "a proof field label is neither an integer nor text"),
+            Some(other) => {
+                return err(
+                    Code::ProofUnknownField,
+                    format!("proof field {other} is not part of the profile"),
+                );
+            }
+            None => {
+                return err(
+                    Code::ProofFieldType,
+                    "a proof field label is neither an integer nor text",
+                );
+            }
         }
     }
     let missing = |name: &str| Error::new(Code::ProofMissingField, format!("the proof has no {name}"));
@@ -305,8 +340,14 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<ProofClaims<'_>> {
 fn read_hint<'a>(r: &mut Reader<'a>, name: &str) -> Result<&'a [u8]> {
     match r.bytes() {
         Some(b) if b.len() == HINT_LEN => Ok(b),
-        Some(b) => err(Code::ProofFieldType, format!("{name} is {} bytes; it must be {HINT_LEN}", b.len())),
-        None => err(Code::ProofFieldType, format!("{name} must be a byte string, found {}", r.describe_next())),
+        Some(b) => err(
+            Code::ProofFieldType,
+            format!("{name} is {} bytes; it must be {HINT_LEN}", b.len()),
+        ),
+        None => err(
+            Code::ProofFieldType,
+            format!("{name} must be a byte string, found {}", r.describe_next()),
+        ),
     }
 }
 
@@ -345,10 +386,19 @@ pub(crate) struct CheckedProof {
 }
 
 /// Steps P1–P12 (everything but replay) for a proof accompanying `token`.
-pub(crate) fn check_proof(bytes: &[u8], token: &VerifiedToken, request: &RequestInfo<'_>, policy: &ProofPolicy<'_>, now: u64) -> Result<CheckedProof> {
+pub(crate) fn check_proof(
+    bytes: &[u8],
+    token: &VerifiedToken,
+    request: &RequestInfo<'_>,
+    policy: &ProofPolicy<'_>,
+    now: u64,
+) -> Result<CheckedProof> {
     // P1
     if bytes.len() > MAX_PROOF_SIZE {
-        return err(Code::CborTooLarge, format!("proof is {} bytes; the limit is {MAX_PROOF_SIZE}", bytes.len()));
+        return err(
+            Code::CborTooLarge,
+            format!("proof is {} bytes; the limit is {MAX_PROOF_SIZE}", bytes.len()),
+        );
     }
     // P2, P3
     let sign1 = cose::parse_sign1(bytes, Tagging::Sign1)?;
@@ -357,24 +407,44 @@ pub(crate) fn check_proof(bytes: &[u8], token: &VerifiedToken, request: &Request
     // P5
     let key = token.cnf();
     if sign1.alg != key.algorithm() {
-        return err(Code::ProofAlgMismatch, format!("the proof says {} but the token is bound to a {} key", sign1.alg, key.algorithm()));
+        return err(
+            Code::ProofAlgMismatch,
+            format!(
+                "the proof says {} but the token is bound to a {} key",
+                sign1.alg,
+                key.algorithm()
+            ),
+        );
     }
     // P6
     if claims.htm != request.method {
         return err(
             Code::ProofHtmMismatch,
-            format!("the proof is for method {:?}; the request is {:?}", claims.htm, truncate(request.method)),
+            format!(
+                "the proof is for method {:?}; the request is {:?}",
+                claims.htm,
+                truncate(request.method)
+            ),
         );
     }
     // P7: compare normalised forms; a keybound client sends htu normalised,
     // so normalising the proof's side is usually skipped.
-    let request_uri = normalize_uri(request.uri).map_err(|e| Error::new(Code::ProofHtuMismatch, format!("the request URI cannot be normalised: {}", e.message())))?;
+    let request_uri = normalize_uri(request.uri).map_err(|e| {
+        Error::new(
+            Code::ProofHtuMismatch,
+            format!("the request URI cannot be normalised: {}", e.message()),
+        )
+    })?;
     if claims.htu != request_uri {
         let proof_uri = normalize_uri(claims.htu)?;
         if proof_uri != request_uri {
             return err(
                 Code::ProofHtuMismatch,
-                format!("the proof is for {:?}; the request is for {:?}", truncate(&proof_uri), truncate(&request_uri)),
+                format!(
+                    "the proof is for {:?}; the request is for {:?}",
+                    truncate(&proof_uri),
+                    truncate(&request_uri)
+                ),
             );
         }
     }
@@ -384,16 +454,27 @@ pub(crate) fn check_proof(bytes: &[u8], token: &VerifiedToken, request: &Request
         return err(Code::ProofAthMismatch, "the proof was made for another token");
     }
     if claims.bdh != &request.body_sha256[..HINT_LEN] {
-        return err(Code::ProofBodyMismatch, "the proof was made for another request body (was the body re-encoded on the way?)");
+        return err(
+            Code::ProofBodyMismatch,
+            "the proof was made for another request body (was the body re-encoded on the way?)",
+        );
     }
     // P10
     check_freshness(claims.iat, policy, now)?;
     // P11
     if let Some(validator) = policy.nonce {
         match claims.nonce {
-            None => return err(Code::ProofNonceRequired, "this service requires a server nonce in every proof; retry with the nonce it sent"),
+            None => {
+                return err(
+                    Code::ProofNonceRequired,
+                    "this service requires a server nonce in every proof; retry with the nonce it sent",
+                );
+            }
             Some(nonce) if !validator.is_valid(nonce, now) => {
-                return err(Code::ProofNonceInvalid, "the proof's nonce is unknown or expired; retry with the nonce just sent");
+                return err(
+                    Code::ProofNonceInvalid,
+                    "the proof's nonce is unknown or expired; retry with the nonce just sent",
+                );
             }
             Some(_) => {}
         }
@@ -401,7 +482,10 @@ pub(crate) fn check_proof(bytes: &[u8], token: &VerifiedToken, request: &Request
     // P12
     let aad = external_aad(token_hash, &request.body_sha256);
     sign1.verify(key, &aad, Code::ProofAlgMismatch, Code::ProofBadSignature)?;
-    Ok(CheckedProof { jti: claims.jti, iat: claims.iat })
+    Ok(CheckedProof {
+        jti: claims.jti,
+        iat: claims.iat,
+    })
 }
 
 /// Step P10: `now − max_age ≤ iat ≤ now + leeway`.
@@ -409,13 +493,21 @@ pub(crate) fn check_freshness(iat: u64, policy: &ProofPolicy<'_>, now: u64) -> R
     if iat.saturating_add(policy.max_age) < now {
         return err(
             Code::ProofStale,
-            format!("the proof was made at {iat} and it is now {now}: {}s old, the limit is {}s; make a new proof for each request", now - iat, policy.max_age),
+            format!(
+                "the proof was made at {iat} and it is now {now}: {}s old, the limit is {}s; make a new proof for each request",
+                now - iat,
+                policy.max_age
+            ),
         );
     }
     if iat > now.saturating_add(policy.leeway) {
         return err(
             Code::ProofFuture,
-            format!("the proof was made at {iat} and it is now {now}: {}s in the future, leeway {}s; check the client clock", iat - now, policy.leeway),
+            format!(
+                "the proof was made at {iat} and it is now {now}: {}s in the future, leeway {}s; check the client clock",
+                iat - now,
+                policy.leeway
+            ),
         );
     }
     Ok(())

@@ -27,7 +27,24 @@ fn is_allowed(b: u8) -> bool {
     is_unreserved(b)
         || matches!(
             b,
-            b':' | b'/' | b'?' | b'#' | b'[' | b']' | b'@' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b'%'
+            b':' | b'/'
+                | b'?'
+                | b'#'
+                | b'['
+                | b']'
+                | b'@'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b'%'
         )
 }
 
@@ -48,7 +65,10 @@ fn push_percent_normalised(out: &mut String, part: &str, lower: bool) -> Result<
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(|b| hex_value(*b)), bytes.get(i + 2).and_then(|b| hex_value(*b))) else {
+            let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|b| hex_value(*b)),
+                bytes.get(i + 2).and_then(|b| hex_value(*b)),
+            ) else {
                 return invalid("a '%' is not followed by two hex digits");
             };
             let decoded = h << 4 | l;
@@ -108,7 +128,10 @@ fn remove_dot_segments(path: &str) -> String {
 /// Normalises an absolute http(s) URI for comparison.
 pub fn normalize_uri(input: &str) -> Result<String> {
     if input.len() > MAX_STRING {
-        return invalid(format!("{} bytes is longer than the limit of {MAX_STRING}", input.len()));
+        return invalid(format!(
+            "{} bytes is longer than the limit of {MAX_STRING}",
+            input.len()
+        ));
     }
     if let Some(bad) = input.bytes().find(|b| !is_allowed(*b)) {
         return invalid(format!("character 0x{bad:02x} is not allowed in a URI"));
@@ -172,7 +195,13 @@ pub fn normalize_uri(input: &str) -> Result<String> {
             return invalid(format!("port {port:?} is not a number"));
         }
         let digits = port.trim_start_matches('0');
-        let value: u32 = if digits.is_empty() { 0 } else if digits.len() > 5 { u32::MAX } else { digits.parse().unwrap_or(u32::MAX) };
+        let value: u32 = if digits.is_empty() {
+            0
+        } else if digits.len() > 5 {
+            u32::MAX
+        } else {
+            digits.parse().unwrap_or(u32::MAX)
+        };
         if value > 65535 {
             return invalid(format!("port {port} is out of range"));
         }
@@ -207,7 +236,10 @@ mod tests {
 
     #[test]
     fn rfc3986_normalisation() {
-        assert_eq!(n("HTTPS://Nova.Example.COM/v2/servers"), "https://nova.example.com/v2/servers");
+        assert_eq!(
+            n("HTTPS://Nova.Example.COM/v2/servers"),
+            "https://nova.example.com/v2/servers"
+        );
         assert_eq!(n("https://nova.example:443/x"), "https://nova.example/x");
         assert_eq!(n("http://nova.example:80/x"), "http://nova.example/x");
         assert_eq!(n("https://nova.example:/x"), "https://nova.example/x");
@@ -220,7 +252,10 @@ mod tests {
         assert_eq!(n("https://nova.example/%7euser"), "https://nova.example/~user");
         assert_eq!(n("https://nova.example/a%2fb"), "https://nova.example/a%2Fb");
         assert_eq!(n("https://nova.example/%2E%2E/x"), "https://nova.example/x");
-        assert_eq!(n("https://nova.example/x?q=%7e%2f#frag"), "https://nova.example/x?q=~%2F");
+        assert_eq!(
+            n("https://nova.example/x?q=%7e%2f#frag"),
+            "https://nova.example/x?q=~%2F"
+        );
         assert_eq!(n("https://nova.example/x/"), "https://nova.example/x/");
         assert_eq!(n("https://[2001:DB8::1]:443/x"), "https://[2001:db8::1]/x");
         assert_eq!(n("https://[2001:db8::1]:8443/x"), "https://[2001:db8::1]:8443/x");
@@ -251,7 +286,11 @@ mod tests {
 
     #[test]
     fn normalisation_is_idempotent() {
-        for s in ["HTTPS://A.example:443/%7e/./x/../y?Q=%aa", "http://a.example:8080", "https://[::1]/"] {
+        for s in [
+            "HTTPS://A.example:443/%7e/./x/../y?Q=%aa",
+            "http://a.example:8080",
+            "https://[::1]/",
+        ] {
             let once = n(s);
             assert_eq!(n(&once), once);
         }

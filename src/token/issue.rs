@@ -4,7 +4,10 @@
 use ciborium::Value;
 use coset::cwt::{ClaimName, ClaimsSet, Timestamp};
 
-use super::{Actor, CTI_LEN, Claims, DEFAULT_SESSION_LIFETIME, LABEL_KEYBOUND, MAX_ACTOR_CHAIN, MAX_SERVICE_LIFETIME, Token, TokenKind, label};
+use super::{
+    Actor, CTI_LEN, Claims, DEFAULT_SESSION_LIFETIME, LABEL_KEYBOUND, MAX_ACTOR_CHAIN, MAX_SERVICE_LIFETIME, Token,
+    TokenKind, label,
+};
 use crate::cose::{self, TAG_CWT, TAG_SIGN1};
 use crate::error::{Code, Result, err};
 use crate::key::{PublicKey, SigningKey};
@@ -47,14 +50,36 @@ pub struct TokenBuilder {
 
 impl TokenBuilder {
     /// A service token for one `audience`, valid from `issued_at` for 300 s.
-    pub fn service(issuer: impl Into<String>, subject: impl Into<String>, audience: impl Into<String>, cnf: PublicKey, issued_at: u64) -> Self {
-        Self::new(TokenKind::Service, issuer.into(), subject.into(), audience.into(), cnf, issued_at, MAX_SERVICE_LIFETIME)
+    pub fn service(
+        issuer: impl Into<String>,
+        subject: impl Into<String>,
+        audience: impl Into<String>,
+        cnf: PublicKey,
+        issued_at: u64,
+    ) -> Self {
+        Self::new(
+            TokenKind::Service,
+            issuer.into(),
+            subject.into(),
+            audience.into(),
+            cnf,
+            issued_at,
+            MAX_SERVICE_LIFETIME,
+        )
     }
 
     /// A session token: its audience is the issuer itself; valid for 1 h.
     pub fn session(issuer: impl Into<String>, subject: impl Into<String>, cnf: PublicKey, issued_at: u64) -> Self {
         let issuer = issuer.into();
-        Self::new(TokenKind::Session, issuer.clone(), subject.into(), issuer, cnf, issued_at, DEFAULT_SESSION_LIFETIME)
+        Self::new(
+            TokenKind::Session,
+            issuer.clone(),
+            subject.into(),
+            issuer,
+            cnf,
+            issued_at,
+            DEFAULT_SESSION_LIFETIME,
+        )
     }
 
     fn new(kind: TokenKind, iss: String, sub: String, aud: String, cnf: PublicKey, iat: u64, lifetime: u64) -> Self {
@@ -159,7 +184,10 @@ impl TokenBuilder {
         if lifetime == 0 || lifetime > max {
             return err(
                 Code::IssueInvalid,
-                format!("a {} token lives 1 to {max} seconds, not {lifetime}", claims.kind.as_str()),
+                format!(
+                    "a {} token lives 1 to {max} seconds, not {lifetime}",
+                    claims.kind.as_str()
+                ),
             );
         }
         claims.exp = claims
@@ -170,7 +198,11 @@ impl TokenBuilder {
         if claims.kind == TokenKind::Session && claims.aud != claims.iss {
             return err(Code::IssueInvalid, "a session token's audience is its issuer");
         }
-        for (what, value) in [("issuer", &claims.iss), ("subject", &claims.sub), ("audience", &claims.aud)] {
+        for (what, value) in [
+            ("issuer", &claims.iss),
+            ("subject", &claims.sub),
+            ("audience", &claims.aud),
+        ] {
             if value.is_empty() {
                 return err(Code::IssueInvalid, format!("the {what} must not be empty"));
             }
@@ -179,7 +211,10 @@ impl TokenBuilder {
             return err(Code::IssueInvalid, "a role name must not be empty");
         }
         if claims.actor_chain.len() > MAX_ACTOR_CHAIN {
-            return err(Code::IssueInvalid, format!("an actor chain holds at most {MAX_ACTOR_CHAIN} actors"));
+            return err(
+                Code::IssueInvalid,
+                format!("an actor chain holds at most {MAX_ACTOR_CHAIN} actors"),
+            );
         }
         if kid.is_empty() {
             return err(Code::IssueInvalid, "the issuer key needs a non-empty kid");
@@ -190,7 +225,14 @@ impl TokenBuilder {
         };
         let payload = encode_claims(&claims);
         if payload.len() + 128 > super::MAX_TOKEN_SIZE {
-            return err(Code::IssueInvalid, format!("the claims take {} bytes; tokens are limited to {}", payload.len(), super::MAX_TOKEN_SIZE));
+            return err(
+                Code::IssueInvalid,
+                format!(
+                    "the claims take {} bytes; tokens are limited to {}",
+                    payload.len(),
+                    super::MAX_TOKEN_SIZE
+                ),
+            );
         }
         let sign1 = cose::sign1(key, Some(kid), payload, &[]);
         let prefix: &[u8] = match tagging {
@@ -215,7 +257,10 @@ pub(crate) fn encode_claims(claims: &Claims) -> Vec<u8> {
         kb.push((int(label::kb::PROJECT), text(project)));
     }
     if !claims.roles.is_empty() {
-        kb.push((int(label::kb::ROLES), Value::Array(claims.roles.iter().map(|r| text(r)).collect())));
+        kb.push((
+            int(label::kb::ROLES),
+            Value::Array(claims.roles.iter().map(|r| text(r)).collect()),
+        ));
     }
     if let Some(trust) = &claims.trust_id {
         kb.push((int(label::kb::TRUST_ID), text(trust)));
@@ -237,7 +282,8 @@ pub(crate) fn encode_claims(claims: &Claims) -> Vec<u8> {
     if let Some(origin) = &claims.origin_issuer {
         kb.push((int(label::kb::ORIGIN_ISSUER), text(origin)));
     }
-    let cose_key: Value = ciborium::from_reader(claims.cnf.to_cose_key(None).as_slice()).expect("own COSE_Key encoding decodes");
+    let cose_key: Value =
+        ciborium::from_reader(claims.cnf.to_cose_key(None).as_slice()).expect("own COSE_Key encoding decodes");
     let set = ClaimsSet {
         issuer: Some(claims.iss.clone()),
         subject: Some(claims.sub.clone()),
@@ -247,7 +293,10 @@ pub(crate) fn encode_claims(claims: &Claims) -> Vec<u8> {
         issued_at: Some(Timestamp::WholeSeconds(claims.iat as i64)),
         cwt_id: Some(claims.cti.to_vec()),
         rest: vec![
-            (ClaimName::Assigned(coset::iana::CwtClaimName::Cnf), Value::Map(vec![(int(1), cose_key)])),
+            (
+                ClaimName::Assigned(coset::iana::CwtClaimName::Cnf),
+                Value::Map(vec![(int(1), cose_key)]),
+            ),
             (ClaimName::PrivateUse(LABEL_KEYBOUND), Value::Map(kb)),
         ],
     };

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{Actor, CTI_LEN, Claims, LABEL_KEYBOUND, MAX_ACTOR_CHAIN, MAX_SERVICE_LIFETIME, MAX_TOKEN_SIZE, TokenKind, label};
+use super::{
+    Actor, CTI_LEN, Claims, LABEL_KEYBOUND, MAX_ACTOR_CHAIN, MAX_SERVICE_LIFETIME, MAX_TOKEN_SIZE, TokenKind, label,
+};
 use crate::cbor::{self, Label, Reader};
 use crate::cose::{self, Sign1, Tagging};
 use crate::error::{Code, Error, Result, err};
@@ -89,7 +91,10 @@ impl<'a> UnverifiedToken<'a> {
     /// Steps T1–T4: size, strict CBOR, COSE_Sign1 structure and headers, claims.
     pub fn from_slice(bytes: &'a [u8]) -> Result<Self> {
         if bytes.len() > MAX_TOKEN_SIZE {
-            return err(Code::CborTooLarge, format!("token is {} bytes; the limit is {MAX_TOKEN_SIZE}", bytes.len()));
+            return err(
+                Code::CborTooLarge,
+                format!("token is {} bytes; the limit is {MAX_TOKEN_SIZE}", bytes.len()),
+            );
         }
         let sign1 = cose::parse_sign1(bytes, Tagging::Cwt)?;
         if sign1.kid.is_none() {
@@ -124,15 +129,23 @@ impl<'a> UnverifiedToken<'a> {
     /// [`verify_token`].
     fn check_signature(&self, issuers: &dyn IssuerKeys) -> Result<Thumbprint> {
         let Some(set) = issuers.key_set(&self.claims.iss) else {
-            return err(Code::CwtIssuerUnknown, format!("issuer {:?} is not trusted here", truncate(&self.claims.iss)));
+            return err(
+                Code::CwtIssuerUnknown,
+                format!("issuer {:?} is not trusted here", truncate(&self.claims.iss)),
+            );
         };
         let Some(key) = set.get(self.kid()) else {
             return err(
                 Code::CoseKeyUnknown,
-                format!("issuer {:?} has no key with kid {}", truncate(&self.claims.iss), crate::encoding::hex_encode(&self.kid()[..self.kid().len().min(32)])),
+                format!(
+                    "issuer {:?} has no key with kid {}",
+                    truncate(&self.claims.iss),
+                    crate::encoding::hex_encode(&self.kid()[..self.kid().len().min(32)])
+                ),
             );
         };
-        self.sign1.verify(key, &[], Code::CoseAlgMismatch, Code::CoseBadSignature)?;
+        self.sign1
+            .verify(key, &[], Code::CoseAlgMismatch, Code::CoseBadSignature)?;
         Ok(*key.thumbprint())
     }
 
@@ -242,7 +255,13 @@ pub fn verify_token(bytes: &[u8], policy: &TokenPolicy, issuers: &dyn IssuerKeys
 }
 
 /// [`verify_token`] with the token's SHA-256 already computed.
-pub(crate) fn verify_token_hashed(bytes: &[u8], token_hash: [u8; 32], policy: &TokenPolicy, issuers: &dyn IssuerKeys, now: u64) -> Result<VerifiedToken> {
+pub(crate) fn verify_token_hashed(
+    bytes: &[u8],
+    token_hash: [u8; 32],
+    policy: &TokenPolicy,
+    issuers: &dyn IssuerKeys,
+    now: u64,
+) -> Result<VerifiedToken> {
     let unverified = UnverifiedToken::from_slice(bytes)?;
     let issuer_key = unverified.check_signature(issuers)?;
     let UnverifiedToken { sign1, claims, .. } = unverified;
@@ -262,14 +281,22 @@ pub(crate) fn check_claims(claims: &Claims, policy: &TokenPolicy, now: u64) -> R
     if claims.aud != policy.audience {
         return err(
             Code::CwtAudMismatch,
-            format!("the token is for audience {:?}; this service is {:?}", truncate(&claims.aud), policy.audience),
+            format!(
+                "the token is for audience {:?}; this service is {:?}",
+                truncate(&claims.aud),
+                policy.audience
+            ),
         );
     }
     // T10
     if claims.kind != policy.kind {
         return err(
             Code::CwtKindMismatch,
-            format!("a {} token was presented where a {} token is required", claims.kind.as_str(), policy.kind.as_str()),
+            format!(
+                "a {} token was presented where a {} token is required",
+                claims.kind.as_str(),
+                policy.kind.as_str()
+            ),
         );
     }
     // T11
@@ -277,21 +304,32 @@ pub(crate) fn check_claims(claims: &Claims, policy: &TokenPolicy, now: u64) -> R
     if claims.exp.saturating_add(leeway) < now {
         return err(
             Code::CwtExpired,
-            format!("the token expired at {} and it is now {now} ({}s ago, leeway {leeway}s)", claims.exp, now - claims.exp),
+            format!(
+                "the token expired at {} and it is now {now} ({}s ago, leeway {leeway}s)",
+                claims.exp,
+                now - claims.exp
+            ),
         );
     }
-    if let Some(nbf) = claims.nbf {
-        if nbf > now.saturating_add(leeway) {
-            return err(
-                Code::CwtNotYetValid,
-                format!("the token is not valid before {nbf} and it is now {now} ({}s early, leeway {leeway}s); check the clocks", nbf - now),
-            );
-        }
+    if let Some(nbf) = claims.nbf
+        && nbf > now.saturating_add(leeway)
+    {
+        return err(
+            Code::CwtNotYetValid,
+            format!(
+                "the token is not valid before {nbf} and it is now {now} ({}s early, leeway {leeway}s); check the clocks",
+                nbf - now
+            ),
+        );
     }
     if claims.iat > now.saturating_add(leeway) {
         return err(
             Code::CwtIatFuture,
-            format!("the token was issued at {} and it is now {now} ({}s in the future, leeway {leeway}s); check the clocks", claims.iat, claims.iat - now),
+            format!(
+                "the token was issued at {} and it is now {now} ({}s in the future, leeway {leeway}s); check the clocks",
+                claims.iat,
+                claims.iat - now
+            ),
         );
     }
     // T12
@@ -303,7 +341,11 @@ pub(crate) fn check_claims(claims: &Claims, policy: &TokenPolicy, now: u64) -> R
     if lifetime.is_none_or(|l| l > max) {
         return err(
             Code::CwtLifetimeExceeded,
-            format!("exp − iat is {} s; a {} token may live at most {max} s", claims.exp as i128 - claims.iat as i128, claims.kind.as_str()),
+            format!(
+                "exp − iat is {} s; a {} token may live at most {max} s",
+                claims.exp as i128 - claims.iat as i128,
+                claims.kind.as_str()
+            ),
         );
     }
     Ok(())
@@ -323,7 +365,10 @@ pub(crate) fn truncate(s: &str) -> String {
 }
 
 fn claim_type(name: &str, expected: &str, r: &Reader<'_>) -> Error {
-    Error::new(Code::CwtClaimType, format!("claim {name} must be {expected}, found {}", r.describe_next()))
+    Error::new(
+        Code::CwtClaimType,
+        format!("claim {name} must be {expected}, found {}", r.describe_next()),
+    )
 }
 
 fn read_time(r: &mut Reader<'_>, name: &str) -> Result<u64> {
@@ -343,16 +388,23 @@ pub(crate) fn decode_claims(payload: &[u8]) -> Result<Claims> {
     cbor::validate(payload)?;
     let mut r = Reader::new(payload);
     let Some(entries) = r.map() else {
-        return err(Code::CwtStructure, format!("the payload must be a claims map, found {}", r.describe_next()));
+        return err(
+            Code::CwtStructure,
+            format!("the payload must be a claims map, found {}", r.describe_next()),
+        );
     };
-    let (mut iss, mut sub, mut aud, mut exp, mut nbf, mut iat, mut cti, mut cnf, mut kb) = (None, None, None, None, None, None, None, None, None);
+    let (mut iss, mut sub, mut aud, mut exp, mut nbf, mut iat, mut cti, mut cnf, mut kb) =
+        (None, None, None, None, None, None, None, None, None);
     for _ in 0..entries {
         match r.label() {
             Some(Label::Int(label::ISS)) => iss = Some(read_text(&mut r, "iss (1)")?.to_owned()),
             Some(Label::Int(label::SUB)) => sub = Some(read_text(&mut r, "sub (2)")?.to_owned()),
             Some(Label::Int(label::AUD)) => {
                 if r.array().is_some() {
-                    return err(Code::CwtClaimType, "aud (3) is an array; a keybound token names exactly one audience");
+                    return err(
+                        Code::CwtClaimType,
+                        "aud (3) is an array; a keybound token names exactly one audience",
+                    );
                 }
                 aud = Some(read_text(&mut r, "aud (3)")?.to_owned())
             }
@@ -362,12 +414,20 @@ pub(crate) fn decode_claims(payload: &[u8]) -> Result<Claims> {
             Some(Label::Int(label::CTI)) => {
                 let bytes = r.bytes().ok_or_else(|| claim_type("cti (7)", "a byte string", &r))?;
                 cti = Some(<[u8; CTI_LEN]>::try_from(bytes).map_err(|_| {
-                    Error::new(Code::CwtCtiInvalid, format!("cti (7) is {} bytes; it must be {CTI_LEN}", bytes.len()))
+                    Error::new(
+                        Code::CwtCtiInvalid,
+                        format!("cti (7) is {} bytes; it must be {CTI_LEN}", bytes.len()),
+                    )
                 })?);
             }
             Some(Label::Int(label::CNF)) => cnf = Some(read_cnf(&mut r)?),
             Some(Label::Int(LABEL_KEYBOUND)) => kb = Some(read_keybound(&mut r)?),
-            Some(other) => return err(Code::CwtUnknownClaim, format!("claim {other} is not part of the profile")),
+            Some(other) => {
+                return err(
+                    Code::CwtUnknownClaim,
+                    format!("claim {other} is not part of the profile"),
+                );
+            }
             None => return err(Code::CwtStructure, "a claim label is neither an integer nor text"),
         }
     }
@@ -385,7 +445,12 @@ pub(crate) fn decode_claims(payload: &[u8]) -> Result<Claims> {
         nbf,
         iat: iat.ok_or_else(|| missing("iat (6)"))?,
         cti: cti.ok_or_else(|| missing("cti (7)"))?,
-        cnf: cnf.ok_or_else(|| Error::new(Code::CwtCnfMissing, "the token has no cnf (8): a keybound token is always bound to a key"))?,
+        cnf: cnf.ok_or_else(|| {
+            Error::new(
+                Code::CwtCnfMissing,
+                "the token has no cnf (8): a keybound token is always bound to a key",
+            )
+        })?,
         kind: kb.kind,
         domain: kb.domain,
         project: kb.project,
@@ -399,7 +464,9 @@ pub(crate) fn decode_claims(payload: &[u8]) -> Result<Claims> {
 fn read_cnf(r: &mut Reader<'_>) -> Result<PublicKey> {
     let invalid = |why: String| Error::new(Code::CwtCnfInvalid, why);
     if r.map() != Some(1) || r.int() != Some(1) {
-        return Err(invalid("cnf (8) must be a map holding exactly one COSE_Key under label 1".into()));
+        return Err(invalid(
+            "cnf (8) must be a map holding exactly one COSE_Key under label 1".into(),
+        ));
     }
     let parts = CoseKeyParts::read(r).map_err(|e| invalid(format!("cnf (8) key: {e}")))?;
     parts.into_public().map_err(|e| invalid(format!("cnf (8) key: {e}")))
@@ -432,13 +499,22 @@ fn read_keybound(r: &mut Reader<'_>) -> Result<KeyboundClaims> {
     for _ in 0..entries {
         match r.label() {
             Some(Label::Int(label::kb::KIND)) => {
-                let v = r.uint().ok_or_else(|| claim_type("kind", "1 (session) or 2 (service)", r))?;
-                kind = Some(TokenKind::from_wire(v).ok_or_else(|| Error::new(Code::CwtClaimType, format!("kind {v} is neither 1 (session) nor 2 (service)")))?);
+                let v = r
+                    .uint()
+                    .ok_or_else(|| claim_type("kind", "1 (session) or 2 (service)", r))?;
+                kind = Some(TokenKind::from_wire(v).ok_or_else(|| {
+                    Error::new(
+                        Code::CwtClaimType,
+                        format!("kind {v} is neither 1 (session) nor 2 (service)"),
+                    )
+                })?);
             }
             Some(Label::Int(label::kb::DOMAIN)) => claims.domain = Some(read_text(r, "domain")?.to_owned()),
             Some(Label::Int(label::kb::PROJECT)) => claims.project = Some(read_text(r, "project")?.to_owned()),
             Some(Label::Int(label::kb::ROLES)) => {
-                let n = r.array().ok_or_else(|| claim_type("roles", "an array of text strings", r))?;
+                let n = r
+                    .array()
+                    .ok_or_else(|| claim_type("roles", "an array of text strings", r))?;
                 for _ in 0..n {
                     let role = read_text(r, "roles[]")?;
                     if role.is_empty() || claims.roles.iter().any(|x| x == role) {
@@ -449,20 +525,38 @@ fn read_keybound(r: &mut Reader<'_>) -> Result<KeyboundClaims> {
             }
             Some(Label::Int(label::kb::TRUST_ID)) => claims.trust_id = Some(read_text(r, "trust id")?.to_owned()),
             Some(Label::Int(label::kb::ACTOR_CHAIN)) => {
-                let n = r.array().ok_or_else(|| claim_type("actor chain", "an array of actors", r))?;
+                let n = r
+                    .array()
+                    .ok_or_else(|| claim_type("actor chain", "an array of actors", r))?;
                 if n == 0 || n > MAX_ACTOR_CHAIN {
-                    return err(Code::CwtClaimType, format!("an actor chain holds 1 to {MAX_ACTOR_CHAIN} actors, not {n}"));
+                    return err(
+                        Code::CwtClaimType,
+                        format!("an actor chain holds 1 to {MAX_ACTOR_CHAIN} actors, not {n}"),
+                    );
                 }
                 for _ in 0..n {
                     claims.actor_chain.push(read_actor(r)?);
                 }
             }
-            Some(Label::Int(label::kb::ORIGIN_ISSUER)) => claims.origin_issuer = Some(read_text(r, "origin issuer")?.to_owned()),
-            Some(other) => return err(Code::CwtUnknownClaim, format!("keybound claim {other} is not part of the profile")),
-            None => return err(Code::CwtStructure, "a keybound claim label is neither an integer nor text"),
+            Some(Label::Int(label::kb::ORIGIN_ISSUER)) => {
+                claims.origin_issuer = Some(read_text(r, "origin issuer")?.to_owned())
+            }
+            Some(other) => {
+                return err(
+                    Code::CwtUnknownClaim,
+                    format!("keybound claim {other} is not part of the profile"),
+                );
+            }
+            None => {
+                return err(
+                    Code::CwtStructure,
+                    "a keybound claim label is neither an integer nor text",
+                );
+            }
         }
     }
-    claims.kind = kind.ok_or_else(|| Error::new(Code::CwtMissingClaim, "the required keybound claim kind (1) is absent"))?;
+    claims.kind =
+        kind.ok_or_else(|| Error::new(Code::CwtMissingClaim, "the required keybound claim kind (1) is absent"))?;
     Ok(claims)
 }
 

@@ -165,7 +165,10 @@ impl VerifierBuilder {
         }
         for (i, issuer) in self.issuers.iter().enumerate() {
             if self.issuers[..i].iter().any(|other| other.id == issuer.id) {
-                return err(Code::IssueInvalid, format!("issuer {:?} is configured twice", issuer.id));
+                return err(
+                    Code::IssueInvalid,
+                    format!("issuer {:?} is configured twice", issuer.id),
+                );
             }
         }
         let mut policy = TokenPolicy::new(self.audience);
@@ -333,7 +336,10 @@ impl Verifier {
             // key from the set takes effect for cached tokens too.
             let still_trusted = issuers
                 .key_set(cached.issuer())
-                .and_then(|set| set.get(cached.kid()).map(|k| k.thumbprint() == cached.issuer_key_thumbprint()))
+                .and_then(|set| {
+                    set.get(cached.kid())
+                        .map(|k| k.thumbprint() == cached.issuer_key_thumbprint())
+                })
                 .unwrap_or(false);
             if still_trusted {
                 return Ok(cached);
@@ -356,7 +362,11 @@ impl Verifier {
         let checked = proof::check_proof(proof_bytes, &token, request, &policy, now)?;
         let replay_key = ReplayKey::new(self.policy.audience(), token.key_thumbprint(), &checked.jti);
         // Fresh until iat + max_age inclusive; keep the entry one second more.
-        let expires_at = checked.iat.saturating_add(self.proof_max_age).saturating_add(1).max(now + 1);
+        let expires_at = checked
+            .iat
+            .saturating_add(self.proof_max_age)
+            .saturating_add(1)
+            .max(now + 1);
         Ok(Unconsumed {
             token,
             checked,
@@ -387,7 +397,10 @@ impl Verifier {
             }
             other => other?,
         };
-        match self.replay.check_and_record(pending.replay_key, pending.expires_at, pending.now) {
+        match self
+            .replay
+            .check_and_record(pending.replay_key, pending.expires_at, pending.now)
+        {
             ReplayOutcome::Ready(result) => result.map(|()| pending.finish()),
             ReplayOutcome::Pending(_) => err(
                 Code::ReplayStoreUnavailable,
@@ -398,7 +411,12 @@ impl Verifier {
 
     /// As [`Verifier::verify_request`], awaiting stores that need I/O. An
     /// unknown kid waits for one rate-limited key refetch and tries again.
-    pub async fn verify_request_async(&self, token: &[u8], proof: &[u8], request: &RequestInfo<'_>) -> Result<VerifiedRequest> {
+    pub async fn verify_request_async(
+        &self,
+        token: &[u8],
+        proof: &[u8],
+        request: &RequestInfo<'_>,
+    ) -> Result<VerifiedRequest> {
         let pending = match self.check(token, proof, request) {
             Err(e) if e.code() == Code::CoseKeyUnknown => {
                 let Some(refresh) = self.source_for(token).and_then(|s| s.refresh_for_unknown_kid()) else {
@@ -409,7 +427,10 @@ impl Verifier {
             }
             other => other?,
         };
-        let outcome = match self.replay.check_and_record(pending.replay_key, pending.expires_at, pending.now) {
+        let outcome = match self
+            .replay
+            .check_and_record(pending.replay_key, pending.expires_at, pending.now)
+        {
             ReplayOutcome::Ready(result) => result,
             ReplayOutcome::Pending(future) => future.await,
         };

@@ -27,7 +27,11 @@ pub struct NonceService {
 
 impl std::fmt::Debug for NonceService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "NonceService({:?}, epoch {} s, secret [redacted])", self.audience, self.epoch_seconds)
+        write!(
+            f,
+            "NonceService({:?}, epoch {} s, secret [redacted])",
+            self.audience, self.epoch_seconds
+        )
     }
 }
 

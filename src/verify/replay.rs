@@ -115,14 +115,20 @@ impl MemoryReplayStore {
         let index = usize::from(key.0[0]) % SHARDS;
         // A poisoned lock means a panic elsewhere mid-update: fail closed.
         let Ok(mut shard) = self.shards[index].lock() else {
-            return err(Code::ReplayStoreUnavailable, "the replay store is unusable after an internal failure");
+            return err(
+                Code::ReplayStoreUnavailable,
+                "the replay store is unusable after an internal failure",
+            );
         };
         let removed = reclaim_front(&mut shard, now);
         self.len.fetch_sub(removed, Ordering::Relaxed);
-        if let Some(existing) = shard.entries.get(&key.0) {
-            if *existing > now {
-                return err(Code::ReplayDetected, "this proof (key and jti) was already used; make a new proof for each request");
-            }
+        if let Some(existing) = shard.entries.get(&key.0)
+            && *existing > now
+        {
+            return err(
+                Code::ReplayDetected,
+                "this proof (key and jti) was already used; make a new proof for each request",
+            );
         }
         if self.len.load(Ordering::Relaxed) >= self.capacity && shard.last_sweep != now {
             // Full: reclaim expired entries hidden behind live ones, at most
@@ -137,7 +143,10 @@ impl MemoryReplayStore {
         if self.len.load(Ordering::Relaxed) >= self.capacity {
             return err(
                 Code::ReplayStoreFull,
-                format!("the replay store holds {} live entries (its capacity); refusing rather than forgetting one", self.capacity),
+                format!(
+                    "the replay store holds {} live entries (its capacity); refusing rather than forgetting one",
+                    self.capacity
+                ),
             );
         }
         if shard.entries.insert(key.0, expires_at).is_none() {
@@ -189,10 +198,29 @@ mod tests {
     fn detects_replays_until_expiry() {
         let store = MemoryReplayStore::new(10);
         assert!(record(&store, key(1), 100, 10).is_ok());
-        assert_eq!(record(&store, key(1), 100, 99).unwrap_err().code(), Code::ReplayDetected);
+        assert_eq!(
+            record(&store, key(1), 100, 99).unwrap_err().code(),
+            Code::ReplayDetected
+        );
         // Same jti under another key or audience is independent.
-        assert!(record(&store, ReplayKey::new("aud", &Thumbprint([8; 32]), &1u32.to_be_bytes()), 100, 10).is_ok());
-        assert!(record(&store, ReplayKey::new("other", &Thumbprint([7; 32]), &1u32.to_be_bytes()), 100, 10).is_ok());
+        assert!(
+            record(
+                &store,
+                ReplayKey::new("aud", &Thumbprint([8; 32]), &1u32.to_be_bytes()),
+                100,
+                10
+            )
+            .is_ok()
+        );
+        assert!(
+            record(
+                &store,
+                ReplayKey::new("other", &Thumbprint([7; 32]), &1u32.to_be_bytes()),
+                100,
+                10
+            )
+            .is_ok()
+        );
         // After expiry the proof is stale anyway; the slot is reusable.
         assert!(record(&store, key(1), 200, 100).is_ok());
     }
@@ -203,7 +231,10 @@ mod tests {
         for i in 0..4 {
             record(&store, key(i), 50, 10).unwrap();
         }
-        assert_eq!(record(&store, key(9), 50, 10).unwrap_err().code(), Code::ReplayStoreFull);
+        assert_eq!(
+            record(&store, key(9), 50, 10).unwrap_err().code(),
+            Code::ReplayStoreFull
+        );
         // Live entries were not evicted to make room.
         assert_eq!(record(&store, key(0), 50, 11).unwrap_err().code(), Code::ReplayDetected);
         assert!(record(&store, key(9), 100, 50).is_ok());

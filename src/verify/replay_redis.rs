@@ -50,35 +50,48 @@ impl std::fmt::Debug for RedisReplayStore {
 }
 
 fn unavailable(what: impl std::fmt::Display) -> Error {
-    Error::new(Code::ReplayStoreUnavailable, format!("the replay store (Redis) is unavailable: {what}; refusing the request"))
+    Error::new(
+        Code::ReplayStoreUnavailable,
+        format!("the replay store (Redis) is unavailable: {what}; refusing the request"),
+    )
 }
 
 impl RedisReplayStore {
     /// Connects to `url` (`redis://host:port/db`) and checks that Redis will
     /// not evict live entries.
     pub async fn connect(url: &str, options: RedisReplayOptions) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| Error::new(Code::InputMalformed, format!("Redis URL: {e}")))?;
+        let client =
+            redis::Client::open(url).map_err(|e| Error::new(Code::InputMalformed, format!("Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout.max(Duration::from_secs(1))))
             .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let mut connection = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager_with_config(config))
-            .await
-            .map_err(|_| unavailable("connecting timed out"))?
-            .map_err(unavailable)?;
+        let mut connection = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| unavailable("connecting timed out"))?
+        .map_err(unavailable)?;
         if !options.skip_eviction_policy_check {
             let reply: Vec<String> = redis::cmd("CONFIG")
                 .arg("GET")
                 .arg("maxmemory-policy")
                 .query_async(&mut connection)
                 .await
-                .map_err(|e| unavailable(format!("cannot read maxmemory-policy ({e}); set skip_eviction_policy_check only if it is noeviction")))?;
+                .map_err(|e| {
+                    unavailable(format!(
+                        "cannot read maxmemory-policy ({e}); set skip_eviction_policy_check only if it is noeviction"
+                    ))
+                })?;
             let policy = reply.get(1).map(String::as_str).unwrap_or("unknown");
             if policy != "noeviction" {
                 return Err(Error::new(
                     Code::ReplayStoreUnavailable,
-                    format!("Redis maxmemory-policy is {policy:?}: it could evict live replay entries and let a proof be replayed; configure noeviction"),
+                    format!(
+                        "Redis maxmemory-policy is {policy:?}: it could evict live replay entries and let a proof be replayed; configure noeviction"
+                    ),
                 ));
             }
         }
@@ -90,14 +103,23 @@ impl RedisReplayStore {
         redis_key.extend_from_slice(self.options.prefix.as_bytes());
         redis_key.extend_from_slice(&key.0);
         let mut connection = self.connection.clone();
-        let command = redis::cmd("SET").arg(redis_key).arg(1u8).arg("NX").arg("PX").arg(ttl_ms).to_owned();
+        let command = redis::cmd("SET")
+            .arg(redis_key)
+            .arg(1u8)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .to_owned();
         let reply: Option<String> = tokio::time::timeout(self.options.timeout, command.query_async(&mut connection))
             .await
             .map_err(|_| unavailable(format!("no answer within {} ms", self.options.timeout.as_millis())))?
             .map_err(unavailable)?;
         match reply.as_deref() {
             Some("OK") => Ok(()),
-            None => Err(Error::new(Code::ReplayDetected, "this proof (key and jti) was already used; make a new proof for each request")),
+            None => Err(Error::new(
+                Code::ReplayDetected,
+                "this proof (key and jti) was already used; make a new proof for each request",
+            )),
             Some(other) => Err(unavailable(format!("unexpected reply {other:?}"))),
         }
     }

@@ -33,7 +33,9 @@ impl TokenCache {
     }
 
     fn shard(&self, hash: &[u8; 32]) -> std::sync::MutexGuard<'_, Shard> {
-        self.shards[usize::from(hash[0]) % SHARDS].lock().unwrap_or_else(|p| p.into_inner())
+        self.shards[usize::from(hash[0]) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cached token, if present and not expired at `now`.
@@ -78,6 +80,9 @@ impl TokenCache {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).map.len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).map.len())
+            .sum()
     }
 }

@@ -1,0 +1,243 @@
+//! `src/main.rs` only calls [`main`](crate::cli::main). Each subcommand lives in its own module
+//! with a clap `Args` struct, its help texts and a `run` function; adding one
+//! means adding the module, a variant of the `Command` enum and one match
+//! arm in `Command::run`.
+//!
+//! Every failure ends as one line on stderr, `error: <code>: <message>`, and a
+//! non-zero exit status: 1 for a failed operation (or an invalid signature),
+//! 2 for a usage error or input that cannot be decoded at all. Codes are the
+//! library's [`Code`](crate::Code)s; the few failures that have no library
+//! code use the `cli.*` codes below.
+
+mod input;
+mod inspect;
+mod keygen;
+mod render;
+
+use std::borrow::Cow;
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Code of command line usage errors (unknown flags, bad argument values).
+pub const CODE_USAGE: &str = "cli.usage";
+/// Code of input or output failures that are not about key files.
+pub const CODE_IO: &str = "cli.io";
+/// Code of a bug: the tool failed in a way it should never fail.
+pub const CODE_INTERNAL: &str = "cli.internal";
+
+/// Exit status of a failed operation, or of an invalid signature.
+pub(crate) const EXIT_FAILURE: u8 = 1;
+/// Exit status of a usage error or undecodable input.
+pub(crate) const EXIT_USAGE: u8 = 2;
+
+const ABOUT: &str = "keybound: holder-of-key tokens (CWT/COSE) bound to a client key, with a signed proof per request.";
+
+const LONG_ABOUT: &str = "\
+keybound: holder-of-key tokens (CWT/COSE) bound to a client key, with a signed proof per request.
+
+An issuer hands out small CWTs that name one service and carry the client's public key; every request \
+carries a fresh COSE proof signed with that key. This tool creates keys and decodes tokens and proofs.
+
+Errors are printed as one line, `error: <code>: <message>`. Exit status: 0 success, 1 failure \
+(or an invalid signature), 2 usage error or undecodable input.";
+
+const EXAMPLES: &str = "\
+Examples:
+  keybound keygen --alg ed25519 --out client.key
+  keybound inspect token.b64
+  keybound inspect --key issuer.pub token.cbor
+  keybound <COMMAND> --help";
+
+/// The command line: `keybound <COMMAND> [OPTIONS]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "keybound",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(about = keygen::ABOUT, long_about = keygen::LONG_ABOUT, after_help = keygen::EXAMPLES)]
+    Keygen(keygen::Args),
+    #[command(about = inspect::ABOUT, long_about = inspect::LONG_ABOUT, after_help = inspect::EXAMPLES)]
+    Inspect(inspect::Args),
+}
+
+impl Command {
+    fn run(self) -> Result<ExitCode, CliError> {
+        match self {
+            Command::Keygen(args) => keygen::run(args),
+            Command::Inspect(args) => inspect::run(args),
+        }
+    }
+}
+
+/// A failure of the tool: a stable code, a one-line message, an exit status.
+#[derive(Clone, Debug)]
+pub(crate) struct CliError {
+    code: Cow<'static, str>,
+    message: String,
+    exit: u8,
+}
+
+impl CliError {
+    pub(crate) fn new(code: impl Into<Cow<'static, str>>, message: impl Into<String>, exit: u8) -> Self {
+        CliError {
+            code: code.into(),
+            message: message.into(),
+            exit,
+        }
+    }
+
+    /// A usage error (exit status 2).
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::new(CODE_USAGE, message, EXIT_USAGE)
+    }
+
+    /// An I/O failure (exit status 1).
+    pub(crate) fn io(message: impl Into<String>) -> Self {
+        Self::new(CODE_IO, message, EXIT_FAILURE)
+    }
+
+    /// Wraps a library error with its code and another exit status.
+    pub(crate) fn with_exit(e: crate::Error, exit: u8) -> Self {
+        Self::new(e.code().as_str(), e.message().to_owned(), exit)
+    }
+
+    /// Prefixes the message with what was being done (`--kid: ...`).
+    pub(crate) fn context(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    pub(crate) fn code(&self) -> &str {
+        &self.code
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Prints `error: <code>: <message>` as exactly one line on stderr.
+    fn report(&self) -> ExitCode {
+        let message = one_line(&self.message);
+        let _ = writeln!(std::io::stderr().lock(), "error: {}: {message}", self.code);
+        ExitCode::from(self.exit.max(1))
+    }
+}
+
+impl From<crate::Error> for CliError {
+    fn from(e: crate::Error) -> Self {
+        Self::with_exit(e, EXIT_FAILURE)
+    }
+}
+
+/// Collapses whitespace runs (including newlines) to single spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Writes `text` and a newline to stdout. A closed pipe (`keybound … | head`)
+/// is not an error.
+pub(crate) fn print_stdout(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::io(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Turns a clap error into the tool's output: help and version go to stdout
+/// as usual, every real error becomes one `error: cli.usage: …` line.
+fn clap_failure(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE))
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let message = rendered
+                .lines()
+                .map(str::trim)
+                .filter(|line| {
+                    !line.is_empty() && !line.starts_with("Usage:") && !line.starts_with("For more information")
+                })
+                .map(|line| line.strip_prefix("error:").map_or(line, str::trim))
+                .collect::<Vec<_>>()
+                .join(" ");
+            CliError::usage(format!("{message} (see --help)")).report()
+        }
+    }
+}
+
+/// Runs the tool with the process arguments. The entry point of `keybound`.
+pub fn main() -> ExitCode {
+    // A bug must still end as one line, without a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "error: {CODE_INTERNAL}: unexpected failure: {}",
+            one_line(&what)
+        );
+    }));
+    run(std::env::args_os())
+}
+
+/// Runs the tool with `args` (the first one is the program name).
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return clap_failure(e),
+    };
+    match cli.command.run() {
+        Ok(code) => code,
+        Err(e) => e.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_has_about_and_an_example() {
+        let command = Cli::command();
+        for sub in command.get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
+            assert!(sub.get_long_about().is_some(), "{} has no long_about", sub.get_name());
+            let after = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
+            assert!(after.contains("Example"), "{} has no example", sub.get_name());
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Key sets fetched over real HTTP on loopback: caching, refresh, unknown-kid
+//! refetch limits, garbage, huge bodies, and the issuer going away.
+#![cfg(feature = "http")]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::routing::get;
+use keybound::Code;
+use keybound::key::{Algorithm, KeySet, SigningKey};
+use keybound::keyset::{HttpKeys, HttpKeysOptions, KeySource};
+use keybound::proof::{ProofBuilder, RequestInfo};
+use keybound::token::TokenBuilder;
+use keybound::verify::{ManualClock, TrustedIssuer, Verifier};
+
+const ISSUER: &str = "https://issuer.example";
+const AUDIENCE: &str = "https://nova.example";
+const NOW: u64 = 1_763_800_000;
+
+/// What the fake issuer answers.
+#[derive(Clone)]
+enum Serve {
+    Keys(Vec<u8>, Option<&'static str>),
+    Status(u16),
+    Garbage,
+    Huge,
+}
+
+struct Issuer {
+    serve: Mutex<Serve>,
+    fetches: AtomicUsize,
+}
+
+async fn start_issuer(state: Arc<Issuer>) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let app = Router::new().route(
+        "/.well-known/keybound/keys",
+        get(move || {
+            let state = state.clone();
+            async move {
+                state.fetches.fetch_add(1, Ordering::SeqCst);
+                let serve = state.serve.lock().unwrap().clone();
+                let mut headers = HeaderMap::new();
+                match serve {
+                    Serve::Keys(body, cache_control) => {
+                        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/cbor"));
+                        if let Some(cc) = cache_control {
+                            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
+                        }
+                        (StatusCode::OK, headers, body)
+                    }
+                    Serve::Status(code) => (StatusCode::from_u16(code).unwrap(), headers, b"error".to_vec()),
+                    Serve::Garbage => (StatusCode::OK, headers, b"<html>not a key set</html>".to_vec()),
+                    Serve::Huge => (StatusCode::OK, headers, vec![0x80; 200_000]),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    (format!("http://{addr}/.well-known/keybound/keys"), stop)
+}
+
+fn key(name: &str) -> SigningKey {
+    SigningKey::derive(Algorithm::EdDSA, b"key-sources", name.as_bytes()).unwrap()
+}
+
+fn set_of(keys: &[&SigningKey]) -> Vec<u8> {
+    let mut set = KeySet::new();
+    for k in keys {
+        set.insert(k.public_key().default_kid(), k.public_key().clone())
+            .unwrap();
+    }
+    set.to_cbor()
+}
+
+struct Client {
+    key: SigningKey,
+}
+
+impl Client {
+    fn request(
+        &self,
+        issuer: &SigningKey,
+        verifier: &Verifier,
+    ) -> impl std::future::Future<Output = keybound::Result<()>> {
+        let token = TokenBuilder::service(
+            ISSUER,
+            "ayoung@stoughton",
+            AUDIENCE,
+            self.key.public_key().clone(),
+            NOW - 2,
+        )
+        .sign(issuer, &issuer.public_key().default_kid())
+        .unwrap();
+        let proof = ProofBuilder::new("GET", "https://nova.example/x", token.as_bytes(), b"", NOW - 1)
+            .unwrap()
+            .sign(&self.key)
+            .unwrap();
+        async move {
+            let request = RequestInfo::new("GET", "https://nova.example/x", b"");
+            verifier
+                .verify_request_async(token.as_bytes(), proof.as_bytes(), &request)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+fn verifier_with(source: HttpKeys) -> Verifier {
+    Verifier::builder(AUDIENCE, TrustedIssuer::new(ISSUER, source))
+        .clock(Arc::new(ManualClock::new(NOW)))
+        .build()
+        .unwrap()
+}
+
+fn fast_options() -> HttpKeysOptions {
+    HttpKeysOptions {
+        min_refresh: Duration::from_millis(200),
+        default_refresh: Duration::from_secs(3600),
+        unknown_kid_interval: Duration::from_secs(3600),
+        timeout: Duration::from_secs(2),
+        ..HttpKeysOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn unknown_kid_refetches_once_and_floods_do_not_multiply_fetches() {
+    let (k1, k2) = (key("k1"), key("k2"));
+    let state = Arc::new(Issuer {
+        serve: Mutex::new(Serve::Keys(set_of(&[&k1]), None)),
+        fetches: AtomicUsize::new(0),
+    });
+    let (url, _stop) = start_issuer(state.clone()).await;
+    let source = HttpKeys::start(&url, fast_options()).await.unwrap();
+    let verifier = verifier_with(source);
+    let client = Client { key: key("client") };
+    client.request(&k1, &verifier).await.unwrap();
+    assert_eq!(state.fetches.load(Ordering::SeqCst), 1);
+
+    // The issuer rotates to k2; the first k2 token triggers one refetch and passes.
+    *state.serve.lock().unwrap() = Serve::Keys(set_of(&[&k1, &k2]), None);
+    client.request(&k2, &verifier).await.unwrap();
+    assert_eq!(state.fetches.load(Ordering::SeqCst), 2);
+
+    // A flood of tokens under unknown kids: refused, and no fetch per request.
+    let rogue = key("rogue");
+    for _ in 0..50 {
+        let err = client.request(&rogue, &verifier).await.unwrap_err();
+        assert_eq!(err.code(), Code::CoseKeyUnknown);
+    }
+    assert_eq!(
+        state.fetches.load(Ordering::SeqCst),
+        2,
+        "the unknown-kid refetch is rate-limited"
+    );
+}
+
+#[tokio::test]
+async fn bad_answers_never_replace_a_good_set_and_the_issuer_may_vanish() {
+    let k1 = key("k1");
+    let state = Arc::new(Issuer {
+        serve: Mutex::new(Serve::Keys(set_of(&[&k1]), Some("max-age=0"))),
+        fetches: AtomicUsize::new(0),
+    });
+    let (url, stop) = start_issuer(state.clone()).await;
+    let source = HttpKeys::start(&url, fast_options()).await.unwrap();
+    let verifier = verifier_with(source.clone());
+    let client = Client { key: key("client") };
+    for bad in [
+        Serve::Garbage,
+        Serve::Huge,
+        Serve::Status(500),
+        Serve::Status(404),
+        Serve::Keys(vec![0x80], None),
+    ] {
+        *state.serve.lock().unwrap() = bad;
+        let before = state.fetches.load(Ordering::SeqCst);
+        assert!(source.refresh().await.is_err());
+        assert!(state.fetches.load(Ordering::SeqCst) > before);
+        client
+            .request(&k1, &verifier)
+            .await
+            .expect("the last good set still verifies");
+        assert!(source.key_set().get(&k1.public_key().default_kid()).is_some());
+    }
+    // Background refreshes happen (max-age=0 is clamped to min_refresh).
+    *state.serve.lock().unwrap() = Serve::Keys(set_of(&[&k1]), Some("max-age=0"));
+    let before = state.fetches.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        state.fetches.load(Ordering::SeqCst) > before,
+        "refreshed in the background"
+    );
+    // The issuer goes away mid-test: verification continues offline.
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(source.refresh().await.is_err());
+    for _ in 0..5 {
+        client
+            .request(&k1, &verifier)
+            .await
+            .expect("offline verification with the cached set");
+    }
+    assert!(source.stats().failures >= 6);
+}
+
+#[tokio::test]
+async fn a_cache_file_lets_a_restart_survive_an_unreachable_issuer() {
+    let k1 = key("k1");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("issuer-keys.cbor");
+    let options = HttpKeysOptions {
+        cache_file: Some(cache.clone()),
+        ..fast_options()
+    };
+    let state = Arc::new(Issuer {
+        serve: Mutex::new(Serve::Keys(set_of(&[&k1]), None)),
+        fetches: AtomicUsize::new(0),
+    });
+    let (url, stop) = start_issuer(state).await;
+    drop(HttpKeys::start(&url, options.clone()).await.unwrap());
+    assert!(cache.exists());
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Restart while the issuer is down.
+    let source = HttpKeys::start(&url, options)
+        .await
+        .expect("started from the cache file");
+    let client = Client { key: key("client") };
+    client.request(&k1, &verifier_with(source)).await.unwrap();
+    // Without a cache file the start fails with a clear error.
+    let err = HttpKeys::start(&url, fast_options()).await.unwrap_err();
+    assert_eq!(err.code(), Code::KeySetInvalid);
+}

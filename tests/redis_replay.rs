@@ -1,0 +1,263 @@
+//! The Redis replay store against a real Redis (`KEYBOUND_TEST_REDIS_URL`),
+//! and against private `redis-server` processes for the failure cases.
+#![cfg(feature = "redis")]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keybound::Code;
+use keybound::key::{Algorithm, KeySet, SigningKey};
+use keybound::proof::{ProofBuilder, RequestInfo};
+use keybound::token::{Token, TokenBuilder};
+use keybound::verify::{ManualClock, RedisReplayOptions, RedisReplayStore, ReplayStore, TrustedIssuer, Verifier};
+
+const ISSUER: &str = "https://issuer.example";
+const AUDIENCE: &str = "https://nova.example";
+const URI: &str = "https://nova.example/v2/servers";
+const NOW: u64 = 1_763_800_000;
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("KEYBOUND_TEST_REDIS_URL").ok();
+    if url.is_none() {
+        eprintln!("skipped: KEYBOUND_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/)");
+    }
+    url
+}
+
+fn options() -> RedisReplayOptions {
+    let unique: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    RedisReplayOptions {
+        prefix: format!("kb:test:{unique}:"),
+        ..RedisReplayOptions::default()
+    }
+}
+
+struct Fixture {
+    issuer: SigningKey,
+    client: SigningKey,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            issuer: SigningKey::derive(Algorithm::EdDSA, b"redis", b"issuer").unwrap(),
+            client: SigningKey::derive(Algorithm::EdDSA, b"redis", b"client").unwrap(),
+        }
+    }
+
+    fn verifier(&self, store: Arc<dyn ReplayStore>) -> Verifier {
+        let keys = KeySet::new()
+            .with(self.issuer.public_key().default_kid(), self.issuer.public_key().clone())
+            .unwrap();
+        Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, keys))
+            .clock(Arc::new(ManualClock::new(NOW)))
+            .replay_store(store)
+            .build()
+            .unwrap()
+    }
+
+    fn token(&self) -> Token {
+        TokenBuilder::service(
+            ISSUER,
+            "ayoung@stoughton",
+            AUDIENCE,
+            self.client.public_key().clone(),
+            NOW - 5,
+        )
+        .sign(&self.issuer, &self.issuer.public_key().default_kid())
+        .unwrap()
+    }
+
+    fn proof(&self, token: &Token) -> Vec<u8> {
+        ProofBuilder::new("GET", URI, token.as_bytes(), b"", NOW - 1)
+            .unwrap()
+            .sign(&self.client)
+            .unwrap()
+            .into_bytes()
+    }
+}
+
+async fn submit(verifier: &Verifier, token: &Token, proof: &[u8]) -> keybound::Result<()> {
+    verifier
+        .verify_request_async(token.as_bytes(), proof, &RequestInfo::new("GET", URI, b""))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn two_verifiers_sharing_redis_accept_a_proof_once() {
+    let Some(url) = redis_url() else { return };
+    let options = options();
+    let f = Fixture::new();
+    let a = f.verifier(Arc::new(
+        RedisReplayStore::connect(&url, options.clone()).await.unwrap(),
+    ));
+    let b = f.verifier(Arc::new(RedisReplayStore::connect(&url, options).await.unwrap()));
+    let token = f.token();
+    let proof = f.proof(&token);
+    submit(&a, &token, &proof).await.unwrap();
+    assert_eq!(
+        submit(&b, &token, &proof).await.unwrap_err().code(),
+        Code::ReplayDetected
+    );
+    assert_eq!(
+        submit(&a, &token, &proof).await.unwrap_err().code(),
+        Code::ReplayDetected
+    );
+    // A fresh proof is accepted by either.
+    submit(&b, &token, &f.proof(&token)).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_replays_across_replicas_succeed_exactly_once() {
+    let Some(url) = redis_url() else { return };
+    let options = options();
+    let f = Arc::new(Fixture::new());
+    let replicas: Vec<Arc<Verifier>> = futures_join(4, |_| {
+        let url = url.clone();
+        let options = options.clone();
+        let f = f.clone();
+        async move { Arc::new(f.verifier(Arc::new(RedisReplayStore::connect(&url, options).await.unwrap()))) }
+    })
+    .await;
+    for round in 0..20 {
+        let token = Arc::new(f.token());
+        let proof = Arc::new(f.proof(&token));
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let verifier = replicas[i % replicas.len()].clone();
+            let (token, proof) = (token.clone(), proof.clone());
+            tasks.push(tokio::spawn(async move { submit(&verifier, &token, &proof).await }));
+        }
+        let mut accepted = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => accepted += 1,
+                Err(e) => assert_eq!(e.code(), Code::ReplayDetected),
+            }
+        }
+        assert_eq!(accepted, 1, "round {round}");
+    }
+}
+
+async fn futures_join<T, F, Fut>(n: usize, make: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(make(i).await);
+    }
+    out
+}
+
+/// A private redis-server on a free loopback port, killed on drop.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(extra: &[&str], port: Option<u16>) -> Option<Self> {
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let port_text = port.to_string();
+        args.extend(["--port", &port_text]);
+        args.extend(extra);
+        let child = match Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("skipped: cannot run redis-server ({e})");
+                return None;
+            }
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(PrivateRedis { child, port });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn refuses_to_start_on_an_evicting_redis() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(redis) = PrivateRedis::start(&["--maxmemory-policy", "allkeys-lru", "--maxmemory", "10mb"], None) else {
+        return;
+    };
+    let err = RedisReplayStore::connect(&redis.url(), options()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ReplayStoreUnavailable);
+    assert!(err.message().contains("allkeys-lru"), "{err}");
+    let Some(volatile) = PrivateRedis::start(&["--maxmemory-policy", "volatile-ttl"], None) else {
+        return;
+    };
+    assert!(RedisReplayStore::connect(&volatile.url(), options()).await.is_err());
+}
+
+#[tokio::test]
+async fn fails_closed_while_redis_is_down_and_recovers() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(mut redis) = PrivateRedis::start(&[], None) else {
+        return;
+    };
+    let port = redis.port;
+    let f = Fixture::new();
+    let verifier = f.verifier(Arc::new(
+        RedisReplayStore::connect(&redis.url(), options()).await.unwrap(),
+    ));
+    let token = f.token();
+    submit(&verifier, &token, &f.proof(&token)).await.unwrap();
+    redis.kill();
+    for _ in 0..3 {
+        let err = submit(&verifier, &token, &f.proof(&token)).await.unwrap_err();
+        assert_eq!(err.code(), Code::ReplayStoreUnavailable, "{err}");
+    }
+    // Back up on the same port: the store reconnects and accepts again.
+    let _redis = PrivateRedis::start(&[], Some(port)).unwrap();
+    let mut recovered = false;
+    for _ in 0..40 {
+        if submit(&verifier, &token, &f.proof(&token)).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the store reconnects once Redis is back");
+}
