@@ -136,6 +136,11 @@ fn parse_headers<'a>(
                 Some(Label::Int(4)) => kid = Some(p.bytes().ok_or_else(|| header_type("kid (4)"))?),
                 other => {
                     unsupported.get_or_insert_with(|| format!("protected header parameter {}", label_text(other)));
+                    if other.is_none() {
+                        // A label the reader cannot represent (an integer
+                        // beyond i64): skip the key too, to stay aligned.
+                        p.raw_item();
+                    }
                     p.raw_item();
                 }
             }

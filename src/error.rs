@@ -58,7 +58,7 @@ codes! {
     /// Input, string or container larger than the profile allows.
     CborTooLarge = "cbor.too_large", step "T1, P1, T2, P2";
     /// A text string that is not valid UTF-8.
-    CborInvalidUtf8 = "cbor.invalid_utf8", step "C2";
+    CborInvalidUtf8 = "cbor.invalid_utf8", step "T2, P2";
     /// A tag where none is allowed.
     CborUnexpectedTag = "cbor.unexpected_tag", step "T2, P2";
     /// A map key that is neither an integer nor a text string.
@@ -201,6 +201,8 @@ codes! {
     HttpHeaderTooLarge = "http.header_too_large", step "H1";
     /// The request body is longer than the limit.
     HttpBodyTooLarge = "http.body_too_large", step "H2";
+    /// The request body could not be read completely (timeout, broken connection).
+    HttpBodyUnreadable = "http.body_unreadable", step "H2";
     /// The request path has dot segments or is otherwise not in normal form.
     HttpPathNotNormalized = "http.path_not_normalized", step "H1";
 
@@ -209,6 +211,50 @@ codes! {
     PolicyDenied = "policy.denied", step "A1";
     /// A policy file that cannot be loaded.
     PolicyInvalid = "policy.invalid", step "-";
+
+    // ---- Issuer service ----
+    /// A malformed request to the issuer (body not JSON, fields missing or of the wrong type).
+    IssuerBadRequest = "issuer.bad_request", step "I1";
+    /// A name that is not 1–64 of A–Z a–z 0–9 . _ - (starting alphanumeric), or `name@domain` for users.
+    IssuerInvalidName = "issuer.invalid_name", step "I1";
+    /// Unknown user, wrong password, or a key not registered for the user (deliberately one code).
+    IssuerInvalidCredentials = "issuer.invalid_credentials", step "I2";
+    /// Too many failed logins: the user is locked for a while.
+    IssuerLocked = "issuer.locked", step "I2";
+    /// The user, its domain, or the project is disabled.
+    IssuerDisabled = "issuer.disabled", step "I3";
+    /// The key to bind is malformed, unsupported or weak.
+    IssuerInvalidKey = "issuer.invalid_key", step "I2";
+    /// The audience is not a registered service.
+    IssuerUnknownAudience = "issuer.unknown_audience", step "I4";
+    /// The project does not exist.
+    IssuerUnknownProject = "issuer.unknown_project", step "I4";
+    /// The user holds no role, or not the requested roles, on the project.
+    IssuerRoleNotHeld = "issuer.role_not_held", step "I4";
+    /// A requested lifetime above the maximum.
+    IssuerLifetimeExceeded = "issuer.lifetime_exceeded", step "I1";
+    /// The admin API needs an admin token scoped to the admin project.
+    IssuerForbidden = "issuer.forbidden", step "I5";
+    /// The named object does not exist.
+    IssuerNotFound = "issuer.not_found", step "I5";
+    /// The object already exists.
+    IssuerConflict = "issuer.conflict", step "I5";
+    /// The issuer's database cannot be reached; nothing was issued.
+    IssuerUnavailable = "issuer.unavailable", step "-";
+    /// Configuration or bootstrap state that prevents the issuer from running.
+    IssuerConfig = "issuer.config", step "-";
+
+    // ---- Client ----
+    /// The issuer or service could not be reached (connection, TLS, timeout).
+    ClientUnreachable = "client.unreachable", step "-";
+    /// A server refused without a keybound error code (the HTTP status is in the message).
+    ClientRefused = "client.refused", step "-";
+    /// No session: log in first.
+    ClientNoSession = "client.no_session", step "-";
+    /// The session token has expired: log in again.
+    ClientSessionExpired = "client.session_expired", step "-";
+    /// A stored session or configuration file cannot be read or written.
+    ClientStorage = "client.storage", step "-";
 
     // ---- Issuing and local input ----
     /// A token or proof could not be issued with the given parameters.

@@ -65,12 +65,18 @@ pub mod cbor;
 /// The `keybound` command line tool (feature `cli`).
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "client")]
+pub mod client;
 pub(crate) mod cose;
 pub mod danger;
 pub mod encoding;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "issuer")]
+pub mod issuer;
 pub mod key;
 pub mod keyset;
 #[cfg(feature = "policy")]

@@ -244,6 +244,12 @@ where
         }
     }
     check_path(parts.uri.path())?;
+    if proof.is_none() && config.proof_mode == ProofMode::Required {
+        return err(
+            Code::ProofMissing,
+            "a KB-Proof header is required with a keybound token",
+        );
+    }
     // H2: the body, bounded in size and time, hashed before the handler runs.
     if parts
         .headers
@@ -258,14 +264,14 @@ where
     }
     let limited = http_body_util::Limited::new(body, config.max_body);
     let body = match tokio::time::timeout(config.body_timeout, limited.collect()).await {
-        Err(_) => return err(Code::HttpBodyTooLarge, "the body did not arrive in time"),
+        Err(_) => return err(Code::HttpBodyUnreadable, "the body did not arrive in time"),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return err(
                 Code::HttpBodyTooLarge,
                 format!("the body is larger than {} bytes", config.max_body),
             );
         }
-        Ok(Err(e)) => return err(Code::HttpBodyTooLarge, format!("the body could not be read: {e}")),
+        Ok(Err(e)) => return err(Code::HttpBodyUnreadable, format!("the body could not be read: {e}")),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -309,10 +315,11 @@ where
     Ok((verified, body))
 }
 
-fn single<'a>(
+pub(crate) fn single<'a>(
     headers: &'a HeaderMap,
     name: &header::HeaderName,
     multiple: Code,
+    malformed: Code,
     max: usize,
 ) -> Result<Option<&'a str>> {
     let mut values = headers.get_all(name).iter();
@@ -328,12 +335,19 @@ fn single<'a>(
     }
     let text = value
         .to_str()
-        .map_err(|_| Error::new(multiple, format!("the {name} header is not ASCII")))?;
+        .map_err(|_| Error::new(malformed, format!("the {name} header is not ASCII")))?;
     Ok(Some(text.trim()))
 }
 
-fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> {
-    let Some(value) = single(headers, &header::AUTHORIZATION, Code::HttpTokenMultiple, max)? else {
+pub(crate) fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> {
+    let Some(value) = single(
+        headers,
+        &header::AUTHORIZATION,
+        Code::HttpTokenMultiple,
+        Code::HttpTokenMalformed,
+        max,
+    )?
+    else {
         return err(
             Code::HttpTokenMissing,
             "no Authorization header; send `Authorization: KB <token>`",
@@ -347,6 +361,12 @@ fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> {
             format!("Authorization scheme {shown:?} is not {AUTH_SCHEME}: keybound tokens are never bearer tokens"),
         );
     }
+    if credentials.trim().is_empty() {
+        return err(
+            Code::HttpTokenMalformed,
+            "the Authorization header has no token after KB",
+        );
+    }
     b64url_decode(credentials.trim()).map_err(|_| {
         Error::new(
             Code::HttpTokenMalformed,
@@ -355,10 +375,13 @@ fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> {
     })
 }
 
-fn extract_proof(headers: &HeaderMap, max: usize) -> Result<Option<Vec<u8>>> {
-    let Some(value) = single(headers, &PROOF_HEADER, Code::ProofMultiple, max)? else {
+pub(crate) fn extract_proof(headers: &HeaderMap, max: usize) -> Result<Option<Vec<u8>>> {
+    let Some(value) = single(headers, &PROOF_HEADER, Code::ProofMultiple, Code::ProofMalformed, max)? else {
         return Ok(None);
     };
+    if value.is_empty() {
+        return err(Code::ProofMalformed, "the KB-Proof header is empty");
+    }
     if value.contains(',') {
         return err(
             Code::ProofMultiple,

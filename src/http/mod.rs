@@ -21,7 +21,7 @@
 //! [`Layer`]: tower::Layer
 //! [`VerifiedRequest`]: crate::verify::VerifiedRequest
 
-mod layer;
+pub(crate) mod layer;
 mod problem;
 
 pub use layer::{KeyboundLayer, KeyboundService, ProofMode};

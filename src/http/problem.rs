@@ -15,7 +15,19 @@ pub fn status_for(code: Code) -> StatusCode {
         Code::ReplayStoreUnavailable | Code::ReplayStoreFull => StatusCode::SERVICE_UNAVAILABLE,
         Code::HttpHeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         Code::HttpBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Code::HttpPathNotNormalized => StatusCode::BAD_REQUEST,
+        Code::HttpPathNotNormalized | Code::HttpBodyUnreadable => StatusCode::BAD_REQUEST,
+        Code::IssuerBadRequest
+        | Code::IssuerInvalidName
+        | Code::IssuerInvalidKey
+        | Code::IssuerUnknownAudience
+        | Code::IssuerUnknownProject
+        | Code::IssuerLifetimeExceeded => StatusCode::BAD_REQUEST,
+        Code::IssuerInvalidCredentials => StatusCode::UNAUTHORIZED,
+        Code::IssuerLocked => StatusCode::TOO_MANY_REQUESTS,
+        Code::IssuerDisabled | Code::IssuerRoleNotHeld | Code::IssuerForbidden => StatusCode::FORBIDDEN,
+        Code::IssuerNotFound => StatusCode::NOT_FOUND,
+        Code::IssuerConflict => StatusCode::CONFLICT,
+        Code::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ if ["cbor.", "cose.", "cwt.", "proof.", "replay.", "key.", "http."]
             .iter()
             .any(|p| text.starts_with(p)) =>
@@ -34,16 +46,16 @@ fn title_for(code: Code) -> &'static str {
         Code::ReplayStoreUnavailable | Code::ReplayStoreFull => "Request verification unavailable",
         Code::ProofNonceRequired | Code::ProofNonceInvalid => "Server nonce required",
         Code::HttpHeaderTooLarge | Code::HttpBodyTooLarge => "Request too large",
+        Code::HttpBodyUnreadable => "Request body unreadable",
+        Code::HttpPathNotNormalized => "Request path not normalised",
         Code::HttpTokenMissing => "Authentication required",
+        Code::IssuerInvalidCredentials => "Login failed",
+        Code::IssuerLocked => "Too many failed logins",
+        _ if text.starts_with("issuer.") => "Request refused by the issuer",
         _ if text.starts_with("proof.") => "Invalid request proof",
         _ if text.starts_with("http.") => "Invalid authorization header",
-        _ if text.starts_with("cbor.")
-            || text.starts_with("cose.")
-            || text.starts_with("cwt.")
-            || text.starts_with("key.") =>
-        {
-            "Invalid token"
-        }
+        _ if text.starts_with("cwt.") || text.starts_with("key.") => "Invalid token",
+        _ if text.starts_with("cbor.") || text.starts_with("cose.") => "Malformed token or proof",
         _ => "Request refused",
     }
 }

@@ -296,6 +296,7 @@ pub(crate) struct CoseKeyParts<'a> {
     x: Option<&'a [u8]>,
     y: Option<&'a [u8]>,
     d: Option<&'a [u8]>,
+    compressed: bool,
 }
 
 const KTY_OKP: i64 = 1;
@@ -315,7 +316,15 @@ impl<'a> CoseKeyParts<'a> {
             );
         };
         let mut parts = CoseKeyParts::default();
-        for _ in 0..entries {
+        for index in 0..entries {
+            // Labels are sorted, so kty (1) comes first: a key type this
+            // profile does not know is skipped whole, whatever its other
+            // parameters look like (RSA `n` at -1, symmetric `k` at -1, …).
+            if index > 0 && parts.kty.is_some_and(|k| k != KTY_OKP && k != KTY_EC2) {
+                r.raw_item();
+                r.raw_item();
+                continue;
+            }
             let label = r.label();
             let bad = |what: &str| {
                 Error::new(
@@ -338,12 +347,10 @@ impl<'a> CoseKeyParts<'a> {
                 Some(Label::Int(-2)) => parts.x = Some(r.bytes().ok_or_else(|| bad("x (-2)"))?),
                 Some(Label::Int(-3)) => {
                     if r.bool().is_some() {
-                        return err(
-                            Code::KeyUnsupported,
-                            "compressed EC2 points (y as a bool) are not supported",
-                        );
+                        parts.compressed = true;
+                    } else {
+                        parts.y = Some(r.bytes().ok_or_else(|| bad("y (-3)"))?)
                     }
-                    parts.y = Some(r.bytes().ok_or_else(|| bad("y (-3)"))?)
                 }
                 Some(Label::Int(-4)) => parts.d = Some(r.bytes().ok_or_else(|| bad("d (-4)"))?),
                 Some(other) => {
@@ -359,6 +366,18 @@ impl<'a> CoseKeyParts<'a> {
     }
 
     fn algorithm(&self) -> Result<Algorithm> {
+        if self.compressed {
+            return err(
+                Code::KeyUnsupported,
+                "compressed EC2 points (y as a bool) are not supported",
+            );
+        }
+        if let Some(kty) = self.kty.filter(|k| *k != KTY_OKP && *k != KTY_EC2) {
+            return err(
+                Code::KeyUnsupported,
+                format!("key type {kty} is not supported (OKP/Ed25519 or EC2/P-256)"),
+            );
+        }
         let alg = match (self.kty, self.crv) {
             (Some(KTY_OKP), Some(CRV_ED25519)) => Algorithm::EdDSA,
             (Some(KTY_EC2), Some(CRV_P256)) => Algorithm::ES256,

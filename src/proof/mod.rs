@@ -33,8 +33,7 @@ use crate::cbor::{self, Label, Reader};
 use crate::cose::{self, Tagging};
 use crate::encoding::b64url_encode;
 use crate::error::{Code, Error, Result, err};
-use crate::key::SigningKey;
-use crate::token::VerifiedToken;
+use crate::key::{PublicKey, SigningKey};
 use crate::token::verify::truncate;
 
 /// Largest proof accepted, in bytes, checked before any parsing.
@@ -202,6 +201,13 @@ impl ProofBuilder {
             None => crate::random_array()?,
         };
         let payload = encode_payload(&self, &jti);
+        // Never sign what a verifier would refuse (an over-long htu, …).
+        decode_payload(&payload).map_err(|e| {
+            Error::new(
+                Code::IssueInvalid,
+                format!("the proof would be refused by verifiers: {e}"),
+            )
+        })?;
         let aad = external_aad(&self.token_hash, &self.body_hash);
         let sign1 = cose::sign1(key, None, payload, &aad);
         let bytes = if self.tagged {
@@ -385,10 +391,13 @@ pub(crate) struct CheckedProof {
     pub iat: u64,
 }
 
-/// Steps P1–P12 (everything but replay) for a proof accompanying `token`.
+/// Steps P1–P12 (everything but replay) for a proof made with `key`
+/// accompanying a token whose SHA-256 is `token_hash` (SHA-256 of the empty
+/// string when the request carries no token, as at login).
 pub(crate) fn check_proof(
     bytes: &[u8],
-    token: &VerifiedToken,
+    key: &PublicKey,
+    token_hash: &[u8; 32],
     request: &RequestInfo<'_>,
     policy: &ProofPolicy<'_>,
     now: u64,
@@ -405,7 +414,6 @@ pub(crate) fn check_proof(
     // P4
     let claims = decode_payload(sign1.payload)?;
     // P5
-    let key = token.cnf();
     if sign1.alg != key.algorithm() {
         return err(
             Code::ProofAlgMismatch,
@@ -449,7 +457,6 @@ pub(crate) fn check_proof(
         }
     }
     // P8, P9
-    let token_hash = token.token_hash();
     if claims.tkh != &token_hash[..HINT_LEN] {
         return err(Code::ProofAthMismatch, "the proof was made for another token");
     }

@@ -179,8 +179,10 @@ pub fn normalize_uri(input: &str) -> Result<String> {
         if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return invalid("malformed IPv6 literal");
         }
-    } else if host.contains(['[', ']']) {
-        return invalid("brackets outside an IPv6 literal");
+    } else if host.contains(['[', ']', ':']) {
+        // A reg-name or IPv4 host has no ':' (RFC 3986 §3.2.2): in
+        // `h:443:8443` only the last colon would be read as the port.
+        return invalid("brackets or a colon outside an IPv6 literal");
     }
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),

@@ -224,6 +224,14 @@ impl TokenBuilder {
             None => crate::random_array()?,
         };
         let payload = encode_claims(&claims);
+        // Never issue what a verifier would refuse (sizes, entry counts,
+        // duplicate roles): run our own decoder over the result.
+        super::verify::decode_claims(&payload).map_err(|e| {
+            crate::Error::new(
+                Code::IssueInvalid,
+                format!("the claims would be refused by verifiers: {e}"),
+            )
+        })?;
         if payload.len() + 128 > super::MAX_TOKEN_SIZE {
             return err(
                 Code::IssueInvalid,

@@ -32,10 +32,10 @@ use std::sync::Arc;
 use token_cache::TokenCache;
 
 use crate::error::{Code, Result, err};
-use crate::key::{KeySet, Thumbprint};
+use crate::key::{KeySet, PublicKey, Thumbprint};
 use crate::proof::{self, NonceValidator, ProofPolicy, RequestInfo};
 use crate::token::verify::{DEFAULT_LEEWAY, IssuerKeys, verify_token_hashed};
-use crate::token::{MAX_SERVICE_LIFETIME, TokenPolicy, UnverifiedToken, VerifiedToken};
+use crate::token::{MAX_SERVICE_LIFETIME, TokenKind, TokenPolicy, UnverifiedToken, VerifiedToken};
 
 /// An issuer the verifier trusts, with the source of its keys.
 #[derive(Clone)]
@@ -96,6 +96,7 @@ pub struct VerifierBuilder {
     nonce: Option<Arc<dyn NonceValidator>>,
     nonce_service: Option<Arc<NonceService>>,
     token_cache: usize,
+    kind: TokenKind,
 }
 
 impl VerifierBuilder {
@@ -151,6 +152,13 @@ impl VerifierBuilder {
         self
     }
 
+    /// Accepts session tokens instead of service tokens: for the issuer,
+    /// whose own audience session tokens name.
+    pub fn session_tokens(mut self) -> Self {
+        self.kind = TokenKind::Session;
+        self
+    }
+
     /// Capacity of the verified-token cache; 0 turns it off. Default
     /// [`DEFAULT_TOKEN_CACHE_CAPACITY`].
     pub fn token_cache_capacity(mut self, entries: usize) -> Self {
@@ -174,6 +182,7 @@ impl VerifierBuilder {
         let mut policy = TokenPolicy::new(self.audience);
         policy.leeway = self.leeway;
         policy.max_service_lifetime = self.max_token_lifetime;
+        policy.kind = self.kind;
         Ok(Verifier {
             policy,
             issuers: self.issuers,
@@ -298,6 +307,7 @@ impl Verifier {
             nonce: None,
             nonce_service: None,
             token_cache: DEFAULT_TOKEN_CACHE_CAPACITY,
+            kind: TokenKind::Service,
         }
     }
 
@@ -351,22 +361,36 @@ impl Verifier {
         Ok(verified)
     }
 
-    fn check(&self, token: &[u8], proof_bytes: &[u8], request: &RequestInfo<'_>) -> Result<Unconsumed> {
-        let now = self.clock.now();
-        let token = self.token(token, now)?;
+    /// Steps P1–P12 for a proof by `key`; returns it with its replay record.
+    fn check_proof(
+        &self,
+        key: &PublicKey,
+        token_hash: &[u8; 32],
+        proof_bytes: &[u8],
+        request: &RequestInfo<'_>,
+        now: u64,
+    ) -> Result<(proof::CheckedProof, ReplayKey, u64)> {
         let policy = ProofPolicy {
             max_age: self.proof_max_age,
             leeway: self.policy.leeway,
             nonce: self.nonce.as_deref(),
         };
-        let checked = proof::check_proof(proof_bytes, &token, request, &policy, now)?;
-        let replay_key = ReplayKey::new(self.policy.audience(), token.key_thumbprint(), &checked.jti);
+        let checked = proof::check_proof(proof_bytes, key, token_hash, request, &policy, now)?;
+        let replay_key = ReplayKey::new(self.policy.audience(), key.thumbprint(), &checked.jti);
         // Fresh until iat + max_age inclusive; keep the entry one second more.
         let expires_at = checked
             .iat
             .saturating_add(self.proof_max_age)
             .saturating_add(1)
             .max(now + 1);
+        Ok((checked, replay_key, expires_at))
+    }
+
+    fn check(&self, token: &[u8], proof_bytes: &[u8], request: &RequestInfo<'_>) -> Result<Unconsumed> {
+        let now = self.clock.now();
+        let token = self.token(token, now)?;
+        let (checked, replay_key, expires_at) =
+            self.check_proof(token.cnf(), token.token_hash(), proof_bytes, request, now)?;
         Ok(Unconsumed {
             token,
             checked,
@@ -374,6 +398,24 @@ impl Verifier {
             expires_at,
             now,
         })
+    }
+
+    /// Verifies a proof made with `key` for a request that carries no token
+    /// (proof of possession when a key is bound, as at login), including the
+    /// replay record. The proof binds SHA-256 of the empty string as its
+    /// token hash.
+    pub async fn verify_possession_async(
+        &self,
+        key: &PublicKey,
+        proof: &[u8],
+        request: &RequestInfo<'_>,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let (_, replay_key, expires_at) = self.check_proof(key, &crate::sha256(b""), proof, request, now)?;
+        match self.replay.check_and_record(replay_key, expires_at, now) {
+            ReplayOutcome::Ready(result) => result,
+            ReplayOutcome::Pending(future) => future.await,
+        }
     }
 
     /// The key source of the issuer a token claims, for an unknown-kid refetch.

@@ -1,0 +1,457 @@
+//! The client side: hold a key, log in, obtain and cache service tokens per
+//! audience, and sign every request with a fresh proof.
+//!
+//! ```no_run
+//! # async fn run() -> keybound::Result<()> {
+//! use keybound::client::{Client, Scope};
+//! use keybound::key::{Algorithm, SigningKey};
+//!
+//! let client = Client::new("https://issuer.example", SigningKey::generate(Algorithm::EdDSA)?)?;
+//! client.login_password("ayoung@stoughton", "correct horse battery", None).await?;
+//! let scope = Scope::new("https://nova.example").project("turing");
+//! let response = client.get("https://nova.example/v2/servers", &scope).send().await?;
+//! println!("{}", response.status());
+//! # Ok(()) }
+//! ```
+//!
+//! Tokens are cached per scope and replaced 30 s before they expire. A
+//! service that answers `proof.nonce_required`/`proof.nonce_invalid` with a
+//! `KB-Nonce` gets one retry with that nonce; nonces a service hands out on
+//! other answers are remembered for its next request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::encoding::{b64url_decode, b64url_encode};
+use crate::error::{Code, Error, Result, err};
+use crate::key::SigningKey;
+use crate::proof::ProofBuilder;
+use crate::token::Token;
+use crate::verify::{Clock, SystemClock};
+
+/// Tokens are replaced this long before they expire.
+pub const REFRESH_MARGIN: u64 = 30;
+
+/// What a service token is for: one audience, optionally a project and a
+/// subset of roles.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// The service's audience.
+    pub audience: String,
+    /// Project name.
+    pub project: Option<String>,
+    /// Domain of the project (default: the user's).
+    pub domain: Option<String>,
+    /// Roles to request (default: all held on the project).
+    pub roles: Option<Vec<String>>,
+    /// Lifetime to request (default: the issuer's).
+    pub lifetime: Option<u64>,
+}
+
+impl Scope {
+    /// A scope for `audience`.
+    pub fn new(audience: impl Into<String>) -> Self {
+        Scope {
+            audience: audience.into(),
+            project: None,
+            domain: None,
+            roles: None,
+            lifetime: None,
+        }
+    }
+    /// Scopes to a project.
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+    /// The project's domain.
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+    /// Asks for only these roles (down-scoping).
+    pub fn roles<I: IntoIterator<Item = S>, S: Into<String>>(mut self, roles: I) -> Self {
+        self.roles = Some(roles.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Asks for a shorter lifetime.
+    pub fn lifetime(mut self, seconds: u64) -> Self {
+        self.lifetime = Some(seconds);
+        self
+    }
+}
+
+/// A session: the token from login and when it expires.
+#[derive(Clone)]
+pub struct Session {
+    /// The session token.
+    pub token: Token,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// `name@domain`.
+    pub subject: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({}, expires {})", self.subject, self.expires_at)
+    }
+}
+
+/// A keybound client.
+pub struct Client {
+    http: reqwest::Client,
+    issuer: String,
+    key: Arc<SigningKey>,
+    clock: Arc<dyn Clock>,
+    session: Mutex<Option<Session>>,
+    tokens: Mutex<HashMap<Scope, (Token, u64)>>,
+    nonces: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({}, key {})", self.issuer, self.key.public_key().thumbprint())
+    }
+}
+
+fn unreachable(e: reqwest::Error) -> Error {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let url = e.url().map(|u| u.as_str().to_owned()).unwrap_or_default();
+    Error::new(Code::ClientUnreachable, format!("{url}: {what}"))
+}
+
+/// Turns an error answer (problem details) into an [`Error`] with the server's code.
+pub async fn error_from_response(response: reqwest::Response) -> Error {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let problem: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+    let code = problem
+        .as_ref()
+        .and_then(|p| p["code"].as_str())
+        .and_then(Code::from_str_code);
+    let detail = problem
+        .as_ref()
+        .and_then(|p| p["detail"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    match code {
+        Some(code) => Error::new(
+            code,
+            if detail.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                detail
+            },
+        ),
+        None => {
+            let snippet: String = body.chars().take(120).collect();
+            Error::new(Code::ClientRefused, format!("HTTP {status}: {snippet}"))
+        }
+    }
+}
+
+async fn json_answer(response: reqwest::Response) -> Result<serde_json::Value> {
+    let bytes = response.bytes().await.map_err(unreachable)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::new(Code::ClientRefused, format!("the answer is not JSON: {e}")))
+}
+
+fn origin_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default()
+}
+
+const PROOF: HeaderName = HeaderName::from_static("kb-proof");
+const NONCE: HeaderName = HeaderName::from_static("kb-nonce");
+
+impl Client {
+    /// A client of the issuer at `issuer_url` (its issuer id), holding `key`.
+    pub fn new(issuer_url: &str, key: SigningKey) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::new(Code::ClientUnreachable, format!("cannot build an HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            issuer: issuer_url.trim_end_matches('/').to_owned(),
+            key: Arc::new(key),
+            clock: Arc::new(SystemClock),
+            session: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+            nonces: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Uses `clock` instead of the system clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The key this client proves possession of.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The issuer URL.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The current session, if any.
+    pub fn session(&self) -> Option<Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Resumes a stored session (it must have been issued for this key).
+    pub fn set_session(&self, session: Session) {
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Logs in with a password. The proof binds the session to this client's key.
+    pub async fn login_password(&self, user: &str, password: &str, lifetime: Option<u64>) -> Result<Session> {
+        let password = Zeroizing::new(password.to_owned());
+        self.login(json!({"user": user, "password": *password, "key": self.public_key_b64(), "lifetime": lifetime}))
+            .await
+    }
+
+    /// Logs in with the key alone; the issuer must have it registered for `user`.
+    pub async fn login_key(&self, user: &str, lifetime: Option<u64>) -> Result<Session> {
+        self.login(json!({"user": user, "key": self.public_key_b64(), "lifetime": lifetime}))
+            .await
+    }
+
+    fn public_key_b64(&self) -> String {
+        b64url_encode(&self.key.public_key().to_cose_key(None))
+    }
+
+    async fn login(&self, mut body: serde_json::Value) -> Result<Session> {
+        if body["lifetime"].is_null() {
+            body.as_object_mut().map(|o| o.remove("lifetime"));
+        }
+        let body = Zeroizing::new(serde_json::to_vec(&body).unwrap_or_default());
+        let url = format!("{}/v1/login", self.issuer);
+        // A login carries no token: the proof binds SHA-256 of nothing.
+        let proof = ProofBuilder::new("POST", &url, b"", &body, self.clock.now())?.sign(&self.key)?;
+        let response = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(PROOF, proof.to_base64url())
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response).await);
+        }
+        let answer = json_answer(response).await?;
+        let token = answer["session_token"]
+            .as_str()
+            .and_then(|t| b64url_decode(t).ok())
+            .ok_or_else(|| Error::new(Code::ClientRefused, "the issuer's login answer has no session token"))?;
+        let session = Session {
+            token: Token::from_bytes(token),
+            expires_at: answer["expires_at"].as_u64().unwrap_or(0),
+            subject: answer["subject"].as_str().unwrap_or_default().to_owned(),
+        };
+        self.set_session(session.clone());
+        Ok(session)
+    }
+
+    /// A service token for `scope`: from the cache, or minted now.
+    pub async fn service_token(&self, scope: &Scope) -> Result<Token> {
+        let now = self.clock.now();
+        if let Some((token, expires)) = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(scope)
+            && expires.saturating_sub(REFRESH_MARGIN) > now
+        {
+            return Ok(token.clone());
+        }
+        let session = self
+            .session()
+            .ok_or_else(|| Error::new(Code::ClientNoSession, "not logged in: run keybound login first"))?;
+        if session.expires_at <= now {
+            return err(
+                Code::ClientSessionExpired,
+                format!("the session expired at {}: log in again", session.expires_at),
+            );
+        }
+        let mut body = json!({"audience": scope.audience});
+        for (key, value) in [
+            ("project", scope.project.as_ref().map(|p| json!(p))),
+            ("domain", scope.domain.as_ref().map(|d| json!(d))),
+            ("roles", scope.roles.as_ref().map(|r| json!(r))),
+            ("lifetime", scope.lifetime.map(|l| json!(l))),
+        ] {
+            if let Some(value) = value {
+                body[key] = value;
+            }
+        }
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let url = format!("{}/v1/tokens", self.issuer);
+        let proof = ProofBuilder::new("POST", &url, session.token.as_bytes(), &body, now)?.sign(&self.key)?;
+        let response = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(AUTHORIZATION, format!("KB {}", session.token.to_base64url()))
+            .header(PROOF, proof.to_base64url())
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response).await);
+        }
+        let answer = json_answer(response).await?;
+        let token = answer["token"]
+            .as_str()
+            .and_then(|t| b64url_decode(t).ok())
+            .map(Token::from_bytes)
+            .ok_or_else(|| Error::new(Code::ClientRefused, "the issuer's answer has no token"))?;
+        let expires = answer["expires_at"].as_u64().unwrap_or(now);
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(scope.clone(), (token.clone(), expires));
+        Ok(token)
+    }
+
+    /// Forgets the cached token for `scope` (after a service refused it).
+    pub fn forget_token(&self, scope: &Scope) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
+    }
+
+    /// A signed request.
+    pub fn request<'a>(&'a self, method: Method, url: &str, scope: &'a Scope) -> SignedRequest<'a> {
+        SignedRequest {
+            client: self,
+            method,
+            url: url.to_owned(),
+            headers: HeaderMap::new(),
+            body: Vec::new(),
+            scope,
+        }
+    }
+
+    /// A signed GET.
+    pub fn get<'a>(&'a self, url: &str, scope: &'a Scope) -> SignedRequest<'a> {
+        self.request(Method::GET, url, scope)
+    }
+
+    /// A signed POST.
+    pub fn post<'a>(&'a self, url: &str, scope: &'a Scope) -> SignedRequest<'a> {
+        self.request(Method::POST, url, scope)
+    }
+}
+
+/// A request that is signed when sent.
+pub struct SignedRequest<'a> {
+    client: &'a Client,
+    method: Method,
+    url: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    scope: &'a Scope,
+}
+
+impl SignedRequest<'_> {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::new(Code::InputMalformed, format!("bad header name {name:?}")))?;
+        let value = HeaderValue::from_str(value).map_err(|_| Error::new(Code::InputMalformed, "bad header value"))?;
+        self.headers.append(name, value);
+        Ok(self)
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body.
+    pub fn json<T: serde::Serialize>(mut self, value: &T) -> Self {
+        self.body = serde_json::to_vec(value).unwrap_or_default();
+        self.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self
+    }
+
+    /// Signs and sends; retries once when the service asks for a nonce.
+    /// Any HTTP answer is returned; see [`error_from_response`].
+    pub async fn send(self) -> Result<reqwest::Response> {
+        let client = self.client;
+        let token = client.service_token(self.scope).await?;
+        let origin = origin_of(&self.url);
+        let mut retried = false;
+        loop {
+            let nonce = client
+                .nonces
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&origin)
+                .cloned();
+            let mut proof = ProofBuilder::new(
+                self.method.as_str(),
+                &self.url,
+                token.as_bytes(),
+                &self.body,
+                client.clock.now(),
+            )?;
+            if let Some(nonce) = nonce {
+                proof = proof.nonce(nonce);
+            }
+            let proof = proof.sign(&client.key)?;
+            let response = client
+                .http
+                .request(self.method.clone(), &self.url)
+                .headers(self.headers.clone())
+                .header(AUTHORIZATION, format!("KB {}", token.to_base64url()))
+                .header(PROOF, proof.to_base64url())
+                .body(self.body.clone())
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let fresh_nonce = response
+                .headers()
+                .get(NONCE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| b64url_decode(v).ok());
+            if let Some(nonce) = &fresh_nonce {
+                client
+                    .nonces
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(origin.clone(), nonce.clone());
+            }
+            let challenged = response.status() == reqwest::StatusCode::UNAUTHORIZED
+                && response
+                    .headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("proof.nonce_required") || v.contains("proof.nonce_invalid"));
+            if challenged && fresh_nonce.is_some() && !retried {
+                retried = true;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/` (not a public API).
+//!
+//! Each function is the whole body of one fuzz target: it feeds arbitrary
+//! bytes to one function of the library and checks the invariants that must
+//! hold for every input. None of them may panic except through an
+//! `assert!` that states such an invariant; a panic is a finding.
+//!
+//! Everything is deterministic: keys come from [`SigningKey::derive`], time
+//! from a [`ManualClock`], and every call gets a fresh replay store, so a
+//! crash reproduces from its input alone.
+
+use std::sync::{Arc, OnceLock};
+
+use crate::cbor;
+use crate::cose::{self, Tagging};
+use crate::danger;
+use crate::error::Code;
+use crate::key::{Algorithm, KeySet, PublicKey, SigningKey};
+use crate::proof::{self, NonceValidator, RequestInfo, normalize_uri};
+use crate::token::{TokenBuilder, TokenKind, TokenTagging, UnverifiedToken};
+use crate::verify::{ManualClock, MemoryReplayStore, TrustedIssuer, Verifier};
+
+/// The verification time of [`proof_verify`]: that of the test vectors.
+pub const NOW: u64 = crate::vectors::NOW;
+/// The trusted issuer of [`proof_verify`] (that of the test vectors).
+pub const ISSUER: &str = "https://issuer.example";
+/// The audience of [`proof_verify`] (that of the test vectors).
+pub const AUDIENCE: &str = "https://nova.example";
+/// The nonces [`proof_verify`] accepts when its input asks for nonces.
+pub const NONCES: [&[u8]; 2] = [b"nonce-epoch-0", b"nonce-epoch-1"];
+/// Flag bit of [`frame_request`]: the verifier requires a nonce.
+pub const FLAG_REQUIRE_NONCE: u8 = 1;
+
+/// The issuer keys of the test vectors (same seed and names as
+/// `src/vectors.rs`), so that vector tokens verify in [`proof_verify`] and
+/// the fuzzer starts deep inside the verification path.
+fn vector_issuer_keys() -> &'static KeySet {
+    static KEYS: OnceLock<KeySet> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut set = KeySet::new();
+        for (alg, name) in [
+            (Algorithm::EdDSA, "issuer-ed25519"),
+            (Algorithm::ES256, "issuer-es256"),
+            (Algorithm::EdDSA, "issuer-ed25519-next"),
+        ] {
+            let key = SigningKey::derive(alg, b"keybound test vectors v1", name.as_bytes())
+                .expect("fixed derivation succeeds");
+            let public = key.public_key().clone();
+            set.insert(public.default_kid(), public).expect("distinct kids");
+        }
+        set
+    })
+}
+
+/// The key [`token_roundtrip`] re-issues tokens with.
+fn reissue_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::derive(Algorithm::EdDSA, b"keybound fuzzing", b"reissue").expect("derivation"))
+}
+
+/// Target `cbor_validate`: the strict-profile validator and tag stripping
+/// accept or refuse every input without panicking; what they accept can be
+/// walked by the zero-copy [`cbor::Reader`].
+pub fn cbor_validate(data: &[u8]) {
+    if let Ok((tags, rest)) = cbor::strip_tags(data, 3) {
+        assert!(tags.len() <= 3, "strip_tags returned more tags than asked for");
+        assert!(rest.len() <= data.len());
+    }
+    if cbor::validate(data).is_ok() {
+        // A valid item is exactly one item: skipping it consumes everything.
+        let mut r = cbor::Reader::new(data);
+        let raw = r.raw_item();
+        assert_eq!(raw, Some(data), "a validated item is not one whole item to the reader");
+        assert!(r.is_at_end());
+    }
+}
+
+/// Target `cbor_roundtrip`: an item that passes [`cbor::validate`] decodes
+/// with ciborium and, re-encoded by ciborium, gives back identical bytes.
+/// The strict profile is deterministic encoding, so any difference means the
+/// validator and the encoder disagree about what is canonical.
+pub fn cbor_roundtrip(data: &[u8]) {
+    if cbor::validate(data).is_err() {
+        return;
+    }
+    let value: ciborium::Value = match ciborium::from_reader(data) {
+        Ok(v) => v,
+        Err(e) => panic!("cbor::validate accepted an item ciborium cannot decode: {e}"),
+    };
+    let mut encoded = Vec::with_capacity(data.len());
+    ciborium::into_writer(&value, &mut encoded).expect("encoding into a Vec is infallible");
+    assert_eq!(
+        encoded, data,
+        "ciborium re-encodes a strict-profile item to different bytes"
+    );
+}
+
+/// Target `token_parse`: steps T1–T4 on arbitrary bytes. The checked parser
+/// and the `danger` decoder agree on every input.
+pub fn token_parse(data: &[u8]) {
+    let parsed = UnverifiedToken::from_slice(data);
+    let insecure = danger::insecure_decode_token(data);
+    match (&parsed, &insecure) {
+        (Ok(token), Ok(decoded)) => {
+            assert_eq!(token.kid(), decoded.kid.as_slice());
+            assert_eq!(token.alg(), decoded.alg);
+            assert_eq!(token.issuer(), decoded.claims.iss);
+            assert!(!token.kid().is_empty() || decoded.kid.is_empty());
+        }
+        (Err(a), Err(b)) => assert_eq!(a.code(), b.code(), "the two decoders disagree on the reason"),
+        _ => panic!("UnverifiedToken::from_slice and insecure_decode_token disagree"),
+    }
+}
+
+/// Target `token_roundtrip`: claims that decode with
+/// [`danger::insecure_decode_token`], re-issued through the public
+/// [`TokenBuilder`], decode to equal claims. The builder may refuse claims
+/// the parser accepts (a lifetime above the maximum, for instance), but only
+/// with `issue.invalid`.
+pub fn token_roundtrip(data: &[u8]) {
+    let Ok(decoded) = danger::insecure_decode_token(data) else {
+        return;
+    };
+    let claims = decoded.claims;
+    let Some(lifetime) = claims.exp.checked_sub(claims.iat) else {
+        return;
+    };
+    let mut builder = match claims.kind {
+        TokenKind::Service => TokenBuilder::service(
+            claims.iss.clone(),
+            claims.sub.clone(),
+            claims.aud.clone(),
+            claims.cnf.clone(),
+            claims.iat,
+        ),
+        TokenKind::Session => {
+            if claims.aud != claims.iss {
+                // The builder always makes a session token's audience its issuer.
+                return;
+            }
+            TokenBuilder::session(claims.iss.clone(), claims.sub.clone(), claims.cnf.clone(), claims.iat)
+        }
+    };
+    builder = builder.lifetime(lifetime).cti(claims.cti);
+    if let Some(nbf) = claims.nbf {
+        builder = builder.not_before(nbf);
+    }
+    match (&claims.domain, &claims.project) {
+        (Some(domain), Some(project)) => builder = builder.scope(domain.clone(), project.clone()),
+        (Some(domain), None) => builder = builder.domain(domain.clone()),
+        // The builder has no project without a domain.
+        (None, Some(_)) => return,
+        (None, None) => {}
+    }
+    builder = builder
+        .roles(claims.roles.clone())
+        .actor_chain(claims.actor_chain.clone());
+    if let Some(trust) = &claims.trust_id {
+        builder = builder.trust_id(trust.clone());
+    }
+    if let Some(origin) = &claims.origin_issuer {
+        builder = builder.origin_issuer(origin.clone());
+    }
+    let tagging = match data.first() {
+        Some(0xd8) => TokenTagging::Cwt,
+        Some(0xd2) => TokenTagging::Sign1,
+        _ => TokenTagging::Untagged,
+    };
+    let kid = if decoded.kid.is_empty() {
+        b"k".to_vec()
+    } else {
+        decoded.kid
+    };
+    let token = match builder.tagging(tagging).sign(reissue_key(), &kid) {
+        Ok(token) => token,
+        Err(e) => {
+            assert_eq!(e.code(), Code::IssueInvalid, "the builder failed with {e}");
+            return;
+        }
+    };
+    let again = match danger::insecure_decode_token(token.as_bytes()) {
+        Ok(again) => again,
+        Err(e) => panic!("a re-issued token does not decode: {e}"),
+    };
+    assert_eq!(again.claims, claims, "re-issued claims differ from the decoded ones");
+    assert_eq!(again.kid, kid);
+    // What the builder writes is always in the strict profile.
+    let (_, body) = cbor::strip_tags(token.as_bytes(), 3).expect("own tags");
+    assert_eq!(cbor::validate(body), Ok(()));
+}
+
+/// Target `proof_parse`: steps P2–P4 (strict CBOR, COSE_Sign1 of a proof,
+/// payload fields) on arbitrary bytes.
+pub fn proof_parse(data: &[u8]) {
+    let Ok(sign1) = cose::parse_sign1(data, Tagging::Sign1) else {
+        return;
+    };
+    assert!(!sign1.payload.is_empty(), "an empty payload was accepted");
+    if let Ok(claims) = proof::decode_payload(sign1.payload) {
+        assert!(!claims.htm.is_empty() && claims.htm.len() <= proof::MAX_METHOD_LEN);
+        assert_eq!(claims.tkh.len(), proof::HINT_LEN);
+        assert_eq!(claims.bdh.len(), proof::HINT_LEN);
+        assert!(
+            claims
+                .nonce
+                .is_none_or(|n| !n.is_empty() && n.len() <= proof::MAX_NONCE_LEN)
+        );
+        assert!(claims.iat <= i64::MAX as u64);
+    }
+}
+
+/// A request for [`proof_verify`], as framed in its input.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FramedRequest<'a> {
+    /// [`FLAG_REQUIRE_NONCE`] and future flags.
+    pub flags: u8,
+    /// Token bytes.
+    pub token: &'a [u8],
+    /// Proof bytes; empty means "verify the token alone".
+    pub proof: &'a [u8],
+    /// Request method (lossy UTF-8).
+    pub method: &'a [u8],
+    /// Request target URI (lossy UTF-8).
+    pub uri: &'a [u8],
+    /// Request body: everything after the URI.
+    pub body: &'a [u8],
+}
+
+fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
+    let n = n.min(data.len());
+    let (head, rest) = data.split_at(n);
+    *data = rest;
+    head
+}
+
+fn take_len(data: &mut &[u8], width: usize) -> usize {
+    take(data, width)
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+}
+
+/// Splits a [`proof_verify`] input:
+/// `flags:u8 ‖ len:u16 ‖ token ‖ len:u16 ‖ proof ‖ len:u8 ‖ method ‖ len:u16 ‖ uri ‖ body`
+/// (lengths big-endian). A short input leaves the remaining parts empty.
+pub fn parse_frame(mut data: &[u8]) -> FramedRequest<'_> {
+    let d = &mut data;
+    let flags = take(d, 1).first().copied().unwrap_or(0);
+    let n = take_len(d, 2);
+    let token = take(d, n);
+    let n = take_len(d, 2);
+    let proof = take(d, n);
+    let n = take_len(d, 1);
+    let method = take(d, n);
+    let n = take_len(d, 2);
+    let uri = take(d, n);
+    FramedRequest {
+        flags,
+        token,
+        proof,
+        method,
+        uri,
+        body: data,
+    }
+}
+
+/// Builds a [`proof_verify`] input (the seed corpus is made with this).
+/// Parts longer than their length field are truncated.
+pub fn frame_request(flags: u8, token: &[u8], proof: &[u8], method: &str, uri: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![flags];
+    for (part, width) in [(token, 2usize), (proof, 2), (method.as_bytes(), 1), (uri.as_bytes(), 2)] {
+        let max = if width == 1 { 0xff } else { 0xffff };
+        let part = &part[..part.len().min(max)];
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes()[8 - width..]);
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+struct FixedNonces;
+
+impl NonceValidator for FixedNonces {
+    fn is_valid(&self, nonce: &[u8], _now: u64) -> bool {
+        NONCES.contains(&nonce)
+    }
+}
+
+/// Target `proof_verify`: full request verification (T1–T12, P1–P13) by a
+/// fixed verifier — the test vectors' issuer keys, audience and time, a fresh
+/// in-memory replay store — of a request framed by [`parse_frame`]. An
+/// accepted request is for this audience and issuer, within the lifetime
+/// limit, and is refused as a replay when submitted again.
+pub fn proof_verify(data: &[u8]) {
+    let frame = parse_frame(data);
+    let mut builder = Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, vector_issuer_keys().clone()))
+        .clock(Arc::new(ManualClock::new(NOW)))
+        .leeway(30)
+        .proof_max_age(60)
+        .replay_store(Arc::new(MemoryReplayStore::new(8)));
+    if frame.flags & FLAG_REQUIRE_NONCE != 0 {
+        builder = builder.require_nonce(Arc::new(FixedNonces));
+    }
+    let verifier = builder.build().expect("a fixed verifier configuration");
+    if frame.proof.is_empty() {
+        if let Ok(token) = verifier.verify_token(frame.token) {
+            assert_eq!(token.audience(), AUDIENCE);
+            assert_eq!(token.issuer(), ISSUER);
+            assert!(token.expires_at() - token.issued_at() <= crate::token::MAX_SERVICE_LIFETIME);
+            assert!(token.expires_at() + 30 >= NOW);
+        }
+        return;
+    }
+    let method = String::from_utf8_lossy(frame.method);
+    let uri = String::from_utf8_lossy(frame.uri);
+    let request = RequestInfo::new(&method, &uri, frame.body);
+    let Ok(verified) = verifier.verify_request(frame.token, frame.proof, &request) else {
+        return;
+    };
+    assert_eq!(verified.audience(), AUDIENCE);
+    assert_eq!(verified.issuer(), ISSUER);
+    assert!(verified.proof_of_possession());
+    let token = verified.token();
+    assert!(token.expires_at() - token.issued_at() <= crate::token::MAX_SERVICE_LIFETIME);
+    assert_eq!(token.kind(), TokenKind::Service);
+    let again = verifier.verify_request(frame.token, frame.proof, &request);
+    assert_eq!(
+        again.map(|_| ()).map_err(|e| e.code()),
+        Err(Code::ReplayDetected),
+        "an accepted request was not refused as a replay"
+    );
+}
+
+/// Target `cose_key_parse`: public and private COSE_Key decoding. A key that
+/// decodes re-encodes and decodes to the same key; a private key signs what
+/// its public key verifies.
+pub fn cose_key_parse(data: &[u8]) {
+    if let Ok(key) = PublicKey::from_cose_key(data) {
+        for kid in [None, Some(&b"kid"[..])] {
+            let encoded = key.to_cose_key(kid);
+            let again = PublicKey::from_cose_key(&encoded).expect("a re-encoded public key decodes");
+            assert_eq!(again, key);
+            assert_eq!(again.thumbprint(), key.thumbprint());
+        }
+        // A public key never decodes as a private one.
+        assert_eq!(
+            SigningKey::from_cose_key(data).map(|_| ()).map_err(|e| e.code()),
+            Err(Code::KeyWrongKind)
+        );
+    }
+    if let Ok(secret) = SigningKey::from_cose_key(data) {
+        let encoded = secret.to_cose_key(Some(b"kid"));
+        let again = SigningKey::from_cose_key(&encoded).expect("a re-encoded private key decodes");
+        assert_eq!(again.public_key(), secret.public_key());
+        let signature = secret.sign(b"keybound fuzzing");
+        assert!(secret.public_key().verify(b"keybound fuzzing", &signature));
+        assert_eq!(
+            PublicKey::from_cose_key(data).map(|_| ()).map_err(|e| e.code()),
+            Err(Code::KeyWrongKind)
+        );
+    }
+}
+
+/// Target `keyset_parse`: COSE_KeySet decoding. A set that decodes
+/// re-encodes with [`KeySet::to_cbor`] and decodes to the same keys under the
+/// same kids, in the same order; its encoding is then stable.
+pub fn keyset_parse(data: &[u8]) {
+    let Ok(set) = KeySet::from_cbor(data) else {
+        return;
+    };
+    assert!(!set.is_empty(), "an empty key set was accepted");
+    let encoded = set.to_cbor();
+    let again = KeySet::from_cbor(&encoded).expect("a re-encoded key set decodes");
+    let pairs = |s: &KeySet| {
+        s.iter()
+            .map(|(kid, key)| (kid.to_vec(), *key.thumbprint()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pairs(&again), pairs(&set));
+    assert_eq!(again.to_cbor(), encoded, "key-set encoding is not stable");
+}
+
+/// Target `uri_normalize`: `htu` normalisation is total on UTF-8 input and
+/// idempotent; its output is ASCII without a fragment.
+pub fn uri_normalize(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(once) = normalize_uri(text) else {
+        return;
+    };
+    assert!(once.is_ascii());
+    assert!(!once.contains('#'));
+    assert!(once.starts_with("http://") || once.starts_with("https://"));
+    match normalize_uri(&once) {
+        Ok(twice) => assert_eq!(twice, once, "normalize_uri is not idempotent on {text:?}"),
+        Err(e) => panic!("the normal form {once:?} of {text:?} is refused: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let framed = frame_request(1, b"tok", b"proof", "GET", "https://a/", b"body");
+        assert_eq!(
+            parse_frame(&framed),
+            FramedRequest {
+                flags: 1,
+                token: b"tok",
+                proof: b"proof",
+                method: b"GET",
+                uri: b"https://a/",
+                body: b"body",
+            }
+        );
+        assert_eq!(parse_frame(&[]), FramedRequest::default());
+        assert_eq!(parse_frame(&[0, 0xff, 0xff, 1]).token, &[1]);
+    }
+
+    #[test]
+    fn every_target_accepts_empty_and_vector_inputs() {
+        let targets: [fn(&[u8]); 9] = [
+            cbor_validate,
+            cbor_roundtrip,
+            token_parse,
+            token_roundtrip,
+            proof_parse,
+            proof_verify,
+            cose_key_parse,
+            keyset_parse,
+            uri_normalize,
+        ];
+        let vectors = crate::vectors::generate();
+        for target in targets {
+            target(&[]);
+            for v in vectors.iter().take(40) {
+                target(&v.token);
+            }
+        }
+        // Every valid vector is accepted by the fuzzing verifier (the
+        // fuzzer's starting points really are deep in the path).
+        for v in vectors.iter().filter(|v| v.expected == "valid") {
+            let flags = if v.nonces.is_some() { FLAG_REQUIRE_NONCE } else { 0 };
+            let input = frame_request(
+                flags,
+                &v.token,
+                v.proof.as_deref().unwrap_or_default(),
+                &v.method,
+                &v.uri,
+                &v.body,
+            );
+            let frame = parse_frame(&input);
+            let verifier = Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, vector_issuer_keys().clone()))
+                .clock(Arc::new(ManualClock::new(NOW)));
+            let verifier = if v.nonces.is_some() {
+                verifier.require_nonce(Arc::new(FixedNonces))
+            } else {
+                verifier
+            }
+            .build()
+            .unwrap();
+            let result = if frame.proof.is_empty() {
+                verifier.verify_token(frame.token).map(|_| ())
+            } else {
+                let uri = String::from_utf8_lossy(frame.uri);
+                let method = String::from_utf8_lossy(frame.method);
+                verifier
+                    .verify_request(frame.token, frame.proof, &RequestInfo::new(&method, &uri, frame.body))
+                    .map(|_| ())
+            };
+            assert_eq!(result, Ok(()), "{}", v.name);
+            proof_verify(&input);
+        }
+    }
+}

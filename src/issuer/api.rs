@@ -1,0 +1,439 @@
+//! Login, minting, key publication, health and metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{IssuerState, split_qualified};
+use crate::encoding::{b64url_decode, b64url_encode};
+use crate::error::{Code, Error, Result, err};
+use crate::http::layer::{extract_proof, extract_token};
+use crate::key::PublicKey;
+use crate::proof::{RequestInfo, body_sha256};
+use crate::token::TokenBuilder;
+
+pub(super) fn routes(state: Arc<IssuerState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/.well-known/keybound/keys", get(keys))
+        .route("/.well-known/keybound/issuer", get(metadata))
+        .route("/v1/login", post(login))
+        .route("/v1/tokens", post(mint))
+        .with_state(state)
+}
+
+/// Turns a handler result into a response, counting failures.
+pub(super) fn respond(
+    state: &IssuerState,
+    route: &'static str,
+    started: Instant,
+    result: Result<Response>,
+) -> Response {
+    state.metrics.observe(route, started.elapsed());
+    match result {
+        Ok(response) => response,
+        Err(e) => {
+            state.metrics.failure(e.code().as_str());
+            if crate::http::status_for(e.code()).is_server_error() {
+                tracing::error!(route, code = e.code().as_str(), detail = e.message(), "request failed");
+            } else {
+                tracing::info!(route, code = e.code().as_str(), detail = e.message(), "request refused");
+            }
+            crate::http::error_response(&e, None)
+        }
+    }
+}
+
+/// Reads the whole body, at most `max` bytes.
+pub(super) async fn read_body(request: Request, max: usize) -> Result<(http::request::Parts, Bytes)> {
+    let (parts, body) = request.into_parts();
+    let too_large = || Error::new(Code::HttpBodyTooLarge, format!("the body is larger than {max} bytes"));
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
+    {
+        return Err(too_large());
+    }
+    let collected = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        http_body_util::Limited::new(body, max).collect(),
+    )
+    .await
+    .map_err(|_| Error::new(Code::HttpBodyUnreadable, "the body did not arrive in time"))?
+    .map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            Error::new(Code::HttpBodyUnreadable, format!("the body could not be read: {e}"))
+        }
+    })?;
+    Ok((parts, collected.to_bytes()))
+}
+
+/// Parses a JSON body, refusing unknown fields.
+pub(super) fn json_body<T: DeserializeOwned>(parts: &http::request::Parts, body: &[u8]) -> Result<T> {
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        return err(
+            Code::IssuerBadRequest,
+            "the body must be JSON (Content-Type: application/json)",
+        );
+    }
+    serde_json::from_slice(body).map_err(|e| Error::new(Code::IssuerBadRequest, format!("invalid request body: {e}")))
+}
+
+pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
+    let mut response = (status, value.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The target URI a proof to this issuer names: issuer id + path and query.
+pub(super) fn target_uri(state: &IssuerState, parts: &http::request::Parts) -> String {
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    format!("{}{}", state.config.issuer_id.trim_end_matches('/'), path)
+}
+
+async fn readyz(State(state): State<Arc<IssuerState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => crate::http::error_response(&e, None),
+    }
+}
+
+async fn metrics(State(state): State<Arc<IssuerState>>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+async fn keys(State(state): State<Arc<IssuerState>>) -> Response {
+    match state.keys.published_cbor() {
+        Ok(cbor) => {
+            let mut response = Response::new(Body::from(cbor.as_ref().clone()));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/cbor"));
+            if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={}", state.keys.cache_max_age())) {
+                headers.insert(header::CACHE_CONTROL, value);
+            }
+            response
+        }
+        Err(e) => crate::http::error_response(&e, None),
+    }
+}
+
+async fn metadata(State(state): State<Arc<IssuerState>>) -> Response {
+    let base = state.config.issuer_id.trim_end_matches('/');
+    json_response(
+        StatusCode::OK,
+        json!({
+            "issuer": state.config.issuer_id,
+            "keys": format!("{base}/.well-known/keybound/keys"),
+            "login": format!("{base}/v1/login"),
+            "tokens": format!("{base}/v1/tokens"),
+            "admin_audience": state.config.admin_audience(),
+            "max_session_lifetime": state.config.max_session_lifetime,
+            "max_service_lifetime": state.config.service_lifetime,
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    user: String,
+    password: Option<String>,
+    /// The public COSE_Key to bind, base64url.
+    key: String,
+    lifetime: Option<u64>,
+}
+
+async fn login(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let result = do_login(&state, request).await;
+    respond(&state, "login", started, result)
+}
+
+async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
+    let (parts, body) = read_body(request, state.config.max_body).await?;
+    let login: LoginRequest = json_body(&parts, &body)?;
+    let password = login.password.map(Zeroizing::new);
+    let (name, domain) = split_qualified("user", &login.user)?;
+    let key_bytes =
+        b64url_decode(&login.key).map_err(|_| Error::new(Code::IssuerInvalidKey, "key is not base64url"))?;
+    let key = PublicKey::from_cose_key(&key_bytes)
+        .map_err(|e| Error::new(Code::IssuerInvalidKey, format!("the key to bind is refused: {e}")))?;
+    let lifetime = login.lifetime.unwrap_or(state.config.session_lifetime);
+    if lifetime == 0 || lifetime > state.config.max_session_lifetime {
+        return err(
+            Code::IssuerLifetimeExceeded,
+            format!(
+                "a session lives 1 to {} s, not {lifetime}",
+                state.config.max_session_lifetime
+            ),
+        );
+    }
+    // Proof of possession of the key to bind, for exactly this request.
+    let Some(proof) = extract_proof(&parts.headers, 8192)? else {
+        return err(Code::ProofMissing, "a login needs a KB-Proof made with the key to bind");
+    };
+    let target = target_uri(state, &parts);
+    let info = RequestInfo {
+        method: parts.method.as_str(),
+        uri: &target,
+        body_sha256: body_sha256(&body),
+    };
+    state.sessions.verify_possession_async(&key, &proof, &info).await?;
+
+    let now = state.now() as i64;
+    let who = format!("{name}@{domain}");
+    let auth = state.store.user_auth(domain, name).await?;
+    let who_ref = &who;
+    let fail = |code: Code, why: &'static str| async move {
+        let who = who_ref;
+        state.metrics.login(false);
+        state.store.audit(now, who, "login", who, code.as_str()).await?;
+        err::<Response>(code, why)
+    };
+    let Some(auth) = auth else {
+        // Same work as for a real user, so timing does not tell them apart.
+        if let Some(password) = password {
+            super::password::verify(password, None).await;
+        }
+        return fail(Code::IssuerInvalidCredentials, "unknown user or wrong credentials").await;
+    };
+    if auth.locked_until > now {
+        return fail(Code::IssuerLocked, "too many failed logins; try again later").await;
+    }
+    let credentials_ok = match password {
+        Some(password) => super::password::verify(password, auth.password_hash.clone()).await,
+        None => {
+            state
+                .store
+                .user_has_key(domain, name, &key.thumbprint().to_string())
+                .await?
+        }
+    };
+    if !credentials_ok {
+        state
+            .store
+            .record_login_failure(
+                domain,
+                name,
+                now,
+                state.config.login_max_failures,
+                state.config.login_lockout as i64,
+            )
+            .await?;
+        return fail(Code::IssuerInvalidCredentials, "unknown user or wrong credentials").await;
+    }
+    if !auth.enabled {
+        return fail(Code::IssuerDisabled, "the user or its domain is disabled").await;
+    }
+    state.store.reset_login_failures(domain, name).await?;
+    let (signing_key, kid) = state.keys.current()?;
+    let token = TokenBuilder::session(&state.config.issuer_id, &who, key.clone(), now as u64)
+        .lifetime(lifetime)
+        .domain(domain)
+        .sign(&signing_key, &kid)?;
+    state.store.audit(now, &who, "login", &who, "ok").await?;
+    state.metrics.login(true);
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "session_token": token.to_base64url(),
+            "expires_at": now as u64 + lifetime,
+            "subject": who,
+            "key_thumbprint": key.thumbprint().to_string(),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintRequest {
+    audience: String,
+    project: Option<String>,
+    domain: Option<String>,
+    roles: Option<Vec<String>>,
+    lifetime: Option<u64>,
+}
+
+async fn mint(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let result = do_mint(&state, request).await;
+    respond(&state, "tokens", started, result)
+}
+
+async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
+    let (parts, body) = read_body(request, state.config.max_body).await?;
+    let session = extract_token(&parts.headers, 8192)?;
+    let Some(proof) = extract_proof(&parts.headers, 8192)? else {
+        return err(
+            Code::ProofMissing,
+            "a KB-Proof header is required with a keybound token",
+        );
+    };
+    let target = target_uri(state, &parts);
+    let info = RequestInfo {
+        method: parts.method.as_str(),
+        uri: &target,
+        body_sha256: body_sha256(&body),
+    };
+    let verified = state.sessions.verify_request_async(&session, &proof, &info).await?;
+    let request: MintRequest = json_body(&parts, &body)?;
+    let lifetime = request.lifetime.unwrap_or(state.config.service_lifetime);
+    if lifetime == 0 || lifetime > state.config.service_lifetime {
+        return err(
+            Code::IssuerLifetimeExceeded,
+            format!(
+                "a service token lives 1 to {} s, not {lifetime}",
+                state.config.service_lifetime
+            ),
+        );
+    }
+    super::check_audience(&request.audience)?;
+    if request.audience == state.config.issuer_id {
+        return err(
+            Code::IssuerUnknownAudience,
+            "session tokens come from login, not from /v1/tokens",
+        );
+    }
+    if !state.store.service_exists(&request.audience).await? {
+        return err(
+            Code::IssuerUnknownAudience,
+            format!(
+                "{:?} is not a registered service",
+                crate::token::verify::truncate(&request.audience)
+            ),
+        );
+    }
+    let (user, user_domain) = split_qualified("user", verified.subject())?;
+    let project = match &request.project {
+        Some(p) => {
+            super::check_name("project", p)?;
+            let domain = request.domain.as_deref().unwrap_or(user_domain);
+            super::check_name("domain", domain)?;
+            Some((domain.to_owned(), p.clone()))
+        }
+        None if request.domain.is_some() => {
+            return err(Code::IssuerBadRequest, "domain is only meaningful with a project");
+        }
+        None => None,
+    };
+    if request.audience == state.config.admin_audience()
+        && project.as_ref().is_none_or(|(d, p)| {
+            d != super::store::bootstrap_names::DOMAIN || p != super::store::bootstrap_names::PROJECT
+        })
+    {
+        return err(
+            Code::IssuerForbidden,
+            "admin tokens are scoped to project admin@default",
+        );
+    }
+    // Re-check everything now: a disabled user or a revoked role stops at once.
+    let (domain_scope, project_scope) = project.clone().unwrap_or_default();
+    let facts = state
+        .store
+        .mint_facts((user_domain, user), (&domain_scope, &project_scope))
+        .await?;
+    if !facts.user_exists {
+        return err(Code::IssuerInvalidCredentials, "the session's user no longer exists");
+    }
+    if !facts.user_enabled {
+        return err(Code::IssuerDisabled, "the user or its domain is disabled");
+    }
+    let roles = match &project {
+        None => Vec::new(),
+        Some((d, p)) => {
+            if !facts.project_exists {
+                return err(Code::IssuerUnknownProject, format!("project {p}@{d} does not exist"));
+            }
+            if !facts.project_enabled {
+                return err(
+                    Code::IssuerDisabled,
+                    format!("project {p}@{d} or its domain is disabled"),
+                );
+            }
+            let roles = match &request.roles {
+                None => facts.roles.clone(),
+                Some(wanted) => {
+                    let missing: Vec<&String> = wanted.iter().filter(|r| !facts.roles.contains(r)).collect();
+                    if !missing.is_empty() {
+                        return err(
+                            Code::IssuerRoleNotHeld,
+                            format!("you do not hold {missing:?} on {p}@{d}"),
+                        );
+                    }
+                    let mut roles = wanted.clone();
+                    roles.sort();
+                    roles.dedup();
+                    roles
+                }
+            };
+            if roles.is_empty() {
+                return err(Code::IssuerRoleNotHeld, format!("you hold no role on {p}@{d}"));
+            }
+            roles
+        }
+    };
+    let now = state.now();
+    let (signing_key, kid) = state.keys.current()?;
+    let mut builder = TokenBuilder::service(
+        &state.config.issuer_id,
+        verified.subject(),
+        &request.audience,
+        verified.token().cnf().clone(),
+        now,
+    )
+    .lifetime(lifetime)
+    .roles(roles.iter().cloned());
+    if let Some((d, p)) = &project {
+        builder = builder.scope(d, p);
+    }
+    let token = builder.sign(&signing_key, &kid)?;
+    state.metrics.minted();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "token": token.to_base64url(),
+            "expires_at": now + lifetime,
+            "audience": request.audience,
+            "project": project.as_ref().map(|(_, p)| p),
+            "domain": project.as_ref().map(|(d, _)| d),
+            "roles": roles,
+        }),
+    ))
+}
+
+/// base64url of raw bytes (used by the admin API for keys).
+pub(super) fn b64(bytes: &[u8]) -> String {
+    b64url_encode(bytes)
+}

@@ -1,0 +1,138 @@
+//! Prometheus metrics in the text exposition format, without a registry
+//! dependency: a handful of counters and one latency histogram per route.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// The issuer's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    tokens_minted: AtomicU64,
+    session_tokens: AtomicU64,
+    logins_ok: AtomicU64,
+    logins_failed: AtomicU64,
+    failures: Mutex<BTreeMap<&'static str, u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+}
+
+impl Metrics {
+    /// A service token was minted.
+    pub fn minted(&self) {
+        self.tokens_minted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A login succeeded (a session token was issued) or failed.
+    pub fn login(&self, ok: bool) {
+        if ok {
+            self.logins_ok.fetch_add(1, Ordering::Relaxed);
+            self.session_tokens.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.logins_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request failed with `code`.
+    pub fn failure(&self, code: &'static str) {
+        *self
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    /// A request to `route` took `elapsed`.
+    pub fn observe(&self, route: &'static str, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let h = latency.entry(route).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.buckets[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    /// Renders all metrics.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        counter(
+            &mut out,
+            "keybound_tokens_minted_total",
+            "Service tokens minted.",
+            self.tokens_minted.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "keybound_session_tokens_total",
+            "Session tokens issued at login.",
+            self.session_tokens.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keybound_logins_total Login attempts by outcome.\n# TYPE keybound_logins_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "keybound_logins_total{{outcome=\"success\"}} {}",
+            self.logins_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "keybound_logins_total{{outcome=\"failure\"}} {}",
+            self.logins_failed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keybound_failures_total Refused requests by error code.\n# TYPE keybound_failures_total counter"
+        );
+        for (code, n) in self.failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "keybound_failures_total{{code=\"{code}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP keybound_request_duration_seconds Request latency by route.\n# TYPE keybound_request_duration_seconds histogram"
+        );
+        for (route, h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for (bound, n) in BUCKETS.iter().zip(h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "keybound_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "keybound_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "keybound_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "keybound_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
+        }
+        out
+    }
+}

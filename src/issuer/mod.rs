@@ -1,0 +1,340 @@
+//! The issuer service: the Keystone of keybound.
+//!
+//! It knows domains, projects, users and role assignments, authenticates
+//! users, and mints short tokens bound to the caller's key. It stores no
+//! tokens. [`router`] builds the HTTP API (tests drive it directly);
+//! [`serve`] binds it and shuts down gracefully.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/login` | password or registered-key login + proof of possession → session token |
+//! | `POST /v1/tokens` | session token + proof → service token for one audience |
+//! | `GET /.well-known/keybound/keys` | the COSE_KeySet (current, next, previous keys) |
+//! | `GET /.well-known/keybound/issuer` | issuer metadata (JSON) |
+//! | `/v1/admin/…` | admin API, protected by keybound itself (admin tokens + proofs) |
+//! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness (database), Prometheus |
+
+mod admin;
+mod api;
+pub mod keys;
+mod metrics;
+pub mod password;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use zeroize::Zeroizing;
+
+pub use keys::IssuerKeys;
+pub use metrics::Metrics;
+pub use store::Store;
+
+use crate::error::{Code, Error, Result, err};
+use crate::key::Algorithm;
+use crate::policy::{JsonLinesFile, MemoryRecords, Policy, RecordSink};
+use crate::token::MAX_SERVICE_LIFETIME;
+use crate::verify::{Clock, MemoryReplayStore, ReplayStore, SystemClock, TrustedIssuer, Verifier};
+
+/// Issuer configuration. Every field has a default (see [`IssuerConfig::new`]).
+#[derive(Clone, Debug)]
+pub struct IssuerConfig {
+    /// The issuer id: the public base URL clients use (`iss` of every token,
+    /// and the base of every target URI proofs name). Default `http://{listen}`.
+    pub issuer_id: String,
+    /// Address to bind. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Data directory: SQLite database, root secret. Default `./keybound-data`.
+    pub data_dir: PathBuf,
+    /// Database URL (`sqlite:` or `postgres:`). Default: SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// Signature algorithm of derived keys. Default Ed25519.
+    pub algorithm: Algorithm,
+    /// Key rotation period in seconds (≥ 600). Default 3600.
+    pub rotation_period: u64,
+    /// A fixed signing key file instead of derived keys (no rotation).
+    pub signing_key_file: Option<PathBuf>,
+    /// Root secret for derived keys (replicas must share it); read from
+    /// `data_dir/root.key` (created if missing) when not given.
+    pub root_secret: Option<Zeroizing<Vec<u8>>>,
+    /// Default session lifetime. Default 3600 s.
+    pub session_lifetime: u64,
+    /// Largest session lifetime a client may ask for. Default and ceiling 12 h.
+    pub max_session_lifetime: u64,
+    /// Default (and largest) service-token lifetime. Default and ceiling 300 s.
+    pub service_lifetime: u64,
+    /// Clock leeway. Default 30 s.
+    pub leeway: u64,
+    /// Largest request body. Default 64 KiB.
+    pub max_body: usize,
+    /// Failed logins before a lockout. Default 5.
+    pub login_max_failures: i64,
+    /// Lockout duration in seconds. Default 60.
+    pub login_lockout: u64,
+    /// Redis URL for the replay store of login and mint proofs, needed when
+    /// several replicas serve one issuer id. Default: in memory.
+    pub replay_redis_url: Option<String>,
+    /// Where admin-API policy denials are recorded (JSON lines). Default: not kept.
+    pub denial_log: Option<PathBuf>,
+}
+
+impl IssuerConfig {
+    /// Defaults for a local issuer listening on 127.0.0.1:8080.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let listen: SocketAddr = ([127, 0, 0, 1], 8080).into();
+        IssuerConfig {
+            issuer_id: format!("http://{listen}"),
+            listen,
+            data_dir: data_dir.into(),
+            database_url: None,
+            algorithm: Algorithm::EdDSA,
+            rotation_period: 3600,
+            signing_key_file: None,
+            root_secret: None,
+            session_lifetime: crate::token::DEFAULT_SESSION_LIFETIME,
+            max_session_lifetime: crate::token::MAX_SESSION_LIFETIME,
+            service_lifetime: MAX_SERVICE_LIFETIME,
+            leeway: crate::token::DEFAULT_LEEWAY,
+            max_body: 64 * 1024,
+            login_max_failures: 5,
+            login_lockout: 60,
+            replay_redis_url: None,
+            denial_log: None,
+        }
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("keybound.db").display()))
+    }
+
+    /// The audience of admin tokens: `{issuer_id}/admin`.
+    pub fn admin_audience(&self) -> String {
+        format!("{}/admin", self.issuer_id.trim_end_matches('/'))
+    }
+
+    fn check(&self) -> Result<()> {
+        crate::proof::normalize_uri(&self.issuer_id).map_err(|e| {
+            Error::new(
+                Code::IssuerConfig,
+                format!("the issuer id must be an http(s) URL: {}", e.message()),
+            )
+        })?;
+        if self.max_session_lifetime > crate::token::MAX_SESSION_LIFETIME
+            || self.session_lifetime > self.max_session_lifetime
+            || self.session_lifetime == 0
+        {
+            return err(
+                Code::IssuerConfig,
+                "session lifetimes must satisfy 0 < default ≤ max ≤ 12 h",
+            );
+        }
+        if self.service_lifetime == 0 || self.service_lifetime > MAX_SERVICE_LIFETIME {
+            return err(Code::IssuerConfig, "the service-token lifetime is 1 to 300 s");
+        }
+        Ok(())
+    }
+}
+
+/// Everything the handlers share.
+pub struct IssuerState {
+    /// Configuration.
+    pub config: IssuerConfig,
+    /// Database.
+    pub store: Store,
+    /// Signing keys.
+    pub keys: Arc<IssuerKeys>,
+    /// Verifies session tokens and login proofs (audience: the issuer id).
+    pub(crate) sessions: Verifier,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for IssuerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IssuerState({})", self.config.issuer_id)
+    }
+}
+
+impl IssuerState {
+    /// Opens the database (running migrations), loads or derives keys.
+    pub async fn open(config: IssuerConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
+        config.check()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::new(
+                Code::IssuerConfig,
+                format!("cannot create the data dir {}: {e}", config.data_dir.display()),
+            )
+        })?;
+        let store = Store::connect(&config.database_url()).await?;
+        let keys = Arc::new(match &config.signing_key_file {
+            Some(path) => IssuerKeys::fixed(crate::key::read_signing_key_file(path)?, clock.clone()),
+            None => {
+                let root = match &config.root_secret {
+                    Some(root) => root.clone(),
+                    None => keys::load_or_create_root(&config.data_dir.join("root.key"))?,
+                };
+                IssuerKeys::derived(
+                    root,
+                    config.algorithm,
+                    config.rotation_period,
+                    config.service_lifetime + config.leeway,
+                    config.max_session_lifetime + config.leeway,
+                    clock.clone(),
+                )?
+            }
+        });
+        let replay: Arc<dyn ReplayStore> = match &config.replay_redis_url {
+            #[cfg(feature = "redis")]
+            Some(url) => Arc::new(crate::verify::RedisReplayStore::connect(url, Default::default()).await?),
+            #[cfg(not(feature = "redis"))]
+            Some(_) => return err(Code::IssuerConfig, "this build has no Redis support"),
+            None => Arc::new(MemoryReplayStore::default()),
+        };
+        let sessions = Verifier::builder(
+            &config.issuer_id,
+            TrustedIssuer::new(&config.issuer_id, keys.internal_source()),
+        )
+        .session_tokens()
+        .leeway(config.leeway)
+        .replay_store(replay)
+        .clock(clock.clone())
+        .build()?;
+        Ok(Arc::new(IssuerState {
+            config,
+            store,
+            keys,
+            sessions,
+            metrics: Metrics::default(),
+            clock,
+        }))
+    }
+
+    /// Current time.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+}
+
+/// The issuer's HTTP API.
+pub fn router(state: Arc<IssuerState>) -> Result<Router> {
+    let admin_verifier = Verifier::builder(
+        state.config.admin_audience(),
+        TrustedIssuer::new(&state.config.issuer_id, state.keys.internal_source()),
+    )
+    .leeway(state.config.leeway)
+    .clock(state.clock.clone())
+    .build()?;
+    let policy = Policy::from_toml(
+        "mode = \"enforce\"\n[[rule]]\nname = \"admin API\"\npath = \"/v1/admin/**\"\nroles = [\"admin\"]\n",
+    )?;
+    let records: Arc<dyn RecordSink> = match &state.config.denial_log {
+        Some(path) => Arc::new(JsonLinesFile::open(path)?),
+        None => Arc::new(MemoryRecords::new()),
+    };
+    let layer = crate::http::KeyboundLayer::new(Arc::new(admin_verifier), &state.config.issuer_id)?
+        .max_body(state.config.max_body)
+        .policy(Arc::new(policy))
+        .records(records);
+    Ok(api::routes(state.clone()).merge(admin::routes(state).layer(layer)))
+}
+
+/// Serves the issuer until Ctrl-C or SIGTERM, then finishes in-flight requests.
+pub async fn serve(state: Arc<IssuerState>) -> Result<()> {
+    let app = router(state.clone())?;
+    let listener = tokio::net::TcpListener::bind(state.config.listen).await.map_err(|e| {
+        Error::new(
+            Code::IssuerConfig,
+            format!("cannot listen on {}: {e}", state.config.listen),
+        )
+    })?;
+    tracing::info!(issuer = %state.config.issuer_id, listen = %state.config.listen, database = ?state.store.backend(), "issuer started");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| Error::new(Code::IssuerUnavailable, format!("server error: {e}")))?;
+    tracing::info!("issuer stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
+}
+
+/// Creates the first admin (`admin@default`, role `admin` on project
+/// `admin@default`) on the database of `config`, with `password`. No server
+/// is needed; refuses to run twice.
+pub async fn bootstrap(config: &IssuerConfig, password: &str) -> Result<()> {
+    config.check()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Error::new(
+            Code::IssuerConfig,
+            format!("cannot create the data dir {}: {e}", config.data_dir.display()),
+        )
+    })?;
+    let store = Store::connect(&config.database_url()).await?;
+    let hash = password::hash(password)?;
+    store
+        .bootstrap(&hash, &config.admin_audience(), SystemClock.now() as i64)
+        .await
+}
+
+/// Validates a simple name: 1–64 of `A–Z a–z 0–9 . _ -`, starting alphanumeric.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
+        let shown: String = name.chars().take(40).collect();
+        return err(
+            Code::IssuerInvalidName,
+            format!("{kind} name {shown:?} is not 1–64 of A–Z a–z 0–9 . _ - starting with a letter or digit"),
+        );
+    }
+    Ok(())
+}
+
+/// Splits and validates `name@domain`.
+pub fn split_qualified<'a>(kind: &str, qualified: &'a str) -> Result<(&'a str, &'a str)> {
+    let Some((name, domain)) = qualified.split_once('@') else {
+        let shown: String = qualified.chars().take(40).collect();
+        return err(Code::IssuerInvalidName, format!("{kind} {shown:?} must be name@domain"));
+    };
+    check_name(kind, name)?;
+    check_name("domain", domain)?;
+    Ok((name, domain))
+}
+
+/// Validates an audience: 1–256 printable ASCII characters, no spaces.
+pub fn check_audience(audience: &str) -> Result<()> {
+    if audience.is_empty() || audience.len() > 256 || !audience.bytes().all(|b| b.is_ascii_graphic()) {
+        return err(
+            Code::IssuerInvalidName,
+            "an audience is 1 to 256 printable ASCII characters without spaces",
+        );
+    }
+    Ok(())
+}

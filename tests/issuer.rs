@@ -1,0 +1,891 @@
+//! The issuer over real HTTP on loopback, against SQLite (always) and
+//! PostgreSQL (when `KEYBOUND_TEST_POSTGRES_URL` is set; each run in a schema
+//! of its own).
+#![cfg(feature = "issuer")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keybound::Code;
+use keybound::client::{Client, Scope, error_from_response};
+use keybound::encoding::b64url_encode;
+use keybound::http::KeyboundLayer;
+use keybound::issuer::{IssuerConfig, IssuerState};
+use keybound::key::{Algorithm, SigningKey};
+use keybound::keyset::{HttpKeys, HttpKeysOptions};
+use keybound::proof::ProofBuilder;
+use keybound::verify::{Clock, ManualClock, SystemClock, TrustedIssuer, VerifiedRequest, Verifier};
+use serde_json::{Value, json};
+
+const ADMIN_PASSWORD: &str = "bootstrap-password-1";
+
+/// A running issuer.
+struct Issuer {
+    url: String,
+    state: Arc<IssuerState>,
+    _dir: tempfile::TempDir,
+    backend: &'static str,
+}
+
+/// Drops the PostgreSQL schemas a test created (SQLite lives in a temp dir).
+async fn cleanup(backends: &[(&'static str, Option<String>)]) {
+    for (_, url) in backends {
+        let Some(url) = url else { continue };
+        let Some((base, schema)) = url
+            .split_once("search_path%3D")
+            .map(|(b, s)| (b.trim_end_matches(&['?', '&'][..]).trim_end_matches("options=-c%20"), s))
+        else {
+            continue;
+        };
+        let base = base.trim_end_matches(&['?', '&'][..]);
+        if let Ok(pool) = sqlx::AnyPool::connect(base).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await;
+        }
+    }
+}
+
+/// The backends to test: SQLite always, PostgreSQL when configured.
+async fn backends() -> Vec<(&'static str, Option<String>)> {
+    let mut out = vec![("sqlite", None)];
+    match std::env::var("KEYBOUND_TEST_POSTGRES_URL") {
+        Ok(url) => out.push(("postgres", Some(fresh_schema(&url).await))),
+        Err(_) => eprintln!("PostgreSQL part skipped: KEYBOUND_TEST_POSTGRES_URL is not set"),
+    }
+    out
+}
+
+/// Creates a schema of its own and returns a URL that uses it.
+async fn fresh_schema(url: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let schema = format!("kbtest_{}_{}", std::process::id(), rand_suffix());
+    let pool = sqlx::AnyPool::connect(url).await.expect("PostgreSQL reachable");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+fn rand_suffix() -> String {
+    keybound::encoding::hex_encode(
+        &std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            .to_be_bytes(),
+    ) + &keybound::encoding::hex_encode(
+        &SigningKey::generate(Algorithm::EdDSA)
+            .unwrap()
+            .public_key()
+            .thumbprint()
+            .as_bytes()[..4],
+    )
+}
+
+async fn start(
+    backend: &'static str,
+    database_url: Option<String>,
+    clock: Arc<dyn Clock>,
+    tweak: impl FnOnce(&mut IssuerConfig),
+) -> Issuer {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = IssuerConfig::new(dir.path());
+    config.listen = addr;
+    config.issuer_id = format!("http://{addr}");
+    config.database_url = database_url;
+    tweak(&mut config);
+    keybound::issuer::bootstrap(&config, ADMIN_PASSWORD).await.unwrap();
+    let state = IssuerState::open(config, clock).await.unwrap();
+    let app = keybound::issuer::router(state.clone()).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Issuer {
+        url: format!("http://{addr}"),
+        state,
+        _dir: dir,
+        backend,
+    }
+}
+
+impl Issuer {
+    fn client(&self) -> Client {
+        Client::new(&self.url, SigningKey::generate(Algorithm::EdDSA).unwrap()).unwrap()
+    }
+
+    async fn admin(&self) -> Admin {
+        let client = self.client();
+        client
+            .login_password("admin@default", ADMIN_PASSWORD, None)
+            .await
+            .unwrap();
+        Admin {
+            client,
+            url: self.url.clone(),
+            scope: Scope::new(format!("{}/admin", self.url))
+                .project("admin")
+                .domain("default"),
+        }
+    }
+}
+
+struct Admin {
+    client: Client,
+    url: String,
+    scope: Scope,
+}
+
+impl Admin {
+    async fn call(&self, method: &str, path: &str, body: Value) -> Result<Value, keybound::Error> {
+        let request = self
+            .client
+            .request(method.parse().unwrap(), &format!("{}{path}", self.url), &self.scope);
+        let request = if method == "GET" { request } else { request.json(&body) };
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response).await);
+        }
+        Ok(serde_json::from_slice(&response.bytes().await.unwrap()).unwrap())
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        self.call(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Domain `stoughton`, project `turing`, roles `member`/`reader`, user
+    /// `ayoung@stoughton` with `member` on turing, service `audience`.
+    async fn setup_world(&self, audience: &str) {
+        self.ok("POST", "/v1/admin/domains", json!({"name": "stoughton"})).await;
+        self.ok(
+            "POST",
+            "/v1/admin/projects",
+            json!({"name": "turing", "domain": "stoughton"}),
+        )
+        .await;
+        for role in ["member", "reader"] {
+            self.ok("POST", "/v1/admin/roles", json!({"name": role})).await;
+        }
+        self.ok(
+            "POST",
+            "/v1/admin/users",
+            json!({"user": "ayoung@stoughton", "password": "correct horse battery"}),
+        )
+        .await;
+        self.ok(
+            "POST",
+            "/v1/admin/grants",
+            json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"}),
+        )
+        .await;
+        self.ok(
+            "POST",
+            "/v1/admin/grants",
+            json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "reader"}),
+        )
+        .await;
+        self.ok("POST", "/v1/admin/services", json!({"audience": audience}))
+            .await;
+    }
+}
+
+/// A service protected by the verifier, trusting the issuer's published keys.
+async fn protected_service(issuer: &Issuer) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let keys = HttpKeys::start(
+        &format!("{}/.well-known/keybound/keys", issuer.url),
+        HttpKeysOptions::default(),
+    )
+    .await
+    .unwrap();
+    let verifier = Verifier::builder(&url, TrustedIssuer::new(&issuer.url, keys))
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/v2/servers",
+            axum::routing::get(|r: VerifiedRequest| async move { format!("{} {:?}", r.subject(), r.roles()) }),
+        )
+        .layer(KeyboundLayer::new(Arc::new(verifier), &url).unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn client_flow_login_mint_call_revoke() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let service = protected_service(&issuer).await;
+        let admin = issuer.admin().await;
+        admin.setup_world(&service).await;
+
+        let user = issuer.client();
+        let session = user
+            .login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap();
+        assert_eq!(session.subject, "ayoung@stoughton");
+        let scope = Scope::new(&service).project("turing");
+        let response = user.get(&format!("{service}/v2/servers"), &scope).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{backend}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            "ayoung@stoughton [\"member\", \"reader\"]"
+        );
+
+        // Down-scoping: a token with only `reader`.
+        let reader = Scope::new(&service).project("turing").roles(["reader"]);
+        let response = user
+            .get(&format!("{service}/v2/servers"), &reader)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "ayoung@stoughton [\"reader\"]");
+
+        // Revoke `member`: the next mint asking for it is refused at once.
+        admin
+            .ok(
+                "DELETE",
+                "/v1/admin/grants",
+                json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"}),
+            )
+            .await;
+        let member = Scope::new(&service).project("turing").roles(["member"]);
+        assert_eq!(
+            user.service_token(&member).await.unwrap_err().code(),
+            Code::IssuerRoleNotHeld,
+            "{backend}"
+        );
+        // Revoke the last role: no token for the project at all.
+        admin
+            .ok(
+                "DELETE",
+                "/v1/admin/grants",
+                json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "reader"}),
+            )
+            .await;
+        user.forget_token(&scope);
+        assert_eq!(
+            user.service_token(&scope).await.unwrap_err().code(),
+            Code::IssuerRoleNotHeld
+        );
+
+        // Every login and admin action is in the audit log.
+        let audit = admin.ok("GET", "/v1/admin/audit?limit=50", json!({})).await;
+        let actions: Vec<&str> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        for expected in [
+            "bootstrap",
+            "login",
+            "domain.create",
+            "project.create",
+            "user.create",
+            "grant",
+            "revoke",
+            "service.create",
+        ] {
+            assert!(
+                actions.contains(&expected),
+                "{backend}: {expected} missing from {actions:?}"
+            );
+        }
+    }
+    cleanup(&all).await;
+}
+
+#[tokio::test]
+async fn disabling_a_user_stops_new_tokens() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        let user = issuer.client();
+        user.login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap();
+        let scope = Scope::new("https://nova.example").project("turing");
+        user.service_token(&scope).await.unwrap();
+        admin
+            .ok("POST", "/v1/admin/users/ayoung@stoughton/disable", json!({}))
+            .await;
+        user.forget_token(&scope);
+        assert_eq!(
+            user.service_token(&scope).await.unwrap_err().code(),
+            Code::IssuerDisabled,
+            "{backend}"
+        );
+        let again = issuer.client();
+        assert_eq!(
+            again
+                .login_password("ayoung@stoughton", "correct horse battery", None)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::IssuerDisabled
+        );
+        admin
+            .ok("POST", "/v1/admin/users/ayoung@stoughton/enable", json!({}))
+            .await;
+        admin
+            .ok("POST", "/v1/admin/projects/turing@stoughton/disable", json!({}))
+            .await;
+        assert_eq!(
+            user.service_token(&scope).await.unwrap_err().code(),
+            Code::IssuerDisabled
+        );
+        admin
+            .ok("POST", "/v1/admin/projects/turing@stoughton/enable", json!({}))
+            .await;
+        admin.ok("POST", "/v1/admin/domains/stoughton/disable", json!({})).await;
+        assert_eq!(
+            user.service_token(&scope).await.unwrap_err().code(),
+            Code::IssuerDisabled
+        );
+    }
+    cleanup(&all).await;
+}
+
+/// Sends a login with full control over body, proof and headers.
+async fn raw_login(
+    issuer: &Issuer,
+    key: &SigningKey,
+    prover: &SigningKey,
+    body: Value,
+    replay: Option<String>,
+) -> (u16, Option<String>, String) {
+    let body = serde_json::to_vec(&body).unwrap();
+    let url = format!("{}/v1/login", issuer.url);
+    let proof = replay.unwrap_or_else(|| {
+        ProofBuilder::new("POST", &url, b"", &body, SystemClock.now())
+            .unwrap()
+            .sign(prover)
+            .unwrap()
+            .to_base64url()
+    });
+    let _ = key;
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("kb-proof", &proof)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let problem: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+    (status, problem["code"].as_str().map(str::to_owned), proof)
+}
+
+#[tokio::test]
+async fn login_refuses_bad_credentials_keys_and_proofs() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let public = b64url_encode(&key.public_key().to_cose_key(None));
+        let login = |user: &str, password: &str| json!({"user": user, "password": password, "key": public});
+
+        let (status, code, proof) = raw_login(
+            &issuer,
+            &key,
+            &key,
+            login("ayoung@stoughton", "correct horse battery"),
+            None,
+        )
+        .await;
+        assert_eq!((status, code), (200, None), "{backend}");
+        // The same proof (and body) again: a replayed login.
+        let (status, code, _) = raw_login(
+            &issuer,
+            &key,
+            &key,
+            login("ayoung@stoughton", "correct horse battery"),
+            Some(proof),
+        )
+        .await;
+        assert_eq!((status, code.as_deref()), (401, Some("replay.detected")));
+        // A proof by a key other than the one to bind.
+        let other = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let (_, code, _) = raw_login(
+            &issuer,
+            &key,
+            &other,
+            login("ayoung@stoughton", "correct horse battery"),
+            None,
+        )
+        .await;
+        assert_eq!(code.as_deref(), Some("proof.bad_signature"));
+        // Wrong password and unknown user look the same.
+        let (status, code, _) =
+            raw_login(&issuer, &key, &key, login("ayoung@stoughton", "wrong password!"), None).await;
+        assert_eq!((status, code.as_deref()), (401, Some("issuer.invalid_credentials")));
+        let (_, code, _) = raw_login(&issuer, &key, &key, login("nobody@stoughton", "wrong password!"), None).await;
+        assert_eq!(code.as_deref(), Some("issuer.invalid_credentials"));
+        // A weak key to bind.
+        let weak = {
+            let mut x = [0u8; 32];
+            x[0] = 1;
+            keybound::encoding::hex_decode(
+                &format!("a3010120062158 20{}", keybound::encoding::hex_encode(&x)).replace(' ', ""),
+            )
+            .unwrap()
+        };
+        let (_, code, _) = raw_login(
+            &issuer,
+            &key,
+            &key,
+            json!({"user": "ayoung@stoughton", "password": "x", "key": b64url_encode(&weak)}),
+            None,
+        )
+        .await;
+        assert_eq!(code.as_deref(), Some("issuer.invalid_key"));
+        // Over-long sessions, malformed bodies.
+        let (_, code, _) = raw_login(
+            &issuer,
+            &key,
+            &key,
+            json!({"user": "ayoung@stoughton", "password": "correct horse battery", "key": public, "lifetime": 86_400}),
+            None,
+        )
+        .await;
+        assert_eq!(code.as_deref(), Some("issuer.lifetime_exceeded"));
+        let (_, code, _) = raw_login(
+            &issuer,
+            &key,
+            &key,
+            json!({"user": "ayoung@stoughton", "key": public, "extra": 1}),
+            None,
+        )
+        .await;
+        assert_eq!(code.as_deref(), Some("issuer.bad_request"));
+        let (_, code, _) = raw_login(
+            &issuer,
+            &key,
+            &key,
+            json!({"user": "ayoung'; DROP TABLE users;--@stoughton", "password": "x", "key": public}),
+            None,
+        )
+        .await;
+        assert_eq!(code.as_deref(), Some("issuer.invalid_name"));
+        // No proof at all; an oversized body.
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/login", issuer.url))
+            .header("content-type", "application/json")
+            .body(login("ayoung@stoughton", "correct horse battery").to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_from_response(response).await.code(), Code::ProofMissing);
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/login", issuer.url))
+            .body(vec![b'{'; 100_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413);
+        assert_eq!(error_from_response(response).await.code(), Code::HttpBodyTooLarge);
+        // Lockout: after five failures even the right password is refused for a while.
+        for _ in 0..5 {
+            let (_, code, _) = raw_login(&issuer, &key, &key, login("ayoung@stoughton", "wrong password!"), None).await;
+            assert!(matches!(
+                code.as_deref(),
+                Some("issuer.invalid_credentials") | Some("issuer.locked")
+            ));
+        }
+        let (status, code, _) = raw_login(
+            &issuer,
+            &key,
+            &key,
+            login("ayoung@stoughton", "correct horse battery"),
+            None,
+        )
+        .await;
+        assert_eq!((status, code.as_deref()), (429, Some("issuer.locked")), "{backend}");
+    }
+    cleanup(&all).await;
+}
+
+#[tokio::test]
+async fn key_login_and_mint_refusals() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/users",
+                json!({"user": "nova-compute@stoughton", "kind": "service"}),
+            )
+            .await;
+        let service_user = issuer.client();
+        assert_eq!(
+            service_user
+                .login_key("nova-compute@stoughton", None)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::IssuerInvalidCredentials
+        );
+        let key = b64url_encode(&service_user.key().public_key().to_cose_key(None));
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/users/nova-compute@stoughton/keys",
+                json!({"key": key}),
+            )
+            .await;
+        service_user
+            .login_key("nova-compute@stoughton", Some(600))
+            .await
+            .unwrap();
+
+        let user = issuer.client();
+        user.login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap();
+        let code = |scope: Scope| {
+            let user = &user;
+            async move { user.service_token(&scope).await.err().map(|e| e.code()) }
+        };
+        assert_eq!(
+            code(Scope::new("https://glance.example").project("turing")).await,
+            Some(Code::IssuerUnknownAudience),
+            "{backend}"
+        );
+        assert_eq!(
+            code(Scope::new("https://nova.example").project("turing").roles(["admin"])).await,
+            Some(Code::IssuerRoleNotHeld)
+        );
+        assert_eq!(
+            code(Scope::new("https://nova.example").project("nope")).await,
+            Some(Code::IssuerUnknownProject)
+        );
+        assert_eq!(
+            code(Scope::new("https://nova.example").project("turing").lifetime(301)).await,
+            Some(Code::IssuerLifetimeExceeded)
+        );
+        assert_eq!(code(Scope::new(&issuer.url)).await, Some(Code::IssuerUnknownAudience));
+        assert_eq!(
+            code(Scope::new(format!("{}/admin", issuer.url)).project("turing")).await,
+            Some(Code::IssuerForbidden)
+        );
+        assert_eq!(
+            code(
+                Scope::new(format!("{}/admin", issuer.url))
+                    .project("admin")
+                    .domain("default")
+            )
+            .await,
+            Some(Code::IssuerRoleNotHeld)
+        );
+        assert_eq!(
+            code(Scope::new("https://nova.example").project("turing").lifetime(120)).await,
+            None
+        );
+
+        // A service token is not a session token.
+        let token = user
+            .service_token(&Scope::new("https://nova.example").project("turing"))
+            .await
+            .unwrap();
+        let thief = Client::new(&issuer.url, SigningKey::generate(Algorithm::EdDSA).unwrap()).unwrap();
+        thief.set_session(keybound::client::Session {
+            token: token.clone(),
+            expires_at: u64::MAX,
+            subject: "x".into(),
+        });
+        assert_eq!(
+            thief
+                .service_token(&Scope::new("https://nova.example"))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::CwtAudMismatch
+        );
+        // The real session presented by someone without the key.
+        let session = user.session().unwrap();
+        thief.set_session(session);
+        assert_eq!(
+            thief
+                .service_token(&Scope::new("https://nova.example"))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::ProofBadSignature
+        );
+    }
+    cleanup(&all).await;
+}
+
+#[tokio::test]
+async fn admin_api_is_keybound_protected_and_names_are_strict() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        // Without a token; with a plain member's token.
+        let response = reqwest::Client::new()
+            .get(format!("{}/v1/admin/users", issuer.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_from_response(response).await.code(), Code::HttpTokenMissing);
+        admin.ok("POST", "/v1/admin/roles", json!({"name": "admin-ish"})).await;
+        admin
+            .ok("POST", "/v1/admin/services", json!({"audience": "https://ops.example"}))
+            .await;
+        // SQL metacharacters in every name field: refused, nothing written.
+        let before = admin.ok("GET", "/v1/admin/domains", json!({})).await;
+        for (path, body) in [
+            ("/v1/admin/domains", json!({"name": "x'; DROP TABLE users;--"})),
+            ("/v1/admin/projects", json!({"name": "p\"--", "domain": "stoughton"})),
+            (
+                "/v1/admin/projects",
+                json!({"name": "p", "domain": "stoughton' OR '1'='1"}),
+            ),
+            (
+                "/v1/admin/users",
+                json!({"user": "robert'); DROP TABLE students;--@stoughton", "password": "long enough"}),
+            ),
+            ("/v1/admin/roles", json!({"name": "r;DELETE FROM roles"})),
+            (
+                "/v1/admin/grants",
+                json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member' --"}),
+            ),
+            (
+                "/v1/admin/services",
+                json!({"audience": "https://x.example/ withspace"}),
+            ),
+        ] {
+            let err = admin.call("POST", path, body).await.unwrap_err();
+            assert_eq!(err.code(), Code::IssuerInvalidName, "{backend} {path}");
+        }
+        assert_eq!(admin.ok("GET", "/v1/admin/domains", json!({})).await, before);
+        // A quote inside a valid audience is stored literally, not interpreted.
+        let odd = "https://odd.example/a'b;--";
+        admin.ok("POST", "/v1/admin/services", json!({"audience": odd})).await;
+        let services = admin.ok("GET", "/v1/admin/services", json!({})).await;
+        assert!(services.as_array().unwrap().iter().any(|s| s == odd), "{services}");
+        // Conflicts and missing objects.
+        assert_eq!(
+            admin
+                .call("POST", "/v1/admin/domains", json!({"name": "stoughton"}))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::IssuerConflict
+        );
+        assert_eq!(
+            admin
+                .call("POST", "/v1/admin/projects", json!({"name": "x", "domain": "nowhere"}))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::IssuerNotFound
+        );
+        assert_eq!(
+            admin
+                .call(
+                    "POST",
+                    "/v1/admin/grants",
+                    json!({"user": "ghost@stoughton", "project": "turing@stoughton", "role": "member"})
+                )
+                .await
+                .unwrap_err()
+                .code(),
+            Code::IssuerNotFound
+        );
+        // A user with role admin-ish on turing is not an issuer admin.
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/grants",
+                json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "admin-ish"}),
+            )
+            .await;
+        let user = issuer.client();
+        user.login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap();
+        let scope = Scope::new(format!("{}/admin", issuer.url))
+            .project("admin")
+            .domain("default");
+        assert_eq!(
+            user.service_token(&scope).await.unwrap_err().code(),
+            Code::IssuerRoleNotHeld,
+            "{backend}"
+        );
+        // A bootstrap cannot run twice.
+        let mut config = issuer.state.config.clone();
+        config.listen = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(
+            keybound::issuer::bootstrap(&config, "another password")
+                .await
+                .unwrap_err()
+                .code(),
+            Code::IssuerConflict
+        );
+    }
+    cleanup(&all).await;
+}
+
+#[tokio::test]
+async fn health_metrics_and_key_publication() {
+    let issuer = start("sqlite", None, Arc::new(SystemClock), |_| {}).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{}/healthz", issuer.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{}/readyz", issuer.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let admin = issuer.admin().await;
+    admin.ok("GET", "/v1/admin/users", json!({})).await;
+    let metrics = http
+        .get(format!("{}/metrics", issuer.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("keybound_logins_total{outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("keybound_tokens_minted_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("keybound_request_duration_seconds_count{route=\"login\"} 1"),
+        "{metrics}"
+    );
+    let keys = http
+        .get(format!("{}/.well-known/keybound/keys", issuer.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.headers()["content-type"], "application/cbor");
+    assert_eq!(keys.headers()["cache-control"], "public, max-age=900");
+    let set = keybound::key::KeySet::from_cbor(&keys.bytes().await.unwrap()).unwrap();
+    assert_eq!(set.len(), 3, "next, current and previous key");
+    let meta: Value = serde_json::from_slice(
+        &http
+            .get(format!("{}/.well-known/keybound/issuer", issuer.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["issuer"], issuer.url);
+    let _ = issuer.backend;
+}
+
+#[tokio::test]
+async fn rotation_mints_and_verifies_across_rotations_without_a_failure() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let start_time = 1_800_000_010; // 10 s into a 600 s epoch
+        let clock = Arc::new(ManualClock::new(start_time));
+        let issuer = start(backend, db, clock.clone(), |c| c.rotation_period = 600).await;
+        let admin = Admin {
+            client: Client::new(&issuer.url, SigningKey::generate(Algorithm::EdDSA).unwrap())
+                .unwrap()
+                .with_clock(clock.clone()),
+            url: issuer.url.clone(),
+            scope: Scope::new(format!("{}/admin", issuer.url))
+                .project("admin")
+                .domain("default"),
+        };
+        admin
+            .client
+            .login_password("admin@default", ADMIN_PASSWORD, Some(43_200))
+            .await
+            .unwrap();
+        admin.setup_world("https://nova.example").await;
+        let keys = HttpKeys::start(
+            &format!("{}/.well-known/keybound/keys", issuer.url),
+            HttpKeysOptions {
+                min_refresh: Duration::from_millis(50),
+                max_refresh: Duration::from_millis(200),
+                unknown_kid_interval: Duration::from_millis(50),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let verifier = Verifier::builder("https://nova.example", TrustedIssuer::new(&issuer.url, keys))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let user = Client::new(&issuer.url, SigningKey::generate(Algorithm::EdDSA).unwrap())
+            .unwrap()
+            .with_clock(clock.clone());
+        user.login_password("ayoung@stoughton", "correct horse battery", Some(43_200))
+            .await
+            .unwrap();
+        let mut kids = std::collections::BTreeSet::new();
+        let (mut ok, mut failures) = (0, Vec::new());
+        // 4 rotations, a mint and a verified request every 100 s of issuer time.
+        for step in 0..25 {
+            clock.advance(100);
+            let scope = Scope::new("https://nova.example").project("turing").lifetime(60 + step);
+            let token = match user.service_token(&scope).await {
+                Ok(t) => t,
+                Err(e) => {
+                    failures.push(format!("step {step}: mint {e}"));
+                    continue;
+                }
+            };
+            kids.insert(keybound::danger::insecure_decode_token(token.as_bytes()).unwrap().kid);
+            let uri = "https://nova.example/v2/servers";
+            let proof = ProofBuilder::new("GET", uri, token.as_bytes(), b"", clock.now())
+                .unwrap()
+                .sign(user.key())
+                .unwrap();
+            match verifier
+                .verify_request_async(
+                    token.as_bytes(),
+                    proof.as_bytes(),
+                    &keybound::proof::RequestInfo::new("GET", uri, b""),
+                )
+                .await
+            {
+                Ok(_) => ok += 1,
+                Err(e) => failures.push(format!("step {step}: verify {e}")),
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert!(failures.is_empty(), "{backend}: {failures:?}");
+        assert_eq!(ok, 25);
+        assert!(kids.len() >= 4, "{backend}: signed with {} keys", kids.len());
+    }
+    cleanup(&all).await;
+}
