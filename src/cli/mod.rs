@@ -9,10 +9,15 @@
 //! library's [`Code`](crate::Code)s; the few failures that have no library
 //! code use the `cli.*` codes below.
 
+mod client_cmds;
+mod demo;
 mod input;
 mod inspect;
 mod keygen;
 mod render;
+mod server_cmds;
+mod session;
+mod verify_cmd;
 
 use std::borrow::Cow;
 use std::ffi::OsString;
@@ -39,16 +44,20 @@ const LONG_ABOUT: &str = "\
 keybound: holder-of-key tokens (CWT/COSE) bound to a client key, with a signed proof per request.
 
 An issuer hands out small CWTs that name one service and carry the client's public key; every request \
-carries a fresh COSE proof signed with that key. This tool creates keys and decodes tokens and proofs.
+carries a fresh COSE proof signed with that key. This tool runs the issuer (serve, admin), is a client \
+(login, token, request), checks tokens and proofs offline (verify, inspect), creates keys (keygen), and \
+shows the whole story in one command (demo).
 
 Errors are printed as one line, `error: <code>: <message>`. Exit status: 0 success, 1 failure \
 (or an invalid signature), 2 usage error or undecodable input.";
 
 const EXAMPLES: &str = "\
 Examples:
-  keybound keygen --alg ed25519 --out client.key
+  keybound demo
+  keybound serve --data-dir ./keybound-data
+  keybound login --issuer http://127.0.0.1:8080 --user ayoung@stoughton
+  keybound request https://nova.example/v2/servers --audience https://nova.example --project turing
   keybound inspect token.b64
-  keybound inspect --key issuer.pub token.cbor
   keybound <COMMAND> --help";
 
 /// The command line: `keybound <COMMAND> [OPTIONS]`.
@@ -73,13 +82,51 @@ enum Command {
     Keygen(keygen::Args),
     #[command(about = inspect::ABOUT, long_about = inspect::LONG_ABOUT, after_help = inspect::EXAMPLES)]
     Inspect(inspect::Args),
+    #[command(about = verify_cmd::ABOUT, long_about = verify_cmd::LONG_ABOUT, after_help = verify_cmd::EXAMPLES)]
+    Verify(verify_cmd::Args),
+    #[command(about = server_cmds::SERVE_ABOUT, long_about = server_cmds::SERVE_LONG, after_help = server_cmds::SERVE_EXAMPLES)]
+    Serve(server_cmds::ServeArgs),
+    #[command(about = server_cmds::ADMIN_ABOUT, long_about = server_cmds::ADMIN_LONG, after_help = server_cmds::ADMIN_EXAMPLES)]
+    Admin(server_cmds::AdminArgs),
+    #[command(about = client_cmds::LOGIN_ABOUT, long_about = client_cmds::LOGIN_LONG, after_help = client_cmds::LOGIN_EXAMPLES)]
+    Login(client_cmds::LoginArgs),
+    #[command(about = client_cmds::TOKEN_ABOUT, long_about = client_cmds::TOKEN_LONG, after_help = client_cmds::TOKEN_EXAMPLES)]
+    Token(client_cmds::TokenArgs),
+    #[command(about = client_cmds::REQUEST_ABOUT, long_about = client_cmds::REQUEST_LONG, after_help = client_cmds::REQUEST_EXAMPLES)]
+    Request(client_cmds::RequestArgs),
+    #[command(about = demo::ABOUT, long_about = demo::LONG_ABOUT, after_help = demo::EXAMPLES)]
+    Demo(demo::Args),
+    #[command(about = COMPLETIONS_ABOUT, long_about = COMPLETIONS_LONG, after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
+
+const COMPLETIONS_ABOUT: &str = "Print shell completions (bash, zsh, fish, elvish, powershell)";
+const COMPLETIONS_LONG: &str = "Print a completion script for the given shell on stdout.";
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  keybound completions bash > /etc/bash_completion.d/keybound
+  keybound completions zsh > \"${fpath[1]}/_keybound\"";
 
 impl Command {
     fn run(self) -> Result<ExitCode, CliError> {
         match self {
             Command::Keygen(args) => keygen::run(args),
             Command::Inspect(args) => inspect::run(args),
+            Command::Verify(args) => verify_cmd::run(args),
+            Command::Serve(args) => server_cmds::serve(args),
+            Command::Admin(args) => server_cmds::admin(args),
+            Command::Login(args) => client_cmds::login(args),
+            Command::Token(args) => client_cmds::token(args),
+            Command::Request(args) => client_cmds::request(args),
+            Command::Demo(args) => demo::run(args),
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(shell, &mut Cli::command(), "keybound", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }

@@ -1,0 +1,461 @@
+//! `keybound serve` and `keybound admin …`.
+
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::session::{self, runtime};
+use super::{CliError, EXIT_FAILURE, print_stdout};
+use crate::client::{Scope, error_from_response};
+use crate::error::{Code, Error};
+use crate::issuer::{IssuerConfig, IssuerState};
+use crate::key::Algorithm;
+use crate::verify::SystemClock;
+
+pub(crate) const SERVE_ABOUT: &str = "Run the issuer service (embedded SQLite by default, or PostgreSQL)";
+pub(crate) const SERVE_LONG: &str = "\
+Run the issuer service.
+
+The issuer authenticates users and mints short tokens bound to their keys; it stores no tokens. State \
+lives in the data directory (SQLite database, root secret for key derivation) or in PostgreSQL \
+(--database-url postgres://…, for several replicas sharing one root secret). Settings come from flags, \
+then KEYBOUND_* environment variables, then a TOML --config file (keys: issuer_id, listen, data_dir, \
+database_url, algorithm, rotation_period, session_lifetime, max_session_lifetime, service_lifetime, \
+leeway, replay_redis_url, denial_log), then defaults. Before first use, create the admin with \
+`keybound admin bootstrap`. Stops gracefully on Ctrl-C or SIGTERM. Logs go to stderr (--log-format json \
+for JSON lines; RUST_LOG sets the level); no secret is ever logged.";
+pub(crate) const SERVE_EXAMPLES: &str = "\
+Examples:
+  keybound serve --data-dir ./keybound-data
+  keybound serve --listen 0.0.0.0:8443 --issuer-id https://issuer.example --data-dir /var/lib/keybound
+  KEYBOUND_ROOT_SECRET=$(cat root.hex) keybound serve --database-url postgres://keybound@db/keybound";
+
+/// Settings shared by `serve` and `admin bootstrap`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct IssuerArgs {
+    /// TOML configuration file
+    #[arg(long, env = "KEYBOUND_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite database, root secret)
+    #[arg(long, env = "KEYBOUND_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on
+    #[arg(long, env = "KEYBOUND_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// The public URL of the issuer (iss of its tokens)
+    #[arg(long, env = "KEYBOUND_ISSUER_ID")]
+    issuer_id: Option<String>,
+    /// Database URL: sqlite:… or postgres:…
+    #[arg(long, env = "KEYBOUND_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Signing algorithm: ed25519 or es256
+    #[arg(long, env = "KEYBOUND_ALGORITHM")]
+    algorithm: Option<String>,
+    /// Key rotation period in seconds (at least 600)
+    #[arg(long, env = "KEYBOUND_ROTATION_PERIOD")]
+    rotation_period: Option<u64>,
+    /// A fixed signing key file instead of rotating derived keys
+    #[arg(long, env = "KEYBOUND_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// Redis URL for the login/mint replay store (for replicas)
+    #[arg(long, env = "KEYBOUND_REPLAY_REDIS")]
+    replay_redis: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    issuer_id: Option<String>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    algorithm: Option<String>,
+    rotation_period: Option<u64>,
+    signing_key: Option<PathBuf>,
+    session_lifetime: Option<u64>,
+    max_session_lifetime: Option<u64>,
+    service_lifetime: Option<u64>,
+    leeway: Option<u64>,
+    replay_redis_url: Option<String>,
+    denial_log: Option<PathBuf>,
+}
+
+fn config_error(message: String) -> CliError {
+    CliError::with_exit(Error::new(Code::IssuerConfig, message), super::EXIT_USAGE)
+}
+
+impl IssuerArgs {
+    /// Flags, then environment (through clap), then the file, then defaults.
+    pub(crate) fn resolve(&self) -> Result<IssuerConfig, CliError> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str(&text).map_err(|e| config_error(format!("{}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("keybound-data"));
+        let mut config = IssuerConfig::new(data_dir);
+        if let Some(listen) = self.listen.or(file.listen) {
+            config.listen = listen;
+        }
+        config.issuer_id = self
+            .issuer_id
+            .clone()
+            .or(file.issuer_id)
+            .unwrap_or_else(|| format!("http://{}", config.listen));
+        config.database_url = self.database_url.clone().or(file.database_url);
+        if let Some(alg) = self.algorithm.clone().or(file.algorithm) {
+            config.algorithm = Algorithm::from_name(&alg)
+                .ok_or_else(|| config_error(format!("algorithm {alg:?} is not ed25519 or es256")))?;
+        }
+        if let Some(period) = self.rotation_period.or(file.rotation_period) {
+            config.rotation_period = period;
+        }
+        config.signing_key_file = self.signing_key.clone().or(file.signing_key);
+        config.replay_redis_url = self.replay_redis.clone().or(file.replay_redis_url);
+        config.denial_log = file.denial_log;
+        for (value, field) in [
+            (file.session_lifetime, &mut config.session_lifetime),
+            (file.max_session_lifetime, &mut config.max_session_lifetime),
+            (file.service_lifetime, &mut config.service_lifetime),
+            (file.leeway, &mut config.leeway),
+        ] {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        if let Ok(secret) = std::env::var("KEYBOUND_ROOT_SECRET") {
+            let bytes = crate::encoding::decode_flexible(secret.trim().as_bytes())
+                .map_err(|_| config_error("KEYBOUND_ROOT_SECRET is not hex or base64url".into()))?;
+            config.root_secret = Some(Zeroizing::new(bytes));
+        }
+        Ok(config)
+    }
+}
+
+/// `keybound serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    issuer: IssuerArgs,
+    /// Log format: text or json
+    #[arg(long, default_value = "text", env = "KEYBOUND_LOG_FORMAT")]
+    log_format: String,
+}
+
+pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let config = args.issuer.resolve()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if args.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    runtime()?.block_on(async {
+        let state = IssuerState::open(config, Arc::new(SystemClock)).await?;
+        if !state.store.is_bootstrapped().await? {
+            tracing::warn!(
+                "no admin exists yet: run `keybound admin bootstrap` with the same --data-dir / --database-url"
+            );
+        }
+        crate::issuer::serve(state).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) const ADMIN_ABOUT: &str =
+    "Administer the issuer: bootstrap, domains, projects, users, roles, grants, services, audit";
+pub(crate) const ADMIN_LONG: &str = "\
+Administer the issuer.
+
+`keybound admin bootstrap` creates the first admin (admin@default) directly in the issuer's database, \
+with a password from stdin or KEYBOUND_ADMIN_PASSWORD; there is no default password. Every other admin \
+command calls the issuer's admin API with your stored session (log in as admin@default first): it gets \
+an admin token for project admin@default and signs the request with your key. Results are printed as \
+JSON. Every admin action is written to the issuer's audit log.";
+pub(crate) const ADMIN_EXAMPLES: &str = "\
+Examples:
+  echo \"$ADMIN_PW\" | keybound admin bootstrap --data-dir ./keybound-data
+  keybound login --issuer http://127.0.0.1:8080 --user admin@default
+  keybound admin domain create stoughton
+  keybound admin project create turing --domain stoughton
+  keybound admin user create ayoung@stoughton --password-stdin
+  keybound admin role create member
+  keybound admin grant ayoung@stoughton turing@stoughton member
+  keybound admin service create https://nova.example
+  keybound admin audit --limit 20";
+
+/// `keybound admin`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCommand,
+    /// Config directory (where `keybound login` stored the session)
+    #[arg(long, env = "KEYBOUND_CONFIG_DIR", global = true)]
+    config_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminCommand {
+    /// Create the first admin in the issuer's database (no server needed)
+    Bootstrap {
+        #[command(flatten)]
+        issuer: IssuerArgs,
+    },
+    /// Domains: create NAME | list | enable NAME | disable NAME
+    Domain {
+        #[command(subcommand)]
+        action: NamedAction,
+    },
+    /// Projects: create NAME --domain D | list | enable NAME@DOMAIN | disable NAME@DOMAIN
+    Project {
+        #[command(subcommand)]
+        action: ProjectAction,
+    },
+    /// Users: create NAME@DOMAIN | list | enable | disable | set-password | add-key
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Roles: create NAME | list
+    Role {
+        #[command(subcommand)]
+        action: RoleAction,
+    },
+    /// Grant ROLE on PROJECT@DOMAIN to USER@DOMAIN
+    Grant {
+        user: String,
+        project: String,
+        role: String,
+    },
+    /// Revoke ROLE on PROJECT@DOMAIN from USER@DOMAIN
+    Revoke {
+        user: String,
+        project: String,
+        role: String,
+    },
+    /// List all role assignments
+    Grants,
+    /// Services (audiences tokens may be minted for): create AUD | list | delete AUD
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// The newest audit-log entries
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum NamedAction {
+    Create { name: String },
+    List,
+    Enable { name: String },
+    Disable { name: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ProjectAction {
+    Create {
+        name: String,
+        #[arg(long)]
+        domain: String,
+    },
+    List,
+    Enable {
+        project: String,
+    },
+    Disable {
+        project: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum UserAction {
+    /// Create a user; --password-stdin sets a password, --service marks a service user
+    Create {
+        user: String,
+        #[arg(long)]
+        service: bool,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+    Enable {
+        user: String,
+    },
+    Disable {
+        user: String,
+    },
+    /// Set the password from stdin
+    SetPassword {
+        user: String,
+    },
+    /// Register a public key (a COSE_Key file, or a private key file whose public half is used)
+    AddKey {
+        user: String,
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RoleAction {
+    Create { name: String },
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ServiceAction {
+    Create { audience: String },
+    List,
+    Delete { audience: String },
+}
+
+fn password_from_stdin(what: &str) -> Result<Zeroizing<String>, CliError> {
+    if let Ok(p) = std::env::var("KEYBOUND_ADMIN_PASSWORD") {
+        return Ok(Zeroizing::new(p));
+    }
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password(format!("{what}: "))
+            .map(Zeroizing::new)
+            .map_err(|e| CliError::io(format!("cannot read the password: {e}")));
+    }
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .take(4096)
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::io(format!("cannot read the password from stdin: {e}")))?;
+    Ok(Zeroizing::new(text.lines().next().unwrap_or_default().to_owned()))
+}
+
+pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
+    use AdminCommand as C;
+    let (method, path, body) = match args.command {
+        C::Bootstrap { issuer } => {
+            let config = issuer.resolve()?;
+            let password = password_from_stdin("New admin password")?;
+            runtime()?.block_on(crate::issuer::bootstrap(&config, &password))?;
+            print_stdout(&json!({"bootstrapped": true, "admin": "admin@default", "admin_audience": config.admin_audience(), "database": config.database_url()}).to_string())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        C::Domain { action } => match action {
+            NamedAction::Create { name } => ("POST", "/v1/admin/domains".to_owned(), json!({"name": name})),
+            NamedAction::List => ("GET", "/v1/admin/domains".to_owned(), Value::Null),
+            NamedAction::Enable { name } => ("POST", format!("/v1/admin/domains/{name}/enable"), json!({})),
+            NamedAction::Disable { name } => ("POST", format!("/v1/admin/domains/{name}/disable"), json!({})),
+        },
+        C::Project { action } => match action {
+            ProjectAction::Create { name, domain } => (
+                "POST",
+                "/v1/admin/projects".to_owned(),
+                json!({"name": name, "domain": domain}),
+            ),
+            ProjectAction::List => ("GET", "/v1/admin/projects".to_owned(), Value::Null),
+            ProjectAction::Enable { project } => ("POST", format!("/v1/admin/projects/{project}/enable"), json!({})),
+            ProjectAction::Disable { project } => ("POST", format!("/v1/admin/projects/{project}/disable"), json!({})),
+        },
+        C::User { action } => match action {
+            UserAction::Create {
+                user,
+                service,
+                password_stdin,
+            } => {
+                let mut body = json!({"user": user, "kind": if service { "service" } else { "person" }});
+                if password_stdin {
+                    body["password"] = json!(*password_from_stdin("Password")?);
+                }
+                ("POST", "/v1/admin/users".to_owned(), body)
+            }
+            UserAction::List => ("GET", "/v1/admin/users".to_owned(), Value::Null),
+            UserAction::Enable { user } => ("POST", format!("/v1/admin/users/{user}/enable"), json!({})),
+            UserAction::Disable { user } => ("POST", format!("/v1/admin/users/{user}/disable"), json!({})),
+            UserAction::SetPassword { user } => (
+                "PUT",
+                format!("/v1/admin/users/{user}/password"),
+                json!({"password": *password_from_stdin("Password")?}),
+            ),
+            UserAction::AddKey { user, key } => {
+                let public = super::input::public_key_arg(&key.display().to_string(), "--key")?;
+                (
+                    "POST",
+                    format!("/v1/admin/users/{user}/keys"),
+                    json!({"key": crate::encoding::b64url_encode(&public.to_cose_key(None))}),
+                )
+            }
+        },
+        C::Role { action } => match action {
+            RoleAction::Create { name } => ("POST", "/v1/admin/roles".to_owned(), json!({"name": name})),
+            RoleAction::List => ("GET", "/v1/admin/roles".to_owned(), Value::Null),
+        },
+        C::Grant { user, project, role } => (
+            "POST",
+            "/v1/admin/grants".to_owned(),
+            json!({"user": user, "project": project, "role": role}),
+        ),
+        C::Revoke { user, project, role } => (
+            "DELETE",
+            "/v1/admin/grants".to_owned(),
+            json!({"user": user, "project": project, "role": role}),
+        ),
+        C::Grants => ("GET", "/v1/admin/grants".to_owned(), Value::Null),
+        C::Service { action } => match action {
+            ServiceAction::Create { audience } => {
+                ("POST", "/v1/admin/services".to_owned(), json!({"audience": audience}))
+            }
+            ServiceAction::List => ("GET", "/v1/admin/services".to_owned(), Value::Null),
+            ServiceAction::Delete { audience } => {
+                ("DELETE", "/v1/admin/services".to_owned(), json!({"audience": audience}))
+            }
+        },
+        C::Audit { limit } => ("GET", format!("/v1/admin/audit?limit={limit}"), Value::Null),
+    };
+    let dir = session::config_dir(args.config_dir.as_deref())?;
+    let client = session::client(&dir)?;
+    let scope = Scope::new(format!("{}/admin", client.issuer()))
+        .project("admin")
+        .domain("default");
+    let url = format!("{}{path}", client.issuer());
+    let answer = runtime()?.block_on(async {
+        let mut request = client.request(method.parse().unwrap_or(reqwest::Method::GET), &url, &scope);
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response).await);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::new(Code::ClientUnreachable, format!("reading the answer: {e}")))?;
+        serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| Error::new(Code::ClientRefused, format!("the answer is not JSON: {e}")))
+    });
+    match answer {
+        Ok(value) => {
+            print_stdout(&serde_json::to_string_pretty(&value).unwrap_or_default())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(CliError::with_exit(e, EXIT_FAILURE)),
+    }
+}

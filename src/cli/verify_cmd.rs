@@ -1,0 +1,177 @@
+//! `keybound verify`: check a token and proof offline, exactly as a service would.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::session::runtime;
+use super::{CliError, EXIT_FAILURE, EXIT_USAGE, print_stdout};
+use crate::cbor;
+use crate::encoding::decode_flexible;
+use crate::error::{Code, Error};
+use crate::key::{KeySet, MAX_KEYSET_SIZE, PublicKey};
+use crate::keyset::{HttpKeys, HttpKeysOptions, KeySource};
+use crate::proof::RequestInfo;
+use crate::verify::{ManualClock, TrustedIssuer, Verifier};
+
+pub(crate) const ABOUT: &str = "Check a token and its proof offline, exactly as a service would (why was I refused?)";
+pub(crate) const LONG_ABOUT: &str = "\
+Check a token and its proof offline, exactly as a service would.
+
+Runs every verification step of spec/verification.md with the given issuer keys, audience, time and \
+request, and prints one JSON object: {\"result\":\"valid\", …claims} or {\"result\":\"invalid\", \
+\"error\":\"<code>\", \"step\":…, \"message\":…}. Exit status 0 when valid, 1 when invalid, 2 when the \
+arguments cannot be used. KEYSET is a COSE_KeySet file (a CBOR array of COSE_Keys, in binary, hex or \
+base64url), a single public COSE_Key, or the issuer's key-set URL. TOKEN and PROOF are hex, base64url, \
+or a file path. Replay is not checked: a single request is never a replay.";
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  keybound verify --keys issuer-keys.cbor --audience https://nova.example --issuer https://issuer.example \\
+      --now 1763800000 --method GET --uri https://nova.example/v2/servers --token token.b64 --proof proof.b64
+  keybound verify --keys http://127.0.0.1:8080/.well-known/keybound/keys --audience https://nova.example \\
+      --issuer http://127.0.0.1:8080 --now $(date +%s) --method POST --uri https://nova.example/v2/servers \\
+      --body body.json --token \"$TOKEN\" --proof \"$PROOF\"";
+
+/// `keybound verify`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The issuer's keys: a COSE_KeySet file, a COSE_Key file, or a key-set URL
+    #[arg(long)]
+    keys: String,
+    /// The service's own audience
+    #[arg(long)]
+    audience: String,
+    /// The trusted issuer id
+    #[arg(long)]
+    issuer: String,
+    /// Verification time, Unix seconds (default: now)
+    #[arg(long)]
+    now: Option<u64>,
+    /// Request method
+    #[arg(long)]
+    method: String,
+    /// Target URI as the client addressed it
+    #[arg(long)]
+    uri: String,
+    /// File holding the request body (default: empty)
+    #[arg(long)]
+    body: Option<std::path::PathBuf>,
+    /// The token: hex, base64url or a file path
+    #[arg(long)]
+    token: String,
+    /// The proof: hex, base64url or a file path; without it only the token is checked
+    #[arg(long)]
+    proof: Option<String>,
+    /// Clock leeway in seconds
+    #[arg(long, default_value_t = crate::token::DEFAULT_LEEWAY)]
+    leeway: u64,
+    /// How old a proof may be, in seconds
+    #[arg(long, default_value_t = crate::proof::DEFAULT_MAX_AGE)]
+    proof_max_age: u64,
+}
+
+/// A literal or a file: the file when it exists, else the text itself.
+fn literal_or_file(value: &str, what: &str) -> Result<Vec<u8>, CliError> {
+    let raw = if Path::new(value).is_file() {
+        let bytes = std::fs::read(value)
+            .map_err(|e| CliError::new(super::CODE_IO, format!("cannot read {value}: {e}"), EXIT_USAGE))?;
+        if bytes.len() > MAX_KEYSET_SIZE * 2 {
+            return Err(CliError::usage(format!("{value} is too large for a {what}")));
+        }
+        bytes
+    } else {
+        value.as_bytes().to_vec()
+    };
+    decode_flexible(&raw).map_err(|e| {
+        CliError::with_exit(
+            Error::new(Code::InputMalformed, format!("{what}: {}", e.message())),
+            EXIT_USAGE,
+        )
+    })
+}
+
+fn load_keys(spec: &str) -> Result<Arc<dyn KeySource>, CliError> {
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        let options = HttpKeysOptions {
+            allow_insecure_http: true,
+            ..HttpKeysOptions::default()
+        };
+        let keys = runtime()?
+            .block_on(HttpKeys::start(spec, options))
+            .map_err(|e| CliError::with_exit(e, EXIT_USAGE))?;
+        // Take a snapshot: this command verifies once, offline.
+        return Ok(Arc::new(crate::keyset::StaticKeys::new(KeySet::clone(&keys.key_set()))));
+    }
+    let bytes = literal_or_file(spec, "key set")?;
+    let set = match cbor::validate(&bytes)
+        .ok()
+        .and_then(|()| (bytes.first().map(|b| b >> 5) == Some(5)).then_some(()))
+    {
+        // A single public COSE_Key (a map): trusted under its default kid.
+        Some(()) => {
+            let key = PublicKey::from_cose_key(&bytes).map_err(|e| CliError::with_exit(e, EXIT_USAGE))?;
+            KeySet::new()
+                .with(key.default_kid(), key)
+                .map_err(|e| CliError::with_exit(e, EXIT_USAGE))?
+        }
+        None => KeySet::from_cbor(&bytes).map_err(|e| CliError::with_exit(e, EXIT_USAGE))?,
+    };
+    Ok(Arc::new(crate::keyset::StaticKeys::new(set)))
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
+    let keys = load_keys(&args.keys)?;
+    let token = literal_or_file(&args.token, "token")?;
+    let proof = args.proof.as_deref().map(|p| literal_or_file(p, "proof")).transpose()?;
+    let body = match &args.body {
+        Some(path) => std::fs::read(path).map_err(|e| {
+            CliError::new(
+                super::CODE_IO,
+                format!("cannot read {}: {e}", path.display()),
+                EXIT_USAGE,
+            )
+        })?,
+        None => Vec::new(),
+    };
+    let now = args
+        .now
+        .unwrap_or_else(|| crate::verify::Clock::now(&crate::verify::SystemClock));
+    let verifier = Verifier::builder(&args.audience, TrustedIssuer::from_arc(&args.issuer, keys))
+        .clock(Arc::new(ManualClock::new(now)))
+        .leeway(args.leeway)
+        .proof_max_age(args.proof_max_age)
+        .build()
+        .map_err(|e| CliError::with_exit(e, EXIT_USAGE))?;
+    let result = match &proof {
+        Some(proof) => verifier
+            .verify_request(&token, proof, &RequestInfo::new(&args.method, &args.uri, &body))
+            .map(|v| (v.token().clone(), true)),
+        None => verifier.verify_token(&token).map(|t| (t, false)),
+    };
+    match result {
+        Ok((token, proof_checked)) => {
+            let c = token.claims();
+            print_stdout(
+                &json!({
+                    "result": "valid",
+                    "proof_checked": proof_checked,
+                    "iss": c.iss, "sub": c.sub, "aud": c.aud, "exp": c.exp, "nbf": c.nbf, "iat": c.iat,
+                    "cti": crate::encoding::hex_encode(&c.cti),
+                    "kind": c.kind.as_str(), "domain": c.domain, "project": c.project, "roles": c.roles,
+                    "trust_id": c.trust_id, "origin_issuer": c.origin_issuer,
+                    "actor_chain": c.actor_chain.iter().map(|a| json!({"sub": a.sub, "iss": a.iss})).collect::<Vec<_>>(),
+                    "key_thumbprint": c.cnf.thumbprint().to_string(),
+                    "issuer_kid": crate::encoding::hex_encode(token.kid()),
+                })
+                .to_string(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print_stdout(&json!({"result": "invalid", "error": e.code().as_str(), "step": e.code().step(), "message": e.message()}).to_string())?;
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
+}
