@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --example protected_service                 # self-contained walk-through
-//! cargo run --example protected_service -- serve KEYS   # serve, trusting the key set in KEYS
+//! cargo run --example protected_service -- serve KEYS ISSUER_ID [LISTEN]   # serve for real
 //! ```
 //!
 //! The walk-through generates an issuer key with the core issuing API, starts
@@ -17,7 +17,7 @@ use axum::routing::get;
 use keybound::encoding::b64url_encode;
 use keybound::http::KeyboundLayer;
 use keybound::key::{Algorithm, KeySet, SigningKey};
-use keybound::keyset::FileKeys;
+use keybound::keyset::{FileKeys, HttpKeys, HttpKeysOptions};
 use keybound::policy::{JsonLinesFile, Policy};
 use keybound::proof::ProofBuilder;
 use keybound::token::TokenBuilder;
@@ -62,14 +62,19 @@ fn app(verifier: Verifier, external_url: &str, records: &std::path::Path) -> key
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve") {
-        let keys = args
-            .get(1)
-            .ok_or("usage: protected_service serve KEYSET_FILE [LISTEN]")?;
-        let listen = args.get(2).map_or("127.0.0.1:8081", String::as_str);
+        let usage = "usage: protected_service serve KEYS ISSUER_ID [LISTEN]  (KEYS: the issuer's key-set URL or a COSE_KeySet file)";
+        let keys = args.get(1).ok_or(usage)?;
+        let issuer = args.get(2).ok_or(usage)?;
+        let listen = args.get(3).map_or("127.0.0.1:8081", String::as_str);
         let url = format!("http://{listen}");
-        let verifier = Verifier::builder(&url, TrustedIssuer::new(ISSUER, FileKeys::open(keys)?)).build()?;
+        let trusted = if keys.starts_with("http") {
+            TrustedIssuer::new(issuer, HttpKeys::start(keys, HttpKeysOptions::default()).await?)
+        } else {
+            TrustedIssuer::new(issuer, FileKeys::open(keys)?)
+        };
+        let verifier = Verifier::builder(&url, trusted).build()?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        println!("serving {url} (audience {url}); policy denials go to denials.jsonl");
+        println!("serving {url} (audience {url}, trusting {issuer}); policy denials go to denials.jsonl");
         axum::serve(listener, app(verifier, &url, std::path::Path::new("denials.jsonl"))?).await?;
         return Ok(());
     }

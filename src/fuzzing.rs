@@ -397,6 +397,72 @@ pub fn uri_normalize(data: &[u8]) {
     }
 }
 
+/// An absolute URI as another parser sees it (see [`uri_differential`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UriView {
+    /// Scheme, e.g. `https`.
+    pub scheme: String,
+    /// Host as written (an IPv6 literal with its brackets).
+    pub host: String,
+    /// Explicit port, if any.
+    pub port: Option<u16>,
+    /// Path.
+    pub path: String,
+    /// Query without the `?`, if there is a `?`.
+    pub query: Option<String>,
+}
+
+/// Splits a normal form of [`normalize_uri`] into its parts.
+fn own_view(normal: &str) -> UriView {
+    let (scheme, rest) = normal.split_once("://").expect("a normal form has a scheme");
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path_and_query) = rest.split_at(authority_end);
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (path_and_query, None),
+    };
+    let (host, port) = match authority.rfind(']') {
+        Some(close) => (&authority[..=close], authority[close + 1..].strip_prefix(':')),
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    UriView {
+        scheme: scheme.to_owned(),
+        host: host.to_owned(),
+        port: port.map(|p| p.parse().expect("a normal form's port is a u16")),
+        path: path.to_owned(),
+        query,
+    }
+}
+
+/// Target `uri_differential`: the normal form of [`normalize_uri`], read by
+/// another URI parser — the fuzz target passes the `http` crate's, which is
+/// the router's (axum's) view of a request target — names the same scheme,
+/// host, port, path and query. `other` returns `None` when it refuses the
+/// URI (being stricter is fine; reading it differently is not).
+pub fn uri_differential(data: &[u8], other: impl Fn(&str) -> Option<UriView>) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(normal) = normalize_uri(text) else {
+        return;
+    };
+    let Some(theirs) = other(&normal) else {
+        return;
+    };
+    let ours = own_view(&normal);
+    assert_eq!(
+        ours,
+        UriView {
+            host: theirs.host.to_ascii_lowercase(),
+            ..theirs
+        },
+        "{normal:?} (from {text:?}) is read differently by the other parser"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +483,23 @@ mod tests {
         );
         assert_eq!(parse_frame(&[]), FramedRequest::default());
         assert_eq!(parse_frame(&[0, 0xff, 0xff, 1]).token, &[1]);
+    }
+
+    #[test]
+    fn own_view_splits_normal_forms() {
+        assert_eq!(
+            own_view("https://[::1]:8443/a?b"),
+            UriView {
+                scheme: "https".into(),
+                host: "[::1]".into(),
+                port: Some(8443),
+                path: "/a".into(),
+                query: Some("b".into()),
+            }
+        );
+        assert_eq!(own_view("http://h/").port, None);
+        // The identity parser agrees with itself.
+        uri_differential(b"HTTPS://Nova.Example:443/a/../b?q#f", |u| Some(own_view(u)));
     }
 
     #[test]

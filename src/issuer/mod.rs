@@ -294,9 +294,7 @@ pub async fn bootstrap(config: &IssuerConfig, password: &str) -> Result<()> {
     })?;
     let store = Store::connect(&config.database_url()).await?;
     let hash = password::hash(password)?;
-    store
-        .bootstrap(&hash, &config.admin_audience(), SystemClock.now() as i64)
-        .await
+    store.bootstrap(&hash, SystemClock.now() as i64).await
 }
 
 /// Validates a simple name: 1–64 of `A–Z a–z 0–9 . _ -`, starting alphanumeric.

@@ -263,9 +263,9 @@ impl Store {
     }
 
     /// Creates the default domain, the admin project, role and user with
-    /// `password_hash`, the grant, and the admin audience — in one
-    /// transaction, and only once.
-    pub async fn bootstrap(&self, password_hash: &str, admin_audience: &str, now: i64) -> Result<()> {
+    /// `password_hash`, and the grant, in one transaction, and only once.
+    /// (The admin audience is not stored: it follows the issuer id.)
+    pub async fn bootstrap(&self, password_hash: &str, now: i64) -> Result<()> {
         use bootstrap_names::*;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let exists: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE domain = $1 AND name = $2")
@@ -278,7 +278,7 @@ impl Store {
         if exists > 0 {
             return err(Code::IssuerConflict, "the issuer is already bootstrapped");
         }
-        let statements: [(&str, Vec<String>); 6] = [
+        let statements: [(&str, Vec<String>); 5] = [
             (
                 "INSERT INTO domains (name, enabled, created_at) VALUES ($1, 1, $2) ON CONFLICT (name) DO NOTHING",
                 vec![DOMAIN.into()],
@@ -298,10 +298,6 @@ impl Store {
             (
                 "INSERT INTO assignments (user_domain, user_name, project_domain, project_name, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 vec![DOMAIN.into(), USER.into(), DOMAIN.into(), PROJECT.into(), ROLE.into()],
-            ),
-            (
-                "INSERT INTO services (audience, created_at) VALUES ($1, $2) ON CONFLICT (audience) DO NOTHING",
-                vec![admin_audience.into()],
             ),
         ];
         for (sql, args) in statements {

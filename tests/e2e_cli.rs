@@ -1,0 +1,453 @@
+//! The built `keybound` binary driven as a user would: the README quick
+//! start on loopback, the demo, and the refusals a user meets.
+#![cfg(feature = "cli")]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keybound::http::KeyboundLayer;
+use keybound::keyset::{HttpKeys, HttpKeysOptions};
+use keybound::verify::{NonceService, TrustedIssuer, VerifiedRequest, Verifier};
+use serde_json::Value;
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin!("keybound").to_path_buf()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `keybound args…` with `stdin`, in config dir `config`.
+fn run(config: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("KEYBOUND_CONFIG_DIR", config)
+        .env_remove("KEYBOUND_PASSWORD")
+        .env_remove("KEYBOUND_ADMIN_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(config: &Path, args: &[&str], stdin: &str) -> String {
+    let out = run(config, args, stdin);
+    assert!(
+        out.status.success(),
+        "keybound {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a failing command; returns (exit code, the one stderr line).
+fn fails(config: &Path, args: &[&str], stdin: &str) -> (i32, String) {
+    let out = run(config, args, stdin);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success(), "keybound {args:?} should fail");
+    assert_eq!(stderr.lines().count(), 1, "one line, no stack trace: {stderr:?}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    (out.status.code().unwrap(), stderr.trim_end().to_owned())
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data: &Path, port: u16) -> Server {
+        let child = Command::new(bin())
+            .args([
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the issuer did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, url }
+    }
+
+    fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and the exit status of a graceful shutdown.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// A protected service on loopback trusting the issuer's published keys.
+fn service(rt: &tokio::runtime::Runtime, issuer: &str, nonces: bool) -> String {
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let keys = HttpKeys::start(
+            &format!("{issuer}/.well-known/keybound/keys"),
+            HttpKeysOptions::default(),
+        )
+        .await
+        .unwrap();
+        let mut builder = Verifier::builder(&url, TrustedIssuer::new(issuer, keys));
+        if nonces {
+            builder = builder.nonce_service(Arc::new(NonceService::new(&[3; 32], &url, 60).unwrap()));
+        }
+        let app = axum::Router::new()
+            .route(
+                "/v2/servers",
+                axum::routing::get(|r: VerifiedRequest| async move {
+                    format!("servers of {} for {}\n", r.project().unwrap_or("-"), r.subject())
+                }),
+            )
+            .layer(KeyboundLayer::new(Arc::new(builder.build().unwrap()), &url).unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    })
+}
+
+#[test]
+fn readme_quick_start_and_the_refusals_users_meet() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (admin_cfg, user_cfg) = (tmp.path().join("admin"), tmp.path().join("user"));
+    let admin_pw = "choose-a-long-admin-password\n";
+
+    // Bootstrap, once only, without a server.
+    let out = ok(
+        &admin_cfg,
+        &["admin", "bootstrap", "--data-dir", data.to_str().unwrap()],
+        admin_pw,
+    );
+    assert!(out.contains("\"bootstrapped\":true"), "{out}");
+    let (_, again) = fails(
+        &admin_cfg,
+        &["admin", "bootstrap", "--data-dir", data.to_str().unwrap()],
+        admin_pw,
+    );
+    assert!(again.starts_with("error: issuer.conflict:"), "{again}");
+
+    let port = free_port();
+    let mut server = Server::start(&data, port);
+    let issuer = server.url.clone();
+    let svc = service(&rt, &issuer, false);
+    let nonce_svc = service(&rt, &issuer, true);
+
+    ok(
+        &admin_cfg,
+        &[
+            "login",
+            "--issuer",
+            &issuer,
+            "--user",
+            "admin@default",
+            "--password-stdin",
+        ],
+        admin_pw,
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(admin_cfg.join("session.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "the stored session is private");
+    }
+    for args in [
+        vec!["admin", "domain", "create", "stoughton"],
+        vec!["admin", "project", "create", "turing", "--domain", "stoughton"],
+        vec!["admin", "role", "create", "member"],
+        vec!["admin", "grant", "ayoung@stoughton", "turing@stoughton", "member"],
+        vec!["admin", "service", "create", &svc],
+        vec!["admin", "service", "create", &nonce_svc],
+    ] {
+        if args[1] == "grant" {
+            ok(
+                &admin_cfg,
+                &["admin", "user", "create", "ayoung@stoughton", "--password-stdin"],
+                "correct horse battery staple\n",
+            );
+        }
+        ok(&admin_cfg, &args, "");
+    }
+    let users: Value = serde_json::from_str(&ok(&admin_cfg, &["admin", "user", "list"], "")).unwrap();
+    assert!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["user"] == "ayoung@stoughton"),
+        "{users}"
+    );
+
+    // Acknowledged writes survive a crash of the issuer (kill -9, restart).
+    server.kill_9();
+    let mut server = Server::start(&data, port);
+    let users: Value = serde_json::from_str(&ok(&admin_cfg, &["admin", "user", "list"], "")).unwrap();
+    assert!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["user"] == "ayoung@stoughton"),
+        "after restart: {users}"
+    );
+
+    // The user logs in, calls the service, gets a token.
+    let (code, wrong) = fails(
+        &user_cfg,
+        &[
+            "login",
+            "--issuer",
+            &issuer,
+            "--user",
+            "ayoung@stoughton",
+            "--password-stdin",
+        ],
+        "wrong password!\n",
+    );
+    assert_eq!(code, 1);
+    assert!(wrong.starts_with("error: issuer.invalid_credentials:"), "{wrong}");
+    assert!(!wrong.contains("wrong password!"), "no secret echoed");
+    ok(
+        &user_cfg,
+        &[
+            "login",
+            "--issuer",
+            &issuer,
+            "--user",
+            "ayoung@stoughton",
+            "--password-stdin",
+        ],
+        "correct horse battery staple\n",
+    );
+    let body = ok(
+        &user_cfg,
+        &[
+            "request",
+            &format!("{svc}/v2/servers"),
+            "--audience",
+            &svc,
+            "--project",
+            "turing",
+        ],
+        "",
+    );
+    assert_eq!(body, "servers of turing for ayoung@stoughton\n");
+    // A service that challenges with a nonce: one retry, transparently.
+    let body = ok(
+        &user_cfg,
+        &[
+            "request",
+            &format!("{nonce_svc}/v2/servers"),
+            "--audience",
+            &nonce_svc,
+            "--project",
+            "turing",
+        ],
+        "",
+    );
+    assert_eq!(body, "servers of turing for ayoung@stoughton\n");
+    // A service that refuses for another reason: the code, exit 1.
+    let (code, refused) = fails(
+        &user_cfg,
+        &[
+            "request",
+            &format!("{nonce_svc}/v2/servers"),
+            "--audience",
+            &svc,
+            "--project",
+            "turing",
+        ],
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(refused.starts_with("error: cwt.aud_mismatch:"), "{refused}");
+
+    let token: Value = serde_json::from_str(&ok(
+        &user_cfg,
+        &["token", "--audience", &svc, "--project", "turing", "--json"],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(token["roles"], serde_json::json!(["member"]));
+    let token_b64 = token["token"].as_str().unwrap().to_owned();
+
+    // Offline verification, valid and invalid, with the key set by URL.
+    let key = keybound::key::read_signing_key_file(&user_cfg.join("key.cbor")).unwrap();
+    let now = keybound::verify::Clock::now(&keybound::verify::SystemClock);
+    let uri = format!("{svc}/v2/servers");
+    let proof = keybound::proof::ProofBuilder::new(
+        "GET",
+        &uri,
+        &keybound::encoding::b64url_decode(&token_b64).unwrap(),
+        b"",
+        now,
+    )
+    .unwrap()
+    .sign(&key)
+    .unwrap();
+    let keys_url = format!("{issuer}/.well-known/keybound/keys");
+    let verify = |uri: &str| {
+        run(
+            &user_cfg,
+            &[
+                "verify",
+                "--keys",
+                &keys_url,
+                "--audience",
+                &svc,
+                "--issuer",
+                &issuer,
+                "--method",
+                "GET",
+                "--uri",
+                uri,
+                "--token",
+                &token_b64,
+                "--proof",
+                &proof.to_base64url(),
+            ],
+            "",
+        )
+    };
+    let valid = verify(&uri);
+    assert!(valid.status.success());
+    let valid: Value = serde_json::from_slice(&valid.stdout).unwrap();
+    assert_eq!(
+        (valid["result"].as_str(), valid["sub"].as_str()),
+        (Some("valid"), Some("ayoung@stoughton"))
+    );
+    let invalid = verify(&format!("{svc}/v2/other"));
+    assert_eq!(invalid.status.code(), Some(1));
+    let invalid: Value = serde_json::from_slice(&invalid.stdout).unwrap();
+    assert_eq!(
+        (invalid["result"].as_str(), invalid["error"].as_str()),
+        (Some("invalid"), Some("proof.htu_mismatch"))
+    );
+
+    // Malformed token files, an expired session, an unreachable issuer, an unwritable config dir.
+    let garbage = tmp.path().join("garbage.txt");
+    std::fs::write(&garbage, "this is not a token").unwrap();
+    let (code, line) = fails(&user_cfg, &["inspect", garbage.to_str().unwrap()], "");
+    assert_eq!(code, 2);
+    assert!(
+        line.starts_with("error: input.malformed:") || line.starts_with("error: cbor."),
+        "{line}"
+    );
+    let session_file = user_cfg.join("session.json");
+    let mut session: Value = serde_json::from_str(&std::fs::read_to_string(&session_file).unwrap()).unwrap();
+    session["expires_at"] = 1.into();
+    std::fs::write(&session_file, session.to_string()).unwrap();
+    let (_, line) = fails(&user_cfg, &["token", "--audience", &svc], "");
+    assert!(line.starts_with("error: client.session_expired:"), "{line}");
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (_, line) = fails(
+        &user_cfg,
+        &[
+            "login",
+            "--issuer",
+            &closed,
+            "--user",
+            "ayoung@stoughton",
+            "--password-stdin",
+        ],
+        "x\n",
+    );
+    assert!(line.starts_with("error: client.unreachable:"), "{line}");
+    let (_, line) = fails(
+        Path::new("/proc/keybound-cannot-write-here"),
+        &[
+            "login",
+            "--issuer",
+            &issuer,
+            "--user",
+            "ayoung@stoughton",
+            "--password-stdin",
+        ],
+        "x\n",
+    );
+    assert!(line.starts_with("error: client.storage:"), "{line}");
+
+    // Graceful shutdown on SIGTERM.
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn demo_walks_the_whole_story() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(tmp.path(), &["demo"], "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("every step behaved as expected"), "{stdout}");
+    assert_eq!(
+        stdout.matches("\nok ").count() + usize::from(stdout.starts_with("ok ")),
+        9,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"));
+}
+
+#[test]
+fn help_says_what_each_command_does_with_an_example() {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = ok(tmp.path(), &["--help"], "");
+    for command in [
+        "serve",
+        "admin",
+        "login",
+        "token",
+        "request",
+        "verify",
+        "inspect",
+        "keygen",
+        "demo",
+        "completions",
+    ] {
+        assert!(top.contains(command), "{command} missing from --help");
+        let help = ok(tmp.path(), &[command, "--help"], "");
+        assert!(help.contains("Example"), "{command} --help has no example");
+    }
+    assert!(ok(tmp.path(), &["completions", "bash"], "").contains("keybound"));
+}
