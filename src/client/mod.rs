@@ -245,22 +245,8 @@ impl Client {
             body.as_object_mut().map(|o| o.remove("lifetime"));
         }
         let body = Zeroizing::new(serde_json::to_vec(&body).unwrap_or_default());
-        let url = format!("{}/v1/login", self.issuer);
         // A login carries no token: the proof binds SHA-256 of nothing.
-        let proof = ProofBuilder::new("POST", &url, b"", &body, self.clock.now())?.sign(&self.key)?;
-        let response = self
-            .http
-            .post(&url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(PROOF, proof.to_base64url())
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(unreachable)?;
-        if !response.status().is_success() {
-            return Err(error_from_response(response).await);
-        }
-        let answer = json_answer(response).await?;
+        let answer = self.post_to_issuer("/v1/login", body.to_vec(), None).await?;
         let token = answer["session_token"]
             .as_str()
             .and_then(|t| b64url_decode(t).ok())
@@ -303,22 +289,7 @@ impl Client {
             }
         }
         let body = serde_json::to_vec(&body).unwrap_or_default();
-        let url = format!("{}/v1/tokens", self.issuer);
-        let proof = ProofBuilder::new("POST", &url, session.token.as_bytes(), &body, now)?.sign(&self.key)?;
-        let response = self
-            .http
-            .post(&url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(AUTHORIZATION, format!("KB {}", session.token.to_base64url()))
-            .header(PROOF, proof.to_base64url())
-            .body(body)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        if !response.status().is_success() {
-            return Err(error_from_response(response).await);
-        }
-        let answer = json_answer(response).await?;
+        let answer = self.post_to_issuer("/v1/tokens", body, Some(&session)).await?;
         let token = answer["token"]
             .as_str()
             .and_then(|t| b64url_decode(t).ok())
@@ -330,6 +301,27 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner())
             .insert(scope.clone(), (token.clone(), expires));
         Ok(token)
+    }
+
+    /// POSTs JSON to the issuer with a proof (and the session token, if
+    /// given); returns the JSON answer or the issuer's error.
+    async fn post_to_issuer(&self, path: &str, body: Vec<u8>, session: Option<&Session>) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.issuer);
+        let token: &[u8] = session.map_or(&[], |s| s.token.as_bytes());
+        let proof = ProofBuilder::new("POST", &url, token, &body, self.clock.now())?.sign(&self.key)?;
+        let mut request = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(PROOF, proof.to_base64url());
+        if let Some(session) = session {
+            request = request.header(AUTHORIZATION, format!("KB {}", session.token.to_base64url()));
+        }
+        let response = request.body(body).send().await.map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response).await);
+        }
+        json_answer(response).await
     }
 
     /// Forgets the cached token for `scope` (after a service refused it).
