@@ -92,13 +92,21 @@ pub(super) fn json_body<T: DeserializeOwned>(parts: &http::request::Parts, body:
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type.starts_with("application/json") {
+    // Media types are case-insensitive (RFC 9110 §8.3.1); parameters may follow.
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
         return err(
             Code::IssuerBadRequest,
             "the body must be JSON (Content-Type: application/json)",
         );
     }
-    serde_json::from_slice(body).map_err(|e| Error::new(Code::IssuerBadRequest, format!("invalid request body: {e}")))
+    let bad = |e: serde_json::Error| Error::new(Code::IssuerBadRequest, format!("invalid request body: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    // serde would also read a struct from an array: only objects are requests.
+    if !value.is_object() {
+        return err(Code::IssuerBadRequest, "the request body must be a JSON object");
+    }
+    serde_json::from_value(value).map_err(bad)
 }
 
 pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
@@ -344,8 +352,11 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             super::check_name("domain", domain)?;
             Some((domain.to_owned(), p.clone()))
         }
-        None if request.domain.is_some() => {
-            return err(Code::IssuerBadRequest, "domain is only meaningful with a project");
+        None if request.domain.is_some() || request.roles.is_some() => {
+            return err(
+                Code::IssuerBadRequest,
+                "domain and roles are only meaningful with a project",
+            );
         }
         None => None,
     };

@@ -150,6 +150,8 @@ pub struct IssuerState {
     pub keys: Arc<IssuerKeys>,
     /// Verifies session tokens and login proofs (audience: the issuer id).
     pub(crate) sessions: Verifier,
+    /// The replay store of every proof the issuer checks (memory or Redis).
+    pub(crate) replay: Arc<dyn ReplayStore>,
     /// Metrics.
     pub metrics: Metrics,
     /// The clock.
@@ -203,7 +205,7 @@ impl IssuerState {
         )
         .session_tokens()
         .leeway(config.leeway)
-        .replay_store(replay)
+        .replay_store(replay.clone())
         .clock(clock.clone())
         .build()?;
         Ok(Arc::new(IssuerState {
@@ -211,6 +213,7 @@ impl IssuerState {
             store,
             keys,
             sessions,
+            replay,
             metrics: Metrics::default(),
             clock,
         }))
@@ -229,6 +232,7 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
         TrustedIssuer::new(&state.config.issuer_id, state.keys.internal_source()),
     )
     .leeway(state.config.leeway)
+    .replay_store(state.replay.clone())
     .clock(state.clock.clone())
     .build()?;
     let policy = Policy::from_toml(
@@ -242,7 +246,9 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
         .max_body(state.config.max_body)
         .policy(Arc::new(policy))
         .records(records);
-    Ok(api::routes(state.clone()).merge(admin::routes(state).layer(layer)))
+    // route_layer: only the admin routes are verified, so an unknown path is
+    // a plain 404 rather than a demand for a token.
+    Ok(api::routes(state.clone()).merge(admin::routes(state).route_layer(layer)))
 }
 
 /// Serves the issuer until Ctrl-C or SIGTERM, then finishes in-flight requests.

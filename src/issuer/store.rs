@@ -573,14 +573,19 @@ impl Store {
         lockout: i64,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE users SET failed_logins = failed_logins + 1,
-                locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END
+            "UPDATE users SET
+                failed_logins = CASE WHEN locked_until <> 0 AND locked_until <= $5 THEN 1 ELSE failed_logins + 1 END,
+                locked_until = CASE
+                    WHEN locked_until <> 0 AND locked_until <= $5 THEN 0
+                    WHEN failed_logins + 1 >= $1 THEN $2
+                    ELSE locked_until END
              WHERE domain = $3 AND name = $4",
         )
         .bind(max_failures)
         .bind(now + lockout)
         .bind(domain)
         .bind(name)
+        .bind(now)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
