@@ -677,6 +677,30 @@ async fn admin_api_is_keybound_protected_and_names_are_strict() {
             assert_eq!(err.code(), Code::IssuerInvalidName, "{backend} {path}");
         }
         assert_eq!(admin.ok("GET", "/v1/admin/domains", json!({})).await, before);
+        // The admin audience is not a service; a member sent twice is refused.
+        let admin_aud = format!("{}/admin", issuer.url);
+        assert_eq!(
+            admin
+                .call("POST", "/v1/admin/services", json!({"audience": admin_aud}))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::IssuerBadRequest
+        );
+        let twice = admin
+            .client
+            .post(&format!("{}/v1/admin/roles", issuer.url), &admin.scope)
+            .header("content-type", "application/json")
+            .unwrap()
+            .body(br#"{"name":"a","name":"b"}"#.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_from_response(twice).await.code(),
+            Code::IssuerBadRequest,
+            "{backend}"
+        );
         // A quote inside a valid audience is stored literally, not interpreted.
         let odd = "https://odd.example/a'b;--";
         admin.ok("POST", "/v1/admin/services", json!({"audience": odd})).await;

@@ -18,8 +18,7 @@
 //! - The issuer and client rows of spec/errors.md and the status table of
 //!   spec/issuer.md §11 match `Code::step()`, `status_for` and the titles.
 //!
-//! Behaviour the specification cannot describe as intended is pinned by
-//! `#[ignore = "bug: …"]` tests at the end: they fail until it is fixed.
+//! The tests at the end pin behaviour that once was wrong (regressions).
 #![cfg(feature = "issuer")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -2169,7 +2168,7 @@ async fn replay_store_outage_answers_503() {
 }
 
 // ---------------------------------------------------------------------------
-// Behaviour the document cannot describe as intended: failing assertions, ignored until fixed.
+// Regressions: behaviour the document describes that the issuer once got wrong.
 
 /// The admin API's KeyboundLayer also wraps the router's fallback, so a path
 /// the issuer does not serve is answered as an admin request: 401

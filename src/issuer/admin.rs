@@ -416,8 +416,11 @@ async fn create_service(State(state): State<Arc<IssuerState>>, request: Request)
     let s = state.clone();
     action(&state, request, "service.create", |input: ServiceInput, _| async move {
         check_audience(&input.audience)?;
-        if input.audience == s.config.issuer_id {
-            return err(Code::IssuerBadRequest, "the issuer's own id is not a service audience");
+        if input.audience == s.config.issuer_id || input.audience == s.config.admin_audience() {
+            return err(
+                Code::IssuerBadRequest,
+                "the issuer's own id and its admin audience are not service audiences",
+            );
         }
         s.store.create_service(&input.audience, now_of(&s)).await?;
         Ok((input.audience.clone(), json!({"audience": input.audience})))

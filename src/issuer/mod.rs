@@ -73,7 +73,8 @@ pub struct IssuerConfig {
     pub login_max_failures: i64,
     /// Lockout duration in seconds. Default 60.
     pub login_lockout: u64,
-    /// Redis URL for the replay store of login and mint proofs, needed when
+    /// Redis URL for the replay store of every proof the issuer checks
+    /// (login, mint, admin), needed when
     /// several replicas serve one issuer id. Default: in memory.
     pub replay_redis_url: Option<String>,
     /// Where admin-API policy denials are recorded (JSON lines). Default: not kept.
@@ -131,6 +132,12 @@ impl IssuerConfig {
             return err(
                 Code::IssuerConfig,
                 "session lifetimes must satisfy 0 < default ≤ max ≤ 12 h",
+            );
+        }
+        if self.login_max_failures < 1 || self.login_lockout == 0 {
+            return err(
+                Code::IssuerConfig,
+                "login_max_failures and login_lockout must be at least 1",
             );
         }
         if self.service_lifetime == 0 || self.service_lifetime > MAX_SERVICE_LIFETIME {

@@ -576,7 +576,7 @@ impl Store {
             "UPDATE users SET
                 failed_logins = CASE WHEN locked_until <> 0 AND locked_until <= $5 THEN 1 ELSE failed_logins + 1 END,
                 locked_until = CASE
-                    WHEN locked_until <> 0 AND locked_until <= $5 THEN 0
+                    WHEN locked_until <> 0 AND locked_until <= $5 THEN CASE WHEN 1 >= $1 THEN $2 ELSE 0 END
                     WHEN failed_logins + 1 >= $1 THEN $2
                     ELSE locked_until END
              WHERE domain = $3 AND name = $4",
