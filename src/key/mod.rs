@@ -141,6 +141,9 @@ impl PublicKey {
                 format!("Ed25519 public key is {} bytes, not 32", x.len()),
             )
         })?;
+        if let Some(key) = decoded_keys::get(bytes) {
+            return Ok(key);
+        }
         if !is_canonical_y(bytes) {
             return err(
                 Code::KeyInvalid,
@@ -155,7 +158,9 @@ impl PublicKey {
                 "Ed25519 public key has small order (a weak key): refused",
             );
         }
-        Ok(Self::from_inner(PublicInner::Ed25519(key)))
+        let key = Self::from_inner(PublicInner::Ed25519(key));
+        decoded_keys::put(*bytes, &key);
+        Ok(key)
     }
 
     /// Builds a P-256 key from its affine coordinates (32 bytes each).
@@ -260,6 +265,39 @@ impl PublicKey {
         cbor::validate(bytes)?;
         let parts = CoseKeyParts::read(&mut Reader::new(bytes))?;
         parts.into_public()
+    }
+}
+
+/// Ed25519 keys already decoded, by their encoding. Decompressing a point
+/// costs about 4 µs (a tenth of a signature check), and a client presents the
+/// same `cnf` key in every token it gets: a new token from a known client
+/// then costs two signature checks and little else. Only valid, non-weak
+/// keys are kept, and an entry is exactly what decoding would produce again.
+mod decoded_keys {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use super::PublicKey;
+
+    const CAPACITY: usize = 4096;
+
+    fn cache() -> &'static Mutex<HashMap<[u8; 32], PublicKey>> {
+        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], PublicKey>>> = OnceLock::new();
+        CACHE.get_or_init(|| Mutex::new(HashMap::with_capacity(CAPACITY)))
+    }
+
+    pub(super) fn get(bytes: &[u8; 32]) -> Option<PublicKey> {
+        cache().lock().ok()?.get(bytes).cloned()
+    }
+
+    pub(super) fn put(bytes: [u8; 32], key: &PublicKey) {
+        if let Ok(mut map) = cache().lock() {
+            // A flood of new keys only costs the decoding it would cost anyway.
+            if map.len() >= CAPACITY {
+                map.clear();
+            }
+            map.insert(bytes, key.clone());
+        }
     }
 }
 
