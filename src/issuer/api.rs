@@ -334,16 +334,6 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             "session tokens come from login, not from /v1/tokens",
         );
     }
-    // The admin audience follows the issuer id; every other audience is registered.
-    if request.audience != state.config.admin_audience() && !state.store.service_exists(&request.audience).await? {
-        return err(
-            Code::IssuerUnknownAudience,
-            format!(
-                "{:?} is not a registered service",
-                crate::token::verify::truncate(&request.audience)
-            ),
-        );
-    }
     let (user, user_domain) = split_qualified("user", verified.subject())?;
     let project = match &request.project {
         Some(p) => {
@@ -374,8 +364,18 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
     let (domain_scope, project_scope) = project.clone().unwrap_or_default();
     let facts = state
         .store
-        .mint_facts((user_domain, user), (&domain_scope, &project_scope))
+        .mint_facts((user_domain, user), (&domain_scope, &project_scope), &request.audience)
         .await?;
+    // The admin audience follows the issuer id; every other audience is registered.
+    if request.audience != state.config.admin_audience() && !facts.service_registered {
+        return err(
+            Code::IssuerUnknownAudience,
+            format!(
+                "{:?} is not a registered service",
+                crate::token::verify::truncate(&request.audience)
+            ),
+        );
+    }
     if !facts.user_exists {
         return err(Code::IssuerInvalidCredentials, "the session's user no longer exists");
     }

@@ -67,6 +67,8 @@ pub struct UserAuth {
 /// What minting a token needs to know, read in one query.
 #[derive(Clone, Debug, Default)]
 pub struct MintFacts {
+    /// The audience is a registered service.
+    pub service_registered: bool,
     /// The user exists.
     pub user_exists: bool,
     /// The user and its domain are enabled.
@@ -729,28 +731,35 @@ impl Store {
 
     /// Everything a mint re-checks about the user and the project, in one
     /// query: so disabling or revoking takes effect at the next mint.
-    pub async fn mint_facts(&self, user: (&str, &str), project: (&str, &str)) -> Result<MintFacts> {
+    pub async fn mint_facts(&self, user: (&str, &str), project: (&str, &str), audience: &str) -> Result<MintFacts> {
+        // Always at least one row (from the one-row subquery), so the
+        // service check holds even for a user that no longer exists.
         let rows = sqlx::query(
-            "SELECT u.enabled AS ue, ud.enabled AS ude, p.enabled AS pe, pd.enabled AS pde, a.role AS role
-             FROM users u
-             JOIN domains ud ON ud.name = u.domain
-             LEFT JOIN projects p ON p.domain = $3 AND p.name = $4
+            "SELECT (SELECT COUNT(*) FROM services WHERE audience = $5) AS svc,
+                    u.enabled AS ue, ud.enabled AS ude, p.enabled AS pe, pd.enabled AS pde, a.role AS role
+             FROM (SELECT 1 AS one) base
+             LEFT JOIN users u ON u.domain = $1 AND u.name = $2
+             LEFT JOIN domains ud ON ud.name = u.domain
+             LEFT JOIN projects p ON u.name IS NOT NULL AND p.domain = $3 AND p.name = $4
              LEFT JOIN domains pd ON pd.name = p.domain
              LEFT JOIN assignments a ON a.user_domain = u.domain AND a.user_name = u.name
-                AND a.project_domain = p.domain AND a.project_name = p.name
-             WHERE u.domain = $1 AND u.name = $2",
+                AND a.project_domain = p.domain AND a.project_name = p.name",
         )
         .bind(user.0)
         .bind(user.1)
         .bind(project.0)
         .bind(project.1)
+        .bind(audience)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
         let mut facts = MintFacts::default();
         for r in &rows {
+            facts.service_registered = get_i64(r, "svc")? > 0;
+            let user_enabled: Option<i64> = r.try_get("ue").map_err(unavailable)?;
+            let Some(user_enabled) = user_enabled else { continue };
             facts.user_exists = true;
-            facts.user_enabled = get_i64(r, "ue")? != 0 && get_i64(r, "ude")? != 0;
+            facts.user_enabled = user_enabled != 0 && get_i64(r, "ude")? != 0;
             let project_enabled: Option<i64> = r.try_get("pe").map_err(unavailable)?;
             let domain_enabled: Option<i64> = r.try_get("pde").map_err(unavailable)?;
             facts.project_exists = project_enabled.is_some();
