@@ -2,8 +2,11 @@
 //!
 //! ```sh
 //! cargo run --example protected_service                 # self-contained walk-through
-//! cargo run --example protected_service -- serve KEYS ISSUER_ID [LISTEN]   # serve for real
+//! cargo run --example protected_service -- serve KEYS ISSUER_ID [LISTEN [EXTERNAL_URL]]   # serve for real
 //! ```
+//!
+//! `EXTERNAL_URL` is the URL clients use (behind a proxy, or when `LISTEN` is
+//! `0.0.0.0:…`); it is also the service's audience. Default `http://LISTEN`.
 //!
 //! The walk-through generates an issuer key with the core issuing API, starts
 //! the service on 127.0.0.1, mints a token for a client key, and sends a few
@@ -62,11 +65,11 @@ fn app(verifier: Verifier, external_url: &str, records: &std::path::Path) -> key
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve") {
-        let usage = "usage: protected_service serve KEYS ISSUER_ID [LISTEN]  (KEYS: the issuer's key-set URL or a COSE_KeySet file)";
+        let usage = "usage: protected_service serve KEYS ISSUER_ID [LISTEN [EXTERNAL_URL]]  (KEYS: the issuer's key-set URL or a COSE_KeySet file; EXTERNAL_URL: what clients call, also the audience)";
         let keys = args.get(1).ok_or(usage)?;
         let issuer = args.get(2).ok_or(usage)?;
         let listen = args.get(3).map_or("127.0.0.1:8081", String::as_str);
-        let url = format!("http://{listen}");
+        let url = args.get(4).cloned().unwrap_or_else(|| format!("http://{listen}"));
         let trusted = if keys.starts_with("http") {
             TrustedIssuer::new(issuer, HttpKeys::start(keys, HttpKeysOptions::default()).await?)
         } else {
@@ -74,7 +77,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let verifier = Verifier::builder(&url, trusted).build()?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        println!("serving {url} (audience {url}, trusting {issuer}); policy denials go to denials.jsonl");
+        println!(
+            "listening on {listen} as {url} (audience {url}, trusting {issuer}); policy denials go to denials.jsonl"
+        );
         axum::serve(listener, app(verifier, &url, std::path::Path::new("denials.jsonl"))?).await?;
         return Ok(());
     }

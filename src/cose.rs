@@ -236,8 +236,12 @@ fn check_crit(crit: &[u8], protected: &[u8]) -> Result<()> {
     let mut present = Vec::new();
     let mut p = Reader::new(protected);
     for _ in 0..p.map().unwrap_or(0) {
-        if let Some(label) = p.label() {
-            present.push(label);
+        match p.label() {
+            Some(label) => present.push(label),
+            // A label outside the i64 range is not consumed by `label`.
+            None => {
+                p.raw_item();
+            }
         }
         p.raw_item();
     }

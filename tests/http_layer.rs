@@ -72,6 +72,14 @@ async fn whoami(request: VerifiedRequest) -> String {
     )
 }
 
+/// Inner layers and handlers see the credentials marked sensitive.
+async fn sensitive(headers: axum::http::HeaderMap) -> String {
+    let marked = ["authorization", "kb-proof"]
+        .iter()
+        .all(|name| headers.get_all(*name).iter().all(|v| v.is_sensitive()));
+    format!("sensitive={marked}")
+}
+
 async fn echo(request: VerifiedRequest, body: axum::body::Bytes) -> String {
     format!("{} sent {} bytes", request.subject(), body.len())
 }
@@ -82,6 +90,7 @@ async fn serve(layer: KeyboundLayer) -> String {
         .route("/v2/servers", get(whoami).post(echo))
         .route("/v2/servers/{id}", get(whoami))
         .route("/unprotected", get(whoami))
+        .route("/sensitive", get(sensitive))
         .layer(layer)
         .route("/misconfigured", get(whoami));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -177,6 +186,12 @@ async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
         (200, "ayoung@stoughton [\"member\"] pop=true")
     );
 
+    let p = proof(&world, &token, "GET", "/sensitive", b"");
+    let marked = send(&base, "GET", "/sensitive", auth(&token, &p), vec![]).await;
+    assert_eq!((marked.status, marked.body.as_str()), (200, "sensitive=true"));
+
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    let _ = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
     let replay = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
     assert_eq!((replay.status, replay.code.as_deref()), (401, Some("replay.detected")));
     assert_eq!(replay.www_authenticate.as_deref(), Some("KB error=\"replay.detected\""));
@@ -237,6 +252,23 @@ async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
     )
     .await;
     assert_eq!(bearer.code.as_deref(), Some("http.scheme"));
+    assert!(
+        bearer.body.contains("scheme \\\"Bearer\\\" is not KB"),
+        "a scheme is named: {}",
+        bearer.body
+    );
+    // A bare credential without a scheme is refused and never echoed, not
+    // even its first characters.
+    let bare = send(
+        &base,
+        "GET",
+        "/v2/servers",
+        vec![("authorization", token.to_base64url()), ("kb-proof", b64url_encode(&p))],
+        vec![],
+    )
+    .await;
+    assert_eq!(bare.code.as_deref(), Some("http.scheme"));
+    assert!(!bare.body.contains(&token.to_base64url()[..8]), "{}", bare.body);
 
     let mut two = auth(&token, &p);
     two.push(("authorization", format!("KB {}", token.to_base64url())));

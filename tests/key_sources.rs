@@ -27,6 +27,27 @@ enum Serve {
     Status(u16),
     Garbage,
     Huge,
+    /// A huge body streamed in chunks, without Content-Length.
+    HugeStream,
+}
+
+/// 200 chunks of 1 KB with no declared length: only a streaming limit stops it.
+struct Chunks(usize);
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.0 == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.0 -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from(vec![0x80; 1000])))))
+    }
 }
 
 struct Issuer {
@@ -43,7 +64,10 @@ async fn start_issuer(state: Arc<Issuer>) -> (String, tokio::sync::oneshot::Send
                 state.fetches.fetch_add(1, Ordering::SeqCst);
                 let serve = state.serve.lock().unwrap().clone();
                 let mut headers = HeaderMap::new();
-                match serve {
+                if let Serve::HugeStream = serve {
+                    return (StatusCode::OK, headers, axum::body::Body::new(Chunks(200)));
+                }
+                let (status, headers, body) = match serve {
                     Serve::Keys(body, cache_control) => {
                         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/cbor"));
                         if let Some(cc) = cache_control {
@@ -54,7 +78,9 @@ async fn start_issuer(state: Arc<Issuer>) -> (String, tokio::sync::oneshot::Send
                     Serve::Status(code) => (StatusCode::from_u16(code).unwrap(), headers, b"error".to_vec()),
                     Serve::Garbage => (StatusCode::OK, headers, b"<html>not a key set</html>".to_vec()),
                     Serve::Huge => (StatusCode::OK, headers, vec![0x80; 200_000]),
-                }
+                    Serve::HugeStream => unreachable!("answered above"),
+                };
+                (status, headers, axum::body::Body::from(body))
             }
         }),
     );
@@ -168,6 +194,63 @@ async fn unknown_kid_refetches_once_and_floods_do_not_multiply_fetches() {
 }
 
 #[tokio::test]
+async fn unknown_kid_refetch_is_allowed_again_after_the_interval() {
+    let state = Arc::new(Issuer {
+        serve: Mutex::new(Serve::Keys(set_of(&[&key("k1")]), None)),
+        fetches: AtomicUsize::new(0),
+    });
+    let (url, _stop) = start_issuer(state.clone()).await;
+    let options = HttpKeysOptions {
+        unknown_kid_interval: Duration::from_millis(400),
+        ..fast_options()
+    };
+    let verifier = verifier_with(HttpKeys::start(&url, options).await.unwrap());
+    let (client, rogue) = (Client { key: key("client") }, key("rogue"));
+    let fetches = || state.fetches.load(Ordering::SeqCst);
+    assert_eq!(fetches(), 1);
+    client.request(&rogue, &verifier).await.unwrap_err();
+    assert_eq!(fetches(), 2, "the first unknown kid refetches");
+    client.request(&rogue, &verifier).await.unwrap_err();
+    assert_eq!(fetches(), 2, "within the interval: no refetch");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let err = client.request(&rogue, &verifier).await.unwrap_err();
+    assert_eq!(err.code(), Code::CoseKeyUnknown);
+    assert_eq!(fetches(), 3, "after the interval one refetch is allowed again");
+}
+
+#[tokio::test]
+async fn cache_control_max_age_is_honoured_within_bounds() {
+    let k1 = key("k1");
+    // A long max-age is honoured: no background fetch for a while.
+    let state = Arc::new(Issuer {
+        serve: Mutex::new(Serve::Keys(set_of(&[&k1]), Some("public, max-age=3600"))),
+        fetches: AtomicUsize::new(0),
+    });
+    let (url, _stop) = start_issuer(state.clone()).await;
+    let _source = HttpKeys::start(&url, fast_options()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(state.fetches.load(Ordering::SeqCst), 1, "max-age=3600 honoured");
+
+    // The same max-age beyond the configured maximum is clamped to it.
+    let state = Arc::new(Issuer {
+        serve: Mutex::new(Serve::Keys(set_of(&[&k1]), Some("public, max-age=3600"))),
+        fetches: AtomicUsize::new(0),
+    });
+    let (url, _stop) = start_issuer(state.clone()).await;
+    let options = HttpKeysOptions {
+        max_refresh: Duration::from_millis(300),
+        ..fast_options()
+    };
+    let _source = HttpKeys::start(&url, options).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        state.fetches.load(Ordering::SeqCst) >= 3,
+        "max-age clamped to max_refresh (300 ms): {} fetches in 1 s",
+        state.fetches.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test]
 async fn bad_answers_never_replace_a_good_set_and_the_issuer_may_vanish() {
     let k1 = key("k1");
     let state = Arc::new(Issuer {
@@ -181,6 +264,7 @@ async fn bad_answers_never_replace_a_good_set_and_the_issuer_may_vanish() {
     for bad in [
         Serve::Garbage,
         Serve::Huge,
+        Serve::HugeStream,
         Serve::Status(500),
         Serve::Status(404),
         Serve::Keys(vec![0x80], None),
@@ -243,4 +327,19 @@ async fn a_cache_file_lets_a_restart_survive_an_unreachable_issuer() {
     // Without a cache file the start fails with a clear error.
     let err = HttpKeys::start(&url, fast_options()).await.unwrap_err();
     assert_eq!(err.code(), Code::KeySetInvalid);
+    // The cache file belongs to its URL: another (unreachable) issuer URL
+    // configured with the same file does not inherit these keys.
+    let other_url = url.replace("/.well-known", "/other/.well-known");
+    assert_ne!(other_url, url);
+    let err = HttpKeys::start(&other_url, options_with_cache(&cache))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::KeySetInvalid);
+}
+
+fn options_with_cache(cache: &std::path::Path) -> HttpKeysOptions {
+    HttpKeysOptions {
+        cache_file: Some(cache.to_owned()),
+        ..fast_options()
+    }
 }

@@ -1298,6 +1298,21 @@ fn cose_cases() -> Vec<Case> {
         ),
         case(
             "CO-14",
+            // A label beyond i64 must not shift the reading of the entries
+            // after it: its value 7 is not a label that is present.
+            "crit-names-value-after-huge-label",
+            "cose.crit_invalid",
+            token_headers(
+                prot_with(vec![
+                    (int(2), V::A(vec![int(7)])),
+                    (raw("1bffffffffffffffff"), int(7)),
+                    (int(-1), int(0)),
+                ]),
+                hx("a0"),
+            ),
+        ),
+        case(
+            "CO-14",
             "crit-names-unprotected-kid",
             "cose.crit_invalid",
             token_headers(

@@ -1,5 +1,6 @@
-//! Property tests: no single-bit flip of a valid token or proof is accepted,
-//! and no input makes a decoder or verifier panic.
+//! Property tests: every wire type round-trips, no single-bit flip,
+//! truncation or byte insertion of a valid token or proof is accepted, and
+//! no input makes a decoder or verifier panic.
 
 use std::sync::Arc;
 
@@ -66,6 +67,21 @@ fn verify(f: &Fixture, token: &[u8], proof: &[u8]) -> keybound::Result<()> {
         .map(|_| ())
 }
 
+/// The code a request with `proof` for `method`, `uri`, `body` is refused with.
+fn verify_with(f: &Fixture, proof: &[u8], method: &str, uri: &str, body: &[u8]) -> Option<keybound::Code> {
+    let verifier = Verifier::builder(
+        "https://nova.example",
+        TrustedIssuer::with_keys("https://issuer.example", f.keys.clone()),
+    )
+    .clock(Arc::new(ManualClock::new(NOW)))
+    .build()
+    .unwrap();
+    verifier
+        .verify_request(&f.token, proof, &RequestInfo::new(method, uri, body))
+        .err()
+        .map(|e| e.code())
+}
+
 /// Every single-bit flip, exhaustively: the sweep the catalog asks for (CO-18).
 #[test]
 fn no_single_bit_flip_is_accepted() {
@@ -111,6 +127,106 @@ proptest! {
         // Truncations never verify either.
         let at = cut.index(token.len());
         prop_assert!(verify(&f, &token[..at], &proof).is_err());
+        let at = cut.index(f.proof.len());
+        prop_assert!(verify(&f, &f.token, &f.proof[..at]).is_err());
+    }
+
+    #[test]
+    fn inserted_bytes_never_verify(
+        at in any::<prop::sample::Index>(),
+        inserted in prop::collection::vec(any::<u8>(), 1..4),
+        in_proof in any::<bool>(),
+    ) {
+        let f = fixture(Algorithm::EdDSA);
+        let (mut token, mut proof) = (f.token.clone(), f.proof.clone());
+        let target = if in_proof { &mut proof } else { &mut token };
+        let at = at.index(target.len() + 1);
+        target.splice(at..at, inserted.iter().copied());
+        prop_assert!(verify(&f, &token, &proof).is_err());
+    }
+
+    #[test]
+    fn proofs_round_trip_through_the_verifier(
+        method in prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "PURGE"]),
+        path in prop::collection::vec("[a-zA-Z0-9._~-]{1,12}", 0..5),
+        query in proptest::option::of("[a-z]{1,8}=[a-zA-Z0-9]{0,8}"),
+        body in prop::collection::vec(any::<u8>(), 0..300),
+        age in 0u64..60,
+        jti in any::<[u8; 16]>(),
+        tagged in any::<bool>(),
+    ) {
+        let f = fixture(Algorithm::EdDSA);
+        let client = SigningKey::derive(Algorithm::EdDSA, b"properties", b"client").unwrap();
+        let mut uri = format!("https://nova.example/{}", path.join("/"));
+        if let Some(q) = &query { uri = format!("{uri}?{q}"); }
+        let proof = ProofBuilder::new(method, &uri, &f.token, &body, NOW - age)
+            .unwrap()
+            .jti(jti)
+            .tagged(tagged)
+            .sign(&client)
+            .unwrap();
+        prop_assert!(keybound::cbor::validate(proof.as_bytes()).is_ok() || tagged);
+        let verifier = Verifier::builder(
+            "https://nova.example",
+            TrustedIssuer::with_keys("https://issuer.example", f.keys.clone()),
+        )
+        .clock(Arc::new(ManualClock::new(NOW)))
+        .build()
+        .unwrap();
+        let verified = verifier
+            .verify_request(&f.token, proof.as_bytes(), &RequestInfo::new(method, &uri, &body))
+            .unwrap();
+        prop_assert_eq!(verified.jti(), Some(&jti));
+        // The same proof for another method, URI or body is refused by code.
+        let other = if method == "GET" { "POST" } else { "GET" };
+        let e = verify_with(&f, proof.as_bytes(), other, &uri, &body);
+        prop_assert_eq!(e, Some(keybound::Code::ProofHtmMismatch));
+        let e = verify_with(&f, proof.as_bytes(), method, &format!("{uri}x"), &body);
+        prop_assert_eq!(e, Some(keybound::Code::ProofHtuMismatch));
+        let mut other_body = body.clone();
+        other_body.push(0);
+        let e = verify_with(&f, proof.as_bytes(), method, &uri, &other_body);
+        prop_assert_eq!(e, Some(keybound::Code::ProofBodyMismatch));
+    }
+
+    #[test]
+    fn cose_keys_round_trip(
+        es256 in any::<bool>(),
+        seed in prop::collection::vec(any::<u8>(), 1..40),
+        kid in proptest::option::of(prop::collection::vec(any::<u8>(), 1..16)),
+    ) {
+        let alg = if es256 { Algorithm::ES256 } else { Algorithm::EdDSA };
+        let key = SigningKey::derive(alg, &seed, b"round-trip").unwrap();
+        let public = key.public_key().to_cose_key(kid.as_deref());
+        let decoded = keybound::key::PublicKey::from_cose_key(&public).unwrap();
+        prop_assert_eq!(&decoded, key.public_key());
+        prop_assert_eq!(decoded.thumbprint(), key.public_key().thumbprint());
+        prop_assert_eq!(&decoded.to_cose_key(kid.as_deref()), &public);
+        let private = key.to_cose_key(kid.as_deref());
+        let back = SigningKey::from_cose_key(&private).unwrap();
+        prop_assert_eq!(back.public_key(), key.public_key());
+        prop_assert_eq!(&*back.to_cose_key(kid.as_deref()), &*private);
+        // Public and private encodings never cross.
+        prop_assert!(SigningKey::from_cose_key(&public).is_err());
+        prop_assert!(keybound::key::PublicKey::from_cose_key(&private).is_err());
+    }
+
+    #[test]
+    fn key_sets_round_trip(seeds in prop::collection::btree_set(any::<u16>(), 1..8)) {
+        let mut set = KeySet::new();
+        for (i, seed) in seeds.iter().enumerate() {
+            let alg = if i % 2 == 0 { Algorithm::EdDSA } else { Algorithm::ES256 };
+            let key = SigningKey::derive(alg, &seed.to_be_bytes(), b"set").unwrap();
+            set = set.with(format!("k{seed}").into_bytes(), key.public_key().clone()).unwrap();
+        }
+        let bytes = set.to_cbor();
+        prop_assert!(keybound::cbor::validate(&bytes).is_ok());
+        let decoded = KeySet::from_cbor(&bytes).unwrap();
+        prop_assert_eq!(decoded.len(), set.len());
+        for (kid, key) in set.iter() {
+            prop_assert_eq!(decoded.get(kid), Some(key));
+        }
+        prop_assert_eq!(decoded.to_cbor(), bytes);
     }
 
     #[test]

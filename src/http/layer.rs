@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{AUTH_SCHEME, NONCE_HEADER, PROOF_HEADER, error_response};
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Code, Error, Result, err};
-use crate::policy::{Action, MemoryRecords, Policy, RecordSink};
+use crate::policy::{Action, Policy, RecordSink, TracingRecords};
 use crate::proof::{RequestInfo, body_sha256, normalize_uri};
 use crate::verify::Verifier;
 
@@ -52,7 +52,10 @@ struct Config {
 /// Verifies every request (token, proof, replay, then policy) before the
 /// inner service sees it, and puts the [`VerifiedRequest`] into the request
 /// extensions. The `Authorization` and `KB-Proof` headers are marked
-/// sensitive so trace layers do not print them.
+/// sensitive first thing, so layers *inside* this one and handlers do not
+/// print them. A trace layer *outside* it sees the request first: put
+/// `tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer` (with
+/// `authorization` and `kb-proof`) outermost, or add tracing inside.
 ///
 /// [`VerifiedRequest`]: crate::verify::VerifiedRequest
 #[derive(Clone)]
@@ -94,7 +97,7 @@ impl KeyboundLayer {
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 proof_mode: ProofMode::Required,
                 policy: None,
-                records: Arc::new(MemoryRecords::new()),
+                records: Arc::new(TracingRecords),
             }),
         })
     }
@@ -133,8 +136,9 @@ impl KeyboundLayer {
         self
     }
 
-    /// Where policy-denial and bearer-use records go (default: kept in memory
-    /// and dropped with the layer; use a [`crate::policy::JsonLinesFile`]).
+    /// Where policy-denial and bearer-use records go (default: one `tracing`
+    /// event each, target `keybound::records`; a
+    /// [`crate::policy::JsonLinesFile`] keeps them in a file of their own).
     pub fn records(mut self, sink: Arc<dyn RecordSink>) -> Self {
         self.config_mut().records = sink;
         self
@@ -235,14 +239,12 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // Before anything can fail: inner layers and handlers that log headers
+    // must see the credentials as sensitive, whatever happens next.
+    mark_sensitive(&mut parts.headers);
     // H1: headers, path.
     let token = extract_token(&parts.headers, config.max_header)?;
     let proof = extract_proof(&parts.headers, config.max_header)?;
-    for name in [header::AUTHORIZATION, PROOF_HEADER] {
-        if let Some(value) = parts.headers.get_mut(&name) {
-            value.set_sensitive(true);
-        }
-    }
     check_path(parts.uri.path())?;
     if proof.is_none() && config.proof_mode == ProofMode::Required {
         return err(
@@ -315,6 +317,18 @@ where
     Ok((verified, body))
 }
 
+/// Marks every `Authorization` and `KB-Proof` value sensitive, so
+/// `Debug` of the headers and `tower-http`'s trace layers print `Sensitive`.
+fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in [header::AUTHORIZATION, PROOF_HEADER] {
+        if let header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
+
 pub(crate) fn single<'a>(
     headers: &'a HeaderMap,
     name: &header::HeaderName,
@@ -355,11 +369,17 @@ pub(crate) fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> 
     };
     let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case(AUTH_SCHEME) {
-        let shown: String = scheme.chars().take(16).collect();
-        return err(
-            Code::HttpScheme,
-            format!("Authorization scheme {shown:?} is not {AUTH_SCHEME}: keybound tokens are never bearer tokens"),
-        );
+        // Name the scheme only when it looks like one (`Bearer`, `DPoP`):
+        // a bare credential without a scheme is never echoed, not even in part.
+        let looks_like_scheme = !credentials.is_empty()
+            && scheme.len() <= 16
+            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let message = if looks_like_scheme {
+            format!("Authorization scheme {scheme:?} is not {AUTH_SCHEME}: keybound tokens are never bearer tokens")
+        } else {
+            format!("the Authorization header must be `{AUTH_SCHEME} <token>`")
+        };
+        return err(Code::HttpScheme, message);
     }
     if credentials.trim().is_empty() {
         return err(

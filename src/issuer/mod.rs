@@ -34,7 +34,7 @@ pub use store::Store;
 
 use crate::error::{Code, Error, Result, err};
 use crate::key::Algorithm;
-use crate::policy::{JsonLinesFile, MemoryRecords, Policy, RecordSink};
+use crate::policy::{JsonLinesFile, Policy, RecordSink, TracingRecords};
 use crate::token::MAX_SERVICE_LIFETIME;
 use crate::verify::{Clock, MemoryReplayStore, ReplayStore, SystemClock, TrustedIssuer, Verifier};
 
@@ -132,6 +132,12 @@ impl IssuerConfig {
             return err(
                 Code::IssuerConfig,
                 "session lifetimes must satisfy 0 < default ≤ max ≤ 12 h",
+            );
+        }
+        if self.leeway > crate::verify::MAX_LEEWAY {
+            return err(
+                Code::IssuerConfig,
+                format!("the leeway must be at most {}s", crate::verify::MAX_LEEWAY),
             );
         }
         if self.login_max_failures < 1 || self.login_lockout == 0 {
@@ -247,7 +253,7 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
     )?;
     let records: Arc<dyn RecordSink> = match &state.config.denial_log {
         Some(path) => Arc::new(JsonLinesFile::open(path)?),
-        None => Arc::new(MemoryRecords::new()),
+        None => Arc::new(TracingRecords),
     };
     let layer = crate::http::KeyboundLayer::new(Arc::new(admin_verifier), &state.config.issuer_id)?
         .max_body(state.config.max_body)

@@ -121,6 +121,30 @@ mod tests {
     use crate::key::{Algorithm, SigningKey};
 
     #[test]
+    fn entries_of_unknown_key_types_are_skipped_by_kid() {
+        let a = SigningKey::derive(Algorithm::EdDSA, b"s", b"a").unwrap();
+        let good = a.public_key().to_cose_key(Some(b"a"));
+        // RSA (kty 3: n at -1, e at -2) and symmetric (kty 4: k at -1).
+        let rsa = "a40103024372736120430100012143010001";
+        let symmetric = "a30104024373796d2050000102030405060708090a0b0c0d0e0f";
+        for other in [rsa, symmetric] {
+            let other = crate::encoding::hex_decode(other).unwrap();
+            let mut bytes = vec![0x82];
+            bytes.extend_from_slice(&other);
+            bytes.extend_from_slice(&good);
+            let set = KeySet::from_cbor(&bytes).unwrap();
+            assert_eq!(set.len(), 1);
+            assert!(set.get(b"a").is_some());
+        }
+        // Without a kid the entry still refuses the set.
+        let no_kid = crate::encoding::hex_decode("a201032043010001").unwrap();
+        let mut bytes = vec![0x82];
+        bytes.extend_from_slice(&no_kid);
+        bytes.extend_from_slice(&good);
+        assert_eq!(KeySet::from_cbor(&bytes).unwrap_err().code(), Code::KeySetInvalid);
+    }
+
+    #[test]
     fn round_trip_and_duplicates() {
         let a = SigningKey::derive(Algorithm::EdDSA, b"s", b"a").unwrap();
         let b = SigningKey::derive(Algorithm::ES256, b"s", b"b").unwrap();

@@ -355,12 +355,28 @@ impl<'a> CoseKeyParts<'a> {
         };
         let mut parts = CoseKeyParts::default();
         for index in 0..entries {
-            // Labels are sorted, so kty (1) comes first: a key type this
-            // profile does not know is skipped whole, whatever its other
-            // parameters look like (RSA `n` at -1, symmetric `k` at -1, …).
+            // Labels are sorted, so kty (1) comes first: of a key type this
+            // profile does not know only the kid is read, whatever its other
+            // parameters look like (RSA `n` at -1, symmetric `k` at -1, …),
+            // so a key set can skip the entry by its kid.
             if index > 0 && parts.kty.is_some_and(|k| k != KTY_OKP && k != KTY_EC2) {
-                r.raw_item();
-                r.raw_item();
+                match r.label() {
+                    Some(Label::Int(2)) => {
+                        let kid = r.bytes().ok_or_else(|| {
+                            Error::new(Code::KeyMalformed, "COSE_Key parameter kid (2) has the wrong type")
+                        })?;
+                        parts.kid = Some(kid);
+                    }
+                    // The label was read; skip its value.
+                    Some(_) => {
+                        r.raw_item();
+                    }
+                    // An unreadable label is not consumed: skip it and its value.
+                    None => {
+                        r.raw_item();
+                        r.raw_item();
+                    }
+                }
                 continue;
             }
             let label = r.label();

@@ -30,7 +30,8 @@ pub struct HttpKeysOptions {
     /// Allow plain `http://` to hosts other than loopback. Default false.
     pub allow_insecure_http: bool,
     /// Where to keep the last good set, so a restart while the issuer is
-    /// down still has keys. Default: none.
+    /// down still has keys. The file records the URL it was fetched from and
+    /// is used only for that URL. Default: none.
     pub cache_file: Option<PathBuf>,
 }
 
@@ -89,6 +90,12 @@ impl std::fmt::Debug for HttpKeys {
 }
 
 fn check_url(url: &str, options: &HttpKeysOptions) -> Result<reqwest::Url> {
+    if options.min_refresh > options.max_refresh || options.timeout.is_zero() || options.max_body == 0 {
+        return err(
+            Code::InputMalformed,
+            "key-set options: min_refresh must not exceed max_refresh, and timeout and max_body must not be zero",
+        );
+    }
     let parsed =
         reqwest::Url::parse(url).map_err(|e| Error::new(Code::InputMalformed, format!("key-set URL {url:?}: {e}")))?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -131,6 +138,29 @@ fn cache_lifetime(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     max_age
 }
 
+/// The cache file: a CBOR array of the URL the set came from and the
+/// COSE_KeySet, so a file left by another issuer's URL is never trusted.
+fn cache_file_bytes(url: &str, set: &KeySet) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::cbor::write_array(&mut out, 2);
+    crate::cbor::write_text(&mut out, url);
+    crate::cbor::write_bytes(&mut out, &set.to_cbor());
+    out
+}
+
+/// The key set of a cache file, if the file is well formed and was written
+/// for `url`.
+fn read_cache_file(bytes: &[u8], url: &str) -> Option<KeySet> {
+    crate::cbor::validate(bytes).ok()?;
+    let mut reader = crate::cbor::Reader::new(bytes);
+    if reader.array()? != 2 || reader.text()? != url {
+        tracing::warn!(url, "the key-set cache file was written for another URL; ignoring it");
+        return None;
+    }
+    let set = KeySet::from_cbor(reader.bytes()?).ok()?;
+    reader.is_at_end().then_some(set)
+}
+
 impl Inner {
     /// One fetch. On success the set is swapped in; on failure the old set stays.
     async fn fetch(&self) -> Result<Duration> {
@@ -143,7 +173,7 @@ impl Inner {
                 if let Some(path) = &self.options.cache_file {
                     // Best effort: a write failure must not stop verification.
                     let tmp = path.with_extension("tmp");
-                    if std::fs::write(&tmp, set.to_cbor()).is_ok() {
+                    if std::fs::write(&tmp, cache_file_bytes(self.url.as_str(), set)).is_ok() {
                         let _ = std::fs::rename(&tmp, path);
                     }
                 }
@@ -155,11 +185,14 @@ impl Inner {
             }
         }
         drop(stats);
-        self.generation.send_modify(|g| *g += 1);
-        result.map(|(set, lifetime)| {
+        // Install the new set before waking the requests waiting on an
+        // unknown kid, so their retry sees it.
+        let result = result.map(|(set, lifetime)| {
             *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
             lifetime
-        })
+        });
+        self.generation.send_modify(|g| *g += 1);
+        result
     }
 
     async fn fetch_once(&self) -> Result<(KeySet, Duration)> {
@@ -233,7 +266,7 @@ impl HttpKeys {
                     .cache_file
                     .as_ref()
                     .and_then(|p| std::fs::read(p).ok())
-                    .and_then(|b| KeySet::from_cbor(&b).ok());
+                    .and_then(|b| read_cache_file(&b, inner.url.as_str()));
                 let Some(set) = cached else { return Err(e) };
                 tracing::warn!(url = %inner.url, error = %e, "issuer unreachable at start; using the cached key set");
                 *inner.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);

@@ -9,7 +9,7 @@
 //! name = "list servers"               # optional; defaults to "GET /v2/servers"
 //! method = "GET"                      # optional; any method when absent
 //! path = "/v2/servers"                # segments; {id} or * = one segment, ** = the rest
-//! roles = ["reader", "member"]        # any one of them; [] = any authenticated caller
+//! roles = ["reader", "member"]        # required: any one of them; [] = any authenticated caller
 //!
 //! [[rule]]
 //! operation = "compute:create_server" # a named operation, checked by the handler
@@ -26,6 +26,8 @@
 
 mod records;
 
+#[cfg(feature = "http")]
+pub use records::TracingRecords;
 pub use records::{JsonLinesFile, MemoryRecords, RecordSink};
 
 use serde::Deserialize;
@@ -112,8 +114,8 @@ struct RuleFile {
     method: Option<String>,
     path: Option<String>,
     operation: Option<String>,
-    #[serde(default)]
-    roles: Vec<String>,
+    /// Required: a forgotten `roles` must not silently mean "anyone".
+    roles: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +216,15 @@ impl Policy {
             if r.path.is_none() && r.method.is_some() {
                 return err(Code::PolicyInvalid, format!("rule {} has a method but no path", i + 1));
             }
+            let Some(roles) = r.roles else {
+                return err(
+                    Code::PolicyInvalid,
+                    format!(
+                        "rule {} has no `roles`: list the roles that allow it, or write `roles = []` to allow any authenticated caller",
+                        i + 1
+                    ),
+                );
+            };
             let method = r.method.map(|m| m.to_ascii_uppercase());
             let name = r.name.unwrap_or_else(|| match (&method, &r.path, &r.operation) {
                 (_, None, Some(op)) => op.clone(),
@@ -226,7 +237,7 @@ impl Policy {
                 method,
                 path: r.path.as_deref().map(parse_pattern).transpose()?,
                 operation: r.operation,
-                roles: r.roles,
+                roles,
             });
         }
         Ok(Policy {
@@ -258,7 +269,11 @@ impl Policy {
     pub fn evaluate(&self, roles: &[String], action: Action<'_>) -> Evaluation {
         let rule = self.rules.iter().find(|rule| match action {
             Action::Http { method, path } => {
-                rule.method.as_deref().is_none_or(|m| m == method)
+                // HEAD is GET without the body (axum serves it with the GET
+                // handler), so a GET rule governs it too.
+                rule.method
+                    .as_deref()
+                    .is_none_or(|m| m == method || (m == "GET" && method == "HEAD"))
                     && rule.path.as_deref().is_some_and(|p| path_matches(p, path))
             }
             Action::Operation(name) => rule.operation.as_deref() == Some(name),
@@ -348,6 +363,7 @@ path = "/v2/servers"
 roles = ["member"]
 [[rule]]
 path = "/public/**"
+roles = []
 [[rule]]
 operation = "compute:resize"
 roles = ["admin"]
@@ -403,6 +419,10 @@ roles = ["admin"]
         // {id} matches exactly one non-empty segment.
         assert!(!p.evaluate(&roles(&["reader"]), get("/v2/servers/42/extra")).allowed);
         assert!(!p.evaluate(&roles(&["reader"]), get("/v2/servers/")).allowed);
+        // HEAD is governed by the GET rules.
+        let head = |path| Action::Http { method: "HEAD", path };
+        assert!(p.evaluate(&roles(&["reader"]), head("/v2/servers/42")).allowed);
+        assert!(!p.evaluate(&roles(&["member"]), head("/v2/servers/42")).allowed);
     }
 
     #[test]
@@ -414,6 +434,7 @@ roles = ["admin"]
             "[[rule]]\npath = \"/a/**/b\"",
             "[[rule]]\npath = \"/a\"\ncolour = \"red\"",
             "[[rule]]\nmethod = \"GET\"\noperation = \"x\"",
+            "[[rule]]\npath = \"/a\"",
         ] {
             assert_eq!(Policy::from_toml(bad).unwrap_err().code(), Code::PolicyInvalid, "{bad}");
         }

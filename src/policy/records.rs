@@ -60,24 +60,78 @@ impl RecordSink for JsonLinesFile {
     }
 }
 
-/// Keeps records in memory (tests, the demo, `keybound policy learn`).
+/// Keeps the most recent records in memory (tests, the demo). Bounded: when
+/// full, the oldest record is dropped and counted, so a flood of denials can
+/// never exhaust memory.
+#[derive(Debug)]
+pub struct MemoryRecords {
+    inner: Mutex<MemoryInner>,
+    capacity: usize,
+}
+
 #[derive(Debug, Default)]
-pub struct MemoryRecords(Mutex<Vec<serde_json::Value>>);
+struct MemoryInner {
+    records: std::collections::VecDeque<serde_json::Value>,
+    dropped: u64,
+}
+
+impl Default for MemoryRecords {
+    fn default() -> Self {
+        Self::with_capacity(Self::DEFAULT_CAPACITY)
+    }
+}
 
 impl MemoryRecords {
-    /// An empty sink.
+    /// Records kept by [`MemoryRecords::new`].
+    pub const DEFAULT_CAPACITY: usize = 10_000;
+
+    /// An empty sink keeping the last [`Self::DEFAULT_CAPACITY`] records.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// All records so far.
+    /// An empty sink keeping the last `capacity` records (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        MemoryRecords {
+            inner: Mutex::new(MemoryInner::default()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The records kept, oldest first.
     pub fn records(&self) -> Vec<serde_json::Value> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.records.iter().cloned().collect()
+    }
+
+    /// How many records were dropped because the sink was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).dropped
     }
 }
 
 impl RecordSink for MemoryRecords {
     fn record(&self, record: &serde_json::Value) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(record.clone());
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.records.len() >= self.capacity {
+            inner.records.pop_front();
+            inner.dropped += 1;
+        }
+        inner.records.push_back(record.clone());
+    }
+}
+
+/// Writes each record as one `tracing` event (target `keybound::records`,
+/// level WARN, field `record` holding the JSON line): the default of the HTTP
+/// layer and the issuer, so records reach the service's log without holding
+/// memory. Use [`JsonLinesFile`] for a file of its own.
+#[cfg(feature = "http")]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingRecords;
+
+#[cfg(feature = "http")]
+impl RecordSink for TracingRecords {
+    fn record(&self, record: &serde_json::Value) {
+        tracing::warn!(target: "keybound::records", record = %record, "decision record");
     }
 }

@@ -19,7 +19,7 @@ mod replay_redis;
 mod token_cache;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use nonce::{DEFAULT_NONCE_EPOCH, NONCE_LEN, NonceService};
+pub use nonce::{DEFAULT_NONCE_EPOCH, DEFAULT_NONCE_SKEW, NONCE_LEN, NonceService};
 pub use replay::{DEFAULT_REPLAY_CAPACITY, MemoryReplayStore, ReplayKey, ReplayOutcome, ReplayStore};
 #[cfg(feature = "redis")]
 pub use replay_redis::{RedisReplayOptions, RedisReplayStore};
@@ -99,6 +99,11 @@ pub struct VerifierBuilder {
     kind: TokenKind,
 }
 
+/// Ceiling of the clock leeway: a verifier refuses to be built with more.
+pub const MAX_LEEWAY: u64 = 60;
+/// Ceiling of the proof max age (the longest a service token lives).
+pub const MAX_PROOF_AGE: u64 = 300;
+
 impl VerifierBuilder {
     /// Trusts one more issuer.
     pub fn issuer(mut self, issuer: TrustedIssuer) -> Self {
@@ -106,7 +111,8 @@ impl VerifierBuilder {
         self
     }
 
-    /// Clock leeway for token times and proofs from the future. Default 30 s.
+    /// Clock leeway for token times and proofs from the future. Default 30 s,
+    /// at most [`MAX_LEEWAY`] (larger is refused by [`Self::build`]).
     pub fn leeway(mut self, seconds: u64) -> Self {
         self.leeway = seconds;
         self
@@ -119,7 +125,8 @@ impl VerifierBuilder {
         self
     }
 
-    /// How old a proof may be. Default 60 s.
+    /// How old a proof may be. Default 60 s, at most [`MAX_PROOF_AGE`]
+    /// (larger is refused by [`Self::build`]).
     pub fn proof_max_age(mut self, seconds: u64) -> Self {
         self.proof_max_age = seconds;
         self
@@ -166,10 +173,29 @@ impl VerifierBuilder {
         self
     }
 
-    /// Builds the verifier; refuses duplicate issuer ids and an empty audience.
+    /// Builds the verifier; refuses duplicate issuer ids, an empty audience,
+    /// and a leeway or proof age beyond their ceilings.
     pub fn build(self) -> Result<Verifier> {
         if self.audience.is_empty() {
             return err(Code::IssueInvalid, "the verifier's audience must not be empty");
+        }
+        if self.leeway > MAX_LEEWAY {
+            return err(
+                Code::IssueInvalid,
+                format!(
+                    "a leeway of {}s is over the ceiling of {MAX_LEEWAY}s: fix the clocks instead",
+                    self.leeway
+                ),
+            );
+        }
+        if self.proof_max_age == 0 || self.proof_max_age > MAX_PROOF_AGE {
+            return err(
+                Code::IssueInvalid,
+                format!(
+                    "the proof max age must be 1 to {MAX_PROOF_AGE}s, not {}s",
+                    self.proof_max_age
+                ),
+            );
         }
         for (i, issuer) in self.issuers.iter().enumerate() {
             if self.issuers[..i].iter().any(|other| other.id == issuer.id) {
@@ -377,10 +403,13 @@ impl Verifier {
         };
         let checked = proof::check_proof(proof_bytes, key, token_hash, request, &policy, now)?;
         let replay_key = ReplayKey::new(self.policy.audience(), key.thumbprint(), &checked.jti);
-        // Fresh until iat + max_age inclusive; keep the entry one second more.
+        // Fresh until iat + max_age inclusive on this clock. Keep the entry a
+        // leeway longer: a replica sharing the store whose clock is behind
+        // ours (by up to the leeway) still finds it while it would accept.
         let expires_at = checked
             .iat
             .saturating_add(self.proof_max_age)
+            .saturating_add(self.policy.leeway)
             .saturating_add(1)
             .max(now + 1);
         Ok((checked, replay_key, expires_at))

@@ -4,7 +4,9 @@
 //! `epoch = ⌊now / epoch_seconds⌋` and `tag` is HKDF-SHA256-Expand of a
 //! service secret with info `"keybound-nonce-v1" ‖ len(aud) ‖ aud ‖ epoch`.
 //! Replicas sharing the secret agree without talking to each other; nonces of
-//! the current and the previous epoch are accepted.
+//! the current and the previous epoch are accepted, and those of the next
+//! epoch during its last [`DEFAULT_NONCE_SKEW`] seconds before it begins (a
+//! replica whose clock is a little ahead may already hand them out).
 
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -17,12 +19,15 @@ use crate::proof::NonceValidator;
 pub const NONCE_LEN: usize = 20;
 /// Default epoch length: a nonce lives 60 to 120 seconds.
 pub const DEFAULT_NONCE_EPOCH: u64 = 60;
+/// Default clock difference between replicas tolerated for next-epoch nonces.
+pub const DEFAULT_NONCE_SKEW: u64 = 5;
 
 /// Issues and checks stateless nonces for one audience.
 pub struct NonceService {
     prk: Hkdf<Sha256>,
     audience: String,
     epoch_seconds: u64,
+    skew: u64,
 }
 
 impl std::fmt::Debug for NonceService {
@@ -48,7 +53,16 @@ impl NonceService {
             prk: Hkdf::<Sha256>::new(Some(b"keybound-nonce-v1"), secret),
             audience: audience.into(),
             epoch_seconds,
+            skew: DEFAULT_NONCE_SKEW,
         })
+    }
+
+    /// How far ahead another replica's clock may be: a nonce of the next
+    /// epoch is accepted from `skew` seconds before that epoch begins
+    /// (default [`DEFAULT_NONCE_SKEW`]; 0 turns it off). At most one epoch.
+    pub fn clock_skew(mut self, seconds: u64) -> Self {
+        self.skew = seconds.min(self.epoch_seconds);
+        self
     }
 
     fn epoch(&self, now: u64) -> u32 {
@@ -81,7 +95,8 @@ impl NonceValidator for NonceService {
         }
         let epoch = u32::from_be_bytes([nonce[0], nonce[1], nonce[2], nonce[3]]);
         let current = self.epoch(now);
-        if epoch != current && epoch.checked_add(1) != Some(current) {
+        let ahead = self.epoch(now.saturating_add(self.skew));
+        if epoch != current && epoch.checked_add(1) != Some(current) && epoch != ahead {
             return false;
         }
         self.tag(epoch).ct_eq(&nonce[4..]).into()
@@ -99,7 +114,13 @@ mod tests {
         assert!(s.is_valid(&n, 6000));
         assert!(s.is_valid(&n, 6059 + 60));
         assert!(!s.is_valid(&n, 6000 + 120));
-        assert!(!s.is_valid(&n, 5999));
+        assert!(!s.is_valid(&n, 5999 - DEFAULT_NONCE_SKEW));
+        // A replica whose clock is up to the skew behind already accepts it.
+        assert!(s.is_valid(&n, 6000 - DEFAULT_NONCE_SKEW));
+        let strict = NonceService::new(&[7; 32], "https://nova.example", 60)
+            .unwrap()
+            .clock_skew(0);
+        assert!(!strict.is_valid(&n, 5999));
         let mut forged = n.clone();
         forged[10] ^= 1;
         assert!(!s.is_valid(&forged, 6000));

@@ -1,8 +1,10 @@
 //! Replay detection: each (audience, client key, jti) is accepted once.
 //!
-//! An entry lives until its proof can no longer be fresh (`iat + max_age`,
-//! plus one second), so an entry never expires while its proof would still be
-//! accepted, leeway included (keycloak#43505 is the bug this rules out).
+//! An entry lives until its proof can no longer be fresh on any clock within
+//! the leeway of the recorder's (`iat + max_age + leeway`, plus one second),
+//! so an entry never expires while its proof would still be accepted, by
+//! this verifier or a replica sharing the store (keycloak#43505 is the bug
+//! this rules out).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -58,7 +60,8 @@ pub trait ReplayStore: Send + Sync {
 }
 
 const SHARDS: usize = 16;
-/// Default capacity of [`MemoryReplayStore`]: 4,000 proofs/s over a 65 s window.
+/// Default capacity of [`MemoryReplayStore`]: about 2,800 proofs/s sustained
+/// over the 91 s an entry lives with the defaults (60 s max age + 30 s leeway + 1).
 pub const DEFAULT_REPLAY_CAPACITY: usize = 262_144;
 
 #[derive(Default)]

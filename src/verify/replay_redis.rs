@@ -127,7 +127,7 @@ impl RedisReplayStore {
 
 impl ReplayStore for RedisReplayStore {
     fn check_and_record(&self, key: ReplayKey, expires_at: u64, now: u64) -> ReplayOutcome<'_> {
-        let ttl_ms = expires_at.saturating_sub(now).max(1) * 1000;
+        let ttl_ms = expires_at.saturating_sub(now).max(1).saturating_mul(1000);
         ReplayOutcome::Pending(Box::pin(self.record(key, ttl_ms)))
     }
 }
