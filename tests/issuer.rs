@@ -518,6 +518,134 @@ async fn login_refuses_bad_credentials_keys_and_proofs() {
     cleanup(&all).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_unknown_names_audit_and_revoked_admins() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        #[cfg(unix)]
+        if backend == "sqlite" {
+            // Password hashes and the audit log are for the owner only.
+            use std::os::unix::fs::PermissionsExt;
+            for file in ["keybound.db", "keybound.db-wal"] {
+                let path = issuer._dir.path().join(file);
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o077, 0, "{file} is {:o}", mode & 0o777);
+            }
+        }
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let public = b64url_encode(&key.public_key().to_cose_key(None));
+        let login = |user: &str, password: &str| json!({"user": user, "password": password, "key": public});
+
+        // 20 wrong passwords at once: exactly five are checked (the limit),
+        // the rest are refused as locked without a password check.
+        let url = format!("{}/v1/login", issuer.url);
+        let body = serde_json::to_vec(&login("ayoung@stoughton", "wrong password!")).unwrap();
+        let guesses: Vec<_> = (0..20)
+            .map(|_| {
+                let proof = ProofBuilder::new("POST", &url, b"", &body, SystemClock.now())
+                    .unwrap()
+                    .sign(&key)
+                    .unwrap()
+                    .to_base64url();
+                let (url, body) = (url.clone(), body.clone());
+                tokio::spawn(async move {
+                    let response = reqwest::Client::new()
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("kb-proof", proof)
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    error_from_response(response).await.code().as_str().to_owned()
+                })
+            })
+            .collect();
+        let mut codes = Vec::new();
+        for guess in guesses {
+            codes.push(Some(guess.await.unwrap()));
+        }
+        let checked = codes
+            .iter()
+            .filter(|c| c.as_deref() == Some("issuer.invalid_credentials"))
+            .count();
+        let locked = codes.iter().filter(|c| c.as_deref() == Some("issuer.locked")).count();
+        assert_eq!((checked, locked), (5, 15), "{backend}: {codes:?}");
+
+        // A name that is not a user locks the same way, so the lockout does
+        // not tell which names exist.
+        for attempt in 0..6 {
+            let (_, code, _) = raw_login(&issuer, &key, &key, login("nobody@stoughton", "wrong password!"), None).await;
+            let expected = if attempt < 5 {
+                "issuer.invalid_credentials"
+            } else {
+                "issuer.locked"
+            };
+            assert_eq!(code.as_deref(), Some(expected), "{backend}: attempt {attempt}");
+        }
+
+        // A replayed login proof is refused before the credential check, and audited.
+        let (_, _, proof) = raw_login(&issuer, &key, &key, login("someone@stoughton", "any password"), None).await;
+        let (_, code, _) = raw_login(
+            &issuer,
+            &key,
+            &key,
+            login("someone@stoughton", "any password"),
+            Some(proof),
+        )
+        .await;
+        assert_eq!(code.as_deref(), Some("replay.detected"));
+        let audit = admin.ok("GET", "/v1/admin/audit?limit=100", Value::Null).await;
+        assert!(
+            audit.as_array().unwrap().iter().any(|e| e["action"] == "login"
+                && e["actor"] == "someone@stoughton"
+                && e["outcome"] == "replay.detected"),
+            "{backend}: {audit}"
+        );
+
+        // A second admin; disabled, its admin token stops working at once.
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/users",
+                json!({"user": "root2@default", "password": "second admin pw"}),
+            )
+            .await;
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/grants",
+                json!({"user": "root2@default", "project": "admin@default", "role": "admin"}),
+            )
+            .await;
+        let second = Admin {
+            client: issuer.client(),
+            url: issuer.url.clone(),
+            scope: admin.scope.clone(),
+        };
+        second
+            .client
+            .login_password("root2@default", "second admin pw", None)
+            .await
+            .unwrap();
+        second.ok("GET", "/v1/admin/domains", Value::Null).await;
+        admin
+            .ok("POST", "/v1/admin/users/root2@default/disable", json!({}))
+            .await;
+        let refused = second.call("GET", "/v1/admin/domains", Value::Null).await.unwrap_err();
+        assert_eq!(refused.code(), Code::IssuerForbidden, "{backend}: {refused}");
+        let refused = second
+            .call("POST", "/v1/admin/domains", json!({"name": "sneaky"}))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::IssuerForbidden, "{backend}");
+    }
+    cleanup(&all).await;
+}
+
 #[tokio::test]
 async fn key_login_and_mint_refusals() {
     let all = backends().await;

@@ -27,7 +27,7 @@ lives in the data directory (SQLite database, root secret for key derivation) or
 (--database-url postgres://…, for several replicas sharing one root secret). Settings come from flags, \
 then KEYBOUND_* environment variables, then a TOML --config file (keys: issuer_id, listen, data_dir, \
 database_url, algorithm, rotation_period, session_lifetime, max_session_lifetime, service_lifetime, \
-leeway, replay_redis_url, denial_log), then defaults. Before first use, create the admin with \
+leeway, max_body, login_max_failures, login_lockout, replay_redis_url, denial_log), then defaults. Before first use, create the admin with \
 `keybound admin bootstrap`. Stops gracefully on Ctrl-C or SIGTERM. Logs go to stderr (--log-format json \
 for JSON lines; RUST_LOG sets the level); no secret is ever logged.";
 pub(crate) const SERVE_EXAMPLES: &str = "\
@@ -82,6 +82,9 @@ struct FileConfig {
     max_session_lifetime: Option<u64>,
     service_lifetime: Option<u64>,
     leeway: Option<u64>,
+    max_body: Option<u64>,
+    login_max_failures: Option<u64>,
+    login_lockout: Option<u64>,
     replay_redis_url: Option<String>,
     denial_log: Option<PathBuf>,
 }
@@ -131,10 +134,23 @@ impl IssuerArgs {
             (file.max_session_lifetime, &mut config.max_session_lifetime),
             (file.service_lifetime, &mut config.service_lifetime),
             (file.leeway, &mut config.leeway),
+            (file.login_lockout, &mut config.login_lockout),
         ] {
             if let Some(v) = value {
                 *field = v;
             }
+        }
+        if let Some(max_body) = file.max_body {
+            config.max_body = usize::try_from(max_body)
+                .ok()
+                .filter(|n| (1024..=16 * 1024 * 1024).contains(n))
+                .ok_or_else(|| config_error(format!("max_body {max_body} is not between 1 KiB and 16 MiB")))?;
+        }
+        if let Some(failures) = file.login_max_failures {
+            config.login_max_failures = i64::try_from(failures)
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| config_error(format!("login_max_failures {failures} is not between 1 and 1000")))?;
         }
         if let Ok(secret) = std::env::var("KEYBOUND_ROOT_SECRET") {
             let bytes = crate::encoding::decode_flexible(secret.trim().as_bytes())
@@ -330,8 +346,24 @@ enum ServiceAction {
     Delete { audience: String },
 }
 
-fn password_from_stdin(what: &str) -> Result<Zeroizing<String>, CliError> {
-    if let Ok(p) = std::env::var("KEYBOUND_ADMIN_PASSWORD") {
+/// `value` as one URL path segment: everything but unreserved characters and
+/// `@` percent-encoded, so a name can never add segments or a query.
+fn segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A password from the environment variable `env` (bootstrap only), else a
+/// prompt on a terminal, else the first line of stdin.
+fn password_from_stdin(what: &str, env: Option<&str>) -> Result<Zeroizing<String>, CliError> {
+    if let Some(p) = env.and_then(|name| std::env::var(name).ok()) {
         return Ok(Zeroizing::new(p));
     }
     if std::io::stdin().is_terminal() {
@@ -353,16 +385,24 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
     let (method, path, body) = match args.command {
         C::Bootstrap { issuer } => {
             let config = issuer.resolve()?;
-            let password = password_from_stdin("New admin password")?;
+            let password = password_from_stdin("New admin password", Some("KEYBOUND_ADMIN_PASSWORD"))?;
             runtime()?.block_on(crate::issuer::bootstrap(&config, &password))?;
-            print_stdout(&json!({"bootstrapped": true, "admin": "admin@default", "admin_audience": config.admin_audience(), "database": config.database_url()}).to_string())?;
+            print_stdout(&json!({"bootstrapped": true, "admin": "admin@default", "admin_audience": config.admin_audience(), "database": crate::issuer::redact_url(&config.database_url())}).to_string())?;
             return Ok(ExitCode::SUCCESS);
         }
         C::Domain { action } => match action {
             NamedAction::Create { name } => ("POST", "/v1/admin/domains".to_owned(), json!({"name": name})),
             NamedAction::List => ("GET", "/v1/admin/domains".to_owned(), Value::Null),
-            NamedAction::Enable { name } => ("POST", format!("/v1/admin/domains/{name}/enable"), json!({})),
-            NamedAction::Disable { name } => ("POST", format!("/v1/admin/domains/{name}/disable"), json!({})),
+            NamedAction::Enable { name } => (
+                "POST",
+                format!("/v1/admin/domains/{}/enable", segment(&name)),
+                json!({}),
+            ),
+            NamedAction::Disable { name } => (
+                "POST",
+                format!("/v1/admin/domains/{}/disable", segment(&name)),
+                json!({}),
+            ),
         },
         C::Project { action } => match action {
             ProjectAction::Create { name, domain } => (
@@ -371,8 +411,16 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
                 json!({"name": name, "domain": domain}),
             ),
             ProjectAction::List => ("GET", "/v1/admin/projects".to_owned(), Value::Null),
-            ProjectAction::Enable { project } => ("POST", format!("/v1/admin/projects/{project}/enable"), json!({})),
-            ProjectAction::Disable { project } => ("POST", format!("/v1/admin/projects/{project}/disable"), json!({})),
+            ProjectAction::Enable { project } => (
+                "POST",
+                format!("/v1/admin/projects/{}/enable", segment(&project)),
+                json!({}),
+            ),
+            ProjectAction::Disable { project } => (
+                "POST",
+                format!("/v1/admin/projects/{}/disable", segment(&project)),
+                json!({}),
+            ),
         },
         C::User { action } => match action {
             UserAction::Create {
@@ -382,23 +430,23 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
             } => {
                 let mut body = json!({"user": user, "kind": if service { "service" } else { "person" }});
                 if password_stdin {
-                    body["password"] = json!(*password_from_stdin("Password")?);
+                    body["password"] = json!(*password_from_stdin("Password", None)?);
                 }
                 ("POST", "/v1/admin/users".to_owned(), body)
             }
             UserAction::List => ("GET", "/v1/admin/users".to_owned(), Value::Null),
-            UserAction::Enable { user } => ("POST", format!("/v1/admin/users/{user}/enable"), json!({})),
-            UserAction::Disable { user } => ("POST", format!("/v1/admin/users/{user}/disable"), json!({})),
+            UserAction::Enable { user } => ("POST", format!("/v1/admin/users/{}/enable", segment(&user)), json!({})),
+            UserAction::Disable { user } => ("POST", format!("/v1/admin/users/{}/disable", segment(&user)), json!({})),
             UserAction::SetPassword { user } => (
                 "PUT",
-                format!("/v1/admin/users/{user}/password"),
-                json!({"password": *password_from_stdin("Password")?}),
+                format!("/v1/admin/users/{}/password", segment(&user)),
+                json!({"password": *password_from_stdin("Password", None)?}),
             ),
             UserAction::AddKey { user, key } => {
                 let public = super::input::public_key_arg(&key.display().to_string(), "--key")?;
                 (
                     "POST",
-                    format!("/v1/admin/users/{user}/keys"),
+                    format!("/v1/admin/users/{}/keys", segment(&user)),
                     json!({"key": crate::encoding::b64url_encode(&public.to_cose_key(None))}),
                 )
             }

@@ -43,11 +43,26 @@ pub(super) fn routes(state: Arc<IssuerState>) -> Router {
 
 /// Only tokens scoped to the admin project may use the admin API: a user who
 /// holds a role called "admin" on some other project is not an issuer admin.
-fn admin_scope(request: &VerifiedRequest) -> Result<()> {
-    if request.domain() != Some(bootstrap_names::DOMAIN) || request.project() != Some(bootstrap_names::PROJECT) {
+/// The issuer also re-reads its own database on every admin call, so that
+/// disabling an admin or revoking its role stops admin tokens it already
+/// holds at once instead of when they expire.
+async fn admin_scope(state: &IssuerState, request: &VerifiedRequest) -> Result<()> {
+    use bootstrap_names::{DOMAIN, PROJECT, ROLE};
+    if request.domain() != Some(DOMAIN) || request.project() != Some(PROJECT) {
         return err(
             Code::IssuerForbidden,
             "the admin API needs a token scoped to project admin@default",
+        );
+    }
+    let (name, domain) = split_qualified("user", request.subject())?;
+    let facts = state
+        .store
+        .mint_facts((domain, name), (DOMAIN, PROJECT), &state.config.admin_audience())
+        .await?;
+    if !facts.user_enabled || !facts.project_enabled || !facts.roles.iter().any(|r| r == ROLE) {
+        return err(
+            Code::IssuerForbidden,
+            "the token's subject is no longer an enabled admin of admin@default",
         );
     }
     Ok(())
@@ -67,7 +82,7 @@ where
             .get::<VerifiedRequest>()
             .cloned()
             .ok_or_else(|| Error::new(Code::IssuerForbidden, "not verified"))?;
-        admin_scope(&verified)?;
+        admin_scope(state, &verified).await?;
         let actor = verified.subject().to_owned();
         let (parts, body) = read_body(request, state.config.max_body).await?;
         let input: T = json_body(&parts, &body)?;
@@ -98,7 +113,11 @@ where
 {
     let started = Instant::now();
     let result = async {
-        admin_scope(&verified.ok_or_else(|| Error::new(Code::IssuerForbidden, "not verified"))?)?;
+        admin_scope(
+            state,
+            &verified.ok_or_else(|| Error::new(Code::IssuerForbidden, "not verified"))?,
+        )
+        .await?;
         Ok(json_response(StatusCode::OK, run().await?))
     }
     .await;

@@ -100,13 +100,46 @@ pub(super) fn json_body<T: DeserializeOwned>(parts: &http::request::Parts, body:
             "the body must be JSON (Content-Type: application/json)",
         );
     }
-    let bad = |e: serde_json::Error| Error::new(Code::IssuerBadRequest, format!("invalid request body: {e}"));
+    // serde's messages can quote the offending value (a password given as a
+    // number, say): keep only its category and position, never the value.
+    let bad = |e: serde_json::Error| {
+        let what = match e.classify() {
+            serde_json::error::Category::Io | serde_json::error::Category::Eof => "is truncated",
+            serde_json::error::Category::Syntax => "is not valid JSON",
+            serde_json::error::Category::Data => "has a missing, unknown, duplicated or mistyped member",
+        };
+        let field = data_error_field(&e.to_string());
+        Error::new(
+            Code::IssuerBadRequest,
+            format!(
+                "the request body {what}{field} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    };
     // serde would also read a struct from an array: only objects are requests.
     // (Deserialising straight into the struct keeps its refusal of duplicate members.)
     if body.trim_ascii_start().first() != Some(&b'{') {
         return err(Code::IssuerBadRequest, "the request body must be a JSON object");
     }
     serde_json::from_slice(body).map_err(bad)
+}
+
+/// The member a serde data error names (`missing field `x``, `unknown field
+/// `x``, `duplicate field `x``), as ` (`x`)`; empty otherwise. Field names come
+/// from our own request types or are the client's member names, never values.
+fn data_error_field(message: &str) -> String {
+    for prefix in ["missing field `", "unknown field `", "duplicate field `"] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((field, _)) = rest.split_once('`')
+            && field.len() <= 64
+            && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return format!(": `{field}`");
+        }
+    }
+    String::new()
 }
 
 pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
@@ -185,15 +218,36 @@ struct LoginRequest {
 
 async fn login(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let started = Instant::now();
-    let result = do_login(&state, request).await;
+    let mut user = None;
+    let result = do_login(&state, request, &mut user).await;
+    if let Err(e) = &result {
+        // Refusals before the credential check (a replayed proof, a proof by
+        // another key, a weak key, a malformed request) are attack signals
+        // too: audit them under the name asked for, if there was one.
+        let audited = matches!(
+            e.code(),
+            Code::IssuerInvalidCredentials | Code::IssuerLocked | Code::IssuerDisabled
+        );
+        if !audited && !crate::http::status_for(e.code()).is_server_error() {
+            let who = user.as_deref().unwrap_or("-");
+            if let Err(audit) = state
+                .store
+                .audit(state.now() as i64, who, "login", who, e.code().as_str())
+                .await
+            {
+                tracing::error!(code = audit.code().as_str(), "cannot audit a refused login");
+            }
+        }
+    }
     respond(&state, "login", started, result)
 }
 
-async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
+async fn do_login(state: &IssuerState, request: Request, user: &mut Option<String>) -> Result<Response> {
     let (parts, body) = read_body(request, state.config.max_body).await?;
     let login: LoginRequest = json_body(&parts, &body)?;
     let password = login.password.map(Zeroizing::new);
     let (name, domain) = split_qualified("user", &login.user)?;
+    *user = Some(format!("{name}@{domain}"));
     let key_bytes =
         b64url_decode(&login.key).map_err(|_| Error::new(Code::IssuerInvalidKey, "key is not base64url"))?;
     let key = PublicKey::from_cose_key(&key_bytes)
@@ -230,18 +284,29 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
         state.store.audit(now, who, "login", who, code.as_str()).await?;
         err::<Response>(code, why)
     };
+    let (max_failures, lockout) = (state.config.login_max_failures, state.config.login_lockout as i64);
     let Some(auth) = auth else {
-        // Same work as for a real user, so timing does not tell them apart.
+        // Names that are not users lock like users, and cost the same work,
+        // so neither the answers nor their timing tell them apart.
+        if !state.unknown_logins.reserve(&who, now, max_failures, lockout) {
+            return fail(Code::IssuerLocked, "too many failed logins; try again later").await;
+        }
         if let Some(password) = password {
-            super::password::verify(password, None).await;
+            super::password::verify(password, None).await?;
         }
         return fail(Code::IssuerInvalidCredentials, "unknown user or wrong credentials").await;
     };
-    if auth.locked_until > now {
+    // The attempt counts as a failure from here until it succeeds, so that
+    // parallel guesses cannot all pass the lock.
+    if !state
+        .store
+        .reserve_login_attempt(domain, name, now, max_failures, lockout)
+        .await?
+    {
         return fail(Code::IssuerLocked, "too many failed logins; try again later").await;
     }
     let credentials_ok = match password {
-        Some(password) => super::password::verify(password, auth.password_hash.clone()).await,
+        Some(password) => super::password::verify(password, auth.password_hash.clone()).await?,
         None => {
             state
                 .store
@@ -250,16 +315,6 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
         }
     };
     if !credentials_ok {
-        state
-            .store
-            .record_login_failure(
-                domain,
-                name,
-                now,
-                state.config.login_max_failures,
-                state.config.login_lockout as i64,
-            )
-            .await?;
         return fail(Code::IssuerInvalidCredentials, "unknown user or wrong credentials").await;
     }
     if !auth.enabled {

@@ -17,6 +17,7 @@
 mod admin;
 mod api;
 pub mod keys;
+mod lockout;
 mod metrics;
 pub mod password;
 pub mod store;
@@ -39,7 +40,8 @@ use crate::token::MAX_SERVICE_LIFETIME;
 use crate::verify::{Clock, MemoryReplayStore, ReplayStore, SystemClock, TrustedIssuer, Verifier};
 
 /// Issuer configuration. Every field has a default (see [`IssuerConfig::new`]).
-#[derive(Clone, Debug)]
+/// `Debug` hides the root secret and the database URL's password.
+#[derive(Clone)]
 pub struct IssuerConfig {
     /// The issuer id: the public base URL clients use (`iss` of every token,
     /// and the base of every target URI proofs name). Default `http://{listen}`.
@@ -79,6 +81,107 @@ pub struct IssuerConfig {
     pub replay_redis_url: Option<String>,
     /// Where admin-API policy denials are recorded (JSON lines). Default: not kept.
     pub denial_log: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for IssuerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerConfig")
+            .field("issuer_id", &self.issuer_id)
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url()))
+            .field("algorithm", &self.algorithm)
+            .field("rotation_period", &self.rotation_period)
+            .field("signing_key_file", &self.signing_key_file)
+            .field("root_secret", &self.root_secret.as_ref().map(|_| "[redacted]"))
+            .field("session_lifetime", &self.session_lifetime)
+            .field("max_session_lifetime", &self.max_session_lifetime)
+            .field("service_lifetime", &self.service_lifetime)
+            .field("leeway", &self.leeway)
+            .field("max_body", &self.max_body)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("login_lockout", &self.login_lockout)
+            .field("replay_redis_url", &self.replay_redis_url.as_deref().map(redact_url))
+            .field("denial_log", &self.denial_log)
+            .finish()
+    }
+}
+
+/// The data dir (owner only), the SQLite file when it is the default (0600),
+/// and the migrated database.
+async fn open_store(config: &IssuerConfig) -> Result<Store> {
+    create_private_dir(&config.data_dir)?;
+    if config.database_url.is_none() {
+        // SQLite creates its -wal and -shm files with the database's mode.
+        create_private_file(&config.data_dir.join("keybound.db"))?;
+    }
+    Store::connect(&config.database_url()).await
+}
+
+/// Creates `dir` (and missing parents) readable by the owner only. An
+/// existing directory is kept as it is, with a warning when others can read it:
+/// it holds the root secret, password hashes and the audit log.
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    let cannot = |e: std::io::Error| {
+        Error::new(
+            Code::IssuerConfig,
+            format!("cannot create the data dir {}: {e}", dir.display()),
+        )
+    };
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(cannot)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir).map_err(cannot)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data_dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data dir is accessible by group or others; `chmod 700` it"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates an empty file with mode 0600 if it does not exist yet.
+fn create_private_file(path: &std::path::Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => err(
+            Code::IssuerConfig,
+            format!("cannot create the database {}: {e}", path.display()),
+        ),
+    }
+}
+
+/// `scheme://user:password@host/…` with the password replaced, for logs and
+/// output. URLs without a password are returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":[redacted]" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 impl IssuerConfig {
@@ -140,10 +243,10 @@ impl IssuerConfig {
                 format!("the leeway must be at most {}s", crate::verify::MAX_LEEWAY),
             );
         }
-        if self.login_max_failures < 1 || self.login_lockout == 0 {
+        if self.login_max_failures < 1 || self.login_lockout == 0 || self.login_lockout > 30 * 86_400 {
             return err(
                 Code::IssuerConfig,
-                "login_max_failures and login_lockout must be at least 1",
+                "login_max_failures must be at least 1, and login_lockout 1 s to 30 days",
             );
         }
         if self.service_lifetime == 0 || self.service_lifetime > MAX_SERVICE_LIFETIME {
@@ -169,6 +272,8 @@ pub struct IssuerState {
     pub metrics: Metrics,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Failed logins of names that are not users.
+    pub(crate) unknown_logins: lockout::UnknownLogins,
 }
 
 impl std::fmt::Debug for IssuerState {
@@ -181,13 +286,7 @@ impl IssuerState {
     /// Opens the database (running migrations), loads or derives keys.
     pub async fn open(config: IssuerConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         config.check()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            Error::new(
-                Code::IssuerConfig,
-                format!("cannot create the data dir {}: {e}", config.data_dir.display()),
-            )
-        })?;
-        let store = Store::connect(&config.database_url()).await?;
+        let store = open_store(&config).await?;
         let keys = Arc::new(match &config.signing_key_file {
             Some(path) => IssuerKeys::fixed(crate::key::read_signing_key_file(path)?, clock.clone()),
             None => {
@@ -229,6 +328,7 @@ impl IssuerState {
             replay,
             metrics: Metrics::default(),
             clock,
+            unknown_logins: lockout::UnknownLogins::default(),
         }))
     }
 
@@ -305,13 +405,7 @@ async fn shutdown_signal() {
 /// is needed; refuses to run twice.
 pub async fn bootstrap(config: &IssuerConfig, password: &str) -> Result<()> {
     config.check()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        Error::new(
-            Code::IssuerConfig,
-            format!("cannot create the data dir {}: {e}", config.data_dir.display()),
-        )
-    })?;
-    let store = Store::connect(&config.database_url()).await?;
+    let store = open_store(config).await?;
     let hash = password::hash(password)?;
     store.bootstrap(&hash, SystemClock.now() as i64).await
 }

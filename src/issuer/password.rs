@@ -2,6 +2,7 @@
 //! reveal whether the user exists.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -52,9 +53,31 @@ fn decoy() -> &'static str {
     })
 }
 
+/// How long a login waits for a free hashing slot before the issuer answers
+/// `issuer.unavailable` (503): a flood of password guesses queues here
+/// instead of piling up threads and 19 MiB buffers.
+const HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// At most two argon2 checks per core run at once.
+fn hash_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(2 * cores)
+    })
+}
+
 /// Verifies `password` against `stored` (or against the decoy when the user
-/// has no password hash). Runs on a blocking thread: argon2 takes tens of ms.
-pub async fn verify(password: Zeroizing<String>, stored: Option<String>) -> bool {
+/// has no password hash). Runs on a blocking thread (argon2 takes tens of
+/// ms), at most two per core at once; `issuer.unavailable` when no slot
+/// frees up in time.
+pub async fn verify(password: Zeroizing<String>, stored: Option<String>) -> Result<bool> {
+    let Ok(Ok(_slot)) = tokio::time::timeout(HASH_QUEUE_WAIT, hash_slots().acquire()).await else {
+        return err(
+            Code::IssuerUnavailable,
+            "the issuer is busy checking passwords; retry shortly",
+        );
+    };
     let known = stored.is_some();
     let stored = stored.unwrap_or_else(|| decoy().to_owned());
     let ok = tokio::task::spawn_blocking(move || {
@@ -62,7 +85,7 @@ pub async fn verify(password: Zeroizing<String>, stored: Option<String>) -> bool
     })
     .await
     .unwrap_or(false);
-    ok && known
+    Ok(ok && known)
 }
 
 #[cfg(test)]
@@ -73,9 +96,13 @@ mod tests {
     async fn hash_and_verify() {
         let h = hash("correct horse").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify(Zeroizing::new("correct horse".into()), Some(h.clone())).await);
-        assert!(!verify(Zeroizing::new("wrong horse!".into()), Some(h)).await);
-        assert!(!verify(Zeroizing::new("correct horse".into()), None).await);
+        assert!(
+            verify(Zeroizing::new("correct horse".into()), Some(h.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!verify(Zeroizing::new("wrong horse!".into()), Some(h)).await.unwrap());
+        assert!(!verify(Zeroizing::new("correct horse".into()), None).await.unwrap());
         assert_eq!(hash("short").unwrap_err().code(), Code::IssuerBadRequest);
     }
 }

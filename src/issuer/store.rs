@@ -564,24 +564,29 @@ impl Store {
         .transpose()
     }
 
-    /// Counts a failed login; after `max_failures` in a row the user is
-    /// locked until `now + lockout`.
-    pub async fn record_login_failure(
+    /// Reserves one login attempt, counted as a failure until the login
+    /// succeeds (then [`Self::reset_login_failures`] clears it). In one
+    /// atomic statement: refused (`false`) while the user is locked; the
+    /// attempt that reaches `max_failures` locks the user until
+    /// `now + lockout`; a lock that has run out starts a new count. Counting
+    /// before the password check means parallel guesses cannot all pass a
+    /// lock that a sequential check-then-count would only set afterwards.
+    pub async fn reserve_login_attempt(
         &self,
         domain: &str,
         name: &str,
         now: i64,
         max_failures: i64,
         lockout: i64,
-    ) -> Result<()> {
-        sqlx::query(
+    ) -> Result<bool> {
+        // Right-hand sides read the row's old values (SQLite and PostgreSQL).
+        let result = sqlx::query(
             "UPDATE users SET
-                failed_logins = CASE WHEN locked_until <> 0 AND locked_until <= $5 THEN 1 ELSE failed_logins + 1 END,
+                failed_logins = CASE WHEN locked_until <> 0 THEN 1 ELSE failed_logins + 1 END,
                 locked_until = CASE
-                    WHEN locked_until <> 0 AND locked_until <= $5 THEN CASE WHEN 1 >= $1 THEN $2 ELSE 0 END
-                    WHEN failed_logins + 1 >= $1 THEN $2
-                    ELSE locked_until END
-             WHERE domain = $3 AND name = $4",
+                    WHEN (CASE WHEN locked_until <> 0 THEN 1 ELSE failed_logins + 1 END) >= $1 THEN $2
+                    ELSE 0 END
+             WHERE domain = $3 AND name = $4 AND locked_until <= $5",
         )
         .bind(max_failures)
         .bind(now + lockout)
@@ -591,7 +596,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(())
+        Ok(result.rows_affected() == 1)
     }
 
     /// Clears the failure counter after a successful login.
@@ -830,4 +835,43 @@ fn get_i64(row: &AnyRow, column: &str) -> Result<i64> {
     row.try_get::<i64, _>(column)
         .or_else(|_| row.try_get::<i32, _>(column).map(i64::from))
         .map_err(unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every pooled SQLite connection is in WAL mode with synchronous=FULL
+    /// (2), so an acknowledged write survives a power loss, not just a crash.
+    #[tokio::test]
+    async fn sqlite_connections_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("d.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        // Several connections at once, so more than the first one is checked.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = store.pool.acquire().await.unwrap();
+            let mode: String = sqlx::query("PRAGMA journal_mode")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap()
+                .try_get(0)
+                .unwrap();
+            let sync: i64 = sqlx::query("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap()
+                .try_get(0)
+                .unwrap();
+            let fk: i64 = sqlx::query("PRAGMA foreign_keys")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap()
+                .try_get(0)
+                .unwrap();
+            assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
+            held.push(conn);
+        }
+    }
 }
