@@ -25,20 +25,69 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Passwords the tests use: no output of any command, and no log line of
+/// the issuer, may ever contain one.
+const PASSWORDS: [&str; 3] = [
+    "choose-a-long-admin-password",
+    "correct horse battery staple",
+    "wrong password!",
+];
+
 /// Runs `keybound args…` with `stdin`, in config dir `config`.
 fn run(config: &Path, args: &[&str], stdin: &str) -> Output {
+    run_with(config, args, stdin, &[])
+}
+
+/// [`run`] with extra environment variables.
+fn run_with(config: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(bin())
         .args(args)
         .env("KEYBOUND_CONFIG_DIR", config)
         .env_remove("KEYBOUND_PASSWORD")
         .env_remove("KEYBOUND_ADMIN_PASSWORD")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    let out = child.wait_with_output().unwrap();
+    let shown = [
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    ]
+    .concat();
+    for password in PASSWORDS {
+        assert!(
+            !shown.contains(password),
+            "keybound {args:?} echoed a password: {shown}"
+        );
+    }
+    out
+}
+
+/// Asserts that no line of `log` contains a password or `secret` bytes
+/// (as hex or base64url).
+fn assert_no_secrets(log: &str, secrets: &[(&str, &[u8])]) {
+    for password in PASSWORDS {
+        assert!(!log.contains(password), "a log line contains a password");
+    }
+    for (what, bytes) in secrets {
+        for encoded in [
+            keybound::encoding::hex_encode(bytes),
+            keybound::encoding::b64url_encode(bytes),
+        ] {
+            // Any 16-byte window would be a leak, not only the whole secret.
+            let window = encoded.len().min(22);
+            for start in 0..=encoded.len() - window {
+                assert!(
+                    !log.contains(&encoded[start..start + window]),
+                    "a log line contains part of {what}"
+                );
+            }
+        }
+    }
 }
 
 fn ok(config: &Path, args: &[&str], stdin: &str) -> String {
@@ -72,7 +121,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(data: &Path, port: u16) -> Server {
+    /// Starts `keybound serve` logging everything (trace) to `log`.
+    fn start(data: &Path, port: u16, log: &Path) -> Server {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child = Command::new(bin())
             .args([
                 "serve",
@@ -81,9 +132,9 @@ impl Server {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .env("RUST_LOG", "trace")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
@@ -166,7 +217,8 @@ fn readme_quick_start_and_the_refusals_users_meet() {
     assert!(again.starts_with("error: issuer.conflict:"), "{again}");
 
     let port = free_port();
-    let mut server = Server::start(&data, port);
+    let server_log = tmp.path().join("server.log");
+    let mut server = Server::start(&data, port, &server_log);
     let issuer = server.url.clone();
     let svc = service(&rt, &issuer, false);
     let nonce_svc = service(&rt, &issuer, true);
@@ -202,11 +254,15 @@ fn readme_quick_start_and_the_refusals_users_meet() {
         vec!["admin", "service", "create", &nonce_svc],
     ] {
         if args[1] == "grant" {
-            ok(
+            // KEYBOUND_ADMIN_PASSWORD (bootstrap's) is still set, as after
+            // following the help: the user's password comes from stdin anyway.
+            let created = run_with(
                 &admin_cfg,
                 &["admin", "user", "create", "ayoung@stoughton", "--password-stdin"],
                 "correct horse battery staple\n",
+                &[("KEYBOUND_ADMIN_PASSWORD", admin_pw.trim())],
             );
+            assert!(created.status.success(), "{created:?}");
         }
         ok(&admin_cfg, &args, "");
     }
@@ -222,7 +278,7 @@ fn readme_quick_start_and_the_refusals_users_meet() {
 
     // Acknowledged writes survive a crash of the issuer (kill -9, restart).
     server.kill_9();
-    let mut server = Server::start(&data, port);
+    let mut server = Server::start(&data, port, &server_log);
     let users: Value = serde_json::from_str(&ok(&admin_cfg, &["admin", "user", "list"], "")).unwrap();
     assert!(
         users
@@ -412,6 +468,16 @@ fn readme_quick_start_and_the_refusals_users_meet() {
     // Graceful shutdown on SIGTERM.
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
+
+    // Nothing the issuer logged, at trace level, through logins (good and
+    // bad), mints, admin calls and a crash, holds a password, the client's
+    // private key or the issuer's root secret.
+    let log = std::fs::read_to_string(&server_log).unwrap();
+    assert!(log.lines().count() > 20, "the issuer logged at trace level: {log}");
+    let client_key = key.to_cose_key(None);
+    let d = &client_key[client_key.len() - 32..];
+    let root = std::fs::read(data.join("root.key")).unwrap();
+    assert_no_secrets(&log, &[("the client's private key", d), ("the root secret", &root)]);
 }
 
 #[test]

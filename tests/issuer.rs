@@ -982,18 +982,23 @@ async fn rotation_mints_and_verifies_across_rotations_without_a_failure() {
             .await
             .unwrap();
         admin.setup_world("https://nova.example").await;
+        // The verifier's key set changes only when the test refreshes it: no
+        // background refresh, no refetch for an unknown kid. So a token must
+        // verify with a set fetched *before* its key began to sign (the next
+        // key is published ahead), and an older token with a set fetched
+        // *after* a rotation (the previous key stays published).
         let keys = HttpKeys::start(
             &format!("{}/.well-known/keybound/keys", issuer.url),
             HttpKeysOptions {
-                min_refresh: Duration::from_millis(50),
-                max_refresh: Duration::from_millis(200),
-                unknown_kid_interval: Duration::from_millis(50),
+                min_refresh: Duration::from_secs(3600),
+                max_refresh: Duration::from_secs(3600),
+                unknown_kid_interval: Duration::from_secs(3600),
                 ..Default::default()
             },
         )
         .await
         .unwrap();
-        let verifier = Verifier::builder("https://nova.example", TrustedIssuer::new(&issuer.url, keys))
+        let verifier = Verifier::builder("https://nova.example", TrustedIssuer::new(&issuer.url, keys.clone()))
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -1003,12 +1008,37 @@ async fn rotation_mints_and_verifies_across_rotations_without_a_failure() {
         user.login_password("ayoung@stoughton", "correct horse battery", Some(43_200))
             .await
             .unwrap();
+        let request = |token: &keybound::token::Token| {
+            let uri = "https://nova.example/v2/servers";
+            let proof = ProofBuilder::new("GET", uri, token.as_bytes(), b"", clock.now())
+                .unwrap()
+                .sign(user.key())
+                .unwrap();
+            let verifier = &verifier;
+            let token = token.clone();
+            async move {
+                verifier
+                    .verify_request_async(
+                        token.as_bytes(),
+                        proof.as_bytes(),
+                        &keybound::proof::RequestInfo::new("GET", uri, b""),
+                    )
+                    .await
+                    .map(|_| ())
+            }
+        };
         let mut kids = std::collections::BTreeSet::new();
-        let (mut ok, mut failures) = (0, Vec::new());
-        // 4 rotations, a mint and a verified request every 100 s of issuer time.
-        for step in 0..25 {
-            clock.advance(100);
-            let scope = Scope::new("https://nova.example").project("turing").lifetime(60 + step);
+        let (mut ok, mut failures, mut refreshes) = (0, Vec::new(), 0);
+        let mut previous: Option<keybound::token::Token> = None;
+        // 4 rotations: every 50 s of issuer time, a new token verified with
+        // the set of 50 s before, and the previous token with today's set.
+        for step in 0..50u64 {
+            keys.refresh().await.unwrap();
+            refreshes += 1;
+            clock.advance(50);
+            let scope = Scope::new("https://nova.example")
+                .project("turing")
+                .lifetime(240 + step);
             let token = match user.service_token(&scope).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -1017,27 +1047,27 @@ async fn rotation_mints_and_verifies_across_rotations_without_a_failure() {
                 }
             };
             kids.insert(keybound::danger::insecure_decode_token(token.as_bytes()).unwrap().kid);
-            let uri = "https://nova.example/v2/servers";
-            let proof = ProofBuilder::new("GET", uri, token.as_bytes(), b"", clock.now())
-                .unwrap()
-                .sign(user.key())
-                .unwrap();
-            match verifier
-                .verify_request_async(
-                    token.as_bytes(),
-                    proof.as_bytes(),
-                    &keybound::proof::RequestInfo::new("GET", uri, b""),
-                )
-                .await
-            {
-                Ok(_) => ok += 1,
-                Err(e) => failures.push(format!("step {step}: verify {e}")),
+            match request(&token).await {
+                Ok(()) => ok += 1,
+                Err(e) => failures.push(format!("step {step}: new token, set fetched before: {e}")),
             }
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            keys.refresh().await.unwrap();
+            refreshes += 1;
+            if let Some(old) = previous.replace(token) {
+                match request(&old).await {
+                    Ok(()) => ok += 1,
+                    Err(e) => failures.push(format!("step {step}: previous token, set fetched after: {e}")),
+                }
+            }
         }
         assert!(failures.is_empty(), "{backend}: {failures:?}");
-        assert_eq!(ok, 25);
+        assert_eq!(ok, 99);
         assert!(kids.len() >= 4, "{backend}: signed with {} keys", kids.len());
+        assert_eq!(
+            keys.stats().successes,
+            1 + refreshes,
+            "{backend}: no fetch beyond the test's own (no unknown-kid refetch)"
+        );
     }
     cleanup(&all).await;
 }
