@@ -529,3 +529,45 @@ async fn bearer_rollout_admits_and_records_tokens_without_proof() {
     .await;
     assert_eq!(reply.code.as_deref(), Some("cwt.aud_mismatch"));
 }
+
+#[tokio::test]
+async fn handlers_check_named_operations_under_the_layers_policy() {
+    use axum::Extension;
+    use axum::response::{IntoResponse, Response};
+    use keybound::http::PolicyHandle;
+
+    async fn resize(request: VerifiedRequest, Extension(policy): Extension<PolicyHandle>) -> Response {
+        match policy.authorize(&request, "compute:resize") {
+            Ok(()) => "resized".into_response(),
+            Err(e) => keybound::http::error_response(&e, None),
+        }
+    }
+
+    let world = World::new();
+    let token = world.token(); // roles: member
+    for (mode, status, records_expected) in [("enforce", 403, 1), ("permissive", 200, 1)] {
+        let policy = Policy::from_toml(&format!(
+            "mode = \"{mode}\"\n[[rule]]\nmethod = \"POST\"\npath = \"/v2/servers/*/action\"\nroles = []\n\
+             [[rule]]\noperation = \"compute:resize\"\nroles = [\"admin\"]\n"
+        ))
+        .unwrap();
+        let records = Arc::new(MemoryRecords::new());
+        let layer = KeyboundLayer::new(Arc::new(world.verifier().build().unwrap()), AUDIENCE)
+            .unwrap()
+            .policy(Arc::new(policy))
+            .records(records.clone());
+        let app = Router::new()
+            .route("/v2/servers/{id}/action", axum::routing::post(resize))
+            .layer(layer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let p = proof(&world, &token, "POST", "/v2/servers/7/action", b"");
+        let reply = send(&base, "POST", "/v2/servers/7/action", auth(&token, &p), vec![]).await;
+        assert_eq!(reply.status, status, "{mode}: {}", reply.body);
+        let records = records.records();
+        assert_eq!(records.len(), records_expected, "{mode}");
+        assert_eq!(records[0]["action"], serde_json::json!({"operation": "compute:resize"}));
+        assert_eq!(records[0]["roles_allowing"], serde_json::json!(["admin"]));
+    }
+}

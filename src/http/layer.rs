@@ -130,7 +130,9 @@ impl KeyboundLayer {
         self
     }
 
-    /// Applies `policy` to every verified request (method + path).
+    /// Applies `policy` to every verified request (method + path), and hands
+    /// handlers a [`PolicyHandle`] for named operations. Without a policy the
+    /// layer authenticates only: every verified request reaches the handler.
     pub fn policy(mut self, policy: Arc<Policy>) -> Self {
         self.config_mut().policy = Some(policy);
         self
@@ -219,6 +221,13 @@ where
     };
     let (request, body) = verified;
     parts.extensions.insert(request);
+    if let Some(policy) = &config.policy {
+        parts.extensions.insert(PolicyHandle {
+            policy: policy.clone(),
+            records: config.records.clone(),
+            verifier: config.verifier.clone(),
+        });
+    }
     let request = Request::from_parts(parts, Body::from(body));
     let Ok(mut response) = inner.call(request).await;
     // Hand out the current nonce with every answer, so clients rarely need
@@ -227,6 +236,45 @@ where
         response.headers_mut().insert(NONCE_HEADER, value);
     }
     response
+}
+
+/// The layer's policy, for handlers that check a named operation
+/// (`[[rule]] operation = "compute:resize"`) under the same mode and record
+/// sink as the layer's method + path checks. The layer puts it into the
+/// request extensions when it has a policy; take it with
+/// `axum::Extension<PolicyHandle>`.
+///
+/// ```ignore
+/// async fn resize(request: VerifiedRequest, Extension(policy): Extension<PolicyHandle>) -> Result<String, Response> {
+///     policy.authorize(&request, "compute:resize").map_err(|e| keybound::http::error_response(&e, None))?;
+///     Ok("resized".into())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct PolicyHandle {
+    policy: Arc<Policy>,
+    records: Arc<dyn RecordSink>,
+    verifier: Arc<Verifier>,
+}
+
+impl std::fmt::Debug for PolicyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PolicyHandle({:?})", self.policy.mode())
+    }
+}
+
+impl PolicyHandle {
+    /// Applies the policy to the named `operation` for `request`: `Ok` when
+    /// allowed (or in permissive mode, after writing a denial record);
+    /// `policy.denied` (403) in enforce mode when no rule allows it.
+    pub fn authorize(&self, request: &crate::verify::VerifiedRequest, operation: &str) -> Result<()> {
+        self.policy.authorize(
+            request,
+            Action::Operation(operation),
+            self.records.as_ref(),
+            self.verifier.now(),
+        )
+    }
 }
 
 /// All checks; returns the verified request and the buffered body.

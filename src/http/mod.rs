@@ -24,7 +24,7 @@
 pub(crate) mod layer;
 mod problem;
 
-pub use layer::{KeyboundLayer, KeyboundService, ProofMode};
+pub use layer::{KeyboundLayer, KeyboundService, PolicyHandle, ProofMode};
 pub use problem::{error_response, status_for};
 
 use axum::extract::FromRequestParts;

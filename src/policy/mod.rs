@@ -13,6 +13,7 @@
 //!
 //! [[rule]]
 //! operation = "compute:create_server" # a named operation, checked by the handler
+//!                                     # with `keybound::http::PolicyHandle::authorize`
 //! roles = ["member"]
 //! ```
 //!
