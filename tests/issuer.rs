@@ -239,6 +239,26 @@ async fn client_flow_login_mint_call_revoke() {
             "ayoung@stoughton [\"member\", \"reader\"]"
         );
 
+        // A request built with reqwest's own builder (query, timeout, body).
+        let built = reqwest::Client::new()
+            .get(format!("{service}/v2/servers?limit=5&name=a%20b"))
+            .header("accept", "text/plain")
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let response = user.execute(built, &scope).await.unwrap();
+        assert_eq!(response.status(), 200, "{backend}");
+        // A streaming body cannot be signed: refused before anything is sent.
+        let mut streaming = reqwest::Client::new()
+            .post(format!("{service}/v2/servers"))
+            .build()
+            .unwrap();
+        *streaming.body_mut() = Some(reqwest::Body::wrap(http_body_util::Empty::<bytes::Bytes>::new()));
+        assert_eq!(
+            user.execute(streaming, &scope).await.unwrap_err().code(),
+            Code::InputMalformed
+        );
+
         // Down-scoping: a token with only `reader`.
         let reader = Scope::new(&service).project("turing").roles(["reader"]);
         let response = user

@@ -338,7 +338,50 @@ impl Client {
             headers: HeaderMap::new(),
             body: Vec::new(),
             scope,
+            timeout: None,
         }
+    }
+
+    /// Signs and sends a request built with reqwest's own builder, so
+    /// headers, bodies and timeouts are set the usual way:
+    ///
+    /// ```ignore
+    /// let request = reqwest::Client::new()
+    ///     .get("https://nova.example/v2/servers?limit=5")
+    ///     .header("accept", "application/json")
+    ///     .timeout(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// let response = client.execute(request, &scope).await?;
+    /// ```
+    ///
+    /// The proof covers the body's SHA-256, so the body must be in memory: a
+    /// streaming body is refused (`input.malformed`). Like
+    /// [`SignedRequest::send`], it retries once when the service asks for a
+    /// nonce.
+    pub async fn execute(&self, request: reqwest::Request, scope: &Scope) -> Result<reqwest::Response> {
+        let body = match request.body() {
+            None => Vec::new(),
+            Some(body) => body
+                .as_bytes()
+                .ok_or_else(|| {
+                    Error::new(
+                        Code::InputMalformed,
+                        "a streaming body cannot be signed (a proof covers the body's SHA-256); buffer it first",
+                    )
+                })?
+                .to_vec(),
+        };
+        SignedRequest {
+            client: self,
+            method: request.method().clone(),
+            url: request.url().to_string(),
+            headers: request.headers().clone(),
+            body,
+            scope,
+            timeout: request.timeout().copied(),
+        }
+        .send()
+        .await
     }
 
     /// A signed GET.
@@ -360,9 +403,16 @@ pub struct SignedRequest<'a> {
     headers: HeaderMap,
     body: Vec<u8>,
     scope: &'a Scope,
+    timeout: Option<std::time::Duration>,
 }
 
 impl SignedRequest<'_> {
+    /// Time allowed for this request (default: the client's).
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Result<Self> {
         let name = HeaderName::from_bytes(name.as_bytes())
@@ -411,16 +461,17 @@ impl SignedRequest<'_> {
                 proof = proof.nonce(nonce);
             }
             let proof = proof.sign(&client.key)?;
-            let response = client
+            let mut builder = client
                 .http
                 .request(self.method.clone(), &self.url)
                 .headers(self.headers.clone())
                 .header(AUTHORIZATION, format!("KB {}", token.to_base64url()))
                 .header(PROOF, proof.to_base64url())
-                .body(self.body.clone())
-                .send()
-                .await
-                .map_err(unreachable)?;
+                .body(self.body.clone());
+            if let Some(timeout) = self.timeout {
+                builder = builder.timeout(timeout);
+            }
+            let response = builder.send().await.map_err(unreachable)?;
             let fresh_nonce = response
                 .headers()
                 .get(NONCE)
