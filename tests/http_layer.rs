@@ -268,6 +268,19 @@ async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
     )
     .await;
     assert_eq!(bare.code.as_deref(), Some("http.scheme"));
+    // The token is checked before the body is read: a token for another
+    // service with an oversized body is refused for the token.
+    let foreign = world.token_for("https://glance.example", &["member"]);
+    let p = proof(&world, &foreign, "POST", "/v2/servers", &[0; 4096]);
+    let refused = send(&base, "POST", "/v2/servers", auth(&foreign, &p), vec![0; 4096]).await;
+    assert_eq!(refused.code.as_deref(), Some("cwt.aud_mismatch"));
+    // With a valid token the same body is refused for its size.
+    let p = proof(&world, &token, "POST", "/v2/servers", &[0; 4096]);
+    let large = send(&base, "POST", "/v2/servers", auth(&token, &p), vec![0; 4096]).await;
+    assert_eq!(
+        (large.status, large.code.as_deref()),
+        (413, Some("http.body_too_large"))
+    );
     assert!(!bare.body.contains(&token.to_base64url()[..8]), "{}", bare.body);
 
     let mut two = auth(&token, &p);

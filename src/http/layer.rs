@@ -300,6 +300,10 @@ where
             "a KB-Proof header is required with a keybound token",
         );
     }
+    // T1–T12 before the body is read, so that only a client holding a valid
+    // token can make the service buffer a body. The token lands in the
+    // verified-token cache; the proof check below finds it there.
+    let token_only = config.verifier.verify_bearer_async(&token).await?;
     // H2: the body, bounded in size and time, hashed before the handler runs.
     if parts
         .headers
@@ -335,7 +339,7 @@ where
     let verified = match proof {
         Some(proof) => verifier.verify_request_async(&token, &proof, &info).await?,
         None if config.proof_mode == ProofMode::BearerAllowed => {
-            let verified = verifier.verify_bearer_async(&token).await?;
+            let verified = token_only;
             config.records.record(&json!({
                 "event": "bearer_use",
                 "time": verifier.now(),

@@ -166,7 +166,9 @@ impl VerifierBuilder {
         self
     }
 
-    /// Capacity of the verified-token cache; 0 turns it off. Default
+    /// Capacity of the verified-token cache; 0 turns it off (then the HTTP
+    /// layer, which checks the token before reading the body and again with
+    /// the proof, verifies each token twice). Default
     /// [`DEFAULT_TOKEN_CACHE_CAPACITY`].
     pub fn token_cache_capacity(mut self, entries: usize) -> Self {
         self.token_cache = entries;
