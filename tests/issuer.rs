@@ -1091,3 +1091,14 @@ async fn rotation_mints_and_verifies_across_rotations_without_a_failure() {
     }
     cleanup(&all).await;
 }
+
+/// Under CI the PostgreSQL and Redis parts must run, never skip.
+#[test]
+fn ci_runs_the_database_and_redis_tests() {
+    if std::env::var_os("CI").is_none() {
+        return;
+    }
+    for var in ["KEYBOUND_TEST_POSTGRES_URL", "KEYBOUND_TEST_REDIS_URL"] {
+        assert!(std::env::var_os(var).is_some(), "CI must set {var} (see .ci/run)");
+    }
+}

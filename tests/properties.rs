@@ -54,29 +54,26 @@ fn fixture(alg: Algorithm) -> Fixture {
     }
 }
 
-fn verify(f: &Fixture, token: &[u8], proof: &[u8]) -> keybound::Result<()> {
-    let verifier = Verifier::builder(
+/// A fresh verifier (and replay store) trusting the fixture's issuer at NOW.
+fn verifier(f: &Fixture) -> Verifier {
+    Verifier::builder(
         "https://nova.example",
         TrustedIssuer::with_keys("https://issuer.example", f.keys.clone()),
     )
     .clock(Arc::new(ManualClock::new(NOW)))
     .build()
-    .unwrap();
-    verifier
+    .unwrap()
+}
+
+fn verify(f: &Fixture, token: &[u8], proof: &[u8]) -> keybound::Result<()> {
+    verifier(f)
         .verify_request(token, proof, &RequestInfo::new("POST", URI, &f.body))
         .map(|_| ())
 }
 
 /// The code a request with `proof` for `method`, `uri`, `body` is refused with.
 fn verify_with(f: &Fixture, proof: &[u8], method: &str, uri: &str, body: &[u8]) -> Option<keybound::Code> {
-    let verifier = Verifier::builder(
-        "https://nova.example",
-        TrustedIssuer::with_keys("https://issuer.example", f.keys.clone()),
-    )
-    .clock(Arc::new(ManualClock::new(NOW)))
-    .build()
-    .unwrap();
-    verifier
+    verifier(f)
         .verify_request(&f.token, proof, &RequestInfo::new(method, uri, body))
         .err()
         .map(|e| e.code())
@@ -166,14 +163,7 @@ proptest! {
             .sign(&client)
             .unwrap();
         prop_assert!(keybound::cbor::validate(proof.as_bytes()).is_ok() || tagged);
-        let verifier = Verifier::builder(
-            "https://nova.example",
-            TrustedIssuer::with_keys("https://issuer.example", f.keys.clone()),
-        )
-        .clock(Arc::new(ManualClock::new(NOW)))
-        .build()
-        .unwrap();
-        let verified = verifier
+        let verified = verifier(&f)
             .verify_request(&f.token, proof.as_bytes(), &RequestInfo::new(method, &uri, &body))
             .unwrap();
         prop_assert_eq!(verified.jti(), Some(&jti));

@@ -852,25 +852,20 @@ mod tests {
         let mut held = Vec::new();
         for _ in 0..3 {
             let mut conn = store.pool.acquire().await.unwrap();
-            let mode: String = sqlx::query("PRAGMA journal_mode")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap()
-                .try_get(0)
-                .unwrap();
-            let sync: i64 = sqlx::query("PRAGMA synchronous")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap()
-                .try_get(0)
-                .unwrap();
-            let fk: i64 = sqlx::query("PRAGMA foreign_keys")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap()
-                .try_get(0)
-                .unwrap();
-            assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
+            let mut read = Vec::new();
+            for pragma in ["journal_mode", "synchronous", "foreign_keys"] {
+                let row = sqlx::query(&format!("PRAGMA {pragma}"))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                // journal_mode answers text, the others integers.
+                let value = row
+                    .try_get::<String, _>(0)
+                    .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+                    .unwrap();
+                read.push(value);
+            }
+            assert_eq!(read, ["wal", "2", "1"]);
             held.push(conn);
         }
     }
