@@ -371,11 +371,16 @@ impl Client {
                 })?
                 .to_vec(),
         };
+        // keybound sets the credentials itself: a caller's Authorization or
+        // KB-Proof would go out as a second, conflicting header.
+        let mut headers = request.headers().clone();
+        headers.remove(AUTHORIZATION);
+        headers.remove(PROOF);
         SignedRequest {
             client: self,
             method: request.method().clone(),
             url: request.url().to_string(),
-            headers: request.headers().clone(),
+            headers,
             body,
             scope,
             timeout: request.timeout().copied(),

@@ -339,7 +339,10 @@ where
     let verified = match proof {
         Some(proof) => verifier.verify_request_async(&token, &proof, &info).await?,
         None if config.proof_mode == ProofMode::BearerAllowed => {
-            let verified = token_only;
+            // Again after the body (a cache hit): the token's times must
+            // still hold now, not only before a slow upload.
+            drop(token_only);
+            let verified = verifier.verify_bearer_async(&token).await?;
             config.records.record(&json!({
                 "event": "bearer_use",
                 "time": verifier.now(),

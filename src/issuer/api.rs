@@ -218,36 +218,18 @@ struct LoginRequest {
 
 async fn login(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let started = Instant::now();
-    let mut user = None;
-    let result = do_login(&state, request, &mut user).await;
-    if let Err(e) = &result {
-        // Refusals before the credential check (a replayed proof, a proof by
-        // another key, a weak key, a malformed request) are attack signals
-        // too: audit them under the name asked for, if there was one.
-        let audited = matches!(
-            e.code(),
-            Code::IssuerInvalidCredentials | Code::IssuerLocked | Code::IssuerDisabled
-        );
-        if !audited && !crate::http::status_for(e.code()).is_server_error() {
-            let who = user.as_deref().unwrap_or("-");
-            if let Err(audit) = state
-                .store
-                .audit(state.now() as i64, who, "login", who, e.code().as_str())
-                .await
-            {
-                tracing::error!(code = audit.code().as_str(), "cannot audit a refused login");
-            }
-        }
-    }
+    let result = do_login(&state, request).await;
+    // Refusals before step 8 (malformed requests, bad or replayed proofs)
+    // cost an attacker almost nothing to repeat: they are counted in the
+    // metrics, never written to the audit log, so they cannot flood it.
     respond(&state, "login", started, result)
 }
 
-async fn do_login(state: &IssuerState, request: Request, user: &mut Option<String>) -> Result<Response> {
+async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
     let (parts, body) = read_body(request, state.config.max_body).await?;
     let login: LoginRequest = json_body(&parts, &body)?;
     let password = login.password.map(Zeroizing::new);
     let (name, domain) = split_qualified("user", &login.user)?;
-    *user = Some(format!("{name}@{domain}"));
     let key_bytes =
         b64url_decode(&login.key).map_err(|_| Error::new(Code::IssuerInvalidKey, "key is not base64url"))?;
     let key = PublicKey::from_cose_key(&key_bytes)
@@ -285,14 +267,25 @@ async fn do_login(state: &IssuerState, request: Request, user: &mut Option<Strin
         err::<Response>(code, why)
     };
     let (max_failures, lockout) = (state.config.login_max_failures, state.config.login_lockout as i64);
+    // A hashing slot first: a login the issuer is too busy to check is
+    // refused (503) before it can count towards a lockout.
+    let slot = match &password {
+        Some(_) => Some(super::password::hash_slot().await?),
+        None => None,
+    };
     let Some(auth) = auth else {
-        // Names that are not users lock like users, and cost the same work,
-        // so neither the answers nor their timing tell them apart.
-        if !state.unknown_logins.reserve(&who, now, max_failures, lockout) {
+        // Names that are not users are counted and locked like users (in
+        // the database, like them), and a password is checked against a
+        // decoy: neither the answers nor their cost tell the two apart.
+        if !state
+            .store
+            .reserve_unknown_login_attempt(&who, now, max_failures, lockout)
+            .await?
+        {
             return fail(Code::IssuerLocked, "too many failed logins; try again later").await;
         }
-        if let Some(password) = password {
-            super::password::verify(password, None).await?;
+        if let (Some(slot), Some(password)) = (slot, password) {
+            super::password::verify(slot, password, None).await;
         }
         return fail(Code::IssuerInvalidCredentials, "unknown user or wrong credentials").await;
     };
@@ -305,9 +298,9 @@ async fn do_login(state: &IssuerState, request: Request, user: &mut Option<Strin
     {
         return fail(Code::IssuerLocked, "too many failed logins; try again later").await;
     }
-    let credentials_ok = match password {
-        Some(password) => super::password::verify(password, auth.password_hash.clone()).await?,
-        None => {
+    let credentials_ok = match (slot, password) {
+        (Some(slot), Some(password)) => super::password::verify(slot, password, auth.password_hash.clone()).await,
+        _ => {
             state
                 .store
                 .user_has_key(domain, name, &key.thumbprint().to_string())

@@ -17,7 +17,6 @@
 mod admin;
 mod api;
 pub mod keys;
-mod lockout;
 mod metrics;
 pub mod password;
 pub mod store;
@@ -166,22 +165,36 @@ fn create_private_file(path: &std::path::Path) -> Result<()> {
     }
 }
 
-/// `scheme://user:password@host/…` with the password replaced, for logs and
-/// output. URLs without a password are returned unchanged.
+/// `url` with its secrets replaced, for logs and output: the password of
+/// `scheme://user:password@host/…` and the value of a `password=` query
+/// parameter (both forms sqlx and Redis accept).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') { ":[redacted]" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
+            format!("{user}:[redacted]@{host}")
         }
-        None => url.to_owned(),
-    }
+        _ => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=[redacted]"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 impl IssuerConfig {
@@ -243,11 +256,15 @@ impl IssuerConfig {
                 format!("the leeway must be at most {}s", crate::verify::MAX_LEEWAY),
             );
         }
-        if self.login_max_failures < 1 || self.login_lockout == 0 || self.login_lockout > 30 * 86_400 {
+        if !(1..=1000).contains(&self.login_max_failures) || self.login_lockout == 0 || self.login_lockout > 30 * 86_400
+        {
             return err(
                 Code::IssuerConfig,
-                "login_max_failures must be at least 1, and login_lockout 1 s to 30 days",
+                "login_max_failures must be 1 to 1000, and login_lockout 1 s to 30 days",
             );
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_body) {
+            return err(Code::IssuerConfig, "max_body must be 1 KiB to 16 MiB");
         }
         if self.service_lifetime == 0 || self.service_lifetime > MAX_SERVICE_LIFETIME {
             return err(Code::IssuerConfig, "the service-token lifetime is 1 to 300 s");
@@ -272,8 +289,6 @@ pub struct IssuerState {
     pub metrics: Metrics,
     /// The clock.
     pub clock: Arc<dyn Clock>,
-    /// Failed logins of names that are not users.
-    pub(crate) unknown_logins: lockout::UnknownLogins,
 }
 
 impl std::fmt::Debug for IssuerState {
@@ -328,7 +343,6 @@ impl IssuerState {
             replay,
             metrics: Metrics::default(),
             clock,
-            unknown_logins: lockout::UnknownLogins::default(),
         }))
     }
 
@@ -448,4 +462,35 @@ pub fn check_audience(audience: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_printed_without_their_secrets() {
+        for (url, shown) in [
+            ("postgres://kb:s3cret@db:5432/kb", "postgres://kb:[redacted]@db:5432/kb"),
+            (
+                "postgres://kb@db/kb?password=s3cret&sslmode=require",
+                "postgres://kb@db/kb?password=[redacted]&sslmode=require",
+            ),
+            ("redis://:s3cret@cache:6379/0", "redis://:[redacted]@cache:6379/0"),
+            (
+                "sqlite:///var/lib/keybound/keybound.db?mode=rwc",
+                "sqlite:///var/lib/keybound/keybound.db?mode=rwc",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        let mut config = IssuerConfig::new("/tmp/kb");
+        config.database_url = Some("postgres://kb:s3cret@db/kb".into());
+        config.root_secret = Some(Zeroizing::new(b"0123456789abcdef0123456789abcdef".to_vec()));
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("0123456789abcdef"),
+            "{debug}"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! Password hashing with argon2id, and a login check whose cost does not
 //! reveal whether the user exists.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -59,33 +59,49 @@ fn decoy() -> &'static str {
 const HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// At most two argon2 checks per core run at once.
-fn hash_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+fn hash_slots() -> &'static Arc<tokio::sync::Semaphore> {
+    static SLOTS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
     SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(2 * cores)
+        Arc::new(tokio::sync::Semaphore::new(2 * cores))
     })
 }
 
-/// Verifies `password` against `stored` (or against the decoy when the user
-/// has no password hash). Runs on a blocking thread (argon2 takes tens of
-/// ms), at most two per core at once; `issuer.unavailable` when no slot
+/// The right to run one password check. Taken before the login attempt is
+/// counted, so that a login the issuer is too busy to check never counts
+/// towards a lockout.
+#[derive(Debug)]
+pub struct HashSlot {
+    // Held, never read: dropping it frees the slot.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Waits (at most 2 s) for a hashing slot; `issuer.unavailable` when none
 /// frees up in time.
-pub async fn verify(password: Zeroizing<String>, stored: Option<String>) -> Result<bool> {
-    let Ok(Ok(_slot)) = tokio::time::timeout(HASH_QUEUE_WAIT, hash_slots().acquire()).await else {
-        return err(
+pub async fn hash_slot() -> Result<HashSlot> {
+    match tokio::time::timeout(HASH_QUEUE_WAIT, hash_slots().clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(HashSlot { _permit: permit }),
+        _ => err(
             Code::IssuerUnavailable,
             "the issuer is busy checking passwords; retry shortly",
-        );
-    };
+        ),
+    }
+}
+
+/// Verifies `password` against `stored` (or against the decoy when the user
+/// has no password hash) on a blocking thread (argon2 takes tens of ms).
+/// The slot moves into that thread and is freed when the check is done, even
+/// if the request that asked for it has gone away.
+pub async fn verify(slot: HashSlot, password: Zeroizing<String>, stored: Option<String>) -> bool {
     let known = stored.is_some();
     let stored = stored.unwrap_or_else(|| decoy().to_owned());
     let ok = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         password.len() <= MAX_PASSWORD_LEN && argon2().verify_password(password.as_bytes(), stored.as_str()).is_ok()
     })
     .await
     .unwrap_or(false);
-    Ok(ok && known)
+    ok && known
 }
 
 #[cfg(test)]
@@ -96,13 +112,13 @@ mod tests {
     async fn hash_and_verify() {
         let h = hash("correct horse").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(
-            verify(Zeroizing::new("correct horse".into()), Some(h.clone()))
-                .await
-                .unwrap()
-        );
-        assert!(!verify(Zeroizing::new("wrong horse!".into()), Some(h)).await.unwrap());
-        assert!(!verify(Zeroizing::new("correct horse".into()), None).await.unwrap());
+        let check = |password: &str, stored: Option<String>| {
+            let password = Zeroizing::new(password.to_owned());
+            async move { verify(hash_slot().await.unwrap(), password, stored).await }
+        };
+        assert!(check("correct horse", Some(h.clone())).await);
+        assert!(!check("wrong horse!", Some(h)).await);
+        assert!(!check("correct horse", None).await);
         assert_eq!(hash("short").unwrap_err().code(), Code::IssuerBadRequest);
     }
 }

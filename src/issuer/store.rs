@@ -153,7 +153,16 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE services (audience TEXT PRIMARY KEY, created_at BIGINT NOT NULL);
      CREATE TABLE audit_log (id {AUTO_ID}, time BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
         target TEXT NOT NULL, outcome TEXT NOT NULL);",
+    // 2: failed-login counters of names that are not users, so the lockout
+    // answers for them as for users (shared by replicas, kept over restarts).
+    "CREATE TABLE unknown_logins (who TEXT PRIMARY KEY, failed_logins BIGINT NOT NULL DEFAULT 0,
+        locked_until BIGINT NOT NULL DEFAULT 0, last_attempt BIGINT NOT NULL);
+     CREATE INDEX unknown_logins_last_attempt ON unknown_logins (last_attempt);",
 ];
+
+/// How long the counter of a name that is not a user is kept after its last
+/// attempt (and after its lock has run out).
+const UNKNOWN_LOGIN_RETENTION: i64 = 86_400;
 
 impl Store {
     /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`) and
@@ -596,6 +605,53 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// [`Self::reserve_login_attempt`] for a name that is not a user, in a
+    /// table of its own, so the lockout cannot tell which names exist.
+    /// Counters of names not tried for a day (and not locked) are dropped.
+    pub async fn reserve_unknown_login_attempt(
+        &self,
+        who: &str,
+        now: i64,
+        max_failures: i64,
+        lockout: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("DELETE FROM unknown_logins WHERE last_attempt < $1 AND locked_until < $2")
+            .bind(now - UNKNOWN_LOGIN_RETENTION)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO unknown_logins (who, failed_logins, locked_until, last_attempt) VALUES ($1, 0, 0, $2)
+             ON CONFLICT (who) DO NOTHING",
+        )
+        .bind(who)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let result = sqlx::query(
+            "UPDATE unknown_logins SET
+                failed_logins = CASE WHEN locked_until <> 0 THEN 1 ELSE failed_logins + 1 END,
+                locked_until = CASE
+                    WHEN (CASE WHEN locked_until <> 0 THEN 1 ELSE failed_logins + 1 END) >= $1 THEN $2
+                    ELSE 0 END,
+                last_attempt = $5
+             WHERE who = $3 AND locked_until <= $4",
+        )
+        .bind(max_failures)
+        .bind(now + lockout)
+        .bind(who)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(result.rows_affected() == 1)
     }
 

@@ -151,14 +151,33 @@ fn cache_file_bytes(url: &str, set: &KeySet) -> Vec<u8> {
 /// The key set of a cache file, if the file is well formed and was written
 /// for `url`.
 fn read_cache_file(bytes: &[u8], url: &str) -> Option<KeySet> {
-    crate::cbor::validate(bytes).ok()?;
-    let mut reader = crate::cbor::Reader::new(bytes);
-    if reader.array()? != 2 || reader.text()? != url {
-        tracing::warn!(url, "the key-set cache file was written for another URL; ignoring it");
-        return None;
+    let read = || {
+        crate::cbor::validate(bytes).ok()?;
+        let mut reader = crate::cbor::Reader::new(bytes);
+        if reader.array()? != 2 {
+            return None;
+        }
+        let written_for = reader.text()?;
+        let set = KeySet::from_cbor(reader.bytes()?).ok()?;
+        reader.is_at_end().then_some((written_for, set))
+    };
+    match read() {
+        Some((written_for, set)) if written_for == url => Some(set),
+        Some((written_for, _)) => {
+            tracing::warn!(
+                url,
+                written_for,
+                "the key-set cache file was written for another URL; ignoring it"
+            );
+            None
+        }
+        None => {
+            // Also a file of an older keybound (a bare COSE_KeySet, not tied
+            // to a URL): never trusted, replaced by the next good fetch.
+            tracing::warn!(url, "the key-set cache file is unreadable; ignoring it");
+            None
+        }
     }
-    let set = KeySet::from_cbor(reader.bytes()?).ok()?;
-    reader.is_at_end().then_some(set)
 }
 
 impl Inner {

@@ -17,7 +17,8 @@ use crate::proof::NonceValidator;
 
 /// Length of a nonce.
 pub const NONCE_LEN: usize = 20;
-/// Default epoch length: a nonce lives 60 to 120 seconds.
+/// Default epoch length: a nonce lives 60 to 120 seconds (up to 125 with the
+/// default clock skew allowance).
 pub const DEFAULT_NONCE_EPOCH: u64 = 60;
 /// Default clock difference between replicas tolerated for next-epoch nonces.
 pub const DEFAULT_NONCE_SKEW: u64 = 5;
@@ -53,7 +54,7 @@ impl NonceService {
             prk: Hkdf::<Sha256>::new(Some(b"keybound-nonce-v1"), secret),
             audience: audience.into(),
             epoch_seconds,
-            skew: DEFAULT_NONCE_SKEW,
+            skew: DEFAULT_NONCE_SKEW.min(epoch_seconds),
         })
     }
 
