@@ -301,8 +301,8 @@ where
         );
     }
     // T1–T12 before the body is read, so that only a client holding a valid
-    // token can make the service buffer a body. The token lands in the
-    // verified-token cache; the proof check below finds it there.
+    // token can make the service buffer a body. The proof check below
+    // reuses this result (re-checking only the expiry).
     let token_only = config.verifier.verify_bearer_async(&token).await?;
     // H2: the body, bounded in size and time, hashed before the handler runs.
     if parts
@@ -337,12 +337,11 @@ where
     };
     let verifier = &config.verifier;
     let verified = match proof {
-        Some(proof) => verifier.verify_request_async(&token, &proof, &info).await?,
+        Some(proof) => verifier.verify_proof_async(token_only, &proof, &info).await?,
         None if config.proof_mode == ProofMode::BearerAllowed => {
-            // Again after the body (a cache hit): the token's times must
-            // still hold now, not only before a slow upload.
-            drop(token_only);
-            let verified = verifier.verify_bearer_async(&token).await?;
+            // The token must still be valid now, not only before a slow upload.
+            verifier.recheck_expiry(&token_only)?;
+            let verified = token_only;
             config.records.record(&json!({
                 "event": "bearer_use",
                 "time": verifier.now(),

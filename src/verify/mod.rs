@@ -166,9 +166,7 @@ impl VerifierBuilder {
         self
     }
 
-    /// Capacity of the verified-token cache; 0 turns it off (then the HTTP
-    /// layer, which checks the token before reading the body and again with
-    /// the proof, verifies each token twice). Default
+    /// Capacity of the verified-token cache; 0 turns it off. Default
     /// [`DEFAULT_TOKEN_CACHE_CAPACITY`].
     pub fn token_cache_capacity(mut self, entries: usize) -> Self {
         self.token_cache = entries;
@@ -500,6 +498,11 @@ impl Verifier {
             }
             other => other?,
         };
+        self.consume_async(pending).await
+    }
+
+    /// P13: records the proof (awaiting stores that need I/O) and finishes.
+    async fn consume_async(&self, pending: Unconsumed) -> Result<VerifiedRequest> {
         let outcome = match self
             .replay
             .check_and_record(pending.replay_key, pending.expires_at, pending.now)
@@ -508,6 +511,48 @@ impl Verifier {
             ReplayOutcome::Pending(future) => future.await,
         };
         outcome.map(|()| pending.finish())
+    }
+
+    /// For a token this verifier verified earlier in the same request (the
+    /// HTTP layer checks the token before it reads the body): only its
+    /// expiry is checked again, at the current time, so that a slow upload
+    /// cannot outlive the token. The other T steps cannot change with time.
+    pub(crate) fn recheck_expiry(&self, verified: &VerifiedRequest) -> Result<()> {
+        let (now, exp, leeway) = (self.clock.now(), verified.token.expires_at(), self.policy.leeway);
+        if exp.saturating_add(leeway) < now {
+            return err(
+                Code::CwtExpired,
+                format!(
+                    "the token expired at {exp} and it is now {now} ({}s ago, leeway {leeway}s)",
+                    now - exp
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// P1–P13 for a token verified earlier in the same request by
+    /// [`Verifier::verify_bearer_async`]: its expiry is checked again, the
+    /// rest of T is not repeated.
+    pub(crate) async fn verify_proof_async(
+        &self,
+        verified: VerifiedRequest,
+        proof: &[u8],
+        request: &RequestInfo<'_>,
+    ) -> Result<VerifiedRequest> {
+        self.recheck_expiry(&verified)?;
+        let now = self.clock.now();
+        let token = verified.token;
+        let (checked, replay_key, expires_at) =
+            self.check_proof(token.cnf(), token.token_hash(), proof, request, now)?;
+        self.consume_async(Unconsumed {
+            token,
+            checked,
+            replay_key,
+            expires_at,
+            now,
+        })
+        .await
     }
 
     /// Verifies a token presented without a proof, for the bearer rollout
