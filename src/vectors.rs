@@ -65,7 +65,7 @@ struct Keys {
 }
 
 fn derive(alg: Algorithm, name: &str) -> SigningKey {
-    SigningKey::derive(alg, b"keybound test vectors v1", name.as_bytes()).expect("derivation succeeds")
+    SigningKey::derive(alg, VECTOR_SEED.as_bytes(), name.as_bytes()).expect("derivation succeeds")
 }
 
 fn kid(key: &SigningKey) -> Vec<u8> {
@@ -420,6 +420,8 @@ pub fn generate() -> Vec<Vector> {
     invalid_cose(&mut g);
     invalid_claims(&mut g);
     invalid_proof(&mut g);
+    key_sets(&mut g);
+    map_counts(&mut g);
     g.out
 }
 
@@ -2077,9 +2079,79 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// Seed of the vectors' keys (`derive`).
+const VECTOR_SEED: &str = "keybound test vectors v1";
+
+/// Every private key of the vectors and of the annotated examples in
+/// spec/cbor.md §4–5, with the derivation that gives it, so that a client
+/// implementation can rebuild tokens and proofs byte for byte:
+/// `(name, algorithm, seed, info)`.
+const PUBLISHED_KEYS: [(&str, Algorithm, &str, &str); 8] = [
+    ("issuer-ed25519", Algorithm::EdDSA, VECTOR_SEED, "issuer-ed25519"),
+    ("issuer-es256", Algorithm::ES256, VECTOR_SEED, "issuer-es256"),
+    (
+        "issuer-ed25519-next",
+        Algorithm::EdDSA,
+        VECTOR_SEED,
+        "issuer-ed25519-next",
+    ),
+    ("client-ed25519", Algorithm::EdDSA, VECTOR_SEED, "client-ed25519"),
+    ("client-es256", Algorithm::ES256, VECTOR_SEED, "client-es256"),
+    ("attacker-ed25519", Algorithm::EdDSA, VECTOR_SEED, "attacker-ed25519"),
+    ("spec-issuer", Algorithm::EdDSA, "spec", "issuer"),
+    ("spec-client", Algorithm::EdDSA, "spec", "client"),
+];
+
+/// The secret `d` of the key derived as spec/issuer.md §7.2 describes
+/// (HKDF-SHA256, salt "keybound key derivation v1", info ‖ counter byte),
+/// checked against [`SigningKey::derive`]; returns (d, counter).
+fn derived_secret(alg: Algorithm, seed: &str, info: &str) -> (Vec<u8>, u8) {
+    let key = SigningKey::derive(alg, seed.as_bytes(), info.as_bytes()).expect("derivation succeeds");
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"keybound key derivation v1"), seed.as_bytes());
+    for counter in 0u8..=255 {
+        let mut okm = [0u8; 32];
+        hk.expand(&[info.as_bytes(), &[counter]].concat(), &mut okm)
+            .expect("32 bytes is a valid HKDF length");
+        if let Ok(candidate) = SigningKey::from_secret_bytes(alg, &okm) {
+            assert_eq!(
+                candidate.public_key(),
+                key.public_key(),
+                "the documented derivation is the real one"
+            );
+            return (okm.to_vec(), counter);
+        }
+    }
+    panic!("no valid key derived for {info}");
+}
+
+fn keys_json() -> String {
+    let entries: Vec<String> = PUBLISHED_KEYS
+        .iter()
+        .map(|(name, alg, seed, info)| {
+            let key = SigningKey::derive(*alg, seed.as_bytes(), info.as_bytes()).expect("derivation succeeds");
+            let (d, counter) = derived_secret(*alg, seed, info);
+            let public = key.public_key();
+            format!(
+                "    {{\"name\": {}, \"alg\": {}, \"seed\": {}, \"info\": {}, \"counter\": {counter}, \"d\": {}, \"kid\": {}, \"public_key\": {}}}",
+                json_string(name),
+                json_string(alg.name()),
+                json_string(seed),
+                json_string(info),
+                json_string(&hex_encode(&d)),
+                json_string(&hex_encode(&public.default_kid())),
+                json_string(&hex_encode(&public.to_cose_key(Some(&public.default_kid())))),
+            )
+        })
+        .collect();
+    entries.join(",\n")
+}
+
 /// The vectors as `test-vectors/vectors.json`.
 pub fn to_json(vectors: &[Vector]) -> String {
-    let mut out = String::from("{\n  \"version\": 1,\n  \"vectors\": [\n");
+    let mut out = format!(
+        "{{\n  \"version\": 1,\n  \"keys\": [\n{}\n  ],\n  \"vectors\": [\n",
+        keys_json()
+    );
     for (i, v) in vectors.iter().enumerate() {
         let keys: Vec<String> = v.issuer_keys.iter().map(|k| json_string(&hex_encode(k))).collect();
         let nonces = match &v.nonces {
@@ -2133,4 +2205,169 @@ pub fn to_markdown(vectors: &[Vector]) -> String {
         ));
     }
     out
+}
+
+/// A COSE_Key map from `(label, value)` pairs given in deterministic order.
+fn cose_key_entry(entries: Vec<(i64, Value)>) -> Vec<u8> {
+    enc(&map(entries
+        .into_iter()
+        .map(|(label, value)| (int(label), value))
+        .collect()))
+}
+
+/// Key-set entries a verifier skips by kid, next to the usable keys (formats.md §6, K3).
+fn key_sets(g: &mut Gen) {
+    let get = Req::get();
+    // RSA (kty 3): n at -1, e at -2, both byte strings.
+    let rsa = cose_key_entry(vec![
+        (1, int(3)),
+        (2, bytes(b"rsa-2048")),
+        (3, int(-37)),
+        (-1, bytes(&[0xc5; 256])),
+        (-2, bytes(&[0x01, 0x00, 0x01])),
+    ]);
+    // Symmetric (kty 4): k at -1.
+    let symmetric = cose_key_entry(vec![(1, int(4)), (2, bytes(b"hmac")), (-1, bytes(&[0x5a; 32]))]);
+    // The ES256 issuer key with y in the compressed form (its sign bit).
+    let es_public = g.keys.issuer_es.public_key().to_cose_key(None);
+    let es: Value = ciborium::from_reader(&es_public[..]).expect("own encoding");
+    let coordinate = |label: i64| {
+        es.as_map()
+            .and_then(|m| m.iter().find(|(k, _)| *k == int(label)))
+            .and_then(|(_, v)| v.as_bytes().cloned())
+            .expect("EC2 key has x and y")
+    };
+    let (x, y) = (coordinate(-2), coordinate(-3));
+    let compressed_kid = b"es256-compressed";
+    let compressed = cose_key_entry(vec![
+        (1, int(2)),
+        (2, bytes(compressed_kid)),
+        (3, int(-7)),
+        (-1, int(1)),
+        (-2, bytes(&x)),
+        (-3, Value::Bool(y[31] & 1 == 1)),
+    ]);
+    let with_entry = |g: &Gen, entry: &[u8]| [vec![entry.to_vec()], g.issuer_keys()].concat();
+    let token_under = |g: &Gen, issuer: &SigningKey, kid: &[u8]| {
+        let payload = token::issue::encode_claims(&base_claims(&g.keys.client_ed));
+        let protected = protected_header(issuer.algorithm().cose_id(), Some(kid));
+        let t = sign1_raw(&protected, &[0xa0], &payload, issuer, &[]);
+        let p = proof_from(
+            &ProofFields::new("GET", URI, &t, b"", NOW - 1),
+            &g.keys.client_ed,
+            &t,
+            b"",
+        );
+        (t, p)
+    };
+    for (name, entry, skipped_kid, what) in [
+        (
+            "rsa",
+            &rsa,
+            &b"rsa-2048"[..],
+            "an RSA key (kty 3, n at -1 a byte string)",
+        ),
+        (
+            "symmetric",
+            &symmetric,
+            &b"hmac"[..],
+            "a symmetric key (kty 4, k at -1)",
+        ),
+        (
+            "compressed-ec2",
+            &compressed,
+            &compressed_kid[..],
+            "the ES256 issuer key with a compressed y (true/false, K1 key.unsupported)",
+        ),
+    ] {
+        let (t, p) = g.good(&get);
+        g.push(
+            &format!("valid/keyset/{name}-entry-skipped"),
+            &format!("the key set starts with {what}: that entry is skipped by its kid, the other keys are used"),
+            t,
+            Some(p),
+            &get,
+            "valid",
+        );
+        g.out.last_mut().expect("just pushed").issuer_keys = with_entry(g, entry);
+        let signer = if name == "compressed-ec2" {
+            &g.keys.issuer_es
+        } else {
+            &g.keys.issuer_ed
+        };
+        let (t, p) = token_under(g, signer, skipped_kid);
+        g.push(
+            &format!("invalid/keyset/token-kid-of-{name}-entry"),
+            &format!("the token's kid names {what} of the key set, which was skipped: the kid is unknown (T6)"),
+            t,
+            Some(p),
+            &get,
+            "cose.key_unknown",
+        );
+        g.out.last_mut().expect("just pushed").issuer_keys = with_entry(g, entry);
+    }
+    // The limits of skipping: these defects refuse the whole set (K3).
+    let mut okp_with_y = g.keys.issuer_ed_2.public_key().to_cose_key(Some(b"okp-y"));
+    okp_with_y[0] += 1; // one more entry, appended in order after -2 (x)
+    okp_with_y.extend_from_slice(&[0x22, 0xf5]);
+    let mut rsa_text_kid = rsa.clone();
+    // kid (2) as text: the one parameter of another key type that is read.
+    let at = rsa_text_kid
+        .windows(2)
+        .position(|w| w == [0x02, 0x48])
+        .expect("kid head");
+    rsa_text_kid[at + 1] = 0x68;
+    for (name, entry, what) in [
+        (
+            "okp-with-compressed-y",
+            okp_with_y,
+            "an OKP entry with y (-3) true: OKP keys have no y in either form",
+        ),
+        (
+            "rsa-kid-text",
+            rsa_text_kid,
+            "an RSA entry whose kid (2) is a text string",
+        ),
+    ] {
+        let (t, p) = g.good(&get);
+        g.push(
+            &format!("invalid/keyset/{name}"),
+            &format!("the key set holds {what}: the whole set is refused (K3), whatever the token"),
+            t,
+            Some(p),
+            &get,
+            "keyset.invalid",
+        );
+        g.out.last_mut().expect("just pushed").issuer_keys = with_entry(g, &entry);
+    }
+}
+
+/// C-1 for maps: a count is at most half the bytes after the head (cbor.md C-1).
+fn map_counts(g: &mut Gen) {
+    let get = Req::get();
+    for (name, head, rest, what, code) in [
+        (
+            "map-count-over-half",
+            0x1a,
+            51,
+            "map(26) (b8 1a) followed by 51 zero bytes: 26 entries need at least 52",
+            "cbor.malformed",
+        ),
+        (
+            "map-count-half",
+            0x19,
+            50,
+            "map(25) (b8 19) followed by 50 zero bytes: the count passes C-1, then key 0 repeats",
+            "cbor.duplicate_key",
+        ),
+    ] {
+        let t = [vec![0xb8, head], vec![0; rest]].concat();
+        let p = proof_from(
+            &ProofFields::new("GET", URI, &t, b"", NOW - 1),
+            &g.keys.client_ed,
+            &t,
+            b"",
+        );
+        g.push(&format!("invalid/cbor/token-{name}"), what, t, Some(p), &get, code);
+    }
 }

@@ -9,6 +9,7 @@
 
 use ciborium::Value;
 use keybound::cbor;
+use keybound::encoding::hex_decode;
 use keybound::key::{Algorithm, KeySet, SigningKey};
 use keybound::proof::{ProofBuilder, body_sha256};
 use keybound::token::{Actor, Token, TokenBuilder, TokenTagging};
@@ -240,6 +241,24 @@ fn keys_and_key_sets_validate() {
     set.extend_from_slice(&issuer.public_key().to_cose_key(Some(b"k1")));
     assert!(KeySet::from_cbor(&set).is_ok_and(|s| s.len() == 1));
     assert_valid("COSE_KeySet", &set, "key set with a skipped entry");
+    // Entries of another key type, and a compressed EC2 point: skipped too.
+    let rsa = "a40103024372736120430100012143010001";
+    let symmetric = "a30104024373796d2050000102030405060708090a0b0c0d0e0f";
+    let mut compressed = hex_decode("a601020241630326200121").unwrap();
+    cbor::write_bytes(&mut compressed, &[7; 32]);
+    compressed.extend_from_slice(&[0x22, 0xf5]);
+    for (entry, what) in [
+        (hex_decode(rsa).unwrap(), "an RSA entry"),
+        (hex_decode(symmetric).unwrap(), "a symmetric entry"),
+        (compressed, "a compressed EC2 entry"),
+    ] {
+        let mut set = Vec::new();
+        cbor::write_array(&mut set, 2);
+        set.extend_from_slice(&entry);
+        set.extend_from_slice(&issuer.public_key().to_cose_key(Some(b"k1")));
+        assert!(KeySet::from_cbor(&set).is_ok_and(|s| s.len() == 1), "{what}");
+        assert_valid("COSE_KeySet", &set, &format!("key set with {what}"));
+    }
 }
 
 /// The rules are not vacuous: structures the verifier refuses do not validate.

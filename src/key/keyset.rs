@@ -76,10 +76,13 @@ impl KeySet {
         out
     }
 
-    /// Decodes a COSE_KeySet. Keys of an unsupported type or curve are
-    /// skipped, so an issuer can add a new algorithm without breaking older
-    /// verifiers; anything else malformed refuses the whole set, as do
-    /// duplicate kids, private keys, or a set with no usable key.
+    /// Decodes a COSE_KeySet (spec/verification.md K3). An entry is skipped
+    /// by its kid when its kty is neither OKP nor EC2 (then nothing but the
+    /// kid is read), or when it is an OKP or EC2 key this profile cannot use
+    /// (`key.unsupported`: another curve or alg, a compressed EC2 point), so
+    /// an issuer can add a new key without breaking older verifiers; any
+    /// other defect refuses the whole set, as do duplicate kids, private
+    /// keys, or a set with no usable key.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
         if bytes.len() > MAX_KEYSET_SIZE {
             return err(
@@ -142,6 +145,28 @@ mod tests {
         bytes.extend_from_slice(&no_kid);
         bytes.extend_from_slice(&good);
         assert_eq!(KeySet::from_cbor(&bytes).unwrap_err().code(), Code::KeySetInvalid);
+    }
+
+    #[test]
+    fn compressed_ec2_entries_are_skipped_and_okp_with_y_refuses() {
+        let a = SigningKey::derive(Algorithm::EdDSA, b"s", b"a").unwrap();
+        let good = a.public_key().to_cose_key(Some(b"a"));
+        let x = [7u8; 32];
+        // {1: 2, 2: h'63', 3: -7, -1: 1, -2: x, -3: true}: EC2/P-256, compressed y.
+        let mut compressed = vec![
+            0xa6, 0x01, 0x02, 0x02, 0x41, b'c', 0x03, 0x26, 0x20, 0x01, 0x21, 0x58, 0x20,
+        ];
+        compressed.extend_from_slice(&x);
+        compressed.extend_from_slice(&[0x22, 0xf5]);
+        let set = KeySet::from_cbor(&[&[0x82][..], &compressed, &good].concat()).unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(set.get(b"c").is_none());
+        // An OKP key never has y, in either form: the set is refused.
+        let mut okp_y = vec![0xa5, 0x01, 0x01, 0x02, 0x41, b'o', 0x20, 0x06, 0x21, 0x58, 0x20];
+        okp_y.extend_from_slice(&x);
+        okp_y.extend_from_slice(&[0x22, 0xf5]);
+        let refused = KeySet::from_cbor(&[&[0x82][..], &okp_y, &good].concat()).unwrap_err();
+        assert_eq!(refused.code(), Code::KeySetInvalid);
     }
 
     #[test]
