@@ -422,6 +422,7 @@ pub fn generate() -> Vec<Vector> {
     invalid_proof(&mut g);
     key_sets(&mut g);
     map_counts(&mut g);
+    derived_issuer_key(&mut g);
     g.out
 }
 
@@ -2370,4 +2371,50 @@ fn map_counts(g: &mut Gen) {
         );
         g.push(&format!("invalid/cbor/token-{name}"), what, t, Some(p), &get, code);
     }
+}
+
+/// Root secret of the derived-key vector: the bytes 0x00, 0x01, …, 0x1f.
+pub const DERIVED_ROOT: [u8; 32] = {
+    let mut root = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        root[i] = i as u8;
+        i += 1;
+    }
+    root
+};
+
+/// Rotation period of the derived-key vector.
+pub const DERIVED_PERIOD: u64 = 3600;
+
+/// A token signed by an issuer key derived per spec/issuer.md §7.2, under
+/// its kid `u32be(e) ‖ thumbprint[0..4]`.
+fn derived_issuer_key(g: &mut Gen) {
+    let get = Req::get();
+    let epoch = NOW / DERIVED_PERIOD;
+    let info = [&b"keybound issuer key v1"[..], &epoch.to_be_bytes()].concat();
+    let issuer = SigningKey::derive(Algorithm::EdDSA, &DERIVED_ROOT, &info).expect("derivation succeeds");
+    let mut kid = (epoch as u32).to_be_bytes().to_vec();
+    kid.extend_from_slice(&issuer.public_key().thumbprint().as_bytes()[..4]);
+    let payload = token::issue::encode_claims(&base_claims(&g.keys.client_ed));
+    let protected = protected_header(issuer.algorithm().cose_id(), Some(&kid));
+    let t = sign1_raw(&protected, &[0xa0], &payload, &issuer, &[]);
+    let p = proof_from(
+        &ProofFields::new("GET", URI, &t, b"", NOW - 1),
+        &g.keys.client_ed,
+        &t,
+        b"",
+    );
+    g.push(
+        "valid/issuer-derived/ed25519-epoch-kid",
+        &format!(
+            "issuer key of epoch {epoch} (period {DERIVED_PERIOD} s) derived from the root secret 000102…1f (spec/issuer.md §7.2); kid = u32be(epoch) ‖ thumbprint[0..4] = {}",
+            hex_encode(&kid)
+        ),
+        t,
+        Some(p),
+        &get,
+        "valid",
+    );
+    g.out.last_mut().expect("just pushed").issuer_keys = vec![issuer.public_key().to_cose_key(Some(&kid))];
 }

@@ -145,3 +145,26 @@ fn published_private_keys_rebuild_their_public_keys() {
         }
     }
 }
+
+/// The issuer's own key derivation gives the key and kid of the derived-key vector.
+#[cfg(feature = "issuer")]
+#[test]
+fn issuer_derivation_matches_its_vector() {
+    use keybound::issuer::keys::IssuerKeys;
+    use keybound::vectors::{DERIVED_PERIOD, DERIVED_ROOT, NOW};
+    let vector = keybound::vectors::generate()
+        .into_iter()
+        .find(|v| v.name == "valid/issuer-derived/ed25519-epoch-kid")
+        .unwrap();
+    let keys = IssuerKeys::derived(
+        zeroize::Zeroizing::new(DERIVED_ROOT.to_vec()),
+        keybound::key::Algorithm::EdDSA,
+        DERIVED_PERIOD,
+        330,
+        330,
+        Arc::new(ManualClock::new(NOW)),
+    )
+    .unwrap();
+    let (key, kid) = keys.current().unwrap();
+    assert_eq!(vec![key.public_key().to_cose_key(Some(&kid))], vector.issuer_keys);
+}

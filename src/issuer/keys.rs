@@ -2,9 +2,13 @@
 //!
 //! Derived mode (the default): the key of epoch `e = ⌊now / period⌋` is
 //! derived with HKDF from a root secret (`SigningKey::derive`, info
-//! `"keybound issuer key v1" ‖ e`), and its kid is `e` as 4 big-endian bytes.
-//! Replicas that share the root secret sign with the same key at the same
-//! time without talking to each other.
+//! `"keybound issuer key v1" ‖ e`). Its kid is `e` as 4 big-endian bytes
+//! followed by the first 4 bytes of the key's RFC 9679 thumbprint: unique
+//! within a set by the epoch, and different whenever the key is, so a
+//! verifier holding a cached set sees an unknown kid (and refetches) rather
+//! than a known kid with another key (`cose.bad_signature`) when the root
+//! secret changes. Replicas that share the root secret sign with the same
+//! key at the same time without talking to each other.
 //!
 //! Published key set: the next epoch's key (published a whole period before
 //! it signs, so verifiers have it before the first token it signs), the
@@ -75,8 +79,11 @@ impl std::fmt::Debug for IssuerKeys {
     }
 }
 
-fn epoch_kid(epoch: u64) -> Vec<u8> {
-    (epoch as u32).to_be_bytes().to_vec()
+/// `u32be(epoch) ‖ thumbprint[0..4]` (spec/issuer.md §7.2).
+fn derived_kid(epoch: u64, key: &SigningKey) -> Vec<u8> {
+    let mut kid = (epoch as u32).to_be_bytes().to_vec();
+    kid.extend_from_slice(&key.public_key().thumbprint().as_bytes()[..4]);
+    kid
 }
 
 impl IssuerKeys {
@@ -143,7 +150,9 @@ impl IssuerKeys {
             Mode::Static { key, kid } => Ok((key.clone(), kid.clone())),
             Mode::Derived { period, .. } => {
                 let epoch = self.clock.now() / period;
-                Ok((self.key_for_epoch(epoch)?, epoch_kid(epoch)))
+                let key = self.key_for_epoch(epoch)?;
+                let kid = derived_kid(epoch, &key);
+                Ok((key, kid))
             }
         }
     }
@@ -173,10 +182,11 @@ impl IssuerKeys {
         // Newest first: next, current, then older ones.
         for e in (epoch.saturating_sub(back(self.verify_back))..=epoch + 1).rev() {
             let key = self.key_for_epoch(e)?;
+            let kid = derived_kid(e, &key);
             if e + back(self.publish_back) >= epoch {
-                published.insert(epoch_kid(e), key.public_key().clone())?;
+                published.insert(kid.clone(), key.public_key().clone())?;
             }
-            internal.insert(epoch_kid(e), key.public_key().clone())?;
+            internal.insert(kid, key.public_key().clone())?;
         }
         let sets = Sets {
             cbor: Arc::new(published.to_cbor()),
@@ -286,9 +296,12 @@ mod tests {
             clock.clone(),
         )
         .unwrap();
-        let (_, kid_now) = keys.current().unwrap();
+        let (key_now, kid_now) = keys.current().unwrap();
+        assert_eq!(kid_now[..4], 10_000u32.to_be_bytes());
+        assert_eq!(kid_now[4..], key_now.public_key().thumbprint().as_bytes()[..4]);
         let published = keys.published().unwrap();
         assert!(published.get(&kid_now).is_some());
+        let epoch_kid = |e: u64| derived_kid(e, &keys.key_for_epoch(e).unwrap());
         assert!(
             published.get(&epoch_kid(10_001)).is_some(),
             "next key published a period ahead"
@@ -307,12 +320,33 @@ mod tests {
             clock.clone(),
         )
         .unwrap();
-        assert_eq!(
-            other.current().unwrap().0.public_key(),
-            keys.current().unwrap().0.public_key()
-        );
+        let (mine, theirs) = (keys.current().unwrap(), other.current().unwrap());
+        assert_eq!((mine.0.public_key(), mine.1), (theirs.0.public_key(), theirs.1));
+        // Another root secret: other keys under other kids, never a known
+        // kid with another key.
+        let replaced = IssuerKeys::derived(
+            Zeroizing::new(vec![2; 32]),
+            Algorithm::EdDSA,
+            600,
+            330,
+            43_230,
+            clock.clone(),
+        )
+        .unwrap();
+        let old_kids: Vec<Vec<u8>> = keys
+            .internal_source()
+            .key_set()
+            .iter()
+            .map(|(k, _)| k.to_vec())
+            .collect();
+        for (kid, _) in replaced.sets().unwrap().internal.iter() {
+            assert!(!old_kids.iter().any(|k| k == kid), "kid reused across root secrets");
+        }
         clock.advance(600);
-        assert_eq!(keys.current().unwrap().1, epoch_kid(10_001));
+        assert_eq!(
+            keys.current().unwrap().1,
+            derived_kid(10_001, &keys.key_for_epoch(10_001).unwrap())
+        );
         assert!(
             IssuerKeys::derived(
                 Zeroizing::new(vec![1; 16]),
