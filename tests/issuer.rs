@@ -10,6 +10,7 @@ use keybound::Code;
 use keybound::client::{Client, Scope, error_from_response};
 use keybound::encoding::b64url_encode;
 use keybound::http::KeyboundLayer;
+use keybound::issuer::store::Logins;
 use keybound::issuer::{IssuerConfig, IssuerState};
 use keybound::key::{Algorithm, SigningKey};
 use keybound::keyset::{HttpKeys, HttpKeysOptions};
@@ -372,6 +373,96 @@ async fn disabling_a_user_stops_new_tokens() {
             user.service_token(&scope).await.unwrap_err().code(),
             Code::IssuerDisabled
         );
+    }
+    cleanup(&all).await;
+}
+
+/// Makes every insert into the issuer's audit log fail (a trigger that
+/// raises), or lets it succeed again.
+async fn set_audit_broken(issuer: &Issuer, broken: bool) {
+    let pool = sqlx::AnyPool::connect(&issuer.state.config.database_url())
+        .await
+        .unwrap();
+    let statements: &[&str] = match (issuer.backend, broken) {
+        ("sqlite", true) => {
+            &["CREATE TRIGGER audit_fails BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit refused'); END"]
+        }
+        ("sqlite", false) => &["DROP TRIGGER audit_fails"],
+        (_, true) => &[
+            "CREATE FUNCTION audit_fails() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER audit_fails BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_fails()",
+        ],
+        (_, false) => &["DROP TRIGGER audit_fails ON audit_log", "DROP FUNCTION audit_fails()"],
+    };
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
+/// An admin change and its audit record commit together: when the audit
+/// insert fails, the client is told `issuer.unavailable` and the change is
+/// not made. A login whose audit record fails issues no session and does
+/// not reset the failure counter.
+#[tokio::test]
+async fn a_change_whose_audit_record_fails_is_not_made() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        let wrong = issuer.client();
+        let refused = wrong.login_password("ayoung@stoughton", "wrong password!", None).await;
+        assert_eq!(refused.unwrap_err().code(), Code::IssuerInvalidCredentials);
+
+        set_audit_broken(&issuer, true).await;
+        for (method, path, body) in [
+            ("POST", "/v1/admin/domains", json!({"name": "unaudited"})),
+            ("POST", "/v1/admin/users/ayoung@stoughton/disable", json!({})),
+            (
+                "DELETE",
+                "/v1/admin/grants",
+                json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"}),
+            ),
+        ] {
+            let refused = admin.call(method, path, body).await.unwrap_err();
+            assert_eq!(refused.code(), Code::IssuerUnavailable, "{backend} {method} {path}");
+        }
+        let user = issuer.client();
+        let refused = user
+            .login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::IssuerUnavailable, "{backend}");
+        set_audit_broken(&issuer, false).await;
+
+        let domains = admin.ok("GET", "/v1/admin/domains", Value::Null).await;
+        assert!(!domains.to_string().contains("unaudited"), "{backend}: {domains}");
+        let grants = admin.ok("GET", "/v1/admin/grants", Value::Null).await;
+        assert!(grants.to_string().contains("member"), "{backend}: {grants}");
+        let users = admin.ok("GET", "/v1/admin/users", Value::Null).await;
+        let ayoung = users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["user"] == "ayoung@stoughton")
+            .unwrap();
+        assert_eq!(ayoung["enabled"], true, "{backend}");
+        // The wrong password and the unaudited login are both still counted.
+        let auth = issuer
+            .state
+            .store
+            .conn()
+            .await
+            .unwrap()
+            .user_auth(&keybound::issuer::UserName::parse("ayoung@stoughton").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(auth.failed_logins, 2, "{backend}");
+        user.login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap();
     }
     cleanup(&all).await;
 }

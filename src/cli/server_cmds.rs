@@ -14,6 +14,7 @@ use super::session::{self, runtime};
 use super::{CliError, EXIT_FAILURE, print_stdout};
 use crate::client::{Scope, error_from_response};
 use crate::error::{Code, Error};
+use crate::issuer::store::Identities;
 use crate::issuer::{IssuerConfig, IssuerState};
 use crate::key::Algorithm;
 use crate::verify::SystemClock;
@@ -26,7 +27,7 @@ The issuer authenticates users and mints short tokens bound to their keys; it st
 lives in the data directory (SQLite database, root secret for key derivation) or in PostgreSQL \
 (--database-url postgres://…, for several replicas sharing one root secret). Settings come from flags, \
 then KEYBOUND_* environment variables, then a TOML --config file (keys: issuer_id, listen, data_dir, \
-database_url, algorithm, rotation_period, session_lifetime, max_session_lifetime, service_lifetime, \
+database_url, database_max_connections, database_acquire_timeout, algorithm, rotation_period, session_lifetime, max_session_lifetime, service_lifetime, \
 leeway, max_body, login_max_failures, login_lockout, replay_redis_url, denial_log), then defaults. Before first use, create the admin with \
 `keybound admin bootstrap`. Stops gracefully on Ctrl-C or SIGTERM. Logs go to stderr (--log-format json \
 for JSON lines; RUST_LOG sets the level); no secret is ever logged.";
@@ -75,6 +76,8 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    database_acquire_timeout: Option<u64>,
     algorithm: Option<String>,
     rotation_period: Option<u64>,
     signing_key: Option<PathBuf>,
@@ -119,6 +122,7 @@ impl IssuerArgs {
             .or(file.issuer_id)
             .unwrap_or_else(|| format!("http://{}", config.listen));
         config.database_url = self.database_url.clone().or(file.database_url);
+        config.database_max_connections = file.database_max_connections;
         if let Some(alg) = self.algorithm.clone().or(file.algorithm) {
             config.algorithm = Algorithm::from_name(&alg)
                 .ok_or_else(|| config_error(format!("algorithm {alg:?} is not ed25519 or es256")))?;
@@ -135,6 +139,7 @@ impl IssuerArgs {
             (file.service_lifetime, &mut config.service_lifetime),
             (file.leeway, &mut config.leeway),
             (file.login_lockout, &mut config.login_lockout),
+            (file.database_acquire_timeout, &mut config.database_acquire_timeout),
         ] {
             if let Some(v) = value {
                 *field = v;
@@ -180,7 +185,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     };
     runtime()?.block_on(async {
         let state = IssuerState::open(config, Arc::new(SystemClock)).await?;
-        if !state.store.is_bootstrapped().await? {
+        if !state.store.conn().await?.is_bootstrapped().await? {
             tracing::warn!(
                 "no admin exists yet: run `keybound admin bootstrap` with the same --data-dir / --database-url"
             );

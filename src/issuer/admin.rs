@@ -2,6 +2,8 @@
 //! token for the admin audience, scoped to project `admin@default`, with role
 //! `admin`, and a proof. Every action is written to the audit log.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,9 +15,10 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::IssuerState;
 use super::api::{json_body, json_response, read_body, respond};
-use super::store::bootstrap_names;
-use super::{IssuerState, check_audience, check_name, split_qualified};
+use super::names::{Name, ProjectName, UserName, check_audience};
+use super::store::{Audit, Grants, Identities, Services, Store, Tx, bootstrap_names};
 use crate::encoding::b64url_decode;
 use crate::error::{Code, Error, Result, err};
 use crate::key::PublicKey;
@@ -54,10 +57,13 @@ async fn admin_scope(state: &IssuerState, request: &VerifiedRequest) -> Result<(
             "the admin API needs a token scoped to project admin@default",
         );
     }
-    let (name, domain) = split_qualified("user", request.subject())?;
+    let admin = UserName::parse(request.subject())?;
+    let project = ProjectName::new(Name::parse("project", PROJECT)?, Name::parse("domain", DOMAIN)?);
     let facts = state
         .store
-        .mint_facts((domain, name), (DOMAIN, PROJECT), &state.config.admin_audience())
+        .conn()
+        .await?
+        .mint_facts(&admin, Some(&project), &state.config.admin_audience())
         .await?;
     if !facts.user_enabled || !facts.project_enabled || !facts.roles.iter().any(|r| r == ROLE) {
         return err(
@@ -68,12 +74,44 @@ async fn admin_scope(state: &IssuerState, request: &VerifiedRequest) -> Result<(
     Ok(())
 }
 
-/// Runs an admin action: scope check, body, audit record, response.
-async fn action<T, F, Fut>(state: &IssuerState, request: Request, name: &'static str, run: F) -> Response
+/// The changes of one admin action. Its transaction begins at the first
+/// [`Change::tx`], so that checks and password hashing before it hold no
+/// database lock; the action's audit record is written in the same
+/// transaction, and nothing is committed unless both are.
+struct Change {
+    store: Store,
+    now: i64,
+    tx: Option<Tx>,
+}
+
+impl Change {
+    async fn tx(&mut self) -> Result<&mut Tx> {
+        let tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => self.store.begin().await?,
+        };
+        Ok(self.tx.insert(tx))
+    }
+
+    /// Writes the audit record and commits it with the changes.
+    async fn commit(mut self, actor: &str, action: &str, target: &str) -> Result<()> {
+        let now = self.now;
+        self.tx().await?.record(now, actor, action, target, "ok").await?;
+        match self.tx {
+            Some(tx) => tx.commit().await,
+            None => Ok(()),
+        }
+    }
+}
+
+type Pending<'c> = Pin<Box<dyn Future<Output = Result<(String, serde_json::Value)>> + Send + 'c>>;
+
+/// Runs an admin action: scope check, body, the change and its audit record
+/// in one transaction, response.
+async fn action<T, F>(state: &IssuerState, request: Request, name: &'static str, run: F) -> Response
 where
     T: serde::de::DeserializeOwned,
-    F: FnOnce(T, String) -> Fut,
-    Fut: std::future::Future<Output = Result<(String, serde_json::Value)>>,
+    F: for<'c> FnOnce(T, &'c mut Change) -> Pending<'c>,
 {
     let started = Instant::now();
     let result = async {
@@ -86,16 +124,28 @@ where
         let actor = verified.subject().to_owned();
         let (parts, body) = read_body(request, state.config.max_body).await?;
         let input: T = json_body(&parts, &body)?;
-        let now = state.now() as i64;
-        match run(input, actor.clone()).await {
+        let mut change = Change {
+            store: state.store.clone(),
+            now: state.now() as i64,
+            tx: None,
+        };
+        let now = change.now;
+        match run(input, &mut change).await {
             Ok((target, output)) => {
-                state.store.audit(now, &actor, name, &target, "ok").await?;
+                change.commit(&actor, name, &target).await?;
                 Ok(json_response(StatusCode::OK, output))
             }
             Err(e) => {
-                // Refusals are audited too; a database outage cannot be.
+                // Whatever the action changed is rolled back. The refusal is
+                // audited on its own; a database outage cannot be.
+                drop(change);
                 if e.code() != Code::IssuerUnavailable {
-                    state.store.audit(now, &actor, name, "-", e.code().as_str()).await?;
+                    state
+                        .store
+                        .conn()
+                        .await?
+                        .record(now, &actor, name, "-", e.code().as_str())
+                        .await?;
                 }
                 Err(e)
             }
@@ -126,17 +176,13 @@ where
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Name {
+struct NameInput {
     name: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
-
-fn now_of(state: &IssuerState) -> i64 {
-    state.now() as i64
-}
 
 fn enabled_from(action: &str) -> Result<bool> {
     match action {
@@ -152,7 +198,7 @@ fn enabled_from(action: &str) -> Result<bool> {
 async fn list_domains(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        let domains = state.store.list_domains().await?;
+        let domains = state.store.conn().await?.list_domains().await?;
         Ok(json!(
             domains
                 .into_iter()
@@ -164,11 +210,13 @@ async fn list_domains(State(state): State<Arc<IssuerState>>, request: Request) -
 }
 
 async fn create_domain(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
-    let s = state.clone();
-    action(&state, request, "domain.create", |input: Name, _| async move {
-        check_name("domain", &input.name)?;
-        s.store.create_domain(&input.name, now_of(&s)).await?;
-        Ok((input.name.clone(), json!({"name": input.name, "enabled": true})))
+    action(&state, request, "domain.create", |input: NameInput, change| {
+        Box::pin(async move {
+            let name = Name::parse("domain", &input.name)?;
+            let now = change.now;
+            change.tx().await?.create_domain(&name, now).await?;
+            Ok((name.to_string(), json!({"name": name.as_str(), "enabled": true})))
+        })
     })
     .await
 }
@@ -178,12 +226,13 @@ async fn toggle_domain(
     Path((name, verb)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let s = state.clone();
-    action(&state, request, "domain.set_enabled", |_: Empty, _| async move {
-        check_name("domain", &name)?;
-        let enabled = enabled_from(&verb)?;
-        s.store.set_domain_enabled(&name, enabled).await?;
-        Ok((name.clone(), json!({"name": name, "enabled": enabled})))
+    action(&state, request, "domain.set_enabled", |_: Empty, change| {
+        Box::pin(async move {
+            let name = Name::parse("domain", &name)?;
+            let enabled = enabled_from(&verb)?;
+            change.tx().await?.set_domain_enabled(&name, enabled).await?;
+            Ok((name.to_string(), json!({"name": name.as_str(), "enabled": enabled})))
+        })
     })
     .await
 }
@@ -198,11 +247,11 @@ struct ProjectInput {
 async fn list_projects(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        let projects = state.store.list_projects().await?;
+        let projects = state.store.conn().await?.list_projects().await?;
         Ok(json!(
             projects
                 .into_iter()
-                .map(|(name, enabled)| json!({"project": name, "enabled": enabled}))
+                .map(|(project, enabled)| json!({"project": project, "enabled": enabled}))
                 .collect::<Vec<_>>()
         ))
     })
@@ -210,13 +259,16 @@ async fn list_projects(State(state): State<Arc<IssuerState>>, request: Request) 
 }
 
 async fn create_project(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
-    let s = state.clone();
-    action(&state, request, "project.create", |input: ProjectInput, _| async move {
-        check_name("project", &input.name)?;
-        check_name("domain", &input.domain)?;
-        s.store.create_project(&input.domain, &input.name, now_of(&s)).await?;
-        let qualified = format!("{}@{}", input.name, input.domain);
-        Ok((qualified.clone(), json!({"project": qualified, "enabled": true})))
+    action(&state, request, "project.create", |input: ProjectInput, change| {
+        Box::pin(async move {
+            let project = ProjectName::new(
+                Name::parse("project", &input.name)?,
+                Name::parse("domain", &input.domain)?,
+            );
+            let now = change.now;
+            change.tx().await?.create_project(&project, now).await?;
+            Ok((project.to_string(), json!({"project": project, "enabled": true})))
+        })
     })
     .await
 }
@@ -226,12 +278,13 @@ async fn toggle_project(
     Path((project, verb)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let s = state.clone();
-    action(&state, request, "project.set_enabled", |_: Empty, _| async move {
-        let (name, domain) = split_qualified("project", &project)?;
-        let enabled = enabled_from(&verb)?;
-        s.store.set_project_enabled(domain, name, enabled).await?;
-        Ok((project.clone(), json!({"project": project, "enabled": enabled})))
+    action(&state, request, "project.set_enabled", |_: Empty, change| {
+        Box::pin(async move {
+            let project = ProjectName::parse(&project)?;
+            let enabled = enabled_from(&verb)?;
+            change.tx().await?.set_project_enabled(&project, enabled).await?;
+            Ok((project.to_string(), json!({"project": project, "enabled": enabled})))
+        })
     })
     .await
 }
@@ -252,29 +305,33 @@ fn person() -> String {
 async fn list_users(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        Ok(json!(state.store.list_users().await?))
+        Ok(json!(state.store.conn().await?.list_users().await?))
     })
     .await
 }
 
 async fn create_user(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
-    let s = state.clone();
-    action(&state, request, "user.create", |input: UserInput, _| async move {
-        let (name, domain) = split_qualified("user", &input.user)?;
-        if input.kind != "person" && input.kind != "service" {
-            return err(Code::IssuerBadRequest, "kind is person or service");
-        }
-        let hash = match input.password {
-            Some(password) => Some(super::password::hash(&zeroize::Zeroizing::new(password))?),
-            None => None,
-        };
-        s.store
-            .create_user(domain, name, &input.kind, hash.as_deref(), now_of(&s))
-            .await?;
-        Ok((
-            input.user.clone(),
-            json!({"user": input.user, "kind": input.kind, "enabled": true, "has_password": hash.is_some()}),
-        ))
+    action(&state, request, "user.create", |input: UserInput, change| {
+        Box::pin(async move {
+            let user = UserName::parse(&input.user)?;
+            if input.kind != "person" && input.kind != "service" {
+                return err(Code::IssuerBadRequest, "kind is person or service");
+            }
+            let hash = match input.password {
+                Some(password) => Some(super::password::hash(&zeroize::Zeroizing::new(password))?),
+                None => None,
+            };
+            let now = change.now;
+            change
+                .tx()
+                .await?
+                .create_user(&user, &input.kind, hash.as_deref(), now)
+                .await?;
+            Ok((
+                user.to_string(),
+                json!({"user": user, "kind": input.kind, "enabled": true, "has_password": hash.is_some()}),
+            ))
+        })
     })
     .await
 }
@@ -284,12 +341,13 @@ async fn toggle_user(
     Path((user, verb)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let s = state.clone();
-    action(&state, request, "user.set_enabled", |_: Empty, _| async move {
-        let (name, domain) = split_qualified("user", &user)?;
-        let enabled = enabled_from(&verb)?;
-        s.store.set_user_enabled(domain, name, enabled).await?;
-        Ok((user.clone(), json!({"user": user, "enabled": enabled})))
+    action(&state, request, "user.set_enabled", |_: Empty, change| {
+        Box::pin(async move {
+            let user = UserName::parse(&user)?;
+            let enabled = enabled_from(&verb)?;
+            change.tx().await?.set_user_enabled(&user, enabled).await?;
+            Ok((user.to_string(), json!({"user": user, "enabled": enabled})))
+        })
     })
     .await
 }
@@ -301,18 +359,14 @@ struct PasswordInput {
 }
 
 async fn set_password(State(state): State<Arc<IssuerState>>, Path(user): Path<String>, request: Request) -> Response {
-    let s = state.clone();
-    action(
-        &state,
-        request,
-        "user.set_password",
-        |input: PasswordInput, _| async move {
-            let (name, domain) = split_qualified("user", &user)?;
+    action(&state, request, "user.set_password", |input: PasswordInput, change| {
+        Box::pin(async move {
+            let user = UserName::parse(&user)?;
             let hash = super::password::hash(&zeroize::Zeroizing::new(input.password))?;
-            s.store.set_password(domain, name, &hash).await?;
-            Ok((user.clone(), json!({"user": user, "has_password": true})))
-        },
-    )
+            change.tx().await?.set_password(&user, &hash).await?;
+            Ok((user.to_string(), json!({"user": user, "has_password": true})))
+        })
+    })
     .await
 }
 
@@ -323,24 +377,22 @@ struct KeyInput {
 }
 
 async fn add_key(State(state): State<Arc<IssuerState>>, Path(user): Path<String>, request: Request) -> Response {
-    let s = state.clone();
-    action(&state, request, "user.add_key", |input: KeyInput, _| async move {
-        let (name, domain) = split_qualified("user", &user)?;
-        let bytes =
-            b64url_decode(&input.key).map_err(|_| Error::new(Code::IssuerInvalidKey, "key is not base64url"))?;
-        let key = PublicKey::from_cose_key(&bytes)
-            .map_err(|e| Error::new(Code::IssuerInvalidKey, format!("the key is refused: {e}")))?;
-        let thumbprint = key.thumbprint().to_string();
-        s.store
-            .add_user_key(
-                domain,
-                name,
-                &thumbprint,
-                &super::api::b64(&key.to_cose_key(None)),
-                now_of(&s),
-            )
-            .await?;
-        Ok((user.clone(), json!({"user": user, "thumbprint": thumbprint})))
+    action(&state, request, "user.add_key", |input: KeyInput, change| {
+        Box::pin(async move {
+            let user = UserName::parse(&user)?;
+            let bytes =
+                b64url_decode(&input.key).map_err(|_| Error::new(Code::IssuerInvalidKey, "key is not base64url"))?;
+            let key = PublicKey::from_cose_key(&bytes)
+                .map_err(|e| Error::new(Code::IssuerInvalidKey, format!("the key is refused: {e}")))?;
+            let thumbprint = key.thumbprint().to_string();
+            let now = change.now;
+            change
+                .tx()
+                .await?
+                .add_user_key(&user, &thumbprint, &super::api::b64(&key.to_cose_key(None)), now)
+                .await?;
+            Ok((user.to_string(), json!({"user": user, "thumbprint": thumbprint})))
+        })
     })
     .await
 }
@@ -348,17 +400,19 @@ async fn add_key(State(state): State<Arc<IssuerState>>, Path(user): Path<String>
 async fn list_roles(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        Ok(json!(state.store.list_roles().await?))
+        Ok(json!(state.store.conn().await?.list_roles().await?))
     })
     .await
 }
 
 async fn create_role(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
-    let s = state.clone();
-    action(&state, request, "role.create", |input: Name, _| async move {
-        check_name("role", &input.name)?;
-        s.store.create_role(&input.name, now_of(&s)).await?;
-        Ok((input.name.clone(), json!({"name": input.name})))
+    action(&state, request, "role.create", |input: NameInput, change| {
+        Box::pin(async move {
+            let role = Name::parse("role", &input.name)?;
+            let now = change.now;
+            change.tx().await?.create_role(&role, now).await?;
+            Ok((role.to_string(), json!({"name": role.as_str()})))
+        })
     })
     .await
 }
@@ -371,48 +425,61 @@ struct GrantInput {
     role: String,
 }
 
+/// A role assignment, its names checked.
+struct ParsedGrant {
+    user: UserName,
+    project: ProjectName,
+    role: Name,
+}
+
+impl ParsedGrant {
+    fn parse(input: &GrantInput) -> Result<Self> {
+        Ok(ParsedGrant {
+            user: UserName::parse(&input.user)?,
+            project: ProjectName::parse(&input.project)?,
+            role: Name::parse("role", &input.role)?,
+        })
+    }
+
+    /// The audit target: `user role project`.
+    fn target(&self) -> String {
+        format!("{} {} {}", self.user, self.role, self.project)
+    }
+}
+
 async fn list_grants(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        Ok(json!(state.store.list_grants().await?))
+        Ok(json!(state.store.conn().await?.list_grants().await?))
     })
     .await
 }
 
-/// `(domain, name)` of a user or project.
-type Qualified<'a> = (&'a str, &'a str);
-
-fn parse_grant(input: &GrantInput) -> Result<(Qualified<'_>, Qualified<'_>)> {
-    let (user, user_domain) = split_qualified("user", &input.user)?;
-    let (project, project_domain) = split_qualified("project", &input.project)?;
-    check_name("role", &input.role)?;
-    Ok(((user_domain, user), (project_domain, project)))
-}
-
 async fn grant(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
-    let s = state.clone();
-    action(&state, request, "grant", |input: GrantInput, _| async move {
-        let (user, project) = parse_grant(&input)?;
-        s.store.grant(user, project, &input.role, now_of(&s)).await?;
-        let target = format!("{} {} {}", input.user, input.role, input.project);
-        Ok((
-            target,
-            json!({"user": input.user, "project": input.project, "role": input.role}),
-        ))
+    action(&state, request, "grant", |input: GrantInput, change| {
+        Box::pin(async move {
+            let g = ParsedGrant::parse(&input)?;
+            let now = change.now;
+            change.tx().await?.grant(&g.user, &g.project, &g.role, now).await?;
+            Ok((
+                g.target(),
+                json!({"user": g.user, "project": g.project, "role": g.role.as_str()}),
+            ))
+        })
     })
     .await
 }
 
 async fn revoke(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
-    let s = state.clone();
-    action(&state, request, "revoke", |input: GrantInput, _| async move {
-        let (user, project) = parse_grant(&input)?;
-        s.store.revoke(user, project, &input.role).await?;
-        let target = format!("{} {} {}", input.user, input.role, input.project);
-        Ok((
-            target,
-            json!({"user": input.user, "project": input.project, "role": input.role, "revoked": true}),
-        ))
+    action(&state, request, "revoke", |input: GrantInput, change| {
+        Box::pin(async move {
+            let g = ParsedGrant::parse(&input)?;
+            change.tx().await?.revoke(&g.user, &g.project, &g.role).await?;
+            Ok((
+                g.target(),
+                json!({"user": g.user, "project": g.project, "role": g.role.as_str(), "revoked": true}),
+            ))
+        })
     })
     .await
 }
@@ -426,39 +493,44 @@ struct ServiceInput {
 async fn list_services(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        Ok(json!(state.store.list_services().await?))
+        Ok(json!(state.store.conn().await?.list_services().await?))
     })
     .await
 }
 
 async fn create_service(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let s = state.clone();
-    action(&state, request, "service.create", |input: ServiceInput, _| async move {
-        check_audience(&input.audience)?;
-        if input.audience == s.config.issuer_id || input.audience == s.config.admin_audience() {
-            return err(
-                Code::IssuerBadRequest,
-                "the issuer's own id and its admin audience are not service audiences",
-            );
-        }
-        s.store.create_service(&input.audience, now_of(&s)).await?;
-        Ok((input.audience.clone(), json!({"audience": input.audience})))
+    action(&state, request, "service.create", |input: ServiceInput, change| {
+        Box::pin(async move {
+            check_audience(&input.audience)?;
+            if input.audience == s.config.issuer_id || input.audience == s.config.admin_audience() {
+                return err(
+                    Code::IssuerBadRequest,
+                    "the issuer's own id and its admin audience are not service audiences",
+                );
+            }
+            let now = change.now;
+            change.tx().await?.create_service(&input.audience, now).await?;
+            Ok((input.audience.clone(), json!({"audience": input.audience})))
+        })
     })
     .await
 }
 
 async fn delete_service(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let s = state.clone();
-    action(&state, request, "service.delete", |input: ServiceInput, _| async move {
-        check_audience(&input.audience)?;
-        if input.audience == s.config.admin_audience() {
-            return err(Code::IssuerBadRequest, "the admin audience cannot be removed");
-        }
-        s.store.delete_service(&input.audience).await?;
-        Ok((
-            input.audience.clone(),
-            json!({"audience": input.audience, "deleted": true}),
-        ))
+    action(&state, request, "service.delete", |input: ServiceInput, change| {
+        Box::pin(async move {
+            check_audience(&input.audience)?;
+            if input.audience == s.config.admin_audience() {
+                return err(Code::IssuerBadRequest, "the admin audience cannot be removed");
+            }
+            change.tx().await?.delete_service(&input.audience).await?;
+            Ok((
+                input.audience.clone(),
+                json!({"audience": input.audience, "deleted": true}),
+            ))
+        })
     })
     .await
 }
@@ -476,7 +548,7 @@ async fn list_audit(State(state): State<Arc<IssuerState>>, request: Request) -> 
             Some(Ok(n)) => n.clamp(1, 1000),
             Some(Err(_)) => return err(Code::IssuerBadRequest, "limit must be a number"),
         };
-        Ok(json!(state.store.list_audit(limit).await?))
+        Ok(json!(state.store.conn().await?.list_audit(limit).await?))
     })
     .await
 }

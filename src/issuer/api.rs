@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{IssuerState, split_qualified};
+use super::IssuerState;
+use super::names::{Name, ProjectName, UserName, check_audience};
+use super::store::{Audit, Grants, Identities, Logins, bootstrap_names};
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Code, Error, Result, err};
 use crate::http::layer::{extract_proof, extract_token};
@@ -229,7 +231,7 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
     let (parts, body) = read_body(request, state.config.max_body).await?;
     let login: LoginRequest = json_body(&parts, &body)?;
     let password = login.password.map(Zeroizing::new);
-    let (name, domain) = split_qualified("user", &login.user)?;
+    let user = UserName::parse(&login.user)?;
     let key_bytes =
         b64url_decode(&login.key).map_err(|_| Error::new(Code::IssuerInvalidKey, "key is not base64url"))?;
     let key = PublicKey::from_cose_key(&key_bytes)
@@ -257,13 +259,18 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
     state.sessions.verify_possession_async(&key, &proof, &info).await?;
 
     let now = state.now() as i64;
-    let who = format!("{name}@{domain}");
-    let auth = state.store.user_auth(domain, name).await?;
+    let who = user.to_string();
+    let auth = state.store.conn().await?.user_auth(&user).await?;
     let who_ref = &who;
     let fail = |code: Code, why: &'static str| async move {
         let who = who_ref;
         state.metrics.login(false);
-        state.store.audit(now, who, "login", who, code.as_str()).await?;
+        state
+            .store
+            .conn()
+            .await?
+            .record(now, who, "login", who, code.as_str())
+            .await?;
         err::<Response>(code, why)
     };
     let (max_failures, lockout) = (state.config.login_max_failures, state.config.login_lockout as i64);
@@ -277,11 +284,12 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
         // Names that are not users are counted and locked like users (in
         // the database, like them), and a password is checked against a
         // decoy: neither the answers nor their cost tell the two apart.
-        if !state
-            .store
-            .reserve_unknown_login_attempt(&who, now, max_failures, lockout)
-            .await?
-        {
+        let mut tx = state.store.begin().await?;
+        let reserved = tx
+            .reserve_unknown_login_attempt(&user, now, max_failures, lockout)
+            .await?;
+        tx.commit().await?;
+        if !reserved {
             return fail(Code::IssuerLocked, "too many failed logins; try again later").await;
         }
         if let (Some(slot), Some(password)) = (slot, password) {
@@ -293,7 +301,9 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
     // parallel guesses cannot all pass the lock.
     if !state
         .store
-        .reserve_login_attempt(domain, name, now, max_failures, lockout)
+        .conn()
+        .await?
+        .reserve_login_attempt(&user, now, max_failures, lockout)
         .await?
     {
         return fail(Code::IssuerLocked, "too many failed logins; try again later").await;
@@ -303,7 +313,9 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
         _ => {
             state
                 .store
-                .user_has_key(domain, name, &key.thumbprint().to_string())
+                .conn()
+                .await?
+                .user_has_key(&user, &key.thumbprint().to_string())
                 .await?
         }
     };
@@ -313,13 +325,17 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
     if !auth.enabled {
         return fail(Code::IssuerDisabled, "the user or its domain is disabled").await;
     }
-    state.store.reset_login_failures(domain, name).await?;
     let (signing_key, kid) = state.keys.current()?;
     let token = TokenBuilder::session(&state.config.issuer_id, &who, key.clone(), now as u64)
         .lifetime(lifetime)
-        .domain(domain)
+        .domain(user.domain.as_str())
         .sign(&signing_key, &kid)?;
-    state.store.audit(now, &who, "login", &who, "ok").await?;
+    // The counter's reset and the audit record commit together, before
+    // the token is handed out.
+    let mut tx = state.store.begin().await?;
+    tx.reset_login_failures(&user).await?;
+    tx.record(now, &who, "login", &who, "ok").await?;
+    tx.commit().await?;
     state.metrics.login(true);
     Ok(json_response(
         StatusCode::OK,
@@ -375,20 +391,22 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             ),
         );
     }
-    super::check_audience(&request.audience)?;
+    check_audience(&request.audience)?;
     if request.audience == state.config.issuer_id {
         return err(
             Code::IssuerUnknownAudience,
             "session tokens come from login, not from /v1/tokens",
         );
     }
-    let (user, user_domain) = split_qualified("user", verified.subject())?;
+    let user = UserName::parse(verified.subject())?;
     let project = match &request.project {
         Some(p) => {
-            super::check_name("project", p)?;
-            let domain = request.domain.as_deref().unwrap_or(user_domain);
-            super::check_name("domain", domain)?;
-            Some((domain.to_owned(), p.clone()))
+            let name = Name::parse("project", p)?;
+            let domain = match &request.domain {
+                Some(d) => Name::parse("domain", d)?,
+                None => user.domain.clone(),
+            };
+            Some(ProjectName::new(name, domain))
         }
         None if request.domain.is_some() || request.roles.is_some() => {
             return err(
@@ -399,9 +417,9 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
         None => None,
     };
     if request.audience == state.config.admin_audience()
-        && project.as_ref().is_none_or(|(d, p)| {
-            d != super::store::bootstrap_names::DOMAIN || p != super::store::bootstrap_names::PROJECT
-        })
+        && project
+            .as_ref()
+            .is_none_or(|p| p.domain.as_str() != bootstrap_names::DOMAIN || p.name.as_str() != bootstrap_names::PROJECT)
     {
         return err(
             Code::IssuerForbidden,
@@ -409,10 +427,11 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
         );
     }
     // Re-check everything now: a disabled user or a revoked role stops at once.
-    let (domain_scope, project_scope) = project.clone().unwrap_or_default();
     let facts = state
         .store
-        .mint_facts((user_domain, user), (&domain_scope, &project_scope), &request.audience)
+        .conn()
+        .await?
+        .mint_facts(&user, project.as_ref(), &request.audience)
         .await?;
     // The admin audience follows the issuer id; every other audience is registered.
     if request.audience != state.config.admin_audience() && !facts.service_registered {
@@ -432,25 +451,19 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
     }
     let roles = match &project {
         None => Vec::new(),
-        Some((d, p)) => {
+        Some(p) => {
             if !facts.project_exists {
-                return err(Code::IssuerUnknownProject, format!("project {p}@{d} does not exist"));
+                return err(Code::IssuerUnknownProject, format!("project {p} does not exist"));
             }
             if !facts.project_enabled {
-                return err(
-                    Code::IssuerDisabled,
-                    format!("project {p}@{d} or its domain is disabled"),
-                );
+                return err(Code::IssuerDisabled, format!("project {p} or its domain is disabled"));
             }
             let roles = match &request.roles {
                 None => facts.roles.clone(),
                 Some(wanted) => {
                     let missing: Vec<&String> = wanted.iter().filter(|r| !facts.roles.contains(r)).collect();
                     if !missing.is_empty() {
-                        return err(
-                            Code::IssuerRoleNotHeld,
-                            format!("you do not hold {missing:?} on {p}@{d}"),
-                        );
+                        return err(Code::IssuerRoleNotHeld, format!("you do not hold {missing:?} on {p}"));
                     }
                     let mut roles = wanted.clone();
                     roles.sort();
@@ -459,7 +472,7 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
                 }
             };
             if roles.is_empty() {
-                return err(Code::IssuerRoleNotHeld, format!("you hold no role on {p}@{d}"));
+                return err(Code::IssuerRoleNotHeld, format!("you hold no role on {p}"));
             }
             roles
         }
@@ -475,8 +488,8 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
     )
     .lifetime(lifetime)
     .roles(roles.iter().cloned());
-    if let Some((d, p)) = &project {
-        builder = builder.scope(d, p);
+    if let Some(p) = &project {
+        builder = builder.scope(p.domain.as_str(), p.name.as_str());
     }
     let token = builder.sign(&signing_key, &kid)?;
     state.metrics.minted();
@@ -486,8 +499,8 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             "token": token.to_base64url(),
             "expires_at": now + lifetime,
             "audience": request.audience,
-            "project": project.as_ref().map(|(_, p)| p),
-            "domain": project.as_ref().map(|(d, _)| d),
+            "project": project.as_ref().map(|p| p.name.as_str()),
+            "domain": project.as_ref().map(|p| p.domain.as_str()),
             "roles": roles,
         }),
     ))

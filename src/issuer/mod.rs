@@ -18,6 +18,7 @@ mod admin;
 mod api;
 pub mod keys;
 mod metrics;
+pub mod names;
 pub mod password;
 pub mod store;
 
@@ -30,7 +31,9 @@ use zeroize::Zeroizing;
 
 pub use keys::IssuerKeys;
 pub use metrics::Metrics;
+pub use names::{Name, ProjectName, UserName};
 pub use store::Store;
+use store::{Audit, Identities};
 
 use crate::error::{Code, Error, Result, err};
 use crate::key::Algorithm;
@@ -51,6 +54,12 @@ pub struct IssuerConfig {
     pub data_dir: PathBuf,
     /// Database URL (`sqlite:` or `postgres:`). Default: SQLite in the data dir.
     pub database_url: Option<String>,
+    /// Most database connections open at once, 1 to 1000. Default 8 for
+    /// SQLite, 16 for PostgreSQL.
+    pub database_max_connections: Option<u32>,
+    /// Seconds a request waits for a free database connection before it is
+    /// refused with `issuer.unavailable`, 1 to 300. Default 5.
+    pub database_acquire_timeout: u64,
     /// Signature algorithm of derived keys. Default Ed25519.
     pub algorithm: Algorithm,
     /// Key rotation period in seconds (≥ 600). Default 3600.
@@ -89,6 +98,8 @@ impl std::fmt::Debug for IssuerConfig {
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("database_url", &redact_url(&self.database_url()))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("database_acquire_timeout", &self.database_acquire_timeout)
             .field("algorithm", &self.algorithm)
             .field("rotation_period", &self.rotation_period)
             .field("signing_key_file", &self.signing_key_file)
@@ -114,7 +125,11 @@ async fn open_store(config: &IssuerConfig) -> Result<Store> {
         // SQLite creates its -wal and -shm files with the database's mode.
         create_private_file(&config.data_dir.join("keybound.db"))?;
     }
-    Store::connect(&config.database_url()).await
+    let pool = store::PoolOptions {
+        max_connections: config.database_max_connections,
+        acquire_timeout: std::time::Duration::from_secs(config.database_acquire_timeout),
+    };
+    Store::connect(&config.database_url(), pool).await
 }
 
 /// Creates `dir` (and missing parents) readable by the owner only. An
@@ -206,6 +221,8 @@ impl IssuerConfig {
             listen,
             data_dir: data_dir.into(),
             database_url: None,
+            database_max_connections: None,
+            database_acquire_timeout: 5,
             algorithm: Algorithm::EdDSA,
             rotation_period: 3600,
             signing_key_file: None,
@@ -261,6 +278,14 @@ impl IssuerConfig {
             return err(
                 Code::IssuerConfig,
                 "login_max_failures must be 1 to 1000, and login_lockout 1 s to 30 days",
+            );
+        }
+        if self.database_max_connections.is_some_and(|n| !(1..=1000).contains(&n))
+            || !(1..=300).contains(&self.database_acquire_timeout)
+        {
+            return err(
+                Code::IssuerConfig,
+                "database_max_connections must be 1 to 1000, and database_acquire_timeout 1 to 300 s",
             );
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body) {
@@ -421,47 +446,11 @@ pub async fn bootstrap(config: &IssuerConfig, password: &str) -> Result<()> {
     config.check()?;
     let store = open_store(config).await?;
     let hash = password::hash(password)?;
-    store.bootstrap(&hash, SystemClock.now() as i64).await
-}
-
-/// Validates a simple name: 1–64 of `A–Z a–z 0–9 . _ -`, starting alphanumeric.
-pub fn check_name(kind: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !ok {
-        let shown: String = name.chars().take(40).collect();
-        return err(
-            Code::IssuerInvalidName,
-            format!("{kind} name {shown:?} is not 1–64 of A–Z a–z 0–9 . _ - starting with a letter or digit"),
-        );
-    }
-    Ok(())
-}
-
-/// Splits and validates `name@domain`.
-pub fn split_qualified<'a>(kind: &str, qualified: &'a str) -> Result<(&'a str, &'a str)> {
-    let Some((name, domain)) = qualified.split_once('@') else {
-        let shown: String = qualified.chars().take(40).collect();
-        return err(Code::IssuerInvalidName, format!("{kind} {shown:?} must be name@domain"));
-    };
-    check_name(kind, name)?;
-    check_name("domain", domain)?;
-    Ok((name, domain))
-}
-
-/// Validates an audience: 1–256 printable ASCII characters, no spaces.
-pub fn check_audience(audience: &str) -> Result<()> {
-    if audience.is_empty() || audience.len() > 256 || !audience.bytes().all(|b| b.is_ascii_graphic()) {
-        return err(
-            Code::IssuerInvalidName,
-            "an audience is 1 to 256 printable ASCII characters without spaces",
-        );
-    }
-    Ok(())
+    let now = SystemClock.now() as i64;
+    let mut tx = store.begin().await?;
+    tx.bootstrap(&hash, now).await?;
+    tx.record(now, "-", "bootstrap", "admin@default", "ok").await?;
+    tx.commit().await
 }
 
 #[cfg(test)]

@@ -1,0 +1,473 @@
+//! The store conformance suite: every test runs against SQLite (a file in a
+//! temporary directory) and, when `KEYBOUND_TEST_POSTGRES_URL` is set,
+//! against PostgreSQL in a schema of its own (created for the test,
+//! dropped after it), so parallel tests never share tables.
+#![cfg(feature = "issuer")]
+
+use std::time::{Duration, Instant};
+
+use keybound::Code;
+use keybound::issuer::names::{Name, ProjectName, UserName};
+use keybound::issuer::store::{Audit, Backend, Grants, Identities, Logins, PoolOptions, Services, Store};
+
+/// One database to test: a URL, and what to drop afterwards.
+struct Database {
+    backend: &'static str,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<(String, String)>,
+}
+
+impl Database {
+    async fn connect(&self) -> keybound::Result<Store> {
+        Store::connect(&self.url, PoolOptions::default()).await
+    }
+
+    async fn drop_schema(self) {
+        if let Some((base, schema)) = self.schema {
+            let pool = sqlx::AnyPool::connect(&base).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).unwrap();
+    keybound::encoding::hex_encode(&bytes)
+}
+
+/// SQLite always; PostgreSQL when configured.
+async fn databases() -> Vec<Database> {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![Database {
+        backend: "sqlite",
+        url: format!("sqlite://{}?mode=rwc", dir.path().join("store.db").display()),
+        _dir: Some(dir),
+        schema: None,
+    }];
+    match std::env::var("KEYBOUND_TEST_POSTGRES_URL") {
+        Ok(base) => {
+            let schema = format!("kbstore_{}", random_suffix());
+            let pool = sqlx::AnyPool::connect(&base).await.expect("PostgreSQL reachable");
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            out.push(Database {
+                backend: "postgres",
+                url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                _dir: None,
+                schema: Some((base, schema)),
+            });
+        }
+        Err(_) => eprintln!("PostgreSQL part skipped: KEYBOUND_TEST_POSTGRES_URL is not set"),
+    }
+    out
+}
+
+fn user(s: &str) -> UserName {
+    UserName::parse(s).unwrap()
+}
+
+fn project(s: &str) -> ProjectName {
+    ProjectName::parse(s).unwrap()
+}
+
+fn name(s: &str) -> Name {
+    Name::parse("name", s).unwrap()
+}
+
+/// Makes every insert into the audit log fail, as a full disk or a broken
+/// audit table would.
+async fn break_audit_log(store_url: &str, backend: &str) {
+    let pool = sqlx::AnyPool::connect(store_url).await.unwrap();
+    let statements: &[&str] = match backend {
+        "sqlite" => {
+            &["CREATE TRIGGER audit_fails BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit refused'); END"]
+        }
+        _ => &[
+            "CREATE FUNCTION audit_fails() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER audit_fails BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_fails()",
+        ],
+    };
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn every_aggregate_writes_reads_and_refuses_by_error_kind() {
+    for db in databases().await {
+        let store = db.connect().await.unwrap();
+        assert_eq!(
+            store.backend(),
+            if db.backend == "sqlite" {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            }
+        );
+        let mut tx = store.begin().await.unwrap();
+        assert!(!tx.is_bootstrapped().await.unwrap());
+        tx.bootstrap("$argon2id$stand-in", 100).await.unwrap();
+        tx.create_domain(&name("stoughton"), 100).await.unwrap();
+        tx.create_project(&project("turing@stoughton"), 100).await.unwrap();
+        tx.create_role(&name("member"), 100).await.unwrap();
+        tx.create_user(&user("ayoung@stoughton"), "person", Some("$argon2id$x"), 100)
+            .await
+            .unwrap();
+        tx.create_user(&user("robot@stoughton"), "service", None, 100)
+            .await
+            .unwrap();
+        tx.add_user_key(&user("robot@stoughton"), "thumb", "cose", 100)
+            .await
+            .unwrap();
+        tx.grant(
+            &user("ayoung@stoughton"),
+            &project("turing@stoughton"),
+            &name("member"),
+            100,
+        )
+        .await
+        .unwrap();
+        tx.create_service("https://svc.example", 100).await.unwrap();
+        tx.record(100, "admin@default", "domain.create", "stoughton", "ok")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let mut c = store.conn().await.unwrap();
+        assert!(c.is_bootstrapped().await.unwrap(), "{}", db.backend);
+        assert_eq!(
+            c.list_domains().await.unwrap(),
+            [("default".to_owned(), true), ("stoughton".to_owned(), true)]
+        );
+        let projects: Vec<String> = c
+            .list_projects()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(p, _)| p.to_string())
+            .collect();
+        assert_eq!(projects, ["admin@default", "turing@stoughton"]);
+        let users: Vec<(String, bool)> = c
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.user.to_string(), u.has_password))
+            .collect();
+        assert_eq!(
+            users,
+            [
+                ("admin@default".to_owned(), true),
+                ("ayoung@stoughton".to_owned(), true),
+                ("robot@stoughton".to_owned(), false)
+            ]
+        );
+        assert_eq!(c.list_roles().await.unwrap(), ["admin", "member"]);
+        assert_eq!(c.list_grants().await.unwrap().len(), 2);
+        assert_eq!(c.list_services().await.unwrap(), ["https://svc.example"]);
+        assert!(c.user_has_key(&user("robot@stoughton"), "thumb").await.unwrap());
+        assert!(!c.user_has_key(&user("ayoung@stoughton"), "thumb").await.unwrap());
+        let audit = c.list_audit(10).await.unwrap();
+        assert_eq!((audit[0].action.as_str(), audit[0].time), ("domain.create", 100));
+
+        let facts = c
+            .mint_facts(
+                &user("ayoung@stoughton"),
+                Some(&project("turing@stoughton")),
+                "https://svc.example",
+            )
+            .await
+            .unwrap();
+        assert!(facts.service_registered && facts.user_enabled && facts.project_enabled);
+        assert_eq!(facts.roles, ["member"]);
+        let facts = c.mint_facts(&user("ghost@stoughton"), None, "nope").await.unwrap();
+        assert!(!facts.service_registered && !facts.user_exists);
+
+        // Disabling a domain disables its users and projects for a mint.
+        c.set_domain_enabled(&name("stoughton"), false).await.unwrap();
+        let facts = c
+            .mint_facts(&user("ayoung@stoughton"), Some(&project("turing@stoughton")), "x")
+            .await
+            .unwrap();
+        assert!(facts.user_exists && !facts.user_enabled && !facts.project_enabled);
+        c.set_domain_enabled(&name("stoughton"), true).await.unwrap();
+
+        // Uniqueness → conflict; a missing object → not found (by the
+        // database's error kind, on both backends).
+        let code = |r: keybound::Result<()>| r.unwrap_err().code();
+        assert_eq!(code(c.create_domain(&name("stoughton"), 1).await), Code::IssuerConflict);
+        assert_eq!(
+            code(c.create_user(&user("ayoung@stoughton"), "person", None, 1).await),
+            Code::IssuerConflict
+        );
+        assert_eq!(
+            code(c.add_user_key(&user("robot@stoughton"), "thumb", "cose", 1).await),
+            Code::IssuerConflict
+        );
+        assert_eq!(
+            code(
+                c.grant(
+                    &user("ayoung@stoughton"),
+                    &project("turing@stoughton"),
+                    &name("member"),
+                    1
+                )
+                .await
+            ),
+            Code::IssuerConflict
+        );
+        assert_eq!(
+            code(c.create_service("https://svc.example", 1).await),
+            Code::IssuerConflict
+        );
+        assert_eq!(code(c.create_role(&name("member"), 1).await), Code::IssuerConflict);
+        assert_eq!(
+            code(c.create_project(&project("x@nowhere"), 1).await),
+            Code::IssuerNotFound
+        );
+        assert_eq!(
+            code(c.create_user(&user("x@nowhere"), "person", None, 1).await),
+            Code::IssuerNotFound
+        );
+        assert_eq!(
+            code(
+                c.grant(
+                    &user("ayoung@stoughton"),
+                    &project("turing@stoughton"),
+                    &name("ghost"),
+                    1
+                )
+                .await
+            ),
+            Code::IssuerNotFound
+        );
+        assert_eq!(
+            code(c.set_user_enabled(&user("ghost@stoughton"), false).await),
+            Code::IssuerNotFound
+        );
+        assert_eq!(
+            code(c.set_project_enabled(&project("ghost@stoughton"), false).await),
+            Code::IssuerNotFound
+        );
+        assert_eq!(code(c.delete_service("ghost").await), Code::IssuerNotFound);
+        c.revoke(&user("ayoung@stoughton"), &project("turing@stoughton"), &name("member"))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(
+                c.revoke(&user("ayoung@stoughton"), &project("turing@stoughton"), &name("member"))
+                    .await
+            ),
+            Code::IssuerNotFound
+        );
+        c.delete_service("https://svc.example").await.unwrap();
+        assert!(c.list_services().await.unwrap().is_empty());
+
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(tx.bootstrap("again", 1).await.unwrap_err().code(), Code::IssuerConflict);
+        drop(tx);
+        drop(c);
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test]
+async fn lockout_counts_locks_and_resets_in_the_database() {
+    for db in databases().await {
+        let store = db.connect().await.unwrap();
+        let mut c = store.conn().await.unwrap();
+        c.create_domain(&name("stoughton"), 0).await.unwrap();
+        let bob = user("bob@stoughton");
+        c.create_user(&bob, "person", Some("h"), 0).await.unwrap();
+        // Three allowed, the third locks until 1000 + 60.
+        for _ in 0..3 {
+            assert!(c.reserve_login_attempt(&bob, 1000, 3, 60).await.unwrap());
+        }
+        assert!(!c.reserve_login_attempt(&bob, 1001, 3, 60).await.unwrap());
+        let auth = c.user_auth(&bob).await.unwrap().unwrap();
+        assert_eq!((auth.failed_logins, auth.locked_until), (3, 1060));
+        // A run-out lock starts a new series.
+        assert!(c.reserve_login_attempt(&bob, 1060, 3, 60).await.unwrap());
+        assert_eq!(c.user_auth(&bob).await.unwrap().unwrap().failed_logins, 1);
+        c.reset_login_failures(&bob).await.unwrap();
+        assert_eq!(c.user_auth(&bob).await.unwrap().unwrap().failed_logins, 0);
+        assert!(c.user_auth(&user("ghost@stoughton")).await.unwrap().is_none());
+
+        let ghost = user("ghost@stoughton");
+        for _ in 0..3 {
+            assert!(c.reserve_unknown_login_attempt(&ghost, 1000, 3, 60).await.unwrap());
+        }
+        assert!(!c.reserve_unknown_login_attempt(&ghost, 1001, 3, 60).await.unwrap());
+        assert!(c.reserve_unknown_login_attempt(&ghost, 1060, 3, 60).await.unwrap());
+        drop(c);
+        db.drop_schema().await;
+    }
+}
+
+/// A change whose audit record cannot be written is not committed: on both
+/// backends, with a trigger that refuses every audit insert.
+#[tokio::test]
+async fn a_change_without_its_audit_record_is_not_committed() {
+    for db in databases().await {
+        let store = db.connect().await.unwrap();
+        break_audit_log(&db.url, db.backend).await;
+        let mut tx = store.begin().await.unwrap();
+        tx.create_domain(&name("stoughton"), 1).await.unwrap();
+        let refused = tx.record(1, "admin@default", "domain.create", "stoughton", "ok").await;
+        assert_eq!(refused.unwrap_err().code(), Code::IssuerUnavailable, "{}", db.backend);
+        drop(tx);
+        let domains = store.conn().await.unwrap().list_domains().await.unwrap();
+        assert!(domains.is_empty(), "{}: {domains:?}", db.backend);
+        db.drop_schema().await;
+    }
+}
+
+/// A database whose applied migration differs from this build's (an
+/// edited migration file) is refused at start-up with a message that says
+/// so, and one migrated by a newer build is refused too.
+#[tokio::test]
+async fn an_edited_or_unknown_migration_is_refused_at_start_up() {
+    for db in databases().await {
+        db.connect().await.unwrap();
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 2")
+            .bind(vec![0u8; 48])
+            .execute(&pool)
+            .await
+            .unwrap();
+        let refused = db.connect().await.unwrap_err();
+        assert_eq!(refused.code(), Code::IssuerConfig, "{}", db.backend);
+        assert!(
+            refused.message().contains("migration 2") && refused.message().contains("edited"),
+            "{}",
+            refused.message()
+        );
+
+        sqlx::query("DELETE FROM _sqlx_migrations")
+            .execute(&pool)
+            .await
+            .unwrap();
+        db.connect().await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (9999, 'from the future', $1, $2, 0)",
+        )
+        .bind(true)
+        .bind(vec![0u8; 48])
+        .execute(&pool)
+        .await
+        .unwrap();
+        let refused = db.connect().await.unwrap_err();
+        assert_eq!(refused.code(), Code::IssuerConfig);
+        assert!(refused.message().contains("newer keybound"), "{}", refused.message());
+        pool.close().await;
+        db.drop_schema().await;
+    }
+}
+
+/// The schema of the release before migrations were files, exactly as it
+/// created it (statements of its migration array, its version table).
+fn previous_release_schema(backend: &str) -> Vec<String> {
+    let auto_id = if backend == "sqlite" {
+        "INTEGER PRIMARY KEY AUTOINCREMENT"
+    } else {
+        "BIGSERIAL PRIMARY KEY"
+    };
+    let ddl = "CREATE TABLE schema_version (version BIGINT PRIMARY KEY);
+     CREATE TABLE domains (name TEXT PRIMARY KEY, enabled INTEGER NOT NULL, created_at BIGINT NOT NULL);
+     CREATE TABLE projects (domain TEXT NOT NULL REFERENCES domains(name), name TEXT NOT NULL, enabled INTEGER NOT NULL,
+        created_at BIGINT NOT NULL, PRIMARY KEY (domain, name));
+     CREATE TABLE users (domain TEXT NOT NULL REFERENCES domains(name), name TEXT NOT NULL, kind TEXT NOT NULL,
+        enabled INTEGER NOT NULL, password_hash TEXT, failed_logins BIGINT NOT NULL DEFAULT 0,
+        locked_until BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, PRIMARY KEY (domain, name));
+     CREATE TABLE user_keys (domain TEXT NOT NULL, name TEXT NOT NULL, thumbprint TEXT NOT NULL, cose_key TEXT NOT NULL,
+        created_at BIGINT NOT NULL, PRIMARY KEY (domain, name, thumbprint),
+        FOREIGN KEY (domain, name) REFERENCES users(domain, name));
+     CREATE TABLE roles (name TEXT PRIMARY KEY, created_at BIGINT NOT NULL);
+     CREATE TABLE assignments (user_domain TEXT NOT NULL, user_name TEXT NOT NULL, project_domain TEXT NOT NULL,
+        project_name TEXT NOT NULL, role TEXT NOT NULL REFERENCES roles(name), created_at BIGINT NOT NULL,
+        PRIMARY KEY (user_domain, user_name, project_domain, project_name, role),
+        FOREIGN KEY (user_domain, user_name) REFERENCES users(domain, name),
+        FOREIGN KEY (project_domain, project_name) REFERENCES projects(domain, name));
+     CREATE TABLE services (audience TEXT PRIMARY KEY, created_at BIGINT NOT NULL);
+     CREATE TABLE audit_log (id {AUTO_ID}, time BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        target TEXT NOT NULL, outcome TEXT NOT NULL);
+     CREATE TABLE unknown_logins (who TEXT PRIMARY KEY, failed_logins BIGINT NOT NULL DEFAULT 0,
+        locked_until BIGINT NOT NULL DEFAULT 0, last_attempt BIGINT NOT NULL);
+     CREATE INDEX unknown_logins_last_attempt ON unknown_logins (last_attempt);
+     INSERT INTO schema_version (version) VALUES (1);
+     INSERT INTO schema_version (version) VALUES (2);
+     INSERT INTO domains (name, enabled, created_at) VALUES ('stoughton', 1, 7);
+     INSERT INTO audit_log (time, actor, action, target, outcome) VALUES (7, 'admin@default', 'domain.create', 'stoughton', 'ok')";
+    ddl.replace("{AUTO_ID}", auto_id)
+        .split(';')
+        .map(|s| s.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_release_upgrades_in_place() {
+    for db in databases().await {
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        for statement in previous_release_schema(db.backend) {
+            sqlx::query(&statement).execute(&pool).await.unwrap();
+        }
+        let store = db.connect().await.unwrap();
+        let mut c = store.conn().await.unwrap();
+        assert_eq!(c.list_domains().await.unwrap(), [("stoughton".to_owned(), true)]);
+        assert_eq!(c.list_audit(5).await.unwrap().len(), 1);
+        c.record(8, "admin@default", "role.create", "member", "ok")
+            .await
+            .unwrap();
+        assert_eq!(c.list_audit(5).await.unwrap()[0].id, 2, "the id sequence goes on");
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(applied >= 3);
+        assert!(
+            sqlx::query("SELECT version FROM schema_version")
+                .fetch_all(&pool)
+                .await
+                .is_err(),
+            "the old version table is gone"
+        );
+        drop(c);
+        pool.close().await;
+        db.drop_schema().await;
+    }
+}
+
+/// The pool's size and acquire timeout are the configured ones: with one
+/// connection held, the next request waits the timeout, then is refused.
+#[tokio::test]
+async fn pool_size_and_acquire_timeout_are_honoured() {
+    for db in databases().await {
+        let options = PoolOptions {
+            max_connections: Some(1),
+            acquire_timeout: Duration::from_millis(300),
+        };
+        let store = Store::connect(&db.url, options).await.unwrap();
+        let held = store.conn().await.unwrap();
+        let started = Instant::now();
+        let refused = store.conn().await.unwrap_err();
+        assert_eq!(refused.code(), Code::IssuerUnavailable, "{}", db.backend);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        drop(held);
+        store.conn().await.unwrap();
+        db.drop_schema().await;
+    }
+}
