@@ -584,3 +584,60 @@ async fn handlers_check_named_operations_under_the_layers_policy() {
         assert_eq!(records[0]["roles_allowing"], serde_json::json!(["admin"]));
     }
 }
+
+/// `GET /v2/%73ervers` with a proof for `/v2/servers` used to pass P7 (whose
+/// normalisation decodes `%73`) while the policy matched the raw path and the
+/// router another route: H1 refuses percent-encoded unreserved characters, so
+/// the proof, the route and the policy always see one path.
+#[tokio::test]
+async fn percent_encoded_unreserved_characters_in_the_path_are_refused() {
+    let world = World::new();
+    let token = world.token();
+    let policy = Policy::from_toml(&format!("mode = \"enforce\"\n{POLICY}")).unwrap();
+    let layer = KeyboundLayer::new(Arc::new(world.verifier().build().unwrap()), AUDIENCE)
+        .unwrap()
+        .policy(Arc::new(policy));
+    let base = serve(layer).await;
+    for path in [
+        "/v2/%73ervers",
+        "/v2/servers/%34%32",
+        "/v2/servers/4%2D2",
+        "/v2/servers/%7e",
+    ] {
+        // A proof for the decoded path: P7 alone would accept it.
+        let decoded = path
+            .replace("%73", "s")
+            .replace("%34%32", "42")
+            .replace("%2D", "-")
+            .replace("%7e", "~");
+        let p = proof(&world, &token, "GET", &decoded, b"");
+        let raw = raw_get(&base, path, &auth(&token, &p)).await;
+        assert!(
+            raw.starts_with("HTTP/1.1 400") && raw.contains("http.path_not_normalized"),
+            "{path}: {raw}"
+        );
+    }
+    // Reserved and non-ASCII characters stay percent-encoded and are not refused.
+    let p = proof(&world, &token, "GET", "/v2/servers/a%2Fb%C3%A9", b"");
+    let raw = raw_get(&base, "/v2/servers/a%2Fb%C3%A9", &auth(&token, &p)).await;
+    assert!(
+        raw.starts_with("HTTP/1.1 403") && raw.contains("policy.denied"),
+        "{raw}"
+    );
+}
+
+/// `Authorization: KB<TAB>token` names the right scheme with a malformed
+/// credential: `http.token_malformed`, not `http.scheme`.
+#[tokio::test]
+async fn kb_followed_by_a_tab_is_a_malformed_credential() {
+    let world = World::new();
+    let token = world.token();
+    let base = serve(KeyboundLayer::new(Arc::new(world.verifier().build().unwrap()), AUDIENCE).unwrap()).await;
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    let mut headers = auth(&token, &p);
+    headers[0].1 = format!("KB\t{}", token.to_base64url());
+    let reply = send(&base, "GET", "/v2/servers", headers, vec![]).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.code.as_deref(), Some("http.token_malformed"), "{}", reply.body);
+    assert!(reply.body.contains("not a tab"), "{}", reply.body);
+}

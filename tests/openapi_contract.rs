@@ -1562,9 +1562,12 @@ async fn every_operation_answers_as_documented() {
         401,
         "proof.bad_signature",
     );
+    // The token is verified before the body is read: a valid session token
+    // reaches the body limits.
+    let session_auth = format!("KB {}", b64url_encode(&session));
     let answer = Answer::from_reqwest(
         http.post(&tokens)
-            .header("authorization", "KB AA")
+            .header("authorization", &session_auth)
             .header("kb-proof", "AA")
             .body(vec![b' '; 65_537])
             .send()
@@ -1583,7 +1586,13 @@ async fn every_operation_answers_as_documented() {
     .await;
     expect_mint(answer, 431, "http.header_too_large");
     expect_mint(
-        cut_body(issuer.addr, "POST", "/v1/tokens", DUMMY_AUTH).await,
+        cut_body(
+            issuer.addr,
+            "POST",
+            "/v1/tokens",
+            &format!("Authorization: {session_auth}\r\nKB-Proof: AA\r\n"),
+        )
+        .await,
         400,
         "http.body_unreadable",
     );
@@ -2214,6 +2223,92 @@ async fn unknown_paths_answer_404() {
             answer.text()
         );
     }
+}
+
+/// (method, path template, security schemes) of every documented operation
+/// that needs a keybound credential (`kbToken` and/or `kbProof`).
+fn protected_operations() -> Vec<(String, String, BTreeSet<String>)> {
+    let document: Value = serde_json::from_str(OPENAPI).unwrap();
+    let mut out = Vec::new();
+    for (template, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let schemes: BTreeSet<String> = operation["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|requirement| requirement.as_object().unwrap().keys().cloned())
+                .collect();
+            if !schemes.is_empty() {
+                out.push((method.to_uppercase(), template.clone(), schemes));
+            }
+        }
+    }
+    out
+}
+
+/// The headers of a request announcing a 60,000-byte body that never comes,
+/// without `Authorization` or `KB-Proof`: a route that waited for the body
+/// before looking at the credentials would hold the connection for the body
+/// timeout (30 s) and then answer `http.body_unreadable`.
+async fn announced_body_without_credentials(addr: SocketAddr, method: &str, path: &str) -> (Answer, Duration) {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 60000\r\nConnection: close\r\n\r\n"
+    );
+    let started = std::time::Instant::now();
+    let answer = raw_http(addr, &head, b"", false).await;
+    (answer, started.elapsed())
+}
+
+/// Every route that takes a token refuses a request without one at once,
+/// before it waits for the body: `401 http.token_missing` in well under a
+/// second. Login, which takes no token, refuses a missing proof the same way.
+#[tokio::test]
+async fn every_protected_route_refuses_missing_credentials_before_the_body() {
+    let c = Contract::load();
+    let issuer = start(|_| {}).await;
+    let operations = protected_operations();
+    assert!(operations.len() > 20, "the document lists the protected routes");
+    for (method, template, schemes) in operations {
+        let path = fill(&template, "example");
+        let (answer, took) = announced_body_without_credentials(issuer.addr, &method, &path).await;
+        let code = if schemes.contains("kbToken") {
+            "http.token_missing"
+        } else {
+            "proof.missing"
+        };
+        c.expect(&method, &template, &answer, 401, code);
+        assert!(
+            took < Duration::from_secs(1),
+            "{method} {path} took {took:?} to refuse a request without credentials"
+        );
+    }
+}
+
+/// Every keybound route of the issuer runs H1's path check, as services do:
+/// a path parameter that is a dot segment (literal or percent-encoded) or that
+/// percent-encodes an unreserved character reaches the route (the router
+/// decodes it) but is refused with `http.path_not_normalized` before any
+/// credential is verified. Routes without a parameter cannot be reached with
+/// such a path at all (404).
+#[tokio::test]
+async fn issuer_routes_refuse_unnormalised_paths() {
+    let c = Contract::load();
+    let issuer = start(|_| {}).await;
+    let mut checked = 0;
+    for (method, template, _) in protected_operations() {
+        if !template.contains('{') {
+            let answer = dot_segment(issuer.addr, &method, &format!("{template}/..")).await;
+            assert_eq!(answer.status, 404, "{method} {template}/..: {}", answer.text());
+            continue;
+        }
+        for value in ["..", "%2e%2E", "%61dmin@default"] {
+            let path = fill(&template, value);
+            let answer = dot_segment(issuer.addr, &method, &path).await;
+            c.expect(&method, &template, &answer, 400, "http.path_not_normalized");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "parameterised routes were checked");
 }
 
 /// RFC 9110 §8.3.1: media types are case-insensitive; the issuer compares

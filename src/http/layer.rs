@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use serde_json::json;
@@ -16,6 +17,7 @@ use serde_json::json;
 use super::{AUTH_SCHEME, NONCE_HEADER, PROOF_HEADER, error_response};
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Code, Error, Result, err};
+use crate::key::PublicKey;
 use crate::policy::{Action, Policy, RecordSink, TracingRecords};
 use crate::proof::{RequestInfo, body_sha256, normalize_uri};
 use crate::verify::Verifier;
@@ -38,15 +40,29 @@ pub enum ProofMode {
     BearerAllowed,
 }
 
-struct Config {
-    verifier: Arc<Verifier>,
+/// The request checks of the HTTP binding that need no verifier: H1 (headers
+/// and path), H2 (the body) and the target URI a proof names. The layer runs
+/// them for every route it wraps; the issuer's login, which has no token,
+/// runs the same ones for its proof ([`Binding::proof_header`],
+/// [`Binding::body`], [`Binding::verify_possession`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Binding {
     base_url: String,
     max_body: usize,
     max_header: usize,
     body_timeout: Duration,
+}
+
+/// Called with every refusal of the layer (the issuer counts them in its metrics).
+type RefusalObserver = Arc<dyn Fn(&Error) + Send + Sync>;
+
+struct Config {
+    verifier: Arc<Verifier>,
+    binding: Binding,
     proof_mode: ProofMode,
     policy: Option<Arc<Policy>>,
     records: Arc<dyn RecordSink>,
+    on_refusal: Option<RefusalObserver>,
 }
 
 /// Verifies every request (token, proof, replay, then policy) before the
@@ -68,7 +84,7 @@ impl std::fmt::Debug for KeyboundLayer {
         write!(
             f,
             "KeyboundLayer({}, {:?})",
-            self.config.base_url, self.config.proof_mode
+            self.config.binding.base_url, self.config.proof_mode
         )
     }
 }
@@ -80,24 +96,14 @@ impl KeyboundLayer {
     /// this base URL followed by the request's path and query; the `Host`
     /// and `X-Forwarded-*` headers are never consulted.
     pub fn new(verifier: Arc<Verifier>, external_base_url: &str) -> Result<Self> {
-        let normalized = normalize_uri(external_base_url)?;
-        if normalized.contains(['?', '#']) {
-            return err(
-                Code::IssueInvalid,
-                "the external base URL must not have a query or fragment",
-            );
-        }
-        let base_url = normalized.trim_end_matches('/').to_owned();
         Ok(KeyboundLayer {
             config: Arc::new(Config {
                 verifier,
-                base_url,
-                max_body: DEFAULT_MAX_BODY,
-                max_header: DEFAULT_MAX_HEADER,
-                body_timeout: DEFAULT_BODY_TIMEOUT,
+                binding: Binding::new(external_base_url)?,
                 proof_mode: ProofMode::Required,
                 policy: None,
                 records: Arc::new(TracingRecords),
+                on_refusal: None,
             }),
         })
     }
@@ -108,19 +114,19 @@ impl KeyboundLayer {
 
     /// Largest body buffered and hashed (default 1 MiB); larger is 413.
     pub fn max_body(mut self, bytes: usize) -> Self {
-        self.config_mut().max_body = bytes;
+        self.config_mut().binding.max_body = bytes;
         self
     }
 
     /// Largest `Authorization`/`KB-Proof` header (default 8 KiB); larger is 431.
     pub fn max_header(mut self, bytes: usize) -> Self {
-        self.config_mut().max_header = bytes;
+        self.config_mut().binding.max_header = bytes;
         self
     }
 
     /// Time allowed to receive the body (default 30 s).
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
-        self.config_mut().body_timeout = timeout;
+        self.config_mut().binding.body_timeout = timeout;
         self
     }
 
@@ -145,6 +151,12 @@ impl KeyboundLayer {
         self.config_mut().records = sink;
         self
     }
+
+    /// Calls `observer` with every request the layer refuses.
+    pub(crate) fn on_refusal(mut self, observer: RefusalObserver) -> Self {
+        self.config_mut().on_refusal = Some(observer);
+        self
+    }
 }
 
 impl<S> tower::Layer<S> for KeyboundLayer {
@@ -167,7 +179,7 @@ pub struct KeyboundService<S> {
 
 impl<S> std::fmt::Debug for KeyboundService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyboundService({})", self.config.base_url)
+        write!(f, "KeyboundService({})", self.config.binding.base_url)
     }
 }
 
@@ -214,6 +226,9 @@ where
                 tracing::error!(code = e.code().as_str(), detail = e.message(), method = %parts.method, path = parts.uri.path(), "request refused");
             } else {
                 tracing::info!(code = e.code().as_str(), detail = e.message(), method = %parts.method, path = parts.uri.path(), "request refused");
+            }
+            if let Some(observer) = &config.on_refusal {
+                observer(&e);
             }
             let challenge = matches!(e.code(), Code::ProofNonceRequired | Code::ProofNonceInvalid);
             return error_response(&e, nonce.as_deref().filter(|_| challenge));
@@ -278,22 +293,13 @@ impl PolicyHandle {
 }
 
 /// All checks; returns the verified request and the buffered body.
-async fn verify<B>(
-    config: &Config,
-    parts: &mut http::request::Parts,
-    body: B,
-) -> Result<(crate::verify::VerifiedRequest, Bytes)>
+async fn verify<B>(config: &Config, parts: &mut Parts, body: B) -> Result<(crate::verify::VerifiedRequest, Bytes)>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // Before anything can fail: inner layers and handlers that log headers
-    // must see the credentials as sensitive, whatever happens next.
-    mark_sensitive(&mut parts.headers);
-    // H1: headers, path.
-    let token = extract_token(&parts.headers, config.max_header)?;
-    let proof = extract_proof(&parts.headers, config.max_header)?;
-    check_path(parts.uri.path())?;
+    let binding = &config.binding;
+    let (token, proof) = binding.credentials(parts)?;
     if proof.is_none() && config.proof_mode == ProofMode::Required {
         return err(
             Code::ProofMissing,
@@ -304,40 +310,14 @@ where
     // token can make the service buffer a body. The proof check below
     // reuses this result (re-checking only the expiry).
     let token_only = config.verifier.verify_bearer_async(&token).await?;
-    // H2: the body, bounded in size and time, hashed before the handler runs.
-    if parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n > config.max_body as u64)
-    {
-        return err(
-            Code::HttpBodyTooLarge,
-            format!("the body is larger than {} bytes", config.max_body),
-        );
-    }
-    let limited = http_body_util::Limited::new(body, config.max_body);
-    let body = match tokio::time::timeout(config.body_timeout, limited.collect()).await {
-        Err(_) => return err(Code::HttpBodyUnreadable, "the body did not arrive in time"),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return err(
-                Code::HttpBodyTooLarge,
-                format!("the body is larger than {} bytes", config.max_body),
-            );
-        }
-        Ok(Err(e)) => return err(Code::HttpBodyUnreadable, format!("the body could not be read: {e}")),
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let target = format!("{}{}", config.base_url, path_and_query);
-    let info = RequestInfo {
-        method: parts.method.as_str(),
-        uri: &target,
-        body_sha256: body_sha256(&body),
-    };
+    let body = binding.body(parts, body).await?;
     let verifier = &config.verifier;
     let verified = match proof {
-        Some(proof) => verifier.verify_proof_async(token_only, &proof, &info).await?,
+        Some(proof) => {
+            let target = binding.target_uri(parts);
+            let info = request_info(parts, &target, &body);
+            verifier.verify_proof_async(token_only, &proof, &info).await?
+        }
         None if config.proof_mode == ProofMode::BearerAllowed => {
             // The token must still be valid now, not only before a slow upload.
             verifier.recheck_expiry(&token_only)?;
@@ -371,6 +351,113 @@ where
     Ok((verified, body))
 }
 
+impl Binding {
+    /// The binding of a service (or issuer) that clients reach at
+    /// `external_base_url`, with the default limits.
+    pub(crate) fn new(external_base_url: &str) -> Result<Self> {
+        let normalized = normalize_uri(external_base_url)?;
+        if normalized.contains(['?', '#']) {
+            return err(
+                Code::IssueInvalid,
+                "the external base URL must not have a query or fragment",
+            );
+        }
+        Ok(Binding {
+            base_url: normalized.trim_end_matches('/').to_owned(),
+            max_body: DEFAULT_MAX_BODY,
+            max_header: DEFAULT_MAX_HEADER,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        })
+    }
+
+    /// The largest body [`Binding::body`] reads.
+    pub(crate) fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// H1 items 1–6: the token, the proof if there is one, and the path.
+    fn credentials(&self, parts: &mut Parts) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+        // Before anything can fail: inner layers and handlers that log headers
+        // must see the credentials as sensitive, whatever happens next.
+        mark_sensitive(&mut parts.headers);
+        let token = extract_token(&parts.headers, self.max_header)?;
+        let proof = extract_proof(&parts.headers, self.max_header)?;
+        check_path(parts.uri.path())?;
+        Ok((token, proof))
+    }
+
+    /// H1 items 4–7 for a request proven by a key it carries rather than by
+    /// a token's (a login): the proof, which must be there, and the path.
+    pub(crate) fn proof_header(&self, parts: &mut Parts) -> Result<Vec<u8>> {
+        mark_sensitive(&mut parts.headers);
+        let proof = extract_proof(&parts.headers, self.max_header)?;
+        check_path(parts.uri.path())?;
+        proof.ok_or_else(|| Error::new(Code::ProofMissing, "a KB-Proof header is required"))
+    }
+
+    /// H2 items 1–2: the whole body, bounded in size and time.
+    pub(crate) async fn body<B>(&self, parts: &Parts, body: B) -> Result<Bytes>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let too_large = || {
+            Error::new(
+                Code::HttpBodyTooLarge,
+                format!("the body is larger than {} bytes", self.max_body),
+            )
+        };
+        if parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > self.max_body as u64)
+        {
+            return Err(too_large());
+        }
+        let limited = http_body_util::Limited::new(body, self.max_body);
+        match tokio::time::timeout(self.body_timeout, limited.collect()).await {
+            Err(_) => err(Code::HttpBodyUnreadable, "the body did not arrive in time"),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Ok(Err(e)) => err(Code::HttpBodyUnreadable, format!("the body could not be read: {e}")),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
+    }
+
+    /// H2 item 3: the target URI a proof names, the external base URL
+    /// followed by the request's path and query.
+    fn target_uri(&self, parts: &Parts) -> String {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        format!("{}{}", self.base_url, path_and_query)
+    }
+
+    /// P1–P13 for a proof made with `key` itself, over the empty token
+    /// (formats.md §4.4): the proof step of a login.
+    pub(crate) async fn verify_possession(
+        &self,
+        verifier: &Verifier,
+        key: &PublicKey,
+        proof: &[u8],
+        parts: &Parts,
+        body: &[u8],
+    ) -> Result<()> {
+        let target = self.target_uri(parts);
+        verifier
+            .verify_possession_async(key, proof, &request_info(parts, &target, body))
+            .await
+    }
+}
+
+/// What P7–P9 and P12 compare the proof with.
+fn request_info<'a>(parts: &'a Parts, target: &'a str, body: &[u8]) -> RequestInfo<'a> {
+    RequestInfo {
+        method: parts.method.as_str(),
+        uri: target,
+        body_sha256: body_sha256(body),
+    }
+}
+
 /// Marks every `Authorization` and `KB-Proof` value sensitive, so
 /// `Debug` of the headers and `tower-http`'s trace layers print `Sensitive`.
 fn mark_sensitive(headers: &mut HeaderMap) {
@@ -383,7 +470,7 @@ fn mark_sensitive(headers: &mut HeaderMap) {
     }
 }
 
-pub(crate) fn single<'a>(
+fn single<'a>(
     headers: &'a HeaderMap,
     name: &header::HeaderName,
     multiple: Code,
@@ -407,7 +494,7 @@ pub(crate) fn single<'a>(
     Ok(Some(text.trim()))
 }
 
-pub(crate) fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> {
+fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> {
     let Some(value) = single(
         headers,
         &header::AUTHORIZATION,
@@ -421,7 +508,12 @@ pub(crate) fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> 
             "no Authorization header; send `Authorization: KB <token>`",
         );
     };
-    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    // Split at the first space or tab, so that `KB<TAB>token` is read as the
+    // KB scheme with a malformed separator, not as some other scheme.
+    let (scheme, separator, credentials) = match value.find([' ', '\t']) {
+        Some(at) => (&value[..at], value.as_bytes()[at], &value[at + 1..]),
+        None => (value, b' ', ""),
+    };
     if !scheme.eq_ignore_ascii_case(AUTH_SCHEME) {
         // Name the scheme only when it looks like one (`Bearer`, `DPoP`):
         // a bare credential without a scheme is never echoed, not even in part.
@@ -434,6 +526,12 @@ pub(crate) fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> 
             format!("the Authorization header must be `{AUTH_SCHEME} <token>`")
         };
         return err(Code::HttpScheme, message);
+    }
+    if separator != b' ' {
+        return err(
+            Code::HttpTokenMalformed,
+            "the Authorization header must separate KB and the token with a space, not a tab",
+        );
     }
     if credentials.trim().is_empty() {
         return err(
@@ -449,7 +547,7 @@ pub(crate) fn extract_token(headers: &HeaderMap, max: usize) -> Result<Vec<u8>> 
     })
 }
 
-pub(crate) fn extract_proof(headers: &HeaderMap, max: usize) -> Result<Option<Vec<u8>>> {
+fn extract_proof(headers: &HeaderMap, max: usize) -> Result<Option<Vec<u8>>> {
     let Some(value) = single(headers, &PROOF_HEADER, Code::ProofMultiple, Code::ProofMalformed, max)? else {
         return Ok(None);
     };
@@ -467,9 +565,10 @@ pub(crate) fn extract_proof(headers: &HeaderMap, max: usize) -> Result<Option<Ve
         .map_err(|_| Error::new(Code::ProofMalformed, "the KB-Proof header is not unpadded base64url"))
 }
 
-/// Refuses paths with dot segments (also percent-encoded), so that the path
-/// the proof names, the path the router matches and the path the policy
-/// checks are the same string.
+/// Refuses paths that are not in normal form (RFC 3986 §6.2.2): dot
+/// segments (also percent-encoded) and percent-encoded unreserved
+/// characters, so that the path the proof names, the path the router matches
+/// and the path the policy checks are the same string.
 fn check_path(path: &str) -> Result<()> {
     for segment in path.split('/') {
         let decoded = segment.replace("%2e", ".").replace("%2E", ".");
@@ -477,6 +576,24 @@ fn check_path(path: &str) -> Result<()> {
             return err(
                 Code::HttpPathNotNormalized,
                 "the request path has dot segments; send it normalised",
+            );
+        }
+    }
+    let bytes = path.as_bytes();
+    for (at, _) in path.match_indices('%') {
+        let decoded = match bytes.get(at + 1..at + 3) {
+            Some(&[hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                u8::from_str_radix(&path[at + 1..at + 3], 16).ok()
+            }
+            _ => None,
+        };
+        if decoded.is_some_and(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+            return err(
+                Code::HttpPathNotNormalized,
+                format!(
+                    "the request path percent-encodes the unreserved character {:?}; send it unencoded",
+                    decoded.map(char::from).unwrap_or_default()
+                ),
             );
         }
     }
@@ -495,6 +612,8 @@ mod tests {
         assert_eq!(extract_token(&h, 100).unwrap_err().code(), Code::HttpScheme);
         h.insert(header::AUTHORIZATION, "kb AAE".parse().unwrap());
         assert_eq!(extract_token(&h, 100).unwrap(), vec![0, 1]);
+        h.insert(header::AUTHORIZATION, "KB\tAAE".parse().unwrap());
+        assert_eq!(extract_token(&h, 100).unwrap_err().code(), Code::HttpTokenMalformed);
         h.insert(header::AUTHORIZATION, "KB AAE=".parse().unwrap());
         assert_eq!(extract_token(&h, 100).unwrap_err().code(), Code::HttpTokenMalformed);
         h.append(header::AUTHORIZATION, "KB AAE".parse().unwrap());
@@ -505,7 +624,17 @@ mod tests {
         h.insert(PROOF_HEADER, "A".repeat(101).parse().unwrap());
         assert_eq!(extract_proof(&h, 100).unwrap_err().code(), Code::HttpHeaderTooLarge);
         assert!(check_path("/v2/servers").is_ok());
-        for bad in ["/a/../admin", "/a/./b", "/a/%2e%2E/b", "/.."] {
+        assert!(check_path("/v2/a%2Fb%20c%C3%A9").is_ok());
+        for bad in [
+            "/a/../admin",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/..",
+            "/v2/%73ervers",
+            "/v2/a%2eb",
+            "/v2/%7E",
+            "/v2/x%2D",
+        ] {
             assert_eq!(
                 check_path(bad).unwrap_err().code(),
                 Code::HttpPathNotNormalized,

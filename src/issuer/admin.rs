@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::IssuerState;
-use super::api::{json_body, json_response, read_body, respond};
+use super::api::{json_body, json_response, respond, verified};
 use super::names::{Name, ProjectName, UserName, check_audience};
 use super::store::{Audit, Grants, Identities, Services, Store, Tx, bootstrap_names};
 use crate::encoding::b64url_decode;
@@ -115,14 +115,9 @@ where
 {
     let started = Instant::now();
     let result = async {
-        let verified = request
-            .extensions()
-            .get::<VerifiedRequest>()
-            .cloned()
-            .ok_or_else(|| Error::new(Code::IssuerForbidden, "not verified"))?;
+        let (parts, verified, body) = verified(request).await?;
         admin_scope(state, &verified).await?;
         let actor = verified.subject().to_owned();
-        let (parts, body) = read_body(request, state.config.max_body).await?;
         let input: T = json_body(&parts, &body)?;
         let mut change = Change {
             store: state.store.clone(),

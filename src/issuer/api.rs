@@ -8,6 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use serde::Deserialize;
@@ -20,11 +21,12 @@ use super::names::{Name, ProjectName, UserName, check_audience};
 use super::store::{Audit, Grants, Identities, Logins, bootstrap_names};
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Code, Error, Result, err};
-use crate::http::layer::{extract_proof, extract_token};
 use crate::key::PublicKey;
-use crate::proof::{RequestInfo, body_sha256};
 use crate::token::TokenBuilder;
+use crate::verify::VerifiedRequest;
 
+/// The routes without a token: public reads and login (whose proof the
+/// handler checks with the binding's own steps).
 pub(super) fn routes(state: Arc<IssuerState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -33,8 +35,13 @@ pub(super) fn routes(state: Arc<IssuerState>) -> Router {
         .route("/.well-known/keybound/keys", get(keys))
         .route("/.well-known/keybound/issuer", get(metadata))
         .route("/v1/login", post(login))
-        .route("/v1/tokens", post(mint))
         .with_state(state)
+}
+
+/// The routes that take a session token; they sit behind the session layer
+/// (`super::router`).
+pub(super) fn session_routes(state: Arc<IssuerState>) -> Router {
+    Router::new().route("/v1/tokens", post(mint)).with_state(state)
 }
 
 /// Turns a handler result into a response, counting failures.
@@ -59,36 +66,24 @@ pub(super) fn respond(
     }
 }
 
-/// Reads the whole body, at most `max` bytes.
-pub(super) async fn read_body(request: Request, max: usize) -> Result<(http::request::Parts, Bytes)> {
+/// The request that the verifying layer passed, and its body, which the
+/// layer has read whole (H2). A route without the layer fails closed here.
+pub(super) async fn verified(request: Request) -> Result<(Parts, VerifiedRequest, Bytes)> {
     let (parts, body) = request.into_parts();
-    let too_large = || Error::new(Code::HttpBodyTooLarge, format!("the body is larger than {max} bytes"));
-    if parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n > max as u64)
-    {
-        return Err(too_large());
-    }
-    let collected = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        http_body_util::Limited::new(body, max).collect(),
-    )
-    .await
-    .map_err(|_| Error::new(Code::HttpBodyUnreadable, "the body did not arrive in time"))?
-    .map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            too_large()
-        } else {
-            Error::new(Code::HttpBodyUnreadable, format!("the body could not be read: {e}"))
-        }
-    })?;
-    Ok((parts, collected.to_bytes()))
+    let Some(verified) = parts.extensions.get::<VerifiedRequest>().cloned() else {
+        tracing::error!(path = %parts.uri.path(), "an issuer route that needs a token has no verifying layer");
+        return err(Code::IssueInvalid, "server misconfiguration");
+    };
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| Error::new(Code::HttpBodyUnreadable, format!("the body could not be read: {e}")))?
+        .to_bytes();
+    Ok((parts, verified, body))
 }
 
 /// Parses a JSON body, refusing unknown fields.
-pub(super) fn json_body<T: DeserializeOwned>(parts: &http::request::Parts, body: &[u8]) -> Result<T> {
+pub(super) fn json_body<T: DeserializeOwned>(parts: &Parts, body: &[u8]) -> Result<T> {
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -153,12 +148,6 @@ pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> Res
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// The target URI a proof to this issuer names: issuer id + path and query.
-pub(super) fn target_uri(state: &IssuerState, parts: &http::request::Parts) -> String {
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    format!("{}{}", state.config.issuer_id.trim_end_matches('/'), path)
 }
 
 async fn readyz(State(state): State<Arc<IssuerState>>) -> Response {
@@ -228,7 +217,10 @@ async fn login(State(state): State<Arc<IssuerState>>, request: Request) -> Respo
 }
 
 async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
-    let (parts, body) = read_body(request, state.config.max_body).await?;
+    let (mut parts, body) = request.into_parts();
+    // H1 and H2 of the binding: the proof and the path before the body.
+    let proof = state.binding.proof_header(&mut parts)?;
+    let body = state.binding.body(&parts, body).await?;
     let login: LoginRequest = json_body(&parts, &body)?;
     let password = login.password.map(Zeroizing::new);
     let user = UserName::parse(&login.user)?;
@@ -247,16 +239,10 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
         );
     }
     // Proof of possession of the key to bind, for exactly this request.
-    let Some(proof) = extract_proof(&parts.headers, 8192)? else {
-        return err(Code::ProofMissing, "a login needs a KB-Proof made with the key to bind");
-    };
-    let target = target_uri(state, &parts);
-    let info = RequestInfo {
-        method: parts.method.as_str(),
-        uri: &target,
-        body_sha256: body_sha256(&body),
-    };
-    state.sessions.verify_possession_async(&key, &proof, &info).await?;
+    state
+        .binding
+        .verify_possession(&state.sessions, &key, &proof, &parts, &body)
+        .await?;
 
     let now = state.now() as i64;
     let who = user.to_string();
@@ -365,21 +351,7 @@ async fn mint(State(state): State<Arc<IssuerState>>, request: Request) -> Respon
 }
 
 async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
-    let (parts, body) = read_body(request, state.config.max_body).await?;
-    let session = extract_token(&parts.headers, 8192)?;
-    let Some(proof) = extract_proof(&parts.headers, 8192)? else {
-        return err(
-            Code::ProofMissing,
-            "a KB-Proof header is required with a keybound token",
-        );
-    };
-    let target = target_uri(state, &parts);
-    let info = RequestInfo {
-        method: parts.method.as_str(),
-        uri: &target,
-        body_sha256: body_sha256(&body),
-    };
-    let verified = state.sessions.verify_request_async(&session, &proof, &info).await?;
+    let (parts, verified, body) = verified(request).await?;
     let request: MintRequest = json_body(&parts, &body)?;
     let lifetime = request.lifetime.unwrap_or(state.config.service_lifetime);
     if lifetime == 0 || lifetime > state.config.service_lifetime {

@@ -307,7 +307,9 @@ pub struct IssuerState {
     /// Signing keys.
     pub keys: Arc<IssuerKeys>,
     /// Verifies session tokens and login proofs (audience: the issuer id).
-    pub(crate) sessions: Verifier,
+    pub(crate) sessions: Arc<Verifier>,
+    /// The HTTP binding's request checks, for login (the layers have their own).
+    pub(crate) binding: crate::http::layer::Binding,
     /// The replay store of every proof the issuer checks (memory or Redis).
     pub(crate) replay: Arc<dyn ReplayStore>,
     /// Metrics.
@@ -360,11 +362,13 @@ impl IssuerState {
         .replay_store(replay.clone())
         .clock(clock.clone())
         .build()?;
+        let binding = crate::http::layer::Binding::new(&config.issuer_id)?.with_max_body(config.max_body);
         Ok(Arc::new(IssuerState {
             config,
             store,
             keys,
-            sessions,
+            sessions: Arc::new(sessions),
+            binding,
             replay,
             metrics: Metrics::default(),
             clock,
@@ -394,13 +398,28 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
         Some(path) => Arc::new(JsonLinesFile::open(path)?),
         None => Arc::new(TracingRecords),
     };
-    let layer = crate::http::KeyboundLayer::new(Arc::new(admin_verifier), &state.config.issuer_id)?
-        .max_body(state.config.max_body)
+    let admin_layer = protected(&state, Arc::new(admin_verifier))?
         .policy(Arc::new(policy))
         .records(records);
-    // route_layer: only the admin routes are verified, so an unknown path is
-    // a plain 404 rather than a demand for a token.
-    Ok(api::routes(state.clone()).merge(admin::routes(state).route_layer(layer)))
+    let session_layer = protected(&state, state.sessions.clone())?;
+    // Every route that takes a token goes through one of these layers (H1,
+    // T, H2, P and A1 of the HTTP binding, as for any service): session
+    // tokens for minting, admin tokens for the admin API. route_layer: only
+    // these routes are verified, so an unknown path is a plain 404 rather
+    // than a demand for a token.
+    Ok(api::routes(state.clone())
+        .merge(api::session_routes(state.clone()).route_layer(session_layer))
+        .merge(admin::routes(state).route_layer(admin_layer)))
+}
+
+/// The verifying layer of the issuer's own routes: proofs name the issuer id
+/// as base URL, bodies are bounded by the configured max body, and refusals
+/// are counted in the issuer's metrics like the handlers' own.
+fn protected(state: &Arc<IssuerState>, verifier: Arc<Verifier>) -> Result<crate::http::KeyboundLayer> {
+    let counted = state.clone();
+    Ok(crate::http::KeyboundLayer::new(verifier, &state.config.issuer_id)?
+        .max_body(state.config.max_body)
+        .on_refusal(Arc::new(move |e: &Error| counted.metrics.failure(e.code().as_str()))))
 }
 
 /// Serves the issuer until Ctrl-C or SIGTERM, then finishes in-flight requests.
