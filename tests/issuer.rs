@@ -600,8 +600,10 @@ async fn login_refuses_bad_credentials_keys_and_proofs() {
             .await
             .unwrap();
         assert_eq!(error_from_response(response).await.code(), Code::ProofMissing);
+        // (With a proof field: H1 comes before the body.)
         let response = reqwest::Client::new()
             .post(format!("{}/v1/login", issuer.url))
+            .header("kb-proof", "AA")
             .body(vec![b'{'; 100_000])
             .send()
             .await
