@@ -136,7 +136,7 @@ codes! {
     /// `cnf` is absent.
     CwtCnfMissing = "cwt.cnf_missing", step "T4";
     /// `cnf` is not `{1: COSE_Key}` with a valid, non-weak public key.
-    CwtCnfInvalid = "cwt.cnf_invalid", step "T4";
+    CwtCnfInvalid = "cwt.cnf_invalid", step "T4, T8";
     /// `cti` is not 16 bytes.
     CwtCtiInvalid = "cwt.cti_invalid", step "T4";
     /// A session token where a service token is expected, or the reverse.

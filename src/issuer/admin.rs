@@ -313,7 +313,7 @@ async fn create_user(State(state): State<Arc<IssuerState>>, request: Request) ->
                 return err(Code::IssuerBadRequest, "kind is person or service");
             }
             let hash = match input.password {
-                Some(password) => Some(super::password::hash(&zeroize::Zeroizing::new(password))?),
+                Some(password) => Some(super::password::hash(zeroize::Zeroizing::new(password)).await?),
                 None => None,
             };
             let now = change.now;
@@ -357,7 +357,7 @@ async fn set_password(State(state): State<Arc<IssuerState>>, Path(user): Path<St
     action(&state, request, "user.set_password", |input: PasswordInput, change| {
         Box::pin(async move {
             let user = UserName::parse(&user)?;
-            let hash = super::password::hash(&zeroize::Zeroizing::new(input.password))?;
+            let hash = super::password::hash(zeroize::Zeroizing::new(input.password)).await?;
             change.tx().await?.set_password(&user, &hash).await?;
             Ok((user.to_string(), json!({"user": user, "has_password": true})))
         })

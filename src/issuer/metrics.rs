@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
@@ -25,6 +25,7 @@ pub struct Metrics {
     logins_failed: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    records_dropped: Mutex<Option<Arc<AtomicU64>>>,
 }
 
 impl Metrics {
@@ -67,6 +68,12 @@ impl Metrics {
         h.sum += seconds;
     }
 
+    /// Reports the drop counter of the denial log
+    /// ([`crate::policy::JsonLinesFile::dropped_counter`]).
+    pub fn count_dropped_records(&self, counter: Arc<AtomicU64>) {
+        *self.records_dropped.lock().unwrap_or_else(|p| p.into_inner()) = Some(counter);
+    }
+
     /// Renders all metrics.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -84,6 +91,13 @@ impl Metrics {
             "keybound_session_tokens_total",
             "Session tokens issued at login.",
             self.session_tokens.load(Ordering::Relaxed),
+        );
+        let records_dropped = self.records_dropped.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        counter(
+            &mut out,
+            "keybound_records_dropped_total",
+            "Denial records dropped because the denial log's writer could not keep up.",
+            records_dropped.map_or(0, |c| c.load(Ordering::Relaxed)),
         );
         let _ = writeln!(
             out,

@@ -395,7 +395,11 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
         "mode = \"enforce\"\n[[rule]]\nname = \"admin API\"\npath = \"/v1/admin/**\"\nroles = [\"admin\"]\n",
     )?;
     let records: Arc<dyn RecordSink> = match &state.config.denial_log {
-        Some(path) => Arc::new(JsonLinesFile::open(path)?),
+        Some(path) => {
+            let file = JsonLinesFile::open(path)?;
+            state.metrics.count_dropped_records(file.dropped_counter());
+            Arc::new(file)
+        }
         None => Arc::new(TracingRecords),
     };
     let admin_layer = protected(&state, Arc::new(admin_verifier))?
@@ -464,7 +468,7 @@ async fn shutdown_signal() {
 pub async fn bootstrap(config: &IssuerConfig, password: &str) -> Result<()> {
     config.check()?;
     let store = open_store(config).await?;
-    let hash = password::hash(password)?;
+    let hash = password::hash(Zeroizing::new(password.to_owned())).await?;
     let now = SystemClock.now() as i64;
     let mut tx = store.begin().await?;
     tx.bootstrap(&hash, now).await?;

@@ -273,7 +273,7 @@ impl PublicKey {
 /// same `cnf` key in every token it gets: a new token from a known client
 /// then costs two signature checks and little else. Only valid, non-weak
 /// keys are kept, and an entry is exactly what decoding would produce again.
-mod decoded_keys {
+pub(crate) mod decoded_keys {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
 
@@ -288,6 +288,12 @@ mod decoded_keys {
 
     pub(super) fn get(bytes: &[u8; 32]) -> Option<PublicKey> {
         cache().lock().ok()?.get(bytes).cloned()
+    }
+
+    /// Whether the key encoded as `bytes` is cached.
+    #[cfg(test)]
+    pub(crate) fn contains(bytes: &[u8; 32]) -> bool {
+        cache().lock().is_ok_and(|map| map.contains_key(bytes))
     }
 
     pub(super) fn put(bytes: [u8; 32], key: &PublicKey) {

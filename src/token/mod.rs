@@ -214,3 +214,69 @@ impl fmt::Debug for Token {
         write!(f, "Token({} bytes)", self.bytes.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::key::{Algorithm, KeySet, SigningKey, decoded_keys};
+
+    const ISSUER: &str = "https://issuer.example";
+    const NOW: u64 = 1_700_000_000;
+
+    fn claims_for(client: &PublicKey) -> Claims {
+        Claims {
+            iss: ISSUER.into(),
+            sub: "ayoung@stoughton".into(),
+            aud: "https://nova.example".into(),
+            exp: NOW + 300,
+            nbf: None,
+            iat: NOW,
+            cti: [9; CTI_LEN],
+            cnf: client.clone(),
+            kind: TokenKind::Service,
+            domain: None,
+            project: None,
+            roles: Vec::new(),
+            trust_id: None,
+            actor_chain: Vec::new(),
+            origin_issuer: None,
+        }
+    }
+
+    /// The 32 bytes of an Ed25519 key, as a token's `cnf` carries them.
+    fn encoded_x(key: &PublicKey) -> [u8; 32] {
+        let cose = key.to_cose_key(None);
+        cose[cose.len() - 32..].try_into().unwrap()
+    }
+
+    #[test]
+    fn cnf_is_decoded_only_after_the_signature_holds() {
+        let issuer = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let set = KeySet::new().with(b"k1".to_vec(), issuer.public_key().clone()).unwrap();
+        let issuers = vec![(ISSUER.to_owned(), Arc::new(set))];
+        let policy = TokenPolicy::new("https://nova.example");
+        // Generated keys never pass through the cache; decoding does.
+        let client = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let x = encoded_x(client.public_key());
+        let payload = issue::encode_claims(&claims_for(client.public_key()));
+
+        // Signed by a key the verifier does not trust, under a kid it knows.
+        let forger = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let forged = crate::cose::sign1(&forger, Some(b"k1"), payload.clone(), &[]);
+        UnverifiedToken::from_slice(&forged).unwrap();
+        let refused = verify_token(&forged, &policy, &issuers, NOW).unwrap_err();
+        assert_eq!(refused.code(), crate::Code::CoseBadSignature);
+        assert!(
+            !decoded_keys::contains(&x),
+            "a forged token put its cnf key in the cache"
+        );
+
+        // The same claims signed by the issuer: the key is decoded and cached.
+        let genuine = crate::cose::sign1(&issuer, Some(b"k1"), payload, &[]);
+        let verified = verify_token(&genuine, &policy, &issuers, NOW).unwrap();
+        assert_eq!(verified.cnf(), client.public_key());
+        assert!(decoded_keys::contains(&x));
+    }
+}

@@ -80,11 +80,13 @@ impl IssuerKeys for Vec<(String, Arc<KeySet>)> {
 }
 
 /// A token that parsed (steps T1–T4) but whose signature is not checked.
+/// Its `cnf` key is still encoded: decoding it (a point decompression, and an
+/// entry in the process-wide key cache) waits until the signature holds.
 #[derive(Debug)]
 pub struct UnverifiedToken<'a> {
     bytes: &'a [u8],
     sign1: Sign1<'a>,
-    claims: Claims,
+    claims: PendingClaims<'a>,
 }
 
 impl<'a> UnverifiedToken<'a> {
@@ -100,7 +102,7 @@ impl<'a> UnverifiedToken<'a> {
         if sign1.kid.is_none() {
             return err(Code::CoseKidMissing, "a token must name its signing key with kid (4)");
         }
-        let claims = decode_claims(sign1.payload)?;
+        let claims = decode_pending_claims(sign1.payload)?;
         Ok(UnverifiedToken { bytes, sign1, claims })
     }
 
@@ -149,9 +151,10 @@ impl<'a> UnverifiedToken<'a> {
         Ok(*key.thumbprint())
     }
 
-    /// Exposes the claims without any check. Only for [`crate::danger`].
-    pub(crate) fn into_parts(self) -> (Sign1<'a>, Claims) {
-        (self.sign1, self.claims)
+    /// Exposes the claims without any signature check, decoding `cnf`.
+    /// Only for [`crate::danger`] and the fuzz targets.
+    pub(crate) fn into_parts(self) -> Result<(Sign1<'a>, Claims)> {
+        Ok((self.sign1, self.claims.into_claims()?))
     }
 }
 
@@ -265,6 +268,8 @@ pub(crate) fn verify_token_hashed(
     let unverified = UnverifiedToken::from_slice(bytes)?;
     let issuer_key = unverified.check_signature(issuers)?;
     let UnverifiedToken { sign1, claims, .. } = unverified;
+    // T8.2: the cnf key, now that the issuer vouches for it.
+    let claims = claims.into_claims()?;
     check_claims(&claims, policy, now)?;
     Ok(VerifiedToken {
         token_hash,
@@ -383,8 +388,63 @@ fn read_text<'a>(r: &mut Reader<'a>, name: &str) -> Result<&'a str> {
     r.text().ok_or_else(|| claim_type(name, "a text string", r))
 }
 
-/// Step T4: decodes the claims map of the profile.
+/// Step T4, then the `cnf` key (T8.2): decodes the claims map of the profile.
 pub(crate) fn decode_claims(payload: &[u8]) -> Result<Claims> {
+    decode_pending_claims(payload)?.into_claims()
+}
+
+/// Claims that passed T4, with the `cnf` COSE_Key not yet decoded.
+#[derive(Debug)]
+struct PendingClaims<'a> {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: u64,
+    nbf: Option<u64>,
+    iat: u64,
+    cti: [u8; CTI_LEN],
+    /// The encoded COSE_Key under `cnf` label 1.
+    cnf: &'a [u8],
+    kb: KeyboundClaims,
+}
+
+impl PendingClaims<'_> {
+    /// Decodes the `cnf` key (K1, K2): done only for a token whose
+    /// signature holds (T8.2), or on an explicitly unverified path.
+    fn into_claims(self) -> Result<Claims> {
+        let PendingClaims {
+            iss,
+            sub,
+            aud,
+            exp,
+            nbf,
+            iat,
+            cti,
+            cnf,
+            kb,
+        } = self;
+        Ok(Claims {
+            iss,
+            sub,
+            aud,
+            exp,
+            nbf,
+            iat,
+            cti,
+            cnf: read_cnf_key(cnf)?,
+            kind: kb.kind,
+            domain: kb.domain,
+            project: kb.project,
+            roles: kb.roles,
+            trust_id: kb.trust_id,
+            actor_chain: kb.actor_chain,
+            origin_issuer: kb.origin_issuer,
+        })
+    }
+}
+
+/// Step T4: the claims map of the profile, `cnf` checked only for its shape.
+fn decode_pending_claims(payload: &[u8]) -> Result<PendingClaims<'_>> {
     cbor::validate(payload)?;
     let mut r = Reader::new(payload);
     let Some(entries) = r.map() else {
@@ -420,7 +480,7 @@ pub(crate) fn decode_claims(payload: &[u8]) -> Result<Claims> {
                     )
                 })?);
             }
-            Some(Label::Int(label::CNF)) => cnf = Some(read_cnf(&mut r)?),
+            Some(Label::Int(label::CNF)) => cnf = Some(read_cnf_shape(&mut r)?),
             Some(Label::Int(LABEL_KEYBOUND)) => kb = Some(read_keybound(&mut r)?),
             Some(other) => {
                 return err(
@@ -437,7 +497,7 @@ pub(crate) fn decode_claims(payload: &[u8]) -> Result<Claims> {
         return err(Code::CwtClaimType, "sub (2) is empty");
     }
     let kb = kb.ok_or_else(|| missing("keybound claims (-65537)"))?;
-    Ok(Claims {
+    Ok(PendingClaims {
         iss: iss.ok_or_else(|| missing("iss (1)"))?,
         sub,
         aud: aud.ok_or_else(|| missing("aud (3)"))?,
@@ -451,27 +511,32 @@ pub(crate) fn decode_claims(payload: &[u8]) -> Result<Claims> {
                 "the token has no cnf (8): a keybound token is always bound to a key",
             )
         })?,
-        kind: kb.kind,
-        domain: kb.domain,
-        project: kb.project,
-        roles: kb.roles,
-        trust_id: kb.trust_id,
-        actor_chain: kb.actor_chain,
-        origin_issuer: kb.origin_issuer,
+        kb,
     })
 }
 
-fn read_cnf(r: &mut Reader<'_>) -> Result<PublicKey> {
-    let invalid = |why: String| Error::new(Code::CwtCnfInvalid, why);
+/// T4 for `cnf`: a map of one entry under label 1; returns that entry's
+/// encoded value.
+fn read_cnf_shape<'a>(r: &mut Reader<'a>) -> Result<&'a [u8]> {
     if r.map() != Some(1) || r.int() != Some(1) {
-        return Err(invalid(
-            "cnf (8) must be a map holding exactly one COSE_Key under label 1".into(),
-        ));
+        return err(
+            Code::CwtCnfInvalid,
+            "cnf (8) must be a map holding exactly one COSE_Key under label 1",
+        );
     }
-    let parts = CoseKeyParts::read(r).map_err(|e| invalid(format!("cnf (8) key: {e}")))?;
-    parts.into_public().map_err(|e| invalid(format!("cnf (8) key: {e}")))
+    // The payload passed the strict profile, so the item is complete.
+    r.raw_item()
+        .ok_or_else(|| Error::new(Code::CwtCnfInvalid, "cnf (8) holds no COSE_Key"))
 }
 
+/// T8.2: the `cnf` COSE_Key passes K1 and K2 as a public key.
+fn read_cnf_key(encoded: &[u8]) -> Result<PublicKey> {
+    let invalid = |e: Error| Error::new(Code::CwtCnfInvalid, format!("cnf (8) key: {e}"));
+    let parts = CoseKeyParts::read(&mut Reader::new(encoded)).map_err(invalid)?;
+    parts.into_public().map_err(invalid)
+}
+
+#[derive(Debug)]
 struct KeyboundClaims {
     kind: TokenKind,
     domain: Option<String>,
