@@ -28,7 +28,7 @@ lives in the data directory (SQLite database, root secret for key derivation) or
 (--database-url postgres://…, for several replicas sharing one root secret). Settings come from flags, \
 then KEYBOUND_* environment variables, then a TOML --config file (keys: issuer_id, listen, data_dir, \
 database_url, database_max_connections, database_acquire_timeout, algorithm, rotation_period, session_lifetime, max_session_lifetime, service_lifetime, \
-leeway, max_body, login_max_failures, login_lockout, replay_redis_url, denial_log), then defaults. Before first use, create the admin with \
+leeway, max_body, login_max_failures, login_lockout, audit_retention, replay_redis_url, denial_log), then defaults. Before first use, create the admin with \
 `keybound admin bootstrap`. Stops gracefully on Ctrl-C or SIGTERM. Logs go to stderr (--log-format json \
 for JSON lines; RUST_LOG sets the level); no secret is ever logged.";
 pub(crate) const SERVE_EXAMPLES: &str = "\
@@ -88,6 +88,7 @@ struct FileConfig {
     max_body: Option<u64>,
     login_max_failures: Option<u64>,
     login_lockout: Option<u64>,
+    audit_retention: Option<u64>,
     replay_redis_url: Option<String>,
     denial_log: Option<PathBuf>,
 }
@@ -140,6 +141,7 @@ impl IssuerArgs {
             (file.leeway, &mut config.leeway),
             (file.login_lockout, &mut config.login_lockout),
             (file.database_acquire_timeout, &mut config.database_acquire_timeout),
+            (file.audit_retention, &mut config.audit_retention),
         ] {
             if let Some(v) = value {
                 *field = v;

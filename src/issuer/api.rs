@@ -266,31 +266,53 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
         Some(_) => Some(super::password::hash_slot().await?),
         None => None,
     };
+    let is_password_login = password.is_some();
     let Some(auth) = auth else {
-        // Names that are not users are counted and locked like users (in
-        // the database, like them), and a password is checked against a
-        // decoy: neither the answers nor their cost tell the two apart.
-        let mut tx = state.store.begin().await?;
-        let reserved = tx
-            .reserve_unknown_login_attempt(&user, now, max_failures, lockout)
+        // Names that are not users: password logins are counted and locked
+        // like users' (in the database, in a bounded set of buckets), and
+        // the password is checked against a decoy, so that neither the
+        // answers nor their cost tell the two apart. Their failures are
+        // totalled per minute rather than audited one by one (§5.7), so
+        // random names cannot grow the database.
+        let outcome = match (slot, password) {
+            (Some(slot), Some(password)) => {
+                let mut tx = state.store.begin().await?;
+                let reserved = tx
+                    .reserve_unknown_login_attempt(&user, now, max_failures, lockout)
+                    .await?;
+                tx.commit().await?;
+                if reserved {
+                    super::password::verify(slot, password, None).await;
+                    Code::IssuerInvalidCredentials
+                } else {
+                    Code::IssuerLocked
+                }
+            }
+            _ => Code::IssuerInvalidCredentials,
+        };
+        state.metrics.login(false);
+        state
+            .store
+            .conn()
+            .await?
+            .count_unknown_login_failure(now, outcome.as_str())
             .await?;
-        tx.commit().await?;
-        if !reserved {
-            return fail(Code::IssuerLocked, "too many failed logins; try again later").await;
-        }
-        if let (Some(slot), Some(password)) = (slot, password) {
-            super::password::verify(slot, password, None).await;
-        }
-        return fail(Code::IssuerInvalidCredentials, "unknown user or wrong credentials").await;
+        return match outcome {
+            Code::IssuerLocked => err(outcome, "too many failed logins; try again later"),
+            _ => err(outcome, "unknown user or wrong credentials"),
+        };
     };
-    // The attempt counts as a failure from here until it succeeds, so that
-    // parallel guesses cannot all pass the lock.
-    if !state
-        .store
-        .conn()
-        .await?
-        .reserve_login_attempt(&user, now, max_failures, lockout)
-        .await?
+    // A password login counts as a failure from here until it succeeds, so
+    // that parallel guesses cannot all pass the lock. Key logins are
+    // neither counted nor refused by the lockout: a key that is not
+    // registered guesses nothing, and must not lock out the password (§5.5).
+    if is_password_login
+        && !state
+            .store
+            .conn()
+            .await?
+            .reserve_login_attempt(&user, now, max_failures, lockout)
+            .await?
     {
         return fail(Code::IssuerLocked, "too many failed logins; try again later").await;
     }
@@ -319,7 +341,9 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
     // The counter's reset and the audit record commit together, before
     // the token is handed out.
     let mut tx = state.store.begin().await?;
-    tx.reset_login_failures(&user).await?;
+    if is_password_login {
+        tx.reset_login_failures(&user).await?;
+    }
     tx.record(now, &who, "login", &who, "ok").await?;
     tx.commit().await?;
     state.metrics.login(true);

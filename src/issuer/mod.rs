@@ -33,7 +33,7 @@ pub use keys::IssuerKeys;
 pub use metrics::Metrics;
 pub use names::{Name, ProjectName, UserName};
 pub use store::Store;
-use store::{Audit, Identities};
+use store::{Audit, Identities, Logins};
 
 use crate::error::{Code, Error, Result, err};
 use crate::key::Algorithm;
@@ -83,6 +83,10 @@ pub struct IssuerConfig {
     pub login_max_failures: i64,
     /// Lockout duration in seconds. Default 60.
     pub login_lockout: u64,
+    /// Seconds the audit log (and the per-minute totals of failed logins
+    /// of names that are not users) are kept; older records are pruned
+    /// hourly. 1 day to 10 years. Default 90 days.
+    pub audit_retention: u64,
     /// Redis URL for the replay store of every proof the issuer checks
     /// (login, mint, admin), needed when
     /// several replicas serve one issuer id. Default: in memory.
@@ -111,6 +115,7 @@ impl std::fmt::Debug for IssuerConfig {
             .field("max_body", &self.max_body)
             .field("login_max_failures", &self.login_max_failures)
             .field("login_lockout", &self.login_lockout)
+            .field("audit_retention", &self.audit_retention)
             .field("replay_redis_url", &self.replay_redis_url.as_deref().map(redact_url))
             .field("denial_log", &self.denial_log)
             .finish()
@@ -234,6 +239,7 @@ impl IssuerConfig {
             max_body: 64 * 1024,
             login_max_failures: 5,
             login_lockout: 60,
+            audit_retention: 90 * 86_400,
             replay_redis_url: None,
             denial_log: None,
         }
@@ -286,6 +292,12 @@ impl IssuerConfig {
             return err(
                 Code::IssuerConfig,
                 "database_max_connections must be 1 to 1000, and database_acquire_timeout 1 to 300 s",
+            );
+        }
+        if !(86_400..=3650 * 86_400).contains(&self.audit_retention) {
+            return err(
+                Code::IssuerConfig,
+                "audit_retention must be 1 day to 10 years (in seconds)",
             );
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body) {
@@ -363,7 +375,7 @@ impl IssuerState {
         .clock(clock.clone())
         .build()?;
         let binding = crate::http::layer::Binding::new(&config.issuer_id)?.with_max_body(config.max_body);
-        Ok(Arc::new(IssuerState {
+        let state = Arc::new(IssuerState {
             config,
             store,
             keys,
@@ -372,12 +384,40 @@ impl IssuerState {
             replay,
             metrics: Metrics::default(),
             clock,
-        }))
+        });
+        tokio::spawn(prune_hourly(Arc::downgrade(&state)));
+        Ok(state)
+    }
+
+    /// Drops the audit entries and the totals of failed logins of unknown
+    /// names older than the retention horizon, in one transaction; returns
+    /// how many of each.
+    pub async fn prune_old_records(&self) -> Result<(u64, u64)> {
+        let before = self.now() as i64 - self.config.audit_retention as i64;
+        let mut tx = self.store.begin().await?;
+        let audit = tx.prune_audit(before).await?;
+        let totals = tx.prune_unknown_login_totals(before).await?;
+        tx.commit().await?;
+        Ok((audit, totals))
     }
 
     /// Current time.
     pub fn now(&self) -> u64 {
         self.clock.now()
+    }
+}
+
+/// Prunes old records at start and every hour, as long as the issuer lives.
+async fn prune_hourly(state: std::sync::Weak<IssuerState>) {
+    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        match state.prune_old_records().await {
+            Ok((0, 0)) => {}
+            Ok((audit, totals)) => tracing::info!(audit, totals, "pruned records older than the audit retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning old audit records failed; retrying in an hour"),
+        }
     }
 }
 

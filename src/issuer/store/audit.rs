@@ -1,5 +1,5 @@
 //! The audit log: append-only, written in the transaction of the change it
-//! records.
+//! records, pruned by age (the retention horizon of spec/issuer.md §10.4).
 
 use std::future::Future;
 
@@ -36,6 +36,8 @@ pub trait Audit {
     ) -> impl Future<Output = Result<()>> + Send;
     /// The newest `limit` entries, newest first.
     fn list_audit(&mut self, limit: i64) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
+    /// Drops the entries older than `before` (Unix seconds); returns how many.
+    fn prune_audit(&mut self, before: i64) -> impl Future<Output = Result<u64>> + Send;
 }
 
 impl Audit for Conn {
@@ -71,5 +73,14 @@ impl Audit for Conn {
                 })
             })
             .collect()
+    }
+
+    async fn prune_audit(&mut self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM audit_log WHERE time < $1")
+            .bind(before)
+            .execute(&mut *self)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected())
     }
 }

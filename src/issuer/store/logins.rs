@@ -23,9 +23,24 @@ pub struct UserAuth {
     pub locked_until: i64,
 }
 
-/// How long the counter of a name that is not a user is kept after its last
-/// attempt (and after its lock has run out).
+/// How long the counter of a bucket of names that are not users is kept
+/// after its last attempt (and after its lock has run out).
 const UNKNOWN_LOGIN_RETENTION: i64 = 86_400;
+
+/// Names that are not users share this many lockout counters: the table
+/// holds at most this many rows, whatever the number of names tried.
+pub const UNKNOWN_LOGIN_BUCKETS: u64 = 65_536;
+
+/// Failed logins of names that are not users in one minute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownLoginTotal {
+    /// Unix time of the minute's start.
+    pub minute: i64,
+    /// `issuer.invalid_credentials` or `issuer.locked`.
+    pub outcome: String,
+    /// Attempts in that minute with that outcome.
+    pub attempts: i64,
+}
 
 /// The login and lockout aggregate.
 pub trait Logins {
@@ -47,9 +62,12 @@ pub trait Logins {
         max_failures: i64,
         lockout: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
-    /// [`Logins::reserve_login_attempt`] for a name that is not a user, in a
-    /// table of its own, so the lockout cannot tell which names exist.
-    /// Counters of names not tried for a day (and not locked) are dropped.
+    /// [`Logins::reserve_login_attempt`] for a name that is not a user, so
+    /// the lockout cannot tell which names exist. The counter is that of
+    /// the name's bucket (HMAC-SHA-256 of the name under the database's
+    /// random salt, modulo [`UNKNOWN_LOGIN_BUCKETS`]), so the table is
+    /// bounded; without the salt nobody can pick names that share a
+    /// bucket. Counters not used for a day (and not locked) are dropped.
     fn reserve_unknown_login_attempt(
         &mut self,
         user: &UserName,
@@ -59,6 +77,23 @@ pub trait Logins {
     ) -> impl Future<Output = Result<bool>> + Send;
     /// Clears the failure counter after a successful login.
     fn reset_login_failures(&mut self, user: &UserName) -> impl Future<Output = Result<()>> + Send;
+    /// Adds a failed login of a name that is not a user to the total of
+    /// its minute and outcome (instead of an audit row per attempt).
+    fn count_unknown_login_failure(&mut self, now: i64, outcome: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The per-minute totals since `since`, oldest first.
+    fn unknown_login_totals(&mut self, since: i64) -> impl Future<Output = Result<Vec<UnknownLoginTotal>>> + Send;
+    /// Drops the totals of minutes before `before`; returns how many.
+    fn prune_unknown_login_totals(&mut self, before: i64) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// The bucket of a name that is not a user.
+fn bucket(salt: &str, user: &UserName) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(salt.as_bytes()).expect("HMAC takes any key length");
+    mac.update(user.to_string().as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("32-byte digest")) % UNKNOWN_LOGIN_BUCKETS;
+    format!("bucket:{n}")
 }
 
 impl Logins for Conn {
@@ -117,7 +152,11 @@ impl Logins for Conn {
         max_failures: i64,
         lockout: i64,
     ) -> Result<bool> {
-        let who = user.to_string();
+        let salt: String = sqlx::query_scalar("SELECT salt FROM login_bucket_salt WHERE id = 1")
+            .fetch_one(&mut *self)
+            .await
+            .map_err(unavailable)?;
+        let who = bucket(&salt, user);
         sqlx::query("DELETE FROM unknown_logins WHERE last_attempt < $1 AND locked_until < $2")
             .bind(now - UNKNOWN_LOGIN_RETENTION)
             .bind(now)
@@ -164,5 +203,46 @@ impl Logins for Conn {
         .await
         .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn count_unknown_login_failure(&mut self, now: i64, outcome: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO unknown_login_totals (minute, outcome, attempts) VALUES ($1, $2, 1)
+             ON CONFLICT (minute, outcome) DO UPDATE SET attempts = unknown_login_totals.attempts + 1",
+        )
+        .bind(now - now.rem_euclid(60))
+        .bind(outcome)
+        .execute(&mut *self)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn unknown_login_totals(&mut self, since: i64) -> Result<Vec<UnknownLoginTotal>> {
+        let rows = sqlx::query(
+            "SELECT minute, outcome, attempts FROM unknown_login_totals WHERE minute >= $1 ORDER BY minute, outcome",
+        )
+        .bind(since)
+        .fetch_all(&mut *self)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(UnknownLoginTotal {
+                    minute: get_i64(r, "minute")?,
+                    outcome: super::get_str(r, "outcome")?,
+                    attempts: get_i64(r, "attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_unknown_login_totals(&mut self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM unknown_login_totals WHERE minute < $1")
+            .bind(before)
+            .execute(&mut *self)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected())
     }
 }

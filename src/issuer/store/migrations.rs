@@ -27,12 +27,14 @@ const SQLITE: &[(&str, &str)] = embed!(
     "0001_identities_and_audit.sql",
     "0002_unknown_logins.sql",
     "0003_migrations_as_files.sql",
+    "0004_bounded_login_records.sql",
 );
 const POSTGRES: &[(&str, &str)] = embed!(
     "postgres",
     "0001_identities_and_audit.sql",
     "0002_unknown_logins.sql",
     "0003_migrations_as_files.sql",
+    "0004_bounded_login_records.sql",
 );
 
 /// The embedded files of one dialect, as sqlx's migrator takes them.

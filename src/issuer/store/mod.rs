@@ -5,7 +5,7 @@
 //! | [`identities`] | domains, projects, users, their keys, roles | `domains`, `projects`, `users`, `user_keys`, `roles` |
 //! | [`grants`] | role assignments, and the facts a mint re-checks | `assignments` |
 //! | [`services`] | registered service audiences | `services` |
-//! | [`logins`] | what a login reads, and the lockout | `users` (counters), `unknown_logins` |
+//! | [`logins`] | what a login reads, and the lockout | `users` (counters), `unknown_logins`, `unknown_login_totals`, `login_bucket_salt` |
 //! | [`audit`] | the audit log | `audit_log` |
 //!
 //! The trusts and the federation peers of the next issues are aggregates of
@@ -54,7 +54,7 @@ use sqlx::{Any, AnyPool, Row};
 pub use audit::{Audit, AuditEntry};
 pub use grants::{Grant, Grants, MintFacts};
 pub use identities::{Identities, UserInfo, bootstrap_names};
-pub use logins::{Logins, UserAuth};
+pub use logins::{Logins, UNKNOWN_LOGIN_BUCKETS, UnknownLoginTotal, UserAuth};
 pub use services::Services;
 
 use crate::error::{Code, Error, Result, err};
