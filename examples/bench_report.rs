@@ -61,7 +61,7 @@ impl Setup {
             .unwrap();
         Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, keys))
             .clock(Arc::new(ManualClock::new(NOW)))
-            .replay_store(Arc::new(MemoryReplayStore::new(4_000_000)))
+            .replay_store(Arc::new(MemoryReplayStore::with_budget(1 << 30).fenced_at(0)))
             .build()
             .unwrap()
     }

@@ -36,7 +36,9 @@ fn main() -> keybound::Result<()> {
     .build()?;
     let uri = "https://nova.example/v2/servers";
     let request = RequestInfo::new("GET", uri, b"");
-    let proof = ProofBuilder::new("GET", uri, token.as_bytes(), b"", now)?.sign(&client_key)?;
+    // Made after the verifier: its replay store refuses proofs made before it started.
+    let proof_time = keybound::verify::Clock::now(&SystemClock);
+    let proof = ProofBuilder::new("GET", uri, token.as_bytes(), b"", proof_time)?.sign(&client_key)?;
     println!("proof: {} bytes", proof.as_bytes().len());
 
     let verified = verifier.verify_request(token.as_bytes(), proof.as_bytes(), &request)?;

@@ -187,6 +187,8 @@ codes! {
     ReplayStoreUnavailable = "replay.store_unavailable", step "P13";
     /// The replay store is full of live entries; the request is refused (fail closed).
     ReplayStoreFull = "replay.store_full", step "P13";
+    /// The proof was made before the replay store started: it cannot tell it from a replay.
+    ReplayStoreRestarted = "replay.store_restarted", step "P13";
 
     // ---- HTTP binding ----
     /// No `Authorization` header.

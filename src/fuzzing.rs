@@ -334,7 +334,7 @@ pub fn proof_verify(data: &[u8]) {
         .clock(Arc::new(ManualClock::new(NOW)))
         .leeway(30)
         .proof_max_age(60)
-        .replay_store(Arc::new(MemoryReplayStore::new(8)));
+        .replay_store(Arc::new(MemoryReplayStore::with_budget(16 * 1024).fenced_at(0)));
     if frame.flags & FLAG_REQUIRE_NONCE != 0 {
         builder = builder.require_nonce(Arc::new(FixedNonces));
     }
@@ -578,7 +578,8 @@ mod tests {
             );
             let frame = parse_frame(&input);
             let verifier = Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, vector_issuer_keys().clone()))
-                .clock(Arc::new(ManualClock::new(NOW)));
+                .clock(Arc::new(ManualClock::new(NOW)))
+                .replay_store(Arc::new(MemoryReplayStore::with_budget(16 * 1024).fenced_at(0)));
             let verifier = if v.nonces.is_some() {
                 verifier.require_nonce(Arc::new(FixedNonces))
             } else {

@@ -11,7 +11,7 @@
 //! use keybound::key::{Algorithm, KeySet, SigningKey};
 //! use keybound::proof::{ProofBuilder, RequestInfo};
 //! use keybound::token::TokenBuilder;
-//! use keybound::verify::{ManualClock, TrustedIssuer, Verifier};
+//! use keybound::verify::{ManualClock, MemoryReplayStore, TrustedIssuer, Verifier};
 //! use std::sync::Arc;
 //!
 //! let now = 1_763_800_000;
@@ -36,6 +36,9 @@
 //! let verifier = Verifier::builder("https://nova.example",
 //!         TrustedIssuer::with_keys("https://issuer.example", keys))
 //!     .clock(Arc::new(ManualClock::new(now + 2)))
+//!     // A replay store that started before the proof was made (by
+//!     // default a verifier's store refuses proofs made before it started).
+//!     .replay_store(Arc::new(MemoryReplayStore::default().fenced_at(now - 60)))
 //!     .build()?;
 //! let request = RequestInfo::new("GET", "https://nova.example/v2/servers", b"");
 //! let verified = verifier.verify_request(token.as_bytes(), proof.as_bytes(), &request)?;

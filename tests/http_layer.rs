@@ -11,7 +11,9 @@ use keybound::key::{Algorithm, KeySet, SigningKey};
 use keybound::policy::{MemoryRecords, Policy};
 use keybound::proof::ProofBuilder;
 use keybound::token::{Token, TokenBuilder};
-use keybound::verify::{ManualClock, NonceService, TrustedIssuer, VerifiedRequest, Verifier, VerifierBuilder};
+use keybound::verify::{
+    ManualClock, MemoryReplayStore, NonceService, TrustedIssuer, VerifiedRequest, Verifier, VerifierBuilder,
+};
 use serde_json::Value;
 
 const ISSUER: &str = "https://issuer.example";
@@ -41,7 +43,11 @@ impl World {
         let keys = KeySet::new()
             .with(self.kid.clone(), self.issuer.public_key().clone())
             .unwrap();
-        Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, keys)).clock(self.clock.clone())
+        // A store that started before NOW: its fence lets the proofs through.
+        let store = MemoryReplayStore::default().fenced_at(NOW - 3600);
+        Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, keys))
+            .clock(self.clock.clone())
+            .replay_store(Arc::new(store))
     }
 
     fn token_for(&self, audience: &str, roles: &[&str]) -> Token {

@@ -14,7 +14,7 @@ use keybound::key::{Algorithm, KeySet, SigningKey};
 use keybound::keyset::{HttpKeys, HttpKeysOptions, KeySource};
 use keybound::proof::{ProofBuilder, RequestInfo};
 use keybound::token::TokenBuilder;
-use keybound::verify::{ManualClock, TrustedIssuer, Verifier};
+use keybound::verify::{ManualClock, MemoryReplayStore, TrustedIssuer, Verifier};
 
 const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "https://nova.example";
@@ -147,6 +147,7 @@ impl Client {
 fn verifier_with(source: HttpKeys) -> Verifier {
     Verifier::builder(AUDIENCE, TrustedIssuer::new(ISSUER, source))
         .clock(Arc::new(ManualClock::new(NOW)))
+        .replay_store(Arc::new(MemoryReplayStore::default().fenced_at(NOW - 3600)))
         .build()
         .unwrap()
 }

@@ -22,7 +22,7 @@ use keybound::encoding::hex_decode;
 use keybound::key::{Algorithm, KeySet, PublicKey, SigningKey};
 use keybound::proof::{NonceValidator, RequestInfo, normalize_uri};
 use keybound::verify::{
-    ManualClock, MemoryReplayStore, NonceService, ReplayKey, ReplayOutcome, ReplayStore, TrustedIssuer, Verifier,
+    ManualClock, MemoryReplayStore, NonceService, ReplayEntry, ReplayOutcome, ReplayStore, TrustedIssuer, Verifier,
     VerifierBuilder,
 };
 use keybound::{Code, Error};
@@ -338,9 +338,31 @@ fn proof_for(token: &[u8]) -> Vec<u8> {
     Pf::get(token).sign(token)
 }
 
+/// A replay store that started an hour before `NOW`: its fence lets every
+/// case's proofs through.
+fn running_store() -> MemoryReplayStore {
+    MemoryReplayStore::with_budget(1 << 20).fenced_at(NOW - 3600)
+}
+
+/// A replay store with room for a few hundred entries.
+fn small_store() -> MemoryReplayStore {
+    MemoryReplayStore::with_budget(8 * 1024).fenced_at(NOW - 3600)
+}
+
+/// Submits proofs with new jtis to `v` until one is refused.
+fn fill(v: &Verifier, t: &[u8]) -> Result<(), Error> {
+    for i in 0..100_000u32 {
+        let mut jti = [0xee; 16];
+        jti[..4].copy_from_slice(&i.to_be_bytes());
+        submit(v, t, &Pf::get(t).set(4, b(&jti)).sign(t), 1)?;
+    }
+    Ok(())
+}
+
 fn builder() -> VerifierBuilder {
     Verifier::builder(AUD, TrustedIssuer::with_keys(ISSUER, issuer_keys()))
         .clock(Arc::new(ManualClock::new(NOW)))
+        .replay_store(Arc::new(running_store()))
         .leeway(LEEWAY)
         .proof_max_age(MAX_AGE)
 }
@@ -3167,7 +3189,7 @@ fn submit(v: &Verifier, token: &[u8], proof: &[u8], times: usize) -> Result<(), 
 struct AsyncOnly;
 
 impl ReplayStore for AsyncOnly {
-    fn check_and_record(&self, _key: ReplayKey, _expires_at: u64, _now: u64) -> ReplayOutcome<'_> {
+    fn check_and_record(&self, _entry: ReplayEntry) -> ReplayOutcome<'_> {
         ReplayOutcome::Pending(Box::pin(async { Ok(()) }))
     }
 }
@@ -3187,7 +3209,7 @@ fn replay_cases() -> Vec<Case> {
             "replica-b-shares-the-store-of-replica-a",
             "replay.detected",
             || {
-                let store: Arc<dyn ReplayStore> = Arc::new(MemoryReplayStore::new(100));
+                let store: Arc<dyn ReplayStore> = Arc::new(running_store());
                 let a = builder().replay_store(store.clone()).build().unwrap();
                 let b = builder().replay_store(store).build().unwrap();
                 let t = token();
@@ -3197,7 +3219,7 @@ fn replay_cases() -> Vec<Case> {
             },
         ),
         case("RP-03", "64-parallel-submissions-one-wins", "replay.detected", || {
-            let store: Arc<dyn ReplayStore> = Arc::new(MemoryReplayStore::new(10_000));
+            let store: Arc<dyn ReplayStore> = Arc::new(running_store());
             let replicas: Vec<Arc<Verifier>> = (0..4)
                 .map(|_| Arc::new(builder().replay_store(store.clone()).build().unwrap()))
                 .collect();
@@ -3262,6 +3284,28 @@ fn replay_cases() -> Vec<Case> {
                     .build()
                     .unwrap();
                 submit(&after, &t, &p, 1)
+            },
+        ),
+        // RP-05: the in-memory store's own fence: a service restarted with
+        // the default store refuses a proof made before its start.
+        case(
+            "RP-05",
+            "replay-after-restart-with-memory-store-fence",
+            "replay.store_restarted",
+            || {
+                let clock = Arc::new(ManualClock::new(NOW));
+                let before = builder().clock(clock.clone()).build().unwrap();
+                let t = token();
+                let p = proof_for(&t);
+                submit(&before, &t, &p, 1)?;
+                clock.advance(5);
+                let restarted = Verifier::builder(AUD, TrustedIssuer::with_keys(ISSUER, issuer_keys()))
+                    .clock(clock.clone())
+                    .leeway(LEEWAY)
+                    .proof_max_age(MAX_AGE)
+                    .build()
+                    .unwrap();
+                submit(&restarted, &t, &p, 1)
             },
         ),
         case("RP-06", "es256-high-s-twin-of-a-proof", "replay.detected", || {
@@ -3332,25 +3376,16 @@ fn replay_cases() -> Vec<Case> {
         ),
         // RP-14: a full store refuses new proofs and forgets none.
         case("RP-14", "store-full-refuses", "replay.store_full", || {
-            let v = builder()
-                .replay_store(Arc::new(MemoryReplayStore::new(2)))
-                .build()
-                .unwrap();
-            let t = token();
-            for i in 0..2u8 {
-                submit(&v, &t, &Pf::get(&t).set(4, b(&[i; 16])).sign(&t), 1)?;
-            }
-            submit(&v, &t, &Pf::get(&t).set(4, b(&[9; 16])).sign(&t), 1)
+            let v = builder().replay_store(Arc::new(small_store())).build().unwrap();
+            fill(&v, &token())
         }),
         case("RP-14", "full-store-still-detects-replays", "replay.detected", || {
-            let v = builder()
-                .replay_store(Arc::new(MemoryReplayStore::new(2)))
-                .build()
-                .unwrap();
+            let v = builder().replay_store(Arc::new(small_store())).build().unwrap();
             let t = token();
             let first = Pf::get(&t).set(4, b(&[0; 16])).sign(&t);
             submit(&v, &t, &first, 1)?;
-            submit(&v, &t, &Pf::get(&t).set(4, b(&[1; 16])).sign(&t), 1)?;
+            let full = fill(&v, &t).unwrap_err();
+            assert_eq!(full.code(), Code::ReplayStoreFull);
             submit(&v, &t, &first, 1)
         }),
         // RP-15: clock steps never let a proof through twice.
@@ -4077,6 +4112,18 @@ mod http_binding {
             prefix: format!("kb:negative:{unique}:"),
             ..Default::default()
         };
+        // The store has been in use since before NOW (its fence key says so).
+        let mut connection = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let () = redis::cmd("SET")
+            .arg(format!("{}fence", options.prefix))
+            .arg(NOW - 3600)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
         let replica = || async {
             let store = keybound::verify::RedisReplayStore::connect(&url, options.clone())
                 .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use keybound::key::{Algorithm, KeySet, SigningKey};
 use keybound::proof::{ProofBuilder, RequestInfo, normalize_uri};
 use keybound::token::{Actor, TokenBuilder, TokenTagging};
-use keybound::verify::{ManualClock, TrustedIssuer, Verifier};
+use keybound::verify::{ManualClock, MemoryReplayStore, TrustedIssuer, Verifier};
 use proptest::prelude::*;
 
 const NOW: u64 = 1_763_800_000;
@@ -61,6 +61,7 @@ fn verifier(f: &Fixture) -> Verifier {
         TrustedIssuer::with_keys("https://issuer.example", f.keys.clone()),
     )
     .clock(Arc::new(ManualClock::new(NOW)))
+    .replay_store(Arc::new(MemoryReplayStore::default().fenced_at(NOW - 3600)))
     .build()
     .unwrap()
 }

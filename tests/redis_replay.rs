@@ -50,11 +50,15 @@ impl Fixture {
     }
 
     fn verifier(&self, store: Arc<dyn ReplayStore>) -> Verifier {
+        self.verifier_at(store, Arc::new(ManualClock::new(NOW)))
+    }
+
+    fn verifier_at(&self, store: Arc<dyn ReplayStore>, clock: Arc<ManualClock>) -> Verifier {
         let keys = KeySet::new()
             .with(self.issuer.public_key().default_kid(), self.issuer.public_key().clone())
             .unwrap();
         Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, keys))
-            .clock(Arc::new(ManualClock::new(NOW)))
+            .clock(clock)
             .replay_store(store)
             .build()
             .unwrap()
@@ -73,12 +77,30 @@ impl Fixture {
     }
 
     fn proof(&self, token: &Token) -> Vec<u8> {
-        ProofBuilder::new("GET", URI, token.as_bytes(), b"", NOW - 1)
+        self.proof_at(token, NOW - 1)
+    }
+
+    fn proof_at(&self, token: &Token, iat: u64) -> Vec<u8> {
+        ProofBuilder::new("GET", URI, token.as_bytes(), b"", iat)
             .unwrap()
             .sign(&self.client)
             .unwrap()
             .into_bytes()
     }
+}
+
+/// Connects to a store whose fence key says it has been in use since an
+/// hour before `NOW`, as a Redis that has not lost its data would.
+async fn connect_running(url: &str, options: RedisReplayOptions) -> RedisReplayStore {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(format!("{}fence", options.prefix))
+        .arg(NOW - 3600)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    RedisReplayStore::connect(url, options).await.unwrap()
 }
 
 async fn submit(verifier: &Verifier, token: &Token, proof: &[u8]) -> keybound::Result<()> {
@@ -93,10 +115,8 @@ async fn two_verifiers_sharing_redis_accept_a_proof_once() {
     let Some(url) = redis_url() else { return };
     let options = options();
     let f = Fixture::new();
-    let a = f.verifier(Arc::new(
-        RedisReplayStore::connect(&url, options.clone()).await.unwrap(),
-    ));
-    let b = f.verifier(Arc::new(RedisReplayStore::connect(&url, options).await.unwrap()));
+    let a = f.verifier(Arc::new(connect_running(&url, options.clone()).await));
+    let b = f.verifier(Arc::new(connect_running(&url, options).await));
     let token = f.token();
     let proof = f.proof(&token);
     submit(&a, &token, &proof).await.unwrap();
@@ -121,7 +141,7 @@ async fn concurrent_replays_across_replicas_succeed_exactly_once() {
         let url = url.clone();
         let options = options.clone();
         let f = f.clone();
-        async move { Arc::new(f.verifier(Arc::new(RedisReplayStore::connect(&url, options).await.unwrap()))) }
+        async move { Arc::new(f.verifier(Arc::new(connect_running(&url, options).await))) }
     })
     .await;
     for round in 0..20 {
@@ -238,9 +258,7 @@ async fn fails_closed_while_redis_is_down_and_recovers() {
     };
     let port = redis.port;
     let f = Fixture::new();
-    let verifier = f.verifier(Arc::new(
-        RedisReplayStore::connect(&redis.url(), options()).await.unwrap(),
-    ));
+    let verifier = f.verifier(Arc::new(connect_running(&redis.url(), options()).await));
     let token = f.token();
     submit(&verifier, &token, &f.proof(&token)).await.unwrap();
     redis.kill();
@@ -248,15 +266,87 @@ async fn fails_closed_while_redis_is_down_and_recovers() {
         let err = submit(&verifier, &token, &f.proof(&token)).await.unwrap_err();
         assert_eq!(err.code(), Code::ReplayStoreUnavailable, "{err}");
     }
-    // Back up on the same port: the store reconnects and accepts again.
+    // Back up on the same port, empty: the store reconnects and accepts
+    // proofs made since (its fence is now NOW).
     let _redis = PrivateRedis::start(&[], Some(port)).unwrap();
     let mut recovered = false;
     for _ in 0..40 {
-        if submit(&verifier, &token, &f.proof(&token)).await.is_ok() {
+        if submit(&verifier, &token, &f.proof_at(&token, NOW)).await.is_ok() {
             recovered = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "the store reconnects once Redis is back");
+}
+
+/// Issue 11 §5: a Redis restarted without persistence forgets every entry;
+/// the missing fence key gives it away, and a proof accepted before the
+/// restart is refused after it (`replay.store_restarted`), in the same
+/// round trip as the record. Proofs made since are accepted once.
+#[tokio::test]
+async fn a_proof_accepted_before_redis_lost_its_data_is_refused_after() {
+    let Some(mut redis) = PrivateRedis::start(&[], None) else {
+        return;
+    };
+    let port = redis.port;
+    let f = Fixture::new();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let verifier = f.verifier_at(Arc::new(connect_running(&redis.url(), options()).await), clock.clone());
+    let token = f.token();
+    let before = f.proof(&token);
+    submit(&verifier, &token, &before).await.unwrap();
+    redis.kill();
+    let _restarted = PrivateRedis::start(&[], Some(port)).unwrap();
+    clock.advance(3);
+    let mut answer = submit(&verifier, &token, &before).await;
+    for _ in 0..40 {
+        if !answer.as_ref().is_err_and(|e| e.code() == Code::ReplayStoreUnavailable) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = submit(&verifier, &token, &before).await;
+    }
+    assert_eq!(answer.unwrap_err().code(), Code::ReplayStoreRestarted);
+    // Still refused: the fence was written, at the verifier's now.
+    assert_eq!(
+        submit(&verifier, &token, &before).await.unwrap_err().code(),
+        Code::ReplayStoreRestarted
+    );
+    let after = f.proof_at(&token, NOW + 3);
+    submit(&verifier, &token, &after).await.unwrap();
+    assert_eq!(
+        submit(&verifier, &token, &after).await.unwrap_err().code(),
+        Code::ReplayDetected
+    );
+}
+
+/// A Redis that could come back from a crash with an older copy of its
+/// data (snapshots, or an append-only file synced once a second) is
+/// refused at start; one that persists nothing, or syncs every write, is
+/// accepted.
+#[tokio::test]
+async fn refuses_to_start_on_a_redis_that_could_roll_back() {
+    for (settings, accepted) in [
+        (&["--save", "60 1"][..], false),
+        (&["--appendonly", "yes", "--appendfsync", "everysec"][..], false),
+        (&["--appendonly", "yes", "--appendfsync", "always"][..], true),
+        (&[][..], true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--dir", dir.path().to_str().unwrap()];
+        args.extend(settings);
+        let Some(redis) = PrivateRedis::start(&args, None) else {
+            return;
+        };
+        let result = RedisReplayStore::connect(&redis.url(), options()).await;
+        match result {
+            Ok(_) => assert!(accepted, "{settings:?} was accepted"),
+            Err(e) => {
+                assert!(!accepted, "{settings:?}: {e}");
+                assert_eq!(e.code(), Code::ReplayStoreUnavailable);
+                assert!(e.message().contains("appendfsync always"), "{e}");
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use keybound::key::{Algorithm, KeySet, SigningKey};
 use keybound::keyset::KeySource;
 use keybound::proof::{ProofBuilder, RequestInfo};
 use keybound::token::{Token, TokenBuilder};
-use keybound::verify::{Clock, ManualClock, TrustedIssuer, Verifier};
+use keybound::verify::{Clock, ManualClock, MemoryReplayStore, TrustedIssuer, Verifier};
 
 const NOW: u64 = 1_763_800_000;
 const URI: &str = "https://nova.example/v2/servers";
@@ -39,6 +39,7 @@ fn setup() -> Setup {
         TrustedIssuer::from_arc("https://issuer.example", keys.clone()),
     )
     .clock(clock.clone())
+    .replay_store(Arc::new(MemoryReplayStore::default().fenced_at(NOW - 3600)))
     .build()
     .unwrap();
     Setup {

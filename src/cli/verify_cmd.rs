@@ -14,7 +14,7 @@ use crate::error::{Code, Error};
 use crate::key::{KeySet, MAX_KEYSET_SIZE, PublicKey};
 use crate::keyset::{HttpKeys, HttpKeysOptions, KeySource};
 use crate::proof::RequestInfo;
-use crate::verify::{ManualClock, TrustedIssuer, Verifier};
+use crate::verify::{ManualClock, MemoryReplayStore, TrustedIssuer, Verifier};
 
 pub(crate) const ABOUT: &str = "Check a token and its proof offline, exactly as a service would (why was I refused?)";
 pub(crate) const LONG_ABOUT: &str = "\
@@ -142,6 +142,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         .clock(Arc::new(ManualClock::new(now)))
         .leeway(args.leeway)
         .proof_max_age(args.proof_max_age)
+        // One proof, checked once: no replay to detect, no fence to apply.
+        .replay_store(Arc::new(MemoryReplayStore::with_budget(64 * 1024).fenced_at(0)))
         .build()
         .map_err(|e| CliError::with_exit(e, EXIT_USAGE))?;
     let result = match &proof {

@@ -17,7 +17,10 @@
 //! Tokens are cached per scope and replaced 30 s before they expire. A
 //! service that answers `proof.nonce_required`/`proof.nonce_invalid` with a
 //! `KB-Nonce` gets one retry with that nonce; nonces a service hands out on
-//! other answers are remembered for its next request.
+//! other answers are remembered for its next request. A service or issuer
+//! whose replay store started after a proof was made
+//! (`replay.store_restarted`) gets one retry with a new proof, dated at least
+//! a second after the refused one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -305,23 +308,33 @@ impl Client {
 
     /// POSTs JSON to the issuer with a proof (and the session token, if
     /// given); returns the JSON answer or the issuer's error.
+    /// Retries once, with a new proof, when the issuer's replay store
+    /// started after the proof was made.
     async fn post_to_issuer(&self, path: &str, body: Vec<u8>, session: Option<&Session>) -> Result<serde_json::Value> {
         let url = format!("{}{path}", self.issuer);
         let token: &[u8] = session.map_or(&[], |s| s.token.as_bytes());
-        let proof = ProofBuilder::new("POST", &url, token, &body, self.clock.now())?.sign(&self.key)?;
-        let mut request = self
-            .http
-            .post(&url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(PROOF, proof.to_base64url());
-        if let Some(session) = session {
-            request = request.header(AUTHORIZATION, format!("KB {}", session.token.to_base64url()));
+        let mut not_before = None;
+        loop {
+            let iat = proof_time(self.clock.now(), not_before);
+            let proof = ProofBuilder::new("POST", &url, token, &body, iat)?.sign(&self.key)?;
+            let mut request = self
+                .http
+                .post(&url)
+                .header(CONTENT_TYPE, "application/json")
+                .header(PROOF, proof.to_base64url());
+            if let Some(session) = session {
+                request = request.header(AUTHORIZATION, format!("KB {}", session.token.to_base64url()));
+            }
+            let response = request.body(body.clone()).send().await.map_err(unreachable)?;
+            if response.status().is_success() {
+                return json_answer(response).await;
+            }
+            let refusal = error_from_response(response).await;
+            if refusal.code() != Code::ReplayStoreRestarted || not_before.is_some() {
+                return Err(refusal);
+            }
+            not_before = Some(iat + 1);
         }
-        let response = request.body(body).send().await.map_err(unreachable)?;
-        if !response.status().is_success() {
-            return Err(error_from_response(response).await);
-        }
-        json_answer(response).await
     }
 
     /// Forgets the cached token for `scope` (after a service refused it).
@@ -448,6 +461,7 @@ impl SignedRequest<'_> {
         let token = client.service_token(self.scope).await?;
         let origin = origin_of(&self.url);
         let mut retried = false;
+        let mut not_before = None;
         loop {
             let nonce = client
                 .nonces
@@ -455,13 +469,8 @@ impl SignedRequest<'_> {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&origin)
                 .cloned();
-            let mut proof = ProofBuilder::new(
-                self.method.as_str(),
-                &self.url,
-                token.as_bytes(),
-                &self.body,
-                client.clock.now(),
-            )?;
+            let iat = proof_time(client.clock.now(), not_before);
+            let mut proof = ProofBuilder::new(self.method.as_str(), &self.url, token.as_bytes(), &self.body, iat)?;
             if let Some(nonce) = nonce {
                 proof = proof.nonce(nonce);
             }
@@ -489,17 +498,34 @@ impl SignedRequest<'_> {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(origin.clone(), nonce.clone());
             }
-            let challenged = response.status() == reqwest::StatusCode::UNAUTHORIZED
-                && response
-                    .headers()
-                    .get(reqwest::header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.contains("proof.nonce_required") || v.contains("proof.nonce_invalid"));
+            let challenged =
+                refused_with(&response, "proof.nonce_required") || refused_with(&response, "proof.nonce_invalid");
             if challenged && fresh_nonce.is_some() && !retried {
                 retried = true;
+                continue;
+            }
+            if refused_with(&response, Code::ReplayStoreRestarted.as_str()) && not_before.is_none() {
+                not_before = Some(iat + 1);
                 continue;
             }
             return Ok(response);
         }
     }
+}
+
+/// True when `response` is a 401 whose challenge names `code`.
+fn refused_with(response: &reqwest::Response, code: &str) -> bool {
+    response.status() == reqwest::StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains(code))
+}
+
+/// A proof's `iat`: now, or after a `replay.store_restarted` refusal a
+/// second after the refused proof's, so that the retry is never dated in
+/// the second the store refused (at most a second ahead of this clock).
+fn proof_time(now: u64, not_before: Option<u64>) -> u64 {
+    not_before.map_or(now, |t| now.max(t))
 }

@@ -43,6 +43,7 @@ fn title_for(code: Code) -> &'static str {
     match code {
         Code::PolicyDenied => "Forbidden by policy",
         Code::ReplayDetected => "Replayed request",
+        Code::ReplayStoreRestarted => "Proof older than the service's replay store",
         Code::ReplayStoreUnavailable | Code::ReplayStoreFull => "Request verification unavailable",
         Code::ProofNonceRequired | Code::ProofNonceInvalid => "Server nonce required",
         Code::HttpHeaderTooLarge | Code::HttpBodyTooLarge => "Request too large",

@@ -158,7 +158,9 @@ async fn readyz(State(state): State<Arc<IssuerState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<IssuerState>>) -> Response {
-    let mut response = state.metrics.render().into_response();
+    let mut body = state.metrics.render();
+    body.push_str(&super::metrics::replay_gauges(state.replay.usage()));
+    let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -150,3 +150,32 @@ impl Metrics {
         out
     }
 }
+
+/// Gauges of the issuer's replay store, when it reports its usage (the
+/// in-memory store does; Redis does not).
+pub(crate) fn replay_gauges(usage: Option<crate::verify::ReplayUsage>) -> String {
+    let Some(usage) = usage else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (name, help, value) in [
+        (
+            "keybound_replay_store_entries",
+            "Entries in the replay store.",
+            usage.entries,
+        ),
+        (
+            "keybound_replay_store_bytes",
+            "Bytes the replay store's tables take.",
+            usage.bytes,
+        ),
+        (
+            "keybound_replay_store_budget_bytes",
+            "The replay store's memory budget; at it, new proofs are refused.",
+            usage.budget_bytes,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    out
+}

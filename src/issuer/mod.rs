@@ -363,7 +363,9 @@ impl IssuerState {
             Some(url) => Arc::new(crate::verify::RedisReplayStore::connect(url, Default::default()).await?),
             #[cfg(not(feature = "redis"))]
             Some(_) => return err(Code::IssuerConfig, "this build has no Redis support"),
-            None => Arc::new(MemoryReplayStore::default()),
+            // Fenced on the issuer's clock: a login, mint or admin proof made
+            // before this start may have been accepted before it.
+            None => Arc::new(MemoryReplayStore::default().fenced_at(clock.now())),
         };
         let sessions = Verifier::builder(
             &config.issuer_id,

@@ -20,7 +20,10 @@ mod token_cache;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use nonce::{DEFAULT_NONCE_EPOCH, DEFAULT_NONCE_SKEW, NONCE_LEN, NonceService};
-pub use replay::{DEFAULT_REPLAY_CAPACITY, MemoryReplayStore, ReplayKey, ReplayOutcome, ReplayStore};
+pub use replay::{
+    BUCKET_SECONDS, DEFAULT_REPLAY_BUDGET_PER_CORE, MemoryReplayStore, ReplayEntry, ReplayKey, ReplayOutcome,
+    ReplayStore, ReplayUsage, default_replay_budget,
+};
 #[cfg(feature = "redis")]
 pub use replay_redis::{RedisReplayOptions, RedisReplayStore};
 pub use token_cache::DEFAULT_TOKEN_CACHE_CAPACITY;
@@ -91,7 +94,7 @@ pub struct VerifierBuilder {
     leeway: u64,
     max_token_lifetime: u64,
     proof_max_age: u64,
-    replay: Arc<dyn ReplayStore>,
+    replay: Option<Arc<dyn ReplayStore>>,
     clock: Arc<dyn Clock>,
     nonce: Option<Arc<dyn NonceValidator>>,
     nonce_service: Option<Arc<NonceService>>,
@@ -132,10 +135,11 @@ impl VerifierBuilder {
         self
     }
 
-    /// The replay store. Default: a [`MemoryReplayStore`] of
-    /// [`DEFAULT_REPLAY_CAPACITY`] entries.
+    /// The replay store. Default: a [`MemoryReplayStore`] with the
+    /// [`default_replay_budget`], fenced at the verifier's clock when the
+    /// verifier is built: proofs made before are refused.
     pub fn replay_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
-        self.replay = store;
+        self.replay = Some(store);
         self
     }
 
@@ -213,7 +217,9 @@ impl VerifierBuilder {
             policy,
             issuers: self.issuers,
             proof_max_age: self.proof_max_age,
-            replay: self.replay,
+            replay: self
+                .replay
+                .unwrap_or_else(|| Arc::new(MemoryReplayStore::default().fenced_at(self.clock.now()))),
             clock: self.clock,
             nonce: self.nonce,
             nonce_service: self.nonce_service,
@@ -313,9 +319,7 @@ impl VerifiedRequest {
 struct Unconsumed {
     token: Arc<VerifiedToken>,
     checked: proof::CheckedProof,
-    replay_key: ReplayKey,
-    expires_at: u64,
-    now: u64,
+    entry: ReplayEntry,
 }
 
 impl Verifier {
@@ -328,7 +332,7 @@ impl Verifier {
             leeway: DEFAULT_LEEWAY,
             max_token_lifetime: MAX_SERVICE_LIFETIME,
             proof_max_age: proof::DEFAULT_MAX_AGE,
-            replay: Arc::new(MemoryReplayStore::default()),
+            replay: None,
             clock: Arc::new(SystemClock),
             nonce: None,
             nonce_service: None,
@@ -395,7 +399,7 @@ impl Verifier {
         proof_bytes: &[u8],
         request: &RequestInfo<'_>,
         now: u64,
-    ) -> Result<(proof::CheckedProof, ReplayKey, u64)> {
+    ) -> Result<(proof::CheckedProof, ReplayEntry)> {
         let policy = ProofPolicy {
             max_age: self.proof_max_age,
             leeway: self.policy.leeway,
@@ -412,21 +416,20 @@ impl Verifier {
             .saturating_add(self.policy.leeway)
             .saturating_add(1)
             .max(now + 1);
-        Ok((checked, replay_key, expires_at))
+        let entry = ReplayEntry {
+            key: replay_key,
+            issued_at: checked.iat,
+            expires_at,
+            now,
+        };
+        Ok((checked, entry))
     }
 
     fn check(&self, token: &[u8], proof_bytes: &[u8], request: &RequestInfo<'_>) -> Result<Unconsumed> {
         let now = self.clock.now();
         let token = self.token(token, now)?;
-        let (checked, replay_key, expires_at) =
-            self.check_proof(token.cnf(), token.token_hash(), proof_bytes, request, now)?;
-        Ok(Unconsumed {
-            token,
-            checked,
-            replay_key,
-            expires_at,
-            now,
-        })
+        let (checked, entry) = self.check_proof(token.cnf(), token.token_hash(), proof_bytes, request, now)?;
+        Ok(Unconsumed { token, checked, entry })
     }
 
     /// Verifies a proof made with `key` for a request that carries no token
@@ -440,8 +443,8 @@ impl Verifier {
         request: &RequestInfo<'_>,
     ) -> Result<()> {
         let now = self.clock.now();
-        let (_, replay_key, expires_at) = self.check_proof(key, &crate::sha256(b""), proof, request, now)?;
-        match self.replay.check_and_record(replay_key, expires_at, now) {
+        let (_, entry) = self.check_proof(key, &crate::sha256(b""), proof, request, now)?;
+        match self.replay.check_and_record(entry) {
             ReplayOutcome::Ready(result) => result,
             ReplayOutcome::Pending(future) => future.await,
         }
@@ -468,10 +471,7 @@ impl Verifier {
             }
             other => other?,
         };
-        match self
-            .replay
-            .check_and_record(pending.replay_key, pending.expires_at, pending.now)
-        {
+        match self.replay.check_and_record(pending.entry) {
             ReplayOutcome::Ready(result) => result.map(|()| pending.finish()),
             ReplayOutcome::Pending(_) => err(
                 Code::ReplayStoreUnavailable,
@@ -503,10 +503,7 @@ impl Verifier {
 
     /// P13: records the proof (awaiting stores that need I/O) and finishes.
     async fn consume_async(&self, pending: Unconsumed) -> Result<VerifiedRequest> {
-        let outcome = match self
-            .replay
-            .check_and_record(pending.replay_key, pending.expires_at, pending.now)
-        {
+        let outcome = match self.replay.check_and_record(pending.entry) {
             ReplayOutcome::Ready(result) => result,
             ReplayOutcome::Pending(future) => future.await,
         };
@@ -543,16 +540,8 @@ impl Verifier {
         self.recheck_expiry(&verified)?;
         let now = self.clock.now();
         let token = verified.token;
-        let (checked, replay_key, expires_at) =
-            self.check_proof(token.cnf(), token.token_hash(), proof, request, now)?;
-        self.consume_async(Unconsumed {
-            token,
-            checked,
-            replay_key,
-            expires_at,
-            now,
-        })
-        .await
+        let (checked, entry) = self.check_proof(token.cnf(), token.token_hash(), proof, request, now)?;
+        self.consume_async(Unconsumed { token, checked, entry }).await
     }
 
     /// Verifies a token presented without a proof, for the bearer rollout

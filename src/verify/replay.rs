@@ -5,17 +5,25 @@
 //! so an entry never expires while its proof would still be accepted, by
 //! this verifier or a replica sharing the store (keycloak#43505 is the bug
 //! this rules out).
+//!
+//! A store that starts empty cannot know which proofs were accepted before
+//! it started (by the process before a restart, or before Redis lost its
+//! data), so it refuses proofs made before its start: the start-up fence
+//! (`replay.store_restarted`; the client retries once with a new proof).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+use hashbrown::HashTable;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Code, Result, err};
+use crate::error::{Code, Error, Result, err};
 use crate::key::Thumbprint;
+use crate::verify::{Clock, SystemClock};
 
 /// The identity of a proof for replay purposes: SHA-256 over the audience,
 /// the client key's thumbprint and the jti. Never the proof or signature
@@ -42,6 +50,19 @@ impl std::fmt::Debug for ReplayKey {
     }
 }
 
+/// One proof to record (P13).
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayEntry {
+    /// The proof's replay key.
+    pub key: ReplayKey,
+    /// The proof's `iat`: a store refuses proofs made before it started.
+    pub issued_at: u64,
+    /// Unix seconds until which the entry must be kept.
+    pub expires_at: u64,
+    /// The verifier's current time.
+    pub now: u64,
+}
+
 /// What a store answers: at once (in-memory) or later (network stores).
 pub enum ReplayOutcome<'a> {
     /// The answer is known now.
@@ -50,63 +71,152 @@ pub enum ReplayOutcome<'a> {
     Pending(Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>),
 }
 
+/// How full a store is, for a metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayUsage {
+    /// Entries held.
+    pub entries: usize,
+    /// Bytes of memory the entries' tables take.
+    pub bytes: usize,
+    /// The most the tables may take; at that point new proofs are refused.
+    pub budget_bytes: usize,
+}
+
 /// A replay store. `check_and_record` must be atomic: of two concurrent
 /// calls with the same key, exactly one succeeds. Stores fail closed: when
 /// they cannot answer, they answer an error, never "not seen".
 pub trait ReplayStore: Send + Sync {
-    /// Records `key` until `expires_at` (Unix seconds). Fails with
-    /// `replay.detected` if it is already recorded and unexpired.
-    fn check_and_record(&self, key: ReplayKey, expires_at: u64, now: u64) -> ReplayOutcome<'_>;
+    /// Records `entry.key` until `entry.expires_at`. Fails with
+    /// `replay.detected` if it is already recorded and live, and with
+    /// `replay.store_restarted` if the proof was made before the store's
+    /// start-up fence.
+    fn check_and_record(&self, entry: ReplayEntry) -> ReplayOutcome<'_>;
+
+    /// How full the store is, when it knows. Default: `None`.
+    fn usage(&self) -> Option<ReplayUsage> {
+        None
+    }
+}
+
+/// The refusal of a proof made before a store's start-up fence.
+pub(crate) fn restarted(fence: u64, issued_at: u64) -> Error {
+    Error::new(
+        Code::ReplayStoreRestarted,
+        format!(
+            "this proof was made at {issued_at}, before the replay store started (it refuses proofs made before {fence}, \
+             which it cannot tell from replays); make a new proof"
+        ),
+    )
 }
 
 const SHARDS: usize = 16;
-/// Default capacity of [`MemoryReplayStore`]: about 2,800 proofs/s sustained
-/// over the 91 s an entry lives with the defaults (60 s max age + 30 s leeway + 1).
-pub const DEFAULT_REPLAY_CAPACITY: usize = 262_144;
+/// Entries whose expiries fall in the same 8-second window share a table
+/// and are dropped together when the window has passed.
+pub const BUCKET_SECONDS: u64 = 8;
+/// The default memory budget of [`MemoryReplayStore`] per CPU core: enough
+/// for the proofs one core can verify with the default proof max age and
+/// leeway (spec/verification.md §1).
+pub const DEFAULT_REPLAY_BUDGET_PER_CORE: usize = 96 << 20;
+/// The share of the budget at which the store warns that it fills up.
+const WARN_PERCENT: usize = 80;
+/// Below this share the warning is re-armed.
+const CALM_PERCENT: usize = 70;
+
+/// The default budget: [`DEFAULT_REPLAY_BUDGET_PER_CORE`] times the cores
+/// this process may run on (at most 64).
+pub fn default_replay_budget() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+    DEFAULT_REPLAY_BUDGET_PER_CORE * cores
+}
+
+/// What the store keeps of a replay key: its first 128 bits. Two live
+/// entries sharing them (probability about n²/2¹²⁹) can only make a proof
+/// refused, never accepted twice.
+type Kept = [u8; 16];
+
+struct Bucket {
+    /// Every entry in `keys` expires at or before `end`.
+    end: u64,
+    keys: HashTable<Kept>,
+}
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<[u8; 32], u64>,
-    // Insertion order; expiries are nearly monotonic, so popping the front
-    // while it has expired reclaims almost everything in O(1) per entry.
-    order: VecDeque<(u64, [u8; 32])>,
-    last_sweep: u64,
+    /// Ordered by `end`.
+    buckets: VecDeque<Bucket>,
 }
 
-/// The default in-process replay store: bounded, sharded, hash-flood
-/// resistant (SipHash with a random key), and fail-closed when full of live
-/// entries (`replay.store_full`); it never evicts an unexpired entry.
+/// Alarm states: below the warning share, warned, refused for lack of room.
+const CALM: u8 = 0;
+const WARNED: u8 = 1;
+const FULL: u8 = 2;
+
+/// The default in-process replay store: memory bounded by a budget in
+/// bytes, entries of 16 bytes in tables per 8-second expiry window (a
+/// window's table is dropped whole when it has passed, no per-entry sweep),
+/// sharded, hash-flood resistant (a randomly keyed hash), fail-closed when
+/// its budget is spent (`replay.store_full`; it never drops a live entry),
+/// and fenced: it refuses proofs made before it started.
 pub struct MemoryReplayStore {
-    shards: Vec<Mutex<Shard>>,
-    len: AtomicUsize,
-    capacity: usize,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    fence: u64,
+    budget: usize,
+    bytes: AtomicUsize,
+    entries: AtomicUsize,
+    alarm: AtomicU8,
 }
 
 impl std::fmt::Debug for MemoryReplayStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MemoryReplayStore({}/{})", self.len(), self.capacity)
+        let usage = self.current_usage();
+        write!(
+            f,
+            "MemoryReplayStore({} entries, {}/{} bytes, fence {})",
+            usage.entries, usage.bytes, usage.budget_bytes, self.fence
+        )
     }
 }
 
 impl Default for MemoryReplayStore {
+    /// [`default_replay_budget`], fenced at the system clock's current second.
     fn default() -> Self {
-        Self::new(DEFAULT_REPLAY_CAPACITY)
+        Self::with_budget(default_replay_budget())
     }
 }
 
 impl MemoryReplayStore {
-    /// A store holding at most `capacity` live entries.
-    pub fn new(capacity: usize) -> Self {
+    /// A store whose tables take at most `budget_bytes`, refusing proofs
+    /// made before the system clock's current second.
+    pub fn with_budget(budget_bytes: usize) -> Self {
         MemoryReplayStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            len: AtomicUsize::new(0),
-            capacity,
+            hasher: RandomState::new(),
+            fence: SystemClock.now(),
+            budget: budget_bytes,
+            bytes: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
+            alarm: AtomicU8::new(CALM),
         }
     }
 
-    /// Entries currently held (live or awaiting reclamation).
+    /// Refuses proofs whose `iat` is before `fence` instead: a verifier with
+    /// its own clock fences its store at that clock's start; 0 turns the
+    /// fence off (for a store that only ever sees proofs once, as in an
+    /// offline check, or that started before any proof it will see).
+    pub fn fenced_at(mut self, fence: u64) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Proofs made before this time are refused (`replay.store_restarted`).
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// Entries held (live, or expired and awaiting their table's drop).
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.entries.load(Ordering::Relaxed)
     }
 
     /// True when nothing is held.
@@ -114,8 +224,23 @@ impl MemoryReplayStore {
         self.len() == 0
     }
 
-    fn record(&self, key: ReplayKey, expires_at: u64, now: u64) -> Result<()> {
-        let index = usize::from(key.0[0]) % SHARDS;
+    fn current_usage(&self) -> ReplayUsage {
+        ReplayUsage {
+            entries: self.len(),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            budget_bytes: self.budget,
+        }
+    }
+
+    fn record(&self, entry: ReplayEntry) -> Result<()> {
+        if entry.issued_at < self.fence {
+            return Err(restarted(self.fence, entry.issued_at));
+        }
+        let mut kept = [0; 16];
+        kept.copy_from_slice(&entry.key.0[..16]);
+        let hash = self.hasher.hash_one(kept);
+        // The table uses the low bits and the top 7; the shard others.
+        let index = (hash >> 32) as usize % SHARDS;
         // A poisoned lock means a panic elsewhere mid-update: fail closed.
         let Ok(mut shard) = self.shards[index].lock() else {
             return err(
@@ -123,62 +248,144 @@ impl MemoryReplayStore {
                 "the replay store is unusable after an internal failure",
             );
         };
-        let removed = reclaim_front(&mut shard, now);
-        self.len.fetch_sub(removed, Ordering::Relaxed);
-        if let Some(existing) = shard.entries.get(&key.0)
-            && *existing > now
+        self.drop_passed_windows(&mut shard, entry.now);
+        if shard
+            .buckets
+            .iter()
+            .any(|b| b.keys.find(hash, |k| *k == kept).is_some())
         {
             return err(
                 Code::ReplayDetected,
                 "this proof (key and jti) was already used; make a new proof for each request",
             );
         }
-        if self.len.load(Ordering::Relaxed) >= self.capacity && shard.last_sweep != now {
-            // Full: reclaim expired entries hidden behind live ones, at most
-            // once a second per shard so a flood cannot make every call O(n).
-            shard.last_sweep = now;
-            let before = shard.entries.len();
-            shard.entries.retain(|_, exp| *exp > now);
-            let swept = before - shard.entries.len();
-            shard.order.retain(|(exp, _)| *exp > now);
-            self.len.fetch_sub(swept, Ordering::Relaxed);
+        let end = entry.expires_at.div_ceil(BUCKET_SECONDS).saturating_mul(BUCKET_SECONDS);
+        let position = match shard.buckets.binary_search_by_key(&end, |b| b.end) {
+            Ok(found) => found,
+            Err(slot) => {
+                let keys = HashTable::new();
+                shard.buckets.insert(slot, Bucket { end, keys });
+                slot
+            }
+        };
+        let keys = &mut shard.buckets[position].keys;
+        if keys.len() == keys.capacity() {
+            self.grow(keys)?;
         }
-        if self.len.load(Ordering::Relaxed) >= self.capacity {
+        keys.insert_unique(hash, kept, |k| self.hasher.hash_one(k));
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drops the tables of windows that have passed: every entry in them
+    /// has expired.
+    fn drop_passed_windows(&self, shard: &mut Shard, now: u64) {
+        let mut dropped = false;
+        while shard.buckets.front().is_some_and(|b| b.end <= now) {
+            if let Some(bucket) = shard.buckets.pop_front() {
+                self.entries.fetch_sub(bucket.keys.len(), Ordering::Relaxed);
+                self.bytes.fetch_sub(bucket.keys.allocation_size(), Ordering::Relaxed);
+                dropped = true;
+            }
+        }
+        if dropped
+            && self.bytes.load(Ordering::Relaxed).saturating_mul(100) < self.budget.saturating_mul(CALM_PERCENT)
+            && self.alarm.swap(CALM, Ordering::Relaxed) != CALM
+        {
+            log_calm(self.current_usage());
+        }
+    }
+
+    /// Doubles a full table if the budget has room for the new one, which
+    /// takes at most twice the old one's bytes (its first allocation: 84).
+    fn grow(&self, keys: &mut HashTable<Kept>) -> Result<()> {
+        let old = keys.allocation_size();
+        let reserved = old.saturating_mul(2).max(84) - old;
+        let within_budget = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bytes| {
+                bytes.checked_add(reserved).filter(|total| *total <= self.budget)
+            })
+            .is_ok();
+        if !within_budget {
+            if self.alarm.swap(FULL, Ordering::Relaxed) != FULL {
+                log_full(self.current_usage());
+            }
             return err(
                 Code::ReplayStoreFull,
                 format!(
-                    "the replay store holds {} live entries (its capacity); refusing rather than forgetting one",
-                    self.capacity
+                    "the replay store's tables take {} of their {} bytes and hold {} live entries; refusing rather than forgetting one",
+                    self.bytes.load(Ordering::Relaxed),
+                    self.budget,
+                    self.len()
                 ),
             );
         }
-        if shard.entries.insert(key.0, expires_at).is_none() {
-            self.len.fetch_add(1, Ordering::Relaxed);
+        keys.reserve(1, |k| self.hasher.hash_one(k));
+        let grown = keys.allocation_size() - old;
+        if grown < reserved {
+            self.bytes.fetch_sub(reserved - grown, Ordering::Relaxed);
+        } else {
+            self.bytes.fetch_add(grown - reserved, Ordering::Relaxed);
         }
-        shard.order.push_back((expires_at, key.0));
+        let usage = self.current_usage();
+        if usage.bytes.saturating_mul(100) >= self.budget.saturating_mul(WARN_PERCENT)
+            && self
+                .alarm
+                .compare_exchange(CALM, WARNED, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log_filling(usage);
+        }
         Ok(())
     }
 }
 
-fn reclaim_front(shard: &mut Shard, now: u64) -> usize {
-    let mut removed = 0;
-    while let Some((exp, key)) = shard.order.front().copied() {
-        if exp > now {
-            break;
-        }
-        shard.order.pop_front();
-        // Only remove if the map still holds this (expired) entry.
-        if shard.entries.get(&key).is_some_and(|e| *e <= now) {
-            shard.entries.remove(&key);
-            removed += 1;
-        }
-    }
-    removed
+#[cfg(feature = "http")]
+fn log_filling(usage: ReplayUsage) {
+    tracing::warn!(
+        entries = usage.entries,
+        bytes = usage.bytes,
+        budget_bytes = usage.budget_bytes,
+        "the replay store has used {WARN_PERCENT}% of its memory budget; when it is spent every new proof is refused \
+         (replay.store_full): raise the budget or look for a flood"
+    );
 }
 
+#[cfg(feature = "http")]
+fn log_full(usage: ReplayUsage) {
+    tracing::error!(
+        entries = usage.entries,
+        bytes = usage.bytes,
+        budget_bytes = usage.budget_bytes,
+        "the replay store's memory budget is spent: new proofs are refused (replay.store_full) until entries expire"
+    );
+}
+
+#[cfg(feature = "http")]
+fn log_calm(usage: ReplayUsage) {
+    tracing::info!(
+        entries = usage.entries,
+        bytes = usage.bytes,
+        budget_bytes = usage.budget_bytes,
+        "the replay store is below {CALM_PERCENT}% of its memory budget again"
+    );
+}
+
+#[cfg(not(feature = "http"))]
+fn log_filling(_: ReplayUsage) {}
+#[cfg(not(feature = "http"))]
+fn log_full(_: ReplayUsage) {}
+#[cfg(not(feature = "http"))]
+fn log_calm(_: ReplayUsage) {}
+
 impl ReplayStore for MemoryReplayStore {
-    fn check_and_record(&self, key: ReplayKey, expires_at: u64, now: u64) -> ReplayOutcome<'_> {
-        ReplayOutcome::Ready(self.record(key, expires_at, now))
+    fn check_and_record(&self, entry: ReplayEntry) -> ReplayOutcome<'_> {
+        ReplayOutcome::Ready(self.record(entry))
+    }
+
+    fn usage(&self) -> Option<ReplayUsage> {
+        Some(self.current_usage())
     }
 }
 
@@ -190,63 +397,114 @@ mod tests {
         ReplayKey::new("aud", &Thumbprint([7; 32]), &i.to_be_bytes())
     }
 
-    fn record(store: &MemoryReplayStore, k: ReplayKey, exp: u64, now: u64) -> Result<()> {
-        match store.check_and_record(k, exp, now) {
+    fn record(store: &MemoryReplayStore, key: ReplayKey, expires_at: u64, now: u64) -> Result<()> {
+        let entry = ReplayEntry {
+            key,
+            issued_at: now,
+            expires_at,
+            now,
+        };
+        match store.check_and_record(entry) {
             ReplayOutcome::Ready(r) => r,
             ReplayOutcome::Pending(_) => unreachable!(),
         }
     }
 
+    fn store(budget: usize) -> MemoryReplayStore {
+        MemoryReplayStore::with_budget(budget).fenced_at(0)
+    }
+
     #[test]
-    fn detects_replays_until_expiry() {
-        let store = MemoryReplayStore::new(10);
+    fn detects_replays_until_the_window_has_passed() {
+        let store = store(1 << 20);
         assert!(record(&store, key(1), 100, 10).is_ok());
         assert_eq!(
             record(&store, key(1), 100, 99).unwrap_err().code(),
             Code::ReplayDetected
         );
         // Same jti under another key or audience is independent.
-        assert!(
-            record(
-                &store,
-                ReplayKey::new("aud", &Thumbprint([8; 32]), &1u32.to_be_bytes()),
-                100,
-                10
-            )
-            .is_ok()
+        let other_key = ReplayKey::new("aud", &Thumbprint([8; 32]), &1u32.to_be_bytes());
+        assert!(record(&store, other_key, 100, 10).is_ok());
+        let other_audience = ReplayKey::new("other", &Thumbprint([7; 32]), &1u32.to_be_bytes());
+        assert!(record(&store, other_audience, 100, 10).is_ok());
+        // Kept to the end of its 8-s window (104), never less than asked.
+        assert_eq!(
+            record(&store, key(1), 200, 103).unwrap_err().code(),
+            Code::ReplayDetected
         );
-        assert!(
-            record(
-                &store,
-                ReplayKey::new("other", &Thumbprint([7; 32]), &1u32.to_be_bytes()),
-                100,
-                10
-            )
-            .is_ok()
-        );
-        // After expiry the proof is stale anyway; the slot is reusable.
-        assert!(record(&store, key(1), 200, 100).is_ok());
+        assert!(record(&store, key(1), 200, 104).is_ok());
     }
 
     #[test]
-    fn fails_closed_when_full_and_recovers_after_expiry() {
-        let store = MemoryReplayStore::new(4);
-        for i in 0..4 {
-            record(&store, key(i), 50, 10).unwrap();
+    fn a_window_is_dropped_whole_once_it_has_passed() {
+        let store = store(1 << 20);
+        for i in 0..1000 {
+            record(&store, key(i), 50 + u64::from(i % 3), 10).unwrap();
         }
-        assert_eq!(
-            record(&store, key(9), 50, 10).unwrap_err().code(),
-            Code::ReplayStoreFull
-        );
-        // Live entries were not evicted to make room.
-        assert_eq!(record(&store, key(0), 50, 11).unwrap_err().code(), Code::ReplayDetected);
-        assert!(record(&store, key(9), 100, 50).is_ok());
-        assert!(store.len() <= 4);
+        assert_eq!(store.len(), 1000);
+        let held = store.current_usage().bytes;
+        assert!(held > 1000 * 17, "{held}");
+        // Every shard drops its passed windows when it is next used.
+        for i in 1000..1200 {
+            record(&store, key(i), 100, 56).unwrap();
+        }
+        assert_eq!(store.len(), 200);
+        assert!(store.current_usage().bytes < held);
+    }
+
+    #[test]
+    fn fails_closed_when_the_budget_is_spent_and_recovers_after_expiry() {
+        let store = store(16 * 1024);
+        let mut accepted = 0;
+        let refusal = loop {
+            match record(&store, key(accepted), 50, 10) {
+                Ok(()) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted < 10_000, "a 16 KiB budget held {accepted} entries");
+        };
+        assert_eq!(refusal.code(), Code::ReplayStoreFull);
+        let usage = store.usage().unwrap();
+        assert!(usage.bytes <= usage.budget_bytes, "{usage:?}");
+        assert!(accepted >= 300, "only {accepted} entries in 16 KiB");
+        // Live entries were not dropped to make room.
+        for i in 0..accepted {
+            assert_eq!(record(&store, key(i), 50, 11).unwrap_err().code(), Code::ReplayDetected);
+        }
+        // Once the window has passed, its tables are dropped and there is
+        // room again (shards fill unevenly, so not exactly as much).
+        for i in 0..accepted / 2 {
+            record(&store, key(i + 100_000), 100, 56).unwrap();
+        }
+        assert_eq!(store.len(), accepted as usize / 2);
+    }
+
+    #[test]
+    fn refuses_proofs_made_before_its_fence() {
+        let store = MemoryReplayStore::with_budget(1 << 20).fenced_at(1000);
+        let entry = |issued_at| ReplayEntry {
+            key: key(issued_at as u32),
+            issued_at,
+            expires_at: issued_at + 91,
+            now: 1000,
+        };
+        let ReplayOutcome::Ready(refused) = store.check_and_record(entry(999)) else {
+            unreachable!()
+        };
+        assert_eq!(refused.unwrap_err().code(), Code::ReplayStoreRestarted);
+        let ReplayOutcome::Ready(accepted) = store.check_and_record(entry(1000)) else {
+            unreachable!()
+        };
+        accepted.unwrap();
+        // A store made now on the system clock refuses earlier seconds' proofs.
+        let before = SystemClock.now();
+        let fence = MemoryReplayStore::default().fence();
+        assert!(fence == before || fence == before + 1, "{fence} {before}");
     }
 
     #[test]
     fn concurrent_inserts_of_one_key_succeed_exactly_once() {
-        let store = std::sync::Arc::new(MemoryReplayStore::new(1000));
+        let store = std::sync::Arc::new(store(1 << 20));
         let wins: usize = (0..8)
             .map(|_| {
                 let store = store.clone();

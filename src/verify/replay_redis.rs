@@ -1,16 +1,24 @@
 //! A replay store in Redis, shared by the replicas of one service.
 //!
-//! Each proof is recorded with one atomic `SET key 1 NX PX ttl`: of two
-//! replicas seeing the same proof, exactly one gets `OK`. Any error or
-//! timeout answers `replay.store_unavailable`: the request is refused, never
-//! waved through. The store refuses to start when Redis could evict live
-//! entries (any `maxmemory-policy` but `noeviction`).
+//! Each proof is recorded by one script, atomic in Redis, in one round
+//! trip: it reads the fence key (`<prefix>fence`, the time before which
+//! proofs are refused), refuses a proof made before it
+//! (`replay.store_restarted`), and records the proof with `SET key 1 NX PX
+//! ttl`: of two replicas seeing the same proof, exactly one gets `OK`. A
+//! missing fence key means Redis is new or lost its data (a restart without
+//! persistence, a flush): the script sets the fence to the verifier's
+//! `now`, so no proof accepted before the loss is accepted again. Any error
+//! or timeout answers `replay.store_unavailable`: the request is refused,
+//! never waved through. The store refuses to start when Redis could evict
+//! live entries (any `maxmemory-policy` but `noeviction`) or could come back
+//! from a crash with an older copy of its data, which the fence cannot see
+//! (RDB snapshots, or an append-only file not synced on every write).
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::replay::{ReplayKey, ReplayOutcome, ReplayStore};
+use super::replay::{ReplayEntry, ReplayOutcome, ReplayStore, restarted};
 use crate::error::{Code, Error, Result};
 
 /// Options of [`RedisReplayStore`], with their defaults.
@@ -24,6 +32,10 @@ pub struct RedisReplayOptions {
     /// (managed Redis). Only set this when the policy is known to be
     /// `noeviction`. Default false.
     pub skip_eviction_policy_check: bool,
+    /// Skip the persistence check, for servers that hide `CONFIG`. Only set
+    /// this when Redis either persists nothing (the fence then covers its
+    /// restarts) or syncs its append-only file on every write. Default false.
+    pub skip_persistence_check: bool,
 }
 
 impl Default for RedisReplayOptions {
@@ -32,6 +44,7 @@ impl Default for RedisReplayOptions {
             prefix: "kb:replay:".into(),
             timeout: Duration::from_millis(250),
             skip_eviction_policy_check: false,
+            skip_persistence_check: false,
         }
     }
 }
@@ -41,7 +54,28 @@ impl Default for RedisReplayOptions {
 pub struct RedisReplayStore {
     connection: ConnectionManager,
     options: RedisReplayOptions,
+    fence_key: Vec<u8>,
+    /// SHA-1 of [`RECORD_SCRIPT`], as Redis named it at `SCRIPT LOAD`.
+    script_sha: String,
 }
+
+/// KEYS: the replay key, the fence key. ARGV: the entry's time to live in
+/// ms, the proof's `iat`, the verifier's `now`. Answers the outcome and the
+/// fence.
+const RECORD_SCRIPT: &str = r"
+local fence = tonumber(redis.call('GET', KEYS[2]))
+if not fence then
+  fence = tonumber(ARGV[3])
+  redis.call('SET', KEYS[2], fence)
+end
+if tonumber(ARGV[2]) < fence then
+  return {'restarted', fence}
+end
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  return {'ok', fence}
+end
+return {'replay', fence}
+";
 
 impl std::fmt::Debug for RedisReplayStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,8 +91,9 @@ fn unavailable(what: impl std::fmt::Display) -> Error {
 }
 
 impl RedisReplayStore {
-    /// Connects to `url` (`redis://host:port/db`) and checks that Redis will
-    /// not evict live entries.
+    /// Connects to `url` (`redis://host:port/db`), checks that Redis will
+    /// not evict live entries nor come back from a crash with an older copy
+    /// of them, and loads the recording script.
     pub async fn connect(url: &str, options: RedisReplayOptions) -> Result<Self> {
         let client =
             redis::Client::open(url).map_err(|e| Error::new(Code::InputMalformed, format!("Redis URL: {e}")))?;
@@ -95,39 +130,106 @@ impl RedisReplayStore {
                 ));
             }
         }
-        Ok(RedisReplayStore { connection, options })
+        if !options.skip_persistence_check {
+            check_persistence(&mut connection).await?;
+        }
+        let script_sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(RECORD_SCRIPT)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| unavailable(format!("cannot load the recording script ({e})")))?;
+        let fence_key = [options.prefix.as_bytes(), b"fence"].concat();
+        Ok(RedisReplayStore {
+            connection,
+            options,
+            fence_key,
+            script_sha,
+        })
     }
 
-    async fn record(&self, key: ReplayKey, ttl_ms: u64) -> Result<()> {
-        let mut redis_key = Vec::with_capacity(self.options.prefix.len() + 32);
-        redis_key.extend_from_slice(self.options.prefix.as_bytes());
-        redis_key.extend_from_slice(&key.0);
+    async fn record(&self, entry: ReplayEntry) -> Result<()> {
+        let replay_key = [self.options.prefix.as_bytes(), &entry.key.0[..]].concat();
+        let ttl_ms = entry.expires_at.saturating_sub(entry.now).max(1).saturating_mul(1000);
         let mut connection = self.connection.clone();
-        let command = redis::cmd("SET")
-            .arg(redis_key)
-            .arg(1u8)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .to_owned();
-        let reply: Option<String> = tokio::time::timeout(self.options.timeout, command.query_async(&mut connection))
+        let run = async {
+            let mut invocation = redis::cmd("EVALSHA");
+            invocation.arg(&self.script_sha);
+            let args = |command: &mut redis::Cmd| {
+                command
+                    .arg(2)
+                    .arg(&replay_key)
+                    .arg(&self.fence_key)
+                    .arg(ttl_ms)
+                    .arg(entry.issued_at)
+                    .arg(entry.now);
+            };
+            args(&mut invocation);
+            match invocation.query_async::<(String, u64)>(&mut connection).await {
+                // Redis restarted and forgot its scripts: send the text.
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    let mut eval = redis::cmd("EVAL");
+                    eval.arg(RECORD_SCRIPT);
+                    args(&mut eval);
+                    eval.query_async::<(String, u64)>(&mut connection).await
+                }
+                other => other,
+            }
+        };
+        let (outcome, fence) = tokio::time::timeout(self.options.timeout, run)
             .await
             .map_err(|_| unavailable(format!("no answer within {} ms", self.options.timeout.as_millis())))?
             .map_err(unavailable)?;
-        match reply.as_deref() {
-            Some("OK") => Ok(()),
-            None => Err(Error::new(
+        match outcome.as_str() {
+            "ok" => Ok(()),
+            "replay" => Err(Error::new(
                 Code::ReplayDetected,
                 "this proof (key and jti) was already used; make a new proof for each request",
             )),
-            Some(other) => Err(unavailable(format!("unexpected reply {other:?}"))),
+            "restarted" => Err(restarted(fence, entry.issued_at)),
+            other => Err(unavailable(format!("unexpected reply {other:?}"))),
         }
     }
 }
 
+/// Refuses a Redis that could come back from a crash with an older copy of
+/// its data: the fence key would be there, recent entries would not.
+async fn check_persistence(connection: &mut ConnectionManager) -> Result<()> {
+    let mut setting = async |name: &str| -> Result<String> {
+        let reply: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(connection)
+            .await
+            .map_err(|e| {
+                unavailable(format!(
+                    "cannot read {name} ({e}); set skip_persistence_check only if Redis persists nothing or syncs every write"
+                ))
+            })?;
+        Ok(reply.get(1).cloned().unwrap_or_default())
+    };
+    let (save, appendonly, appendfsync) = (
+        setting("save").await?,
+        setting("appendonly").await?,
+        setting("appendfsync").await?,
+    );
+    let synced_log = appendonly == "yes" && appendfsync == "always";
+    let nothing_kept = appendonly == "no" && save.is_empty();
+    if synced_log || nothing_kept {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::ReplayStoreUnavailable,
+        format!(
+            "Redis persistence (save {save:?}, appendonly {appendonly}, appendfsync {appendfsync}) can bring back an older \
+             copy of the replay entries after a crash, and proofs accepted since could be replayed; run Redis without \
+             persistence (save \"\", appendonly no: the store's fence then covers restarts) or with appendfsync always"
+        ),
+    ))
+}
+
 impl ReplayStore for RedisReplayStore {
-    fn check_and_record(&self, key: ReplayKey, expires_at: u64, now: u64) -> ReplayOutcome<'_> {
-        let ttl_ms = expires_at.saturating_sub(now).max(1).saturating_mul(1000);
-        ReplayOutcome::Pending(Box::pin(self.record(key, ttl_ms)))
+    fn check_and_record(&self, entry: ReplayEntry) -> ReplayOutcome<'_> {
+        ReplayOutcome::Pending(Box::pin(self.record(entry)))
     }
 }
