@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use keybound::client::{Client, Scope};
-use keybound::issuer::{IssuerConfig, IssuerState};
+use keybound::client::Client;
+use keybound::issuer::IssuerConfig;
+use keybound::issuer::loopback::{LoopbackIssuer, World};
 use keybound::key::{Algorithm, SigningKey};
 use keybound::proof::ProofBuilder;
 use keybound::verify::{Clock, SystemClock};
@@ -98,53 +99,19 @@ async fn hello_world(n: usize, concurrency: usize) -> f64 {
 async fn mint_rate(database_url: Option<String>, n: usize, concurrency: usize) -> f64 {
     let dir = std::env::temp_dir().join(format!("keybound-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let mut config = IssuerConfig::new(&dir);
-    config.listen = addr;
-    config.issuer_id = format!("http://{addr}");
     config.database_url = database_url;
-    keybound::issuer::bootstrap(&config, PASSWORD).await.unwrap();
-    let state = IssuerState::open(config, Arc::new(SystemClock)).await.unwrap();
-    let issuer = state.config.issuer_id.clone();
-    let app = keybound::issuer::router(state).unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let admin = Client::new(&issuer, SigningKey::generate(Algorithm::EdDSA).unwrap()).unwrap();
-    admin.login_password("admin@default", PASSWORD, None).await.unwrap();
-    let scope = Scope::new(format!("{issuer}/admin")).project("admin").domain("default");
-    for (method, path, body) in [
-        ("POST", "/v1/admin/domains", json!({"name": "stoughton"})),
-        (
-            "POST",
-            "/v1/admin/projects",
-            json!({"name": "turing", "domain": "stoughton"}),
-        ),
-        ("POST", "/v1/admin/roles", json!({"name": "member"})),
-        (
-            "POST",
-            "/v1/admin/users",
-            json!({"user": "ayoung@stoughton", "password": "correct horse battery"}),
-        ),
-        (
-            "POST",
-            "/v1/admin/grants",
-            json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"}),
-        ),
-        (
-            "POST",
-            "/v1/admin/services",
-            json!({"audience": "https://nova.example"}),
-        ),
-    ] {
-        let response = admin
-            .request(method.parse().unwrap(), &format!("{issuer}{path}"), &scope)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
-    }
+    let loopback = LoopbackIssuer::start(config, PASSWORD, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let issuer = loopback.url().to_owned();
+    let addr = loopback.addr();
+    let admin = loopback.admin(PASSWORD).await.unwrap();
+    let world = World {
+        password: "correct horse battery",
+        services: &["https://nova.example"],
+    };
+    loopback.create_world(&admin, &world).await.unwrap();
     // Several clients, each with its own key and session.
     let mut sessions = Vec::new();
     for _ in 0..8 {

@@ -1,6 +1,6 @@
 //! Writes test-vectors/vectors.json and test-vectors/vectors.md.
 //!
-//! Run from the repository root: `cargo run --example gen_vectors`.
+//! Run from the repository root: `cargo run --example gen_vectors --features testkit`.
 fn main() -> std::io::Result<()> {
     let vectors = keybound::vectors::generate();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-vectors");

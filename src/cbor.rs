@@ -20,8 +20,12 @@
 //! Why not decode with ciborium directly: ciborium reads `18 01` as `1` and
 //! keeps the last of two duplicate keys, so it cannot tell a profile violation
 //! from a valid item, and building its `Value` tree costs about 2 µs per token.
-//! ciborium (through coset) is used for everything keybound *writes*; the
-//! round-trip fuzz target checks that both sides agree.
+//! Everything keybound *writes* goes through the writer at the end of this
+//! module (`write_*`), which emits deterministic encoding by construction:
+//! shortest heads, definite lengths, map keys written in bytewise order by
+//! the callers. ciborium and coset are independent oracles only: the tests
+//! and the round-trip fuzz targets check that they read and re-encode what
+//! keybound writes to the same bytes.
 
 use crate::error::{Code, Result, err};
 
@@ -472,7 +476,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-// ---- Writing: the few hand-built structures on the hot path ----
+// ---- Writing: the one CBOR writer of everything keybound emits ----
 
 /// Appends a shortest-form head.
 pub fn write_head(out: &mut Vec<u8>, major: u8, arg: u64) {
@@ -510,8 +514,30 @@ pub fn write_array(out: &mut Vec<u8>, len: usize) {
     write_head(out, MAJOR_ARRAY, len as u64);
 }
 
-/// Encodes a ciborium value (deterministically, when the value's maps are
-/// built in sorted order, which every caller in this crate does).
+/// Appends an integer: major type 0 for `value >= 0`, else 1.
+pub fn write_int(out: &mut Vec<u8>, value: i64) {
+    if value >= 0 {
+        write_head(out, MAJOR_UINT, value as u64);
+    } else {
+        // -1 - value, without overflow for i64::MIN.
+        write_head(out, MAJOR_NINT, !(value as u64));
+    }
+}
+
+/// Appends an unsigned integer.
+pub fn write_uint(out: &mut Vec<u8>, value: u64) {
+    write_head(out, MAJOR_UINT, value);
+}
+
+/// Appends a map head; the caller then writes `len` key/value pairs, keys
+/// in bytewise order of their encoding.
+pub fn write_map(out: &mut Vec<u8>, len: usize) {
+    write_head(out, MAJOR_MAP, len as u64);
+}
+
+/// Encodes a ciborium value with ciborium: an independent encoder, for the
+/// test-vector generator's deliberately malformed inputs and as an oracle.
+#[cfg(any(test, feature = "testkit"))]
 pub fn to_vec(value: &ciborium::Value) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing to a Vec cannot fail for the value types this crate builds.
@@ -624,5 +650,30 @@ mod tests {
             assert_eq!(out, reference, "{value}");
             assert_eq!(validate(&out), Ok(()));
         }
+    }
+
+    #[test]
+    fn writer_agrees_with_ciborium() {
+        for value in [0i64, 1, 23, 24, -1, -24, -25, -256, -257, -65537, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            write_int(&mut out, value);
+            assert_eq!(out, to_vec(&ciborium::Value::Integer(value.into())), "{value}");
+        }
+        let mut out = Vec::new();
+        write_map(&mut out, 2);
+        write_int(&mut out, 1);
+        write_text(&mut out, "a");
+        write_int(&mut out, -1);
+        write_array(&mut out, 1);
+        write_bytes(&mut out, b"b");
+        let reference = ciborium::Value::Map(vec![
+            (ciborium::Value::Integer(1.into()), ciborium::Value::Text("a".into())),
+            (
+                ciborium::Value::Integer((-1).into()),
+                ciborium::Value::Array(vec![ciborium::Value::Bytes(b"b".to_vec())]),
+            ),
+        ]);
+        assert_eq!(out, to_vec(&reference));
+        assert_eq!(validate(&out), Ok(()));
     }
 }

@@ -21,6 +21,10 @@ use crate::key::{Algorithm, PublicKey, SigningKey};
 pub const TAG_CWT: u64 = 61;
 /// COSE_Sign1 tag.
 pub const TAG_SIGN1: u64 = 18;
+/// Header label of the algorithm.
+const HEADER_ALG: i64 = 1;
+/// Header label of the key id.
+const HEADER_KID: i64 = 4;
 
 /// Which outer tags an object may carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,22 +317,66 @@ impl Sign1<'_> {
     }
 }
 
-/// Signs `payload` into a COSE_Sign1 with coset, the protected header holding
-/// `alg` and (if given) `kid`. Returns untagged bytes.
+/// Signs `payload` into a COSE_Sign1 whose protected header holds `alg` and
+/// (if given) `kid`, with an empty unprotected header. Returns untagged bytes.
 pub(crate) fn sign1(key: &SigningKey, kid: Option<&[u8]>, payload: Vec<u8>, external_aad: &[u8]) -> Vec<u8> {
-    let alg = match key.algorithm() {
-        Algorithm::EdDSA => coset::iana::Algorithm::EdDSA,
-        Algorithm::ES256 => coset::iana::Algorithm::ES256,
-    };
-    let mut header = coset::HeaderBuilder::new().algorithm(alg);
+    let mut protected = Vec::with_capacity(8 + kid.map_or(0, <[u8]>::len));
+    cbor::write_map(&mut protected, 1 + usize::from(kid.is_some()));
+    cbor::write_int(&mut protected, HEADER_ALG);
+    cbor::write_int(&mut protected, key.algorithm().cose_id());
     if let Some(kid) = kid {
-        header = header.key_id(kid.to_vec());
+        cbor::write_int(&mut protected, HEADER_KID);
+        cbor::write_bytes(&mut protected, kid);
     }
-    let sign1 = coset::CoseSign1Builder::new()
-        .protected(header.build())
-        .payload(payload)
-        .create_signature(external_aad, |tbs| key.sign(tbs))
-        .build();
-    // Serializing a freshly built structure into a Vec cannot fail.
-    coset::CborSerializable::to_vec(sign1).expect("COSE_Sign1 serialization is infallible")
+    let signature = key.sign(&sig_structure(&protected, external_aad, &payload));
+    let mut out = Vec::with_capacity(protected.len() + payload.len() + signature.len() + 12);
+    cbor::write_array(&mut out, 4);
+    cbor::write_bytes(&mut out, &protected);
+    cbor::write_map(&mut out, 0);
+    cbor::write_bytes(&mut out, &payload);
+    cbor::write_bytes(&mut out, &signature);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use coset::CborSerializable;
+
+    use super::*;
+    use crate::proof::ProofBuilder;
+
+    /// Proofs (no kid, an external AAD) read and re-encoded by coset are the
+    /// same bytes, and coset's Sig_structure is the one that was signed.
+    #[test]
+    fn sign1_and_proof_payload_agree_with_coset() {
+        for alg in [Algorithm::EdDSA, Algorithm::ES256] {
+            let key = SigningKey::derive(alg, b"oracle", b"client").unwrap();
+            let proof = ProofBuilder::new(
+                "POST",
+                "https://nova.example/v2/servers?a=1",
+                b"token",
+                b"{}",
+                1_763_800_000,
+            )
+            .unwrap()
+            .nonce(b"nonce-1".to_vec())
+            .sign(&key)
+            .unwrap();
+            let sign1 = coset::CoseSign1::from_slice(proof.as_bytes()).unwrap();
+            assert_eq!(sign1.clone().to_vec().unwrap(), proof.as_bytes());
+            assert!(sign1.protected.header.key_id.is_empty());
+            let payload = sign1.payload.clone().unwrap();
+            let value: ciborium::Value = ciborium::from_reader(payload.as_slice()).unwrap();
+            assert_eq!(cbor::to_vec(&value), payload);
+            let aad = crate::proof::external_aad(&crate::sha256(b"token"), &crate::sha256(b"{}"));
+            sign1
+                .verify_signature(&aad, |signature, tbs| {
+                    key.public_key()
+                        .verify(tbs, signature)
+                        .then_some(())
+                        .ok_or("bad signature")
+                })
+                .unwrap();
+        }
+    }
 }

@@ -65,15 +65,14 @@
 #![warn(missing_docs)]
 
 pub mod cbor;
-/// The `keybound` command line tool (feature `cli`).
-#[cfg(feature = "cli")]
-pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
 pub(crate) mod cose;
 pub mod danger;
 pub mod encoding;
 pub mod error;
+/// Fuzz entry points for `fuzz/` (test tooling, feature `testkit`).
+#[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(feature = "http")]
@@ -88,6 +87,8 @@ pub mod proof;
 pub mod token;
 pub mod verify;
 
+/// The test-vector generator (test tooling, feature `testkit`).
+#[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub mod vectors;
 

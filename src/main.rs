@@ -1,5 +1,12 @@
-//! The `keybound` command line tool; everything lives in `keybound::cli`.
+//! The `keybound` command line tool. It is built on the library's public API
+//! only: `src/cli/` is part of this binary, not of the library.
+
+mod cli;
+
+// The library's modules at this crate's root, so `crate::client::…` paths
+// inside `src/cli/` name the library's items.
+use keybound::{Code, Error, cbor, client, danger, encoding, error, http, issuer, key, keyset, proof, token, verify};
 
 fn main() -> std::process::ExitCode {
-    keybound::cli::main()
+    cli::main()
 }

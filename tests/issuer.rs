@@ -10,6 +10,7 @@ use keybound::Code;
 use keybound::client::{Client, Scope, error_from_response};
 use keybound::encoding::b64url_encode;
 use keybound::http::KeyboundLayer;
+use keybound::issuer::loopback::LoopbackIssuer;
 use keybound::issuer::store::Logins;
 use keybound::issuer::{IssuerConfig, IssuerState};
 use keybound::key::{Algorithm, SigningKey};
@@ -18,12 +19,15 @@ use keybound::proof::ProofBuilder;
 use keybound::verify::{Clock, ManualClock, SystemClock, TrustedIssuer, VerifiedRequest, Verifier};
 use serde_json::{Value, json};
 
+mod common;
+
 const ADMIN_PASSWORD: &str = "bootstrap-password-1";
 
 /// A running issuer.
 struct Issuer {
     url: String,
     state: Arc<IssuerState>,
+    _server: LoopbackIssuer,
     _dir: tempfile::TempDir,
     backend: &'static str,
 }
@@ -92,21 +96,15 @@ async fn start(
     clock: Arc<dyn Clock>,
     tweak: impl FnOnce(&mut IssuerConfig),
 ) -> Issuer {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = IssuerConfig::new(dir.path());
-    config.listen = addr;
-    config.issuer_id = format!("http://{addr}");
-    config.database_url = database_url;
-    tweak(&mut config);
-    keybound::issuer::bootstrap(&config, ADMIN_PASSWORD).await.unwrap();
-    let state = IssuerState::open(config, clock).await.unwrap();
-    let app = keybound::issuer::router(state.clone()).unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (server, dir) = common::start_issuer(ADMIN_PASSWORD, clock, |config| {
+        config.database_url = database_url;
+        tweak(config);
+    })
+    .await;
     Issuer {
-        url: format!("http://{addr}"),
-        state,
+        url: server.url().to_owned(),
+        state: server.state().clone(),
+        _server: server,
         _dir: dir,
         backend,
     }

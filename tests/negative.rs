@@ -4770,6 +4770,7 @@ fn fuzz_uri_normalize_host_with_colon() {
         "https://a:b/",
     ] {
         assert_eq!(normalize_uri(uri).unwrap_err().code(), Code::ProofHtuInvalid, "{uri}");
+        #[cfg(feature = "testkit")]
         keybound::fuzzing::uri_normalize(uri.as_bytes());
     }
     assert_eq!(normalize_uri("https://[::1]:8443/x").unwrap(), "https://[::1]:8443/x");

@@ -23,13 +23,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keybound::Code;
 use keybound::client::{Client, Scope};
 use keybound::encoding::{b64url_decode, b64url_encode};
+use keybound::issuer::loopback::LoopbackIssuer;
 use keybound::issuer::{IssuerConfig, IssuerState};
 use keybound::key::{Algorithm, SigningKey};
 use keybound::proof::ProofBuilder;
@@ -37,6 +37,9 @@ use keybound::token::TokenBuilder;
 use keybound::verify::{Clock, SystemClock};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+use common::PrivateRedis;
 
 const OPENAPI: &str = include_str!("../spec/openapi.json");
 const CDDL: &str = include_str!("../spec/keybound.cddl");
@@ -100,25 +103,17 @@ struct Issuer {
     url: String,
     addr: SocketAddr,
     state: Arc<IssuerState>,
+    _server: LoopbackIssuer,
     _dir: tempfile::TempDir,
 }
 
 async fn start(tweak: impl FnOnce(&mut IssuerConfig)) -> Issuer {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = IssuerConfig::new(dir.path());
-    config.listen = addr;
-    config.issuer_id = format!("http://{addr}");
-    tweak(&mut config);
-    keybound::issuer::bootstrap(&config, ADMIN_PASSWORD).await.unwrap();
-    let state = IssuerState::open(config, Arc::new(SystemClock)).await.unwrap();
-    let app = keybound::issuer::router(state.clone()).unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (server, dir) = common::start_issuer(ADMIN_PASSWORD, Arc::new(SystemClock), tweak).await;
     Issuer {
-        url: format!("http://{addr}"),
-        addr,
-        state,
+        url: server.url().to_owned(),
+        addr: server.addr(),
+        state: server.state().clone(),
+        _server: server,
         _dir: dir,
     }
 }
@@ -2116,68 +2111,11 @@ async fn every_operation_answers_as_documented() {
 // ---------------------------------------------------------------------------
 // 503 from the replay store, with a private redis-server.
 
-/// A private redis-server on a free loopback port, killed on drop.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = match Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--port",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                eprintln!("skipped: cannot run redis-server ({e})");
-                return None;
-            }
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(PrivateRedis { child, port });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test]
 async fn replay_store_outage_answers_503() {
-    let Some(mut redis) = PrivateRedis::start() else { return };
+    let Some(mut redis) = PrivateRedis::start(&[], None) else {
+        return;
+    };
     let c = Contract::load();
     let redis_url = redis.url();
     let issuer = start(|config| config.replay_redis_url = Some(redis_url)).await;
@@ -2185,7 +2123,7 @@ async fn replay_store_outage_answers_503() {
     let body = login_body("admin@default", Some(ADMIN_PASSWORD), &key);
     let (answer, _) = login_raw(&issuer, &body, Some("application/json"), LoginProof::By(&key)).await;
     let session = b64url_decode(c.ok("POST", "/v1/login", &answer)["session_token"].as_str().unwrap()).unwrap();
-    redis.stop();
+    redis.kill();
     let (answer, _) = login_raw(&issuer, &body, Some("application/json"), LoginProof::By(&key)).await;
     c.expect("POST", "/v1/login", &answer, 503, "replay.store_unavailable");
     assert_eq!(answer.header("retry-after"), Some("1"));
@@ -2338,7 +2276,9 @@ async fn json_media_type_is_case_insensitive() {
 /// lifetime.
 #[tokio::test]
 async fn admin_proofs_are_replay_checked_across_replicas() {
-    let Some(redis) = PrivateRedis::start() else { return };
+    let Some(redis) = PrivateRedis::start(&[], None) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let root = vec![42u8; 32];
     let database = format!("sqlite://{}?mode=rwc", dir.path().join("shared.db").display());

@@ -2,7 +2,6 @@
 //! and against private `redis-server` processes for the failure cases.
 #![cfg(feature = "redis")]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,9 @@ use keybound::key::{Algorithm, KeySet, SigningKey};
 use keybound::proof::{ProofBuilder, RequestInfo};
 use keybound::token::{Token, TokenBuilder};
 use keybound::verify::{ManualClock, RedisReplayOptions, RedisReplayStore, ReplayStore, TrustedIssuer, Verifier};
+
+mod common;
+use common::PrivateRedis;
 
 const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "https://nova.example";
@@ -174,65 +176,6 @@ where
         out.push(make(i).await);
     }
     out
-}
-
-/// A private redis-server on a free loopback port, killed on drop.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start(extra: &[&str], port: Option<u16>) -> Option<Self> {
-        let port = port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
-        let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
-        let port_text = port.to_string();
-        args.extend(["--port", &port_text]);
-        args.extend(extra);
-        let child = match Command::new("redis-server")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            // CI installs Redis, so there a missing binary is a failure,
-            // never a silently passing test.
-            Err(e) if std::env::var_os("CI").is_some() => panic!("CI must run redis-server: {e}"),
-            Err(e) => {
-                eprintln!("skipped: cannot run redis-server ({e})");
-                return None;
-            }
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(PrivateRedis { child, port });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 #[tokio::test]

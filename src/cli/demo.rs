@@ -11,7 +11,8 @@ use crate::client::{Client, Scope, error_from_response};
 use crate::encoding::b64url_encode;
 use crate::error::{Code, Error, Result};
 use crate::http::KeyboundLayer;
-use crate::issuer::{IssuerConfig, IssuerState};
+use crate::issuer::IssuerConfig;
+use crate::issuer::loopback::{DOMAIN, LoopbackIssuer, PROJECT, ROLE, USER, World};
 use crate::key::{Algorithm, SigningKey};
 use crate::keyset::{HttpKeys, HttpKeysOptions};
 use crate::proof::ProofBuilder;
@@ -116,6 +117,12 @@ async fn send(url: &str, token: &Token, proof: Option<Vec<u8>>) -> std::result::
     Err(error_from_response(response).await)
 }
 
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).map_err(|e| Error::new(Code::IssueInvalid, format!("no randomness available: {e}")))?;
+    Ok(out)
+}
+
 fn proof(key: &SigningKey, url: &str, token: &Token) -> Result<Vec<u8>> {
     Ok(ProofBuilder::new("GET", url, token.as_bytes(), b"", SystemClock.now())?
         .sign(key)?
@@ -124,21 +131,9 @@ fn proof(key: &SigningKey, url: &str, token: &Token) -> Result<Vec<u8>> {
 
 async fn story(dir: &std::path::Path) -> Result<usize> {
     // The issuer, on the embedded SQLite default.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| Error::new(Code::IssuerConfig, format!("bind: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::new(Code::IssuerConfig, e.to_string()))?;
-    let mut config = IssuerConfig::new(dir);
-    config.listen = addr;
-    config.issuer_id = format!("http://{addr}");
-    let admin_password = b64url_encode(&crate::random_array::<18>()?);
-    crate::issuer::bootstrap(&config, &admin_password).await?;
-    let state = IssuerState::open(config, Arc::new(SystemClock)).await?;
-    let issuer = state.config.issuer_id.clone();
-    let app = crate::issuer::router(state)?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let admin_password = b64url_encode(&random::<18>()?);
+    let loopback = LoopbackIssuer::start(IssuerConfig::new(dir), &admin_password, Arc::new(SystemClock)).await?;
+    let issuer = loopback.url().to_owned();
     let nova = service("nova", &issuer).await?;
     let glance = service("glance", &issuer).await?;
     print_stdout(&format!(
@@ -148,44 +143,12 @@ async fn story(dir: &std::path::Path) -> Result<usize> {
     .map_err(|e| Error::new(Code::ClientStorage, e.message().to_owned()))?;
 
     // The administrator sets up the world.
-    let admin = Client::new(&issuer, SigningKey::generate(Algorithm::EdDSA)?)?;
-    admin.login_password("admin@default", &admin_password, None).await?;
-    let admin_scope = Scope::new(format!("{issuer}/admin")).project("admin").domain("default");
-    let setup = [
-        ("POST", "/v1/admin/domains", json!({"name": "stoughton"})),
-        (
-            "POST",
-            "/v1/admin/projects",
-            json!({"name": "turing", "domain": "stoughton"}),
-        ),
-        ("POST", "/v1/admin/roles", json!({"name": "member"})),
-        (
-            "POST",
-            "/v1/admin/users",
-            json!({"user": "ayoung@stoughton", "password": "correct horse battery staple"}),
-        ),
-        (
-            "POST",
-            "/v1/admin/grants",
-            json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"}),
-        ),
-        ("POST", "/v1/admin/services", json!({"audience": nova})),
-        ("POST", "/v1/admin/services", json!({"audience": glance})),
-    ];
-    for (method, path, body) in setup {
-        let response = admin
-            .request(
-                method.parse().unwrap_or(reqwest::Method::POST),
-                &format!("{issuer}{path}"),
-                &admin_scope,
-            )
-            .json(&body)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(error_from_response(response).await);
-        }
-    }
+    let admin = loopback.admin(&admin_password).await?;
+    let world = World {
+        password: "correct horse battery staple",
+        services: &[&nova, &glance],
+    };
+    loopback.create_world(&admin, &world).await?;
     print_stdout("admin created domain stoughton, project turing, role member, user ayoung@stoughton (member of turing), services nova and glance\n")
         .map_err(|e| Error::new(Code::ClientStorage, e.message().to_owned()))?;
 
@@ -260,9 +223,9 @@ async fn story(dir: &std::path::Path) -> Result<usize> {
         .request(
             reqwest::Method::DELETE,
             &format!("{issuer}/v1/admin/grants"),
-            &admin_scope,
+            &loopback.admin_scope(),
         )
-        .json(&json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"}))
+        .json(&json!({"user": USER, "project": format!("{PROJECT}@{DOMAIN}"), "role": ROLE}))
         .send()
         .await?;
     if !revoke.status().is_success() {
@@ -285,7 +248,7 @@ pub(crate) fn run(_args: Args) -> std::result::Result<ExitCode, CliError> {
     let dir = std::env::temp_dir().join(format!(
         "keybound-demo-{}-{}",
         std::process::id(),
-        crate::encoding::hex_encode(&crate::random_array::<4>()?)
+        crate::encoding::hex_encode(&random::<4>()?)
     ));
     std::fs::create_dir_all(&dir).map_err(|e| CliError::io(format!("cannot create {}: {e}", dir.display())))?;
     let result = runtime().and_then(|rt| rt.block_on(story(&dir)).map_err(CliError::from));

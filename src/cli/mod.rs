@@ -1,4 +1,6 @@
-//! `src/main.rs` only calls [`main`](crate::cli::main). Each subcommand lives in its own module
+//! The `keybound` command line tool. It belongs to the binary, not to the
+//! library's API, and uses only what the library exports; `src/main.rs`
+//! calls [`main`](crate::cli::main). Each subcommand lives in its own module
 //! with a clap `Args` struct, its help texts and a `run` function; adding one
 //! means adding the module, a variant of the `Command` enum and one match
 //! arm in `Command::run`.

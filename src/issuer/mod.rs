@@ -17,6 +17,8 @@
 mod admin;
 mod api;
 pub mod keys;
+#[cfg(feature = "client")]
+pub mod loopback;
 mod metrics;
 pub mod names;
 pub mod password;

@@ -219,21 +219,27 @@ impl ProofBuilder {
     }
 }
 
+/// The proof payload, labels in ascending order.
 fn encode_payload(b: &ProofBuilder, jti: &[u8; JTI_LEN]) -> Vec<u8> {
-    use ciborium::Value;
-    let int = |i: i64| Value::Integer(i.into());
-    let mut map = vec![
-        (int(label::HTM), Value::Text(b.method.clone())),
-        (int(label::HTU), Value::Text(b.htu.clone())),
-        (int(label::IAT), Value::Integer(b.iat.into())),
-        (int(label::JTI), Value::Bytes(jti.to_vec())),
-        (int(label::TKH), Value::Bytes(b.token_hash[..HINT_LEN].to_vec())),
-        (int(label::BDH), Value::Bytes(b.body_hash[..HINT_LEN].to_vec())),
-    ];
+    let mut out = Vec::with_capacity(64 + b.htu.len());
+    cbor::write_map(&mut out, 6 + usize::from(b.nonce.is_some()));
+    cbor::write_int(&mut out, label::HTM);
+    cbor::write_text(&mut out, &b.method);
+    cbor::write_int(&mut out, label::HTU);
+    cbor::write_text(&mut out, &b.htu);
+    cbor::write_int(&mut out, label::IAT);
+    cbor::write_uint(&mut out, b.iat);
+    cbor::write_int(&mut out, label::JTI);
+    cbor::write_bytes(&mut out, jti);
+    cbor::write_int(&mut out, label::TKH);
+    cbor::write_bytes(&mut out, &b.token_hash[..HINT_LEN]);
+    cbor::write_int(&mut out, label::BDH);
+    cbor::write_bytes(&mut out, &b.body_hash[..HINT_LEN]);
     if let Some(nonce) = &b.nonce {
-        map.push((int(label::NONCE), Value::Bytes(nonce.clone())));
+        cbor::write_int(&mut out, label::NONCE);
+        cbor::write_bytes(&mut out, nonce);
     }
-    cbor::to_vec(&Value::Map(map))
+    out
 }
 
 /// An HTTP method token (RFC 9110 §9): 1–32 tchars.

@@ -1,13 +1,11 @@
 //! Issuing tokens. Everything a token cannot do without is an argument of the
 //! constructor; the rest has defaults.
 
-use ciborium::Value;
-use coset::cwt::{ClaimName, ClaimsSet, Timestamp};
-
 use super::{
     Actor, CTI_LEN, Claims, DEFAULT_SESSION_LIFETIME, LABEL_KEYBOUND, MAX_ACTOR_CHAIN, MAX_SERVICE_LIFETIME, Token,
     TokenKind, label,
 };
+use crate::cbor;
 use crate::cose::{self, TAG_CWT, TAG_SIGN1};
 use crate::error::{Code, Result, err};
 use crate::key::{PublicKey, SigningKey};
@@ -252,61 +250,192 @@ impl TokenBuilder {
     }
 }
 
-/// Encodes claims deterministically with coset's `ClaimsSet` (registered
-/// claims in label order, then cnf, then the keybound map).
+/// Encodes claims deterministically: registered claims in label order, then
+/// `cnf`, then the keybound map (labels ascending in each map).
 pub(crate) fn encode_claims(claims: &Claims) -> Vec<u8> {
-    let text = |s: &str| Value::Text(s.to_owned());
-    let int = |i: i64| Value::Integer(i.into());
-    let mut kb: Vec<(Value, Value)> = vec![(int(label::kb::KIND), int(claims.kind.wire() as i64))];
-    if let Some(domain) = &claims.domain {
-        kb.push((int(label::kb::DOMAIN), text(domain)));
+    let mut out = Vec::with_capacity(256);
+    cbor::write_map(&mut out, 8 + usize::from(claims.nbf.is_some()));
+    cbor::write_int(&mut out, label::ISS);
+    cbor::write_text(&mut out, &claims.iss);
+    cbor::write_int(&mut out, label::SUB);
+    cbor::write_text(&mut out, &claims.sub);
+    cbor::write_int(&mut out, label::AUD);
+    cbor::write_text(&mut out, &claims.aud);
+    cbor::write_int(&mut out, label::EXP);
+    cbor::write_uint(&mut out, claims.exp);
+    if let Some(nbf) = claims.nbf {
+        cbor::write_int(&mut out, label::NBF);
+        cbor::write_uint(&mut out, nbf);
     }
-    if let Some(project) = &claims.project {
-        kb.push((int(label::kb::PROJECT), text(project)));
-    }
-    if !claims.roles.is_empty() {
-        kb.push((
-            int(label::kb::ROLES),
-            Value::Array(claims.roles.iter().map(|r| text(r)).collect()),
-        ));
-    }
-    if let Some(trust) = &claims.trust_id {
-        kb.push((int(label::kb::TRUST_ID), text(trust)));
-    }
-    if !claims.actor_chain.is_empty() {
-        let actors = claims
-            .actor_chain
-            .iter()
-            .map(|a| {
-                let mut m = vec![(int(1), text(&a.sub))];
-                if let Some(iss) = &a.iss {
-                    m.push((int(2), text(iss)));
-                }
-                Value::Map(m)
-            })
-            .collect();
-        kb.push((int(label::kb::ACTOR_CHAIN), Value::Array(actors)));
-    }
-    if let Some(origin) = &claims.origin_issuer {
-        kb.push((int(label::kb::ORIGIN_ISSUER), text(origin)));
-    }
-    let cose_key: Value =
-        ciborium::from_reader(claims.cnf.to_cose_key(None).as_slice()).expect("own COSE_Key encoding decodes");
-    let set = ClaimsSet {
-        issuer: Some(claims.iss.clone()),
-        subject: Some(claims.sub.clone()),
-        audience: Some(claims.aud.clone()),
-        expiration_time: Some(Timestamp::WholeSeconds(claims.exp as i64)),
-        not_before: claims.nbf.map(|t| Timestamp::WholeSeconds(t as i64)),
-        issued_at: Some(Timestamp::WholeSeconds(claims.iat as i64)),
-        cwt_id: Some(claims.cti.to_vec()),
-        rest: vec![
-            (
-                ClaimName::Assigned(coset::iana::CwtClaimName::Cnf),
-                Value::Map(vec![(int(1), cose_key)]),
-            ),
-            (ClaimName::PrivateUse(LABEL_KEYBOUND), Value::Map(kb)),
-        ],
+    cbor::write_int(&mut out, label::IAT);
+    cbor::write_uint(&mut out, claims.iat);
+    cbor::write_int(&mut out, label::CTI);
+    cbor::write_bytes(&mut out, &claims.cti);
+    // cnf = {1 (COSE_Key): key}
+    cbor::write_int(&mut out, label::CNF);
+    cbor::write_map(&mut out, 1);
+    cbor::write_int(&mut out, 1);
+    out.extend_from_slice(&claims.cnf.to_cose_key(None));
+
+    cbor::write_int(&mut out, LABEL_KEYBOUND);
+    let entries = 1
+        + usize::from(claims.domain.is_some())
+        + usize::from(claims.project.is_some())
+        + usize::from(!claims.roles.is_empty())
+        + usize::from(claims.trust_id.is_some())
+        + usize::from(!claims.actor_chain.is_empty())
+        + usize::from(claims.origin_issuer.is_some());
+    cbor::write_map(&mut out, entries);
+    cbor::write_int(&mut out, label::kb::KIND);
+    cbor::write_uint(&mut out, claims.kind.wire());
+    let text = |label: i64, value: &Option<String>, out: &mut Vec<u8>| {
+        if let Some(value) = value {
+            cbor::write_int(out, label);
+            cbor::write_text(out, value);
+        }
     };
-    coset::CborSerializable::to_vec(set).expect("claims serialization is infallible")
+    text(label::kb::DOMAIN, &claims.domain, &mut out);
+    text(label::kb::PROJECT, &claims.project, &mut out);
+    if !claims.roles.is_empty() {
+        cbor::write_int(&mut out, label::kb::ROLES);
+        cbor::write_array(&mut out, claims.roles.len());
+        for role in &claims.roles {
+            cbor::write_text(&mut out, role);
+        }
+    }
+    text(label::kb::TRUST_ID, &claims.trust_id, &mut out);
+    if !claims.actor_chain.is_empty() {
+        cbor::write_int(&mut out, label::kb::ACTOR_CHAIN);
+        cbor::write_array(&mut out, claims.actor_chain.len());
+        for actor in &claims.actor_chain {
+            cbor::write_map(&mut out, 1 + usize::from(actor.iss.is_some()));
+            cbor::write_int(&mut out, 1);
+            cbor::write_text(&mut out, &actor.sub);
+            if let Some(iss) = &actor.iss {
+                cbor::write_int(&mut out, 2);
+                cbor::write_text(&mut out, iss);
+            }
+        }
+    }
+    text(label::kb::ORIGIN_ISSUER, &claims.origin_issuer, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use ciborium::Value;
+    use coset::CborSerializable;
+    use coset::cwt::{ClaimName, ClaimsSet, Timestamp};
+
+    use super::*;
+    use crate::key::Algorithm;
+
+    /// The same claims encoded by coset and ciborium, independently of the
+    /// canonical writer.
+    fn coset_claims(claims: &Claims) -> Vec<u8> {
+        let text = |s: &str| Value::Text(s.to_owned());
+        let int = |i: i64| Value::Integer(i.into());
+        let mut kb = vec![(int(label::kb::KIND), int(claims.kind.wire() as i64))];
+        let optional = [
+            (label::kb::DOMAIN, &claims.domain),
+            (label::kb::PROJECT, &claims.project),
+        ];
+        for (l, v) in optional {
+            if let Some(v) = v {
+                kb.push((int(l), text(v)));
+            }
+        }
+        if !claims.roles.is_empty() {
+            kb.push((
+                int(label::kb::ROLES),
+                Value::Array(claims.roles.iter().map(|r| text(r)).collect()),
+            ));
+        }
+        if let Some(trust) = &claims.trust_id {
+            kb.push((int(label::kb::TRUST_ID), text(trust)));
+        }
+        if !claims.actor_chain.is_empty() {
+            let actors = claims
+                .actor_chain
+                .iter()
+                .map(|a| {
+                    let mut m = vec![(int(1), text(&a.sub))];
+                    if let Some(iss) = &a.iss {
+                        m.push((int(2), text(iss)));
+                    }
+                    Value::Map(m)
+                })
+                .collect();
+            kb.push((int(label::kb::ACTOR_CHAIN), Value::Array(actors)));
+        }
+        if let Some(origin) = &claims.origin_issuer {
+            kb.push((int(label::kb::ORIGIN_ISSUER), text(origin)));
+        }
+        let cose_key: Value = ciborium::from_reader(claims.cnf.to_cose_key(None).as_slice()).unwrap();
+        ClaimsSet {
+            issuer: Some(claims.iss.clone()),
+            subject: Some(claims.sub.clone()),
+            audience: Some(claims.aud.clone()),
+            expiration_time: Some(Timestamp::WholeSeconds(claims.exp as i64)),
+            not_before: claims.nbf.map(|t| Timestamp::WholeSeconds(t as i64)),
+            issued_at: Some(Timestamp::WholeSeconds(claims.iat as i64)),
+            cwt_id: Some(claims.cti.to_vec()),
+            rest: vec![
+                (
+                    ClaimName::Assigned(coset::iana::CwtClaimName::Cnf),
+                    Value::Map(vec![(int(1), cose_key)]),
+                ),
+                (ClaimName::PrivateUse(LABEL_KEYBOUND), Value::Map(kb)),
+            ],
+        }
+        .to_vec()
+        .unwrap()
+    }
+
+    #[test]
+    fn canonical_writer_agrees_with_coset() {
+        let issuer = SigningKey::derive(Algorithm::ES256, b"oracle", b"issuer").unwrap();
+        for alg in [Algorithm::EdDSA, Algorithm::ES256] {
+            let client = SigningKey::derive(alg, b"oracle", b"client").unwrap();
+            let cnf = client.public_key().clone();
+            let now = 1_763_800_000;
+            let builders = [
+                TokenBuilder::session("https://issuer.example", "ayoung@stoughton", cnf.clone(), now),
+                TokenBuilder::service(
+                    "https://issuer.example",
+                    "ayoung@stoughton",
+                    "https://nova.example",
+                    cnf,
+                    now,
+                )
+                .scope("stoughton", "turing")
+                .roles(["member", "reader"])
+                .not_before(now - 5)
+                .trust_id("t-1")
+                .actor_chain(vec![
+                    Actor {
+                        sub: "svc@default".into(),
+                        iss: None,
+                    },
+                    Actor {
+                        sub: "peer@remote".into(),
+                        iss: Some("https://peer.example".into()),
+                    },
+                ])
+                .origin_issuer("https://origin.example")
+                .tagging(TokenTagging::Cwt),
+            ];
+            for builder in builders {
+                let token = builder.sign(&issuer, b"k1").unwrap();
+                let claims = crate::danger::insecure_decode_token(token.as_bytes()).unwrap().claims;
+                assert_eq!(encode_claims(&claims), coset_claims(&claims));
+                // The COSE_Sign1 re-encoded by coset is the same bytes.
+                let (_, untagged) = cbor::strip_tags(token.as_bytes(), 2).unwrap();
+                let sign1 = coset::CoseSign1::from_slice(untagged).unwrap();
+                assert_eq!(sign1.protected.header.key_id, b"k1");
+                assert_eq!(sign1.payload.as_deref(), Some(encode_claims(&claims).as_slice()));
+                assert_eq!(sign1.to_vec().unwrap(), untagged);
+            }
+        }
+    }
 }

@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests: an issuer on loopback and a
+//! private redis-server. Each test binary uses only some of them.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keybound::issuer::IssuerConfig;
+use keybound::issuer::loopback::LoopbackIssuer;
+use keybound::verify::Clock;
+
+/// A bootstrapped issuer on a free loopback port, with its data directory in
+/// a temporary directory removed with it. `tweak` adjusts the configuration
+/// (database URL, limits, …) before start-up.
+pub async fn start_issuer(
+    admin_password: &str,
+    clock: Arc<dyn Clock>,
+    tweak: impl FnOnce(&mut IssuerConfig),
+) -> (LoopbackIssuer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = IssuerConfig::new(dir.path());
+    tweak(&mut config);
+    let issuer = LoopbackIssuer::start(config, admin_password, clock).await.unwrap();
+    (issuer, dir)
+}
+
+/// A private redis-server on a free loopback port, killed on drop.
+pub struct PrivateRedis {
+    child: Child,
+    pub port: u16,
+}
+
+impl PrivateRedis {
+    /// Starts redis-server with `extra` arguments on `port` (a free one if
+    /// `None`). Without a redis-server binary the test is skipped with a
+    /// message, except under CI, which installs one: there it fails.
+    pub fn start(extra: &[&str], port: Option<u16>) -> Option<Self> {
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        let port_text = port.to_string();
+        let mut args = vec![
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--port",
+            &port_text,
+        ];
+        args.extend(extra);
+        let child = match Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if std::env::var_os("CI").is_some() => panic!("CI must run redis-server: {e}"),
+            Err(e) => {
+                eprintln!("skipped: cannot run redis-server ({e})");
+                return None;
+            }
+        };
+        let mut redis = PrivateRedis { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(redis);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        redis.kill();
+        panic!("redis-server did not start on port {port}");
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server (a Redis outage, for the test).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
