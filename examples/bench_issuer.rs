@@ -91,7 +91,12 @@ async fn hello_world(n: usize, concurrency: usize) -> f64 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(keybound::http::serve(
+        listener,
+        app,
+        keybound::http::ServeConfig::default(),
+        std::future::pending(),
+    ));
     let requests = (0..n).map(|_| prepare(&addr, "GET", "/", &[], b"")).collect();
     blast(&addr, requests, concurrency).await
 }

@@ -2,11 +2,18 @@
 //!
 //! ```sh
 //! cargo run --example protected_service                 # self-contained walk-through
-//! cargo run --example protected_service -- serve KEYS ISSUER_ID [LISTEN [EXTERNAL_URL]]   # serve for real
+//! cargo run --example protected_service -- serve KEYS ISSUER_ID [LISTEN [EXTERNAL_URL]] [--key-cache FILE]   # serve for real
 //! ```
 //!
 //! `EXTERNAL_URL` is the URL clients use (behind a proxy, or when `LISTEN` is
 //! `0.0.0.0:…`); it is also the service's audience. Default `http://LISTEN`.
+//! `--key-cache FILE` keeps the last key set fetched from a `KEYS` URL
+//! ([`HttpKeysOptions::cache_file`]), so the service starts even while the
+//! issuer is down, with the keys it had.
+//!
+//! Both modes serve with [`keybound::http::serve`]: a deadline for request
+//! heads and idle keep-alive connections, a cap on open connections, back-off
+//! on accept errors, and (in `serve` mode) a graceful stop on Ctrl-C.
 //!
 //! The walk-through generates an issuer key with the core issuing API, starts
 //! the service on 127.0.0.1, mints a token for a client key, and sends a few
@@ -18,7 +25,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use keybound::encoding::b64url_encode;
-use keybound::http::KeyboundLayer;
+use keybound::http::{KeyboundLayer, ServeConfig};
 use keybound::key::{Algorithm, KeySet, SigningKey};
 use keybound::keyset::{FileKeys, HttpKeys, HttpKeysOptions};
 use keybound::policy::{JsonLinesFile, Policy};
@@ -65,13 +72,26 @@ fn app(verifier: Verifier, external_url: &str, records: &std::path::Path) -> key
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve") {
-        let usage = "usage: protected_service serve KEYS ISSUER_ID [LISTEN [EXTERNAL_URL]]  (KEYS: the issuer's key-set URL or a COSE_KeySet file; EXTERNAL_URL: what clients call, also the audience)";
+        let usage = "usage: protected_service serve KEYS ISSUER_ID [LISTEN [EXTERNAL_URL]] [--key-cache FILE]  (KEYS: the issuer's key-set URL or a COSE_KeySet file; EXTERNAL_URL: what clients call, also the audience; FILE: where the last key set fetched from KEYS is kept)";
+        let mut args = args;
+        let key_cache = match args.iter().position(|a| a == "--key-cache") {
+            Some(i) => {
+                let file = args.get(i + 1).cloned().ok_or(usage)?;
+                args.drain(i..i + 2);
+                Some(std::path::PathBuf::from(file))
+            }
+            None => None,
+        };
         let keys = args.get(1).ok_or(usage)?;
         let issuer = args.get(2).ok_or(usage)?;
         let listen = args.get(3).map_or("127.0.0.1:8081", String::as_str);
         let url = args.get(4).cloned().unwrap_or_else(|| format!("http://{listen}"));
         let trusted = if keys.starts_with("http") {
-            TrustedIssuer::new(issuer, HttpKeys::start(keys, HttpKeysOptions::default()).await?)
+            let options = HttpKeysOptions {
+                cache_file: key_cache,
+                ..HttpKeysOptions::default()
+            };
+            TrustedIssuer::new(issuer, HttpKeys::start(keys, options).await?)
         } else {
             TrustedIssuer::new(issuer, FileKeys::open(keys)?)
         };
@@ -80,7 +100,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "listening on {listen} as {url} (audience {url}, trusting {issuer}); policy denials go to denials.jsonl"
         );
-        axum::serve(listener, app(verifier, &url, std::path::Path::new("denials.jsonl"))?).await?;
+        let app = app(verifier, &url, std::path::Path::new("denials.jsonl"))?;
+        keybound::http::serve(listener, app, ServeConfig::default(), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
         return Ok(());
     }
 
@@ -95,7 +119,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let records = std::env::temp_dir().join(format!("keybound-example-denials-{}.jsonl", std::process::id()));
     let verifier = Verifier::builder(&url, TrustedIssuer::with_keys(ISSUER, keys)).build()?;
     let router = app(verifier, &url, &records)?;
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(keybound::http::serve(
+        listener,
+        router,
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
     println!("service listening on {url}");
 
     // The client: its own key, and a token the issuer binds to it.

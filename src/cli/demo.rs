@@ -92,7 +92,12 @@ async fn service(name: &'static str, issuer: &str) -> Result<String> {
             }),
         )
         .layer(KeyboundLayer::new(Arc::new(verifier), &url)?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(crate::http::serve(
+        listener,
+        app,
+        crate::http::ServeConfig::default(),
+        std::future::pending(),
+    ));
     Ok(url)
 }
 

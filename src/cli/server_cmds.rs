@@ -28,7 +28,10 @@ lives in the data directory (SQLite database, root secret for key derivation) or
 (--database-url postgres://…, for several replicas sharing one root secret). Settings come from flags, \
 then KEYBOUND_* environment variables, then a TOML --config file (keys: issuer_id, listen, data_dir, \
 database_url, database_max_connections, database_acquire_timeout, algorithm, rotation_period, session_lifetime, max_session_lifetime, service_lifetime, \
-leeway, max_body, login_max_failures, login_lockout, audit_retention, replay_redis_url, denial_log), then defaults. Before first use, create the admin with \
+leeway, max_body, login_max_failures, login_lockout, audit_retention, replay_redis_url, denial_log, header_read_timeout, \
+max_connections), then defaults. Connections get --header-read-timeout seconds (default 10) to send a \
+request head, also between keep-alive requests; at most --max-connections (default 1024, lowered to the \
+open-file limit) are open, the idlest closed first when full. Before first use, create the admin with \
 `keybound admin bootstrap`. Stops gracefully on Ctrl-C or SIGTERM. Logs go to stderr (--log-format json \
 for JSON lines; RUST_LOG sets the level); no secret is ever logged.";
 pub(crate) const SERVE_EXAMPLES: &str = "\
@@ -67,6 +70,12 @@ pub(crate) struct IssuerArgs {
     /// Redis URL for the login/mint replay store (for replicas)
     #[arg(long, env = "KEYBOUND_REPLAY_REDIS")]
     replay_redis: Option<String>,
+    /// Seconds a connection has to send a request head (also the keep-alive idle timeout); default 10
+    #[arg(long, env = "KEYBOUND_HEADER_READ_TIMEOUT")]
+    header_read_timeout: Option<u64>,
+    /// Most connections open at once (lowered to the open-file limit); default 1024
+    #[arg(long, env = "KEYBOUND_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +100,8 @@ struct FileConfig {
     audit_retention: Option<u64>,
     replay_redis_url: Option<String>,
     denial_log: Option<PathBuf>,
+    header_read_timeout: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 fn config_error(message: String) -> CliError {
@@ -100,6 +111,12 @@ fn config_error(message: String) -> CliError {
 impl IssuerArgs {
     /// Flags, then environment (through clap), then the file, then defaults.
     pub(crate) fn resolve(&self) -> Result<IssuerConfig, CliError> {
+        self.resolve_noting_issuer_id().map(|(config, _)| config)
+    }
+
+    /// [`IssuerArgs::resolve`], and whether the issuer id was given (flag,
+    /// environment or file) rather than defaulted from the listen address.
+    fn resolve_noting_issuer_id(&self) -> Result<(IssuerConfig, bool), CliError> {
         let file: FileConfig = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -117,11 +134,9 @@ impl IssuerArgs {
         if let Some(listen) = self.listen.or(file.listen) {
             config.listen = listen;
         }
-        config.issuer_id = self
-            .issuer_id
-            .clone()
-            .or(file.issuer_id)
-            .unwrap_or_else(|| format!("http://{}", config.listen));
+        let issuer_id = self.issuer_id.clone().or(file.issuer_id);
+        let issuer_id_given = issuer_id.is_some();
+        config.issuer_id = issuer_id.unwrap_or_else(|| format!("http://{}", config.listen));
         config.database_url = self.database_url.clone().or(file.database_url);
         config.database_max_connections = file.database_max_connections;
         if let Some(alg) = self.algorithm.clone().or(file.algorithm) {
@@ -134,6 +149,13 @@ impl IssuerArgs {
         config.signing_key_file = self.signing_key.clone().or(file.signing_key);
         config.replay_redis_url = self.replay_redis.clone().or(file.replay_redis_url);
         config.denial_log = file.denial_log;
+        // Ranges are checked with the rest of the configuration (IssuerConfig::check).
+        if let Some(seconds) = self.header_read_timeout.or(file.header_read_timeout) {
+            config.serve.header_read_timeout = std::time::Duration::from_secs(seconds);
+        }
+        if let Some(max) = self.max_connections.or(file.max_connections) {
+            config.serve.max_connections = max;
+        }
         for (value, field) in [
             (file.session_lifetime, &mut config.session_lifetime),
             (file.max_session_lifetime, &mut config.max_session_lifetime),
@@ -159,7 +181,7 @@ impl IssuerArgs {
                 .map_err(|_| config_error("KEYBOUND_ROOT_SECRET is not hex or base64url".into()))?;
             config.root_secret = Some(Zeroizing::new(bytes));
         }
-        Ok(config)
+        Ok((config, issuer_id_given))
     }
 }
 
@@ -386,10 +408,27 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
     use AdminCommand as C;
     let (method, path, body) = match args.command {
         C::Bootstrap { issuer } => {
-            let config = issuer.resolve()?;
+            let (config, issuer_id_given) = issuer.resolve_noting_issuer_id()?;
             let password = password_from_stdin("New admin password", Some("KEYBOUND_ADMIN_PASSWORD"))?;
             runtime()?.block_on(crate::issuer::bootstrap(&config, &password))?;
-            print_stdout(&json!({"bootstrapped": true, "admin": "admin@default", "admin_audience": config.admin_audience(), "database": crate::issuer::redact_url(&config.database_url())}).to_string())?;
+            // The admin audience follows the issuer id `serve` runs with; the
+            // database does not record it, so without an issuer id here it is unknown.
+            let (issuer_id, admin_audience) = if issuer_id_given {
+                (json!(config.issuer_id), json!(config.admin_audience()))
+            } else {
+                (Value::Null, Value::Null)
+            };
+            print_stdout(
+                &json!({
+                    "bootstrapped": true,
+                    "admin": "admin@default",
+                    "issuer_id": issuer_id,
+                    "admin_audience": admin_audience,
+                    "admin_audience_rule": "the issuer id `keybound serve` runs with (--issuer-id, default http://LISTEN), followed by /admin",
+                    "database": crate::issuer::redact_url(&config.database_url()),
+                })
+                .to_string(),
+            )?;
             return Ok(ExitCode::SUCCESS);
         }
         C::Domain { action } => match action {

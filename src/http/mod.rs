@@ -23,9 +23,11 @@
 
 pub(crate) mod layer;
 mod problem;
+pub mod serve;
 
 pub use layer::{KeyboundLayer, KeyboundService, PolicyHandle, ProofMode};
 pub use problem::{error_response, status_for};
+pub use serve::{ServeConfig, serve};
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;

@@ -30,7 +30,7 @@ use crate::verify::VerifiedRequest;
 pub(super) fn routes(state: Arc<IssuerState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(super::health::readyz))
         .route("/metrics", get(metrics))
         .route("/.well-known/keybound/keys", get(keys))
         .route("/.well-known/keybound/issuer", get(metadata))
@@ -148,13 +148,6 @@ pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> Res
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-async fn readyz(State(state): State<Arc<IssuerState>>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => "ready\n".into_response(),
-        Err(e) => crate::http::error_response(&e, None),
-    }
 }
 
 async fn metrics(State(state): State<Arc<IssuerState>>) -> Response {

@@ -12,10 +12,11 @@
 //! | `GET /.well-known/keybound/keys` | the COSE_KeySet (current, next, previous keys) |
 //! | `GET /.well-known/keybound/issuer` | issuer metadata (JSON) |
 //! | `/v1/admin/…` | admin API, protected by keybound itself (admin tokens + proofs) |
-//! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness (database), Prometheus |
+//! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness (database writable, replay store reachable), Prometheus |
 
 mod admin;
 mod api;
+mod health;
 pub mod keys;
 #[cfg(feature = "client")]
 pub mod loopback;
@@ -95,6 +96,9 @@ pub struct IssuerConfig {
     pub replay_redis_url: Option<String>,
     /// Where admin-API policy denials are recorded (JSON lines). Default: not kept.
     pub denial_log: Option<PathBuf>,
+    /// Connection deadlines and cap (header read / keep-alive idle timeout,
+    /// most open connections). Default [`crate::http::ServeConfig::default`].
+    pub serve: crate::http::ServeConfig,
 }
 
 impl std::fmt::Debug for IssuerConfig {
@@ -120,6 +124,7 @@ impl std::fmt::Debug for IssuerConfig {
             .field("audit_retention", &self.audit_retention)
             .field("replay_redis_url", &self.replay_redis_url.as_deref().map(redact_url))
             .field("denial_log", &self.denial_log)
+            .field("serve", &self.serve)
             .finish()
     }
 }
@@ -244,6 +249,7 @@ impl IssuerConfig {
             audit_retention: 90 * 86_400,
             replay_redis_url: None,
             denial_log: None,
+            serve: crate::http::ServeConfig::default(),
         }
     }
 
@@ -308,6 +314,13 @@ impl IssuerConfig {
         if self.service_lifetime == 0 || self.service_lifetime > MAX_SERVICE_LIFETIME {
             return err(Code::IssuerConfig, "the service-token lifetime is 1 to 300 s");
         }
+        let header_timeout = self.serve.header_read_timeout;
+        if header_timeout < std::time::Duration::from_secs(1) || header_timeout > std::time::Duration::from_secs(300) {
+            return err(Code::IssuerConfig, "header_read_timeout must be 1 to 300 s");
+        }
+        if !(1..=1_000_000).contains(&self.serve.max_connections) {
+            return err(Code::IssuerConfig, "max_connections must be 1 to 1,000,000");
+        }
         Ok(())
     }
 }
@@ -330,6 +343,8 @@ pub struct IssuerState {
     pub metrics: Metrics,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// The last `/readyz` result.
+    pub(crate) readiness: health::Readiness,
 }
 
 impl std::fmt::Debug for IssuerState {
@@ -388,6 +403,7 @@ impl IssuerState {
             replay,
             metrics: Metrics::default(),
             clock,
+            readiness: Default::default(),
         });
         tokio::spawn(prune_hourly(Arc::downgrade(&state)));
         Ok(state)
@@ -479,11 +495,16 @@ pub async fn serve(state: Arc<IssuerState>) -> Result<()> {
             format!("cannot listen on {}: {e}", state.config.listen),
         )
     })?;
-    tracing::info!(issuer = %state.config.issuer_id, listen = %state.config.listen, database = ?state.store.backend(), "issuer started");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Error::new(Code::IssuerUnavailable, format!("server error: {e}")))?;
+    let limits = &state.config.serve;
+    tracing::info!(
+        issuer = %state.config.issuer_id,
+        listen = %state.config.listen,
+        database = ?state.store.backend(),
+        header_read_timeout_s = limits.header_read_timeout.as_secs(),
+        max_connections = limits.effective_max_connections(),
+        "issuer started"
+    );
+    crate::http::serve(listener, app, limits.clone(), shutdown_signal()).await;
     tracing::info!("issuer stopped");
     Ok(())
 }

@@ -28,6 +28,7 @@ const SQLITE: &[(&str, &str)] = embed!(
     "0002_unknown_logins.sql",
     "0003_migrations_as_files.sql",
     "0004_bounded_login_records.sql",
+    "0005_readiness_probe.sql",
 );
 const POSTGRES: &[(&str, &str)] = embed!(
     "postgres",
@@ -35,6 +36,7 @@ const POSTGRES: &[(&str, &str)] = embed!(
     "0002_unknown_logins.sql",
     "0003_migrations_as_files.sql",
     "0004_bounded_login_records.sql",
+    "0005_readiness_probe.sql",
 );
 
 /// The embedded files of one dialect, as sqlx's migrator takes them.

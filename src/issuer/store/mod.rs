@@ -49,7 +49,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::error::ErrorKind;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
 pub use audit::{Audit, AuditEntry};
 pub use grants::{Grant, Grants, MintFacts};
@@ -145,25 +145,20 @@ impl Store {
             Backend::Sqlite => 8,
             Backend::Postgres => 16,
         });
+        // The pool retries a failing connection until its acquire timeout and
+        // then says only "pool timed out": open one first, so a start-up
+        // failure (an unwritable data dir, a refused password) says its cause.
+        let mut first = AnyConnection::connect_with(&options)
+            .await
+            .map_err(|e| cannot_open(e, backend))?;
+        prepare_connection(&mut first, backend)
+            .await
+            .map_err(|e| cannot_open(e, backend))?;
+        let _ = first.close().await;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(pool.acquire_timeout)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // Durable and consistent: WAL, fsync on every commit, foreign keys enforced.
-                        for pragma in [
-                            "PRAGMA journal_mode=WAL",
-                            "PRAGMA synchronous=FULL",
-                            "PRAGMA foreign_keys=ON",
-                            "PRAGMA busy_timeout=5000",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
+            .after_connect(move |conn, _| Box::pin(prepare_connection(conn, backend)))
             .connect_with(options)
             .await
             .map_err(unavailable)?;
@@ -191,14 +186,49 @@ impl Store {
         tx.map(Tx).map_err(unavailable)
     }
 
-    /// Checks the database answers.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+    /// Checks the database accepts a write, for readiness: inserts and
+    /// deletes the probe row in one committed transaction, so nothing
+    /// remains, but a full disk, a read-only file or a read-only server
+    /// fails (a `SELECT` would still answer).
+    pub async fn check_writable(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO readiness_probe (id) VALUES (1)")
+            .execute(&mut *tx)
             .await
-            .map(|_| ())
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        sqlx::query("DELETE FROM readiness_probe WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await
     }
+}
+
+/// Settings of every new connection.
+async fn prepare_connection(conn: &mut AnyConnection, backend: Backend) -> sqlx::Result<()> {
+    if backend == Backend::Sqlite {
+        // Durable and consistent: WAL, fsync on every commit, foreign keys enforced.
+        for pragma in [
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=5000",
+        ] {
+            sqlx::query(pragma).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The first connection's failure, with a hint for SQLite's terse message.
+fn cannot_open(e: sqlx::Error, backend: Backend) -> Error {
+    let hint = match backend {
+        Backend::Sqlite => {
+            " (the database file and its directory must be writable: SQLite creates -wal and -shm files beside it)"
+        }
+        Backend::Postgres => "",
+    };
+    Error::new(Code::IssuerUnavailable, format!("cannot open the database: {e}{hint}"))
 }
 
 /// A database that cannot be reached or answers with an error.
