@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::IssuerState;
 use crate::error::{Code, Error, Result};
-use crate::verify::{ReplayKey, ReplayOutcome};
+use crate::verify::{ReplayEntry, ReplayKey, ReplayOutcome};
 
 /// How long one check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,7 +50,13 @@ async fn probe(state: &IssuerState) -> std::result::Result<(), NotReady> {
         // A random key nobody else uses, kept for a second.
         let key = ReplayKey(crate::random_array::<32>()?);
         let now = state.now();
-        match state.replay.check_and_record(key, now + 1, now) {
+        let entry = ReplayEntry {
+            key,
+            issued_at: now,
+            expires_at: now + 1,
+            now,
+        };
+        match state.replay.check_and_record(entry) {
             ReplayOutcome::Ready(result) => result,
             ReplayOutcome::Pending(answer) => answer.await,
         }
