@@ -9,12 +9,39 @@
 use std::borrow::Cow;
 use std::fmt;
 
+/// The fixed `title`s of problem details (spec/errors.md). Related codes
+/// share one; the `code` member tells them apart.
+mod title {
+    pub const MALFORMED: &str = "Malformed token or proof";
+    pub const INVALID_TOKEN: &str = "Invalid token";
+    pub const INVALID_PROOF: &str = "Invalid request proof";
+    pub const NONCE_REQUIRED: &str = "Server nonce required";
+    pub const REPLAYED: &str = "Replayed request";
+    pub const OLDER_THAN_STORE: &str = "Proof older than the service's replay store";
+    pub const UNAVAILABLE: &str = "Request verification unavailable";
+    pub const AUTHENTICATION_REQUIRED: &str = "Authentication required";
+    pub const INVALID_AUTHORIZATION: &str = "Invalid authorization header";
+    pub const TOO_LARGE: &str = "Request too large";
+    pub const BODY_UNREADABLE: &str = "Request body unreadable";
+    pub const PATH_NOT_NORMALISED: &str = "Request path not normalised";
+    pub const DENIED_BY_POLICY: &str = "Forbidden by policy";
+    pub const ISSUER_REFUSED: &str = "Request refused by the issuer";
+    pub const LOGIN_FAILED: &str = "Login failed";
+    pub const LOCKED: &str = "Too many failed logins";
+    pub const REFUSED: &str = "Request refused";
+}
+
+/// The one table of codes: each row gives the variant, its string, the
+/// verification step, the HTTP status and the problem title.
 macro_rules! codes {
-    ($( $(#[$doc:meta])* $variant:ident = $code:literal, step $step:literal; )*) => {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $code:literal, step $step:literal, status $status:literal, title $title:ident;
+    )*) => {
         /// The stable reason code of an [`Error`].
         ///
         /// Variants mirror the numbered verification steps of `spec/`; `step()`
-        /// returns that number (0 for codes that are not a verification step).
+        /// returns that step ("-" for codes that are not a verification step).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum Code {
@@ -35,6 +62,16 @@ macro_rules! codes {
                 match self { $( Code::$variant => $step, )* }
             }
 
+            /// The HTTP status the HTTP binding answers with (spec/http.md §5).
+            pub const fn http_status(self) -> u16 {
+                match self { $( Code::$variant => $status, )* }
+            }
+
+            /// The fixed `title` of the problem details for this code.
+            pub const fn title(self) -> &'static str {
+                match self { $( Code::$variant => title::$title, )* }
+            }
+
             /// Parses the string form back; `None` for unknown strings.
             pub fn from_str_code(s: &str) -> Option<Code> {
                 match s { $( $code => Some(Code::$variant), )* _ => None }
@@ -46,223 +83,231 @@ macro_rules! codes {
 codes! {
     // ---- CBOR layer (strict profile, spec/cbor.md) ----
     /// Input is not well-formed CBOR: truncated, reserved bits, stray break.
-    CborMalformed = "cbor.malformed", step "T2, P2";
+    CborMalformed = "cbor.malformed", step "T2, P2", status 401, title MALFORMED;
     /// Bytes remain after the single top-level item.
-    CborTrailingData = "cbor.trailing_data", step "T2, P2";
+    CborTrailingData = "cbor.trailing_data", step "T2, P2", status 401, title MALFORMED;
     /// Not in deterministic encoding: non-minimal head, indefinite length, unsorted map keys.
-    CborNotDeterministic = "cbor.not_deterministic", step "T2, P2";
+    CborNotDeterministic = "cbor.not_deterministic", step "T2, P2", status 401, title MALFORMED;
     /// The same key twice in one map.
-    CborDuplicateKey = "cbor.duplicate_key", step "T2, P2";
+    CborDuplicateKey = "cbor.duplicate_key", step "T2, P2", status 401, title MALFORMED;
     /// Nesting deeper than the profile allows.
-    CborTooDeep = "cbor.too_deep", step "T2, P2";
+    CborTooDeep = "cbor.too_deep", step "T2, P2", status 401, title MALFORMED;
     /// Input, string or container larger than the profile allows.
-    CborTooLarge = "cbor.too_large", step "T1, P1, T2, P2";
+    CborTooLarge = "cbor.too_large", step "T1, P1, T2, P2", status 401, title MALFORMED;
     /// A text string that is not valid UTF-8.
-    CborInvalidUtf8 = "cbor.invalid_utf8", step "T2, P2";
+    CborInvalidUtf8 = "cbor.invalid_utf8", step "T2, P2", status 401, title MALFORMED;
     /// A tag where none is allowed.
-    CborUnexpectedTag = "cbor.unexpected_tag", step "T2, P2";
+    CborUnexpectedTag = "cbor.unexpected_tag", step "T2, P2", status 401, title MALFORMED;
     /// A map key that is neither an integer nor a text string.
-    CborKeyType = "cbor.key_type", step "T2, P2";
+    CborKeyType = "cbor.key_type", step "T2, P2", status 401, title MALFORMED;
     /// Floats, `undefined` and simple values other than true/false/null.
-    CborUnsupportedType = "cbor.unsupported_type", step "T2, P2";
+    CborUnsupportedType = "cbor.unsupported_type", step "T2, P2", status 401, title MALFORMED;
 
     // ---- COSE layer ----
     /// Not a COSE_Sign1 of the profile: wrong tag, array shape or member types.
-    CoseStructure = "cose.structure", step "T3, P3";
+    CoseStructure = "cose.structure", step "T3, P3", status 401, title MALFORMED;
     /// No `alg` header parameter at all.
-    CoseAlgMissing = "cose.alg_missing", step "T3, P3";
+    CoseAlgMissing = "cose.alg_missing", step "T3, P3", status 401, title MALFORMED;
     /// `alg` only in the unprotected bucket.
-    CoseAlgUnprotected = "cose.alg_unprotected", step "T3, P3";
+    CoseAlgUnprotected = "cose.alg_unprotected", step "T3, P3", status 401, title MALFORMED;
     /// `alg` is not EdDSA (-8) or ES256 (-7).
-    CoseAlgUnsupported = "cose.alg_unsupported", step "T3, P3";
+    CoseAlgUnsupported = "cose.alg_unsupported", step "T3, P3", status 401, title MALFORMED;
     /// `alg` does not match the key that must verify the signature.
-    CoseAlgMismatch = "cose.alg_mismatch", step "T7";
+    CoseAlgMismatch = "cose.alg_mismatch", step "T7", status 401, title MALFORMED;
     /// `crit` in the unprotected bucket.
-    CoseCritMisplaced = "cose.crit_misplaced", step "T3, P3";
+    CoseCritMisplaced = "cose.crit_misplaced", step "T3, P3", status 401, title MALFORMED;
     /// `crit` empty, not an array, with duplicates, or naming an absent label.
-    CoseCritInvalid = "cose.crit_invalid", step "T3, P3";
+    CoseCritInvalid = "cose.crit_invalid", step "T3, P3", status 401, title MALFORMED;
     /// `crit` names a header parameter this implementation does not understand.
-    CoseCritUnknown = "cose.crit_unknown", step "T3, P3";
+    CoseCritUnknown = "cose.crit_unknown", step "T3, P3", status 401, title MALFORMED;
     /// The same label in the protected and the unprotected bucket.
-    CoseHeaderConflict = "cose.header_conflict", step "T3, P3";
+    CoseHeaderConflict = "cose.header_conflict", step "T3, P3", status 401, title MALFORMED;
     /// A header parameter with a value of the wrong type.
-    CoseHeaderType = "cose.header_type", step "T3, P3";
+    CoseHeaderType = "cose.header_type", step "T3, P3", status 401, title MALFORMED;
     /// A header parameter the profile does not allow.
-    CoseHeaderUnsupported = "cose.header_unsupported", step "T3, P3";
+    CoseHeaderUnsupported = "cose.header_unsupported", step "T3, P3", status 401, title MALFORMED;
     /// A token without `kid`.
-    CoseKidMissing = "cose.kid_missing", step "T3";
+    CoseKidMissing = "cose.kid_missing", step "T3", status 401, title MALFORMED;
     /// No key with this `kid` in the key set of the token's issuer.
-    CoseKeyUnknown = "cose.key_unknown", step "T6";
+    CoseKeyUnknown = "cose.key_unknown", step "T6", status 401, title MALFORMED;
     /// The signature does not verify.
-    CoseBadSignature = "cose.bad_signature", step "T8";
+    CoseBadSignature = "cose.bad_signature", step "T8", status 401, title MALFORMED;
 
     // ---- Keys ----
     /// A COSE_Key that is not of the profile's shape.
-    KeyMalformed = "key.malformed", step "K1";
+    KeyMalformed = "key.malformed", step "K1", status 401, title INVALID_TOKEN;
     /// A key type, curve or algorithm the profile does not support.
-    KeyUnsupported = "key.unsupported", step "K1";
+    KeyUnsupported = "key.unsupported", step "K1", status 401, title INVALID_TOKEN;
     /// Key bytes that are not a valid point or scalar.
-    KeyInvalid = "key.invalid", step "K2";
+    KeyInvalid = "key.invalid", step "K2", status 401, title INVALID_TOKEN;
     /// A small-order (weak) Ed25519 public key.
-    KeyWeak = "key.weak", step "K2";
+    KeyWeak = "key.weak", step "K2", status 401, title INVALID_TOKEN;
     /// A private key where a public key belongs, or the reverse.
-    KeyWrongKind = "key.wrong_kind", step "K1";
+    KeyWrongKind = "key.wrong_kind", step "K1", status 401, title INVALID_TOKEN;
     /// A key file could not be read or written.
-    KeyIo = "key.io", step "-";
+    KeyIo = "key.io", step "-", status 401, title INVALID_TOKEN;
     /// A key set with two keys under one `kid`, no keys, or a key without `kid`.
-    KeySetInvalid = "keyset.invalid", step "K3";
+    KeySetInvalid = "keyset.invalid", step "K3", status 500, title REFUSED;
 
     // ---- CWT claims ----
     /// The payload is not a claims map.
-    CwtStructure = "cwt.structure", step "T4";
+    CwtStructure = "cwt.structure", step "T4", status 401, title INVALID_TOKEN;
     /// A required claim is absent.
-    CwtMissingClaim = "cwt.missing_claim", step "T4";
+    CwtMissingClaim = "cwt.missing_claim", step "T4", status 401, title INVALID_TOKEN;
     /// A claim with a value of the wrong type or out of range.
-    CwtClaimType = "cwt.claim_type", step "T4";
+    CwtClaimType = "cwt.claim_type", step "T4", status 401, title INVALID_TOKEN;
     /// A claim label this profile does not define.
-    CwtUnknownClaim = "cwt.unknown_claim", step "T4";
+    CwtUnknownClaim = "cwt.unknown_claim", step "T4", status 401, title INVALID_TOKEN;
     /// `iss` is not a trusted issuer.
-    CwtIssuerUnknown = "cwt.iss_unknown", step "T5";
+    CwtIssuerUnknown = "cwt.iss_unknown", step "T5", status 401, title INVALID_TOKEN;
     /// `aud` is not the verifier's own audience.
-    CwtAudMismatch = "cwt.aud_mismatch", step "T9";
+    CwtAudMismatch = "cwt.aud_mismatch", step "T9", status 401, title INVALID_TOKEN;
     /// `exp` + leeway is in the past.
-    CwtExpired = "cwt.expired", step "T11";
+    CwtExpired = "cwt.expired", step "T11", status 401, title INVALID_TOKEN;
     /// `nbf` − leeway is in the future.
-    CwtNotYetValid = "cwt.not_yet_valid", step "T11";
+    CwtNotYetValid = "cwt.not_yet_valid", step "T11", status 401, title INVALID_TOKEN;
     /// `iat` − leeway is in the future.
-    CwtIatFuture = "cwt.iat_future", step "T11";
+    CwtIatFuture = "cwt.iat_future", step "T11", status 401, title INVALID_TOKEN;
     /// `exp` − `iat` exceeds the maximum lifetime for the token kind.
-    CwtLifetimeExceeded = "cwt.lifetime_exceeded", step "T12";
+    CwtLifetimeExceeded = "cwt.lifetime_exceeded", step "T12", status 401, title INVALID_TOKEN;
     /// `cnf` is absent.
-    CwtCnfMissing = "cwt.cnf_missing", step "T4";
+    CwtCnfMissing = "cwt.cnf_missing", step "T4", status 401, title INVALID_TOKEN;
     /// `cnf` is not `{1: COSE_Key}` with a valid, non-weak public key.
-    CwtCnfInvalid = "cwt.cnf_invalid", step "T4, T8";
+    CwtCnfInvalid = "cwt.cnf_invalid", step "T4, T8", status 401, title INVALID_TOKEN;
     /// `cti` is not 16 bytes.
-    CwtCtiInvalid = "cwt.cti_invalid", step "T4";
+    CwtCtiInvalid = "cwt.cti_invalid", step "T4", status 401, title INVALID_TOKEN;
     /// A session token where a service token is expected, or the reverse.
-    CwtKindMismatch = "cwt.kind_mismatch", step "T10";
+    CwtKindMismatch = "cwt.kind_mismatch", step "T10", status 401, title INVALID_TOKEN;
 
     // ---- Request proofs ----
     /// No proof accompanies a holder-of-key token.
-    ProofMissing = "proof.missing", step "H1";
+    ProofMissing = "proof.missing", step "H1", status 401, title INVALID_PROOF;
     /// More than one proof in a request.
-    ProofMultiple = "proof.multiple", step "H1";
+    ProofMultiple = "proof.multiple", step "H1", status 401, title INVALID_PROOF;
     /// The proof's transport encoding (base64url) is wrong.
-    ProofMalformed = "proof.malformed", step "H1";
+    ProofMalformed = "proof.malformed", step "H1", status 401, title INVALID_PROOF;
     /// A required proof field is absent.
-    ProofMissingField = "proof.missing_field", step "P4";
+    ProofMissingField = "proof.missing_field", step "P4", status 401, title INVALID_PROOF;
     /// A proof field with a value of the wrong type.
-    ProofFieldType = "proof.field_type", step "P4";
+    ProofFieldType = "proof.field_type", step "P4", status 401, title INVALID_PROOF;
     /// A proof field label this profile does not define.
-    ProofUnknownField = "proof.unknown_field", step "P4";
+    ProofUnknownField = "proof.unknown_field", step "P4", status 401, title INVALID_PROOF;
     /// The proof's `alg` does not match the token's `cnf` key.
-    ProofAlgMismatch = "proof.alg_mismatch", step "P5";
+    ProofAlgMismatch = "proof.alg_mismatch", step "P5", status 401, title INVALID_PROOF;
     /// `htm` differs from the request method.
-    ProofHtmMismatch = "proof.htm_mismatch", step "P6";
+    ProofHtmMismatch = "proof.htm_mismatch", step "P6", status 401, title INVALID_PROOF;
     /// `htu` is not an absolute http(s) URI of the profile.
-    ProofHtuInvalid = "proof.htu_invalid", step "P7";
+    ProofHtuInvalid = "proof.htu_invalid", step "P7", status 401, title INVALID_PROOF;
     /// `htu` differs from the request's target URI after normalisation.
-    ProofHtuMismatch = "proof.htu_mismatch", step "P7";
+    ProofHtuMismatch = "proof.htu_mismatch", step "P7", status 401, title INVALID_PROOF;
     /// The proof was made for another token.
-    ProofAthMismatch = "proof.ath_mismatch", step "P8";
+    ProofAthMismatch = "proof.ath_mismatch", step "P8", status 401, title INVALID_PROOF;
     /// The proof was made for another request body.
-    ProofBodyMismatch = "proof.body_mismatch", step "P9";
+    ProofBodyMismatch = "proof.body_mismatch", step "P9", status 401, title INVALID_PROOF;
     /// `jti` is not 16 bytes.
-    ProofJtiInvalid = "proof.jti_invalid", step "P4";
+    ProofJtiInvalid = "proof.jti_invalid", step "P4", status 401, title INVALID_PROOF;
     /// `iat` is older than the freshness window.
-    ProofStale = "proof.stale", step "P10";
+    ProofStale = "proof.stale", step "P10", status 401, title INVALID_PROOF;
     /// `iat` is further in the future than the leeway.
-    ProofFuture = "proof.future", step "P10";
+    ProofFuture = "proof.future", step "P10", status 401, title INVALID_PROOF;
     /// The service requires a server nonce and the proof has none.
-    ProofNonceRequired = "proof.nonce_required", step "P11";
+    ProofNonceRequired = "proof.nonce_required", step "P11", status 401, title NONCE_REQUIRED;
     /// The proof's nonce is not one the service issued, or has expired.
-    ProofNonceInvalid = "proof.nonce_invalid", step "P11";
+    ProofNonceInvalid = "proof.nonce_invalid", step "P11", status 401, title NONCE_REQUIRED;
     /// The proof's signature does not verify with the token's `cnf` key.
-    ProofBadSignature = "proof.bad_signature", step "P12";
+    ProofBadSignature = "proof.bad_signature", step "P12", status 401, title INVALID_PROOF;
 
     // ---- Replay ----
     /// This (audience, key, jti) was seen before.
-    ReplayDetected = "replay.detected", step "P13";
+    ReplayDetected = "replay.detected", step "P13", status 401, title REPLAYED;
     /// The replay store cannot be reached; the request is refused (fail closed).
-    ReplayStoreUnavailable = "replay.store_unavailable", step "P13";
+    ReplayStoreUnavailable = "replay.store_unavailable", step "P13", status 503, title UNAVAILABLE;
     /// The replay store is full of live entries; the request is refused (fail closed).
-    ReplayStoreFull = "replay.store_full", step "P13";
+    ReplayStoreFull = "replay.store_full", step "P13", status 503, title UNAVAILABLE;
     /// The proof was made before the replay store started: it cannot tell it from a replay.
-    ReplayStoreRestarted = "replay.store_restarted", step "P13";
+    ReplayStoreRestarted = "replay.store_restarted", step "P13", status 401, title OLDER_THAN_STORE;
 
     // ---- HTTP binding ----
     /// No `Authorization` header.
-    HttpTokenMissing = "http.token_missing", step "H1";
+    HttpTokenMissing = "http.token_missing", step "H1", status 401, title AUTHENTICATION_REQUIRED;
     /// More than one `Authorization` header.
-    HttpTokenMultiple = "http.token_multiple", step "H1";
+    HttpTokenMultiple = "http.token_multiple", step "H1", status 401, title INVALID_AUTHORIZATION;
     /// The token in `Authorization` is not unpadded base64url.
-    HttpTokenMalformed = "http.token_malformed", step "H1";
+    HttpTokenMalformed = "http.token_malformed", step "H1", status 401, title INVALID_AUTHORIZATION;
     /// An `Authorization` scheme other than `KB` (for example a `Bearer` downgrade).
-    HttpScheme = "http.scheme", step "H1";
+    HttpScheme = "http.scheme", step "H1", status 401, title INVALID_AUTHORIZATION;
     /// A keybound header is longer than the limit.
-    HttpHeaderTooLarge = "http.header_too_large", step "H1";
+    HttpHeaderTooLarge = "http.header_too_large", step "H1", status 431, title TOO_LARGE;
     /// The request body is longer than the limit.
-    HttpBodyTooLarge = "http.body_too_large", step "H2";
+    HttpBodyTooLarge = "http.body_too_large", step "H2", status 413, title TOO_LARGE;
     /// The request body could not be read completely (timeout, broken connection).
-    HttpBodyUnreadable = "http.body_unreadable", step "H2";
+    HttpBodyUnreadable = "http.body_unreadable", step "H2", status 400, title BODY_UNREADABLE;
     /// The request path has dot segments or is otherwise not in normal form.
-    HttpPathNotNormalized = "http.path_not_normalized", step "H1";
+    HttpPathNotNormalized = "http.path_not_normalized", step "H1", status 400, title PATH_NOT_NORMALISED;
+    /// A handler asks for a verified request on a route the verifying layer does not cover.
+    HttpLayerMissing = "http.layer_missing", step "-", status 500, title REFUSED;
 
     // ---- Authorization policy ----
     /// The policy denies this action to the caller's roles.
-    PolicyDenied = "policy.denied", step "A1";
+    PolicyDenied = "policy.denied", step "A1", status 403, title DENIED_BY_POLICY;
     /// A policy file that cannot be loaded.
-    PolicyInvalid = "policy.invalid", step "-";
+    PolicyInvalid = "policy.invalid", step "-", status 500, title REFUSED;
 
     // ---- Issuer service ----
     /// A malformed request to the issuer (body not JSON, fields missing or of the wrong type).
-    IssuerBadRequest = "issuer.bad_request", step "I1";
+    IssuerBadRequest = "issuer.bad_request", step "I1", status 400, title ISSUER_REFUSED;
     /// A name that is not 1–64 of A–Z a–z 0–9 . _ - (starting alphanumeric), or `name@domain` for users.
-    IssuerInvalidName = "issuer.invalid_name", step "I1";
+    IssuerInvalidName = "issuer.invalid_name", step "I1", status 400, title ISSUER_REFUSED;
     /// Unknown user, wrong password, or a key not registered for the user (deliberately one code).
-    IssuerInvalidCredentials = "issuer.invalid_credentials", step "I2";
+    IssuerInvalidCredentials = "issuer.invalid_credentials", step "I2", status 401, title LOGIN_FAILED;
     /// Too many failed logins: the user is locked for a while.
-    IssuerLocked = "issuer.locked", step "I2";
+    IssuerLocked = "issuer.locked", step "I2", status 429, title LOCKED;
     /// The user, its domain, or the project is disabled.
-    IssuerDisabled = "issuer.disabled", step "I3";
+    IssuerDisabled = "issuer.disabled", step "I3", status 403, title ISSUER_REFUSED;
     /// The key to bind is malformed, unsupported or weak.
-    IssuerInvalidKey = "issuer.invalid_key", step "I2";
+    IssuerInvalidKey = "issuer.invalid_key", step "I2", status 400, title ISSUER_REFUSED;
     /// The audience is not a registered service.
-    IssuerUnknownAudience = "issuer.unknown_audience", step "I4";
+    IssuerUnknownAudience = "issuer.unknown_audience", step "I4", status 400, title ISSUER_REFUSED;
     /// The project does not exist.
-    IssuerUnknownProject = "issuer.unknown_project", step "I4";
+    IssuerUnknownProject = "issuer.unknown_project", step "I4", status 400, title ISSUER_REFUSED;
     /// The user holds no role, or not the requested roles, on the project.
-    IssuerRoleNotHeld = "issuer.role_not_held", step "I4";
+    IssuerRoleNotHeld = "issuer.role_not_held", step "I4", status 403, title ISSUER_REFUSED;
     /// A requested lifetime above the maximum.
-    IssuerLifetimeExceeded = "issuer.lifetime_exceeded", step "I1";
+    IssuerLifetimeExceeded = "issuer.lifetime_exceeded", step "I1", status 400, title ISSUER_REFUSED;
     /// The admin API needs an admin token scoped to the admin project.
-    IssuerForbidden = "issuer.forbidden", step "I5";
+    IssuerForbidden = "issuer.forbidden", step "I5", status 403, title ISSUER_REFUSED;
     /// The named object does not exist.
-    IssuerNotFound = "issuer.not_found", step "I5";
+    IssuerNotFound = "issuer.not_found", step "I5", status 404, title ISSUER_REFUSED;
     /// The object already exists.
-    IssuerConflict = "issuer.conflict", step "I5";
+    IssuerConflict = "issuer.conflict", step "I5", status 409, title ISSUER_REFUSED;
     /// The issuer's database cannot be reached; nothing was issued.
-    IssuerUnavailable = "issuer.unavailable", step "-";
+    IssuerUnavailable = "issuer.unavailable", step "-", status 503, title ISSUER_REFUSED;
     /// Configuration or bootstrap state that prevents the issuer from running.
-    IssuerConfig = "issuer.config", step "-";
+    IssuerConfig = "issuer.config", step "-", status 500, title ISSUER_REFUSED;
 
     // ---- Client ----
     /// The issuer or service could not be reached (connection, TLS, timeout).
-    ClientUnreachable = "client.unreachable", step "-";
+    ClientUnreachable = "client.unreachable", step "-", status 500, title REFUSED;
     /// A server refused without a keybound error code (the HTTP status is in the message).
-    ClientRefused = "client.refused", step "-";
+    ClientRefused = "client.refused", step "-", status 500, title REFUSED;
     /// No session: log in first.
-    ClientNoSession = "client.no_session", step "-";
+    ClientNoSession = "client.no_session", step "-", status 500, title REFUSED;
     /// The session token has expired: log in again.
-    ClientSessionExpired = "client.session_expired", step "-";
+    ClientSessionExpired = "client.session_expired", step "-", status 500, title REFUSED;
     /// A stored session or configuration file cannot be read or written.
-    ClientStorage = "client.storage", step "-";
+    ClientStorage = "client.storage", step "-", status 500, title REFUSED;
 
     // ---- Issuing and local input ----
-    /// A token or proof could not be issued with the given parameters.
-    IssueInvalid = "issue.invalid", step "-";
+    /// A token or proof could not be built with the given parameters.
+    IssueInvalid = "issue.invalid", step "-", status 500, title REFUSED;
     /// Input that is not CBOR, hex or base64url where one was expected.
-    InputMalformed = "input.malformed", step "-";
+    InputMalformed = "input.malformed", step "-", status 500, title REFUSED;
+
+    // ---- Configuration and environment ----
+    /// A verifier, HTTP layer or nonce service configured with values it refuses.
+    ConfigInvalid = "config.invalid", step "-", status 500, title REFUSED;
+    /// The operating system's random number source failed.
+    SystemRandomnessUnavailable = "system.randomness_unavailable", step "-", status 500, title REFUSED;
 }
 
 impl fmt::Display for Code {
@@ -331,6 +376,8 @@ mod tests {
             assert_eq!(Code::from_str_code(code.as_str()), Some(*code));
             let (layer, reason) = code.as_str().split_once('.').unwrap();
             assert!(!layer.is_empty() && !reason.is_empty());
+            assert!((400..600).contains(&code.http_status()), "{code} is not a refusal status");
+            assert!(!code.title().is_empty());
         }
     }
 }

@@ -360,13 +360,19 @@ async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
     assert!(stale.body.contains("old"), "the message says how old: {}", stale.body);
 
     // A route outside the layer that asks for a VerifiedRequest fails closed.
-    assert_eq!(send(&base, "GET", "/misconfigured", vec![], vec![]).await.status, 500);
+    let misconfigured = send(&base, "GET", "/misconfigured", vec![], vec![]).await;
+    assert_eq!(misconfigured.status, 500);
+    assert_eq!(misconfigured.code.as_deref(), Some("http.layer_missing"));
 }
 
 #[tokio::test]
 async fn the_external_base_url_not_the_host_header_defines_the_target() {
     let world = World::new();
     let verifier = Arc::new(world.verifier().build().unwrap());
+    for bad in ["https://api.example/compute?x=1", "ftp://api.example/", "https://user@api.example/"] {
+        let refused = KeyboundLayer::new(verifier.clone(), bad).unwrap_err();
+        assert_eq!(refused.code(), keybound::Code::ConfigInvalid, "{bad}");
+    }
     // Behind a proxy that strips /compute and terminates TLS.
     let base = serve(KeyboundLayer::new(verifier, "https://api.example/compute").unwrap()).await;
     let token = world.token();

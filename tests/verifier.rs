@@ -119,3 +119,24 @@ fn a_cached_token_still_needs_a_fresh_valid_proof_every_time() {
         .unwrap_err();
     assert_eq!(err.code(), Code::ProofBadSignature);
 }
+
+/// A verifier or nonce service built with values it refuses says so with
+/// `config.invalid`, not with a code about tokens or proofs.
+#[test]
+fn refused_configuration_is_config_invalid() {
+    use keybound::verify::NonceService;
+    let s = setup();
+    let issuer = || TrustedIssuer::with_keys("https://issuer.example", s.keys.key_set().as_ref().clone());
+    let refused = [
+        Verifier::builder("", issuer()).build().map(drop),
+        Verifier::builder("https://nova.example", issuer()).leeway(61).build().map(drop),
+        Verifier::builder("https://nova.example", issuer()).proof_max_age(0).build().map(drop),
+        Verifier::builder("https://nova.example", issuer()).proof_max_age(301).build().map(drop),
+        Verifier::builder("https://nova.example", issuer()).issuer(issuer()).build().map(drop),
+        NonceService::new(&[7; 31], "https://nova.example", 60).map(drop),
+        NonceService::new(&[7; 32], "https://nova.example", 0).map(drop),
+    ];
+    for (i, result) in refused.into_iter().enumerate() {
+        assert_eq!(result.unwrap_err().code(), Code::ConfigInvalid, "case {i}");
+    }
+}

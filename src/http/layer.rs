@@ -355,10 +355,11 @@ impl Binding {
     /// The binding of a service (or issuer) that clients reach at
     /// `external_base_url`, with the default limits.
     pub(crate) fn new(external_base_url: &str) -> Result<Self> {
-        let normalized = normalize_uri(external_base_url)?;
+        let normalized = normalize_uri(external_base_url)
+            .map_err(|e| Error::new(Code::ConfigInvalid, format!("the external base URL: {}", e.message())))?;
         if normalized.contains(['?', '#']) {
             return err(
-                Code::IssueInvalid,
+                Code::ConfigInvalid,
                 "the external base URL must not have a query or fragment",
             );
         }

@@ -50,7 +50,7 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedRequest {
             // A handler asked for a verified request on a route without the
             // layer: fail closed and say so in the log.
             tracing::error!(path = %parts.uri.path(), "VerifiedRequest extracted on a route without KeyboundLayer");
-            error_response(&Error::new(Code::IssueInvalid, "server misconfiguration"), None)
+            error_response(&Error::new(Code::HttpLayerMissing, "server misconfiguration"), None)
         })
     }
 }

@@ -7,58 +7,9 @@ use serde_json::json;
 
 use crate::error::{Code, Error};
 
-/// The HTTP status for an error code (spec/http.md).
+/// The HTTP status for an error code (spec/http.md §5), from the code table.
 pub fn status_for(code: Code) -> StatusCode {
-    let text = code.as_str();
-    match code {
-        Code::PolicyDenied => StatusCode::FORBIDDEN,
-        Code::ReplayStoreUnavailable | Code::ReplayStoreFull => StatusCode::SERVICE_UNAVAILABLE,
-        Code::HttpHeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        Code::HttpBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Code::HttpPathNotNormalized | Code::HttpBodyUnreadable => StatusCode::BAD_REQUEST,
-        Code::IssuerBadRequest
-        | Code::IssuerInvalidName
-        | Code::IssuerInvalidKey
-        | Code::IssuerUnknownAudience
-        | Code::IssuerUnknownProject
-        | Code::IssuerLifetimeExceeded => StatusCode::BAD_REQUEST,
-        Code::IssuerInvalidCredentials => StatusCode::UNAUTHORIZED,
-        Code::IssuerLocked => StatusCode::TOO_MANY_REQUESTS,
-        Code::IssuerDisabled | Code::IssuerRoleNotHeld | Code::IssuerForbidden => StatusCode::FORBIDDEN,
-        Code::IssuerNotFound => StatusCode::NOT_FOUND,
-        Code::IssuerConflict => StatusCode::CONFLICT,
-        Code::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ if ["cbor.", "cose.", "cwt.", "proof.", "replay.", "key.", "http."]
-            .iter()
-            .any(|p| text.starts_with(p)) =>
-        {
-            StatusCode::UNAUTHORIZED
-        }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-fn title_for(code: Code) -> &'static str {
-    let text = code.as_str();
-    match code {
-        Code::PolicyDenied => "Forbidden by policy",
-        Code::ReplayDetected => "Replayed request",
-        Code::ReplayStoreRestarted => "Proof older than the service's replay store",
-        Code::ReplayStoreUnavailable | Code::ReplayStoreFull => "Request verification unavailable",
-        Code::ProofNonceRequired | Code::ProofNonceInvalid => "Server nonce required",
-        Code::HttpHeaderTooLarge | Code::HttpBodyTooLarge => "Request too large",
-        Code::HttpBodyUnreadable => "Request body unreadable",
-        Code::HttpPathNotNormalized => "Request path not normalised",
-        Code::HttpTokenMissing => "Authentication required",
-        Code::IssuerInvalidCredentials => "Login failed",
-        Code::IssuerLocked => "Too many failed logins",
-        _ if text.starts_with("issuer.") => "Request refused by the issuer",
-        _ if text.starts_with("proof.") => "Invalid request proof",
-        _ if text.starts_with("http.") => "Invalid authorization header",
-        _ if text.starts_with("cwt.") || text.starts_with("key.") => "Invalid token",
-        _ if text.starts_with("cbor.") || text.starts_with("cose.") => "Malformed token or proof",
-        _ => "Request refused",
-    }
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// Builds the response for `error`. Details of server-side failures (5xx)
@@ -76,7 +27,7 @@ pub fn error_response(error: &Error, nonce: Option<&str>) -> Response<Body> {
     };
     let body = json!({
         "type": format!("urn:keybound:error:{}", code.as_str()),
-        "title": title_for(code),
+        "title": code.title(),
         "status": status.as_u16(),
         "code": code.as_str(),
         "detail": detail,

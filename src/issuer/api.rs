@@ -72,7 +72,7 @@ pub(super) async fn verified(request: Request) -> Result<(Parts, VerifiedRequest
     let (parts, body) = request.into_parts();
     let Some(verified) = parts.extensions.get::<VerifiedRequest>().cloned() else {
         tracing::error!(path = %parts.uri.path(), "an issuer route that needs a token has no verifying layer");
-        return err(Code::IssueInvalid, "server misconfiguration");
+        return err(Code::HttpLayerMissing, "server misconfiguration");
     };
     let body = body
         .collect()

@@ -597,7 +597,7 @@ impl SigningKey {
         loop {
             let mut seed = Zeroizing::new([0u8; 32]);
             getrandom::fill(&mut seed[..])
-                .map_err(|e| Error::new(Code::IssueInvalid, format!("no randomness available: {e}")))?;
+                .map_err(|e| Error::new(Code::SystemRandomnessUnavailable, format!("no randomness available: {e}")))?;
             match Self::from_secret_bytes(alg, &seed[..]) {
                 Ok(key) => return Ok(key),
                 // A P-256 scalar of zero or ≥ n: astronomically rare; draw again.
@@ -645,12 +645,12 @@ impl SigningKey {
             let mut full_info = info.to_vec();
             full_info.push(counter);
             hk.expand(&full_info, &mut okm[..])
-                .map_err(|_| Error::new(Code::IssueInvalid, "HKDF output length is invalid"))?;
+                .map_err(|_| Error::new(Code::KeyInvalid, "HKDF output length is invalid"))?;
             if let Ok(key) = Self::from_secret_bytes(alg, &okm[..]) {
                 return Ok(key);
             }
         }
-        err(Code::IssueInvalid, "no valid key could be derived")
+        err(Code::KeyInvalid, "no valid key could be derived")
     }
 
     /// The algorithm of this key.

@@ -181,11 +181,11 @@ impl VerifierBuilder {
     /// and a leeway or proof age beyond their ceilings.
     pub fn build(self) -> Result<Verifier> {
         if self.audience.is_empty() {
-            return err(Code::IssueInvalid, "the verifier's audience must not be empty");
+            return err(Code::ConfigInvalid, "the verifier's audience must not be empty");
         }
         if self.leeway > MAX_LEEWAY {
             return err(
-                Code::IssueInvalid,
+                Code::ConfigInvalid,
                 format!(
                     "a leeway of {}s is over the ceiling of {MAX_LEEWAY}s: fix the clocks instead",
                     self.leeway
@@ -194,7 +194,7 @@ impl VerifierBuilder {
         }
         if self.proof_max_age == 0 || self.proof_max_age > MAX_PROOF_AGE {
             return err(
-                Code::IssueInvalid,
+                Code::ConfigInvalid,
                 format!(
                     "the proof max age must be 1 to {MAX_PROOF_AGE}s, not {}s",
                     self.proof_max_age
@@ -204,7 +204,7 @@ impl VerifierBuilder {
         for (i, issuer) in self.issuers.iter().enumerate() {
             if self.issuers[..i].iter().any(|other| other.id == issuer.id) {
                 return err(
-                    Code::IssueInvalid,
+                    Code::ConfigInvalid,
                     format!("issuer {:?} is configured twice", issuer.id),
                 );
             }

@@ -45,10 +45,10 @@ impl NonceService {
     /// A nonce service keyed by `secret` (at least 32 bytes) for `audience`.
     pub fn new(secret: &[u8], audience: impl Into<String>, epoch_seconds: u64) -> Result<Self> {
         if secret.len() < 32 {
-            return err(Code::IssueInvalid, "a nonce secret must be at least 32 bytes");
+            return err(Code::ConfigInvalid, "a nonce secret must be at least 32 bytes");
         }
         if epoch_seconds == 0 {
-            return err(Code::IssueInvalid, "the nonce epoch must be at least one second");
+            return err(Code::ConfigInvalid, "the nonce epoch must be at least one second");
         }
         Ok(NonceService {
             prk: Hkdf::<Sha256>::new(Some(b"keybound-nonce-v1"), secret),
