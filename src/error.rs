@@ -376,7 +376,10 @@ mod tests {
             assert_eq!(Code::from_str_code(code.as_str()), Some(*code));
             let (layer, reason) = code.as_str().split_once('.').unwrap();
             assert!(!layer.is_empty() && !reason.is_empty());
-            assert!((400..600).contains(&code.http_status()), "{code} is not a refusal status");
+            assert!(
+                (400..600).contains(&code.http_status()),
+                "{code} is not a refusal status"
+            );
             assert!(!code.title().is_empty());
         }
     }

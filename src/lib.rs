@@ -103,6 +103,11 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// N random bytes from the operating system.
 pub(crate) fn random_array<const N: usize>() -> Result<[u8; N]> {
     let mut out = [0u8; N];
-    getrandom::fill(&mut out).map_err(|e| Error::new(Code::SystemRandomnessUnavailable, format!("no randomness available: {e}")))?;
+    getrandom::fill(&mut out).map_err(|e| {
+        Error::new(
+            Code::SystemRandomnessUnavailable,
+            format!("no randomness available: {e}"),
+        )
+    })?;
     Ok(out)
 }

@@ -369,7 +369,11 @@ async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
 async fn the_external_base_url_not_the_host_header_defines_the_target() {
     let world = World::new();
     let verifier = Arc::new(world.verifier().build().unwrap());
-    for bad in ["https://api.example/compute?x=1", "ftp://api.example/", "https://user@api.example/"] {
+    for bad in [
+        "https://api.example/compute?x=1",
+        "ftp://api.example/",
+        "https://user@api.example/",
+    ] {
         let refused = KeyboundLayer::new(verifier.clone(), bad).unwrap_err();
         assert_eq!(refused.code(), keybound::Code::ConfigInvalid, "{bad}");
     }

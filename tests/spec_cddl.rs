@@ -371,9 +371,16 @@ fn errors_md_rows_match_the_code_table() {
         .collect();
     let documented: Vec<&str> = rows.iter().map(|row| row.0).collect();
     let table: Vec<&str> = keybound::Code::ALL.iter().map(|code| code.as_str()).collect();
-    assert_eq!(documented, table, "spec/errors.md rows are not the codes of Code::ALL in order");
+    assert_eq!(
+        documented, table,
+        "spec/errors.md rows are not the codes of Code::ALL in order"
+    );
     for (code, (name, step, status, title)) in keybound::Code::ALL.iter().zip(&rows) {
         let expected = (code.step(), code.http_status().to_string(), code.title());
-        assert_eq!((*step, status.to_string(), *title), expected, "spec/errors.md row of {name}");
+        assert_eq!(
+            (*step, status.to_string(), *title),
+            expected,
+            "spec/errors.md row of {name}"
+        );
     }
 }

@@ -129,10 +129,22 @@ fn refused_configuration_is_config_invalid() {
     let issuer = || TrustedIssuer::with_keys("https://issuer.example", s.keys.key_set().as_ref().clone());
     let refused = [
         Verifier::builder("", issuer()).build().map(drop),
-        Verifier::builder("https://nova.example", issuer()).leeway(61).build().map(drop),
-        Verifier::builder("https://nova.example", issuer()).proof_max_age(0).build().map(drop),
-        Verifier::builder("https://nova.example", issuer()).proof_max_age(301).build().map(drop),
-        Verifier::builder("https://nova.example", issuer()).issuer(issuer()).build().map(drop),
+        Verifier::builder("https://nova.example", issuer())
+            .leeway(61)
+            .build()
+            .map(drop),
+        Verifier::builder("https://nova.example", issuer())
+            .proof_max_age(0)
+            .build()
+            .map(drop),
+        Verifier::builder("https://nova.example", issuer())
+            .proof_max_age(301)
+            .build()
+            .map(drop),
+        Verifier::builder("https://nova.example", issuer())
+            .issuer(issuer())
+            .build()
+            .map(drop),
         NonceService::new(&[7; 31], "https://nova.example", 60).map(drop),
         NonceService::new(&[7; 32], "https://nova.example", 0).map(drop),
     ];

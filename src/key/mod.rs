@@ -596,8 +596,12 @@ impl SigningKey {
     pub fn generate(alg: Algorithm) -> Result<Self> {
         loop {
             let mut seed = Zeroizing::new([0u8; 32]);
-            getrandom::fill(&mut seed[..])
-                .map_err(|e| Error::new(Code::SystemRandomnessUnavailable, format!("no randomness available: {e}")))?;
+            getrandom::fill(&mut seed[..]).map_err(|e| {
+                Error::new(
+                    Code::SystemRandomnessUnavailable,
+                    format!("no randomness available: {e}"),
+                )
+            })?;
             match Self::from_secret_bytes(alg, &seed[..]) {
                 Ok(key) => return Ok(key),
                 // A P-256 scalar of zero or ≥ n: astronomically rare; draw again.
