@@ -12,10 +12,11 @@
 //! whose `Debug` shows the algorithm and thumbprint, never key bytes.
 
 mod file;
-mod keyset;
 
 pub use file::{read_signing_key_file, write_signing_key_file};
-pub use keyset::{KeySet, MAX_KEYSET_SIZE};
+// Key sets live with the key sources in `keyset`; also reachable from here.
+#[doc(no_inline)]
+pub use crate::keyset::{KeySet, MAX_KEYSET_SIZE};
 
 use std::fmt;
 

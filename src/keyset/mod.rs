@@ -9,6 +9,7 @@
 mod file;
 #[cfg(feature = "http")]
 mod http;
+mod set;
 
 pub use file::FileKeys;
 #[cfg(feature = "http")]
@@ -18,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use crate::key::KeySet;
+pub use set::{KeySet, MAX_KEYSET_SIZE};
 
 /// A future returned by [`KeySource::refresh_for_unknown_kid`].
 pub type RefreshFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;

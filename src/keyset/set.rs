@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{CoseKeyParts, PublicKey};
+use crate::key::{CoseKeyParts, PublicKey};
 use crate::cbor::{self, Reader};
 use crate::error::{Code, Error, Result, err};
 
