@@ -234,7 +234,7 @@ pub fn proof_parse(data: &[u8]) {
         return;
     };
     assert!(!sign1.payload.is_empty(), "an empty payload was accepted");
-    if let Ok(claims) = proof::decode_payload(sign1.payload) {
+    if let Ok(claims) = crate::verify::proof::decode_payload(sign1.payload) {
         assert!(!claims.htm.is_empty() && claims.htm.len() <= proof::MAX_METHOD_LEN);
         assert_eq!(claims.tkh.len(), proof::HINT_LEN);
         assert_eq!(claims.bdh.len(), proof::HINT_LEN);

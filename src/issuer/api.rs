@@ -430,7 +430,7 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             Code::IssuerUnknownAudience,
             format!(
                 "{:?} is not a registered service",
-                crate::token::verify::truncate(&request.audience)
+                crate::verify::token::truncate(&request.audience)
             ),
         );
     }

@@ -224,7 +224,7 @@ impl TokenBuilder {
         let payload = encode_claims(&claims);
         // Never issue what a verifier would refuse (sizes, entry counts,
         // duplicate roles): run our own decoder over the result.
-        super::verify::decode_claims(&payload).map_err(|e| {
+        crate::verify::token::decode_claims(&payload).map_err(|e| {
             crate::Error::new(
                 Code::IssueInvalid,
                 format!("the claims would be refused by verifiers: {e}"),

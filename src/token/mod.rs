@@ -25,10 +25,9 @@
 //! ```
 
 pub(crate) mod issue;
-pub(crate) mod verify;
 
 pub use issue::{TokenBuilder, TokenTagging};
-pub use verify::{DEFAULT_LEEWAY, IssuerKeys, TokenPolicy, UnverifiedToken, VerifiedToken, verify_token};
+pub use crate::verify::token::{DEFAULT_LEEWAY, IssuerKeys, TokenPolicy, UnverifiedToken, VerifiedToken, verify_token};
 
 use std::fmt;
 

@@ -6,16 +6,32 @@
 //! type has no public constructor, so a handler that takes a
 //! [`VerifiedRequest`] cannot run without the checks.
 //!
+//! The steps live in modules named after the groups of spec/verification.md:
+//!
+//! | steps | module |
+//! |---|---|
+//! | H1, H2, A1 (HTTP binding, policy) | `crate::http`, `crate::policy` |
+//! | T1–T12 (token) | `token` |
+//! | P1–P12 (proof) | `proof` |
+//! | P13 (replay) | `replay` |
+//! | K1–K3 (keys, key sets) | `crate::key`, `crate::keyset` |
+//! | D (delegation, to come) | `delegation` |
+//! | F (federation, to come) | `federation` |
+//!
 //! Cost per request: a token seen before comes from the verified-token cache
 //! (one SHA-256 and a map lookup), so a warm request pays for parsing the
 //! proof, one signature check and the replay record. The proof's signature is
 //! checked on every request, always.
 
 mod clock;
+mod delegation;
+mod federation;
 mod nonce;
 mod replay;
 #[cfg(feature = "redis")]
 mod replay_redis;
+pub(crate) mod proof;
+pub(crate) mod token;
 mod token_cache;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -36,8 +52,8 @@ use token_cache::TokenCache;
 
 use crate::error::{Code, Result, err};
 use crate::key::{KeySet, PublicKey, Thumbprint};
-use crate::proof::{self, NonceValidator, ProofPolicy, RequestInfo};
-use crate::token::verify::{DEFAULT_LEEWAY, IssuerKeys, verify_token_hashed};
+use crate::proof::{JTI_LEN, NonceValidator, ProofPolicy, RequestInfo};
+use token::{DEFAULT_LEEWAY, IssuerKeys, verify_token_hashed};
 use crate::token::{MAX_SERVICE_LIFETIME, TokenKind, TokenPolicy, UnverifiedToken, VerifiedToken};
 
 /// An issuer the verifier trusts, with the source of its keys.
@@ -255,7 +271,7 @@ impl std::fmt::Debug for Verifier {
 /// What the proof of a [`VerifiedRequest`] established.
 #[derive(Clone, Debug)]
 struct ProofInfo {
-    jti: [u8; proof::JTI_LEN],
+    jti: [u8; JTI_LEN],
     iat: u64,
 }
 
@@ -305,7 +321,7 @@ impl VerifiedRequest {
         self.proof.is_some()
     }
     /// The proof's jti, when there was a proof.
-    pub fn jti(&self) -> Option<&[u8; proof::JTI_LEN]> {
+    pub fn jti(&self) -> Option<&[u8; JTI_LEN]> {
         self.proof.as_ref().map(|p| &p.jti)
     }
     /// When the proof was made, when there was a proof.
@@ -331,7 +347,7 @@ impl Verifier {
             issuers: vec![issuer],
             leeway: DEFAULT_LEEWAY,
             max_token_lifetime: MAX_SERVICE_LIFETIME,
-            proof_max_age: proof::DEFAULT_MAX_AGE,
+            proof_max_age: crate::proof::DEFAULT_MAX_AGE,
             replay: None,
             clock: Arc::new(SystemClock),
             nonce: None,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{
+use crate::token::{
     Actor, CTI_LEN, Claims, LABEL_KEYBOUND, MAX_ACTOR_CHAIN, MAX_SERVICE_LIFETIME, MAX_TOKEN_SIZE, TokenKind, label,
 };
 use crate::cbor::{self, Label, Reader};
@@ -40,7 +40,7 @@ impl TokenPolicy {
             audience: audience.into(),
             leeway: DEFAULT_LEEWAY,
             max_service_lifetime: MAX_SERVICE_LIFETIME,
-            max_session_lifetime: super::MAX_SESSION_LIFETIME,
+            max_session_lifetime: crate::token::MAX_SESSION_LIFETIME,
             kind: TokenKind::Service,
         }
     }
@@ -340,7 +340,7 @@ pub(crate) fn check_claims(claims: &Claims, policy: &TokenPolicy, now: u64) -> R
     // T12
     let max = match claims.kind {
         TokenKind::Service => policy.max_service_lifetime.min(MAX_SERVICE_LIFETIME),
-        TokenKind::Session => policy.max_session_lifetime.min(super::MAX_SESSION_LIFETIME),
+        TokenKind::Session => policy.max_session_lifetime.min(crate::token::MAX_SESSION_LIFETIME),
     };
     let lifetime = claims.exp.checked_sub(claims.iat);
     if lifetime.is_none_or(|l| l > max) {
