@@ -236,6 +236,7 @@ fn assert_token_claims(json: &Value, f: &Fixture) {
             assert_eq!(cnf["crv"], "P-256");
             assert_eq!(cnf["y"].as_str().unwrap().len(), 64);
         }
+        other => panic!("no key type is known for {other}"),
     }
     assert_eq!(cnf["x"].as_str().unwrap().len(), 64);
     let kb = &c["keybound"];

@@ -31,6 +31,7 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether requests must carry a proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProofMode {
     /// Every request needs a valid proof (the default).
     Required,

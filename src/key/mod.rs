@@ -31,6 +31,7 @@ use crate::error::{Code, Error, Result, err};
 
 /// COSE algorithm identifiers supported by the profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Algorithm {
     /// EdDSA with Ed25519 (COSE -8), verified with `verify_strict`.
     EdDSA,

@@ -40,6 +40,7 @@ use crate::verify::VerifiedRequest;
 /// How decisions are applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Mode {
     /// Deny what the policy denies (and record it).
     Enforce,

@@ -90,6 +90,7 @@ pub mod label {
 
 /// What a token may be used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TokenKind {
     /// Audience is the issuer itself; used only to obtain service tokens.
     Session,
