@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// The fixed `title`s of problem details (spec/errors.md). Related codes
 /// share one; the `code` member tells them apart.
@@ -316,11 +317,16 @@ impl fmt::Display for Code {
     }
 }
 
-/// A rejection: a stable [`Code`] and a message a person can act on.
-#[derive(Clone, PartialEq, Eq)]
+/// The underlying failure an [`Error`] keeps (an I/O, database or network error).
+type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A rejection: a stable [`Code`], a message a person can act on, and the
+/// underlying failure when there is one ([`std::error::Error::source`]).
+#[derive(Clone)]
 pub struct Error {
     code: Code,
     message: Cow<'static, str>,
+    source: Option<Source>,
 }
 
 impl Error {
@@ -329,7 +335,17 @@ impl Error {
         Error {
             code,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// Keeps `source`, the failure that caused this error, for
+    /// [`std::error::Error::source`]. The message still says what failed in
+    /// words; the source is there to inspect (an `io::ErrorKind`, a driver
+    /// error) and for error reporters that walk the chain.
+    pub fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
     }
 
     /// The stable reason code.
@@ -355,7 +371,20 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+/// Two errors are equal when their code and message are; sources are not compared.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.message == other.message
+    }
+}
+
+impl Eq for Error {}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -382,5 +411,16 @@ mod tests {
             );
             assert!(!code.title().is_empty());
         }
+    }
+
+    #[test]
+    fn errors_keep_their_source() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = Error::new(Code::KeyIo, "cannot read k.key: denied").with_source(io);
+        let source = e.source().expect("the source is kept");
+        let io = source.downcast_ref::<std::io::Error>().expect("as the io::Error it was");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(Error::new(Code::KeyIo, "x").source().is_none());
     }
 }

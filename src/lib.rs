@@ -108,6 +108,7 @@ pub(crate) fn random_array<const N: usize>() -> Result<[u8; N]> {
             Code::SystemRandomnessUnavailable,
             format!("no randomness available: {e}"),
         )
+        .with_source(e)
     })?;
     Ok(out)
 }

@@ -422,7 +422,10 @@ impl Binding {
         match tokio::time::timeout(self.body_timeout, limited.collect()).await {
             Err(_) => err(Code::HttpBodyUnreadable, "the body did not arrive in time"),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Ok(Err(e)) => err(Code::HttpBodyUnreadable, format!("the body could not be read: {e}")),
+            Ok(Err(e)) => {
+                let message = format!("the body could not be read: {e}");
+                Err(Error::new(Code::HttpBodyUnreadable, message).with_source(e))
+            }
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
         }
     }

@@ -7,7 +7,7 @@ use super::SigningKey;
 use crate::error::{Code, Error, Result, err};
 
 fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::new(Code::KeyIo, format!("cannot {what} {}: {e}", path.display()))
+    Error::new(Code::KeyIo, format!("cannot {what} {}: {e}", path.display())).with_source(e)
 }
 
 /// Writes `key` as a private COSE_Key to a new file with mode 0600. An

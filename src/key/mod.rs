@@ -603,6 +603,7 @@ impl SigningKey {
                     Code::SystemRandomnessUnavailable,
                     format!("no randomness available: {e}"),
                 )
+                .with_source(e)
             })?;
             match Self::from_secret_bytes(alg, &seed[..]) {
                 Ok(key) => return Ok(key),

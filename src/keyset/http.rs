@@ -222,7 +222,7 @@ impl Inner {
             .header(reqwest::header::ACCEPT, "application/cbor")
             .send()
             .await
-            .map_err(|e| unavailable(format!("request failed: {e}")))?;
+            .map_err(|e| unavailable(format!("request failed: {e}")).with_source(e))?;
         if !response.status().is_success() {
             return Err(unavailable(format!("HTTP status {}", response.status())));
         }
@@ -237,7 +237,7 @@ impl Inner {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| unavailable(format!("reading the body: {e}")))?
+            .map_err(|e| unavailable(format!("reading the body: {e}")).with_source(e))?
         {
             if body.len() + chunk.len() > self.options.max_body {
                 return Err(unavailable(format!("body larger than {} bytes", self.options.max_body)));

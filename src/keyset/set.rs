@@ -115,7 +115,7 @@ impl KeySet {
 }
 
 fn in_entry(index: usize, e: Error) -> Error {
-    Error::new(Code::KeySetInvalid, format!("key {index} of the set: {e}"))
+    Error::new(Code::KeySetInvalid, format!("key {index} of the set: {e}")).with_source(e)
 }
 
 #[cfg(test)]

@@ -206,7 +206,7 @@ impl Policy {
     /// Parses a policy from TOML text.
     pub fn from_toml(text: &str) -> Result<Self> {
         let file: PolicyFile =
-            toml::from_str(text).map_err(|e| Error::new(Code::PolicyInvalid, format!("policy: {e}")))?;
+            toml::from_str(text).map_err(|e| Error::new(Code::PolicyInvalid, format!("policy: {e}")).with_source(e))?;
         let mut rules = Vec::with_capacity(file.rule.len());
         for (i, r) in file.rule.into_iter().enumerate() {
             if r.path.is_none() && r.operation.is_none() {
@@ -252,7 +252,7 @@ impl Policy {
     /// Reads a TOML policy file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::new(Code::PolicyInvalid, format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| Error::new(Code::PolicyInvalid, format!("cannot read {}: {e}", path.display())).with_source(e))?;
         Self::from_toml(&text)
     }
 
