@@ -1,9 +1,11 @@
-//! Decoding without verification. Named so that it is never used by accident
-//! on a request path: the only callers are `keybound inspect` and debugging.
+//! Decoding and checks short of a full verification. Named so that they are
+//! never used by accident on a request path: the callers are `keybound
+//! inspect`, `keybound verify` without a proof, test vectors and debugging.
 
 use crate::error::Result;
 use crate::key::Algorithm;
-use crate::token::{Claims, UnverifiedToken};
+use crate::token::{Claims, UnverifiedToken, VerifiedToken};
+use crate::verify::Verifier;
 
 /// A token's headers and claims, decoded under the strict profile but with
 /// **no** signature, issuer, audience or time check.
@@ -31,4 +33,13 @@ pub fn insecure_decode_token(bytes: &[u8]) -> Result<InsecureToken> {
 pub fn check_token_signature(bytes: &[u8], key: &crate::key::PublicKey) -> Result<()> {
     let sign1 = crate::cose::parse_sign1(bytes, crate::cose::Tagging::Cwt)?;
     sign1.verify(key, &[], crate::Code::CoseAlgMismatch, crate::Code::CoseBadSignature)
+}
+
+/// Verifies a token alone (steps T1–T12) with `verifier`'s issuers, audience
+/// and clock: **no** proof of possession and **no** replay check, so the
+/// result says nothing about who sent it. For diagnostics (`keybound verify`
+/// without a proof); requests go through [`Verifier::verify_request`], whose
+/// result is the only one the HTTP extractor and the policy accept.
+pub fn verify_token_without_proof(verifier: &Verifier, token: &[u8]) -> Result<VerifiedToken> {
+    verifier.verify_token_only(token)
 }

@@ -340,7 +340,7 @@ pub fn proof_verify(data: &[u8]) {
     }
     let verifier = builder.build().expect("a fixed verifier configuration");
     if frame.proof.is_empty() {
-        if let Ok(token) = verifier.verify_token(frame.token) {
+        if let Ok(token) = danger::verify_token_without_proof(&verifier, frame.token) {
             assert_eq!(token.audience(), AUDIENCE);
             assert_eq!(token.issuer(), ISSUER);
             assert!(token.expires_at() - token.issued_at() <= crate::token::MAX_SERVICE_LIFETIME);
@@ -595,7 +595,7 @@ mod tests {
             .build()
             .unwrap();
             let result = if frame.proof.is_empty() {
-                verifier.verify_token(frame.token).map(|_| ())
+                danger::verify_token_without_proof(&verifier, frame.token).map(|_| ())
             } else {
                 let uri = String::from_utf8_lossy(frame.uri);
                 let method = String::from_utf8_lossy(frame.method);

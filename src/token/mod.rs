@@ -27,7 +27,7 @@
 pub(crate) mod issue;
 
 pub use issue::{TokenBuilder, TokenTagging};
-pub use crate::verify::token::{DEFAULT_LEEWAY, IssuerKeys, TokenPolicy, UnverifiedToken, VerifiedToken, verify_token};
+pub use crate::verify::token::{DEFAULT_LEEWAY, IssuerKeys, TokenPolicy, UnverifiedToken, VerifiedToken};
 
 use std::fmt;
 
@@ -182,7 +182,7 @@ pub struct Token {
 }
 
 impl Token {
-    /// Wraps token bytes (no checks: see [`verify_token`]).
+    /// Wraps token bytes (no checks: see [`crate::verify::Verifier`]).
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
         Token { bytes }
     }

@@ -377,10 +377,10 @@ impl Verifier {
         self.nonce.is_some()
     }
 
-    /// Verifies a token alone (steps T1–T12), without a proof and without
-    /// the cache. For diagnostics; requests go through `verify_request`.
-    pub fn verify_token(&self, token: &[u8]) -> Result<VerifiedToken> {
-        crate::token::verify_token(token, &self.policy, &Issuers(&self.issuers), self.clock.now())
+    /// Steps T1–T12 alone, without the cache; public only as
+    /// [`crate::danger::verify_token_without_proof`].
+    pub(crate) fn verify_token_only(&self, token: &[u8]) -> Result<VerifiedToken> {
+        token::verify_token(token, &self.policy, &Issuers(&self.issuers), self.clock.now())
     }
 
     /// The verified token from the cache, or verified now and cached.

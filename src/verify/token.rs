@@ -2,7 +2,8 @@
 //!
 //! Parse is not trust: [`UnverifiedToken`] exposes only what is needed to
 //! choose a key; [`VerifiedToken`] has no public constructor and is returned
-//! only by [`verify_token`].
+//! only by [`verify_token`], whose public entries are the verifier (with a
+//! proof) and `danger::verify_token_without_proof` (without one).
 
 use std::sync::Arc;
 
@@ -252,7 +253,7 @@ impl VerifiedToken {
 }
 
 /// Verifies a token (steps T1–T12) at time `now` (Unix seconds).
-pub fn verify_token(bytes: &[u8], policy: &TokenPolicy, issuers: &dyn IssuerKeys, now: u64) -> Result<VerifiedToken> {
+pub(crate) fn verify_token(bytes: &[u8], policy: &TokenPolicy, issuers: &dyn IssuerKeys, now: u64) -> Result<VerifiedToken> {
     let token_hash: [u8; 32] = Sha256::digest(bytes).into();
     verify_token_hashed(bytes, token_hash, policy, issuers, now)
 }
