@@ -382,7 +382,9 @@ impl Eq for Error {}
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|source| source as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -419,7 +421,9 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
         let e = Error::new(Code::KeyIo, "cannot read k.key: denied").with_source(io);
         let source = e.source().expect("the source is kept");
-        let io = source.downcast_ref::<std::io::Error>().expect("as the io::Error it was");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("as the io::Error it was");
         assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
         assert!(Error::new(Code::KeyIo, "x").source().is_none());
     }

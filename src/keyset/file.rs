@@ -28,7 +28,9 @@ impl std::fmt::Debug for FileKeys {
 }
 
 fn read_set(path: &Path) -> Result<(KeySet, Option<SystemTime>)> {
-    let io = |e: std::io::Error| Error::new(Code::KeyIo, format!("cannot read key set {}: {e}", path.display())).with_source(e);
+    let io = |e: std::io::Error| {
+        Error::new(Code::KeyIo, format!("cannot read key set {}: {e}", path.display())).with_source(e)
+    };
     let metadata = std::fs::metadata(path).map_err(io)?;
     if metadata.len() > (MAX_KEYSET_SIZE * 2 + 16) as u64 {
         return Err(Error::new(

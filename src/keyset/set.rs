@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::key::{CoseKeyParts, PublicKey};
 use crate::cbor::{self, Reader};
 use crate::error::{Code, Error, Result, err};
+use crate::key::{CoseKeyParts, PublicKey};
 
 /// Largest key set accepted, in bytes: room for dozens of keys.
 pub const MAX_KEYSET_SIZE: usize = 64 * 1024;

@@ -251,8 +251,9 @@ impl Policy {
 
     /// Reads a TOML policy file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::new(Code::PolicyInvalid, format!("cannot read {}: {e}", path.display())).with_source(e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(Code::PolicyInvalid, format!("cannot read {}: {e}", path.display())).with_source(e)
+        })?;
         Self::from_toml(&text)
     }
 

@@ -31,11 +31,11 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::cbor::{self, Label, Reader};
-use crate::cose::{self, Tagging};
+use crate::cbor;
+use crate::cose;
 use crate::encoding::b64url_encode;
 use crate::error::{Code, Error, Result, err};
-use crate::key::{PublicKey, SigningKey};
+use crate::key::SigningKey;
 use crate::verify::token::truncate;
 
 /// Largest proof accepted, in bytes, checked before any parsing.

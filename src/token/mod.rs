@@ -26,8 +26,8 @@
 
 pub(crate) mod issue;
 
-pub use issue::{TokenBuilder, TokenTagging};
 pub use crate::verify::token::{DEFAULT_LEEWAY, IssuerKeys, TokenPolicy, UnverifiedToken, VerifiedToken};
+pub use issue::{TokenBuilder, TokenTagging};
 
 use std::fmt;
 
@@ -221,6 +221,7 @@ mod tests {
 
     use super::*;
     use crate::key::{Algorithm, KeySet, SigningKey, decoded_keys};
+    use crate::verify::token::verify_token;
 
     const ISSUER: &str = "https://issuer.example";
     const NOW: u64 = 1_700_000_000;

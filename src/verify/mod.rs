@@ -27,10 +27,10 @@ mod clock;
 mod delegation;
 mod federation;
 mod nonce;
+pub(crate) mod proof;
 mod replay;
 #[cfg(feature = "redis")]
 mod replay_redis;
-pub(crate) mod proof;
 pub(crate) mod token;
 mod token_cache;
 
@@ -53,8 +53,8 @@ use token_cache::TokenCache;
 use crate::error::{Code, Result, err};
 use crate::key::{KeySet, PublicKey, Thumbprint};
 use crate::proof::{JTI_LEN, NonceValidator, ProofPolicy, RequestInfo};
-use token::{DEFAULT_LEEWAY, IssuerKeys, verify_token_hashed};
 use crate::token::{MAX_SERVICE_LIFETIME, TokenKind, TokenPolicy, UnverifiedToken, VerifiedToken};
+use token::{DEFAULT_LEEWAY, IssuerKeys, verify_token_hashed};
 
 /// An issuer the verifier trusts, with the source of its keys.
 #[derive(Clone)]

@@ -1,15 +1,15 @@
 //! Proof verification: steps P1–P12 of spec/verification.md (P13, the
 //! replay record, is the verifier's last step: `super::replay`).
 
+use super::token::truncate;
+use crate::cbor::{self, Label, Reader};
 use crate::cose::{self, Tagging};
 use crate::error::{Code, Error, Result, err};
 use crate::key::PublicKey;
-use crate::cbor::{self, Label, Reader};
 use crate::proof::{
-    DEFAULT_MAX_AGE, HINT_LEN, JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_SIZE, RequestInfo, check_method, external_aad,
-    label, normalize_uri,
+    DEFAULT_MAX_AGE, HINT_LEN, JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_SIZE, RequestInfo, check_method, external_aad, label,
+    normalize_uri,
 };
-use super::token::truncate;
 
 /// The decoded payload of a proof.
 #[derive(Clone, Debug)]

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::token::{
-    Actor, CTI_LEN, Claims, LABEL_KEYBOUND, MAX_ACTOR_CHAIN, MAX_SERVICE_LIFETIME, MAX_TOKEN_SIZE, TokenKind, label,
-};
 use crate::cbor::{self, Label, Reader};
 use crate::cose::{self, Sign1, Tagging};
 use crate::error::{Code, Error, Result, err};
 use crate::key::{Algorithm, CoseKeyParts, KeySet, PublicKey, Thumbprint};
+use crate::token::{
+    Actor, CTI_LEN, Claims, LABEL_KEYBOUND, MAX_ACTOR_CHAIN, MAX_SERVICE_LIFETIME, MAX_TOKEN_SIZE, TokenKind, label,
+};
 
 /// Default clock leeway, in seconds, for every time comparison.
 pub const DEFAULT_LEEWAY: u64 = 30;
@@ -253,7 +253,12 @@ impl VerifiedToken {
 }
 
 /// Verifies a token (steps T1–T12) at time `now` (Unix seconds).
-pub(crate) fn verify_token(bytes: &[u8], policy: &TokenPolicy, issuers: &dyn IssuerKeys, now: u64) -> Result<VerifiedToken> {
+pub(crate) fn verify_token(
+    bytes: &[u8],
+    policy: &TokenPolicy,
+    issuers: &dyn IssuerKeys,
+    now: u64,
+) -> Result<VerifiedToken> {
     let token_hash: [u8; 32] = Sha256::digest(bytes).into();
     verify_token_hashed(bytes, token_hash, policy, issuers, now)
 }
