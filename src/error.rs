@@ -285,6 +285,8 @@ codes! {
     IssuerUnavailable = "issuer.unavailable", step "-", status 503, title ISSUER_REFUSED;
     /// Configuration or bootstrap state that prevents the issuer from running.
     IssuerConfig = "issuer.config", step "-", status 500, title ISSUER_REFUSED;
+    /// The root secret is not the one the issuer's database records (another replica's).
+    IssuerRootSecretMismatch = "issuer.root_secret_mismatch", step "-", status 500, title ISSUER_REFUSED;
 
     // ---- Client ----
     /// The issuer or service could not be reached (connection, TLS, timeout).

@@ -27,18 +27,25 @@ The issuer authenticates users and mints short tokens bound to their keys; it st
 lives in the data directory (SQLite database, root secret for key derivation) or in PostgreSQL \
 (--database-url postgres://…, for several replicas sharing one root secret). Settings come from flags, \
 then KEYBOUND_* environment variables, then a TOML --config file (keys: issuer_id, listen, data_dir, \
-database_url, database_max_connections, database_acquire_timeout, algorithm, rotation_period, session_lifetime, max_session_lifetime, service_lifetime, \
+database_url, database_max_connections, database_acquire_timeout, algorithm, rotation_period, root_secret_file, session_lifetime, max_session_lifetime, service_lifetime, \
 leeway, max_body, login_max_failures, login_lockout, audit_retention, replay_redis_url, denial_log, header_read_timeout, \
 max_connections), then defaults. Connections get --header-read-timeout seconds (default 10) to send a \
 request head, also between keep-alive requests; at most --max-connections (default 1024, lowered to the \
 open-file limit) are open, the idlest closed first when full. Before first use, create the admin with \
 `keybound admin bootstrap`. Stops gracefully on Ctrl-C or SIGTERM. Logs go to stderr (--log-format json \
-for JSON lines; RUST_LOG sets the level); no secret is ever logged.";
+for JSON lines; RUST_LOG sets the level); no secret is ever logged.
+
+The root secret, from which the rotating signing keys are derived, is 32 random bytes stored raw in \
+{data dir}/root.key (or root_secret_file / --root-secret-file), mode 0600, created on first start. \
+KEYBOUND_ROOT_SECRET, the same bytes as hex or base64url, overrides the file. Every replica of one issuer \
+needs the same secret: the database records its fingerprint (never the secret), and a replica with \
+another secret refuses to start. The log says which source the secret came from.";
 pub(crate) const SERVE_EXAMPLES: &str = "\
 Examples:
   keybound serve --data-dir ./keybound-data
   keybound serve --listen 0.0.0.0:8443 --issuer-id https://issuer.example --data-dir /var/lib/keybound
-  KEYBOUND_ROOT_SECRET=$(cat root.hex) keybound serve --database-url postgres://keybound@db/keybound";
+  KEYBOUND_ROOT_SECRET=$(xxd -p -c 64 keybound-data/root.key) keybound serve --database-url postgres://keybound@db/keybound
+  keybound serve --root-secret-file /run/secrets/keybound-root --database-url postgres://keybound@db/keybound";
 
 /// Settings shared by `serve` and `admin bootstrap`.
 #[derive(Debug, clap::Args)]
@@ -67,6 +74,9 @@ pub(crate) struct IssuerArgs {
     /// A fixed signing key file instead of rotating derived keys
     #[arg(long, env = "KEYBOUND_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// Root secret file: 32 raw random bytes, mode 0600 (default {data dir}/root.key)
+    #[arg(long, env = "KEYBOUND_ROOT_SECRET_FILE")]
+    root_secret_file: Option<PathBuf>,
     /// Redis URL for the login/mint replay store (for replicas)
     #[arg(long, env = "KEYBOUND_REPLAY_REDIS")]
     replay_redis: Option<String>,
@@ -90,6 +100,7 @@ struct FileConfig {
     algorithm: Option<String>,
     rotation_period: Option<u64>,
     signing_key: Option<PathBuf>,
+    root_secret_file: Option<PathBuf>,
     session_lifetime: Option<u64>,
     max_session_lifetime: Option<u64>,
     service_lifetime: Option<u64>,
@@ -147,6 +158,7 @@ impl IssuerArgs {
             config.rotation_period = period;
         }
         config.signing_key_file = self.signing_key.clone().or(file.signing_key);
+        config.root_secret_file = self.root_secret_file.clone().or(file.root_secret_file);
         config.replay_redis_url = self.replay_redis.clone().or(file.replay_redis_url);
         config.denial_log = file.denial_log;
         // Ranges are checked with the rest of the configuration (IssuerConfig::check).

@@ -240,6 +240,18 @@ impl KeySource for InternalKeys {
     }
 }
 
+/// A one-way fingerprint of a root secret, safe to store and log:
+/// HKDF-SHA256 (salt "keybound key derivation v1", IKM the secret, info
+/// "keybound root fingerprint v1"), 16 bytes, hex. The secret cannot be
+/// recovered from it, and it shares no output with the key derivation.
+pub fn root_fingerprint(root: &[u8]) -> String {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"keybound key derivation v1"), root);
+    let mut okm = [0u8; 16];
+    hk.expand(b"keybound root fingerprint v1", &mut okm)
+        .expect("16 bytes is a valid HKDF-SHA256 length");
+    crate::encoding::hex_encode(&okm)
+}
+
 /// Reads the root secret from `path`, creating it (32 random bytes, mode
 /// 0600) if it does not exist.
 pub fn load_or_create_root(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {

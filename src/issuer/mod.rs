@@ -36,7 +36,7 @@ pub use keys::IssuerKeys;
 pub use metrics::Metrics;
 pub use names::{Name, ProjectName, UserName};
 pub use store::Store;
-use store::{Audit, Identities, Logins};
+use store::{Audit, Identities, Logins, RootSecrets};
 
 use crate::error::{Code, Error, Result, err};
 use crate::key::Algorithm;
@@ -70,8 +70,11 @@ pub struct IssuerConfig {
     /// A fixed signing key file instead of derived keys (no rotation).
     pub signing_key_file: Option<PathBuf>,
     /// Root secret for derived keys (replicas must share it); read from
-    /// `data_dir/root.key` (created if missing) when not given.
+    /// [`IssuerConfig::root_secret_path`] when not given.
     pub root_secret: Option<Zeroizing<Vec<u8>>>,
+    /// The root secret file: 32 raw random bytes, mode 0600, created if
+    /// missing. Default `data_dir/root.key`.
+    pub root_secret_file: Option<PathBuf>,
     /// Default session lifetime. Default 3600 s.
     pub session_lifetime: u64,
     /// Largest session lifetime a client may ask for. Default and ceiling 12 h.
@@ -114,6 +117,7 @@ impl std::fmt::Debug for IssuerConfig {
             .field("rotation_period", &self.rotation_period)
             .field("signing_key_file", &self.signing_key_file)
             .field("root_secret", &self.root_secret.as_ref().map(|_| "[redacted]"))
+            .field("root_secret_file", &self.root_secret_file)
             .field("session_lifetime", &self.session_lifetime)
             .field("max_session_lifetime", &self.max_session_lifetime)
             .field("service_lifetime", &self.service_lifetime)
@@ -239,6 +243,7 @@ impl IssuerConfig {
             rotation_period: 3600,
             signing_key_file: None,
             root_secret: None,
+            root_secret_file: None,
             session_lifetime: crate::token::DEFAULT_SESSION_LIFETIME,
             max_session_lifetime: crate::token::MAX_SESSION_LIFETIME,
             service_lifetime: MAX_SERVICE_LIFETIME,
@@ -258,6 +263,13 @@ impl IssuerConfig {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("keybound.db").display()))
+    }
+
+    /// The root secret file in effect.
+    pub fn root_secret_path(&self) -> PathBuf {
+        self.root_secret_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("root.key"))
     }
 
     /// The audience of admin tokens: `{issuer_id}/admin`.
@@ -361,10 +373,47 @@ impl IssuerState {
         let keys = Arc::new(match &config.signing_key_file {
             Some(path) => IssuerKeys::fixed(crate::key::read_signing_key_file(path)?, clock.clone()),
             None => {
-                let root = match &config.root_secret {
-                    Some(root) => root.clone(),
-                    None => keys::load_or_create_root(&config.data_dir.join("root.key"))?,
+                let (root, source) = match &config.root_secret {
+                    Some(root) => {
+                        if config.root_secret_path().exists() {
+                            tracing::warn!(
+                                file = %config.root_secret_path().display(),
+                                "the root secret given in the configuration overrides the root secret file"
+                            );
+                        }
+                        (
+                            root.clone(),
+                            "the configuration (KEYBOUND_ROOT_SECRET for the CLI)".to_owned(),
+                        )
+                    }
+                    None => {
+                        let path = config.root_secret_path();
+                        (
+                            keys::load_or_create_root(&path)?,
+                            format!("the file {}", path.display()),
+                        )
+                    }
                 };
+                let fingerprint = keys::root_fingerprint(&root);
+                let recorded = store
+                    .conn()
+                    .await?
+                    .record_root_fingerprint(&fingerprint, clock.now() as i64)
+                    .await?;
+                if recorded != fingerprint {
+                    return err(
+                        Code::IssuerRootSecretMismatch,
+                        format!(
+                            "the root secret from {source} has fingerprint {fingerprint}, but this issuer's database \
+                             records {recorded}: every replica of one issuer must use the same root secret. Copy \
+                             root.key (32 raw bytes, mode 0600) from a replica that runs to {}, or set \
+                             KEYBOUND_ROOT_SECRET to its hex (xxd -p -c 64 root.key); to replace the secret on \
+                             purpose, use `keybound admin rotate`",
+                            config.root_secret_path().display()
+                        ),
+                    );
+                }
+                tracing::info!(source = %source, fingerprint = %fingerprint, "root secret loaded");
                 IssuerKeys::derived(
                     root,
                     config.algorithm,

@@ -29,6 +29,7 @@ const SQLITE: &[(&str, &str)] = embed!(
     "0003_migrations_as_files.sql",
     "0004_bounded_login_records.sql",
     "0005_readiness_probe.sql",
+    "0006_root_secret.sql",
 );
 const POSTGRES: &[(&str, &str)] = embed!(
     "postgres",
@@ -37,6 +38,7 @@ const POSTGRES: &[(&str, &str)] = embed!(
     "0003_migrations_as_files.sql",
     "0004_bounded_login_records.sql",
     "0005_readiness_probe.sql",
+    "0006_root_secret.sql",
 );
 
 /// The embedded files of one dialect, as sqlx's migrator takes them.

@@ -7,6 +7,7 @@
 //! | [`services`] | registered service audiences | `services` |
 //! | [`logins`] | what a login reads, and the lockout | `users` (counters), `unknown_logins`, `unknown_login_totals`, `login_bucket_salt` |
 //! | [`audit`] | the audit log | `audit_log` |
+//! | [`secrets`] | the fingerprint of the root secret | `root_secret` |
 //!
 //! The trusts and the federation peers of the next issues are aggregates of
 //! their own: each gets a module here (`trusts`, `federation`), a trait like
@@ -40,6 +41,7 @@ pub mod grants;
 pub mod identities;
 pub mod logins;
 mod migrations;
+pub mod secrets;
 pub mod services;
 
 use std::ops::{Deref, DerefMut};
@@ -55,6 +57,7 @@ pub use audit::{Audit, AuditEntry};
 pub use grants::{Grant, Grants, MintFacts};
 pub use identities::{Identities, UserInfo, bootstrap_names};
 pub use logins::{Logins, UNKNOWN_LOGIN_BUCKETS, UnknownLoginTotal, UserAuth};
+pub use secrets::RootSecrets;
 pub use services::Services;
 
 use crate::error::{Code, Error, Result, err};
