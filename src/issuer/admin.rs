@@ -7,41 +7,37 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
-use axum::routing::{get, post, put};
 use http::StatusCode;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::IssuerState;
 use super::api::{json_body, json_response, respond, verified};
 use super::names::{Name, ProjectName, UserName, check_audience};
-use super::store::{Audit, Grants, Identities, Services, Store, Tx, bootstrap_names};
+use super::store::{Audit, AuditEntry, Grant, Grants, Identities, Services, Store, Tx, UserInfo, bootstrap_names};
 use crate::encoding::b64url_decode;
 use crate::error::{Code, Error, Result, err};
 use crate::key::PublicKey;
 use crate::verify::VerifiedRequest;
 
-pub(super) fn routes(state: Arc<IssuerState>) -> Router {
-    Router::new()
-        .route("/v1/admin/domains", get(list_domains).post(create_domain))
-        .route("/v1/admin/domains/{name}/{action}", post(toggle_domain))
-        .route("/v1/admin/projects", get(list_projects).post(create_project))
-        .route("/v1/admin/projects/{project}/{action}", post(toggle_project))
-        .route("/v1/admin/users", get(list_users).post(create_user))
-        .route("/v1/admin/users/{user}/password", put(set_password))
-        .route("/v1/admin/users/{user}/keys", post(add_key))
-        .route("/v1/admin/users/{user}/{action}", post(toggle_user))
-        .route("/v1/admin/roles", get(list_roles).post(create_role))
-        .route("/v1/admin/grants", get(list_grants).post(grant).delete(revoke))
-        .route(
-            "/v1/admin/services",
-            get(list_services).post(create_service).delete(delete_service),
-        )
-        .route("/v1/admin/audit", get(list_audit))
-        .with_state(state)
+pub(super) fn routes() -> OpenApiRouter<Arc<IssuerState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_domains, create_domain))
+        .routes(routes!(toggle_domain))
+        .routes(routes!(list_projects, create_project))
+        .routes(routes!(toggle_project))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(set_password))
+        .routes(routes!(add_key))
+        .routes(routes!(toggle_user))
+        .routes(routes!(list_roles, create_role))
+        .routes(routes!(list_grants, grant, revoke))
+        .routes(routes!(list_services, create_service, delete_service))
+        .routes(routes!(list_audit))
 }
 
 /// Only tokens scoped to the admin project may use the admin API: a user who
@@ -104,14 +100,15 @@ impl Change {
     }
 }
 
-type Pending<'c> = Pin<Box<dyn Future<Output = Result<(String, serde_json::Value)>> + Send + 'c>>;
+type Pending<'c, O> = Pin<Box<dyn Future<Output = Result<(String, O)>> + Send + 'c>>;
 
 /// Runs an admin action: scope check, body, the change and its audit record
 /// in one transaction, response.
-async fn action<T, F>(state: &IssuerState, request: Request, name: &'static str, run: F) -> Response
+async fn action<T, O, F>(state: &IssuerState, request: Request, name: &'static str, run: F) -> Response
 where
     T: serde::de::DeserializeOwned,
-    F: for<'c> FnOnce(T, &'c mut Change) -> Pending<'c>,
+    O: Serialize,
+    F: for<'c> FnOnce(T, &'c mut Change) -> Pending<'c, O>,
 {
     let started = Instant::now();
     let result = async {
@@ -128,7 +125,7 @@ where
         match run(input, &mut change).await {
             Ok((target, output)) => {
                 change.commit(&actor, name, &target).await?;
-                Ok(json_response(StatusCode::OK, output))
+                Ok(json_response(StatusCode::OK, &output))
             }
             Err(e) => {
                 // Whatever the action changed is rolled back. The refusal is
@@ -151,10 +148,11 @@ where
 }
 
 /// A read-only admin call: scope check, no body, no audit.
-async fn read<F, Fut>(state: &IssuerState, verified: Option<VerifiedRequest>, run: F) -> Response
+async fn read<O, F, Fut>(state: &IssuerState, verified: Option<VerifiedRequest>, run: F) -> Response
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<serde_json::Value>>,
+    O: Serialize,
+    Fut: std::future::Future<Output = Result<O>>,
 {
     let started = Instant::now();
     let result = async {
@@ -163,19 +161,20 @@ where
             &verified.ok_or_else(|| Error::new(Code::IssuerForbidden, "not verified"))?,
         )
         .await?;
-        Ok(json_response(StatusCode::OK, run().await?))
+        Ok(json_response(StatusCode::OK, &run().await?))
     }
     .await;
     respond(state, "admin", started, result)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Name)]
 struct NameInput {
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
@@ -190,32 +189,77 @@ fn enabled_from(action: &str) -> Result<bool> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/domains",
+    operation_id = "listDomains",
+    tag = "admin",
+    summary = "List domains",
+    security(("kbToken" = [], "kbProof" = [])),
+    responses(
+        (status = 200, description = "All domains, by name.", body = [Domain], content_type = "application/json")
+    )
+)]
 async fn list_domains(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
         let domains = state.store.conn().await?.list_domains().await?;
-        Ok(json!(
-            domains
-                .into_iter()
-                .map(|(name, enabled)| json!({"name": name, "enabled": enabled}))
-                .collect::<Vec<_>>()
-        ))
+        Ok(domains
+            .into_iter()
+            .map(|(name, enabled)| Domain { name, enabled })
+            .collect::<Vec<_>>())
     })
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/domains",
+    operation_id = "createDomain",
+    tag = "admin",
+    summary = "Create a domain",
+    description = "Audited as `domain.create`.",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = NameInput, content_type = "application/json", example = json!({"name": "stoughton"})),
+    responses(
+        (status = 200, description = "The new domain (enabled).", body = Domain, content_type = "application/json")
+    )
+)]
 async fn create_domain(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     action(&state, request, "domain.create", |input: NameInput, change| {
         Box::pin(async move {
             let name = Name::parse("domain", &input.name)?;
             let now = change.now;
             change.tx().await?.create_domain(&name, now).await?;
-            Ok((name.to_string(), json!({"name": name.as_str(), "enabled": true})))
+            Ok((
+                name.to_string(),
+                Domain {
+                    name: name.as_str().to_owned(),
+                    enabled: true,
+                },
+            ))
         })
     })
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/domains/{name}/{action}",
+    operation_id = "setDomainEnabled",
+    tag = "admin",
+    summary = "Enable or disable a domain (and with it its users and projects)",
+    description = "Audited as `domain.set_enabled`.",
+    params(
+        ("name" = String, Path, description = "domain name", example = "stoughton"),
+        ("action" = String, Path, description = "`enable` or `disable`; anything else: 404 `issuer.not_found`", example = "disable")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = Empty, content_type = "application/json", example = json!({})),
+    responses(
+        (status = 200, description = "The domain's new state.", body = Domain, content_type = "application/json")
+    )
+)]
 async fn toggle_domain(
     State(state): State<Arc<IssuerState>>,
     Path((name, verb)): Path<(String, String)>,
@@ -226,33 +270,61 @@ async fn toggle_domain(
             let name = Name::parse("domain", &name)?;
             let enabled = enabled_from(&verb)?;
             change.tx().await?.set_domain_enabled(&name, enabled).await?;
-            Ok((name.to_string(), json!({"name": name.as_str(), "enabled": enabled})))
+            Ok((
+                name.to_string(),
+                Domain {
+                    name: name.as_str().to_owned(),
+                    enabled,
+                },
+            ))
         })
     })
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProjectInput {
     name: String,
     domain: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/projects",
+    operation_id = "listProjects",
+    tag = "admin",
+    summary = "List projects",
+    security(("kbToken" = [], "kbProof" = [])),
+    responses(
+        (status = 200, description = "All projects, by domain and name.", body = [Project], content_type = "application/json")
+    )
+)]
 async fn list_projects(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
         let projects = state.store.conn().await?.list_projects().await?;
-        Ok(json!(
-            projects
-                .into_iter()
-                .map(|(project, enabled)| json!({"project": project, "enabled": enabled}))
-                .collect::<Vec<_>>()
-        ))
+        Ok(projects
+            .into_iter()
+            .map(|(project, enabled)| Project { project, enabled })
+            .collect::<Vec<_>>())
     })
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/projects",
+    operation_id = "createProject",
+    tag = "admin",
+    summary = "Create a project in an existing domain",
+    description = "Audited as `project.create`.",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = ProjectInput, content_type = "application/json", example = json!({"name": "turing", "domain": "stoughton"})),
+    responses(
+        (status = 200, description = "The new project (enabled).", body = Project, content_type = "application/json")
+    )
+)]
 async fn create_project(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     action(&state, request, "project.create", |input: ProjectInput, change| {
         Box::pin(async move {
@@ -262,12 +334,35 @@ async fn create_project(State(state): State<Arc<IssuerState>>, request: Request)
             );
             let now = change.now;
             change.tx().await?.create_project(&project, now).await?;
-            Ok((project.to_string(), json!({"project": project, "enabled": true})))
+            Ok((
+                project.to_string(),
+                Project {
+                    project: project.clone(),
+                    enabled: true,
+                },
+            ))
         })
     })
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/projects/{project}/{action}",
+    operation_id = "setProjectEnabled",
+    tag = "admin",
+    summary = "Enable or disable a project",
+    description = "Audited as `project.set_enabled`.",
+    params(
+        ("project" = String, Path, description = "`name@domain`", example = "turing@stoughton"),
+        ("action" = String, Path, description = "`enable` or `disable`; anything else: 404 `issuer.not_found`", example = "disable")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = Empty, content_type = "application/json", example = json!({})),
+    responses(
+        (status = 200, description = "The project's new state.", body = Project, content_type = "application/json")
+    )
+)]
 async fn toggle_project(
     State(state): State<Arc<IssuerState>>,
     Path((project, verb)): Path<(String, String)>,
@@ -278,13 +373,19 @@ async fn toggle_project(
             let project = ProjectName::parse(&project)?;
             let enabled = enabled_from(&verb)?;
             change.tx().await?.set_project_enabled(&project, enabled).await?;
-            Ok((project.to_string(), json!({"project": project, "enabled": enabled})))
+            Ok((
+                project.to_string(),
+                Project {
+                    project: project.clone(),
+                    enabled,
+                },
+            ))
         })
     })
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserInput {
     user: String,
@@ -297,14 +398,38 @@ fn person() -> String {
     "person".into()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    operation_id = "listUsers",
+    tag = "admin",
+    summary = "List users",
+    security(("kbToken" = [], "kbProof" = [])),
+    responses(
+        (status = 200, description = "All users, by domain and name.", body = [UserInfo], content_type = "application/json")
+    )
+)]
 async fn list_users(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        Ok(json!(state.store.conn().await?.list_users().await?))
+        state.store.conn().await?.list_users().await
     })
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users",
+    operation_id = "createUser",
+    tag = "admin",
+    summary = "Create a user",
+    description = "`issuer.bad_request` also for a kind other than person/service and a password outside 8–1024 bytes. Audited as `user.create`.",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = UserInput, content_type = "application/json", example = json!({"user": "ayoung@stoughton", "kind": "person", "password": "correct horse battery"})),
+    responses(
+        (status = 200, description = "The new user (enabled).", body = UserInfo, content_type = "application/json")
+    )
+)]
 async fn create_user(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     action(&state, request, "user.create", |input: UserInput, change| {
         Box::pin(async move {
@@ -324,13 +449,35 @@ async fn create_user(State(state): State<Arc<IssuerState>>, request: Request) ->
                 .await?;
             Ok((
                 user.to_string(),
-                json!({"user": user, "kind": input.kind, "enabled": true, "has_password": hash.is_some()}),
+                UserInfo {
+                    user: user.clone(),
+                    kind: input.kind,
+                    enabled: true,
+                    has_password: hash.is_some(),
+                },
             ))
         })
     })
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user}/{action}",
+    operation_id = "setUserEnabled",
+    tag = "admin",
+    summary = "Enable or disable a user",
+    description = "Audited as `user.set_enabled`.",
+    params(
+        ("user" = String, Path, description = "`name@domain`", example = "ayoung@stoughton"),
+        ("action" = String, Path, description = "`enable` or `disable`; anything else: 404 `issuer.not_found`", example = "disable")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = Empty, content_type = "application/json", example = json!({})),
+    responses(
+        (status = 200, description = "The user's new state.", body = UserEnabled, content_type = "application/json")
+    )
+)]
 async fn toggle_user(
     State(state): State<Arc<IssuerState>>,
     Path((user, verb)): Path<(String, String)>,
@@ -341,36 +488,80 @@ async fn toggle_user(
             let user = UserName::parse(&user)?;
             let enabled = enabled_from(&verb)?;
             change.tx().await?.set_user_enabled(&user, enabled).await?;
-            Ok((user.to_string(), json!({"user": user, "enabled": enabled})))
+            Ok((
+                user.to_string(),
+                UserEnabled {
+                    user: user.clone(),
+                    enabled,
+                },
+            ))
         })
     })
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordInput {
     password: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/users/{user}/password",
+    operation_id = "setPassword",
+    tag = "admin",
+    summary = "Set a user's password (clears a lockout)",
+    description = "Audited as `user.set_password`.",
+    params(
+        ("user" = String, Path, description = "`name@domain`", example = "ayoung@stoughton")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = PasswordInput, content_type = "application/json", example = json!({"password": "another horse battery"})),
+    responses(
+        (status = 200, description = "Done.", body = PasswordSet, content_type = "application/json")
+    )
+)]
 async fn set_password(State(state): State<Arc<IssuerState>>, Path(user): Path<String>, request: Request) -> Response {
     action(&state, request, "user.set_password", |input: PasswordInput, change| {
         Box::pin(async move {
             let user = UserName::parse(&user)?;
             let hash = super::password::hash(zeroize::Zeroizing::new(input.password)).await?;
             change.tx().await?.set_password(&user, &hash).await?;
-            Ok((user.to_string(), json!({"user": user, "has_password": true})))
+            Ok((
+                user.to_string(),
+                PasswordSet {
+                    user: user.clone(),
+                    has_password: true,
+                },
+            ))
         })
     })
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyInput {
     key: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user}/keys",
+    operation_id = "addUserKey",
+    tag = "admin",
+    summary = "Register a public key for key login",
+    description = "Audited as `user.add_key`.",
+    params(
+        ("user" = String, Path, description = "`name@domain`", example = "nova-compute@stoughton")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = KeyInput, content_type = "application/json", example = json!({"key": "pAEBAycgBiFYINdamAGCsQq31Uv-08lkBzoO4XLz2qYjJa8CGmj3B1Ea"})),
+    responses(
+        (status = 200, description = "The key's thumbprint.", body = KeyAdded, content_type = "application/json")
+    )
+)]
 async fn add_key(State(state): State<Arc<IssuerState>>, Path(user): Path<String>, request: Request) -> Response {
     action(&state, request, "user.add_key", |input: KeyInput, change| {
         Box::pin(async move {
@@ -386,33 +577,68 @@ async fn add_key(State(state): State<Arc<IssuerState>>, Path(user): Path<String>
                 .await?
                 .add_user_key(&user, &thumbprint, &super::api::b64(&key.to_cose_key(None)), now)
                 .await?;
-            Ok((user.to_string(), json!({"user": user, "thumbprint": thumbprint})))
+            Ok((
+                user.to_string(),
+                KeyAdded {
+                    user: user.clone(),
+                    thumbprint,
+                },
+            ))
         })
     })
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/roles",
+    operation_id = "listRoles",
+    tag = "admin",
+    summary = "List roles",
+    security(("kbToken" = [], "kbProof" = [])),
+    responses(
+        (status = 200, description = "All role names, sorted.", body = [String], content_type = "application/json")
+    )
+)]
 async fn list_roles(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        Ok(json!(state.store.conn().await?.list_roles().await?))
+        state.store.conn().await?.list_roles().await
     })
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/roles",
+    operation_id = "createRole",
+    tag = "admin",
+    summary = "Create a role",
+    description = "Audited as `role.create`.",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = NameInput, content_type = "application/json", example = json!({"name": "member"})),
+    responses(
+        (status = 200, description = "The new role.", body = Role, content_type = "application/json")
+    )
+)]
 async fn create_role(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     action(&state, request, "role.create", |input: NameInput, change| {
         Box::pin(async move {
             let role = Name::parse("role", &input.name)?;
             let now = change.now;
             change.tx().await?.create_role(&role, now).await?;
-            Ok((role.to_string(), json!({"name": role.as_str()})))
+            Ok((
+                role.to_string(),
+                Role {
+                    name: role.as_str().to_owned(),
+                },
+            ))
         })
     })
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GrantInput {
     user: String,
@@ -442,14 +668,38 @@ impl ParsedGrant {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/grants",
+    operation_id = "listGrants",
+    tag = "admin",
+    summary = "List role assignments",
+    security(("kbToken" = [], "kbProof" = [])),
+    responses(
+        (status = 200, description = "All assignments, sorted.", body = [Grant], content_type = "application/json")
+    )
+)]
 async fn list_grants(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        Ok(json!(state.store.conn().await?.list_grants().await?))
+        state.store.conn().await?.list_grants().await
     })
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/grants",
+    operation_id = "grant",
+    tag = "admin",
+    summary = "Grant a role on a project to a user",
+    description = "Audited as `grant`.",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = GrantInput, content_type = "application/json", example = json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"})),
+    responses(
+        (status = 200, description = "The assignment.", body = Grant, content_type = "application/json")
+    )
+)]
 async fn grant(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     action(&state, request, "grant", |input: GrantInput, change| {
         Box::pin(async move {
@@ -458,13 +708,30 @@ async fn grant(State(state): State<Arc<IssuerState>>, request: Request) -> Respo
             change.tx().await?.grant(&g.user, &g.project, &g.role, now).await?;
             Ok((
                 g.target(),
-                json!({"user": g.user, "project": g.project, "role": g.role.as_str()}),
+                Grant {
+                    user: g.user,
+                    project: g.project,
+                    role: g.role.as_str().to_owned(),
+                },
             ))
         })
     })
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/grants",
+    operation_id = "revoke",
+    tag = "admin",
+    summary = "Revoke a role assignment",
+    description = "Takes effect at the next mint; tokens already minted live out their lifetime. Audited as `revoke`.",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = GrantInput, content_type = "application/json", example = json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"})),
+    responses(
+        (status = 200, description = "The assignment is gone.", body = Revoked, content_type = "application/json")
+    )
+)]
 async fn revoke(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     action(&state, request, "revoke", |input: GrantInput, change| {
         Box::pin(async move {
@@ -472,27 +739,56 @@ async fn revoke(State(state): State<Arc<IssuerState>>, request: Request) -> Resp
             change.tx().await?.revoke(&g.user, &g.project, &g.role).await?;
             Ok((
                 g.target(),
-                json!({"user": g.user, "project": g.project, "role": g.role.as_str(), "revoked": true}),
+                Revoked {
+                    user: g.user,
+                    project: g.project,
+                    role: g.role.as_str().to_owned(),
+                    revoked: true,
+                },
             ))
         })
     })
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ServiceInput {
     audience: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/services",
+    operation_id = "listServices",
+    tag = "admin",
+    summary = "List service audiences",
+    security(("kbToken" = [], "kbProof" = [])),
+    responses(
+        (status = 200, description = "All registered audiences, sorted. The admin audience follows the issuer id and is not listed, unless an administrator registered it (spec/issuer.md §10.1).", body = [String], content_type = "application/json")
+    )
+)]
 async fn list_services(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     read(&state, verified, || async {
-        Ok(json!(state.store.conn().await?.list_services().await?))
+        state.store.conn().await?.list_services().await
     })
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/services",
+    operation_id = "createService",
+    tag = "admin",
+    summary = "Register a service audience",
+    description = "`issuer.bad_request` for the issuer's own id. Audited as `service.create`.",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = ServiceInput, content_type = "application/json", example = json!({"audience": "https://nova.example"})),
+    responses(
+        (status = 200, description = "The registered audience.", body = Service, content_type = "application/json")
+    )
+)]
 async fn create_service(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let s = state.clone();
     action(&state, request, "service.create", |input: ServiceInput, change| {
@@ -506,12 +802,30 @@ async fn create_service(State(state): State<Arc<IssuerState>>, request: Request)
             }
             let now = change.now;
             change.tx().await?.create_service(&input.audience, now).await?;
-            Ok((input.audience.clone(), json!({"audience": input.audience})))
+            Ok((
+                input.audience.clone(),
+                Service {
+                    audience: input.audience,
+                },
+            ))
         })
     })
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/services",
+    operation_id = "deleteService",
+    tag = "admin",
+    summary = "Remove a service audience",
+    description = "`issuer.bad_request` for the admin audience. Audited as `service.delete`.",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = ServiceInput, content_type = "application/json", example = json!({"audience": "https://nova.example"})),
+    responses(
+        (status = 200, description = "The audience is gone.", body = ServiceDeleted, content_type = "application/json")
+    )
+)]
 async fn delete_service(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let s = state.clone();
     action(&state, request, "service.delete", |input: ServiceInput, change| {
@@ -523,13 +837,30 @@ async fn delete_service(State(state): State<Arc<IssuerState>>, request: Request)
             change.tx().await?.delete_service(&input.audience).await?;
             Ok((
                 input.audience.clone(),
-                json!({"audience": input.audience, "deleted": true}),
+                ServiceDeleted {
+                    audience: input.audience,
+                    deleted: true,
+                },
             ))
         })
     })
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    operation_id = "listAudit",
+    tag = "admin",
+    summary = "The newest audit-log entries, newest first",
+    params(
+        ("limit" = Option<i64>, Query, description = "how many entries; default 100; values outside 1–1000 are clamped; not an integer: 400 `issuer.bad_request`", example = 50)
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    responses(
+        (status = 200, description = "Audit entries.", body = [AuditEntry], content_type = "application/json")
+    )
+)]
 async fn list_audit(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
     let limit = request
@@ -543,7 +874,92 @@ async fn list_audit(State(state): State<Arc<IssuerState>>, request: Request) -> 
             Some(Ok(n)) => n.clamp(1, 1000),
             Some(Err(_)) => return err(Code::IssuerBadRequest, "limit must be a number"),
         };
-        Ok(json!(state.store.conn().await?.list_audit(limit).await?))
+        state.store.conn().await?.list_audit(limit).await
     })
     .await
+}
+
+/// A domain and whether it is enabled.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Domain {
+    name: String,
+    enabled: bool,
+}
+
+/// A project and whether it is enabled.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Project {
+    /// `project@domain`
+    #[schema(value_type = String)]
+    project: ProjectName,
+    enabled: bool,
+}
+
+/// A user's new enabled flag.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UserEnabled {
+    /// `name@domain`
+    #[schema(value_type = String)]
+    user: UserName,
+    enabled: bool,
+}
+
+/// A password was set.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasswordSet {
+    /// `name@domain`
+    #[schema(value_type = String)]
+    user: UserName,
+    has_password: bool,
+}
+
+/// A key was registered.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct KeyAdded {
+    /// `name@domain`
+    #[schema(value_type = String)]
+    user: UserName,
+    /// the key's thumbprint (spec/formats.md §5.3)
+    thumbprint: String,
+}
+
+/// A role name.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Role {
+    name: String,
+}
+
+/// A revoked grant.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Revoked {
+    /// `name@domain`
+    #[schema(value_type = String)]
+    user: UserName,
+    /// `project@domain`
+    #[schema(value_type = String)]
+    project: ProjectName,
+    role: String,
+    revoked: bool,
+}
+
+/// A registered audience.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Service {
+    audience: String,
+}
+
+/// A deleted audience.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ServiceDeleted {
+    audience: String,
+    deleted: bool,
 }

@@ -3,17 +3,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
 use super::IssuerState;
@@ -27,21 +27,20 @@ use crate::verify::VerifiedRequest;
 
 /// The routes without a token: public reads and login (whose proof the
 /// handler checks with the binding's own steps).
-pub(super) fn routes(state: Arc<IssuerState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(super::health::readyz))
-        .route("/metrics", get(metrics))
-        .route("/.well-known/keybound/keys", get(keys))
-        .route("/.well-known/keybound/issuer", get(metadata))
-        .route("/v1/login", post(login))
-        .with_state(state)
+pub(super) fn routes() -> OpenApiRouter<Arc<IssuerState>> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(keys))
+        .routes(routes!(metadata))
+        .routes(routes!(login))
 }
 
 /// The routes that take a session token; they sit behind the session layer
 /// (`super::router`).
-pub(super) fn session_routes(state: Arc<IssuerState>) -> Router {
-    Router::new().route("/v1/tokens", post(mint)).with_state(state)
+pub(super) fn session_routes() -> OpenApiRouter<Arc<IssuerState>> {
+    OpenApiRouter::new().routes(routes!(mint))
 }
 
 /// Turns a handler result into a response, counting failures.
@@ -139,8 +138,17 @@ fn data_error_field(message: &str) -> String {
     String::new()
 }
 
-pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
-    let mut response = (status, value.to_string()).into_response();
+pub(super) fn json_response(status: StatusCode, answer: &impl Serialize) -> Response {
+    let body = match serde_json::to_string(answer) {
+        Ok(body) => body,
+        Err(e) => {
+            return crate::http::error_response(
+                &Error::new(Code::IssuerConfig, format!("an answer does not serialise: {e}")),
+                None,
+            );
+        }
+    };
+    let mut response = (status, body).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -150,6 +158,47 @@ pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> Res
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "public",
+    summary = "Liveness",
+    description = "Answers while the process runs; does not touch the database. Also answers HEAD.",
+    responses(
+        (status = 200, description = "Alive: the body is `ok` and a line feed.", body = String, content_type = "text/plain; charset=utf-8")
+    )
+)]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "public",
+    summary = "Readiness",
+    description = "Ready when the database answers a trivial query.",
+    responses(
+        (status = 200, description = "Ready: the body is `ready` and a line feed.", body = String, content_type = "text/plain; charset=utf-8")
+    )
+)]
+async fn readyz(state: State<Arc<IssuerState>>) -> Response {
+    super::health::readyz(state).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "public",
+    summary = "Prometheus metrics",
+    description = "Text exposition format 0.0.4 (spec/issuer.md §9).",
+    responses(
+        (status = 200, description = "The metrics.", body = String, content_type = "text/plain; version=0.0.4")
+    )
+)]
 async fn metrics(State(state): State<Arc<IssuerState>>) -> Response {
     let mut body = state.metrics.render();
     body.push_str(&super::metrics::replay_gauges(state.replay.usage()));
@@ -161,6 +210,17 @@ async fn metrics(State(state): State<Arc<IssuerState>>) -> Response {
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/.well-known/keybound/keys",
+    operation_id = "keys",
+    tag = "public",
+    summary = "The issuer's key set",
+    description = "The COSE_KeySet with the next, the current and the previous keys (spec/issuer.md §7).",
+    responses(
+        (status = 200, description = "The key set. `Cache-Control: public, max-age=N` with N = rotation period / 4 clamped to 60…3600 (3600 for a fixed key).", body = Vec<u8>, content_type = "application/cbor")
+    )
+)]
 async fn keys(State(state): State<Arc<IssuerState>>) -> Response {
     match state.keys.published_cbor() {
         Ok(cbor) => {
@@ -176,23 +236,56 @@ async fn keys(State(state): State<Arc<IssuerState>>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/.well-known/keybound/issuer",
+    operation_id = "metadata",
+    tag = "public",
+    summary = "Issuer metadata",
+    responses(
+        (status = 200, description = "The metadata.", body = Metadata, content_type = "application/json")
+    )
+)]
 async fn metadata(State(state): State<Arc<IssuerState>>) -> Response {
     let base = state.config.issuer_id.trim_end_matches('/');
     json_response(
         StatusCode::OK,
-        json!({
-            "issuer": state.config.issuer_id,
-            "keys": format!("{base}/.well-known/keybound/keys"),
-            "login": format!("{base}/v1/login"),
-            "tokens": format!("{base}/v1/tokens"),
-            "admin_audience": state.config.admin_audience(),
-            "max_session_lifetime": state.config.max_session_lifetime,
-            "max_service_lifetime": state.config.service_lifetime,
-        }),
+        &Metadata {
+            issuer: state.config.issuer_id.clone(),
+            keys: format!("{base}/.well-known/keybound/keys"),
+            login: format!("{base}/v1/login"),
+            tokens: format!("{base}/v1/tokens"),
+            admin_audience: state.config.admin_audience(),
+            max_session_lifetime: state.config.max_session_lifetime,
+            max_service_lifetime: state.config.service_lifetime,
+        },
     )
 }
 
-#[derive(Deserialize)]
+/// The issuer's metadata (spec/issuer.md §4).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    /// the issuer id (iss of every token, base of every proof's htu)
+    issuer: String,
+    /// URL of the key set
+    keys: String,
+    /// URL of the login endpoint
+    login: String,
+    /// URL of the token endpoint
+    tokens: String,
+    /// audience of admin tokens: `{issuer}/admin`
+    admin_audience: String,
+    /// seconds
+    #[schema(minimum = 1)]
+    max_session_lifetime: u64,
+    /// seconds
+    #[schema(minimum = 1)]
+    max_service_lifetime: u64,
+}
+
+/// spec/issuer.md §5.1
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     user: String,
@@ -202,6 +295,19 @@ struct LoginRequest {
     lifetime: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/login",
+    operation_id = "login",
+    tag = "public",
+    summary = "Log in: a session token bound to the caller's key",
+    description = "Password login (`password` present) or registered-key login (`password` absent). The `KB-Proof` is made with the private half of `key`, for this request, with the empty byte string as the token (tkh = SHA-256(\"\")[0..4]) and htu = issuer id + `/v1/login` (spec/issuer.md §5).",
+    security(("kbProof" = [])),
+    request_body(content = LoginRequest, content_type = "application/json", example = json!({"user": "ayoung@stoughton", "password": "correct horse battery", "key": "pAEBAycgBiFYINdamAGCsQq31Uv-08lkBzoO4XLz2qYjJa8CGmj3B1Ea", "lifetime": 3600})),
+    responses(
+        (status = 200, description = "A session token.", body = LoginResponse, content_type = "application/json")
+    )
+)]
 async fn login(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let started = Instant::now();
     let result = do_login(&state, request).await;
@@ -344,16 +450,31 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
     state.metrics.login(true);
     Ok(json_response(
         StatusCode::OK,
-        json!({
-            "session_token": token.to_base64url(),
-            "expires_at": now as u64 + lifetime,
-            "subject": who,
-            "key_thumbprint": key.thumbprint().to_string(),
-        }),
+        &LoginResponse {
+            session_token: token.to_base64url(),
+            expires_at: now as u64 + lifetime,
+            subject: who,
+            key_thumbprint: key.thumbprint().to_string(),
+        },
     ))
 }
 
-#[derive(Deserialize)]
+/// The answer to a login.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LoginResponse {
+    /// the session token, base64url without padding
+    session_token: String,
+    /// Unix seconds: the token's exp
+    expires_at: u64,
+    /// `name@domain` of the user
+    subject: String,
+    /// the bound key's thumbprint (spec/formats.md §5.3): base64url of its 32 bytes, 43 characters
+    key_thumbprint: String,
+}
+
+/// spec/issuer.md §5.2
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MintRequest {
     audience: String,
@@ -363,6 +484,19 @@ struct MintRequest {
     lifetime: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    operation_id = "mint",
+    tag = "public",
+    summary = "Mint a service token for one audience",
+    description = "Needs the session token (`Authorization: KB`) and a proof made with the session's key, htu = issuer id + `/v1/tokens`. Every mint re-checks the user, the project and the role assignments (spec/issuer.md §6).",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = MintRequest, content_type = "application/json", example = json!({"audience": "https://nova.example", "project": "turing", "domain": "stoughton", "roles": ["reader"], "lifetime": 120})),
+    responses(
+        (status = 200, description = "A service token.", body = MintResponse, content_type = "application/json")
+    )
+)]
 async fn mint(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let started = Instant::now();
     let result = do_mint(&state, request).await;
@@ -486,15 +620,35 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
     state.metrics.minted();
     Ok(json_response(
         StatusCode::OK,
-        json!({
-            "token": token.to_base64url(),
-            "expires_at": now + lifetime,
-            "audience": request.audience,
-            "project": project.as_ref().map(|p| p.name.as_str()),
-            "domain": project.as_ref().map(|p| p.domain.as_str()),
-            "roles": roles,
-        }),
+        &MintResponse {
+            token: token.to_base64url(),
+            expires_at: now + lifetime,
+            audience: request.audience,
+            project: project.as_ref().map(|p| p.name.as_str().to_owned()),
+            domain: project.as_ref().map(|p| p.domain.as_str().to_owned()),
+            roles,
+        },
     ))
+}
+
+/// The answer to a token request.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MintResponse {
+    /// the service token, base64url without padding
+    token: String,
+    /// Unix seconds: the token's exp
+    expires_at: u64,
+    /// the audience, as requested
+    audience: String,
+    /// project name, null for an unscoped token
+    #[schema(required = true)]
+    project: Option<String>,
+    /// the project's domain, null for an unscoped token
+    #[schema(required = true)]
+    domain: Option<String>,
+    /// roles in the token, sorted, distinct; empty for an unscoped token
+    roles: Vec<String>,
 }
 
 /// base64url of raw bytes (used by the admin API for keys).

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod loopback;
 mod metrics;
 pub mod names;
+pub mod openapi;
 pub mod password;
 pub mod store;
 
@@ -30,6 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 use zeroize::Zeroizing;
 
 pub use keys::IssuerKeys;
@@ -520,9 +522,12 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
     // tokens for minting, admin tokens for the admin API. route_layer: only
     // these routes are verified, so an unknown path is a plain 404 rather
     // than a demand for a token.
-    Ok(api::routes(state.clone())
-        .merge(api::session_routes(state.clone()).route_layer(session_layer))
-        .merge(admin::routes(state).route_layer(admin_layer)))
+    let (router, _) = OpenApiRouter::new()
+        .merge(api::routes())
+        .merge(api::session_routes().route_layer(session_layer))
+        .merge(admin::routes().route_layer(admin_layer))
+        .split_for_parts();
+    Ok(router.with_state(state))
 }
 
 /// The verifying layer of the issuer's own routes: proofs name the issuer id

@@ -7,7 +7,8 @@ use super::{Conn, get_i64, get_str, unavailable};
 use crate::error::Result;
 
 /// One row of the audit log.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AuditEntry {
     /// Sequence number.
     pub id: i64,

@@ -10,11 +10,14 @@ use crate::error::Result;
 use crate::issuer::names::{Name, ProjectName, UserName};
 
 /// A role assignment.
-#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Grant {
     /// `name@domain`.
+    #[schema(value_type = String)]
     pub user: UserName,
     /// `project@domain`.
+    #[schema(value_type = String)]
     pub project: ProjectName,
     /// Role name.
     pub role: String,

@@ -21,9 +21,12 @@ pub mod bootstrap_names {
 }
 
 /// A user as listed by the admin API.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = User)]
 pub struct UserInfo {
     /// `name@domain`.
+    #[schema(value_type = String)]
     pub user: UserName,
     /// `person` or `service`.
     pub kind: String,

@@ -1,0 +1,1443 @@
+//! The issuer's OpenAPI document, generated from the routes themselves
+//! (`#[utoipa::path]` on each handler, collected by the routers of `api` and
+//! `admin`), plus the refusals each operation documents. `spec/openapi.json`
+//! is this document; `tests/openapi_contract.rs` fails when they differ.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+
+use super::{IssuerState, admin, api};
+
+/// The routes of the issuer, without the layers that `super::router` adds.
+fn routes() -> OpenApiRouter<Arc<IssuerState>> {
+    OpenApiRouter::with_openapi(Document::openapi())
+        .merge(api::routes())
+        .merge(api::session_routes())
+        .merge(admin::routes())
+}
+
+/// The issuer's OpenAPI 3.1 document, as committed in `spec/openapi.json`.
+pub fn document() -> serde_json::Result<String> {
+    let mut document = serde_json::to_value(routes().into_openapi())?;
+    complete(&mut document);
+    let mut text = serde_json::to_string_pretty(&document)?;
+    text.push('\n');
+    Ok(text)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "keybound issuer API",
+        version = "1",
+        description = "Normative text: spec/issuer.md. Every error answer is RFC 9457 problem details whose `code` (spec/errors.md) is the contract; `x-keybound-codes` lists the codes each error response can carry (`prefix.*` stands for every code of that layer). Every GET route also answers HEAD. A method a path does not serve is answered 405 with an `Allow` field and no body (on admin paths only after the admin token and proof are verified); a path the issuer does not serve is answered 404 with no body, without verification.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
+    ),
+    servers((url = "{issuer_id}", description = "the issuer id: the public base URL, without trailing slash",
+        variables(("issuer_id" = (default = "http://127.0.0.1:8080", description = "the issuer id"))))),
+    tags(
+        (name = "public", description = "unauthenticated or authenticated by login/session proofs"),
+        (name = "admin", description = "admin API: admin token for `{issuer_id}/admin`, scoped to admin@default, role admin, plus a proof"),
+    ),
+    components(schemas(Problem)),
+)]
+struct Document;
+
+/// RFC 9457 problem details (spec/http.md §5.2)
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // only its schema is used: problems are written by `crate::http`
+struct Problem {
+    /// `urn:keybound:error:` followed by the code
+    r#type: String,
+    /// fixed title of the code (spec/errors.md)
+    title: String,
+    /// the HTTP status
+    #[schema(minimum = 400, maximum = 599)]
+    status: u16,
+    /// the stable error code (spec/errors.md)
+    code: String,
+    /// human-readable explanation; fixed text for 5xx and for policy.denied
+    detail: String,
+}
+
+/// Every `action` of the audit log (the names `admin::action` and login write).
+const AUDITED_ACTIONS: &[&str] = &[
+    "bootstrap",
+    "login",
+    "domain.create",
+    "domain.set_enabled",
+    "project.create",
+    "project.set_enabled",
+    "user.create",
+    "user.set_enabled",
+    "user.set_password",
+    "user.add_key",
+    "role.create",
+    "grant",
+    "revoke",
+    "service.create",
+    "service.delete",
+];
+
+/// The refusals of each operation: (operation id, status, description, the
+/// problem codes it can carry; `prefix.*` stands for every code of a layer).
+const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
+    (
+        "readyz",
+        503,
+        "The database cannot be reached.",
+        &["issuer.unavailable"],
+    ),
+    (
+        "keys",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "login",
+        400,
+        "The request is malformed (I1), the body could not be read (H2), or the key to bind is unusable (I2).",
+        &[
+            "issuer.bad_request",
+            "issuer.invalid_name",
+            "issuer.invalid_key",
+            "issuer.lifetime_exceeded",
+            "http.body_unreadable",
+        ],
+    ),
+    (
+        "login",
+        401,
+        "No valid proof of possession (P1–P13), or unknown user, wrong password, unregistered key (I2).",
+        &[
+            "proof.*",
+            "cbor.*",
+            "cose.*",
+            "replay.detected",
+            "replay.store_restarted",
+            "issuer.invalid_credentials",
+        ],
+    ),
+    (
+        "login",
+        403,
+        "The user or its domain is disabled (I3).",
+        &["issuer.disabled"],
+    ),
+    (
+        "login",
+        413,
+        "The body is larger than max_body (default 65536 bytes).",
+        &["http.body_too_large"],
+    ),
+    (
+        "login",
+        429,
+        "Too many failed logins: the user is locked (I2).",
+        &["issuer.locked"],
+    ),
+    (
+        "login",
+        431,
+        "`KB-Proof` is longer than 8192 bytes.",
+        &["http.header_too_large"],
+    ),
+    (
+        "login",
+        503,
+        "The database or the replay store cannot answer; nothing was issued.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "login",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "mint",
+        400,
+        "The request is malformed (I1), the body could not be read (H2), or names an unknown audience or project (I4).",
+        &[
+            "issuer.bad_request",
+            "issuer.invalid_name",
+            "issuer.lifetime_exceeded",
+            "issuer.unknown_audience",
+            "issuer.unknown_project",
+            "http.body_unreadable",
+        ],
+    ),
+    (
+        "mint",
+        401,
+        "No valid session token and proof (H1, T1–T12, P1–P13), or the session's user no longer exists (I2).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+            "issuer.invalid_credentials",
+        ],
+    ),
+    (
+        "mint",
+        403,
+        "The user, project or a domain is disabled (I3); a role is not held (I4); an admin token not scoped to admin@default (I5).",
+        &["issuer.disabled", "issuer.role_not_held", "issuer.forbidden"],
+    ),
+    (
+        "mint",
+        413,
+        "The body is larger than max_body (default 65536 bytes).",
+        &["http.body_too_large"],
+    ),
+    (
+        "mint",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes.",
+        &["http.header_too_large"],
+    ),
+    (
+        "mint",
+        503,
+        "The database or the replay store cannot answer; nothing was issued.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "mint",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "listDomains",
+        400,
+        "The body could not be read (H2).",
+        &["http.body_unreadable"],
+    ),
+    (
+        "listDomains",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "listDomains",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "listDomains",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "listDomains",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "listDomains",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "listDomains",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "createDomain",
+        400,
+        "The request is malformed (I1, H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
+    ),
+    (
+        "createDomain",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "createDomain",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    ("createDomain", 409, "The domain exists.", &["issuer.conflict"]),
+    (
+        "createDomain",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "createDomain",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "createDomain",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "createDomain",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "setDomainEnabled",
+        400,
+        "The request is malformed (I1, H1, H2).",
+        &[
+            "issuer.bad_request",
+            "issuer.invalid_name",
+            "http.body_unreadable",
+            "http.path_not_normalized",
+        ],
+    ),
+    (
+        "setDomainEnabled",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "setDomainEnabled",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "setDomainEnabled",
+        404,
+        "No such domain, or an action other than enable/disable.",
+        &["issuer.not_found"],
+    ),
+    (
+        "setDomainEnabled",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "setDomainEnabled",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "setDomainEnabled",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "setDomainEnabled",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "listProjects",
+        400,
+        "The body could not be read (H2).",
+        &["http.body_unreadable"],
+    ),
+    (
+        "listProjects",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "listProjects",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "listProjects",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "listProjects",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "listProjects",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "listProjects",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "createProject",
+        400,
+        "The request is malformed (I1, H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
+    ),
+    (
+        "createProject",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "createProject",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "createProject",
+        404,
+        "The domain does not exist.",
+        &["issuer.not_found"],
+    ),
+    ("createProject", 409, "The project exists.", &["issuer.conflict"]),
+    (
+        "createProject",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "createProject",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "createProject",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "createProject",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "setProjectEnabled",
+        400,
+        "The request is malformed (I1, H1, H2).",
+        &[
+            "issuer.bad_request",
+            "issuer.invalid_name",
+            "http.body_unreadable",
+            "http.path_not_normalized",
+        ],
+    ),
+    (
+        "setProjectEnabled",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "setProjectEnabled",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "setProjectEnabled",
+        404,
+        "No such project, or an action other than enable/disable.",
+        &["issuer.not_found"],
+    ),
+    (
+        "setProjectEnabled",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "setProjectEnabled",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "setProjectEnabled",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "setProjectEnabled",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "listUsers",
+        400,
+        "The body could not be read (H2).",
+        &["http.body_unreadable"],
+    ),
+    (
+        "listUsers",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "listUsers",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "listUsers",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "listUsers",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "listUsers",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "listUsers",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "createUser",
+        400,
+        "The request is malformed (I1, H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
+    ),
+    (
+        "createUser",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "createUser",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    ("createUser", 404, "The domain does not exist.", &["issuer.not_found"]),
+    ("createUser", 409, "The user exists.", &["issuer.conflict"]),
+    (
+        "createUser",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "createUser",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "createUser",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "createUser",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "setPassword",
+        400,
+        "The request is malformed (I1, H1, H2).",
+        &[
+            "issuer.bad_request",
+            "issuer.invalid_name",
+            "http.body_unreadable",
+            "http.path_not_normalized",
+        ],
+    ),
+    (
+        "setPassword",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "setPassword",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    ("setPassword", 404, "No such user.", &["issuer.not_found"]),
+    (
+        "setPassword",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "setPassword",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "setPassword",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "setPassword",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "addUserKey",
+        400,
+        "The request is malformed (I1, H1, H2).",
+        &[
+            "issuer.bad_request",
+            "issuer.invalid_name",
+            "issuer.invalid_key",
+            "http.body_unreadable",
+            "http.path_not_normalized",
+        ],
+    ),
+    (
+        "addUserKey",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "addUserKey",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    ("addUserKey", 404, "No such user.", &["issuer.not_found"]),
+    (
+        "addUserKey",
+        409,
+        "The key is already registered for the user.",
+        &["issuer.conflict"],
+    ),
+    (
+        "addUserKey",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "addUserKey",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "addUserKey",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "addUserKey",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "setUserEnabled",
+        400,
+        "The request is malformed (I1, H1, H2).",
+        &[
+            "issuer.bad_request",
+            "issuer.invalid_name",
+            "http.body_unreadable",
+            "http.path_not_normalized",
+        ],
+    ),
+    (
+        "setUserEnabled",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "setUserEnabled",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "setUserEnabled",
+        404,
+        "No such user, or an action other than enable/disable.",
+        &["issuer.not_found"],
+    ),
+    (
+        "setUserEnabled",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "setUserEnabled",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "setUserEnabled",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "setUserEnabled",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "listRoles",
+        400,
+        "The body could not be read (H2).",
+        &["http.body_unreadable"],
+    ),
+    (
+        "listRoles",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "listRoles",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "listRoles",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "listRoles",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "listRoles",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "listRoles",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "createRole",
+        400,
+        "The request is malformed (I1, H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
+    ),
+    (
+        "createRole",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "createRole",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    ("createRole", 409, "The role exists.", &["issuer.conflict"]),
+    (
+        "createRole",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "createRole",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "createRole",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "createRole",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "listGrants",
+        400,
+        "The body could not be read (H2).",
+        &["http.body_unreadable"],
+    ),
+    (
+        "listGrants",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "listGrants",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "listGrants",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "listGrants",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "listGrants",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "listGrants",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "grant",
+        400,
+        "The request is malformed (I1, H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
+    ),
+    (
+        "grant",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "grant",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "grant",
+        404,
+        "The user, the project or the role does not exist.",
+        &["issuer.not_found"],
+    ),
+    ("grant", 409, "The assignment exists.", &["issuer.conflict"]),
+    (
+        "grant",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "grant",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "grant",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "grant",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "revoke",
+        400,
+        "The request is malformed (I1, H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
+    ),
+    (
+        "revoke",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "revoke",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    ("revoke", 404, "No such assignment.", &["issuer.not_found"]),
+    (
+        "revoke",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "revoke",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "revoke",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "revoke",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "listServices",
+        400,
+        "The body could not be read (H2).",
+        &["http.body_unreadable"],
+    ),
+    (
+        "listServices",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "listServices",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "listServices",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "listServices",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "listServices",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "listServices",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "createService",
+        400,
+        "The request is malformed (I1, H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
+    ),
+    (
+        "createService",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "createService",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "createService",
+        409,
+        "The audience is registered.",
+        &["issuer.conflict"],
+    ),
+    (
+        "createService",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "createService",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "createService",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "createService",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "deleteService",
+        400,
+        "The request is malformed (I1, H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
+    ),
+    (
+        "deleteService",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "deleteService",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    ("deleteService", 404, "No such audience.", &["issuer.not_found"]),
+    (
+        "deleteService",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "deleteService",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "deleteService",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "deleteService",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+    (
+        "listAudit",
+        400,
+        "The request is malformed (I1, H2).",
+        &["issuer.bad_request", "http.body_unreadable"],
+    ),
+    (
+        "listAudit",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        &[
+            "http.token_missing",
+            "http.token_multiple",
+            "http.token_malformed",
+            "http.scheme",
+            "cbor.*",
+            "cose.*",
+            "cwt.*",
+            "proof.*",
+            "replay.detected",
+            "replay.store_restarted",
+        ],
+    ),
+    (
+        "listAudit",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        &["policy.denied", "issuer.forbidden"],
+    ),
+    (
+        "listAudit",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "listAudit",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "listAudit",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+    ),
+    (
+        "listAudit",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        &["issuer.config", "issue.invalid", "keyset.invalid"],
+    ),
+];
+
+/// What the annotations cannot say: the `KB` scheme, the shared headers,
+/// the refusals with their codes, the CBOR key set and the enabled/disabled
+/// path parameters.
+fn complete(document: &mut Value) {
+    let components = &mut document["components"];
+    components["securitySchemes"] = json!({
+        "kbToken": {
+            "type": "http",
+            "scheme": "KB",
+            "description": "`Authorization: KB <base64url(token)>` (spec/http.md §3.1). At /v1/tokens a session token; at /v1/admin/… a service token for the admin audience. Never a bearer token: always together with kbProof."
+        },
+        "kbProof": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "KB-Proof",
+            "description": "A fresh proof (spec/formats.md §4) for exactly this request: htm = method, htu = issuer id + path and query, bdh over the exact body bytes, tkh over the token (the empty byte string at /v1/login). One use only (replay store)."
+        }
+    });
+    components["headers"] = json!({
+        "NoStore": {"description": "`no-store`", "schema": {"type": "string", "enum": ["no-store"]}},
+        "WWWAuthenticate": {"description": "`KB error=\"<code>\"` (spec/http.md §5.1)", "schema": {"type": "string"}},
+        "RetryAfter": {"description": "seconds", "schema": {"type": "string", "enum": ["1"]}}
+    });
+    components["schemas"]["KeySet"] = json!({
+        "description": "COSE_KeySet (spec/formats.md §6), deterministic CBOR; CDDL rule `COSE_KeySet` of spec/keybound.cddl",
+        "contentMediaType": "application/cbor",
+        "x-cddl-rule": "COSE_KeySet"
+    });
+    // Closed sets of strings that the Rust types keep as `String`.
+    let schemas = &mut components["schemas"];
+    schemas["AuditEntry"]["properties"]["action"]["enum"] = json!(AUDITED_ACTIONS);
+    schemas["User"]["properties"]["kind"]["enum"] = json!(["person", "service"]);
+    schemas["UserInput"]["properties"]["kind"]["enum"] = json!(["person", "service"]);
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for operation in item.values_mut() {
+            let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
+            let public_read = operation.get("security").is_none();
+            if public_read {
+                operation["security"] = json!([]);
+            }
+            let parameters = operation.get_mut("parameters").and_then(Value::as_array_mut);
+            for parameter in parameters.into_iter().flatten() {
+                if parameter["name"] == "action" {
+                    parameter["schema"]["enum"] = json!(["enable", "disable"]);
+                }
+            }
+            if operation.get("requestBody").is_some() {
+                operation["requestBody"]["required"] = json!(true);
+            }
+            let responses = &mut operation["responses"];
+            if let Some(ok) = responses.get_mut("200") {
+                if id == "keys" {
+                    ok["content"]["application/cbor"]["schema"] = json!({"$ref": "#/components/schemas/KeySet"});
+                    ok["headers"] =
+                        json!({"Cache-Control": {"description": "`public, max-age=N`", "schema": {"type": "string"}}});
+                } else if ok["content"].get("application/json").is_some() {
+                    ok["headers"] = json!({"Cache-Control": {"$ref": "#/components/headers/NoStore"}});
+                }
+            }
+            for (_, status, description, codes) in REFUSALS.iter().filter(|r| r.0 == id) {
+                let mut headers = json!({"Cache-Control": {"$ref": "#/components/headers/NoStore"}});
+                if matches!(status, 401 | 403) {
+                    headers["WWW-Authenticate"] = json!({"$ref": "#/components/headers/WWWAuthenticate"});
+                }
+                if *status == 503 {
+                    headers["Retry-After"] = json!({"$ref": "#/components/headers/RetryAfter"});
+                }
+                responses[status.to_string()] = json!({
+                    "description": description,
+                    "x-keybound-codes": codes,
+                    "headers": headers,
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                });
+            }
+        }
+    }
+}
