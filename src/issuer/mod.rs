@@ -410,7 +410,8 @@ impl IssuerState {
                              records {recorded}: every replica of one issuer must use the same root secret. Copy \
                              root.key (32 raw bytes, mode 0600) from a replica that runs to {}, or set \
                              KEYBOUND_ROOT_SECRET to its hex (xxd -p -c 64 root.key); to replace the secret on \
-                             purpose, use `keybound admin rotate`",
+                             purpose, stop every replica, delete the row of the root_secret table and start them \
+                             with the new secret (every session ends: users log in again)",
                             config.root_secret_path().display()
                         ),
                     );
