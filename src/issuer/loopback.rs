@@ -48,11 +48,13 @@ impl LoopbackIssuer {
         super::bootstrap(&config, admin_password).await?;
         let state = IssuerState::open(config, clock).await?;
         let app = super::router(state.clone())?;
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("loopback issuer stopped: {e}");
-            }
-        });
+        // The same listener limits as `keybound serve` (header timeout, connection cap).
+        let server = tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            crate::http::ServeConfig::default(),
+            std::future::pending(),
+        ));
         Ok(LoopbackIssuer {
             url,
             addr,
