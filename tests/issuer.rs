@@ -98,6 +98,9 @@ async fn start(
 ) -> Issuer {
     let (server, dir) = common::start_issuer(ADMIN_PASSWORD, clock, |config| {
         config.database_url = database_url;
+        // Many logins from one address; the login rate limit has its own tests.
+        config.login_rate_per_minute = 1_000_000;
+        config.login_burst = 100_000;
         tweak(config);
     })
     .await;
@@ -650,6 +653,103 @@ async fn raw_login(
     let status = response.status().as_u16();
     let problem: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
     (status, problem["code"].as_str().map(str::to_owned), proof)
+}
+
+/// A login from 127.0.0.1 naming `forwarded_for` in `X-Forwarded-For`:
+/// status, problem code and `Retry-After`. A real proof-carrying password
+/// login of the admin, so that a request the limit lets through succeeds.
+async fn login_from(
+    issuer: &Issuer,
+    forwarded_for: Option<&str>,
+    body: Option<&[u8]>,
+) -> (u16, Option<String>, Option<u64>) {
+    let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let public = b64url_encode(&key.public_key().to_cose_key(None));
+    let login =
+        serde_json::to_vec(&json!({"user": "admin@default", "password": ADMIN_PASSWORD, "key": public})).unwrap();
+    let body = body.map_or(login, <[u8]>::to_vec);
+    let url = format!("{}/v1/login", issuer.url);
+    let proof = ProofBuilder::new("POST", &url, b"", &body, SystemClock.now())
+        .unwrap()
+        .sign(&key)
+        .unwrap()
+        .to_base64url();
+    let mut request = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("kb-proof", proof)
+        .body(body);
+    if let Some(addr) = forwarded_for {
+        request = request.header("x-forwarded-for", addr);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().expect("Retry-After is whole seconds"));
+    let problem: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+    (status, problem["code"].as_str().map(str::to_owned), retry_after)
+}
+
+#[tokio::test]
+async fn logins_are_rate_limited_per_source_before_any_other_check() {
+    let issuer = start("sqlite", None, Arc::new(SystemClock), |c| {
+        c.login_rate_per_minute = 2;
+        c.login_burst = 3;
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let first = Some("198.51.100.1");
+    for _ in 0..3 {
+        assert_eq!(login_from(&issuer, first, None).await, (200, None, None));
+    }
+    let (status, code, retry_after) = login_from(&issuer, first, None).await;
+    assert_eq!((status, code.as_deref()), (429, Some("issuer.login_rate_limited")));
+    // One login every 30 s: the next is allowed in at most 30 s.
+    let retry_after = retry_after.expect("a Retry-After header");
+    assert!((1..=30).contains(&retry_after), "Retry-After {retry_after}");
+    // Refused before the body is even parsed, let alone a password hashed.
+    let (status, code, _) = login_from(&issuer, first, Some(b"not json")).await;
+    assert_eq!((status, code.as_deref()), (429, Some("issuer.login_rate_limited")));
+    // The proxy appends the address it saw: a client cannot pick its own.
+    let spoofed = Some("203.0.113.9, 198.51.100.1");
+    assert_eq!(login_from(&issuer, spoofed, None).await.0, 429);
+
+    // Another source, and the proxy itself, keep their own budgets.
+    assert_eq!(login_from(&issuer, Some("198.51.100.2"), None).await, (200, None, None));
+    assert_eq!(login_from(&issuer, Some("2001:db8::1"), None).await, (200, None, None));
+    let (status, code, _) = login_from(&issuer, first, Some(b"not json")).await;
+    assert_eq!((status, code.as_deref()), (429, Some("issuer.login_rate_limited")));
+    let (status, code, _) = login_from(&issuer, None, Some(b"not json")).await;
+    assert_eq!((status, code.as_deref()), (400, Some("issuer.bad_request")));
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_cannot_choose_its_source_with_x_forwarded_for() {
+    // No trusted proxies (the default): 127.0.0.1 is the source, whatever it forwards.
+    let issuer = start("sqlite", None, Arc::new(SystemClock), |c| {
+        c.login_rate_per_minute = 1;
+        c.login_burst = 2;
+    })
+    .await;
+    assert_eq!(login_from(&issuer, Some("198.51.100.1"), None).await.0, 200);
+    assert_eq!(login_from(&issuer, Some("198.51.100.2"), None).await.0, 200);
+    let (status, code, retry_after) = login_from(&issuer, Some("198.51.100.3"), None).await;
+    assert_eq!((status, code.as_deref()), (429, Some("issuer.login_rate_limited")));
+    assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)));
+}
+
+#[tokio::test]
+async fn login_rate_settings_out_of_range_are_refused() {
+    for (rate, burst) in [(0, 10), (60, 0), (1_000_001, 10), (60, 100_001)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = IssuerConfig::new(dir.path());
+        config.login_rate_per_minute = rate;
+        config.login_burst = burst;
+        let e = IssuerState::open(config, Arc::new(SystemClock)).await.unwrap_err();
+        assert_eq!(e.code(), Code::IssuerConfig, "{rate}/{burst}");
+    }
 }
 
 #[tokio::test]

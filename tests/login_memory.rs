@@ -74,6 +74,9 @@ fn a_login_flood_keeps_the_issuer_within_its_hashing_memory() {
         String::from_utf8_lossy(&bootstrap.stderr)
     );
 
+    // The flood comes from one address: above the per-source login limit.
+    let config = tmp.path().join("issuer.toml");
+    std::fs::write(&config, "login_rate_per_minute = 1000000\nlogin_burst = 100000\n").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -87,6 +90,8 @@ fn a_login_flood_keeps_the_issuer_within_its_hashing_memory() {
                 data.to_str().unwrap(),
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--config",
+                config.to_str().unwrap(),
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

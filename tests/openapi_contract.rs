@@ -75,7 +75,13 @@ struct Issuer {
 }
 
 async fn start(tweak: impl FnOnce(&mut IssuerConfig)) -> Issuer {
-    let (server, dir) = common::start_issuer(ADMIN_PASSWORD, Arc::new(SystemClock), tweak).await;
+    let (server, dir) = common::start_issuer(ADMIN_PASSWORD, Arc::new(SystemClock), |config| {
+        // Many logins from one address; the login rate limit has its own tests.
+        config.login_rate_per_minute = 1_000_000;
+        config.login_burst = 100_000;
+        tweak(config);
+    })
+    .await;
     Issuer {
         url: server.url().to_owned(),
         addr: server.addr(),
@@ -2097,6 +2103,8 @@ async fn admin_proofs_are_replay_checked_across_replicas() {
         let mut config = IssuerConfig::new(dir.path().join(format!("replica{i}")));
         config.listen = addr;
         config.issuer_id = issuer_id.clone();
+        config.login_rate_per_minute = 1_000_000;
+        config.login_burst = 100_000;
         config.database_url = Some(database.clone());
         config.root_secret = Some(zeroize::Zeroizing::new(root.clone()));
         config.replay_redis_url = Some(redis.url());
@@ -2105,7 +2113,14 @@ async fn admin_proofs_are_replay_checked_across_replicas() {
         }
         let state = IssuerState::open(config, Arc::new(SystemClock)).await.unwrap();
         let app = keybound::issuer::router(state).unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap()
+        });
         replicas.push(format!("http://{addr}"));
     }
     // The login proofs of both replicas share the Redis store: a replay is refused.

@@ -28,7 +28,7 @@ lives in the data directory (SQLite database, root secret for key derivation) or
 (--database-url postgres://…, for several replicas sharing one root secret). Settings come from flags, \
 then KEYBOUND_* environment variables, then a TOML --config file (keys: issuer_id, listen, data_dir, \
 database_url, database_max_connections, database_acquire_timeout, algorithm, rotation_period, root_secret_file, session_lifetime, max_session_lifetime, service_lifetime, \
-leeway, max_body, login_max_failures, login_lockout, audit_retention, replay_redis_url, denial_log, header_read_timeout, \
+leeway, max_body, login_max_failures, login_lockout, audit_retention, login_rate_per_minute, login_burst, trusted_proxies, replay_redis_url, denial_log, header_read_timeout, \
 max_connections), then defaults. Connections get --header-read-timeout seconds (default 10) to send a \
 request head, also between keep-alive requests; at most --max-connections (default 1024, lowered to the \
 open-file limit) are open, the idlest closed first when full. Before first use, create the admin with \
@@ -109,6 +109,9 @@ struct FileConfig {
     login_max_failures: Option<u64>,
     login_lockout: Option<u64>,
     audit_retention: Option<u64>,
+    login_rate_per_minute: Option<u32>,
+    login_burst: Option<u32>,
+    trusted_proxies: Option<Vec<String>>,
     replay_redis_url: Option<String>,
     denial_log: Option<PathBuf>,
     header_read_timeout: Option<u64>,
@@ -184,6 +187,22 @@ impl IssuerArgs {
         // Ranges are checked with the rest of the configuration (IssuerConfig::check).
         if let Some(max_body) = file.max_body {
             config.max_body = usize::try_from(max_body).unwrap_or(usize::MAX);
+        }
+        for (value, field) in [
+            (file.login_rate_per_minute, &mut config.login_rate_per_minute),
+            (file.login_burst, &mut config.login_burst),
+        ] {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        for proxy in file.trusted_proxies.iter().flatten() {
+            let net = crate::issuer::parse_trusted_proxy(proxy).ok_or_else(|| {
+                config_error(format!(
+                    "trusted_proxies: {proxy:?} is not an IP address or CIDR network"
+                ))
+            })?;
+            config.trusted_proxies.push(net);
         }
         if let Some(failures) = file.login_max_failures {
             config.login_max_failures = i64::try_from(failures).unwrap_or(i64::MAX);

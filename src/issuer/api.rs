@@ -1,10 +1,11 @@
 //! Login, minting, key publication, health and metrics.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
@@ -310,6 +311,30 @@ struct LoginRequest {
 )]
 async fn login(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let started = Instant::now();
+    // The per-source budget comes before any other work (§5.5).
+    let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
+        tracing::error!("the issuer is served without connect info; logins are refused");
+        return respond(
+            &state,
+            "login",
+            started,
+            err(Code::ConfigInvalid, "server misconfiguration: served without connect info"),
+        );
+    };
+    let source = state.login_limit.source(peer, request.headers());
+    if let Err(wait) = state.login_limit.check(source) {
+        let refused = Error::new(
+            Code::IssuerLoginRateLimited,
+            format!("too many logins from {source}; try again later"),
+        );
+        let mut response = respond(&state, "login", started, Err(refused));
+        // Whole seconds, rounded up: never an invitation to retry too early.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.max(1).into());
+        return response;
+    }
     let result = do_login(&state, request).await;
     // Refusals before step 8 (malformed requests, bad or replayed proofs)
     // cost an attacker almost nothing to repeat: they are counted in the

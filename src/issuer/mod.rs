@@ -18,8 +18,10 @@ mod admin;
 mod api;
 mod health;
 pub mod keys;
+mod login_limit;
 #[cfg(feature = "client")]
 pub mod loopback;
+pub use login_limit::parse_trusted_proxy;
 mod metrics;
 pub mod names;
 pub mod openapi;
@@ -95,6 +97,14 @@ pub struct IssuerConfig {
     /// of names that are not users) are kept; older records are pruned
     /// hourly. 1 day to 10 years. Default 90 days.
     pub audit_retention: u64,
+    /// Logins a minute from one source (an IPv4 address or an IPv6 /64)
+    /// before `issuer.login_rate_limited`, 1 to 1,000,000. Default 60.
+    pub login_rate_per_minute: u32,
+    /// Logins one source may make at once, 1 to 100,000. Default 10.
+    pub login_burst: u32,
+    /// Peers whose `X-Forwarded-For` names the source of a login (addresses
+    /// or CIDR networks). Default none: the source is the TCP peer.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Redis URL for the replay store of every proof the issuer checks
     /// (login, mint, admin), needed when
     /// several replicas serve one issuer id. Default: in memory.
@@ -128,6 +138,9 @@ impl std::fmt::Debug for IssuerConfig {
             .field("login_max_failures", &self.login_max_failures)
             .field("login_lockout", &self.login_lockout)
             .field("audit_retention", &self.audit_retention)
+            .field("login_rate_per_minute", &self.login_rate_per_minute)
+            .field("login_burst", &self.login_burst)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("replay_redis_url", &self.replay_redis_url.as_deref().map(redact_url))
             .field("denial_log", &self.denial_log)
             .field("serve", &self.serve)
@@ -254,6 +267,9 @@ impl IssuerConfig {
             login_max_failures: 5,
             login_lockout: 60,
             audit_retention: 90 * 86_400,
+            login_rate_per_minute: 60,
+            login_burst: 10,
+            trusted_proxies: Vec::new(),
             replay_redis_url: None,
             denial_log: None,
             serve: crate::http::ServeConfig::default(),
@@ -322,6 +338,12 @@ impl IssuerConfig {
                 "audit_retention must be 1 day to 10 years (in seconds)",
             );
         }
+        if !(1..=1_000_000).contains(&self.login_rate_per_minute) || !(1..=100_000).contains(&self.login_burst) {
+            return err(
+                Code::IssuerConfig,
+                "login_rate_per_minute must be 1 to 1000000, and login_burst 1 to 100000",
+            );
+        }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body) {
             return err(Code::IssuerConfig, "max_body must be 1 KiB to 16 MiB");
         }
@@ -353,6 +375,8 @@ pub struct IssuerState {
     pub(crate) binding: crate::http::layer::Binding,
     /// The replay store of every proof the issuer checks (memory or Redis).
     pub(crate) replay: Arc<dyn ReplayStore>,
+    /// The per-source login budget (§5.5).
+    pub(crate) login_limit: login_limit::LoginLimiter,
     /// Metrics.
     pub metrics: Metrics,
     /// The clock.
@@ -446,6 +470,11 @@ impl IssuerState {
         .clock(clock.clone())
         .build()?;
         let binding = crate::http::layer::Binding::new(&config.issuer_id)?.with_max_body(config.max_body);
+        let login_limit = login_limit::LoginLimiter::new(
+            config.login_rate_per_minute,
+            config.login_burst,
+            config.trusted_proxies.clone(),
+        );
         let state = Arc::new(IssuerState {
             config,
             store,
@@ -453,11 +482,13 @@ impl IssuerState {
             sessions: Arc::new(sessions),
             binding,
             replay,
+            login_limit,
             metrics: Metrics::default(),
             clock,
             readiness: Default::default(),
         });
         tokio::spawn(prune_hourly(Arc::downgrade(&state)));
+        tokio::spawn(forget_idle_login_sources(Arc::downgrade(&state)));
         Ok(state)
     }
 
@@ -493,7 +524,20 @@ async fn prune_hourly(state: std::sync::Weak<IssuerState>) {
     }
 }
 
-/// The issuer's HTTP API.
+/// Keeps the login limiter's memory to the sources seen in about the last
+/// minute (or burst / rate, if longer).
+async fn forget_idle_login_sources(state: std::sync::Weak<IssuerState>) {
+    let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every_minute.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        state.login_limit.retain_recent();
+    }
+}
+
+/// The issuer's HTTP API. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: logins are
+/// limited per client address and refused without one.
 pub fn router(state: Arc<IssuerState>) -> Result<Router> {
     let admin_verifier = Verifier::builder(
         state.config.admin_audience(),

@@ -138,8 +138,8 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "login",
         429,
-        "Too many failed logins: the user is locked (I2).",
-        &["issuer.locked"],
+        "Too many failed logins: the user is locked (I2); or too many logins from one client address (§5.5), with `Retry-After`.",
+        &["issuer.locked", "issuer.login_rate_limited"],
     ),
     (
         "login",
