@@ -29,6 +29,7 @@ mod title {
     pub const ISSUER_REFUSED: &str = "Request refused by the issuer";
     pub const LOGIN_FAILED: &str = "Login failed";
     pub const LOCKED: &str = "Too many failed logins";
+    pub const RATE_LIMITED: &str = "Too many logins";
     pub const REFUSED: &str = "Request refused";
 }
 
@@ -288,7 +289,7 @@ codes! {
     /// The root secret is not the one the issuer's database records (another replica's).
     IssuerRootSecretMismatch = "issuer.root_secret_mismatch", step "-", status 500, title ISSUER_REFUSED;
     /// Too many logins from one client address: refused before any other check.
-    IssuerLoginRateLimited = "issuer.login_rate_limited", step "-", status 429, title "Too many logins";
+    IssuerLoginRateLimited = "issuer.login_rate_limited", step "-", status 429, title RATE_LIMITED;
 
     // ---- Client ----
     /// The issuer or service could not be reached (connection, TLS, timeout).
