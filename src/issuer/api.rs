@@ -318,7 +318,10 @@ async fn login(State(state): State<Arc<IssuerState>>, request: Request) -> Respo
             &state,
             "login",
             started,
-            err(Code::ConfigInvalid, "server misconfiguration: served without connect info"),
+            err(
+                Code::ConfigInvalid,
+                "server misconfiguration: served without connect info",
+            ),
         );
     };
     let source = state.login_limit.source(peer, request.headers());
