@@ -36,7 +36,13 @@ async fn serve(config: IssuerConfig, clock: Arc<ManualClock>) -> tokio::task::Jo
     let listener = listener.expect("the issuer's port is free again");
     let state = IssuerState::open(config, clock).await.unwrap();
     let app = keybound::issuer::router(state).unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+    // Served like `keybound serve` (connect info for the login rate limit, deadlines).
+    tokio::spawn(keybound::http::serve(
+        listener,
+        app,
+        keybound::http::ServeConfig::default(),
+        std::future::pending(),
+    ))
 }
 
 async fn json_of(response: reqwest::Response) -> (u16, Value) {
