@@ -26,7 +26,7 @@ use ed25519_dalek::{Signer, SigningKey as DalekKey};
 use keybound::Code;
 use keybound::key::{Algorithm, SigningKey};
 use keybound::verify::{
-    Clock, MemoryReplayStore, ReplayEntry, ReplayKey, ReplayOutcome, ReplayStore, SystemClock, default_replay_budget,
+    Clock, MemoryReplayStore, ReplayEntry, ReplayKey, ReplayStore, SystemClock, default_replay_budget,
 };
 
 const AUDIENCE: &str = "https://nova.example";
@@ -51,10 +51,7 @@ fn record(store: &MemoryReplayStore, key: ReplayKey, issued_at: u64, now: u64) -
         expires_at: issued_at + 60 + 30 + 1,
         now,
     };
-    match store.check_and_record(entry) {
-        ReplayOutcome::Ready(result) => result.map_err(|e| e.code()),
-        ReplayOutcome::Pending(_) => unreachable!("the memory store answers at once"),
-    }
+    store.check_and_record(entry).map_err(|e| e.code())
 }
 
 fn jti(thread: u64, i: u64) -> [u8; 16] {
@@ -160,7 +157,7 @@ fn run(seconds: u64, rate: u64, report: bool) -> (Arc<MemoryReplayStore>, Tally,
             std::thread::sleep(Duration::from_millis(200));
             if report && Instant::now() >= next {
                 next += Duration::from_secs(10);
-                let usage = store.usage().unwrap();
+                let usage = store.usage();
                 println!(
                     "t={:>4}s entries={:>9} table_bytes={:>10} bytes/entry={:>5.1} rss={:>10} accepted={} full={}",
                     started.elapsed().as_secs(),
@@ -192,7 +189,7 @@ fn main() {
     println!("unpaced: {burst_rate:.0} records/s over {THREADS} threads for 5 s");
 
     let (store, tally, elapsed) = run(seconds, rate, true);
-    let usage = store.usage().unwrap();
+    let usage = store.usage();
     let accepted = tally.accepted.load(Ordering::Relaxed);
     let records = accepted + tally.full.load(Ordering::Relaxed) + tally.other.load(Ordering::Relaxed);
     let record_ns = tally.record_ns.load(Ordering::Relaxed) as f64 / records.max(1) as f64;

@@ -40,6 +40,6 @@ pub fn check_token_signature(bytes: &[u8], key: &crate::key::PublicKey) -> Resul
 /// result says nothing about who sent it. For diagnostics (`keybound verify`
 /// without a proof); requests go through [`Verifier::verify_request`], whose
 /// result is the only one the HTTP extractor and the policy accept.
-pub fn verify_token_without_proof(verifier: &Verifier, token: &[u8]) -> Result<VerifiedToken> {
+pub fn verify_token_without_proof<R: ?Sized>(verifier: &Verifier<R>, token: &[u8]) -> Result<VerifiedToken> {
     verifier.verify_token_only(token)
 }

@@ -12,7 +12,8 @@ use keybound::policy::{MemoryRecords, Policy};
 use keybound::proof::ProofBuilder;
 use keybound::token::{Token, TokenBuilder};
 use keybound::verify::{
-    ManualClock, MemoryReplayStore, NonceService, TrustedIssuer, VerifiedRequest, Verifier, VerifierBuilder,
+    ManualClock, MemoryReplayStore, NonceService, ProvenOrBearer, TrustedIssuer, VerifiedRequest, Verifier,
+    VerifierBuilder,
 };
 use serde_json::Value;
 
@@ -70,12 +71,16 @@ impl World {
 }
 
 async fn whoami(request: VerifiedRequest) -> String {
-    format!(
-        "{} {:?} pop={}",
-        request.subject(),
-        request.roles(),
-        request.proof_of_possession()
-    )
+    format!("{} {:?}", request.subject(), request.roles())
+}
+
+/// A route that opted in to requests admitted without a proof.
+async fn either(request: ProvenOrBearer) -> String {
+    let how = match &request {
+        ProvenOrBearer::Proven(proven) => format!("proven jti={}", b64url_encode(proven.jti())),
+        ProvenOrBearer::Bearer(_) => "bearer".to_owned(),
+    };
+    format!("{how} {} {:?}", request.subject(), request.roles())
 }
 
 /// Inner layers and handlers see the credentials marked sensitive.
@@ -95,6 +100,7 @@ async fn serve(layer: KeyboundLayer) -> String {
     let app = Router::new()
         .route("/v2/servers", get(whoami).post(echo))
         .route("/v2/servers/{id}", get(whoami))
+        .route("/either", get(either))
         .route("/unprotected", get(whoami))
         .route("/sensitive", get(sensitive))
         .layer(layer)
@@ -187,10 +193,7 @@ async fn accepts_signed_requests_and_refuses_every_kind_of_bad_one() {
 
     let p = proof(&world, &token, "GET", "/v2/servers", b"");
     let ok = send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
-    assert_eq!(
-        (ok.status, ok.body.as_str()),
-        (200, "ayoung@stoughton [\"member\"] pop=true")
-    );
+    assert_eq!((ok.status, ok.body.as_str()), (200, "ayoung@stoughton [\"member\"]"));
 
     let p = proof(&world, &token, "GET", "/sensitive", b"");
     let marked = send(&base, "GET", "/sensitive", auth(&token, &p), vec![]).await;
@@ -510,6 +513,10 @@ async fn policy_enforce_permissive_and_off() {
     }
 }
 
+fn bearer_header(token: &Token) -> Vec<(&'static str, String)> {
+    vec![("authorization", format!("KB {}", token.to_base64url()))]
+}
+
 #[tokio::test]
 async fn bearer_rollout_admits_and_records_tokens_without_proof() {
     let world = World::new();
@@ -521,26 +528,37 @@ async fn bearer_rollout_admits_and_records_tokens_without_proof() {
         .records(records.clone());
     let base = serve(layer).await;
     let token = world.token();
-    let bearer = send(
-        &base,
-        "GET",
-        "/v2/servers",
-        vec![("authorization", format!("KB {}", token.to_base64url()))],
-        vec![],
-    )
-    .await;
+    // A route that extracts ProvenOrBearer sees Bearer for a request without a proof…
+    let bearer = send(&base, "GET", "/either", bearer_header(&token), vec![]).await;
     assert_eq!(
         (bearer.status, bearer.body.as_str()),
-        (200, "ayoung@stoughton [\"member\"] pop=false")
+        (200, "bearer ayoung@stoughton [\"member\"]")
     );
     let records = records.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["event"], "bearer_use");
-    assert_eq!(records[0]["path"], "/v2/servers");
+    assert_eq!(records[0]["path"], "/either");
+    assert_eq!(records[0]["subject"], "ayoung@stoughton");
+    // …and Proven, with its proof's jti, for one with a proof.
+    let jti = [7; keybound::proof::JTI_LEN];
+    let p = ProofBuilder::new("GET", &format!("{AUDIENCE}/either"), token.as_bytes(), b"", NOW - 1)
+        .unwrap()
+        .jti(jti)
+        .sign(&world.client)
+        .unwrap()
+        .into_bytes();
+    let proven = send(&base, "GET", "/either", auth(&token, &p), vec![]).await;
+    assert_eq!(
+        (proven.status, proven.body),
+        (
+            200,
+            format!("proven jti={} ayoung@stoughton [\"member\"]", b64url_encode(&jti))
+        )
+    );
     // A proof that is present is still checked.
     let p = proof(&world, &token, "GET", "/v2/other", b"");
     assert_eq!(
-        send(&base, "GET", "/v2/servers", auth(&token, &p), vec![])
+        send(&base, "GET", "/either", auth(&token, &p), vec![])
             .await
             .code
             .as_deref(),
@@ -548,15 +566,120 @@ async fn bearer_rollout_admits_and_records_tokens_without_proof() {
     );
     // The token itself is still fully verified.
     let glance = world.token_for("https://glance.example", &[]);
-    let reply = send(
-        &base,
-        "GET",
-        "/v2/servers",
-        vec![("authorization", format!("KB {}", glance.to_base64url()))],
-        vec![],
-    )
-    .await;
+    let reply = send(&base, "GET", "/either", bearer_header(&glance), vec![]).await;
     assert_eq!(reply.code.as_deref(), Some("cwt.aud_mismatch"));
+}
+
+/// In bearer rollout mode a handler that takes a `VerifiedRequest` still
+/// never runs without a proof: the extractor answers what the layer answers
+/// a request without a proof in strict mode.
+#[tokio::test]
+async fn a_verified_request_handler_refuses_bearer_requests_in_bearer_mode() {
+    let world = World::new();
+    let token = world.token();
+    let layer = |mode| {
+        let verifier = Arc::new(world.verifier().build().unwrap());
+        KeyboundLayer::new(verifier, AUDIENCE).unwrap().proof_mode(mode)
+    };
+    let rollout = serve(layer(ProofMode::BearerAllowed)).await;
+    let strict = serve(layer(ProofMode::Required)).await;
+    let refused = send(&rollout, "GET", "/v2/servers", bearer_header(&token), vec![]).await;
+    assert_eq!((refused.status, refused.code.as_deref()), (401, Some("proof.missing")));
+    let in_strict_mode = send(&strict, "GET", "/v2/servers", bearer_header(&token), vec![]).await;
+    assert_eq!(
+        (refused.status, &refused.code, &refused.www_authenticate, &refused.body),
+        (
+            in_strict_mode.status,
+            &in_strict_mode.code,
+            &in_strict_mode.www_authenticate,
+            &in_strict_mode.body
+        )
+    );
+    // A proven request is served by the same handler.
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    let served = send(&rollout, "GET", "/v2/servers", auth(&token, &p), vec![]).await;
+    assert_eq!(
+        (served.status, served.body.as_str()),
+        (200, "ayoung@stoughton [\"member\"]")
+    );
+}
+
+/// The layer's own policy check (A1) and a handler's named operation both
+/// apply to bearer requests, through `authorize_bearer`.
+#[tokio::test]
+async fn bearer_requests_are_authorized_by_the_same_policy() {
+    use axum::Extension;
+    use axum::response::{IntoResponse, Response};
+    use keybound::http::PolicyHandle;
+
+    async fn resize(request: ProvenOrBearer, Extension(policy): Extension<PolicyHandle>) -> Response {
+        let decision = match &request {
+            ProvenOrBearer::Proven(proven) => policy.authorize(proven, "compute:resize"),
+            ProvenOrBearer::Bearer(bearer) => policy.authorize_bearer(bearer, "compute:resize"),
+        };
+        match decision {
+            Ok(()) => "resized".into_response(),
+            Err(e) => keybound::http::error_response(&e, None),
+        }
+    }
+
+    let world = World::new();
+    let records = Arc::new(MemoryRecords::new());
+    let policy = Policy::from_toml(&format!(
+        "mode = \"enforce\"\n{POLICY}\n[[rule]]\nmethod = \"POST\"\npath = \"/v2/servers/*/action\"\nroles = []\n\
+         [[rule]]\noperation = \"compute:resize\"\nroles = [\"admin\"]\n"
+    ))
+    .unwrap();
+    let layer = KeyboundLayer::new(Arc::new(world.verifier().build().unwrap()), AUDIENCE)
+        .unwrap()
+        .proof_mode(ProofMode::BearerAllowed)
+        .policy(Arc::new(policy))
+        .records(records.clone());
+    let app = Router::new()
+        .route("/v2/servers", get(either))
+        .route("/v2/servers/{id}", get(either))
+        .route("/v2/servers/{id}/action", axum::routing::post(resize))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let member = world.token(); // roles: member
+    let allowed = send(&base, "GET", "/v2/servers", bearer_header(&member), vec![]).await;
+    assert_eq!(
+        (allowed.status, allowed.body.as_str()),
+        (200, "bearer ayoung@stoughton [\"member\"]")
+    );
+    let denied = send(&base, "GET", "/v2/servers/42", bearer_header(&member), vec![]).await;
+    assert_eq!((denied.status, denied.code.as_deref()), (403, Some("policy.denied")));
+    let resize_denied = send(&base, "POST", "/v2/servers/7/action", bearer_header(&member), vec![]).await;
+    assert_eq!(
+        (resize_denied.status, resize_denied.code.as_deref()),
+        (403, Some("policy.denied"))
+    );
+    let admin = world.token_for(AUDIENCE, &["admin"]);
+    let resized = send(&base, "POST", "/v2/servers/7/action", bearer_header(&admin), vec![]).await;
+    assert_eq!((resized.status, resized.body.as_str()), (200, "resized"));
+
+    let records = records.records();
+    let events: Vec<_> = records.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        [
+            "bearer_use",
+            "bearer_use",
+            "policy_denial",
+            "bearer_use",
+            "policy_denial",
+            "bearer_use"
+        ]
+    );
+    assert_eq!(
+        records[2]["action"],
+        serde_json::json!({"method": "GET", "path": "/v2/servers/42"})
+    );
+    assert_eq!(records[4]["action"], serde_json::json!({"operation": "compute:resize"}));
+    assert_eq!(records[4]["decision"], "denied");
 }
 
 #[tokio::test]

@@ -167,7 +167,7 @@ proptest! {
         let verified = verifier(&f)
             .verify_request(&f.token, proof.as_bytes(), &RequestInfo::new(method, &uri, &body))
             .unwrap();
-        prop_assert_eq!(verified.jti(), Some(&jti));
+        prop_assert_eq!(verified.jti(), &jti);
         // The same proof for another method, URI or body is refused by code.
         let other = if method == "GET" { "POST" } else { "GET" };
         let e = verify_with(&f, proof.as_bytes(), other, &uri, &body);

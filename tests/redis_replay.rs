@@ -9,7 +9,10 @@ use keybound::Code;
 use keybound::key::{Algorithm, KeySet, SigningKey};
 use keybound::proof::{ProofBuilder, RequestInfo};
 use keybound::token::{Token, TokenBuilder};
-use keybound::verify::{ManualClock, RedisReplayOptions, RedisReplayStore, ReplayStore, TrustedIssuer, Verifier};
+use keybound::verify::{ManualClock, RedisReplayOptions, RedisReplayStore, TrustedIssuer, Verifier};
+
+/// A verifier recording in Redis: it has only the `async` methods.
+type RedisVerifier = Verifier<RedisReplayStore>;
 
 mod common;
 use common::PrivateRedis;
@@ -51,11 +54,11 @@ impl Fixture {
         }
     }
 
-    fn verifier(&self, store: Arc<dyn ReplayStore>) -> Verifier {
+    fn verifier(&self, store: Arc<RedisReplayStore>) -> RedisVerifier {
         self.verifier_at(store, Arc::new(ManualClock::new(NOW)))
     }
 
-    fn verifier_at(&self, store: Arc<dyn ReplayStore>, clock: Arc<ManualClock>) -> Verifier {
+    fn verifier_at(&self, store: Arc<RedisReplayStore>, clock: Arc<ManualClock>) -> RedisVerifier {
         let keys = KeySet::new()
             .with(self.issuer.public_key().default_kid(), self.issuer.public_key().clone())
             .unwrap();
@@ -105,7 +108,7 @@ async fn connect_running(url: &str, options: RedisReplayOptions) -> RedisReplayS
     RedisReplayStore::connect(url, options).await.unwrap()
 }
 
-async fn submit(verifier: &Verifier, token: &Token, proof: &[u8]) -> keybound::Result<()> {
+async fn submit(verifier: &RedisVerifier, token: &Token, proof: &[u8]) -> keybound::Result<()> {
     verifier
         .verify_request_async(token.as_bytes(), proof, &RequestInfo::new("GET", URI, b""))
         .await
@@ -139,7 +142,7 @@ async fn concurrent_replays_across_replicas_succeed_exactly_once() {
     let Some(url) = redis_url() else { return };
     let options = options();
     let f = Arc::new(Fixture::new());
-    let replicas: Vec<Arc<Verifier>> = futures_join(4, |_| {
+    let replicas: Vec<Arc<RedisVerifier>> = futures_join(4, |_| {
         let url = url.clone();
         let options = options.clone();
         let f = f.clone();

@@ -20,7 +20,7 @@ use crate::error::{Code, Error, Result, err};
 use crate::key::PublicKey;
 use crate::policy::{Action, Policy, RecordSink, TracingRecords};
 use crate::proof::{RequestInfo, body_sha256, normalize_uri};
-use crate::verify::Verifier;
+use crate::verify::{AsyncReplayStore, BearerRequest, DynVerifier, VerifiedRequest, Verifier};
 
 /// Default largest request body the layer buffers and hashes: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -37,7 +37,11 @@ pub enum ProofMode {
     Required,
     /// Rollout phase: a request without a proof is admitted on its token
     /// alone (bearer use) and a `bearer_use` record is written for each one.
-    /// A request that carries a proof is still fully verified.
+    /// A request that carries a proof is still fully verified. The layer
+    /// hands handlers a [`VerifiedRequest`] for the one and a
+    /// [`BearerRequest`] for the other; the `VerifiedRequest` extractor
+    /// refuses a bearer request (401 `proof.missing`), so only routes that
+    /// extract [`ProvenOrBearer`](crate::verify::ProvenOrBearer) serve it.
     BearerAllowed,
 }
 
@@ -58,7 +62,7 @@ pub(crate) struct Binding {
 type RefusalObserver = Arc<dyn Fn(&Error) + Send + Sync>;
 
 struct Config {
-    verifier: Arc<Verifier>,
+    verifier: Arc<dyn DynVerifier>,
     binding: Binding,
     proof_mode: ProofMode,
     policy: Option<Arc<Policy>>,
@@ -67,14 +71,13 @@ struct Config {
 }
 
 /// Verifies every request (token, proof, replay, then policy) before the
-/// inner service sees it, and puts the [`VerifiedRequest`] into the request
-/// extensions. The `Authorization` and `KB-Proof` headers are marked
+/// inner service sees it, and puts the [`VerifiedRequest`] (or, in bearer
+/// rollout mode for a request without a proof, the [`BearerRequest`]) into
+/// the request extensions. The `Authorization` and `KB-Proof` headers are marked
 /// sensitive first thing, so layers *inside* this one and handlers do not
 /// print them. A trace layer *outside* it sees the request first: put
 /// `tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer` (with
 /// `authorization` and `kb-proof`) outermost, or add tracing inside.
-///
-/// [`VerifiedRequest`]: crate::verify::VerifiedRequest
 #[derive(Clone)]
 pub struct KeyboundLayer {
     config: Arc<Config>,
@@ -95,8 +98,12 @@ impl KeyboundLayer {
     /// (scheme, host, port and any path prefix a proxy strips, e.g.
     /// `https://api.example/compute`). The target URI a proof must name is
     /// this base URL followed by the request's path and query; the `Host`
-    /// and `X-Forwarded-*` headers are never consulted.
-    pub fn new(verifier: Arc<Verifier>, external_base_url: &str) -> Result<Self> {
+    /// and `X-Forwarded-*` headers are never consulted. The verifier may hold
+    /// any replay store; the layer always awaits it.
+    pub fn new<R>(verifier: Arc<Verifier<R>>, external_base_url: &str) -> Result<Self>
+    where
+        R: AsyncReplayStore + ?Sized + 'static,
+    {
         Ok(KeyboundLayer {
             config: Arc::new(Config {
                 verifier,
@@ -214,10 +221,8 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let nonce = config
-        .verifier
-        .nonce_service()
-        .map(|s| b64url_encode(&s.current(config.verifier.now())));
+    let core = config.verifier.core();
+    let nonce = core.nonce_service().map(|s| b64url_encode(&s.current(core.now())));
     let (mut parts, body) = request.into_parts();
     let verified = match verify(&config, &mut parts, body).await {
         Ok(v) => v,
@@ -236,7 +241,14 @@ where
         }
     };
     let (request, body) = verified;
-    parts.extensions.insert(request);
+    match request {
+        Admitted::Proven(request) => {
+            parts.extensions.insert(request);
+        }
+        Admitted::Bearer(request) => {
+            parts.extensions.insert(request);
+        }
+    }
     if let Some(policy) = &config.policy {
         parts.extensions.insert(PolicyHandle {
             policy: policy.clone(),
@@ -260,17 +272,31 @@ where
 /// request extensions when it has a policy; take it with
 /// `axum::Extension<PolicyHandle>`.
 ///
-/// ```ignore
+/// ```
+/// use axum::{Extension, response::Response};
+/// use keybound::http::PolicyHandle;
+/// use keybound::verify::{ProvenOrBearer, VerifiedRequest};
+///
 /// async fn resize(request: VerifiedRequest, Extension(policy): Extension<PolicyHandle>) -> Result<String, Response> {
 ///     policy.authorize(&request, "compute:resize").map_err(|e| keybound::http::error_response(&e, None))?;
 ///     Ok("resized".into())
+/// }
+///
+/// // A route that also serves requests admitted without a proof (bearer rollout mode).
+/// async fn status(request: ProvenOrBearer, Extension(policy): Extension<PolicyHandle>) -> Result<String, Response> {
+///     match &request {
+///         ProvenOrBearer::Proven(proven) => policy.authorize(proven, "compute:status"),
+///         ProvenOrBearer::Bearer(bearer) => policy.authorize_bearer(bearer, "compute:status"),
+///     }
+///     .map_err(|e| keybound::http::error_response(&e, None))?;
+///     Ok(format!("status for {}", request.subject()))
 /// }
 /// ```
 #[derive(Clone)]
 pub struct PolicyHandle {
     policy: Arc<Policy>,
     records: Arc<dyn RecordSink>,
-    verifier: Arc<Verifier>,
+    verifier: Arc<dyn DynVerifier>,
 }
 
 impl std::fmt::Debug for PolicyHandle {
@@ -283,18 +309,29 @@ impl PolicyHandle {
     /// Applies the policy to the named `operation` for `request`: `Ok` when
     /// allowed (or in permissive mode, after writing a denial record);
     /// `policy.denied` (403) in enforce mode when no rule allows it.
-    pub fn authorize(&self, request: &crate::verify::VerifiedRequest, operation: &str) -> Result<()> {
-        self.policy.authorize(
-            request,
-            Action::Operation(operation),
-            self.records.as_ref(),
-            self.verifier.now(),
-        )
+    pub fn authorize(&self, request: &VerifiedRequest, operation: &str) -> Result<()> {
+        let now = self.verifier.core().now();
+        self.policy
+            .authorize(request, Action::Operation(operation), self.records.as_ref(), now)
+    }
+
+    /// As [`PolicyHandle::authorize`], for a request admitted without a
+    /// proof in bearer rollout mode.
+    pub fn authorize_bearer(&self, request: &BearerRequest, operation: &str) -> Result<()> {
+        let now = self.verifier.core().now();
+        self.policy
+            .authorize_bearer(request, Action::Operation(operation), self.records.as_ref(), now)
     }
 }
 
-/// All checks; returns the verified request and the buffered body.
-async fn verify<B>(config: &Config, parts: &mut Parts, body: B) -> Result<(crate::verify::VerifiedRequest, Bytes)>
+/// What the layer admitted.
+enum Admitted {
+    Proven(VerifiedRequest),
+    Bearer(BearerRequest),
+}
+
+/// All checks; returns the admitted request and the buffered body.
+async fn verify<B>(config: &Config, parts: &mut Parts, body: B) -> Result<(Admitted, Bytes)>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -302,54 +339,58 @@ where
     let binding = &config.binding;
     let (token, proof) = binding.credentials(parts)?;
     if proof.is_none() && config.proof_mode == ProofMode::Required {
-        return err(
-            Code::ProofMissing,
-            "a KB-Proof header is required with a keybound token",
-        );
+        return Err(proof_missing());
     }
     // T1–T12 before the body is read, so that only a client holding a valid
     // token can make the service buffer a body. The proof check below
     // reuses this result (re-checking only the expiry).
-    let token_only = config.verifier.verify_bearer_async(&token).await?;
-    let body = binding.body(parts, body).await?;
     let verifier = &config.verifier;
-    let verified = match proof {
+    let core = verifier.core();
+    let token = core.verify_token_async(&token).await?;
+    let body = binding.body(parts, body).await?;
+    let admitted = match proof {
         Some(proof) => {
             let target = binding.target_uri(parts);
             let info = request_info(parts, &target, &body);
-            verifier.verify_proof_async(token_only, &proof, &info).await?
+            Admitted::Proven(verifier.verify_proof_async(token, &proof, &info).await?)
         }
         None if config.proof_mode == ProofMode::BearerAllowed => {
-            // The token must still be valid now, not only before a slow upload.
-            verifier.recheck_expiry(&token_only)?;
-            let verified = token_only;
+            let bearer = core.admit_bearer(token)?;
             config.records.record(&json!({
                 "event": "bearer_use",
-                "time": verifier.now(),
-                "issuer": verified.issuer(),
-                "subject": verified.subject(),
-                "audience": verified.audience(),
-                "key_thumbprint": verified.key_thumbprint().to_string(),
+                "time": core.now(),
+                "issuer": bearer.issuer(),
+                "subject": bearer.subject(),
+                "audience": bearer.audience(),
+                "key_thumbprint": bearer.key_thumbprint().to_string(),
                 "method": parts.method.as_str(),
                 "path": parts.uri.path(),
             }));
-            verified
+            Admitted::Bearer(bearer)
         }
-        None => {
-            return err(
-                Code::ProofMissing,
-                "a KB-Proof header is required with a keybound token",
-            );
-        }
+        None => return Err(proof_missing()),
     };
     if let Some(policy) = &config.policy {
         let action = Action::Http {
             method: parts.method.as_str(),
             path: parts.uri.path(),
         };
-        policy.authorize(&verified, action, config.records.as_ref(), verifier.now())?;
+        let (records, now) = (config.records.as_ref(), core.now());
+        match &admitted {
+            Admitted::Proven(request) => policy.authorize(request, action, records, now)?,
+            Admitted::Bearer(request) => policy.authorize_bearer(request, action, records, now)?,
+        }
     }
-    Ok((verified, body))
+    Ok((admitted, body))
+}
+
+/// The refusal of a request without a proof (H1 item 7), by the layer in
+/// strict mode and by the `VerifiedRequest` extractor for a bearer request.
+pub(crate) fn proof_missing() -> Error {
+    Error::new(
+        Code::ProofMissing,
+        "a KB-Proof header is required with a keybound token",
+    )
 }
 
 impl Binding {
@@ -439,9 +480,9 @@ impl Binding {
 
     /// P1–P13 for a proof made with `key` itself, over the empty token
     /// (formats.md §4.4): the proof step of a login.
-    pub(crate) async fn verify_possession(
+    pub(crate) async fn verify_possession<R: AsyncReplayStore + ?Sized>(
         &self,
-        verifier: &Verifier,
+        verifier: &Verifier<R>,
         key: &PublicKey,
         proof: &[u8],
         parts: &Parts,

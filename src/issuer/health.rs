@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::IssuerState;
 use crate::error::{Code, Error, Result};
-use crate::verify::{ReplayEntry, ReplayKey, ReplayOutcome};
+use crate::verify::{ReplayEntry, ReplayKey};
 
 /// How long one check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,10 +56,7 @@ async fn probe(state: &IssuerState) -> std::result::Result<(), NotReady> {
             expires_at: now + 1,
             now,
         };
-        match state.replay.check_and_record(entry) {
-            ReplayOutcome::Ready(result) => result,
-            ReplayOutcome::Pending(answer) => answer.await,
-        }
+        state.replay.check_and_record_async(entry).await
     })
     .await
 }

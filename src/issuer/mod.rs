@@ -46,7 +46,7 @@ use crate::error::{Code, Error, Result, err};
 use crate::key::Algorithm;
 use crate::policy::{JsonLinesFile, Policy, RecordSink, TracingRecords};
 use crate::token::MAX_SERVICE_LIFETIME;
-use crate::verify::{Clock, MemoryReplayStore, ReplayStore, SystemClock, TrustedIssuer, Verifier};
+use crate::verify::{AsyncReplayStore, Clock, MemoryReplayStore, SystemClock, TrustedIssuer, Verifier};
 
 /// Issuer configuration. Every field has a default (see [`IssuerConfig::new`]).
 /// `Debug` hides the root secret and the database URL's password.
@@ -370,11 +370,11 @@ pub struct IssuerState {
     /// Signing keys.
     pub keys: Arc<IssuerKeys>,
     /// Verifies session tokens and login proofs (audience: the issuer id).
-    pub(crate) sessions: Arc<Verifier>,
+    pub(crate) sessions: Arc<Verifier<dyn AsyncReplayStore>>,
     /// The HTTP binding's request checks, for login (the layers have their own).
     pub(crate) binding: crate::http::layer::Binding,
     /// The replay store of every proof the issuer checks (memory or Redis).
-    pub(crate) replay: Arc<dyn ReplayStore>,
+    pub(crate) replay: Arc<dyn AsyncReplayStore>,
     /// The per-source login budget (§5.5).
     pub(crate) login_limit: login_limit::LoginLimiter,
     /// Metrics.
@@ -451,7 +451,7 @@ impl IssuerState {
                 )?
             }
         });
-        let replay: Arc<dyn ReplayStore> = match &config.replay_redis_url {
+        let replay: Arc<dyn AsyncReplayStore> = match &config.replay_redis_url {
             #[cfg(feature = "redis")]
             Some(url) => Arc::new(crate::verify::RedisReplayStore::connect(url, Default::default()).await?),
             #[cfg(not(feature = "redis"))]
@@ -578,7 +578,10 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
 /// The verifying layer of the issuer's own routes: proofs name the issuer id
 /// as base URL, bodies are bounded by the configured max body, and refusals
 /// are counted in the issuer's metrics like the handlers' own.
-fn protected(state: &Arc<IssuerState>, verifier: Arc<Verifier>) -> Result<crate::http::KeyboundLayer> {
+fn protected(
+    state: &Arc<IssuerState>,
+    verifier: Arc<Verifier<dyn AsyncReplayStore>>,
+) -> Result<crate::http::KeyboundLayer> {
     let counted = state.clone();
     Ok(crate::http::KeyboundLayer::new(verifier, &state.config.issuer_id)?
         .max_body(state.config.max_body)

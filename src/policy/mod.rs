@@ -35,7 +35,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{Code, Error, Result, err};
-use crate::verify::VerifiedRequest;
+use crate::token::VerifiedToken;
+use crate::verify::{BearerRequest, VerifiedRequest};
 
 /// How decisions are applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -296,7 +297,9 @@ impl Policy {
     }
 
     /// Applies the policy to a verified request: evaluates, writes a record
-    /// for every would-be denial, and refuses in enforce mode.
+    /// for every would-be denial, and refuses in enforce mode. Only a
+    /// request with a verified proof; a request admitted without one in
+    /// bearer rollout mode goes through [`Policy::authorize_bearer`].
     pub fn authorize(
         &self,
         request: &VerifiedRequest,
@@ -304,15 +307,32 @@ impl Policy {
         records: &dyn RecordSink,
         now: u64,
     ) -> Result<()> {
+        self.decide(request.token(), action, records, now)
+    }
+
+    /// As [`Policy::authorize`], for a request admitted without a proof in
+    /// bearer rollout mode (its token's roles, the same rules): for the
+    /// routes that opted in to bearer requests, and for the layer's own
+    /// check of such requests.
+    pub fn authorize_bearer(
+        &self,
+        request: &BearerRequest,
+        action: Action<'_>,
+        records: &dyn RecordSink,
+        now: u64,
+    ) -> Result<()> {
+        self.decide(request.token(), action, records, now)
+    }
+
+    fn decide(&self, token: &VerifiedToken, action: Action<'_>, records: &dyn RecordSink, now: u64) -> Result<()> {
         if self.mode == Mode::Off {
             return Ok(());
         }
-        let evaluation = self.evaluate(request.roles(), action);
+        let evaluation = self.evaluate(token.roles(), action);
         if evaluation.allowed {
             return Ok(());
         }
         let enforced = self.mode == Mode::Enforce;
-        let token = request.token();
         records.record(&json!({
             "event": "policy_denial",
             "time": now,

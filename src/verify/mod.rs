@@ -3,8 +3,18 @@
 //! A [`Verifier`] is built with its two required parts (its own audience and
 //! at least one trusted issuer) and options whose defaults are documented on
 //! the builder. It performs every step of spec/verification.md; the result
-//! type has no public constructor, so a handler that takes a
-//! [`VerifiedRequest`] cannot run without the checks.
+//! type has no public constructor and always carries its proof, so a handler
+//! that takes a [`VerifiedRequest`] cannot run without the checks. A request
+//! the HTTP layer admits without a proof (bearer rollout mode) is a
+//! [`BearerRequest`], another type, which only routes that opt in (with
+//! [`ProvenOrBearer`]) see.
+//!
+//! The replay store is a type parameter: `Verifier<R>` holds an `Arc<R>`.
+//! The synchronous [`Verifier::verify_request`] exists only when `R` is a
+//! [`ReplayStore`] (answers at once, as [`MemoryReplayStore`], the default);
+//! the `async` methods exist for every [`AsyncReplayStore`] (Redis too). So
+//! a network store on the synchronous path is a compile error, and the
+//! in-memory store is called directly, without a box or a vtable.
 //!
 //! The steps live in modules named after the groups of spec/verification.md:
 //!
@@ -37,8 +47,8 @@ mod token_cache;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use nonce::{DEFAULT_NONCE_EPOCH, DEFAULT_NONCE_SKEW, NONCE_LEN, NonceService};
 pub use replay::{
-    BUCKET_SECONDS, DEFAULT_REPLAY_BUDGET_PER_CORE, MemoryReplayStore, ReplayEntry, ReplayKey, ReplayOutcome,
-    ReplayStore, ReplayUsage, default_replay_budget,
+    AsyncReplayStore, BUCKET_SECONDS, DEFAULT_REPLAY_BUDGET_PER_CORE, MemoryReplayStore, ReplayEntry, ReplayFuture,
+    ReplayKey, ReplayStore, ReplayUsage, default_replay_budget,
 };
 #[cfg(feature = "redis")]
 pub use replay_redis::{RedisReplayOptions, RedisReplayStore};
@@ -102,15 +112,16 @@ impl IssuerKeys for Issuers<'_> {
     }
 }
 
-/// Builds a [`Verifier`].
+/// Builds a [`Verifier`]; its type parameter is the replay store's type
+/// (see [`VerifierBuilder::replay_store`]).
 #[must_use]
-pub struct VerifierBuilder {
+pub struct VerifierBuilder<R: ?Sized = MemoryReplayStore> {
     audience: String,
     issuers: Vec<TrustedIssuer>,
     leeway: u64,
     max_token_lifetime: u64,
     proof_max_age: u64,
-    replay: Option<Arc<dyn ReplayStore>>,
+    replay: StoreChoice<R>,
     clock: Arc<dyn Clock>,
     nonce: Option<Arc<dyn NonceValidator>>,
     nonce_service: Option<Arc<NonceService>>,
@@ -118,12 +129,19 @@ pub struct VerifierBuilder {
     kind: TokenKind,
 }
 
+/// The store given to the builder, or how to make the default one: it is
+/// fenced at the verifier's clock, which is known only at `build`.
+enum StoreChoice<R: ?Sized> {
+    Given(Arc<R>),
+    Default(fn(u64) -> Arc<R>),
+}
+
 /// Ceiling of the clock leeway: a verifier refuses to be built with more.
 pub const MAX_LEEWAY: u64 = 60;
 /// Ceiling of the proof max age (the longest a service token lives).
 pub const MAX_PROOF_AGE: u64 = 300;
 
-impl VerifierBuilder {
+impl<R: ?Sized> VerifierBuilder<R> {
     /// Trusts one more issuer.
     pub fn issuer(mut self, issuer: TrustedIssuer) -> Self {
         self.issuers.push(issuer);
@@ -151,12 +169,28 @@ impl VerifierBuilder {
         self
     }
 
-    /// The replay store. Default: a [`MemoryReplayStore`] with the
+    /// The replay store, which becomes the verifier's type parameter: a
+    /// [`ReplayStore`] (such as a shared [`MemoryReplayStore`], or an
+    /// `Arc<dyn ReplayStore>`) gives a verifier with both the synchronous and
+    /// the `async` methods; an [`AsyncReplayStore`] only (Redis, or an
+    /// `Arc<dyn AsyncReplayStore>` chosen at run time) one with the `async`
+    /// methods alone. Default: a [`MemoryReplayStore`] with the
     /// [`default_replay_budget`], fenced at the verifier's clock when the
     /// verifier is built: proofs made before are refused.
-    pub fn replay_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
-        self.replay = Some(store);
-        self
+    pub fn replay_store<S: AsyncReplayStore + ?Sized>(self, store: Arc<S>) -> VerifierBuilder<S> {
+        VerifierBuilder {
+            audience: self.audience,
+            issuers: self.issuers,
+            leeway: self.leeway,
+            max_token_lifetime: self.max_token_lifetime,
+            proof_max_age: self.proof_max_age,
+            replay: StoreChoice::Given(store),
+            clock: self.clock,
+            nonce: self.nonce,
+            nonce_service: self.nonce_service,
+            token_cache: self.token_cache,
+            kind: self.kind,
+        }
     }
 
     /// The clock. Default: [`SystemClock`].
@@ -195,7 +229,7 @@ impl VerifierBuilder {
 
     /// Builds the verifier; refuses duplicate issuer ids, an empty audience,
     /// and a leeway or proof age beyond their ceilings.
-    pub fn build(self) -> Result<Verifier> {
+    pub fn build(self) -> Result<Verifier<R>> {
         if self.audience.is_empty() {
             return err(Code::ConfigInvalid, "the verifier's audience must not be empty");
         }
@@ -229,57 +263,107 @@ impl VerifierBuilder {
         policy.leeway = self.leeway;
         policy.max_service_lifetime = self.max_token_lifetime;
         policy.kind = self.kind;
+        let replay = match self.replay {
+            StoreChoice::Given(store) => store,
+            StoreChoice::Default(make) => make(self.clock.now()),
+        };
         Ok(Verifier {
-            policy,
-            issuers: self.issuers,
-            proof_max_age: self.proof_max_age,
-            replay: self
-                .replay
-                .unwrap_or_else(|| Arc::new(MemoryReplayStore::default().fenced_at(self.clock.now()))),
-            clock: self.clock,
-            nonce: self.nonce,
-            nonce_service: self.nonce_service,
-            cache: TokenCache::new(self.token_cache),
+            core: Core {
+                policy,
+                issuers: self.issuers,
+                proof_max_age: self.proof_max_age,
+                clock: self.clock,
+                nonce: self.nonce,
+                nonce_service: self.nonce_service,
+                cache: TokenCache::new(self.token_cache),
+            },
+            replay,
         })
     }
 }
 
-/// Verifies requests for one service (one audience).
-pub struct Verifier {
+/// Verifies requests for one service (one audience), recording proofs in a
+/// replay store of type `R` (default [`MemoryReplayStore`]).
+///
+/// With a [`ReplayStore`] (answers at once) it has the synchronous
+/// [`Verifier::verify_request`]; with any [`AsyncReplayStore`] it has
+/// [`Verifier::verify_request_async`]. A Redis-backed verifier has no
+/// synchronous method at all, so it cannot be called where nothing awaits
+/// the store.
+pub struct Verifier<R: ?Sized = MemoryReplayStore> {
+    core: Core,
+    replay: Arc<R>,
+}
+
+/// Everything of a verifier but its replay store: the steps that need no
+/// store, shared by every store type (and by the HTTP layer, which holds
+/// the verifier without its type parameter).
+pub(crate) struct Core {
     policy: TokenPolicy,
     issuers: Vec<TrustedIssuer>,
     proof_max_age: u64,
-    replay: Arc<dyn ReplayStore>,
     clock: Arc<dyn Clock>,
     nonce: Option<Arc<dyn NonceValidator>>,
     nonce_service: Option<Arc<NonceService>>,
     cache: TokenCache,
 }
 
-impl std::fmt::Debug for Verifier {
+impl<R: ?Sized> std::fmt::Debug for Verifier<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let core = &self.core;
         f.debug_struct("Verifier")
-            .field("audience", &self.policy.audience())
-            .field("issuers", &self.issuers)
-            .field("leeway", &self.policy.leeway)
-            .field("proof_max_age", &self.proof_max_age)
-            .field("nonce_required", &self.nonce.is_some())
+            .field("audience", &core.policy.audience())
+            .field("issuers", &core.issuers)
+            .field("leeway", &core.policy.leeway)
+            .field("proof_max_age", &core.proof_max_age)
+            .field("nonce_required", &core.nonce.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// What the proof of a [`VerifiedRequest`] established.
-#[derive(Clone, Debug)]
-struct ProofInfo {
-    jti: [u8; JTI_LEN],
-    iat: u64,
+/// The accessors of a request with a verified token, from its `token()`.
+macro_rules! token_accessors {
+    () => {
+        /// `sub` of the token.
+        pub fn subject(&self) -> &str {
+            self.token().subject()
+        }
+        /// Issuer of the token.
+        pub fn issuer(&self) -> &str {
+            self.token().issuer()
+        }
+        /// Domain of the scope.
+        pub fn domain(&self) -> Option<&str> {
+            self.token().domain()
+        }
+        /// Project of the scope.
+        pub fn project(&self) -> Option<&str> {
+            self.token().project()
+        }
+        /// Roles on the project.
+        pub fn roles(&self) -> &[String] {
+            self.token().roles()
+        }
+        /// The audience (this service).
+        pub fn audience(&self) -> &str {
+            self.token().audience()
+        }
+        /// Thumbprint of the client key the token is bound to.
+        pub fn key_thumbprint(&self) -> &Thumbprint {
+            self.token().key_thumbprint()
+        }
+    };
 }
 
-/// A request whose token and proof passed every check.
+/// A request whose token and proof passed every check: the client proved
+/// possession of the token's key for this very request. Made only by a
+/// full verification ([`Verifier::verify_request`],
+/// [`Verifier::verify_request_async`], the HTTP layer with a proof).
 #[derive(Clone, Debug)]
 pub struct VerifiedRequest {
     token: Arc<VerifiedToken>,
-    proof: Option<ProofInfo>,
+    jti: [u8; JTI_LEN],
+    iat: u64,
 }
 
 impl VerifiedRequest {
@@ -287,48 +371,78 @@ impl VerifiedRequest {
     pub fn token(&self) -> &VerifiedToken {
         &self.token
     }
-    /// `sub` of the token.
-    pub fn subject(&self) -> &str {
-        self.token.subject()
+    token_accessors!();
+    /// The proof's jti.
+    pub fn jti(&self) -> &[u8; JTI_LEN] {
+        &self.jti
     }
-    /// Issuer of the token.
-    pub fn issuer(&self) -> &str {
-        self.token.issuer()
-    }
-    /// Domain of the scope.
-    pub fn domain(&self) -> Option<&str> {
-        self.token.domain()
-    }
-    /// Project of the scope.
-    pub fn project(&self) -> Option<&str> {
-        self.token.project()
-    }
-    /// Roles on the project.
-    pub fn roles(&self) -> &[String] {
-        self.token.roles()
-    }
-    /// The audience (this service).
-    pub fn audience(&self) -> &str {
-        self.token.audience()
-    }
-    /// Thumbprint of the client key the token is bound to.
-    pub fn key_thumbprint(&self) -> &Thumbprint {
-        self.token.key_thumbprint()
-    }
-    /// True when the client proved possession of the key for this request.
-    /// False only for requests admitted in bearer rollout mode.
-    pub fn proof_of_possession(&self) -> bool {
-        self.proof.is_some()
-    }
-    /// The proof's jti, when there was a proof.
-    pub fn jti(&self) -> Option<&[u8; JTI_LEN]> {
-        self.proof.as_ref().map(|p| &p.jti)
-    }
-    /// When the proof was made, when there was a proof.
-    pub fn proof_issued_at(&self) -> Option<u64> {
-        self.proof.as_ref().map(|p| p.iat)
+    /// When the proof was made.
+    pub fn proof_issued_at(&self) -> u64 {
+        self.iat
     }
 }
+
+/// A request admitted on its token alone, without a proof, by the HTTP
+/// layer in bearer rollout mode (`http::ProofMode::BearerAllowed`): the
+/// token passed T1–T12, but nothing shows that the sender holds its key.
+/// The `VerifiedRequest` extractor refuses such a request; a route that
+/// accepts it extracts [`ProvenOrBearer`], and authorizes it with
+/// `Policy::authorize_bearer`. No public constructor.
+///
+/// [`Policy::authorize`](crate::policy::Policy::authorize) takes only a
+/// [`VerifiedRequest`]:
+///
+/// ```compile_fail
+/// use keybound::policy::{Action, MemoryRecords, Policy};
+/// fn check(policy: &Policy, request: &keybound::verify::BearerRequest) -> keybound::Result<()> {
+///     policy.authorize(request, Action::Operation("compute:resize"), &MemoryRecords::new(), 0)
+/// }
+/// ```
+///
+/// ```
+/// use keybound::policy::{Action, MemoryRecords, Policy};
+/// fn check(policy: &Policy, request: &keybound::verify::BearerRequest) -> keybound::Result<()> {
+///     policy.authorize_bearer(request, Action::Operation("compute:resize"), &MemoryRecords::new(), 0)
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct BearerRequest {
+    token: Arc<VerifiedToken>,
+}
+
+impl BearerRequest {
+    /// The verified token.
+    pub fn token(&self) -> &VerifiedToken {
+        &self.token
+    }
+    token_accessors!();
+}
+
+/// What a route that admits bearer requests extracts: a fully verified
+/// request, or (in bearer rollout mode only) one admitted on its token
+/// alone. The accessors are those of the token either way.
+#[derive(Clone, Debug)]
+pub enum ProvenOrBearer {
+    /// Token and proof verified.
+    Proven(VerifiedRequest),
+    /// Token verified, no proof (bearer rollout mode).
+    Bearer(BearerRequest),
+}
+
+impl ProvenOrBearer {
+    /// The verified token.
+    pub fn token(&self) -> &VerifiedToken {
+        match self {
+            ProvenOrBearer::Proven(request) => request.token(),
+            ProvenOrBearer::Bearer(request) => request.token(),
+        }
+    }
+    token_accessors!();
+}
+
+/// A token verified (T1–T12) by the HTTP layer before it reads the body,
+/// awaiting its proof: not a verified request of any kind yet.
+pub(crate) struct TokenChecked(Arc<VerifiedToken>);
 
 /// Everything checked but the replay record, which comes last so that a
 /// proof is never consumed by a request that fails another check.
@@ -336,6 +450,16 @@ struct Unconsumed {
     token: Arc<VerifiedToken>,
     checked: proof::CheckedProof,
     entry: ReplayEntry,
+}
+
+impl Unconsumed {
+    fn finish(self) -> VerifiedRequest {
+        VerifiedRequest {
+            token: self.token,
+            jti: self.checked.jti,
+            iat: self.checked.iat,
+        }
+    }
 }
 
 impl Verifier {
@@ -348,7 +472,7 @@ impl Verifier {
             leeway: DEFAULT_LEEWAY,
             max_token_lifetime: MAX_SERVICE_LIFETIME,
             proof_max_age: crate::proof::DEFAULT_MAX_AGE,
-            replay: None,
+            replay: StoreChoice::Default(|fence| Arc::new(MemoryReplayStore::default().fenced_at(fence))),
             clock: Arc::new(SystemClock),
             nonce: None,
             nonce_service: None,
@@ -356,31 +480,159 @@ impl Verifier {
             kind: TokenKind::Service,
         }
     }
+}
 
+impl<R: ?Sized> Verifier<R> {
     /// This verifier's audience.
     pub fn audience(&self) -> &str {
-        self.policy.audience()
+        self.core.policy.audience()
     }
 
     /// The configured clock's time.
     pub fn now(&self) -> u64 {
-        self.clock.now()
+        self.core.clock.now()
     }
 
     /// The nonce service, when nonces are issued by this verifier.
     pub fn nonce_service(&self) -> Option<&Arc<NonceService>> {
-        self.nonce_service.as_ref()
+        self.core.nonce_service.as_ref()
     }
 
     /// True when proofs must carry a server nonce.
     pub fn requires_nonce(&self) -> bool {
-        self.nonce.is_some()
+        self.core.nonce.is_some()
+    }
+
+    /// The replay store.
+    pub fn replay_store(&self) -> &Arc<R> {
+        &self.replay
+    }
+
+    /// Number of tokens in the verified-token cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.core.cache.len()
     }
 
     /// Steps T1–T12 alone, without the cache; public only as
     /// [`crate::danger::verify_token_without_proof`].
     pub(crate) fn verify_token_only(&self, token: &[u8]) -> Result<VerifiedToken> {
-        token::verify_token(token, &self.policy, &Issuers(&self.issuers), self.clock.now())
+        let core = &self.core;
+        token::verify_token(token, &core.policy, &Issuers(&core.issuers), core.clock.now())
+    }
+}
+
+impl<R: ReplayStore + ?Sized> Verifier<R> {
+    /// Verifies `token` and `proof` for `request`: every step, including the
+    /// replay record. Only for stores that answer at once ([`ReplayStore`]);
+    /// with any other, use [`Verifier::verify_request_async`] (this method
+    /// does not exist for them). An unknown kid starts a (rate-limited) key
+    /// refetch in the background and fails this request.
+    pub fn verify_request(&self, token: &[u8], proof: &[u8], request: &RequestInfo<'_>) -> Result<VerifiedRequest> {
+        let pending = match self.core.check(token, proof, request) {
+            Err(e) if e.code() == Code::CoseKeyUnknown => {
+                if let Some(source) = self.core.source_for(token) {
+                    // Starting the refetch is enough; nobody waits for it here.
+                    drop(source.refresh_for_unknown_kid());
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
+        self.replay.check_and_record(pending.entry)?;
+        Ok(pending.finish())
+    }
+}
+
+impl<R: AsyncReplayStore + ?Sized> Verifier<R> {
+    /// As [`Verifier::verify_request`], for every store, awaiting stores
+    /// that need I/O. An unknown kid waits for one rate-limited key refetch
+    /// and tries again.
+    pub async fn verify_request_async(
+        &self,
+        token: &[u8],
+        proof: &[u8],
+        request: &RequestInfo<'_>,
+    ) -> Result<VerifiedRequest> {
+        let pending = match self.core.check(token, proof, request) {
+            Err(e) if e.code() == Code::CoseKeyUnknown => {
+                let Some(refresh) = self.core.source_for(token).and_then(|s| s.refresh_for_unknown_kid()) else {
+                    return Err(e);
+                };
+                refresh.await;
+                self.core.check(token, proof, request)?
+            }
+            other => other?,
+        };
+        self.replay.check_and_record_async(pending.entry).await?;
+        Ok(pending.finish())
+    }
+
+    /// Verifies a proof made with `key` for a request that carries no token
+    /// (proof of possession when a key is bound, as at login), including the
+    /// replay record. The proof binds SHA-256 of the empty string as its
+    /// token hash.
+    pub async fn verify_possession_async(
+        &self,
+        key: &PublicKey,
+        proof: &[u8],
+        request: &RequestInfo<'_>,
+    ) -> Result<()> {
+        let now = self.core.clock.now();
+        let (_, entry) = self.core.check_proof(key, &crate::sha256(b""), proof, request, now)?;
+        self.replay.check_and_record_async(entry).await
+    }
+}
+
+/// A verifier without its store type, as the HTTP layer holds it.
+pub(crate) trait DynVerifier: Send + Sync {
+    /// The steps that need no store.
+    fn core(&self) -> &Core;
+    /// P13.
+    fn record(&self, entry: ReplayEntry) -> ReplayFuture<'_>;
+}
+
+impl<R: AsyncReplayStore + ?Sized> DynVerifier for Verifier<R> {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn record(&self, entry: ReplayEntry) -> ReplayFuture<'_> {
+        self.replay.check_and_record_async(entry)
+    }
+}
+
+impl dyn DynVerifier {
+    /// P1–P13 for a token the layer checked earlier in the same request:
+    /// its expiry is checked again, the rest of T is not repeated.
+    pub(crate) async fn verify_proof_async(
+        &self,
+        token: TokenChecked,
+        proof: &[u8],
+        request: &RequestInfo<'_>,
+    ) -> Result<VerifiedRequest> {
+        let core = self.core();
+        core.recheck_expiry(&token.0)?;
+        let now = core.clock.now();
+        let token = token.0;
+        let (checked, entry) = core.check_proof(token.cnf(), token.token_hash(), proof, request, now)?;
+        self.record(entry).await?;
+        Ok(VerifiedRequest {
+            token,
+            jti: checked.jti,
+            iat: checked.iat,
+        })
+    }
+}
+
+impl Core {
+    /// The configured clock's time.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// The nonce service, when nonces are issued by this verifier.
+    pub(crate) fn nonce_service(&self) -> Option<&Arc<NonceService>> {
+        self.nonce_service.as_ref()
     }
 
     /// The verified token from the cache, or verified now and cached.
@@ -448,90 +700,18 @@ impl Verifier {
         Ok(Unconsumed { token, checked, entry })
     }
 
-    /// Verifies a proof made with `key` for a request that carries no token
-    /// (proof of possession when a key is bound, as at login), including the
-    /// replay record. The proof binds SHA-256 of the empty string as its
-    /// token hash.
-    pub async fn verify_possession_async(
-        &self,
-        key: &PublicKey,
-        proof: &[u8],
-        request: &RequestInfo<'_>,
-    ) -> Result<()> {
-        let now = self.clock.now();
-        let (_, entry) = self.check_proof(key, &crate::sha256(b""), proof, request, now)?;
-        match self.replay.check_and_record(entry) {
-            ReplayOutcome::Ready(result) => result,
-            ReplayOutcome::Pending(future) => future.await,
-        }
-    }
-
     /// The key source of the issuer a token claims, for an unknown-kid refetch.
     fn source_for(&self, token: &[u8]) -> Option<&Arc<dyn KeySource>> {
         let issuer = UnverifiedToken::from_slice(token).ok()?.issuer().to_owned();
         self.issuers.iter().find(|t| t.id == issuer).map(|t| &t.source)
     }
 
-    /// Verifies `token` and `proof` for `request`: every step, including the
-    /// replay record. Stores that need I/O must use
-    /// [`Verifier::verify_request_async`]. An unknown kid starts a
-    /// (rate-limited) key refetch in the background and fails this request.
-    pub fn verify_request(&self, token: &[u8], proof: &[u8], request: &RequestInfo<'_>) -> Result<VerifiedRequest> {
-        let pending = match self.check(token, proof, request) {
-            Err(e) if e.code() == Code::CoseKeyUnknown => {
-                if let Some(source) = self.source_for(token) {
-                    // Starting the refetch is enough; nobody waits for it here.
-                    drop(source.refresh_for_unknown_kid());
-                }
-                return Err(e);
-            }
-            other => other?,
-        };
-        match self.replay.check_and_record(pending.entry) {
-            ReplayOutcome::Ready(result) => result.map(|()| pending.finish()),
-            ReplayOutcome::Pending(_) => err(
-                Code::ReplayStoreUnavailable,
-                "this replay store answers asynchronously; call verify_request_async",
-            ),
-        }
-    }
-
-    /// As [`Verifier::verify_request`], awaiting stores that need I/O. An
-    /// unknown kid waits for one rate-limited key refetch and tries again.
-    pub async fn verify_request_async(
-        &self,
-        token: &[u8],
-        proof: &[u8],
-        request: &RequestInfo<'_>,
-    ) -> Result<VerifiedRequest> {
-        let pending = match self.check(token, proof, request) {
-            Err(e) if e.code() == Code::CoseKeyUnknown => {
-                let Some(refresh) = self.source_for(token).and_then(|s| s.refresh_for_unknown_kid()) else {
-                    return Err(e);
-                };
-                refresh.await;
-                self.check(token, proof, request)?
-            }
-            other => other?,
-        };
-        self.consume_async(pending).await
-    }
-
-    /// P13: records the proof (awaiting stores that need I/O) and finishes.
-    async fn consume_async(&self, pending: Unconsumed) -> Result<VerifiedRequest> {
-        let outcome = match self.replay.check_and_record(pending.entry) {
-            ReplayOutcome::Ready(result) => result,
-            ReplayOutcome::Pending(future) => future.await,
-        };
-        outcome.map(|()| pending.finish())
-    }
-
-    /// For a token this verifier verified earlier in the same request (the
-    /// HTTP layer checks the token before it reads the body): only its
-    /// expiry is checked again, at the current time, so that a slow upload
-    /// cannot outlive the token. The other T steps cannot change with time.
-    pub(crate) fn recheck_expiry(&self, verified: &VerifiedRequest) -> Result<()> {
-        let (now, exp, leeway) = (self.clock.now(), verified.token.expires_at(), self.policy.leeway);
+    /// For a token verified earlier in the same request (the HTTP layer
+    /// checks the token before it reads the body): only its expiry is
+    /// checked again, at the current time, so that a slow upload cannot
+    /// outlive the token. The other T steps cannot change with time.
+    fn recheck_expiry(&self, token: &VerifiedToken) -> Result<()> {
+        let (now, exp, leeway) = (self.clock.now(), token.expires_at(), self.policy.leeway);
         if exp.saturating_add(leeway) < now {
             return err(
                 Code::CwtExpired,
@@ -544,26 +724,11 @@ impl Verifier {
         Ok(())
     }
 
-    /// P1–P13 for a token verified earlier in the same request by
-    /// [`Verifier::verify_bearer_async`]: its expiry is checked again, the
-    /// rest of T is not repeated.
-    pub(crate) async fn verify_proof_async(
-        &self,
-        verified: VerifiedRequest,
-        proof: &[u8],
-        request: &RequestInfo<'_>,
-    ) -> Result<VerifiedRequest> {
-        self.recheck_expiry(&verified)?;
-        let now = self.clock.now();
-        let token = verified.token;
-        let (checked, entry) = self.check_proof(token.cnf(), token.token_hash(), proof, request, now)?;
-        self.consume_async(Unconsumed { token, checked, entry }).await
-    }
-
-    /// Verifies a token presented without a proof, for the bearer rollout
-    /// phase only (see `http::ProofMode`). The result says
-    /// `proof_of_possession() == false`.
-    pub(crate) async fn verify_bearer_async(&self, token: &[u8]) -> Result<VerifiedRequest> {
+    /// T1–T12 for the token of a request, before its body is read and its
+    /// proof checked ([`DynVerifier::verify_proof_async`]) or, in bearer
+    /// rollout mode, its absence accepted ([`Core::admit_bearer`]). An
+    /// unknown kid waits for one rate-limited key refetch.
+    pub(crate) async fn verify_token_async(&self, token: &[u8]) -> Result<TokenChecked> {
         let now = self.clock.now();
         let token = match self.token(token, now) {
             Err(e) if e.code() == Code::CoseKeyUnknown => {
@@ -575,23 +740,14 @@ impl Verifier {
             }
             other => other?,
         };
-        Ok(VerifiedRequest { token, proof: None })
+        Ok(TokenChecked(token))
     }
 
-    /// Number of tokens in the verified-token cache.
-    pub fn cached_tokens(&self) -> usize {
-        self.cache.len()
-    }
-}
-
-impl Unconsumed {
-    fn finish(self) -> VerifiedRequest {
-        VerifiedRequest {
-            token: self.token,
-            proof: Some(ProofInfo {
-                jti: self.checked.jti,
-                iat: self.checked.iat,
-            }),
-        }
+    /// Admits a request without a proof on its checked token, for the
+    /// bearer rollout mode only (see `http::ProofMode`): the token must
+    /// still be valid now, not only before a slow upload.
+    pub(crate) fn admit_bearer(&self, token: TokenChecked) -> Result<BearerRequest> {
+        self.recheck_expiry(&token.0)?;
+        Ok(BearerRequest { token: token.0 })
     }
 }

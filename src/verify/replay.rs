@@ -17,6 +17,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use hashbrown::HashTable;
 use sha2::{Digest, Sha256};
@@ -63,14 +64,6 @@ pub struct ReplayEntry {
     pub now: u64,
 }
 
-/// What a store answers: at once (in-memory) or later (network stores).
-pub enum ReplayOutcome<'a> {
-    /// The answer is known now.
-    Ready(Result<()>),
-    /// The answer needs I/O; await it.
-    Pending(Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>),
-}
-
 /// How full a store is, for a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplayUsage {
@@ -82,19 +75,96 @@ pub struct ReplayUsage {
     pub budget_bytes: usize,
 }
 
-/// A replay store. `check_and_record` must be atomic: of two concurrent
-/// calls with the same key, exactly one succeeds. Stores fail closed: when
-/// they cannot answer, they answer an error, never "not seen".
+/// A replay store that answers at once (in-process). `check_and_record`
+/// must be atomic: of two concurrent calls with the same key, exactly one
+/// succeeds. Stores fail closed: when they cannot answer, they answer an
+/// error, never "not seen".
+///
+/// Stores that need I/O implement [`AsyncReplayStore`] instead; every
+/// `ReplayStore` is also an `AsyncReplayStore`. Which one a verifier holds
+/// decides, at compile time, which methods it has: the synchronous
+/// [`Verifier::verify_request`](crate::verify::Verifier::verify_request)
+/// needs a `ReplayStore`, so a network store can never be used where
+/// nothing awaits it.
 pub trait ReplayStore: Send + Sync {
     /// Records `entry.key` until `entry.expires_at`. Fails with
     /// `replay.detected` if it is already recorded and live, and with
     /// `replay.store_restarted` if the proof was made before the store's
     /// start-up fence.
-    fn check_and_record(&self, entry: ReplayEntry) -> ReplayOutcome<'_>;
+    fn check_and_record(&self, entry: ReplayEntry) -> Result<()>;
 
     /// How full the store is, when it knows. Default: `None`.
     fn usage(&self) -> Option<ReplayUsage> {
         None
+    }
+}
+
+/// A replay store that may need I/O to answer (Redis), with the same
+/// contract as [`ReplayStore`]. Object safe: a verifier that picks its
+/// store at run time holds an `Arc<dyn AsyncReplayStore>`.
+pub trait AsyncReplayStore: Send + Sync {
+    /// As [`ReplayStore::check_and_record`], answered by the future.
+    fn check_and_record_async(&self, entry: ReplayEntry) -> ReplayFuture<'_>;
+
+    /// How full the store is, when it knows. Default: `None`.
+    fn usage(&self) -> Option<ReplayUsage> {
+        None
+    }
+}
+
+impl<T: ReplayStore + ?Sized> AsyncReplayStore for T {
+    fn check_and_record_async(&self, entry: ReplayEntry) -> ReplayFuture<'_> {
+        ReplayFuture::ready(self.check_and_record(entry))
+    }
+
+    fn usage(&self) -> Option<ReplayUsage> {
+        ReplayStore::usage(self)
+    }
+}
+
+/// The answer of an [`AsyncReplayStore`]: known already (an in-process
+/// store, no allocation) or still to come (a boxed future).
+#[must_use = "the proof is recorded only when the future is awaited"]
+pub struct ReplayFuture<'a>(Answer<'a>);
+
+enum Answer<'a> {
+    Ready(Option<Result<()>>),
+    Pending(Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>),
+}
+
+impl<'a> ReplayFuture<'a> {
+    /// An answer known now.
+    pub fn ready(result: Result<()>) -> Self {
+        ReplayFuture(Answer::Ready(Some(result)))
+    }
+
+    /// An answer that needs I/O.
+    pub fn new(future: impl Future<Output = Result<()>> + Send + 'a) -> Self {
+        ReplayFuture(Answer::Pending(Box::pin(future)))
+    }
+}
+
+impl Future for ReplayFuture<'_> {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &mut self.0 {
+            Answer::Ready(result) => Poll::Ready(
+                result
+                    .take()
+                    .unwrap_or_else(|| err(Code::ReplayStoreUnavailable, "the replay answer was already taken")),
+            ),
+            Answer::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReplayFuture<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Answer::Ready(_) => f.write_str("ReplayFuture(ready)"),
+            Answer::Pending(_) => f.write_str("ReplayFuture(pending)"),
+        }
     }
 }
 
@@ -169,7 +239,7 @@ pub struct MemoryReplayStore {
 
 impl std::fmt::Debug for MemoryReplayStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let usage = self.current_usage();
+        let usage = self.usage();
         write!(
             f,
             "MemoryReplayStore({} entries, {}/{} bytes, fence {})",
@@ -224,7 +294,8 @@ impl MemoryReplayStore {
         self.len() == 0
     }
 
-    fn current_usage(&self) -> ReplayUsage {
+    /// How full the store is.
+    pub fn usage(&self) -> ReplayUsage {
         ReplayUsage {
             entries: self.len(),
             bytes: self.bytes.load(Ordering::Relaxed),
@@ -292,7 +363,7 @@ impl MemoryReplayStore {
             && self.bytes.load(Ordering::Relaxed).saturating_mul(100) < self.budget.saturating_mul(CALM_PERCENT)
             && self.alarm.swap(CALM, Ordering::Relaxed) != CALM
         {
-            log_calm(self.current_usage());
+            log_calm(self.usage());
         }
     }
 
@@ -309,7 +380,7 @@ impl MemoryReplayStore {
             .is_ok();
         if !within_budget {
             if self.alarm.swap(FULL, Ordering::Relaxed) != FULL {
-                log_full(self.current_usage());
+                log_full(self.usage());
             }
             return err(
                 Code::ReplayStoreFull,
@@ -328,7 +399,7 @@ impl MemoryReplayStore {
         } else {
             self.bytes.fetch_add(grown - reserved, Ordering::Relaxed);
         }
-        let usage = self.current_usage();
+        let usage = self.usage();
         if usage.bytes.saturating_mul(100) >= self.budget.saturating_mul(WARN_PERCENT)
             && self
                 .alarm
@@ -380,12 +451,12 @@ fn log_full(_: ReplayUsage) {}
 fn log_calm(_: ReplayUsage) {}
 
 impl ReplayStore for MemoryReplayStore {
-    fn check_and_record(&self, entry: ReplayEntry) -> ReplayOutcome<'_> {
-        ReplayOutcome::Ready(self.record(entry))
+    fn check_and_record(&self, entry: ReplayEntry) -> Result<()> {
+        self.record(entry)
     }
 
     fn usage(&self) -> Option<ReplayUsage> {
-        Some(self.current_usage())
+        Some(MemoryReplayStore::usage(self))
     }
 }
 
@@ -404,10 +475,7 @@ mod tests {
             expires_at,
             now,
         };
-        match store.check_and_record(entry) {
-            ReplayOutcome::Ready(r) => r,
-            ReplayOutcome::Pending(_) => unreachable!(),
-        }
+        store.check_and_record(entry)
     }
 
     fn store(budget: usize) -> MemoryReplayStore {
@@ -442,14 +510,14 @@ mod tests {
             record(&store, key(i), 50 + u64::from(i % 3), 10).unwrap();
         }
         assert_eq!(store.len(), 1000);
-        let held = store.current_usage().bytes;
+        let held = store.usage().bytes;
         assert!(held > 1000 * 17, "{held}");
         // Every shard drops its passed windows when it is next used.
         for i in 1000..1200 {
             record(&store, key(i), 100, 56).unwrap();
         }
         assert_eq!(store.len(), 200);
-        assert!(store.current_usage().bytes < held);
+        assert!(store.usage().bytes < held);
     }
 
     #[test]
@@ -464,7 +532,7 @@ mod tests {
             assert!(accepted < 10_000, "a 16 KiB budget held {accepted} entries");
         };
         assert_eq!(refusal.code(), Code::ReplayStoreFull);
-        let usage = store.usage().unwrap();
+        let usage = store.usage();
         assert!(usage.bytes <= usage.budget_bytes, "{usage:?}");
         assert!(accepted >= 300, "only {accepted} entries in 16 KiB");
         // Live entries were not dropped to make room.
@@ -488,14 +556,9 @@ mod tests {
             expires_at: issued_at + 91,
             now: 1000,
         };
-        let ReplayOutcome::Ready(refused) = store.check_and_record(entry(999)) else {
-            unreachable!()
-        };
+        let refused = store.check_and_record(entry(999));
         assert_eq!(refused.unwrap_err().code(), Code::ReplayStoreRestarted);
-        let ReplayOutcome::Ready(accepted) = store.check_and_record(entry(1000)) else {
-            unreachable!()
-        };
-        accepted.unwrap();
+        store.check_and_record(entry(1000)).unwrap();
         // A store made now on the system clock refuses earlier seconds' proofs.
         let before = SystemClock.now();
         let fence = MemoryReplayStore::default().fence();

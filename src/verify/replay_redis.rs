@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::replay::{ReplayEntry, ReplayOutcome, ReplayStore, restarted};
+use super::replay::{AsyncReplayStore, ReplayEntry, ReplayFuture, restarted};
 use crate::error::{Code, Error, Result};
 
 /// Options of [`RedisReplayStore`], with their defaults.
@@ -49,7 +49,34 @@ impl Default for RedisReplayOptions {
     }
 }
 
-/// Replay detection in Redis.
+/// Replay detection in Redis. An [`AsyncReplayStore`] only, so a verifier
+/// holding it is used with
+/// [`Verifier::verify_request_async`](crate::verify::Verifier::verify_request_async);
+/// the synchronous `verify_request` does not compile:
+///
+/// ```compile_fail
+/// # async fn run(verifier: keybound::verify::VerifierBuilder) -> keybound::Result<()> {
+/// # let (token, proof) = (b"", b"");
+/// # let request = keybound::proof::RequestInfo::new("GET", "https://nova.example/", b"");
+/// use std::sync::Arc;
+/// use keybound::verify::{RedisReplayOptions, RedisReplayStore};
+/// let store = RedisReplayStore::connect("redis://127.0.0.1/", RedisReplayOptions::default()).await?;
+/// let verifier = verifier.replay_store(Arc::new(store)).build()?;
+/// verifier.verify_request(token, proof, &request)?; // error: needs a ReplayStore
+/// # Ok(()) }
+/// ```
+///
+/// ```no_run
+/// # async fn run(verifier: keybound::verify::VerifierBuilder) -> keybound::Result<()> {
+/// # let (token, proof) = (b"", b"");
+/// # let request = keybound::proof::RequestInfo::new("GET", "https://nova.example/", b"");
+/// use std::sync::Arc;
+/// use keybound::verify::{RedisReplayOptions, RedisReplayStore};
+/// let store = RedisReplayStore::connect("redis://127.0.0.1/", RedisReplayOptions::default()).await?;
+/// let verifier = verifier.replay_store(Arc::new(store)).build()?;
+/// let verified = verifier.verify_request_async(token, proof, &request).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisReplayStore {
     connection: ConnectionManager,
@@ -228,8 +255,10 @@ async fn check_persistence(connection: &mut ConnectionManager) -> Result<()> {
     ))
 }
 
-impl ReplayStore for RedisReplayStore {
-    fn check_and_record(&self, entry: ReplayEntry) -> ReplayOutcome<'_> {
-        ReplayOutcome::Pending(Box::pin(self.record(entry)))
+/// Only asynchronous: a verifier holding this store has no synchronous
+/// `verify_request`.
+impl AsyncReplayStore for RedisReplayStore {
+    fn check_and_record_async(&self, entry: ReplayEntry) -> ReplayFuture<'_> {
+        ReplayFuture::new(self.record(entry))
     }
 }
