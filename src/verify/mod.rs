@@ -392,7 +392,7 @@ impl VerifiedRequest {
 /// [`Policy::authorize`](crate::policy::Policy::authorize) takes only a
 /// [`VerifiedRequest`]:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0308
 /// use keybound::policy::{Action, MemoryRecords, Policy};
 /// fn check(policy: &Policy, request: &keybound::verify::BearerRequest) -> keybound::Result<()> {
 ///     policy.authorize(request, Action::Operation("compute:resize"), &MemoryRecords::new(), 0)
@@ -442,6 +442,7 @@ impl ProvenOrBearer {
 
 /// A token verified (T1–T12) by the HTTP layer before it reads the body,
 /// awaiting its proof: not a verified request of any kind yet.
+#[cfg(feature = "http")]
 pub(crate) struct TokenChecked(Arc<VerifiedToken>);
 
 /// Everything checked but the replay record, which comes last so that a
@@ -501,11 +502,6 @@ impl<R: ?Sized> Verifier<R> {
     /// True when proofs must carry a server nonce.
     pub fn requires_nonce(&self) -> bool {
         self.core.nonce.is_some()
-    }
-
-    /// The replay store.
-    pub fn replay_store(&self) -> &Arc<R> {
-        &self.replay
     }
 
     /// Number of tokens in the verified-token cache.
@@ -584,6 +580,7 @@ impl<R: AsyncReplayStore + ?Sized> Verifier<R> {
 }
 
 /// A verifier without its store type, as the HTTP layer holds it.
+#[cfg(feature = "http")]
 pub(crate) trait DynVerifier: Send + Sync {
     /// The steps that need no store.
     fn core(&self) -> &Core;
@@ -591,6 +588,7 @@ pub(crate) trait DynVerifier: Send + Sync {
     fn record(&self, entry: ReplayEntry) -> ReplayFuture<'_>;
 }
 
+#[cfg(feature = "http")]
 impl<R: AsyncReplayStore + ?Sized> DynVerifier for Verifier<R> {
     fn core(&self) -> &Core {
         &self.core
@@ -601,6 +599,7 @@ impl<R: AsyncReplayStore + ?Sized> DynVerifier for Verifier<R> {
     }
 }
 
+#[cfg(feature = "http")]
 impl dyn DynVerifier {
     /// P1–P13 for a token the layer checked earlier in the same request:
     /// its expiry is checked again, the rest of T is not repeated.
@@ -625,16 +624,6 @@ impl dyn DynVerifier {
 }
 
 impl Core {
-    /// The configured clock's time.
-    pub(crate) fn now(&self) -> u64 {
-        self.clock.now()
-    }
-
-    /// The nonce service, when nonces are issued by this verifier.
-    pub(crate) fn nonce_service(&self) -> Option<&Arc<NonceService>> {
-        self.nonce_service.as_ref()
-    }
-
     /// The verified token from the cache, or verified now and cached.
     fn token(&self, token: &[u8], now: u64) -> Result<Arc<VerifiedToken>> {
         let hash = crate::sha256(token);
@@ -704,6 +693,20 @@ impl Core {
     fn source_for(&self, token: &[u8]) -> Option<&Arc<dyn KeySource>> {
         let issuer = UnverifiedToken::from_slice(token).ok()?.issuer().to_owned();
         self.issuers.iter().find(|t| t.id == issuer).map(|t| &t.source)
+    }
+}
+
+/// The steps of the HTTP layer.
+#[cfg(feature = "http")]
+impl Core {
+    /// The configured clock's time.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// The nonce service, when nonces are issued by this verifier.
+    pub(crate) fn nonce_service(&self) -> Option<&Arc<NonceService>> {
+        self.nonce_service.as_ref()
     }
 
     /// For a token verified earlier in the same request (the HTTP layer

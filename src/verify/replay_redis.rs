@@ -54,7 +54,7 @@ impl Default for RedisReplayOptions {
 /// [`Verifier::verify_request_async`](crate::verify::Verifier::verify_request_async);
 /// the synchronous `verify_request` does not compile:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// # async fn run(verifier: keybound::verify::VerifierBuilder) -> keybound::Result<()> {
 /// # let (token, proof) = (b"", b"");
 /// # let request = keybound::proof::RequestInfo::new("GET", "https://nova.example/", b"");
