@@ -30,6 +30,7 @@ mod title {
     pub const LOGIN_FAILED: &str = "Login failed";
     pub const LOCKED: &str = "Too many failed logins";
     pub const RATE_LIMITED: &str = "Too many logins";
+    pub const KEYS_REPLACED: &str = "The issuer's keys were replaced; log in again";
     pub const REFUSED: &str = "Request refused";
 }
 
@@ -290,6 +291,15 @@ codes! {
     IssuerRootSecretMismatch = "issuer.root_secret_mismatch", step "-", status 500, title ISSUER_REFUSED;
     /// Too many logins from one client address: refused before any other check.
     IssuerLoginRateLimited = "issuer.login_rate_limited", step "-", status 429, title RATE_LIMITED;
+    /// A scheduled key rotation before verifiers can have fetched the next
+    /// key (within the key-set cache max-age of the previous rotation or
+    /// epoch boundary); `--force` overrides (spec/issuer.md §7.2).
+    IssuerRotationTooEarly = "issuer.rotation_too_early", step "I5", status 409, title ISSUER_REFUSED;
+
+    // ---- Sessions ----
+    /// A token signed under a key that an emergency replacement of the
+    /// issuer's root secret retired: refused; the client logs in again.
+    SessionKeyReplaced = "session.key_replaced", step "T6", status 401, title KEYS_REPLACED;
 
     // ---- Client ----
     /// The issuer or service could not be reached (connection, TLS, timeout).

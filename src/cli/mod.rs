@@ -162,6 +162,15 @@ impl CliError {
 
     /// Wraps a library error with its code and another exit status.
     pub(crate) fn with_exit(e: crate::Error, exit: u8) -> Self {
+        if e.code() == crate::Code::SessionKeyReplaced {
+            // The issuer's own words say nothing about what to type.
+            return Self::new(
+                e.code().as_str(),
+                "the issuer's keys were replaced since you logged in (an emergency replacement of its root \
+                 secret): run `keybound login` again",
+                exit,
+            );
+        }
         Self::new(e.code().as_str(), e.message().to_owned(), exit)
     }
 

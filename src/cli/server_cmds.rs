@@ -39,7 +39,9 @@ The root secret, from which the rotating signing keys are derived, is 32 random 
 {data dir}/root.key (or root_secret_file / --root-secret-file), mode 0600, created on first start. \
 KEYBOUND_ROOT_SECRET, the same bytes as hex or base64url, overrides the file. Every replica of one issuer \
 needs the same secret: the database records its fingerprint (never the secret), and a replica with \
-another secret refuses to start. The log says which source the secret came from.";
+another secret refuses to start. The log says which source the secret came from. Keys rotate every \
+rotation period; `keybound admin rotate` rotates now, and `keybound admin rotate --emergency` replaces a \
+compromised secret (never edit the database for that).";
 pub(crate) const SERVE_EXAMPLES: &str = "\
 Examples:
   keybound serve --data-dir ./keybound-data
@@ -251,12 +253,13 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
 }
 
 pub(crate) const ADMIN_ABOUT: &str =
-    "Administer the issuer: bootstrap, domains, projects, users, roles, grants, services, audit";
+    "Administer the issuer: bootstrap, domains, projects, users, roles, grants, services, audit, key rotation";
 pub(crate) const ADMIN_LONG: &str = "\
 Administer the issuer.
 
 `keybound admin bootstrap` creates the first admin (admin@default) directly in the issuer's database, \
-with a password from stdin or KEYBOUND_ADMIN_PASSWORD; there is no default password. Every other admin \
+with a password from stdin or KEYBOUND_ADMIN_PASSWORD; there is no default password. `keybound admin \
+rotate --emergency` (replacing a compromised root secret) also works on the database directly. Every other admin \
 command calls the issuer's admin API with your stored session (log in as admin@default first): it gets \
 an admin token for project admin@default and signs the request with your key. Results are printed as \
 JSON. Every admin action is written to the issuer's audit log.";
@@ -270,7 +273,8 @@ Examples:
   keybound admin role create member
   keybound admin grant ayoung@stoughton turing@stoughton member
   keybound admin service create https://nova.example
-  keybound admin audit --limit 20";
+  keybound admin audit --limit 20
+  keybound admin rotate";
 
 /// `keybound admin`.
 #[derive(Debug, clap::Args)]
@@ -333,7 +337,47 @@ enum AdminCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Rotate the signing keys now, or replace a compromised root secret (--emergency)
+    #[command(long_about = ROTATE_LONG, after_help = ROTATE_EXAMPLES)]
+    Rotate {
+        /// Rotate even if verifiers may not have fetched the next key yet (they refuse new tokens until they refetch)
+        #[arg(long, conflicts_with = "emergency")]
+        force: bool,
+        /// Replace the root secret (believed compromised), offline, with the issuer's settings below
+        #[arg(long)]
+        emergency: bool,
+        #[command(flatten)]
+        issuer: IssuerArgs,
+    },
 }
+
+const ROTATE_LONG: &str = "\
+Rotate the issuer's signing keys.
+
+Without --emergency: a scheduled rotation, now, through the admin API (your stored admin session). The \
+issuer's next key, published a whole period ahead, signs every token from now on (on the replica that \
+answers at once, on the others within 5 s); the key it replaces stays published while its tokens live, \
+so verifiers with a cached key set refuse nothing. It is refused (issuer.rotation_too_early) while the \
+next key has been published for less than the key-set cache max-age plus 10 s, since verifiers that \
+fetched the set before may not know it yet; --force rotates anyway. The issuer settings below are not \
+used.
+
+With --emergency: the root secret is believed compromised. Run on a host that has the data dir (or the \
+database) and the current root secret, with the same settings as `keybound serve` (--config, \
+--data-dir, --database-url, --root-secret-file or KEYBOUND_ROOT_SECRET). No server is needed. It \
+generates a new secret, records the kids of every old key as retired (never the keys), replaces the \
+fingerprint in the database and writes the new secret over the root secret file (32 raw bytes, 0600). \
+Running replicas see the new fingerprint within 5 s and stop signing, publishing and accepting the old \
+keys (/readyz fails). Then copy the new file to every replica (or set KEYBOUND_ROOT_SECRET to its hex) \
+and restart them. Sessions from before answer session.key_replaced: users log in again. Services drop \
+the old keys when they refetch the key set: at once on the first token under a new key, at the latest \
+after its cache max-age.";
+const ROTATE_EXAMPLES: &str = "\
+Examples:
+  keybound admin rotate
+  keybound admin rotate --force
+  keybound admin rotate --emergency --data-dir /var/lib/keybound
+  keybound admin rotate --emergency --config /etc/keybound/issuer.toml && scp /var/lib/keybound/root.key replica2:/var/lib/keybound/";
 
 #[derive(Debug, clap::Subcommand)]
 enum NamedAction {
@@ -548,6 +592,43 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
             }
         },
         C::Audit { limit } => ("GET", format!("/v1/admin/audit?limit={limit}"), Value::Null),
+        C::Rotate {
+            force,
+            emergency: false,
+            issuer: _,
+        } => ("POST", "/v1/admin/keys/rotate".to_owned(), json!({"force": force})),
+        C::Rotate {
+            emergency: true,
+            issuer,
+            ..
+        } => {
+            let config = issuer.resolve()?;
+            let from_environment = config.root_secret.is_some();
+            let done = runtime()?.block_on(crate::issuer::replace_root_secret(&config))?;
+            let file = done.root_secret_file.display().to_string();
+            let mut next = format!(
+                "copy {file} (32 raw bytes, mode 0600) to every replica's root secret file and restart every replica; \
+                 until then they refuse to sign"
+            );
+            if from_environment {
+                next.push_str(&format!(
+                    "; KEYBOUND_ROOT_SECRET holds the old secret: set it to the new one (xxd -p -c 64 {file}) or unset it"
+                ));
+            }
+            print_stdout(
+                &serde_json::to_string_pretty(&json!({
+                    "replaced": true,
+                    "fingerprint": done.fingerprint,
+                    "previous_fingerprint": done.previous_fingerprint,
+                    "root_secret_file": file,
+                    "retired_kids": done.retired_kids,
+                    "database": crate::issuer::redact_url(&config.database_url()),
+                    "next": next,
+                }))
+                .unwrap_or_default(),
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let dir = session::config_dir(args.config_dir.as_deref())?;
     let client = session::client(&dir)?;

@@ -292,7 +292,16 @@ impl Client {
             }
         }
         let body = serde_json::to_vec(&body).unwrap_or_default();
-        let answer = self.post_to_issuer("/v1/tokens", body, Some(&session)).await?;
+        let answer = match self.post_to_issuer("/v1/tokens", body, Some(&session)).await {
+            Ok(answer) => answer,
+            Err(e) if e.code() == Code::SessionKeyReplaced => {
+                return err(
+                    Code::SessionKeyReplaced,
+                    "the issuer's keys were replaced since this session was issued: log in again",
+                );
+            }
+            Err(e) => return Err(e),
+        };
         let token = answer["token"]
             .as_str()
             .and_then(|t| b64url_decode(t).ok())

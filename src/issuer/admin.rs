@@ -18,7 +18,9 @@ use utoipa_axum::routes;
 use super::IssuerState;
 use super::api::{json_body, json_response, respond, verified};
 use super::names::{Name, ProjectName, UserName, check_audience};
-use super::store::{Audit, AuditEntry, Grant, Grants, Identities, Services, Store, Tx, UserInfo, bootstrap_names};
+use super::store::{
+    Audit, AuditEntry, Grant, Grants, Identities, RootSecrets, Services, Store, Tx, UserInfo, bootstrap_names,
+};
 use crate::encoding::b64url_decode;
 use crate::error::{Code, Error, Result, err};
 use crate::key::PublicKey;
@@ -38,6 +40,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<IssuerState>> {
         .routes(routes!(list_grants, grant, revoke))
         .routes(routes!(list_services, create_service, delete_service))
         .routes(routes!(list_audit))
+        .routes(routes!(rotate_keys))
 }
 
 /// Only tokens scoped to the admin project may use the admin API: a user who
@@ -877,6 +880,83 @@ async fn list_audit(State(state): State<Arc<IssuerState>>, request: Request) -> 
         state.store.conn().await?.list_audit(limit).await
     })
     .await
+}
+
+/// spec/issuer.md §7.2
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RotateInput {
+    /// Rotate even while the next key has been published for less than the
+    /// key-set cache max-age plus 10 s (verifiers may refuse new tokens
+    /// until they refetch). Default false.
+    force: Option<bool>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/keys/rotate",
+    operation_id = "rotateKeys",
+    tag = "admin",
+    summary = "Scheduled key rotation now: the next key signs from now on",
+    description = "Ends the current key epoch now (spec/issuer.md §7.2): the next key, already published, signs every token from now on on this replica, and on the others within 5 s; the key it replaces stays published while its tokens live. Refused with 409 `issuer.rotation_too_early` while the next key has been published for less than the key-set cache max-age plus 10 s, unless `force`; `issuer.conflict` with a fixed signing key. Audited as `keys.rotate`.",
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = RotateInput, content_type = "application/json", example = json!({"force": false})),
+    responses(
+        (status = 200, description = "The rotation.", body = Rotated, content_type = "application/json")
+    )
+)]
+async fn rotate_keys(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
+    let shared = state.clone();
+    let response = action(&state, request, "keys.rotate", move |input: RotateInput, change| {
+        Box::pin(async move {
+            let now = change.now;
+            let period = shared.config.rotation_period;
+            let window = shared.config.max_session_lifetime + shared.config.leeway;
+            let since = (now as u64).saturating_sub((window.div_ceil(period) + 1) * period);
+            // The offsets as the database has them, in the rotation's own
+            // transaction: a rotation another replica just made counts.
+            let rotations = change.tx().await?.rotations_since(since as i64).await?;
+            shared.keys.set_schedule(super::keys::RotationSchedule::new(rotations));
+            let rotation = shared.keys.plan_rotation(now as u64, input.force.unwrap_or(false))?;
+            change.tx().await?.record_rotation(now, rotation.offset as i64).await?;
+            let hex = crate::encoding::hex_encode;
+            Ok((
+                hex(&rotation.kid),
+                Rotated {
+                    kid: hex(&rotation.kid),
+                    next_kid: hex(&rotation.next_kid),
+                    previous_kid: hex(&rotation.previous_kid),
+                    rotated_at: rotation.rotated_at,
+                    next_rotation_at: rotation.next_rotation_at,
+                },
+            ))
+        })
+    })
+    .await;
+    if response.status().is_success() {
+        // This replica signs with the new key before it answers; the others
+        // read the offset within KEY_STATE_POLL.
+        if let Err(e) = state.refresh_key_state().await {
+            tracing::warn!(error = %e, "re-reading the key state after a rotation failed; the next poll retries");
+        }
+    }
+    response
+}
+
+/// A scheduled rotation (kids as hex).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Rotated {
+    /// the kid that signs from now on (until now the next key)
+    kid: String,
+    /// the kid published as the next key from now on
+    next_kid: String,
+    /// the kid that signed until now; it stays published while its tokens live
+    previous_kid: String,
+    /// Unix seconds: when the rotation took effect
+    rotated_at: u64,
+    /// Unix seconds: when the new key's epoch ends, unless rotated before
+    next_rotation_at: u64,
 }
 
 /// A domain and whether it is enabled.

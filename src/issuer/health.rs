@@ -45,6 +45,10 @@ impl Readiness {
 }
 
 async fn probe(state: &IssuerState) -> std::result::Result<(), NotReady> {
+    if state.keys.is_replaced() {
+        // An emergency replacement: this replica signs nothing until restarted.
+        return Err((Code::IssuerRootSecretMismatch, "the root secret (replaced)"));
+    }
     within("the database", state.store.check_writable()).await?;
     within("the replay store", async {
         // A random key nobody else uses, kept for a second.

@@ -16,10 +16,18 @@
 //! lifetime plus leeway. The issuer itself also verifies session tokens, which
 //! live up to 12 h: its internal set reaches back that far.
 //!
+//! Scheduled rotation (`keybound admin rotate`) moves the epoch boundary to
+//! now: the database keeps a key-epoch offset, and the epoch of time t is
+//! `⌊(t + offset(t)) / period⌋`. The next key, published a whole period
+//! ahead, signs at once; the one it replaces stays published as a previous
+//! key. Every replica reads the offsets from the database
+//! ([`RotationSchedule`]), so they agree on the key without talking.
+//!
 //! Static mode: one key from a file, never rotated.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use zeroize::Zeroizing;
 
@@ -30,6 +38,66 @@ use crate::verify::Clock;
 
 /// Shortest rotation period allowed: keys must outlive the tokens they sign.
 pub const MIN_ROTATION_PERIOD: u64 = 600;
+
+/// How often each replica re-reads the rotation offsets, the root-secret
+/// fingerprint and the retired kids from the database: a rotation or a
+/// replacement made through another replica (or offline) takes effect here
+/// within this bound (spec/issuer.md §7.2).
+pub const KEY_STATE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Added to the key-set cache max-age before a scheduled rotation is
+/// allowed: the other replicas' poll ([`KEY_STATE_POLL`]) plus 5 s of clock
+/// skew between replicas.
+pub const ROTATION_SETTLE: u64 = KEY_STATE_POLL.as_secs() + 5;
+
+/// The scheduled rotations: from each rotation's time on, its key-epoch
+/// offset (seconds added to the time before it is divided into epochs).
+/// Offsets only grow. Empty: offset 0, the epochs of the bare clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RotationSchedule {
+    /// `(rotated_at, offset)`.
+    rotations: Vec<(u64, u64)>,
+}
+
+impl RotationSchedule {
+    /// A schedule of `(rotated_at, offset)` rows, in any order.
+    pub fn new(mut rotations: Vec<(u64, u64)>) -> Self {
+        rotations.sort_by_key(|&(_, offset)| offset);
+        RotationSchedule { rotations }
+    }
+
+    /// The offset in effect at `t`: the largest of the rotations made by then.
+    pub fn offset_at(&self, t: u64) -> u64 {
+        self.rotations
+            .iter()
+            .filter(|&&(at, _)| at <= t)
+            .map(|&(_, offset)| offset)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The rotations, `(rotated_at, offset)`, by offset.
+    pub fn rotations(&self) -> &[(u64, u64)] {
+        &self.rotations
+    }
+}
+
+/// What a scheduled rotation changes (spec/issuer.md §7.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// When it takes effect (now).
+    pub rotated_at: u64,
+    /// The new key-epoch offset.
+    pub offset: u64,
+    /// The kid that signs from now on (the next key until now).
+    pub kid: Vec<u8>,
+    /// The kid published as next from now on.
+    pub next_kid: Vec<u8>,
+    /// The kid that signed until now; published while its tokens live.
+    pub previous_kid: Vec<u8>,
+    /// When the new key's epoch ends, if nothing rotates before.
+    pub next_rotation_at: u64,
+}
 
 enum Mode {
     Derived {
@@ -43,7 +111,7 @@ enum Mode {
     },
 }
 
-/// The key sets of one epoch.
+/// The key sets of one epoch and schedule.
 #[derive(Clone)]
 struct Sets {
     published: Arc<KeySet>,
@@ -54,7 +122,8 @@ struct Sets {
 #[derive(Default)]
 struct Cache {
     keys: HashMap<u64, Arc<SigningKey>>,
-    sets: Option<(u64, Sets)>,
+    /// Keyed by (current epoch, oldest published, oldest internal).
+    sets: Option<((u64, u64, u64), Sets)>,
 }
 
 /// Signing keys of one issuer.
@@ -66,6 +135,10 @@ pub struct IssuerKeys {
     /// Longest session lifetime + leeway: how long the issuer itself keeps verifying.
     verify_back: u64,
     cache: Mutex<Cache>,
+    schedule: RwLock<RotationSchedule>,
+    /// Set when the database records another root secret (an emergency
+    /// replacement): this process stops signing, publishing and accepting.
+    replaced: AtomicBool,
 }
 
 impl std::fmt::Debug for IssuerKeys {
@@ -111,6 +184,8 @@ impl IssuerKeys {
             publish_back: max_service_window,
             verify_back: max_session_window,
             cache: Mutex::new(Cache::default()),
+            schedule: RwLock::new(RotationSchedule::default()),
+            replaced: AtomicBool::new(false),
         })
     }
 
@@ -126,6 +201,8 @@ impl IssuerKeys {
             publish_back: 0,
             verify_back: 0,
             cache: Mutex::new(Cache::default()),
+            schedule: RwLock::new(RotationSchedule::default()),
+            replaced: AtomicBool::new(false),
         }
     }
 
@@ -144,12 +221,58 @@ impl IssuerKeys {
         Ok(key)
     }
 
+    /// Whether keys are derived (and so can rotate).
+    pub fn is_derived(&self) -> bool {
+        matches!(self.mode, Mode::Derived { .. })
+    }
+
+    /// Takes the rotation offsets read from the database.
+    pub fn set_schedule(&self, schedule: RotationSchedule) {
+        let mut current = self.schedule.write().unwrap_or_else(|p| p.into_inner());
+        if *current != schedule {
+            *current = schedule;
+        }
+    }
+
+    /// The rotation offsets in use.
+    pub fn schedule(&self) -> RotationSchedule {
+        self.schedule.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stops signing, publishing and accepting: the root secret was replaced
+    /// (the database records another fingerprint). Only a restart with the
+    /// new secret undoes it.
+    pub fn mark_replaced(&self) {
+        self.replaced.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`IssuerKeys::mark_replaced`] was called.
+    pub fn is_replaced(&self) -> bool {
+        self.replaced.load(Ordering::SeqCst)
+    }
+
+    fn replaced_error(&self) -> Error {
+        Error::new(
+            Code::IssuerRootSecretMismatch,
+            "the root secret was replaced (the database records another fingerprint); restart this replica with the new secret",
+        )
+    }
+
+    /// The epoch of time `t` under the rotation schedule (derived keys).
+    fn epoch_at(&self, t: u64, period: u64) -> u64 {
+        let offset = self.schedule.read().unwrap_or_else(|p| p.into_inner()).offset_at(t);
+        (t + offset) / period
+    }
+
     /// The key that signs now, with its kid.
     pub fn current(&self) -> Result<(Arc<SigningKey>, Vec<u8>)> {
+        if self.is_replaced() {
+            return Err(self.replaced_error());
+        }
         match &self.mode {
             Mode::Static { key, kid } => Ok((key.clone(), kid.clone())),
             Mode::Derived { period, .. } => {
-                let epoch = self.clock.now() / period;
+                let epoch = self.epoch_at(self.clock.now(), *period);
                 let key = self.key_for_epoch(epoch)?;
                 let kid = derived_kid(epoch, &key);
                 Ok((key, kid))
@@ -157,9 +280,62 @@ impl IssuerKeys {
         }
     }
 
+    /// A scheduled rotation at `now`: the offset that ends the current epoch
+    /// now, so that the next key signs. Refused with
+    /// `issuer.rotation_too_early`, unless `force`, while the next key has
+    /// been published for less than the key-set cache max-age plus
+    /// [`ROTATION_SETTLE`]: a verifier that fetched the set before it was
+    /// published may not know it yet. Nothing changes until the caller
+    /// records the offset and calls [`IssuerKeys::set_schedule`].
+    pub fn plan_rotation(&self, now: u64, force: bool) -> Result<Rotation> {
+        let Mode::Derived { period, .. } = &self.mode else {
+            return err(
+                Code::IssuerConflict,
+                "the issuer signs with a fixed key (signing key file), which never rotates",
+            );
+        };
+        let period = *period;
+        if self.is_replaced() {
+            return Err(self.replaced_error());
+        }
+        let offset = self.schedule.read().unwrap_or_else(|p| p.into_inner()).offset_at(now);
+        let epoch = (now + offset) / period;
+        // The current epoch began (and its next key was first published) at
+        // the last rotation or natural boundary.
+        let started = (epoch * period).saturating_sub(offset);
+        let published_for = now.saturating_sub(started);
+        let wait = self.cache_max_age() + ROTATION_SETTLE;
+        if published_for < wait && !force {
+            return err(
+                Code::IssuerRotationTooEarly,
+                format!(
+                    "the next key has been published for only {published_for} s; verifiers may cache the key set \
+                     for {} s (plus {ROTATION_SETTLE} s for the other replicas to see it), so signing with it now \
+                     could make them refuse new tokens until they refetch. Rotate again in {} s, or force it \
+                     (--force) and accept refusals until verifiers refetch",
+                    self.cache_max_age(),
+                    wait - published_for
+                ),
+            );
+        }
+        let new_offset = (epoch + 1) * period - now;
+        let kid_of = |e: u64| self.key_for_epoch(e).map(|key| derived_kid(e, &key));
+        Ok(Rotation {
+            rotated_at: now,
+            offset: new_offset,
+            kid: kid_of(epoch + 1)?,
+            next_kid: kid_of(epoch + 2)?,
+            previous_kid: kid_of(epoch)?,
+            next_rotation_at: now + period,
+        })
+    }
+
     /// Published set, its CBOR, and the internal (session-verification) set, for now.
     fn sets(&self) -> Result<Sets> {
-        let (epoch, period) = match &self.mode {
+        if self.is_replaced() {
+            return Err(self.replaced_error());
+        }
+        let period = match &self.mode {
             Mode::Static { key, kid } => {
                 let set = Arc::new(KeySet::new().with(kid.clone(), key.public_key().clone())?);
                 let cbor = Arc::new(set.to_cbor());
@@ -169,21 +345,28 @@ impl IssuerKeys {
                     internal: set,
                 });
             }
-            Mode::Derived { period, .. } => (self.clock.now() / period, *period),
+            Mode::Derived { period, .. } => *period,
         };
-        if let Some((e, sets)) = &self.cache.lock().unwrap_or_else(|p| p.into_inner()).sets
-            && *e == epoch
+        let now = self.clock.now();
+        let epoch = self.epoch_at(now, period);
+        // Every epoch that was current at some time in the window: whole
+        // periods back in time, so that rotations (which shorten epochs)
+        // never drop a key that can still have signed a live token.
+        let oldest = |window: u64| self.epoch_at(now.saturating_sub(window.div_ceil(period) * period), period);
+        let (oldest_published, oldest_internal) = (oldest(self.publish_back), oldest(self.verify_back));
+        let cache_key = (epoch, oldest_published, oldest_internal);
+        if let Some((k, sets)) = &self.cache.lock().unwrap_or_else(|p| p.into_inner()).sets
+            && *k == cache_key
         {
             return Ok(sets.clone());
         }
-        let back = |window: u64| window.div_ceil(period);
         let mut published = KeySet::new();
         let mut internal = KeySet::new();
         // Newest first: next, current, then older ones.
-        for e in (epoch.saturating_sub(back(self.verify_back))..=epoch + 1).rev() {
+        for e in (oldest_internal..=epoch + 1).rev() {
             let key = self.key_for_epoch(e)?;
             let kid = derived_kid(e, &key);
-            if e + back(self.publish_back) >= epoch {
+            if e >= oldest_published {
                 published.insert(kid.clone(), key.public_key().clone())?;
             }
             internal.insert(kid, key.public_key().clone())?;
@@ -195,9 +378,8 @@ impl IssuerKeys {
         };
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         // Forget derived keys that can no longer be needed.
-        let oldest = epoch.saturating_sub(back(self.verify_back));
-        cache.keys.retain(|e, _| *e >= oldest);
-        cache.sets = Some((epoch, sets.clone()));
+        cache.keys.retain(|e, _| *e >= oldest_internal);
+        cache.sets = Some((cache_key, sets.clone()));
         Ok(sets)
     }
 
@@ -209,6 +391,11 @@ impl IssuerKeys {
     /// The published set.
     pub fn published(&self) -> Result<Arc<KeySet>> {
         self.sets().map(|s| s.published)
+    }
+
+    /// The kids of the internal set: every key the issuer accepts now.
+    pub fn internal_kids(&self) -> Result<Vec<Vec<u8>>> {
+        Ok(self.sets()?.internal.iter().map(|(kid, _)| kid.to_vec()).collect())
     }
 
     /// How long verifiers may cache the published set, in seconds.
@@ -255,9 +442,20 @@ pub fn root_fingerprint(root: &[u8]) -> String {
 /// Reads the root secret from `path`, creating it (32 random bytes, mode
 /// 0600) if it does not exist.
 pub fn load_or_create_root(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
-    use std::io::Write;
+    if let Some(secret) = read_root(path)? {
+        return Ok(secret);
+    }
+    let secret = Zeroizing::new(crate::random_array::<32>()?.to_vec());
+    create_root(path, &secret)?;
+    Ok(secret)
+}
+
+/// Reads the root secret file at `path` (`None` if there is none); refuses
+/// a file that group or others may access.
+pub fn read_root(path: &std::path::Path) -> Result<Option<Zeroizing<Vec<u8>>>> {
     match std::fs::read(path) {
         Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -271,24 +469,27 @@ pub fn load_or_create_root(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>>
                     );
                 }
             }
-            Ok(Zeroizing::new(bytes))
+            Ok(Some(bytes))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = Zeroizing::new(crate::random_array::<32>()?.to_vec());
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(path)
-                .map_err(|e| Error::new(Code::IssuerConfig, format!("cannot create {}: {e}", path.display())))?;
-            file.write_all(&secret)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| Error::new(Code::IssuerConfig, format!("cannot write {}: {e}", path.display())))?;
-            Ok(secret)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => err(Code::IssuerConfig, format!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// Writes a new root secret file (which must not exist yet), mode 0600,
+/// synced to disk.
+pub fn create_root(path: &std::path::Path, secret: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| Error::new(Code::IssuerConfig, format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(secret)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::new(Code::IssuerConfig, format!("cannot write {}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -371,5 +572,72 @@ mod tests {
             .is_err()
         );
         assert!(IssuerKeys::derived(Zeroizing::new(vec![1; 32]), Algorithm::EdDSA, 60, 330, 0, clock).is_err());
+    }
+
+    #[test]
+    fn a_scheduled_rotation_signs_with_the_published_next_key_and_keeps_the_previous_one() {
+        // Epoch 10,000 of 600 s began 100 s ago; the cache max-age is 150 s.
+        let start = 10_000 * 600 + 100;
+        let clock = Arc::new(ManualClock::new(start));
+        let keys = Arc::new(
+            IssuerKeys::derived(
+                Zeroizing::new(vec![1; 32]),
+                Algorithm::EdDSA,
+                600,
+                330,
+                43_230,
+                clock.clone(),
+            )
+            .unwrap(),
+        );
+        let kid = |e: u64| derived_kid(e, &keys.key_for_epoch(e).unwrap());
+        let too_early = keys.plan_rotation(start, false).unwrap_err();
+        assert_eq!(too_early.code(), Code::IssuerRotationTooEarly);
+        assert!(too_early.message().contains("60 s"), "{}", too_early.message());
+        assert!(keys.plan_rotation(start, true).is_ok(), "force");
+        let now = start + 100; // published for 200 s > 150 + 10
+        clock.set(now);
+        let before = keys.published().unwrap();
+        let rotation = keys.plan_rotation(now, false).unwrap();
+        assert_eq!(rotation.kid, kid(10_001));
+        assert_eq!(rotation.previous_kid, kid(10_000));
+        assert_eq!(rotation.next_kid, kid(10_002));
+        assert!(
+            before.get(&rotation.kid).is_some(),
+            "the new key was published before it signs"
+        );
+        keys.set_schedule(RotationSchedule::new(vec![(now, rotation.offset)]));
+        assert_eq!(keys.current().unwrap().1, kid(10_001));
+        let after = keys.published().unwrap();
+        for e in [10_000, 10_001, 10_002] {
+            assert!(after.get(&kid(e)).is_some(), "epoch {e} published");
+        }
+        // The new epoch lasts a whole period, and a second rotation waits.
+        assert_eq!(
+            keys.plan_rotation(now + 1, false).unwrap_err().code(),
+            Code::IssuerRotationTooEarly
+        );
+        clock.set(now + 599);
+        assert_eq!(keys.current().unwrap().1, kid(10_001));
+        assert!(keys.published().unwrap().get(&kid(10_000)).is_some(), "previous kept");
+        clock.set(now + 600);
+        assert_eq!(keys.current().unwrap().1, kid(10_002));
+        // Sessions signed before the rotation still verify at the issuer.
+        let internal = keys.internal_source().key_set();
+        assert!(internal.get(&kid(10_000)).is_some() && internal.get(&kid(9_950)).is_some());
+        // A replaced secret stops everything.
+        keys.mark_replaced();
+        assert_eq!(keys.current().unwrap_err().code(), Code::IssuerRootSecretMismatch);
+        assert!(keys.published_cbor().is_err());
+        assert!(keys.internal_source().key_set().is_empty());
+    }
+
+    #[test]
+    fn the_offset_in_effect_is_the_last_rotations() {
+        let schedule = RotationSchedule::new(vec![(2_000, 700), (1_000, 300)]);
+        assert_eq!(schedule.offset_at(999), 0);
+        assert_eq!(schedule.offset_at(1_000), 300);
+        assert_eq!(schedule.offset_at(1_999), 300);
+        assert_eq!(schedule.offset_at(5_000), 700);
     }
 }

@@ -42,6 +42,8 @@ pub use names::{Name, ProjectName, UserName};
 pub use store::Store;
 use store::{Audit, Identities, Logins, RootSecrets};
 
+pub use keys::Rotation;
+
 use crate::error::{Code, Error, Result, err};
 use crate::key::Algorithm;
 use crate::policy::{JsonLinesFile, Policy, RecordSink, TracingRecords};
@@ -383,6 +385,10 @@ pub struct IssuerState {
     pub clock: Arc<dyn Clock>,
     /// The last `/readyz` result.
     pub(crate) readiness: health::Readiness,
+    /// The fingerprint of this process's root secret (derived keys only).
+    root_fingerprint: Option<String>,
+    /// Kids that an emergency replacement retired (spec/issuer.md §7.2).
+    retired_kids: std::sync::RwLock<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for IssuerState {
@@ -396,6 +402,7 @@ impl IssuerState {
     pub async fn open(config: IssuerConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         config.check()?;
         let store = open_store(&config).await?;
+        let mut root_fingerprint = None;
         let keys = Arc::new(match &config.signing_key_file {
             Some(path) => IssuerKeys::fixed(crate::key::read_signing_key_file(path)?, clock.clone()),
             None => {
@@ -433,14 +440,16 @@ impl IssuerState {
                             "the root secret from {source} has fingerprint {fingerprint}, but this issuer's database \
                              records {recorded}: every replica of one issuer must use the same root secret. Copy \
                              root.key (32 raw bytes, mode 0600) from a replica that runs to {}, or set \
-                             KEYBOUND_ROOT_SECRET to its hex (xxd -p -c 64 root.key); to replace the secret on \
-                             purpose, stop every replica, delete the row of the root_secret table and start them \
-                             with the new secret (every session ends: users log in again)",
+                             KEYBOUND_ROOT_SECRET to its hex (xxd -p -c 64 root.key); after an emergency \
+                             replacement (keybound admin rotate --emergency), copy the new root.key it wrote. To \
+                             replace the secret on purpose, run keybound admin rotate --emergency with this \
+                             issuer's settings (every session ends: users log in again)",
                             config.root_secret_path().display()
                         ),
                     );
                 }
                 tracing::info!(source = %source, fingerprint = %fingerprint, "root secret loaded");
+                root_fingerprint = Some(fingerprint);
                 IssuerKeys::derived(
                     root,
                     config.algorithm,
@@ -486,7 +495,12 @@ impl IssuerState {
             metrics: Metrics::default(),
             clock,
             readiness: Default::default(),
+            root_fingerprint,
+            retired_kids: Default::default(),
         });
+        // Rotations and retired kids before the first request, then every few seconds.
+        state.refresh_key_state().await?;
+        tokio::spawn(watch_key_state(Arc::downgrade(&state)));
         tokio::spawn(prune_hourly(Arc::downgrade(&state)));
         tokio::spawn(forget_idle_login_sources(Arc::downgrade(&state)));
         Ok(state)
@@ -507,6 +521,100 @@ impl IssuerState {
     /// Current time.
     pub fn now(&self) -> u64 {
         self.clock.now()
+    }
+
+    /// Re-reads what other replicas (or `keybound admin rotate --emergency`)
+    /// may have changed: the rotation offsets, the retired kids, and the
+    /// root-secret fingerprint. A fingerprint that is no longer this
+    /// process's means its secret was replaced: it stops signing, publishing
+    /// and accepting its keys (`issuer.root_secret_mismatch`) until it is
+    /// restarted with the new secret. Runs at start-up and every
+    /// [`keys::KEY_STATE_POLL`].
+    pub async fn refresh_key_state(&self) -> Result<()> {
+        let mut conn = self.store.conn().await?;
+        if let Some(mine) = &self.root_fingerprint {
+            let recorded = conn.root_fingerprint().await?;
+            if recorded.as_deref() != Some(mine.as_str()) && !self.keys.is_replaced() {
+                tracing::error!(
+                    fingerprint = %mine,
+                    recorded = recorded.as_deref().unwrap_or("-"),
+                    "the database records another root secret (an emergency replacement): this replica stops \
+                     signing and accepting its keys; restart it with the new root secret"
+                );
+                self.keys.mark_replaced();
+            }
+        }
+        let period = self.config.rotation_period;
+        let window = self.config.max_session_lifetime + self.config.leeway;
+        // Far enough back for the oldest epoch the internal set covers.
+        let since = self.now().saturating_sub((window.div_ceil(period) + 1) * period);
+        let rotations = conn.rotations_since(since as i64).await?;
+        self.keys.set_schedule(keys::RotationSchedule::new(rotations));
+        let retired = conn.retired_kids().await?;
+        *self.retired_kids.write().unwrap_or_else(|p| p.into_inner()) = retired.into_iter().collect();
+        Ok(())
+    }
+
+    /// Whether `kid` names a key retired by an emergency replacement.
+    pub fn is_retired_kid(&self, kid: &[u8]) -> bool {
+        self.retired_kids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(kid)
+    }
+}
+
+/// Keeps the rotation schedule, the retired kids and the root-secret check
+/// current, as long as the issuer lives.
+async fn watch_key_state(state: std::sync::Weak<IssuerState>) {
+    let mut every = tokio::time::interval(keys::KEY_STATE_POLL);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        if let Err(e) = state.refresh_key_state().await {
+            tracing::warn!(error = %e, "reading the key state from the database failed; retrying");
+        }
+    }
+}
+
+/// A token refused at T6 (`cose.key_unknown`) whose kid an emergency
+/// replacement retired is answered `session.key_replaced` instead: the
+/// client is told to log in again rather than suspect tampering. Only the
+/// (unauthenticated) kid is read; the token stays refused.
+async fn explain_replaced_keys(
+    axum::extract::State(state): axum::extract::State<Arc<IssuerState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authorization = request.headers().get(http::header::AUTHORIZATION).cloned();
+    let response = next.run(request).await;
+    let refused_at_t6 = response.status() == http::StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get(http::header::WWW_AUTHENTICATE)
+            .is_some_and(|v| v.as_bytes() == format!("KB error=\"{}\"", Code::CoseKeyUnknown).as_bytes());
+    if !refused_at_t6 {
+        return response;
+    }
+    let kid = authorization.as_ref().and_then(|value| {
+        let token = value.to_str().ok()?.trim().split_once(' ')?.1.trim();
+        let bytes = crate::encoding::b64url_decode(token).ok()?;
+        let sign1 = crate::cose::parse_sign1(&bytes, crate::cose::Tagging::Cwt).ok()?;
+        sign1.kid.map(<[u8]>::to_vec)
+    });
+    match kid {
+        Some(kid) if state.is_retired_kid(&kid) => {
+            state.metrics.failure(Code::SessionKeyReplaced.as_str());
+            crate::http::error_response(
+                &Error::new(
+                    Code::SessionKeyReplaced,
+                    "the issuer's keys were replaced after this token was issued; log in again",
+                ),
+                None,
+            )
+        }
+        _ => response,
     }
 }
 
@@ -562,6 +670,7 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
         .policy(Arc::new(policy))
         .records(records);
     let session_layer = protected(&state, state.sessions.clone())?;
+    let replaced = || axum::middleware::from_fn_with_state(state.clone(), explain_replaced_keys);
     // Every route that takes a token goes through one of these layers (H1,
     // T, H2, P and A1 of the HTTP binding, as for any service): session
     // tokens for minting, admin tokens for the admin API. route_layer: only
@@ -569,8 +678,8 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
     // than a demand for a token.
     let (router, _) = OpenApiRouter::new()
         .merge(api::routes())
-        .merge(api::session_routes().route_layer(session_layer))
-        .merge(admin::routes().route_layer(admin_layer))
+        .merge(api::session_routes().route_layer(session_layer).route_layer(replaced()))
+        .merge(admin::routes().route_layer(admin_layer).route_layer(replaced()))
         .split_for_parts();
     Ok(router.with_state(state))
 }
@@ -641,6 +750,148 @@ pub async fn bootstrap(config: &IssuerConfig, password: &str) -> Result<()> {
     tx.bootstrap(&hash, now).await?;
     tx.record(now, "-", "bootstrap", "admin@default", "ok").await?;
     tx.commit().await
+}
+
+/// What [`replace_root_secret`] did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Replacement {
+    /// The fingerprint of the new secret, now recorded in the database.
+    pub fingerprint: String,
+    /// The fingerprint of the secret it replaced (`None` when an interrupted
+    /// replacement was finished).
+    pub previous_fingerprint: Option<String>,
+    /// Where the new secret was written (32 raw bytes, mode 0600).
+    pub root_secret_file: PathBuf,
+    /// How many kids of the old keys were recorded as retired.
+    pub retired_kids: usize,
+}
+
+/// Emergency replacement of the root secret (spec/issuer.md §7.2), offline
+/// like [`bootstrap`]: reads the current secret (the file, or the
+/// configured secret), records the kids of every key it still derives for
+/// the issuer (never the keys), generates a new secret, writes it beside
+/// the file as `{file}.new`, replaces the database's fingerprint and
+/// records the retired kids and the audit entry `keys.replace` in one
+/// transaction, then renames the new file over the old one. Running
+/// replicas see the new fingerprint within [`keys::KEY_STATE_POLL`] and stop
+/// signing and accepting the old keys; each must be restarted with the new
+/// file. A replacement interrupted between its commit and the rename is
+/// finished by running it again.
+pub async fn replace_root_secret(config: &IssuerConfig) -> Result<Replacement> {
+    config.check()?;
+    if config.signing_key_file.is_some() {
+        return err(
+            Code::IssuerConfig,
+            "the issuer signs with a fixed key file: replace that file instead (there is no root secret)",
+        );
+    }
+    let store = open_store(config).await?;
+    let path = config.root_secret_path();
+    let mut pending = path.clone().into_os_string();
+    pending.push(".new");
+    let pending = PathBuf::from(pending);
+    let recorded = store.conn().await?.root_fingerprint().await?;
+    if let Some(new) = keys::read_root(&pending)? {
+        let fingerprint = keys::root_fingerprint(&new);
+        if recorded.as_deref() == Some(fingerprint.as_str()) {
+            // Committed, not yet renamed.
+            install_root(&pending, &path)?;
+            return Ok(Replacement {
+                fingerprint,
+                previous_fingerprint: None,
+                root_secret_file: path,
+                retired_kids: 0,
+            });
+        }
+        // Never committed: the old secret is still the one in force.
+        std::fs::remove_file(&pending)
+            .map_err(|e| Error::new(Code::IssuerConfig, format!("cannot remove {}: {e}", pending.display())))?;
+    }
+    let old = match &config.root_secret {
+        Some(root) => root.clone(),
+        None => keys::read_root(&path)?.ok_or_else(|| {
+            Error::new(
+                Code::IssuerConfig,
+                format!(
+                    "there is no root secret at {}: give the current one (root_secret_file, or \
+                     KEYBOUND_ROOT_SECRET) so that its keys can be retired",
+                    path.display()
+                ),
+            )
+        })?,
+    };
+    let previous = keys::root_fingerprint(&old);
+    if let Some(recorded) = &recorded
+        && *recorded != previous
+    {
+        return err(
+            Code::IssuerRootSecretMismatch,
+            format!(
+                "the current root secret has fingerprint {previous}, but the database records {recorded}: run \
+                 the replacement with the secret the replicas use, so that its keys are retired"
+            ),
+        );
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now();
+    // Every kid the issuer still accepts (sessions reach back 12 h).
+    let old_keys = IssuerKeys::derived(
+        old,
+        config.algorithm,
+        config.rotation_period,
+        config.service_lifetime + config.leeway,
+        config.max_session_lifetime + config.leeway,
+        clock,
+    )?;
+    let period = config.rotation_period;
+    let window = config.max_session_lifetime + config.leeway;
+    let since = now.saturating_sub((window.div_ceil(period) + 1) * period);
+    let rotations = store.conn().await?.rotations_since(since as i64).await?;
+    old_keys.set_schedule(keys::RotationSchedule::new(rotations));
+    let retired = old_keys.internal_kids()?;
+    let new = Zeroizing::new(crate::random_array::<32>()?.to_vec());
+    let fingerprint = keys::root_fingerprint(&new);
+    keys::create_root(&pending, &new)?;
+    let committed = async {
+        let forget_before = now.saturating_sub(crate::token::MAX_SESSION_LIFETIME + crate::verify::MAX_LEEWAY);
+        let mut tx = store.begin().await?;
+        tx.replace_root_fingerprint(&fingerprint, &retired, now as i64, forget_before as i64)
+            .await?;
+        tx.record(now as i64, "-", "keys.replace", &fingerprint, "ok").await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = committed {
+        let _ = std::fs::remove_file(&pending);
+        return Err(e);
+    }
+    install_root(&pending, &path)?;
+    Ok(Replacement {
+        fingerprint,
+        previous_fingerprint: Some(previous),
+        root_secret_file: path,
+        retired_kids: retired.len(),
+    })
+}
+
+/// Renames the new root secret over the old one and syncs the directory.
+fn install_root(pending: &std::path::Path, path: &std::path::Path) -> Result<()> {
+    std::fs::rename(pending, path).map_err(|e| {
+        Error::new(
+            Code::IssuerConfig,
+            format!(
+                "the database records the new secret, but {} could not be renamed to {}: {e}; rename it by hand",
+                pending.display(),
+                path.display()
+            ),
+        )
+    })?;
+    if let Some(dir) = path.parent()
+        && let Ok(dir) = std::fs::File::open(dir)
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ const SQLITE: &[(&str, &str)] = embed!(
     "0004_bounded_login_records.sql",
     "0005_readiness_probe.sql",
     "0006_root_secret.sql",
+    "0007_key_rotation.sql",
 );
 const POSTGRES: &[(&str, &str)] = embed!(
     "postgres",
@@ -39,6 +40,7 @@ const POSTGRES: &[(&str, &str)] = embed!(
     "0004_bounded_login_records.sql",
     "0005_readiness_probe.sql",
     "0006_root_secret.sql",
+    "0007_key_rotation.sql",
 );
 
 /// The embedded files of one dialect, as sqlx's migrator takes them.

@@ -7,7 +7,7 @@
 //! | [`services`] | registered service audiences | `services` |
 //! | [`logins`] | what a login reads, and the lockout | `users` (counters), `unknown_logins`, `unknown_login_totals`, `login_bucket_salt` |
 //! | [`audit`] | the audit log | `audit_log` |
-//! | [`secrets`] | the fingerprint of the root secret | `root_secret` |
+//! | [`secrets`] | the issuer's keys: fingerprint of the root secret, scheduled rotations, retired kids | `root_secret`, `key_rotations`, `retired_kids` |
 //!
 //! The trusts and the federation peers of the next issues are aggregates of
 //! their own: each gets a module here (`trusts`, `federation`), a trait like
