@@ -88,6 +88,10 @@ async fn a_replica_with_another_root_secret_refuses_to_start() {
                 "{message}"
             );
             assert!(message.contains(&root_fingerprint(&root)), "{message}");
+            assert!(
+                message.contains("keybound admin rotate --emergency") && !message.contains("delete the row"),
+                "{message}"
+            );
             assert!(!message.contains(&keybound::encoding::hex_encode(&root)), "{message}");
         }
         // A root_secret_file holding the shared secret works.
@@ -96,6 +100,29 @@ async fn a_replica_with_another_root_secret_refuses_to_start() {
         let mut shared = config(&other_dir, url.clone().or_else(|| Some(sqlite_url(&data))));
         shared.root_secret_file = Some(file);
         drop(IssuerState::open(shared, Arc::new(SystemClock)).await.unwrap());
+        // An emergency replacement on this database: the old secret is refused
+        // from then on, the new file starts, and the old kids are retired.
+        let replaced = keybound::issuer::replace_root_secret(&config(&data, url.clone()))
+            .await
+            .unwrap();
+        let new = std::fs::read(data.join("root.key")).unwrap();
+        assert_eq!(replaced.fingerprint, root_fingerprint(&new));
+        assert_eq!(replaced.previous_fingerprint, Some(root_fingerprint(&root)));
+        let stale = IssuerConfig {
+            root_secret: Some(Zeroizing::new(root.clone())),
+            ..config(&data, url.clone())
+        };
+        let error = IssuerState::open(stale, Arc::new(SystemClock)).await.unwrap_err();
+        assert_eq!(error.code(), Code::IssuerRootSecretMismatch, "{error}");
+        let state = IssuerState::open(config(&data, url.clone()), Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let retired = {
+            use keybound::issuer::store::RootSecrets;
+            state.store.conn().await.unwrap().retired_kids().await.unwrap()
+        };
+        assert_eq!(retired.len(), replaced.retired_kids, "{backend}", backend = i);
+        assert!(retired.iter().all(|kid| state.is_retired_kid(kid)));
     }
 }
 
@@ -131,4 +158,105 @@ fn serve_help_describes_the_real_root_secret_formats() {
     ] {
         assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
     }
+}
+
+/// `keybound admin rotate --emergency` offline on a data dir: a new root.key
+/// (32 raw bytes, 0600), the database records its fingerprint, and the old
+/// secret no longer starts an issuer there.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn the_emergency_replacement_runs_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    drop(
+        IssuerState::open(config(&data, None), Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    );
+    let old = std::fs::read(data.join("root.key")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keybound"))
+        .args(["admin", "rotate", "--emergency", "--data-dir"])
+        .arg(&data)
+        .env_remove("KEYBOUND_ROOT_SECRET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let new = std::fs::read(data.join("root.key")).unwrap();
+    assert_eq!(new.len(), 32);
+    assert_ne!(new, old);
+    assert_eq!(answer["fingerprint"], root_fingerprint(&new));
+    assert_eq!(answer["previous_fingerprint"], root_fingerprint(&old));
+    assert!(answer["retired_kids"].as_u64().unwrap() >= 3, "{answer}");
+    assert!(answer["next"].as_str().unwrap().contains("restart every replica"));
+    assert!(
+        !stdout.contains(&keybound::encoding::hex_encode(&new)),
+        "the secret is not printed"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("root.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A replica still holding the old secret is refused; the new one starts.
+    let stale = IssuerConfig {
+        root_secret: Some(Zeroizing::new(old)),
+        ..config(&data, None)
+    };
+    let error = IssuerState::open(stale, Arc::new(SystemClock)).await.unwrap_err();
+    assert_eq!(error.code(), Code::IssuerRootSecretMismatch, "{error}");
+    drop(
+        IssuerState::open(config(&data, None), Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    );
+    // The replacement is in the audit log.
+    let store = keybound::issuer::Store::connect(&config(&data, None).database_url(), Default::default())
+        .await
+        .unwrap();
+    let audit = {
+        use keybound::issuer::store::Audit;
+        store.conn().await.unwrap().list_audit(10).await.unwrap()
+    };
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "keys.replace" && e.target == root_fingerprint(&new) && e.outcome == "ok"),
+        "{audit:?}"
+    );
+}
+
+/// The rotation command's help describes both modes, with examples; `serve
+/// --help` points to it.
+#[cfg(feature = "cli")]
+#[test]
+fn rotate_help_describes_both_modes() {
+    let help = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_keybound"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let rotate = help(&["admin", "rotate", "--help"]);
+    for needle in [
+        "--force",
+        "--emergency",
+        "issuer.rotation_too_early",
+        "session.key_replaced",
+        "restart",
+        "Examples:",
+        "keybound admin rotate --emergency --data-dir",
+    ] {
+        assert!(rotate.contains(needle), "rotate help lacks {needle:?}:\n{rotate}");
+    }
+    let serve = help(&["serve", "--help"]);
+    assert!(serve.contains("keybound admin rotate --emergency"), "{serve}");
+    assert!(help(&["admin", "--help"]).contains("rotate"));
 }

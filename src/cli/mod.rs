@@ -288,6 +288,14 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// A session from before an emergency replacement: the CLI says what to run.
+    #[test]
+    fn replaced_keys_say_log_in_again() {
+        let e = CliError::from(crate::Error::new(crate::Code::SessionKeyReplaced, "from the issuer"));
+        assert_eq!(e.code(), "session.key_replaced");
+        assert!(e.message().contains("run `keybound login` again"), "{}", e.message());
+    }
+
     #[test]
     fn every_subcommand_has_about_and_an_example() {
         let command = Cli::command();
