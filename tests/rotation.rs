@@ -214,8 +214,15 @@ async fn a_rotation_too_early_is_refused_and_other_replicas_follow() {
         (409, Some("issuer.rotation_too_early"))
     );
     let detail = answer["detail"].as_str().unwrap();
-    assert!(detail.contains("100 s") && detail.contains("--force"), "{detail}");
-    assert!(detail.contains("Rotate again in 810 s"), "{detail}");
+    // "published for only N s … Rotate again in M s": N + M = 900 + 10.
+    let number_after = |prefix: &str| -> u64 {
+        let rest = &detail[detail.find(prefix).unwrap_or_else(|| panic!("{detail}")) + prefix.len()..];
+        rest.split(' ').next().unwrap().parse().unwrap()
+    };
+    let (published, wait) = (number_after("published for only "), number_after("Rotate again in "));
+    assert!((100..110).contains(&published), "{detail}");
+    assert_eq!(published + wait, 910, "{detail}");
+    assert!(detail.contains("--force"), "{detail}");
     let before = issuer.state().keys.current().unwrap().1;
     let (status, forced) = rotate(&issuer, &admin, json!({"force": true})).await;
     assert_eq!(status, 200, "{forced}");
