@@ -31,6 +31,7 @@ mod title {
     pub const LOCKED: &str = "Too many failed logins";
     pub const RATE_LIMITED: &str = "Too many logins";
     pub const KEYS_REPLACED: &str = "The issuer's keys were replaced; log in again";
+    pub const TRUST_REFUSED: &str = "Delegation refused by the issuer";
     pub const REFUSED: &str = "Request refused";
 }
 
@@ -300,6 +301,28 @@ codes! {
     /// A token signed under a key that an emergency replacement of the
     /// issuer's root secret retired: refused; the client logs in again.
     SessionKeyReplaced = "session.key_replaced", step "T6", status 401, title KEYS_REPLACED;
+
+    // ---- Delegation: trusts at the issuer (spec/delegation.md) ----
+    /// A trust that cannot be made as asked: no roles, trustee = trustor, an expiry not in the future, 0 uses, a redelegation allowance above 3.
+    TrustInvalid = "trust.invalid", step "TC", status 400, title TRUST_REFUSED;
+    /// A trust beyond the deployment's ceilings (lifetime, uses).
+    TrustOverLimit = "trust.over_limit", step "TC", status 400, title TRUST_REFUSED;
+    /// The trustee is not a user, or is disabled (or its domain).
+    TrustTrusteeUnknown = "trust.trustee_unknown", step "TC", status 400, title TRUST_REFUSED;
+    /// Redelegation from a trust whose allowance is 0.
+    TrustTooDeep = "trust.too_deep", step "TC", status 403, title TRUST_REFUSED;
+    /// More than the parent trust gives (roles, expiry, allowance), or a mint asking for roles the trust does not delegate.
+    TrustEscalation = "trust.escalation", step "TC, TM", status 403, title TRUST_REFUSED;
+    /// No such trust (or not one the caller may see), or a trust of its chain is gone.
+    TrustNotFound = "trust.not_found", step "TC, TM", status 404, title TRUST_REFUSED;
+    /// The caller is not the trust's trustee.
+    TrustNotTrustee = "trust.not_trustee", step "TC, TM", status 403, title TRUST_REFUSED;
+    /// The trust, or one of its chain, has expired.
+    TrustExpired = "trust.expired", step "TC, TM", status 403, title TRUST_REFUSED;
+    /// The trust, or one of its chain, has no use left.
+    TrustExhausted = "trust.exhausted", step "TM", status 403, title TRUST_REFUSED;
+    /// The trustor no longer holds every delegated role, or a user of the chain, the project or a domain is disabled.
+    TrustUnusable = "trust.unusable", step "TC, TM", status 403, title TRUST_REFUSED;
 
     // ---- Client ----
     /// The issuer or service could not be reached (connection, TLS, timeout).

@@ -61,6 +61,10 @@ const NOT_PROVOKED: &[(&str, u16, &str)] = &[
         503,
         "covered by replay_store_outage_answers_503 (needs redis-server)",
     ),
+    ("createTrust", 503, "a database outage"),
+    ("listTrusts", 503, "a database outage"),
+    ("showTrust", 503, "a database outage"),
+    ("deleteTrust", 503, "a database outage"),
 ];
 
 // ---------------------------------------------------------------------------
@@ -591,7 +595,7 @@ async fn the_router_serves_exactly_the_documented_methods() {
             // the router's 405: the verifying layer refuses them first.
             let answer = if admin_path {
                 admin_call(&issuer, &admin, method, &path, body.as_ref()).await
-            } else if template == "/v1/tokens" {
+            } else if template == "/v1/tokens" || template.starts_with("/v1/trusts") {
                 let url = format!("{}{path}", issuer.url);
                 let bytes = body.as_ref().map(|b| serde_json::to_vec(b).unwrap());
                 signed_raw(&url, method, &session, &session_key, bytes.as_deref()).await
@@ -644,7 +648,7 @@ fn document_is_openapi_3_1_with_problem_codes_per_status() {
         let expected = match template.as_str() {
             "/v1/login" => json!([{"kbProof": []}]),
             "/v1/tokens" => json!([{"kbToken": [], "kbProof": []}]),
-            t if t.starts_with("/v1/admin/") => json!([{"kbToken": [], "kbProof": []}]),
+            t if t.starts_with("/v1/admin/") || t.starts_with("/v1/trusts") => json!([{"kbToken": [], "kbProof": []}]),
             _ => json!([]),
         };
         assert_eq!(&Value::Array(security.clone()), &expected, "{what}");
@@ -798,8 +802,8 @@ async fn request_bodies_match_serde(
                         .await
                         .0
                 }
-                "/v1/tokens" => {
-                    signed_raw(&format!("{}/v1/tokens", issuer.url), "POST", session, key, Some(&bytes)).await
+                "/v1/tokens" | "/v1/trusts" => {
+                    signed_raw(&format!("{}{template}", issuer.url), "POST", session, key, Some(&bytes)).await
                 }
                 _ => {
                     let path = contract.example_path(&method, &template);
@@ -881,6 +885,60 @@ async fn admin_common_errors(
         let answer = cut_body(issuer.addr, &method, &path, &valid_token).await;
         contract.expect(&method, &template, &answer, 400, "http.body_unreadable");
         // 400: a dot segment where the template has a parameter.
+        if template.contains('{') {
+            let answer = dot_segment(issuer.addr, &method, &fill(&template, "..")).await;
+            contract.expect(&method, &template, &answer, 400, "http.path_not_normalized");
+        }
+    }
+}
+
+/// The checks every trust route of the session layer shares: no token, a
+/// service token where a session token belongs, sizes, unreadable bodies,
+/// dot segments.
+async fn trust_common_errors(
+    contract: &Contract,
+    issuer: &Issuer,
+    session: (&SigningKey, &[u8]),
+    service: (&SigningKey, &[u8]),
+) {
+    let http = reqwest::Client::new();
+    let (key, session) = session;
+    for (method, template) in contract.operations() {
+        let tagged = contract.op(&method, &template)["tags"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "trusts"));
+        if !tagged {
+            continue;
+        }
+        let path = contract.example_path(&method, &template);
+        let url = format!("{}{path}", issuer.url);
+        let body = contract
+            .example(&method, &template)
+            .map(|b| serde_json::to_vec(&b).unwrap());
+        let mut request = http.request(method.parse().unwrap(), &url);
+        if let Some(b) = &body {
+            request = request.header("content-type", "application/json").body(b.clone());
+        }
+        let answer = Answer::from_reqwest(request.send().await.unwrap()).await;
+        contract.expect(&method, &template, &answer, 401, "http.token_missing");
+        let answer = signed_raw(&url, &method, service.1, service.0, body.as_deref()).await;
+        contract.expect(&method, &template, &answer, 401, "cwt.aud_mismatch");
+        let big = vec![b' '; issuer.state.config.max_body + 1];
+        let answer = signed_raw(&url, &method, session, key, Some(&big)).await;
+        contract.expect(&method, &template, &answer, 413, "http.body_too_large");
+        let answer = Answer::from_reqwest(
+            http.request(method.parse().unwrap(), &url)
+                .header("authorization", format!("KB {}", "A".repeat(9000)))
+                .header("kb-proof", "AA")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        contract.expect(&method, &template, &answer, 431, "http.header_too_large");
+        let valid_token = format!("Authorization: KB {}\r\nKB-Proof: AA\r\n", b64url_encode(session));
+        let answer = cut_body(issuer.addr, &method, &path, &valid_token).await;
+        contract.expect(&method, &template, &answer, 400, "http.body_unreadable");
         if template.contains('{') {
             let answer = dot_segment(issuer.addr, &method, &fill(&template, "..")).await;
             contract.expect(&method, &template, &answer, 400, "http.path_not_normalized");
@@ -1410,6 +1468,164 @@ async fn every_operation_answers_as_documented() {
         400,
         "http.body_unreadable",
     );
+    // ---- Trusts: ayoung (reader on turing) delegates to nova-compute.
+    let keyed_session = b64url_decode(keyed["session_token"].as_str().unwrap()).unwrap();
+    let as_user = |who: &'static str, method: &'static str, path: String, body: Option<Value>| {
+        let (url, session, key, keyed_session, service_key) = (&url, &session, &key, &keyed_session, &service_key);
+        async move {
+            let (token, signer) = match who {
+                "ayoung" => (session, key),
+                _ => (keyed_session, service_key),
+            };
+            let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
+            signed_raw(&format!("{url}{path}"), method, token, signer, bytes.as_deref()).await
+        }
+    };
+    let unknown_trust = "AAAAAAAAAAAAAAAAAAAAAA";
+    let trust = c.ok(
+        "POST",
+        "/v1/trusts",
+        &as_user(
+            "ayoung",
+            "POST",
+            "/v1/trusts".into(),
+            Some(json!({"trustee": "nova-compute@stoughton", "project": "turing", "roles": ["reader"], "uses": 5, "redelegation": 1})),
+        )
+        .await,
+    );
+    let trust_id = trust["id"].as_str().unwrap().to_owned();
+    assert_eq!(trust["remaining_uses"], 5);
+    for (body, status, code) in [
+        (
+            json!({"trustee": "nova-compute@stoughton", "project": "turing", "roles": []}),
+            400,
+            "trust.invalid",
+        ),
+        (
+            json!({"trustee": "nova-compute@stoughton", "project": "turing", "roles": ["member"]}),
+            403,
+            "issuer.role_not_held",
+        ),
+    ] {
+        let answer = as_user("ayoung", "POST", "/v1/trusts".into(), Some(body)).await;
+        c.expect("POST", "/v1/trusts", &answer, status, code);
+    }
+    let answer = as_user(
+        "nova",
+        "POST",
+        "/v1/trusts".into(),
+        Some(json!({"trustee": "helper@default", "roles": ["reader"], "parent": unknown_trust})),
+    )
+    .await;
+    c.expect("POST", "/v1/trusts", &answer, 404, "trust.not_found");
+    let listed = c.ok(
+        "GET",
+        "/v1/trusts",
+        &as_user("nova", "GET", "/v1/trusts".into(), None).await,
+    );
+    assert_eq!(listed, json!([trust.clone()]));
+    let shown = c.ok(
+        "GET",
+        "/v1/trusts/{id}",
+        &as_user("ayoung", "GET", format!("/v1/trusts/{trust_id}"), None).await,
+    );
+    assert_eq!(shown, trust);
+    let answer = as_user("ayoung", "GET", format!("/v1/trusts/{unknown_trust}"), None).await;
+    c.expect("GET", "/v1/trusts/{id}", &answer, 404, "trust.not_found");
+    let delegated = c.ok(
+        "POST",
+        "/v1/tokens",
+        &as_user(
+            "nova",
+            "POST",
+            "/v1/tokens".into(),
+            Some(json!({"audience": "https://nova.example", "trust": trust_id})),
+        )
+        .await,
+    );
+    assert_eq!(
+        (
+            &delegated["subject"],
+            &delegated["trust"],
+            &delegated["actors"],
+            &delegated["roles"]
+        ),
+        (
+            &json!("ayoung@stoughton"),
+            &json!(trust_id),
+            &json!(["nova-compute@stoughton"]),
+            &json!(["reader"])
+        )
+    );
+    assert_eq!(minted["subject"], "ayoung@stoughton");
+    assert_eq!((&minted["trust"], &minted["actors"]), (&Value::Null, &json!([])));
+    let answer = as_user(
+        "ayoung",
+        "POST",
+        "/v1/tokens".into(),
+        Some(json!({"audience": "https://nova.example", "trust": trust_id})),
+    )
+    .await;
+    expect_mint(answer, 403, "trust.not_trustee");
+    let answer = as_user(
+        "nova",
+        "POST",
+        "/v1/tokens".into(),
+        Some(json!({"audience": "https://nova.example", "trust": unknown_trust})),
+    )
+    .await;
+    expect_mint(answer, 404, "trust.not_found");
+    let answer = as_user("nova", "DELETE", format!("/v1/trusts/{trust_id}"), None).await;
+    c.expect("DELETE", "/v1/trusts/{id}", &answer, 403, "issuer.forbidden");
+    let answer = as_user("ayoung", "DELETE", format!("/v1/trusts/{unknown_trust}"), None).await;
+    c.expect("DELETE", "/v1/trusts/{id}", &answer, 404, "trust.not_found");
+    // The admin's trust routes.
+    let admin_trust = json!({"trustor": "ayoung@stoughton", "trustee": "nova-compute@stoughton", "project": "turing", "domain": "stoughton", "roles": ["reader"]});
+    let created = ok(
+        "POST",
+        "/v1/admin/trusts",
+        a("POST", "/v1/admin/trusts".into(), Some(admin_trust.clone())).await,
+    );
+    for (field, value, status, code) in [
+        ("roles", json!([]), 400, "trust.invalid"),
+        ("roles", json!(["member"]), 403, "issuer.role_not_held"),
+        ("trustor", json!("ghost@stoughton"), 404, "issuer.not_found"),
+    ] {
+        let mut body = admin_trust.clone();
+        body[field] = value;
+        let answer = a("POST", "/v1/admin/trusts".into(), Some(body)).await;
+        c.expect("POST", "/v1/admin/trusts", &answer, status, code);
+    }
+    let by_user = ok(
+        "GET",
+        "/v1/admin/trusts",
+        a(
+            "GET",
+            "/v1/admin/trusts?user=ayoung%40stoughton&project=turing@stoughton".into(),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(by_user.as_array().unwrap().len(), 2);
+    let answer = a("GET", "/v1/admin/trusts?owner=ayoung@stoughton".into(), None).await;
+    c.expect("GET", "/v1/admin/trusts", &answer, 400, "issuer.bad_request");
+    let created_path = format!("/v1/admin/trusts/{}", created["id"].as_str().unwrap());
+    let deleted = ok(
+        "DELETE",
+        "/v1/admin/trusts/{id}",
+        a("DELETE", created_path.clone(), Some(json!({}))).await,
+    );
+    assert_eq!(deleted["deleted"], true);
+    let answer = a("DELETE", created_path, Some(json!({}))).await;
+    c.expect("DELETE", "/v1/admin/trusts/{id}", &answer, 404, "trust.not_found");
+    let deleted = c.ok(
+        "DELETE",
+        "/v1/trusts/{id}",
+        &as_user("ayoung", "DELETE", format!("/v1/trusts/{trust_id}"), None).await,
+    );
+    assert_eq!(deleted, json!({"id": trust_id, "deleted": true}));
+    trust_common_errors(&c, &issuer, (&key, &session), (&key, &service_token)).await;
+
     // Every mint re-checks the user: disabled after the session was issued.
     ok(
         "POST",
@@ -2087,7 +2303,14 @@ async fn issuer_routes_refuse_unnormalised_paths() {
     for (method, template, _) in protected_operations() {
         if !template.contains('{') {
             let answer = dot_segment(issuer.addr, &method, &format!("{template}/..")).await;
-            assert_eq!(answer.status, 404, "{method} {template}/..: {}", answer.text());
+            // `/v1/trusts/..` is the path of `/v1/trusts/{id}` with a dot
+            // segment: refused by H1 like any other.
+            let has_child = protected_operations().iter().any(|(_, t, _)| {
+                t.strip_prefix(template.as_str())
+                    .is_some_and(|rest| rest.starts_with("/{") && rest.matches('/').count() == 1)
+            });
+            let expected = if has_child { 400 } else { 404 };
+            assert_eq!(answer.status, expected, "{method} {template}/..: {}", answer.text());
             continue;
         }
         for value in ["..", "%2e%2E", "%61dmin@default"] {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use keybound::Code;
 use keybound::issuer::names::{Name, ProjectName, UserName};
-use keybound::issuer::store::{Audit, Backend, Grants, Identities, Logins, PoolOptions, Services, Store};
+use keybound::issuer::store::{
+    Audit, Backend, Grants, Identities, Logins, PoolOptions, Services, Store, Trust, Trusts,
+};
 
 /// One database to test: a URL, and what to drop afterwards.
 struct Database {
@@ -490,6 +492,126 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
         );
         drop(c);
         pool.close().await;
+        db.drop_schema().await;
+    }
+}
+
+/// The trusts aggregate: a trust and its roles round-trip (NULL expiry and
+/// uses too), listing by user and project, uses are taken one by one down
+/// to 0 and never below, unlimited trusts are left unlimited, a delete
+/// cascades to the trusts redelegated from it and to their roles, and a
+/// role or user that does not exist is refused by the foreign keys.
+#[tokio::test]
+async fn trusts_round_trip_count_uses_and_cascade() {
+    for db in databases().await {
+        let store = db.connect().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.bootstrap("$argon2id$stand-in", 100).await.unwrap();
+        tx.create_domain(&name("stoughton"), 100).await.unwrap();
+        tx.create_project(&project("turing@stoughton"), 100).await.unwrap();
+        for role in ["member", "reader"] {
+            tx.create_role(&name(role), 100).await.unwrap();
+        }
+        for u in ["ayoung@stoughton", "heat@stoughton", "nova@stoughton"] {
+            tx.create_user(&user(u), "person", None, 100).await.unwrap();
+        }
+        let root = Trust {
+            id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            trustor: user("ayoung@stoughton"),
+            trustee: user("heat@stoughton"),
+            project: project("turing@stoughton"),
+            roles: vec!["member".into(), "reader".into()],
+            expires_at: Some(5000),
+            remaining_uses: Some(2),
+            redelegation: 1,
+            parent: None,
+            created_at: 100,
+        };
+        let child = Trust {
+            id: "BBBBBBBBBBBBBBBBBBBBBB".into(),
+            trustor: user("heat@stoughton"),
+            trustee: user("nova@stoughton"),
+            roles: vec!["reader".into()],
+            expires_at: None,
+            remaining_uses: None,
+            redelegation: 0,
+            parent: Some(root.id.clone()),
+            created_at: 101,
+            ..root.clone()
+        };
+        tx.create_trust(&root).await.unwrap();
+        tx.create_trust(&child).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut c = store.conn().await.unwrap();
+        assert_eq!(c.trust(&root.id).await.unwrap().as_ref(), Some(&root), "{}", db.backend);
+        assert_eq!(c.trust_chain(&child.id).await.unwrap(), [child.clone(), root.clone()]);
+        assert!(c.trust_chain("CCCCCCCCCCCCCCCCCCCCCC").await.unwrap().is_empty());
+        assert_eq!(
+            c.trusts_of(&user("heat@stoughton")).await.unwrap(),
+            [root.clone(), child.clone()]
+        );
+        assert_eq!(
+            c.trusts_of(&user("ayoung@stoughton")).await.unwrap(),
+            vec![root.clone()]
+        );
+        assert_eq!(
+            c.list_trusts(None, Some(&project("turing@stoughton")))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            c.list_trusts(Some(&user("nova@stoughton")), None).await.unwrap(),
+            vec![child.clone()]
+        );
+        assert_eq!(c.list_trusts(None, None).await.unwrap().len(), 2);
+        assert!(c.consume_trust_use(&root.id).await.unwrap());
+        assert!(c.consume_trust_use(&root.id).await.unwrap());
+        assert!(!c.consume_trust_use(&root.id).await.unwrap(), "never below 0");
+        assert_eq!(c.trust(&root.id).await.unwrap().unwrap().remaining_uses, Some(0));
+        for _ in 0..3 {
+            assert!(c.consume_trust_use(&child.id).await.unwrap());
+        }
+        assert_eq!(c.trust(&child.id).await.unwrap().unwrap().remaining_uses, None);
+        assert!(!c.consume_trust_use("CCCCCCCCCCCCCCCCCCCCCC").await.unwrap());
+        // Foreign keys: an unknown role or trustee.
+        let ghost_role = Trust {
+            id: "DDDDDDDDDDDDDDDDDDDDDD".into(),
+            roles: vec!["nosuchrole".into()],
+            ..root.clone()
+        };
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(
+            tx.create_trust(&ghost_role).await.unwrap_err().code(),
+            Code::IssuerNotFound
+        );
+        drop(tx);
+        let ghost_user = Trust {
+            id: "EEEEEEEEEEEEEEEEEEEEEE".into(),
+            trustee: user("ghost@stoughton"),
+            ..root.clone()
+        };
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(
+            tx.create_trust(&ghost_user).await.unwrap_err().code(),
+            Code::IssuerNotFound
+        );
+        drop(tx);
+        // Deleting the root deletes the child and every role row.
+        let mut tx = store.begin().await.unwrap();
+        assert!(tx.delete_trust(&root.id).await.unwrap());
+        tx.commit().await.unwrap();
+        assert!(c.trust(&child.id).await.unwrap().is_none(), "{}: cascaded", db.backend);
+        let roles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM trust_roles")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(roles, 0);
+        assert!(!c.delete_trust(&root.id).await.unwrap());
+        drop(c);
+        drop(store);
         db.drop_schema().await;
     }
 }

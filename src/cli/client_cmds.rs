@@ -137,6 +137,9 @@ pub(crate) struct ScopeArgs {
     /// Token lifetime in seconds (at most 300)
     #[arg(long)]
     lifetime: Option<u64>,
+    /// Mint from this trust (you are its trustee): a delegated token for the trustor, on the trust's project
+    #[arg(long, conflicts_with_all = ["project", "domain"])]
+    trust: Option<String>,
 }
 
 impl ScopeArgs {
@@ -146,6 +149,7 @@ impl ScopeArgs {
         scope.domain = self.domain.clone();
         scope.roles = (!self.roles.is_empty()).then(|| self.roles.clone());
         scope.lifetime = self.lifetime;
+        scope.trust = self.trust.clone();
         scope
     }
 }
@@ -160,7 +164,8 @@ It is bound to your key: it works only together with proofs signed by that key (
 pub(crate) const TOKEN_EXAMPLES: &str = "\
 Examples:
   keybound token --audience https://nova.example --project turing
-  keybound token --audience https://nova.example --project turing --roles reader --lifetime 60 --json";
+  keybound token --audience https://nova.example --project turing --roles reader --lifetime 60 --json
+  keybound token --audience https://nova.example --trust 2Qf3mV0cZ8bq1Xo4yT6wUg --json";
 
 /// `keybound token`.
 #[derive(Debug, clap::Args)]
@@ -186,6 +191,7 @@ pub(crate) fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
                 "token": token.to_base64url(),
                 "audience": claims.aud, "subject": claims.sub, "project": claims.project, "domain": claims.domain,
                 "roles": claims.roles, "expires_at": claims.exp, "bytes": token.as_bytes().len(),
+                "trust": claims.trust_id, "actors": claims.actor_chain.iter().map(|a| a.sub.clone()).collect::<Vec<_>>(),
             })
             .to_string(),
         )?;
@@ -208,7 +214,8 @@ Examples:
   keybound request https://nova.example/v2/servers --audience https://nova.example --project turing
   keybound request -X POST -H 'Content-Type: application/json' -d '{\"name\":\"vm1\"}' \\
       https://nova.example/v2/servers --audience https://nova.example --project turing
-  keybound request -X PUT -d @image.qcow2 https://glance.example/v2/images/1/file --audience https://glance.example";
+  keybound request -X PUT -d @image.qcow2 https://glance.example/v2/images/1/file --audience https://glance.example
+  keybound request https://cinder.example/v3/volumes --audience https://cinder.example --trust 2Qf3mV0cZ8bq1Xo4yT6wUg";
 
 /// `keybound request`.
 #[derive(Debug, clap::Args)]
@@ -276,4 +283,117 @@ pub(crate) fn request(args: RequestArgs) -> Result<ExitCode, CliError> {
     }
     let error = rt.block_on(error_from_response(response));
     Err(CliError::with_exit(error, EXIT_FAILURE))
+}
+
+pub(crate) const TRUST_ABOUT: &str =
+    "Create, list, show and delete trusts: delegate roles to another user (needs a login)";
+pub(crate) const TRUST_LONG: &str = "\
+Create, list, show and delete trusts (spec/delegation.md).
+
+A trust lets another user (the trustee, typically a service user such as heat@service) obtain service \
+tokens on your behalf: `keybound token --trust ID` run by the trustee gives a token whose subject is you, \
+whose roles are the delegated ones, bound to the trustee's key and naming the trustee as actor. The \
+issuer re-checks the trust at every such mint: if you lose a delegated role, the trust yields nothing. \
+Uses the stored session; answers are the issuer's JSON.";
+pub(crate) const TRUST_EXAMPLES: &str = "\
+Examples:
+  keybound trust create --trustee heat@service --project turing --roles member --lifetime 3600
+  keybound trust create --trustee cinder@service --parent 2Qf3mV0cZ8bq1Xo4yT6wUg --roles reader
+  keybound trust list
+  keybound trust show 2Qf3mV0cZ8bq1Xo4yT6wUg
+  keybound trust delete 2Qf3mV0cZ8bq1Xo4yT6wUg";
+
+/// `keybound trust`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TrustArgs {
+    #[command(subcommand)]
+    action: TrustAction,
+    /// Config directory
+    #[arg(long, env = "KEYBOUND_CONFIG_DIR", global = true)]
+    config_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TrustAction {
+    /// Delegate roles on a project to a trustee (or redelegate a trust of which you are the trustee)
+    #[command(
+        after_help = "Example:\n  keybound trust create --trustee heat@service --project turing --roles member --lifetime 3600 --uses 100"
+    )]
+    Create(TrustCreateArgs),
+    /// List the trusts in which you are trustor or trustee
+    #[command(after_help = "Example:\n  keybound trust list")]
+    List,
+    /// Show one of your trusts
+    #[command(after_help = "Example:\n  keybound trust show 2Qf3mV0cZ8bq1Xo4yT6wUg")]
+    Show {
+        /// The trust id
+        id: String,
+    },
+    /// Delete a trust of which you are the trustor (and every trust redelegated from it)
+    #[command(after_help = "Example:\n  keybound trust delete 2Qf3mV0cZ8bq1Xo4yT6wUg")]
+    Delete {
+        /// The trust id
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TrustCreateArgs {
+    /// The user who may use the trust, name@domain
+    #[arg(long)]
+    trustee: String,
+    /// The project (not with --parent)
+    #[arg(long, conflicts_with = "parent", required_unless_present = "parent")]
+    project: Option<String>,
+    /// The project's domain (default: yours)
+    #[arg(long, conflicts_with = "parent")]
+    domain: Option<String>,
+    /// The roles to delegate, comma-separated
+    #[arg(long, value_delimiter = ',', required = true)]
+    roles: Vec<String>,
+    /// Seconds from now until the trust expires (default: the issuer's ceiling)
+    #[arg(long, conflicts_with = "expires_at")]
+    lifetime: Option<u64>,
+    /// Unix time at which the trust expires
+    #[arg(long)]
+    expires_at: Option<u64>,
+    /// How many tokens may be minted from it (default: the issuer's ceiling, or unlimited)
+    #[arg(long)]
+    uses: Option<u64>,
+    /// Levels of redelegation the trustee may create, 0 to 3 (default 0)
+    #[arg(long)]
+    redelegation: Option<u64>,
+    /// Redelegate this trust (you must be its trustee)
+    #[arg(long)]
+    parent: Option<String>,
+}
+
+pub(crate) fn trust(args: TrustArgs) -> Result<ExitCode, CliError> {
+    let dir = session::config_dir(args.config_dir.as_deref())?;
+    let client = session::client(&dir)?;
+    let rt = runtime()?;
+    let answer = match args.action {
+        TrustAction::Create(c) => {
+            let expires_at = match c.lifetime {
+                Some(seconds) => Some(crate::verify::Clock::now(&crate::verify::SystemClock).saturating_add(seconds)),
+                None => c.expires_at,
+            };
+            let request = crate::client::NewTrust {
+                trustee: c.trustee,
+                project: c.project,
+                domain: c.domain,
+                roles: c.roles,
+                expires_at,
+                uses: c.uses,
+                redelegation: c.redelegation,
+                parent: c.parent,
+            };
+            rt.block_on(client.create_trust(&request))?
+        }
+        TrustAction::List => rt.block_on(client.trusts())?,
+        TrustAction::Show { id } => rt.block_on(client.trust(&id))?,
+        TrustAction::Delete { id } => rt.block_on(client.delete_trust(&id))?,
+    };
+    print_stdout(&answer.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -96,6 +96,8 @@ enum Command {
     Token(client_cmds::TokenArgs),
     #[command(about = client_cmds::REQUEST_ABOUT, long_about = client_cmds::REQUEST_LONG, after_help = client_cmds::REQUEST_EXAMPLES)]
     Request(client_cmds::RequestArgs),
+    #[command(about = client_cmds::TRUST_ABOUT, long_about = client_cmds::TRUST_LONG, after_help = client_cmds::TRUST_EXAMPLES)]
+    Trust(client_cmds::TrustArgs),
     #[command(about = demo::ABOUT, long_about = demo::LONG_ABOUT, after_help = demo::EXAMPLES)]
     Demo(demo::Args),
     #[command(about = COMPLETIONS_ABOUT, long_about = COMPLETIONS_LONG, after_help = COMPLETIONS_EXAMPLES)]
@@ -123,6 +125,7 @@ impl Command {
             Command::Login(args) => client_cmds::login(args),
             Command::Token(args) => client_cmds::token(args),
             Command::Request(args) => client_cmds::request(args),
+            Command::Trust(args) => client_cmds::trust(args),
             Command::Demo(args) => demo::run(args),
             Command::Completions { shell } => {
                 use clap::CommandFactory;

@@ -29,7 +29,7 @@ lives in the data directory (SQLite database, root secret for key derivation) or
 then KEYBOUND_* environment variables, then a TOML --config file (keys: issuer_id, listen, data_dir, \
 database_url, database_max_connections, database_acquire_timeout, algorithm, rotation_period, root_secret_file, session_lifetime, max_session_lifetime, service_lifetime, \
 leeway, max_body, login_max_failures, login_lockout, audit_retention, login_rate_per_minute, login_burst, trusted_proxies, replay_redis_url, denial_log, header_read_timeout, \
-max_connections), then defaults. Connections get --header-read-timeout seconds (default 10) to send a \
+max_connections, max_trust_lifetime, max_trust_uses: 0 for no ceiling), then defaults. Connections get --header-read-timeout seconds (default 10) to send a \
 request head, also between keep-alive requests; at most --max-connections (default 1024, lowered to the \
 open-file limit) are open, the idlest closed first when full. Before first use, create the admin with \
 `keybound admin bootstrap`. Stops gracefully on Ctrl-C or SIGTERM. Logs go to stderr (--log-format json \
@@ -118,6 +118,8 @@ struct FileConfig {
     denial_log: Option<PathBuf>,
     header_read_timeout: Option<u64>,
     max_connections: Option<usize>,
+    max_trust_lifetime: Option<u64>,
+    max_trust_uses: Option<u64>,
 }
 
 fn config_error(message: String) -> CliError {
@@ -205,6 +207,13 @@ impl IssuerArgs {
                 ))
             })?;
             config.trusted_proxies.push(net);
+        }
+        // 0: no ceiling (delegation.md §1).
+        if let Some(seconds) = file.max_trust_lifetime {
+            config.max_trust_lifetime = (seconds > 0).then_some(seconds);
+        }
+        if let Some(uses) = file.max_trust_uses {
+            config.max_trust_uses = (uses > 0).then_some(uses);
         }
         if let Some(failures) = file.login_max_failures {
             config.login_max_failures = i64::try_from(failures).unwrap_or(i64::MAX);

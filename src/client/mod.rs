@@ -55,6 +55,9 @@ pub struct Scope {
     pub roles: Option<Vec<String>>,
     /// Lifetime to request (default: the issuer's).
     pub lifetime: Option<u64>,
+    /// A trust of which the client's user is the trustee: the token is then
+    /// delegated (its subject the trustor) and on the trust's project.
+    pub trust: Option<String>,
 }
 
 impl Scope {
@@ -66,6 +69,7 @@ impl Scope {
             domain: None,
             roles: None,
             lifetime: None,
+            trust: None,
         }
     }
     /// Scopes to a project.
@@ -88,6 +92,40 @@ impl Scope {
         self.lifetime = Some(seconds);
         self
     }
+    /// Mints from the trust `id` (spec/delegation.md §4): the project and
+    /// domain come from the trust, so give neither.
+    pub fn trust(mut self, id: impl Into<String>) -> Self {
+        self.trust = Some(id.into());
+        self
+    }
+}
+
+/// A trust to create (spec/delegation.md §3). Absent members take the
+/// issuer's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NewTrust {
+    /// `name@domain` of the user who may use the trust.
+    pub trustee: String,
+    /// The project (absent with `parent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The project's domain (default the trustor's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The roles to delegate, at least one.
+    pub roles: Vec<String>,
+    /// Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// How many mints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u64>,
+    /// Further levels of redelegation the trustee may create (0 to 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redelegation: Option<u64>,
+    /// The trust this one is redelegated from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// A session: the token from login and when it expires.
@@ -171,6 +209,14 @@ async fn json_answer(response: reqwest::Response) -> Result<serde_json::Value> {
     serde_json::from_slice(&bytes).map_err(|e| Error::new(Code::ClientRefused, format!("the answer is not JSON: {e}")))
 }
 
+/// A trust id as a path segment: 22 base64url characters (nothing to escape).
+fn trust_path(id: &str) -> Result<&str> {
+    if id.len() != 22 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return err(Code::InputMalformed, "a trust id is 22 base64url characters");
+    }
+    Ok(id)
+}
+
 fn origin_of(url: &str) -> String {
     reqwest::Url::parse(url)
         .map(|u| u.origin().ascii_serialization())
@@ -249,7 +295,7 @@ impl Client {
         }
         let body = Zeroizing::new(serde_json::to_vec(&body).unwrap_or_default());
         // A login carries no token: the proof binds SHA-256 of nothing.
-        let answer = self.post_to_issuer("/v1/login", body.to_vec(), None).await?;
+        let answer = self.call_issuer(Method::POST, "/v1/login", body.to_vec(), None).await?;
         let token = answer["session_token"]
             .as_str()
             .and_then(|t| b64url_decode(t).ok())
@@ -286,13 +332,14 @@ impl Client {
             ("domain", scope.domain.as_ref().map(|d| json!(d))),
             ("roles", scope.roles.as_ref().map(|r| json!(r))),
             ("lifetime", scope.lifetime.map(|l| json!(l))),
+            ("trust", scope.trust.as_ref().map(|t| json!(t))),
         ] {
             if let Some(value) = value {
                 body[key] = value;
             }
         }
         let body = serde_json::to_vec(&body).unwrap_or_default();
-        let answer = match self.post_to_issuer("/v1/tokens", body, Some(&session)).await {
+        let answer = match self.call_issuer(Method::POST, "/v1/tokens", body, Some(&session)).await {
             Ok(answer) => answer,
             Err(e) if e.code() == Code::SessionKeyReplaced => {
                 return err(
@@ -315,22 +362,70 @@ impl Client {
         Ok(token)
     }
 
-    /// POSTs JSON to the issuer with a proof (and the session token, if
-    /// given); returns the JSON answer or the issuer's error.
-    /// Retries once, with a new proof, when the issuer's replay store
-    /// started after the proof was made.
-    async fn post_to_issuer(&self, path: &str, body: Vec<u8>, session: Option<&Session>) -> Result<serde_json::Value> {
+    /// Creates a trust with the client's user as trustor (or, with
+    /// `parent`, redelegates a trust of which it is the trustee); returns
+    /// the trust as the issuer shows it (spec/delegation.md §3).
+    pub async fn create_trust(&self, trust: &NewTrust) -> Result<serde_json::Value> {
+        let body = serde_json::to_vec(trust).unwrap_or_default();
+        self.session_call(Method::POST, "/v1/trusts", body).await
+    }
+
+    /// The trusts in which the client's user is trustor or trustee.
+    pub async fn trusts(&self) -> Result<serde_json::Value> {
+        self.session_call(Method::GET, "/v1/trusts", Vec::new()).await
+    }
+
+    /// One trust of the client's user.
+    pub async fn trust(&self, id: &str) -> Result<serde_json::Value> {
+        self.session_call(Method::GET, &format!("/v1/trusts/{}", trust_path(id)?), Vec::new())
+            .await
+    }
+
+    /// Deletes a trust of which the client's user is the trustor (and every
+    /// trust redelegated from it).
+    pub async fn delete_trust(&self, id: &str) -> Result<serde_json::Value> {
+        self.session_call(Method::DELETE, &format!("/v1/trusts/{}", trust_path(id)?), Vec::new())
+            .await
+    }
+
+    /// A call to the issuer with the session token.
+    async fn session_call(&self, method: Method, path: &str, body: Vec<u8>) -> Result<serde_json::Value> {
+        let session = self
+            .session()
+            .ok_or_else(|| Error::new(Code::ClientNoSession, "not logged in: run keybound login first"))?;
+        if session.expires_at <= self.clock.now() {
+            return err(
+                Code::ClientSessionExpired,
+                format!("the session expired at {}: log in again", session.expires_at),
+            );
+        }
+        self.call_issuer(method, path, body, Some(&session)).await
+    }
+
+    /// Sends a request to the issuer with a proof (and the session token,
+    /// if given), with a JSON body unless it is empty; returns the JSON
+    /// answer or the issuer's error. Retries once, with a new proof, when
+    /// the issuer's replay store started after the proof was made.
+    async fn call_issuer(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        session: Option<&Session>,
+    ) -> Result<serde_json::Value> {
         let url = format!("{}{path}", self.issuer);
         let token: &[u8] = session.map_or(&[], |s| s.token.as_bytes());
         let mut not_before = None;
         loop {
             let iat = proof_time(self.clock.now(), not_before);
-            let proof = ProofBuilder::new("POST", &url, token, &body, iat)?.sign(&self.key)?;
+            let proof = ProofBuilder::new(method.as_str(), &url, token, &body, iat)?.sign(&self.key)?;
             let mut request = self
                 .http
-                .post(&url)
-                .header(CONTENT_TYPE, "application/json")
+                .request(method.clone(), &url)
                 .header(PROOF, proof.to_base64url());
+            if !body.is_empty() {
+                request = request.header(CONTENT_TYPE, "application/json");
+            }
             if let Some(session) = session {
                 request = request.header(AUTHORIZATION, format!("KB {}", session.token.to_base64url()));
             }

@@ -41,6 +41,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<IssuerState>> {
         .routes(routes!(list_services, create_service, delete_service))
         .routes(routes!(list_audit))
         .routes(routes!(rotate_keys))
+        .merge(super::trusts::admin_routes())
 }
 
 /// Only tokens scoped to the admin project may use the admin API: a user who
@@ -77,14 +78,14 @@ async fn admin_scope(state: &IssuerState, request: &VerifiedRequest) -> Result<(
 /// [`Change::tx`], so that checks and password hashing before it hold no
 /// database lock; the action's audit record is written in the same
 /// transaction, and nothing is committed unless both are.
-struct Change {
+pub(super) struct Change {
     store: Store,
     now: i64,
     tx: Option<Tx>,
 }
 
 impl Change {
-    async fn tx(&mut self) -> Result<&mut Tx> {
+    pub(super) async fn tx(&mut self) -> Result<&mut Tx> {
         let tx = match self.tx.take() {
             Some(tx) => tx,
             None => self.store.begin().await?,
@@ -103,11 +104,11 @@ impl Change {
     }
 }
 
-type Pending<'c, O> = Pin<Box<dyn Future<Output = Result<(String, O)>> + Send + 'c>>;
+pub(super) type Pending<'c, O> = Pin<Box<dyn Future<Output = Result<(String, O)>> + Send + 'c>>;
 
 /// Runs an admin action: scope check, body, the change and its audit record
 /// in one transaction, response.
-async fn action<T, O, F>(state: &IssuerState, request: Request, name: &'static str, run: F) -> Response
+pub(super) async fn action<T, O, F>(state: &IssuerState, request: Request, name: &'static str, run: F) -> Response
 where
     T: serde::de::DeserializeOwned,
     O: Serialize,
@@ -151,7 +152,7 @@ where
 }
 
 /// A read-only admin call: scope check, no body, no audit.
-async fn read<O, F, Fut>(state: &IssuerState, verified: Option<VerifiedRequest>, run: F) -> Response
+pub(super) async fn read<O, F, Fut>(state: &IssuerState, verified: Option<VerifiedRequest>, run: F) -> Response
 where
     F: FnOnce() -> Fut,
     O: Serialize,
@@ -179,7 +180,7 @@ struct NameInput {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Empty {}
+pub(super) struct Empty {}
 
 fn enabled_from(action: &str) -> Result<bool> {
     match action {

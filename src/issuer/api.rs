@@ -510,6 +510,9 @@ struct MintRequest {
     domain: Option<String>,
     roles: Option<Vec<String>>,
     lifetime: Option<u64>,
+    /// A trust of which the caller is the trustee: a delegated token
+    /// (spec/delegation.md §4); project and domain then come from the trust.
+    trust: Option<String>,
 }
 
 #[utoipa::path(
@@ -518,7 +521,7 @@ struct MintRequest {
     operation_id = "mint",
     tag = "public",
     summary = "Mint a service token for one audience",
-    description = "Needs the session token (`Authorization: KB`) and a proof made with the session's key, htu = issuer id + `/v1/tokens`. Every mint re-checks the user, the project and the role assignments (spec/issuer.md §6).",
+    description = "Needs the session token (`Authorization: KB`) and a proof made with the session's key, htu = issuer id + `/v1/tokens`. Every mint re-checks the user, the project and the role assignments (spec/issuer.md §6). With `trust`, a delegated token for the trust's trustor, bound to the caller's key, after the checks TM0–TM7 of spec/delegation.md §4.",
     security(("kbToken" = [], "kbProof" = [])),
     request_body(content = MintRequest, content_type = "application/json", example = json!({"audience": "https://nova.example", "project": "turing", "domain": "stoughton", "roles": ["reader"], "lifetime": 120})),
     responses(
@@ -550,6 +553,25 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             Code::IssuerUnknownAudience,
             "session tokens come from login, not from /v1/tokens",
         );
+    }
+    if let Some(trust) = &request.trust {
+        if request.project.is_some() || request.domain.is_some() {
+            return err(
+                Code::IssuerBadRequest,
+                "a token from a trust is on the trust's project: give no project or domain",
+            );
+        }
+        return super::trusts::mint(
+            state,
+            &verified,
+            super::trusts::TrustMint {
+                trust,
+                audience: &request.audience,
+                roles: request.roles.as_deref(),
+                lifetime,
+            },
+        )
+        .await;
     }
     let user = UserName::parse(verified.subject())?;
     let project = match &request.project {
@@ -655,6 +677,9 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             project: project.as_ref().map(|p| p.name.as_str().to_owned()),
             domain: project.as_ref().map(|p| p.domain.as_str().to_owned()),
             roles,
+            subject: verified.subject().to_owned(),
+            trust: None,
+            actors: Vec::new(),
         },
     ))
 }
@@ -662,21 +687,28 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
 /// The answer to a token request.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MintResponse {
+pub(super) struct MintResponse {
     /// the service token, base64url without padding
-    token: String,
+    pub token: String,
     /// Unix seconds: the token's exp
-    expires_at: u64,
+    pub expires_at: u64,
     /// the audience, as requested
-    audience: String,
+    pub audience: String,
     /// project name, null for an unscoped token
     #[schema(required = true)]
-    project: Option<String>,
+    pub project: Option<String>,
     /// the project's domain, null for an unscoped token
     #[schema(required = true)]
-    domain: Option<String>,
+    pub domain: Option<String>,
     /// roles in the token, sorted, distinct; empty for an unscoped token
-    roles: Vec<String>,
+    pub roles: Vec<String>,
+    /// the token's `sub`: the caller, or the trustor of a delegated token
+    pub subject: String,
+    /// the trust a delegated token was minted from; null otherwise
+    #[schema(required = true)]
+    pub trust: Option<String>,
+    /// the actor chain of a delegated token, current actor (the caller) first; empty otherwise
+    pub actors: Vec<String>,
 }
 
 /// base64url of raw bytes (used by the admin API for keys).

@@ -20,6 +20,7 @@ struct Histogram {
 #[derive(Default)]
 pub struct Metrics {
     tokens_minted: AtomicU64,
+    trust_tokens_minted: AtomicU64,
     session_tokens: AtomicU64,
     logins_ok: AtomicU64,
     logins_failed: AtomicU64,
@@ -32,6 +33,11 @@ impl Metrics {
     /// A service token was minted.
     pub fn minted(&self) {
         self.tokens_minted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A service token was minted from a trust (also counted by [`Self::minted`]).
+    pub fn trust_minted(&self) {
+        self.trust_tokens_minted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A login succeeded (a session token was issued) or failed.
@@ -85,6 +91,12 @@ impl Metrics {
             "keybound_tokens_minted_total",
             "Service tokens minted.",
             self.tokens_minted.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "keybound_trust_tokens_minted_total",
+            "Service tokens minted from a trust (delegated), included in keybound_tokens_minted_total.",
+            self.trust_tokens_minted.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

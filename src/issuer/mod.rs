@@ -8,7 +8,8 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /v1/login` | password or registered-key login + proof of possession → session token |
-//! | `POST /v1/tokens` | session token + proof → service token for one audience |
+//! | `POST /v1/tokens` | session token + proof → service token for one audience, or from a trust |
+//! | `/v1/trusts…` | session token + proof: create, list, show, delete trusts (delegation) |
 //! | `GET /.well-known/keybound/keys` | the COSE_KeySet (current, next, previous keys) |
 //! | `GET /.well-known/keybound/issuer` | issuer metadata (JSON) |
 //! | `/v1/admin/…` | admin API, protected by keybound itself (admin tokens + proofs) |
@@ -27,6 +28,7 @@ pub mod names;
 pub mod openapi;
 pub mod password;
 pub mod store;
+mod trusts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,6 +51,9 @@ use crate::key::Algorithm;
 use crate::policy::{JsonLinesFile, Policy, RecordSink, TracingRecords};
 use crate::token::MAX_SERVICE_LIFETIME;
 use crate::verify::{AsyncReplayStore, Clock, MemoryReplayStore, SystemClock, TrustedIssuer, Verifier};
+
+/// The default ceiling of a trust's lifetime: 30 days.
+pub const DEFAULT_MAX_TRUST_LIFETIME: u64 = 30 * 86_400;
 
 /// Issuer configuration. Every field has a default (see [`IssuerConfig::new`]).
 /// `Debug` hides the root secret and the database URL's password.
@@ -113,6 +118,14 @@ pub struct IssuerConfig {
     pub replay_redis_url: Option<String>,
     /// Where admin-API policy denials are recorded (JSON lines). Default: not kept.
     pub denial_log: Option<PathBuf>,
+    /// Longest lifetime of a trust in seconds, 60 s to 10 years; a trust
+    /// created without an expiry gets it. `None`: trusts may live forever.
+    /// Default 30 days.
+    pub max_trust_lifetime: Option<u64>,
+    /// Most uses (mints) a trust may be given, 1 to 1,000,000,000; a trust
+    /// created without a number of uses gets it. `None`: unlimited uses
+    /// allowed. Default `None`.
+    pub max_trust_uses: Option<u64>,
     /// Connection deadlines and cap (header read / keep-alive idle timeout,
     /// most open connections). Default [`crate::http::ServeConfig::default`].
     pub serve: crate::http::ServeConfig,
@@ -145,6 +158,8 @@ impl std::fmt::Debug for IssuerConfig {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("replay_redis_url", &self.replay_redis_url.as_deref().map(redact_url))
             .field("denial_log", &self.denial_log)
+            .field("max_trust_lifetime", &self.max_trust_lifetime)
+            .field("max_trust_uses", &self.max_trust_uses)
             .field("serve", &self.serve)
             .finish()
     }
@@ -274,6 +289,8 @@ impl IssuerConfig {
             trusted_proxies: Vec::new(),
             replay_redis_url: None,
             denial_log: None,
+            max_trust_lifetime: Some(DEFAULT_MAX_TRUST_LIFETIME),
+            max_trust_uses: None,
             serve: crate::http::ServeConfig::default(),
         }
     }
@@ -351,6 +368,16 @@ impl IssuerConfig {
         }
         if self.service_lifetime == 0 || self.service_lifetime > MAX_SERVICE_LIFETIME {
             return err(Code::IssuerConfig, "the service-token lifetime is 1 to 300 s");
+        }
+        if self
+            .max_trust_lifetime
+            .is_some_and(|s| !(60..=3650 * 86_400).contains(&s))
+            || self.max_trust_uses.is_some_and(|n| !(1..=1_000_000_000).contains(&n))
+        {
+            return err(
+                Code::IssuerConfig,
+                "max_trust_lifetime must be 60 s to 10 years, and max_trust_uses 1 to 1000000000",
+            );
         }
         let header_timeout = self.serve.header_read_timeout;
         if header_timeout < std::time::Duration::from_secs(1) || header_timeout > std::time::Duration::from_secs(300) {
@@ -678,7 +705,12 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
     // than a demand for a token.
     let (router, _) = OpenApiRouter::new()
         .merge(api::routes())
-        .merge(api::session_routes().route_layer(session_layer).route_layer(replaced()))
+        .merge(
+            api::session_routes()
+                .merge(trusts::session_routes())
+                .route_layer(session_layer)
+                .route_layer(replaced()),
+        )
         .merge(admin::routes().route_layer(admin_layer).route_layer(replaced()))
         .split_for_parts();
     Ok(router.with_state(state))

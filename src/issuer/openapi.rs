@@ -9,13 +9,14 @@ use serde_json::{Value, json};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::{IssuerState, admin, api};
+use super::{IssuerState, admin, api, trusts};
 
 /// The routes of the issuer, without the layers that `super::router` adds.
 fn routes() -> OpenApiRouter<Arc<IssuerState>> {
     OpenApiRouter::with_openapi(Document::openapi())
         .merge(api::routes())
         .merge(api::session_routes())
+        .merge(trusts::session_routes())
         .merge(admin::routes())
 }
 
@@ -40,6 +41,7 @@ pub fn document() -> serde_json::Result<String> {
         variables(("issuer_id" = (default = "http://127.0.0.1:8080", description = "the issuer id"))))),
     tags(
         (name = "public", description = "unauthenticated or authenticated by login/session proofs"),
+        (name = "trusts", description = "delegation (spec/delegation.md): session token + proof, like /v1/tokens"),
         (name = "admin", description = "admin API: admin token for `{issuer_id}/admin`, scoped to admin@default, role admin, plus a proof"),
     ),
     components(schemas(Problem)),
@@ -83,6 +85,9 @@ const AUDITED_ACTIONS: &[&str] = &[
     "service.delete",
     "keys.rotate",
     "keys.replace",
+    "trust.create",
+    "trust.use",
+    "trust.delete",
 ];
 
 /// The refusals of each operation: (operation id, status, description, the
@@ -212,8 +217,23 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "mint",
         403,
-        "The user, project or a domain is disabled (I3); a role is not held (I4); an admin token not scoped to admin@default (I5).",
-        &["issuer.disabled", "issuer.role_not_held", "issuer.forbidden"],
+        "The user, project or a domain is disabled (I3); a role is not held (I4); an admin token not scoped to admin@default (I5); a mint from a trust refused (spec/delegation.md §4, TM2–TM7) or a trust named for the admin audience (TM0).",
+        &[
+            "issuer.disabled",
+            "issuer.role_not_held",
+            "issuer.forbidden",
+            "trust.not_trustee",
+            "trust.expired",
+            "trust.unusable",
+            "trust.escalation",
+            "trust.exhausted",
+        ],
+    ),
+    (
+        "mint",
+        404,
+        "The trust does not exist, or a trust of its chain is gone (spec/delegation.md §4, TM1).",
+        &["trust.not_found"],
     ),
     (
         "mint",
@@ -1469,6 +1489,359 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     ),
 ];
 
+/// The session verifier's refusals (H1, T1–T12, P1–P13) on the trust routes.
+const SESSION_401: &[&str] = &[
+    "http.token_missing",
+    "http.token_multiple",
+    "http.token_malformed",
+    "http.scheme",
+    "cbor.*",
+    "cose.*",
+    "cwt.*",
+    "proof.*",
+    "replay.detected",
+    "replay.store_restarted",
+];
+const ADMIN_401: &[&str] = SESSION_401;
+const ADMIN_403: &[&str] = &["policy.denied", "issuer.forbidden"];
+const SERVER_500: &[&str] = &["issuer.config", "issue.invalid", "keyset.invalid"];
+const UNAVAILABLE_503: &[&str] = &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"];
+const CREATE_400: &[&str] = &[
+    "issuer.bad_request",
+    "issuer.invalid_name",
+    "http.body_unreadable",
+    "trust.invalid",
+    "trust.over_limit",
+    "trust.trustee_unknown",
+    "issuer.unknown_project",
+];
+const CREATE_403_SESSION: &[&str] = &[
+    "issuer.disabled",
+    "issuer.role_not_held",
+    "trust.too_deep",
+    "trust.escalation",
+    "trust.not_trustee",
+    "trust.expired",
+    "trust.unusable",
+];
+const CREATE_403_ADMIN: &[&str] = &[
+    "policy.denied",
+    "issuer.forbidden",
+    "issuer.disabled",
+    "issuer.role_not_held",
+    "trust.too_deep",
+    "trust.escalation",
+    "trust.not_trustee",
+    "trust.expired",
+    "trust.unusable",
+];
+
+/// The refusals of the trust routes (spec/delegation.md).
+const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
+    (
+        "createTrust",
+        400,
+        "The request is malformed (I1, H2, TC1), or the trust breaks its own rules (TC2), the deployment's ceilings (TC3), names an unusable trustee (TC4) or an unknown project (TC5).",
+        CREATE_400,
+    ),
+    (
+        "createTrust",
+        401,
+        "No valid session token and proof (H1, T1–T12, P1–P13).",
+        SESSION_401,
+    ),
+    (
+        "createTrust",
+        403,
+        "The trustor or project is disabled, or a role is not held (TC5); the redelegation is refused (TC6).",
+        CREATE_403_SESSION,
+    ),
+    (
+        "createTrust",
+        404,
+        "The parent trust does not exist, or a trust of its chain is gone (TC6).",
+        &["trust.not_found"],
+    ),
+    (
+        "createTrust",
+        413,
+        "The body is larger than max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "createTrust",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "createTrust",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        UNAVAILABLE_503,
+    ),
+    (
+        "createTrust",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        SERVER_500,
+    ),
+    (
+        "listTrusts",
+        400,
+        "The body could not be read (H2).",
+        &["http.body_unreadable"],
+    ),
+    (
+        "listTrusts",
+        401,
+        "No valid session token and proof (H1, T1–T12, P1–P13).",
+        SESSION_401,
+    ),
+    (
+        "listTrusts",
+        413,
+        "The body is larger than max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "listTrusts",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "listTrusts",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        UNAVAILABLE_503,
+    ),
+    (
+        "listTrusts",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        SERVER_500,
+    ),
+    (
+        "showTrust",
+        400,
+        "The body could not be read (H2), or the path is not normalised (H1).",
+        &["http.body_unreadable", "http.path_not_normalized"],
+    ),
+    (
+        "showTrust",
+        401,
+        "No valid session token and proof (H1, T1–T12, P1–P13).",
+        SESSION_401,
+    ),
+    (
+        "showTrust",
+        404,
+        "No such trust of which the caller is trustor or trustee.",
+        &["trust.not_found"],
+    ),
+    (
+        "showTrust",
+        413,
+        "The body is larger than max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "showTrust",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "showTrust",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        UNAVAILABLE_503,
+    ),
+    (
+        "showTrust",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        SERVER_500,
+    ),
+    (
+        "deleteTrust",
+        400,
+        "The body could not be read (H2), or the path is not normalised (H1).",
+        &["http.body_unreadable", "http.path_not_normalized"],
+    ),
+    (
+        "deleteTrust",
+        401,
+        "No valid session token and proof (H1, T1–T12, P1–P13).",
+        SESSION_401,
+    ),
+    (
+        "deleteTrust",
+        403,
+        "The caller is the trustee, not the trustor.",
+        &["issuer.forbidden"],
+    ),
+    (
+        "deleteTrust",
+        404,
+        "No such trust of which the caller is trustor or trustee.",
+        &["trust.not_found"],
+    ),
+    (
+        "deleteTrust",
+        413,
+        "The body is larger than max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "deleteTrust",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "deleteTrust",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        UNAVAILABLE_503,
+    ),
+    (
+        "deleteTrust",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        SERVER_500,
+    ),
+    (
+        "adminListTrusts",
+        400,
+        "An unknown query parameter, or a user or project that is not `name@domain` (I1); the body could not be read (H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
+    ),
+    (
+        "adminListTrusts",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        ADMIN_401,
+    ),
+    (
+        "adminListTrusts",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        ADMIN_403,
+    ),
+    (
+        "adminListTrusts",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "adminListTrusts",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "adminListTrusts",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        UNAVAILABLE_503,
+    ),
+    (
+        "adminListTrusts",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        SERVER_500,
+    ),
+    ("adminCreateTrust", 400, "As createTrust.", CREATE_400),
+    (
+        "adminCreateTrust",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        ADMIN_401,
+    ),
+    (
+        "adminCreateTrust",
+        403,
+        "Not an admin token (A1, I5); as createTrust.",
+        CREATE_403_ADMIN,
+    ),
+    (
+        "adminCreateTrust",
+        404,
+        "The trustor does not exist; the parent trust does not exist, or a trust of its chain is gone.",
+        &["issuer.not_found", "trust.not_found"],
+    ),
+    (
+        "adminCreateTrust",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "adminCreateTrust",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "adminCreateTrust",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        UNAVAILABLE_503,
+    ),
+    (
+        "adminCreateTrust",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        SERVER_500,
+    ),
+    (
+        "adminDeleteTrust",
+        400,
+        "The request is malformed (I1, H1, H2).",
+        &["issuer.bad_request", "http.body_unreadable", "http.path_not_normalized"],
+    ),
+    (
+        "adminDeleteTrust",
+        401,
+        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        ADMIN_401,
+    ),
+    (
+        "adminDeleteTrust",
+        403,
+        "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).",
+        ADMIN_403,
+    ),
+    ("adminDeleteTrust", 404, "No such trust.", &["trust.not_found"]),
+    (
+        "adminDeleteTrust",
+        413,
+        "The body is larger than the issuer's max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "adminDeleteTrust",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "adminDeleteTrust",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        UNAVAILABLE_503,
+    ),
+    (
+        "adminDeleteTrust",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        SERVER_500,
+    ),
+];
+
 /// What the annotations cannot say: the `KB` scheme, the shared headers,
 /// the refusals with their codes, the CBOR key set and the enabled/disabled
 /// path parameters.
@@ -1478,7 +1851,7 @@ fn complete(document: &mut Value) {
         "kbToken": {
             "type": "http",
             "scheme": "KB",
-            "description": "`Authorization: KB <base64url(token)>` (spec/http.md §3.1). At /v1/tokens a session token; at /v1/admin/… a service token for the admin audience. Never a bearer token: always together with kbProof."
+            "description": "`Authorization: KB <base64url(token)>` (spec/http.md §3.1). At /v1/tokens and /v1/trusts… a session token; at /v1/admin/… a service token for the admin audience. Never a bearer token: always together with kbProof."
         },
         "kbProof": {
             "type": "apiKey",
@@ -1532,7 +1905,7 @@ fn complete(document: &mut Value) {
                     ok["headers"] = json!({"Cache-Control": {"$ref": "#/components/headers/NoStore"}});
                 }
             }
-            for (_, status, description, codes) in REFUSALS.iter().filter(|r| r.0 == id) {
+            for (_, status, description, codes) in REFUSALS.iter().chain(TRUST_REFUSALS).filter(|r| r.0 == id) {
                 let mut headers = json!({"Cache-Control": {"$ref": "#/components/headers/NoStore"}});
                 if matches!(status, 401 | 403) {
                     headers["WWW-Authenticate"] = json!({"$ref": "#/components/headers/WWWAuthenticate"});

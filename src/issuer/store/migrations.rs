@@ -31,6 +31,7 @@ const SQLITE: &[(&str, &str)] = embed!(
     "0005_readiness_probe.sql",
     "0006_root_secret.sql",
     "0007_key_rotation.sql",
+    "0008_trusts.sql",
 );
 const POSTGRES: &[(&str, &str)] = embed!(
     "postgres",
@@ -41,6 +42,7 @@ const POSTGRES: &[(&str, &str)] = embed!(
     "0005_readiness_probe.sql",
     "0006_root_secret.sql",
     "0007_key_rotation.sql",
+    "0008_trusts.sql",
 );
 
 /// The embedded files of one dialect, as sqlx's migrator takes them.

@@ -8,21 +8,21 @@
 //! | [`logins`] | what a login reads, and the lockout | `users` (counters), `unknown_logins`, `unknown_login_totals`, `login_bucket_salt` |
 //! | [`audit`] | the audit log | `audit_log` |
 //! | [`secrets`] | the issuer's keys: fingerprint of the root secret, scheduled rotations, retired kids | `root_secret`, `key_rotations`, `retired_kids` |
+//! | [`trusts`] | trusts (delegation) and their roles | `trusts`, `trust_roles` |
 //!
-//! The trusts and the federation peers of the next issues are aggregates of
-//! their own: each gets a module here (`trusts`, `federation`), a trait like
-//! the ones below implemented for [`Conn`], and its tables in a new migration
-//! of each dialect.
+//! The federation peers of the next issues are an aggregate of their own: a
+//! module here (`federation`), a trait like the ones below implemented for
+//! [`Conn`], and its tables in a new migration of each dialect.
 //!
 //! **The seam.** Each aggregate is a trait ([`Identities`], [`Grants`],
-//! [`Services`], [`Logins`], [`Audit`]) implemented for [`Conn`], the one
+//! [`Services`], [`Logins`], [`Audit`], [`Trusts`]) implemented for [`Conn`], the one
 //! connection type of sqlx's `Any` driver: SQLite (the embedded default) and
 //! PostgreSQL (several replicas) run the same statements, with parameters
 //! only; names never reach SQL text. Callers reach a connection through
 //! [`Store`]: [`Store::conn`] for a read or a single statement, or
 //! [`Store::begin`] for a transaction, in which a change and its audit
 //! record commit together or not at all. Another backend implements the
-//! five traits for its own connection and transaction types.
+//! six traits for its own connection and transaction types.
 //!
 //! **Migrations** are files, one directory per dialect (`migrations/sqlite/`,
 //! `migrations/postgres/`, the same versions in both), applied at start-up
@@ -43,6 +43,7 @@ pub mod logins;
 mod migrations;
 pub mod secrets;
 pub mod services;
+pub mod trusts;
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
@@ -59,6 +60,7 @@ pub use identities::{Identities, UserInfo, bootstrap_names};
 pub use logins::{Logins, UNKNOWN_LOGIN_BUCKETS, UnknownLoginTotal, UserAuth};
 pub use secrets::RootSecrets;
 pub use services::Services;
+pub use trusts::{Trust, Trusts};
 
 use crate::error::{Code, Error, Result, err};
 

@@ -1,0 +1,191 @@
+//! `keybound trust …` and `keybound token --trust` against a real issuer on
+//! loopback: the trustor delegates, the trustee mints a delegated token,
+//! the trustor deletes the trust and the next mint is refused.
+#![cfg(all(feature = "cli", feature = "issuer"))]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use keybound::issuer::loopback::{LoopbackIssuer, World};
+use keybound::verify::SystemClock;
+use serde_json::{Value, json};
+
+mod common;
+
+const ADMIN_PASSWORD: &str = "bootstrap-password-1";
+const PASSWORD: &str = "correct horse battery";
+
+fn keybound(config: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("keybound"))
+        .args(args)
+        .env("KEYBOUND_CONFIG_DIR", config)
+        .env_remove("KEYBOUND_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+async fn run(config: &Path, args: &[&str], stdin: &str) -> Output {
+    let (config, args, stdin) = (
+        config.to_owned(),
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        stdin.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        keybound(&config, &args, &stdin)
+    })
+    .await
+    .unwrap()
+}
+
+async fn ok_json(config: &Path, args: &[&str], stdin: &str) -> Value {
+    let out = run(config, args, stdin).await;
+    assert!(
+        out.status.success(),
+        "keybound {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_commands_delegate_mint_and_delete() {
+    let (issuer, _dir): (LoopbackIssuer, _) = common::start_issuer(ADMIN_PASSWORD, Arc::new(SystemClock), |_| {}).await;
+    let admin = issuer.admin(ADMIN_PASSWORD).await.unwrap();
+    issuer
+        .create_world(
+            &admin,
+            &World {
+                password: PASSWORD,
+                services: &["https://nova.example"],
+            },
+        )
+        .await
+        .unwrap();
+    for (path, body) in [
+        ("/v1/admin/domains", json!({"name": "service"})),
+        (
+            "/v1/admin/users",
+            json!({"user": "heat@service", "kind": "service", "password": PASSWORD}),
+        ),
+    ] {
+        let response = admin
+            .request(
+                reqwest::Method::POST,
+                &format!("{}{path}", issuer.url()),
+                &issuer.admin_scope(),
+            )
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}");
+    }
+    let (ayoung, heat) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = issuer.url().to_owned();
+    for (dir, user) in [(&ayoung, "ayoung@stoughton"), (&heat, "heat@service")] {
+        let out = run(
+            dir.path(),
+            &["login", "--issuer", &url, "--user", user, "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+        )
+        .await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let trust = ok_json(
+        ayoung.path(),
+        &[
+            "trust",
+            "create",
+            "--trustee",
+            "heat@service",
+            "--project",
+            "turing",
+            "--roles",
+            "member",
+            "--lifetime",
+            "3600",
+            "--uses",
+            "5",
+        ],
+        "",
+    )
+    .await;
+    let id = trust["id"].as_str().unwrap().to_owned();
+    assert_eq!(trust["remaining_uses"], 5);
+    assert_eq!(
+        ok_json(ayoung.path(), &["trust", "list"], "").await,
+        json!([trust.clone()])
+    );
+    assert_eq!(ok_json(heat.path(), &["trust", "show", &id], "").await, trust);
+    let token = ok_json(
+        heat.path(),
+        &["token", "--audience", "https://nova.example", "--trust", &id, "--json"],
+        "",
+    )
+    .await;
+    assert_eq!(token["subject"], "ayoung@stoughton");
+    assert_eq!(token["trust"], id);
+    assert_eq!(token["actors"], json!(["heat@service"]));
+    assert_eq!(token["roles"], json!(["member"]));
+    // The trustee cannot delete it; the trustor can.
+    let out = run(heat.path(), &["trust", "delete", &id], "").await;
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: issuer.forbidden"));
+    let deleted = ok_json(ayoung.path(), &["trust", "delete", &id], "").await;
+    assert_eq!(deleted, json!({"id": id, "deleted": true}));
+    let out = run(
+        heat.path(),
+        &["token", "--audience", "https://nova.example", "--trust", &id],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: trust.not_found"), "{stderr}");
+    // --trust and --project do not go together.
+    let out = run(
+        heat.path(),
+        &[
+            "token",
+            "--audience",
+            "https://nova.example",
+            "--trust",
+            &id,
+            "--project",
+            "turing",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn trust_help_explains_and_gives_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["trust", "--help"][..],
+        &["trust", "create", "--help"],
+        &["trust", "list", "--help"],
+        &["trust", "show", "--help"],
+        &["trust", "delete", "--help"],
+        &["token", "--help"],
+    ] {
+        let out = keybound(dir.path(), args, "");
+        assert!(out.status.success(), "{args:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains("Example"), "{args:?}: {help}");
+        assert!(
+            help.contains("keybound trust") || help.contains("--trust"),
+            "{args:?}: {help}"
+        );
+    }
+}
