@@ -6,13 +6,16 @@
 //! its own proof: signing is the client's cost, not the issuer's); then
 //! `BENCH_CONCURRENCY` (default 32) connections send them as fast as the
 //! issuer answers. PostgreSQL is measured too when `KEYBOUND_TEST_POSTGRES_URL`
-//! is set (in a schema of its own, dropped afterwards).
+//! is set (in a schema of its own, dropped afterwards). Mints from a trust
+//! (spec/delegation.md §4) are measured the same way, from a trust and from
+//! the end of a chain of three (each mint re-checks every link), next to
+//! plain mints on the same backend.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use keybound::client::Client;
+use keybound::client::{Client, NewTrust};
 use keybound::issuer::IssuerConfig;
 use keybound::issuer::loopback::{LoopbackIssuer, World};
 use keybound::key::{Algorithm, SigningKey};
@@ -101,7 +104,9 @@ async fn hello_world(n: usize, concurrency: usize) -> f64 {
     blast(&addr, requests, concurrency).await
 }
 
-async fn mint_rate(database_url: Option<String>, n: usize, concurrency: usize) -> f64 {
+/// Mints a second for plain tokens (`depth` 0) or from the last trust of a
+/// chain of `depth` trusts.
+async fn mint_rate(database_url: Option<String>, n: usize, concurrency: usize, depth: usize) -> f64 {
     let dir = std::env::temp_dir().join(format!("keybound-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = IssuerConfig::new(&dir);
@@ -120,18 +125,56 @@ async fn mint_rate(database_url: Option<String>, n: usize, concurrency: usize) -
         services: &["https://nova.example"],
     };
     loopback.create_world(&admin, &world).await.unwrap();
+    let login = |user: String| {
+        let issuer = issuer.clone();
+        async move {
+            let client = Client::new(&issuer, SigningKey::generate(Algorithm::EdDSA).unwrap()).unwrap();
+            client
+                .login_password(&user, "correct horse battery", None)
+                .await
+                .unwrap();
+            client
+        }
+    };
+    // A chain of `depth` trusts: ayoung → t1 → t2 → …, unlimited uses.
+    let mut user = "ayoung@stoughton".to_owned();
+    let mut trust: Option<String> = None;
+    for level in 1..=depth {
+        let trustee = format!("t{level}@stoughton");
+        let response = admin
+            .request(
+                reqwest::Method::POST,
+                &format!("{issuer}/v1/admin/users"),
+                &loopback.admin_scope(),
+            )
+            .json(&json!({"user": trustee, "kind": "service", "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        let request = NewTrust {
+            trustee: trustee.clone(),
+            project: trust.is_none().then(|| "turing".to_owned()),
+            roles: vec!["member".into()],
+            redelegation: Some((depth - level) as u64),
+            parent: trust.clone(),
+            ..Default::default()
+        };
+        let created = login(user).await.create_trust(&request).await.unwrap();
+        trust = created["id"].as_str().map(str::to_owned);
+        user = trustee;
+    }
     // Several clients, each with its own key and session.
     let mut sessions = Vec::new();
     for _ in 0..8 {
-        let client = Client::new(&issuer, SigningKey::generate(Algorithm::EdDSA).unwrap()).unwrap();
-        client
-            .login_password("ayoung@stoughton", "correct horse battery", None)
-            .await
-            .unwrap();
-        sessions.push(client);
+        sessions.push(login(user.clone()).await);
     }
     let url = format!("{issuer}/v1/tokens");
-    let body = serde_json::to_vec(&json!({"audience": "https://nova.example", "project": "turing"})).unwrap();
+    let body = match &trust {
+        None => json!({"audience": "https://nova.example", "project": "turing"}),
+        Some(id) => json!({"audience": "https://nova.example", "trust": id}),
+    };
+    let body = serde_json::to_vec(&body).unwrap();
     let now = SystemClock.now();
     let requests = (0..n)
         .map(|i| {
@@ -185,28 +228,42 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let hello = hello_world(n * 2, concurrency).await;
-        let sqlite = mint_rate(None, n, concurrency).await;
+        let sqlite = mint_rate(None, n, concurrency, 0).await;
+        let sqlite_trust = mint_rate(None, n, concurrency, 1).await;
+        let sqlite_chain = mint_rate(None, n, concurrency, 3).await;
         let postgres = match std::env::var("KEYBOUND_TEST_POSTGRES_URL") {
             Ok(url) => {
-                let (schema_url, schema) = pg_schema(&url).await;
-                let rate = mint_rate(Some(schema_url), n, concurrency).await;
-                let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .execute(&pool)
-                    .await;
-                Some(rate)
+                let mut rates = Vec::new();
+                for depth in [0, 1, 3] {
+                    let (schema_url, schema) = pg_schema(&url).await;
+                    rates.push(mint_rate(Some(schema_url), n, concurrency, depth).await);
+                    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&pool)
+                        .await;
+                }
+                Some(rates)
             }
             Err(_) => None,
         };
         let round = |x: f64| x.round() as u64;
+        let ratio = |a: f64, b: f64| (a / b * 1000.0).round() / 1000.0;
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "hello_world_rps": round(hello),
                 "mint_sqlite_tokens_per_s": round(sqlite),
-                "mint_postgres_tokens_per_s": postgres.map(round),
-                "mint_sqlite_over_hello": (sqlite / hello * 1000.0).round() / 1000.0,
-                "mint_postgres_over_hello": postgres.map(|p| (p / hello * 1000.0).round() / 1000.0),
+                "mint_postgres_tokens_per_s": postgres.as_ref().map(|p| round(p[0])),
+                "mint_sqlite_over_hello": ratio(sqlite, hello),
+                "mint_postgres_over_hello": postgres.as_ref().map(|p| ratio(p[0], hello)),
+                "trust_mint_sqlite_tokens_per_s": round(sqlite_trust),
+                "trust_chain3_mint_sqlite_tokens_per_s": round(sqlite_chain),
+                "trust_mint_sqlite_over_plain": ratio(sqlite_trust, sqlite),
+                "trust_chain3_mint_sqlite_over_plain": ratio(sqlite_chain, sqlite),
+                "trust_mint_postgres_tokens_per_s": postgres.as_ref().map(|p| round(p[1])),
+                "trust_chain3_mint_postgres_tokens_per_s": postgres.as_ref().map(|p| round(p[2])),
+                "trust_mint_postgres_over_plain": postgres.as_ref().map(|p| ratio(p[1], p[0])),
+                "trust_chain3_mint_postgres_over_plain": postgres.as_ref().map(|p| ratio(p[2], p[0])),
                 "requests": n,
                 "concurrency": concurrency,
                 "target": "mint_sqlite_tokens_per_s >= 5000",
