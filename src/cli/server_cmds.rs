@@ -368,8 +368,8 @@ issuer's next key, published a whole period ahead, signs every token from now on
 answers at once, on the others within 5 s); the key it replaces stays published while its tokens live, \
 so verifiers with a cached key set refuse nothing. It is refused (issuer.rotation_too_early) while the \
 next key has been published for less than the key-set cache max-age plus 10 s, since verifiers that \
-fetched the set before may not know it yet; --force rotates anyway. The issuer settings below are not \
-used.
+fetched the set before may not know it yet; --force rotates anyway, but at most 6 rotations, forced or \
+not, are made within one rotation period. The issuer settings below are not used.
 
 With --emergency: the root secret is believed compromised. Run on a host that has the data dir (or the \
 database) and the current root secret, with the same settings as `keybound serve` (--config, \
@@ -379,8 +379,9 @@ fingerprint in the database and writes the new secret over the root secret file 
 Running replicas see the new fingerprint within 5 s and stop signing, publishing and accepting the old \
 keys (/readyz fails). Then copy the new file to every replica (or set KEYBOUND_ROOT_SECRET to its hex) \
 and restart them. Sessions from before answer session.key_replaced: users log in again. Services drop \
-the old keys when they refetch the key set: at once on the first token under a new key, at the latest \
-after its cache max-age.";
+the old keys when they fetch the key set from a replica with the new secret (at once on the first \
+token under a new key, else when their cached set expires after that); restart them to close that \
+window.";
 const ROTATE_EXAMPLES: &str = "\
 Examples:
   keybound admin rotate
@@ -617,7 +618,8 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
             let file = done.root_secret_file.display().to_string();
             let mut next = format!(
                 "copy {file} (32 raw bytes, mode 0600) to every replica's root secret file and restart every replica; \
-                 until then they refuse to sign"
+                 until then they refuse to sign; then restart every service (services keep accepting the old keys \
+                 until they fetch the key set from a replica with the new secret)"
             );
             if from_environment {
                 next.push_str(&format!(

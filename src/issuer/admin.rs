@@ -913,7 +913,7 @@ async fn rotate_keys(State(state): State<Arc<IssuerState>>, request: Request) ->
             let now = change.now;
             let period = shared.config.rotation_period;
             let window = shared.config.max_session_lifetime + shared.config.leeway;
-            let since = (now as u64).saturating_sub((window.div_ceil(period) + 1) * period);
+            let since = super::keys::lookback_start(now as u64, period, window).saturating_sub(period);
             // The offsets as the database has them, in the rotation's own
             // transaction: a rotation another replica just made counts.
             let rotations = change.tx().await?.rotations_since(since as i64).await?;

@@ -38,6 +38,13 @@ use crate::verify::Clock;
 
 /// Shortest rotation period allowed: keys must outlive the tokens they sign.
 pub const MIN_ROTATION_PERIOD: u64 = 600;
+/// Longest rotation period allowed (366 days): keeps the epoch arithmetic
+/// far from overflow and keys from living for years.
+pub const MAX_ROTATION_PERIOD: u64 = 366 * 86_400;
+/// Most scheduled rotations within one rotation period, forced or not:
+/// each adds a key to every set, and a script looping `rotate --force`
+/// must not grow the published set past what verifiers accept.
+pub const MAX_ROTATIONS_PER_PERIOD: usize = 6;
 
 /// How often each replica re-reads the rotation offsets, the root-secret
 /// fingerprint and the retired kids from the database: a rotation or a
@@ -80,6 +87,18 @@ impl RotationSchedule {
     pub fn rotations(&self) -> &[(u64, u64)] {
         &self.rotations
     }
+}
+
+/// The earliest time whose epoch a key set reaching `window` seconds back
+/// must cover: whole periods back, so that rotations (which shorten epochs)
+/// never drop a key that can still have signed a live token, with
+/// [`ROTATION_SETTLE`] added for replicas that have not yet seen a rotation
+/// and sign under the previous epoch meanwhile.
+pub fn lookback_start(now: u64, period: u64, window: u64) -> u64 {
+    let back = (window + ROTATION_SETTLE)
+        .div_ceil(period.max(1))
+        .saturating_mul(period);
+    now.saturating_sub(back)
 }
 
 /// What a scheduled rotation changes (spec/issuer.md §7.2).
@@ -172,10 +191,10 @@ impl IssuerKeys {
         if root.len() < 32 {
             return err(Code::IssuerConfig, "the root secret must be at least 32 bytes");
         }
-        if period < MIN_ROTATION_PERIOD {
+        if !(MIN_ROTATION_PERIOD..=MAX_ROTATION_PERIOD).contains(&period) {
             return err(
                 Code::IssuerConfig,
-                format!("the rotation period must be at least {MIN_ROTATION_PERIOD} s"),
+                format!("the rotation period must be {MIN_ROTATION_PERIOD} to {MAX_ROTATION_PERIOD} s"),
             );
         }
         Ok(IssuerKeys {
@@ -298,7 +317,22 @@ impl IssuerKeys {
         if self.is_replaced() {
             return Err(self.replaced_error());
         }
-        let offset = self.schedule.read().unwrap_or_else(|p| p.into_inner()).offset_at(now);
+        let (offset, recent) = {
+            let schedule = self.schedule.read().unwrap_or_else(|p| p.into_inner());
+            let since = now.saturating_sub(period);
+            let recent = schedule.rotations().iter().filter(|&&(at, _)| at > since).count();
+            (schedule.offset_at(now), recent)
+        };
+        if recent >= MAX_ROTATIONS_PER_PERIOD {
+            return err(
+                Code::IssuerRotationTooEarly,
+                format!(
+                    "{recent} rotations were made in the last rotation period ({period} s), the most allowed even \
+                     with --force: every rotation adds a key to the published set. For a key believed \
+                     compromised, replace the root secret (keybound admin rotate --emergency)"
+                ),
+            );
+        }
         let epoch = (now + offset) / period;
         // The current epoch began (and its next key was first published) at
         // the last rotation or natural boundary.
@@ -352,7 +386,7 @@ impl IssuerKeys {
         // Every epoch that was current at some time in the window: whole
         // periods back in time, so that rotations (which shorten epochs)
         // never drop a key that can still have signed a live token.
-        let oldest = |window: u64| self.epoch_at(now.saturating_sub(window.div_ceil(period) * period), period);
+        let oldest = |window: u64| self.epoch_at(lookback_start(now, period, window), period);
         let (oldest_published, oldest_internal) = (oldest(self.publish_back), oldest(self.verify_back));
         let cache_key = (epoch, oldest_published, oldest_internal);
         if let Some((k, sets)) = &self.cache.lock().unwrap_or_else(|p| p.into_inner()).sets
@@ -630,6 +664,46 @@ mod tests {
         assert_eq!(keys.current().unwrap_err().code(), Code::IssuerRootSecretMismatch);
         assert!(keys.published_cbor().is_err());
         assert!(keys.internal_source().key_set().is_empty());
+    }
+
+    #[test]
+    fn forced_rotations_are_capped_per_period_and_a_period_is_bounded() {
+        let start = 10_000 * 600 + 100;
+        let clock = Arc::new(ManualClock::new(start));
+        let keys = IssuerKeys::derived(Zeroizing::new(vec![1; 32]), Algorithm::EdDSA, 600, 330, 43_230, clock).unwrap();
+        let mut rows = Vec::new();
+        for i in 0..MAX_ROTATIONS_PER_PERIOD as u64 {
+            let rotation = keys.plan_rotation(start + i, true).unwrap();
+            rows.push((start + i, rotation.offset));
+            keys.set_schedule(RotationSchedule::new(rows.clone()));
+        }
+        let capped = keys
+            .plan_rotation(start + MAX_ROTATIONS_PER_PERIOD as u64, true)
+            .unwrap_err();
+        assert_eq!(capped.code(), Code::IssuerRotationTooEarly);
+        assert!(capped.message().contains("--emergency"), "{}", capped.message());
+        // A period later the oldest rotations no longer count.
+        assert!(keys.plan_rotation(start + 600 + 1, true).is_ok());
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(start));
+        for period in [0, MIN_ROTATION_PERIOD - 1, MAX_ROTATION_PERIOD + 1, u64::MAX] {
+            assert_eq!(
+                IssuerKeys::derived(
+                    Zeroizing::new(vec![1; 32]),
+                    Algorithm::EdDSA,
+                    period,
+                    330,
+                    0,
+                    clock.clone()
+                )
+                .unwrap_err()
+                .code(),
+                Code::IssuerConfig,
+                "period {period}"
+            );
+        }
+        assert_eq!(lookback_start(5_000, 600, 330), 5_000 - 600);
+        assert_eq!(lookback_start(5_000, 600, 595), 5_000 - 1_200, "settle margin");
+        assert_eq!(lookback_start(10, 600, 43_230), 0);
     }
 
     #[test]

@@ -330,6 +330,16 @@ impl IssuerConfig {
                 "session lifetimes must satisfy 0 < default ≤ max ≤ 12 h",
             );
         }
+        if !(keys::MIN_ROTATION_PERIOD..=keys::MAX_ROTATION_PERIOD).contains(&self.rotation_period) {
+            return err(
+                Code::IssuerConfig,
+                format!(
+                    "rotation_period must be {} to {} s",
+                    keys::MIN_ROTATION_PERIOD,
+                    keys::MAX_ROTATION_PERIOD
+                ),
+            );
+        }
         if self.leeway > crate::verify::MAX_LEEWAY {
             return err(
                 Code::IssuerConfig,
@@ -573,8 +583,9 @@ impl IssuerState {
         }
         let period = self.config.rotation_period;
         let window = self.config.max_session_lifetime + self.config.leeway;
-        // Far enough back for the oldest epoch the internal set covers.
-        let since = self.now().saturating_sub((window.div_ceil(period) + 1) * period);
+        // Far enough back for the oldest epoch the internal set covers (one
+        // period more: the rotation that began it may be older).
+        let since = keys::lookback_start(self.now(), period, window).saturating_sub(period);
         let rotations = conn.rotations_since(since as i64).await?;
         self.keys.set_schedule(keys::RotationSchedule::new(rotations));
         let retired = conn.retired_kids().await?;
@@ -877,7 +888,7 @@ pub async fn replace_root_secret(config: &IssuerConfig) -> Result<Replacement> {
     )?;
     let period = config.rotation_period;
     let window = config.max_session_lifetime + config.leeway;
-    let since = now.saturating_sub((window.div_ceil(period) + 1) * period);
+    let since = keys::lookback_start(now, period, window).saturating_sub(period);
     let rotations = store.conn().await?.rotations_since(since as i64).await?;
     old_keys.set_schedule(keys::RotationSchedule::new(rotations));
     let retired = old_keys.internal_kids()?;
@@ -894,8 +905,19 @@ pub async fn replace_root_secret(config: &IssuerConfig) -> Result<Replacement> {
     }
     .await;
     if let Err(e) = committed {
-        let _ = std::fs::remove_file(&pending);
-        return Err(e);
+        // Keep the new secret: a commit whose answer was lost may have
+        // happened, and then it is the only copy of the recorded secret.
+        // Run again, this command installs it if the database records it
+        // and discards it if not.
+        return Err(Error::new(
+            e.code(),
+            format!(
+                "{}; the new root secret is kept at {}: run this command again, it finishes or undoes the \
+                 replacement",
+                e.message(),
+                pending.display()
+            ),
+        ));
     }
     install_root(&pending, &path)?;
     Ok(Replacement {
@@ -929,6 +951,25 @@ fn install_root(pending: &std::path::Path, path: &std::path::Path) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotation_period_out_of_range_is_refused_in_every_key_mode() {
+        for period in [
+            0,
+            keys::MIN_ROTATION_PERIOD - 1,
+            keys::MAX_ROTATION_PERIOD + 1,
+            u64::MAX,
+        ] {
+            let mut config = IssuerConfig::new("/tmp/kb");
+            config.rotation_period = period;
+            let refused = config.check().unwrap_err();
+            assert_eq!(refused.code(), Code::IssuerConfig, "period {period}");
+            assert!(refused.message().contains("rotation_period"), "{}", refused.message());
+        }
+        let mut config = IssuerConfig::new("/tmp/kb");
+        config.rotation_period = keys::MIN_ROTATION_PERIOD;
+        assert!(config.check().is_ok());
+    }
 
     #[test]
     fn urls_are_printed_without_their_secrets() {
