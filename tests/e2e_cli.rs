@@ -499,6 +499,83 @@ fn demo_walks_the_whole_story() {
     assert!(!stdout.contains("FAIL"));
 }
 
+/// `keybound demo delegation`: every step of the Heat story, in order, with
+/// the outcome it expected and the one it got.
+#[test]
+fn demo_delegation_walks_the_heat_story() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(tmp.path(), &["demo", "delegation"], "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("every step behaved as expected"), "{stdout}");
+    // (mark and title, "expected …, got …") per step.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let steps: Vec<(&str, &str)> = lines
+        .windows(2)
+        .filter(|w| w[0].starts_with("ok ") || w[0].starts_with("FAIL"))
+        .map(|w| (w[0], w[1].trim()))
+        .collect();
+    let trust = steps[2]
+        .1
+        .strip_prefix("expected accepted, accepted (trust ")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(trust.len(), 22, "a 128-bit trust id: {trust}");
+    let heat_at_nova = format!(
+        "expected accepted (nova: servers of project turing for ayoung@stoughton, acting through heat@service (trust {trust})), accepted (that answer)"
+    );
+    let expected: [(&str, &str); 11] = [
+        (
+            "1. ayoung logs in with her key",
+            "expected accepted, accepted (session for ayoung@stoughton)",
+        ),
+        (
+            "2. heat@service logs in with its own key",
+            "expected accepted, accepted (session for heat@service bound to key ",
+        ),
+        (
+            "3. ayoung trusts heat@service with member on turing, for 1 h, no redelegation",
+            "expected accepted, accepted (trust ",
+        ),
+        (
+            "4. heat@service gets a token for nova from the trust",
+            "expected accepted, accepted (",
+        ),
+        ("5. heat@service calls nova, signed with its key", &heat_at_nova),
+        (
+            "6. ayoung asks for a token from the trust herself",
+            "expected trust.not_trustee, refused: trust.not_trustee",
+        ),
+        (
+            "7. the admin revokes ayoung's member role; heat@service asks for a new token",
+            "expected trust.unusable, refused: trust.unusable",
+        ),
+        (
+            "8. the admin grants it again; heat@service asks again",
+            "expected accepted, accepted (",
+        ),
+        ("9. ayoung deletes the trust", "expected accepted, accepted (deleted)"),
+        (
+            "10. heat@service asks for a new token",
+            "expected trust.not_found, refused: trust.not_found",
+        ),
+        (
+            "11. the token heat@service got before the delete, at nova (it dies within 300 s)",
+            &heat_at_nova,
+        ),
+    ];
+    assert_eq!(steps.len(), expected.len(), "{stdout}");
+    for ((title, outcome), (want_title, want_outcome)) in steps.iter().zip(expected) {
+        assert!(title.starts_with("ok "), "{title}\n{stdout}");
+        assert_eq!(title[4..].trim_start(), want_title, "{stdout}");
+        assert!(
+            outcome.starts_with(want_outcome),
+            "{outcome}\nnot {want_outcome}\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("FAIL"));
+}
+
 #[test]
 fn help_says_what_each_command_does_with_an_example() {
     let tmp = tempfile::tempdir().unwrap();
@@ -519,5 +596,12 @@ fn help_says_what_each_command_does_with_an_example() {
         let help = ok(tmp.path(), &[command, "--help"], "");
         assert!(help.contains("Example"), "{command} --help has no example");
     }
+    let demo = ok(tmp.path(), &["demo", "--help"], "");
+    assert!(demo.contains("delegation"), "{demo}");
+    let delegation = ok(tmp.path(), &["demo", "delegation", "--help"], "");
+    assert!(
+        delegation.contains("Example:\n  keybound demo delegation"),
+        "{delegation}"
+    );
     assert!(ok(tmp.path(), &["completions", "bash"], "").contains("keybound"));
 }

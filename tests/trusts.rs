@@ -34,6 +34,8 @@ const AUDIENCE: &str = "https://nova.example";
 
 struct Issuer {
     url: String,
+    /// The issuer's clock, also the clients' and the protected service's.
+    clock: Arc<dyn Clock>,
     server: LoopbackIssuer,
     dir: tempfile::TempDir,
     database_url: Option<String>,
@@ -89,7 +91,7 @@ async fn start(
     tweak: impl FnOnce(&mut IssuerConfig),
 ) -> Issuer {
     let url = database_url.clone();
-    let (server, dir) = common::start_issuer(ADMIN_PASSWORD, clock, |config| {
+    let (server, dir) = common::start_issuer(ADMIN_PASSWORD, clock.clone(), |config| {
         config.database_url = url;
         config.login_rate_per_minute = 1_000_000;
         config.login_burst = 100_000;
@@ -98,6 +100,7 @@ async fn start(
     .await;
     Issuer {
         url: server.url().to_owned(),
+        clock,
         server,
         dir,
         database_url,
@@ -150,7 +153,9 @@ impl Admin {
 
 impl Issuer {
     fn client(&self) -> Client {
-        Client::new(&self.url, SigningKey::generate(Algorithm::EdDSA).unwrap()).unwrap()
+        Client::new(&self.url, SigningKey::generate(Algorithm::EdDSA).unwrap())
+            .unwrap()
+            .with_clock(self.clock.clone())
     }
 
     async fn login(&self, user: &str) -> Client {
@@ -263,6 +268,7 @@ async fn protected_service(issuer: &Issuer) -> String {
     .await
     .unwrap();
     let verifier = Verifier::builder(&url, TrustedIssuer::new(&issuer.url, keys))
+        .clock(issuer.clock.clone())
         .build()
         .unwrap();
     let app = axum::Router::new()
@@ -299,19 +305,25 @@ async fn audit_outcomes(admin: &Admin, action: &str) -> Vec<String> {
 // The seed's Heat story.
 
 /// ayoung creates a trust for heat (member on turing, 1 h, no
-/// redelegation); her password changes; heat keeps minting and calling the
-/// service, which sees ayoung acting through heat; revoking her role stops
-/// the next mint with the trust code, granting it again restores it;
-/// deleting the trust stops it for good. Every step is audited.
+/// redelegation); heat mints and calls the service, which sees ayoung acting
+/// through heat; her session expires and her password changes: her session
+/// and old password are refused while heat keeps minting and calling;
+/// revoking her role stops the next mint with the trust code, granting it
+/// again restores it; deleting the trust stops it for good. Every step is
+/// audited.
 #[tokio::test]
 async fn heat_story_mints_until_the_role_is_revoked_and_the_trust_deleted() {
     let all = backends().await;
     for (backend, db) in all.clone() {
-        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        // One manual clock for the issuer, the service and every client: her
+        // session expires without the test waiting.
+        let clock = Arc::new(ManualClock::new(SystemClock.now()));
+        let issuer = start(backend, db, clock.clone(), |_| {}).await;
         let service = protected_service(&issuer).await;
         let admin = issuer.world(Some(&service)).await;
-        let ayoung = issuer.login(AYOUNG).await;
-        let now = SystemClock.now();
+        let ayoung = issuer.client();
+        ayoung.login_password(AYOUNG, PASSWORD, Some(600)).await.unwrap();
+        let now = clock.now();
         let trust = ayoung
             .create_trust(&NewTrust {
                 expires_at: Some(now + 3600),
@@ -336,15 +348,9 @@ async fn heat_story_mints_until_the_role_is_revoked_and_the_trust_deleted() {
         assert_eq!(code(nova.trust(&id).await).await, Code::TrustNotFound);
         assert_eq!(nova.trusts().await.unwrap(), json!([]));
 
-        // Her password changes (her session is irrelevant to the trust).
-        admin
-            .ok(
-                "PUT",
-                "/v1/admin/users/ayoung@stoughton/password",
-                json!({"password": "another horse battery"}),
-            )
-            .await;
         let scope = Scope::new(&service).trust(&id);
+        let servers = format!("{service}/v2/servers");
+        let seen = format!("{AYOUNG} [\"member\"] trust=Some({id:?}) actors=[\"{HEAT}\"]");
         let token = heat.service_token(&scope).await.unwrap();
         let claims = claims_of(&token);
         assert_eq!(claims.sub, AYOUNG, "{backend}");
@@ -361,13 +367,46 @@ async fn heat_story_mints_until_the_role_is_revoked_and_the_trust_deleted() {
             "bound to the trustee's key"
         );
         assert!(claims.exp - claims.iat <= 300);
-        let answer = heat.get(&format!("{service}/v2/servers"), &scope).send().await.unwrap();
+        let answer = heat.get(&servers, &scope).send().await.unwrap();
         assert_eq!(answer.status(), 200, "{backend}");
-        assert_eq!(
-            answer.text().await.unwrap(),
-            format!("{AYOUNG} [\"member\"] trust=Some({id:?}) actors=[\"{HEAT}\"]")
-        );
-        // The trustor cannot use the token: it is bound to heat's key.
+        assert_eq!(answer.text().await.unwrap(), seen);
+
+        // Her 600 s session expires, past the issuer's leeway (heat's and
+        // the trust's hour has not), and her password changes.
+        let expired = 600 + keybound::token::DEFAULT_LEEWAY + 1;
+        clock.advance(expired);
+        admin
+            .ok(
+                "PUT",
+                "/v1/admin/users/ayoung@stoughton/password",
+                json!({"password": "another horse battery"}),
+            )
+            .await;
+        assert_eq!(code(ayoung.trusts().await).await, Code::ClientSessionExpired);
+        // A client that does not stop her is refused by the issuer.
+        let mut stale = ayoung.session().unwrap();
+        stale.expires_at = u64::MAX;
+        ayoung.set_session(stale);
+        assert_eq!(code(ayoung.trusts().await).await, Code::CwtExpired, "{backend}");
+        let old_password = issuer.client().login_password(AYOUNG, PASSWORD, None).await;
+        assert_eq!(code(old_password).await, Code::IssuerInvalidCredentials);
+        // Heat keeps minting (its cached token has expired: a new mint) and
+        // calling, still as ayoung.
+        let later = heat.service_token(&scope).await.unwrap();
+        assert!(later != token, "{backend}: minted again");
+        let claims = claims_of(&later);
+        assert!(claims.iat >= now + expired, "{backend}");
+        assert_eq!((claims.sub.as_str(), actors(&claims)), (AYOUNG, vec![HEAT]));
+        let answer = heat.get(&servers, &scope).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{backend}");
+        assert_eq!(answer.text().await.unwrap(), seen);
+
+        // With her new password she is back; she cannot use the trust
+        // herself: its tokens are bound to heat's key.
+        ayoung
+            .login_password(AYOUNG, "another horse battery", None)
+            .await
+            .unwrap();
         assert_eq!(code(ayoung.service_token(&scope).await).await, Code::TrustNotTrustee);
 
         // Revoking her role makes the trust yield nothing at once.
@@ -400,7 +439,7 @@ async fn heat_story_mints_until_the_role_is_revoked_and_the_trust_deleted() {
             .text()
             .await
             .unwrap();
-        assert!(metrics.contains("keybound_trust_tokens_minted_total 2"), "{metrics}");
+        assert!(metrics.contains("keybound_trust_tokens_minted_total 3"), "{metrics}");
         assert!(metrics.contains("keybound_failures_total{code=\"trust.unusable\"} 1"));
     }
     cleanup(&all).await;

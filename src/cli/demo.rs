@@ -1,4 +1,5 @@
-//! `keybound demo`: the whole story on loopback, in one command.
+//! `keybound demo`: the whole story on loopback, in one command, and
+//! `keybound demo delegation`: the Heat story of trusts.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use serde_json::json;
 
 use super::session::runtime;
 use super::{CliError, EXIT_FAILURE, print_stdout};
-use crate::client::{Client, Scope, error_from_response};
+use crate::client::{Client, NewTrust, Scope, error_from_response};
 use crate::encoding::b64url_encode;
 use crate::error::{Code, Error, Result};
 use crate::http::KeyboundLayer;
@@ -29,39 +30,98 @@ holder-of-key tokens are for, printing each step and its outcome: log in; get a 
 signed request succeeds; the same proof replayed is refused; the token sent to glance is refused (wrong \
 audience); the token without the key (a stolen bearer token) is refused; a tampered token is refused; \
 the role is revoked and the next token request is refused. Exits 0 only if every step behaved as \
-expected, and removes everything it created.";
+expected, and removes everything it created.
+
+`keybound demo delegation` walks through delegation (trusts, spec/delegation.md) the same way.";
 pub(crate) const EXAMPLES: &str = "\
 Examples:
   keybound demo
+  keybound demo delegation
   cargo run --release -- demo";
 
-/// `keybound demo`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+const DELEGATION_ABOUT: &str = "Run the delegation story on loopback: a user trusts a service user to act for her";
+const DELEGATION_LONG: &str = "\
+Run the delegation story (spec/delegation.md) end to end on loopback.
 
+Starts an issuer on the embedded SQLite default in a temporary directory and a protected service (nova) \
+on 127.0.0.1, sets up ayoung@stoughton (member of turing) and the service user heat@service, and prints \
+each step with what was expected and what happened: both log in with their own keys; ayoung creates a \
+trust for heat@service (role member on turing, 1 h, no redelegation); heat@service mints a token from \
+the trust and calls nova, which sees subject ayoung@stoughton acting through heat@service; ayoung \
+cannot use the trust herself; the admin revokes her member role and the next mint from the trust is \
+refused (trust.unusable); the role is granted again and minting works again; ayoung deletes the trust \
+and the next mint is refused (trust.not_found), while the token minted before lives out its at most \
+300 s. Exits 0 only if every step behaved as expected, and removes everything it created.";
+const DELEGATION_EXAMPLES: &str = "\
+Example:
+  keybound demo delegation";
+
+/// `keybound demo [delegation]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    story: Option<Story>,
+}
+
+/// The stories besides the default one.
+#[derive(Debug, clap::Subcommand)]
+enum Story {
+    #[command(about = DELEGATION_ABOUT, long_about = DELEGATION_LONG, after_help = DELEGATION_EXAMPLES)]
+    Delegation,
+}
+
+/// The trustee of the delegation story.
+const HEAT: &str = "heat@service";
+
+#[derive(Default)]
 struct Step {
     number: usize,
     failures: usize,
 }
 
 impl Step {
+    /// `expected` is "accepted" or the code of the refusal.
     fn check(&mut self, what: &str, expected: &str, outcome: std::result::Result<String, Error>) -> Result<()> {
-        self.number += 1;
-        let got = match &outcome {
-            Ok(detail) => format!("accepted ({detail})"),
-            Err(e) => format!("refused: {}", e.code()),
-        };
         let ok = match &outcome {
             Ok(_) => expected == "accepted",
             Err(e) => e.code().as_str() == expected,
+        };
+        self.record(what, expected, ok, &outcome)
+    }
+
+    /// Accepted, with exactly this answer.
+    fn check_answer(&mut self, what: &str, expected: &str, outcome: std::result::Result<String, Error>) -> Result<()> {
+        let ok = matches!(&outcome, Ok(answer) if answer == expected);
+        // The answer is long: show it once when it is the expected one.
+        let outcome = if ok { Ok("that answer".to_owned()) } else { outcome };
+        self.record(what, &format!("accepted ({expected})"), ok, &outcome)
+    }
+
+    fn record(
+        &mut self,
+        what: &str,
+        expected: &str,
+        ok: bool,
+        outcome: &std::result::Result<String, Error>,
+    ) -> Result<()> {
+        self.number += 1;
+        let got = match outcome {
+            Ok(detail) => format!("accepted ({detail})"),
+            Err(e) => format!("refused: {}", e.code()),
         };
         if !ok {
             self.failures += 1;
         }
         let mark = if ok { "ok  " } else { "FAIL" };
-        let line = format!("{mark} {:>2}. {what}\n         expected {expected}, {got}", self.number);
-        print_stdout(&line).map_err(|e| Error::new(Code::ClientStorage, e.message().to_owned()))
+        say(&format!(
+            "{mark} {:>2}. {what}\n         expected {expected}, {got}",
+            self.number
+        ))
     }
+}
+
+fn say(text: &str) -> Result<()> {
+    print_stdout(text).map_err(|e| Error::new(Code::ClientStorage, e.message().to_owned()))
 }
 
 async fn service(name: &'static str, issuer: &str) -> Result<String> {
@@ -84,11 +144,18 @@ async fn service(name: &'static str, issuer: &str) -> Result<String> {
         .route(
             "/v2/servers",
             axum::routing::get(move |request: VerifiedRequest| async move {
-                format!(
+                let mut answer = format!(
                     "{name}: servers of project {} for {}",
                     request.project().unwrap_or("-"),
                     request.subject()
-                )
+                );
+                // A delegated request names who acts (current actor first).
+                let token = request.token();
+                if let Some(trust) = token.trust_id() {
+                    let actors: Vec<&str> = token.actor_chain().iter().map(|a| a.sub.as_str()).collect();
+                    answer.push_str(&format!(", acting through {} (trust {trust})", actors.join(", ")));
+                }
+                answer
             }),
         )
         .layer(KeyboundLayer::new(Arc::new(verifier), &url)?);
@@ -141,11 +208,10 @@ async fn story(dir: &std::path::Path) -> Result<usize> {
     let issuer = loopback.url().to_owned();
     let nova = service("nova", &issuer).await?;
     let glance = service("glance", &issuer).await?;
-    print_stdout(&format!(
+    say(&format!(
         "issuer  {issuer}  (SQLite in {})\nnova    {nova}\nglance  {glance}\n",
         dir.display()
-    ))
-    .map_err(|e| Error::new(Code::ClientStorage, e.message().to_owned()))?;
+    ))?;
 
     // The administrator sets up the world.
     let admin = loopback.admin(&admin_password).await?;
@@ -154,10 +220,11 @@ async fn story(dir: &std::path::Path) -> Result<usize> {
         services: &[&nova, &glance],
     };
     loopback.create_world(&admin, &world).await?;
-    print_stdout("admin created domain stoughton, project turing, role member, user ayoung@stoughton (member of turing), services nova and glance\n")
-        .map_err(|e| Error::new(Code::ClientStorage, e.message().to_owned()))?;
+    say(
+        "admin created domain stoughton, project turing, role member, user ayoung@stoughton (member of turing), services nova and glance\n",
+    )?;
 
-    let mut step = Step { number: 0, failures: 0 };
+    let mut step = Step::default();
     let user = Client::new(&issuer, SigningKey::generate(Algorithm::EdDSA)?)?;
     let login = user
         .login_password("ayoung@stoughton", "correct horse battery staple", None)
@@ -224,18 +291,14 @@ async fn story(dir: &std::path::Path) -> Result<usize> {
         Code::CoseBadSignature.as_str(),
         send(&nova_url, &tampered, Some(proof(user.key(), &nova_url, &tampered)?)).await,
     )?;
-    let revoke = admin
-        .request(
-            reqwest::Method::DELETE,
-            &format!("{issuer}/v1/admin/grants"),
-            &loopback.admin_scope(),
-        )
-        .json(&json!({"user": USER, "project": format!("{PROJECT}@{DOMAIN}"), "role": ROLE}))
-        .send()
-        .await?;
-    if !revoke.status().is_success() {
-        return Err(error_from_response(revoke).await);
-    }
+    admin_call(
+        &loopback,
+        &admin,
+        reqwest::Method::DELETE,
+        "/v1/admin/grants",
+        &her_grant(),
+    )
+    .await?;
     user.forget_token(&scope);
     let next = user
         .service_token(&scope)
@@ -249,14 +312,208 @@ async fn story(dir: &std::path::Path) -> Result<usize> {
     Ok(step.failures)
 }
 
-pub(crate) fn run(_args: Args) -> std::result::Result<ExitCode, CliError> {
+/// ayoung's grant of [`ROLE`] on [`PROJECT`].
+fn her_grant() -> serde_json::Value {
+    json!({"user": USER, "project": format!("{PROJECT}@{DOMAIN}"), "role": ROLE})
+}
+
+/// One admin API call that must succeed.
+async fn admin_call(
+    loopback: &LoopbackIssuer,
+    admin: &Client,
+    method: reqwest::Method,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<()> {
+    let response = admin
+        .request(method, &format!("{}{path}", loopback.url()), &loopback.admin_scope())
+        .json(body)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Err(error_from_response(response).await);
+    }
+    Ok(())
+}
+
+/// A token from `scope`, described by its size.
+async fn mint(client: &Client, scope: &Scope) -> std::result::Result<String, Error> {
+    client.forget_token(scope);
+    client
+        .service_token(scope)
+        .await
+        .map(|t| format!("{} bytes", t.as_bytes().len()))
+}
+
+/// The Heat story of spec/delegation.md.
+async fn delegation(dir: &std::path::Path) -> Result<usize> {
+    let admin_password = b64url_encode(&random::<18>()?);
+    let loopback = LoopbackIssuer::start(IssuerConfig::new(dir), &admin_password, Arc::new(SystemClock)).await?;
+    let issuer = loopback.url().to_owned();
+    let nova = service("nova", &issuer).await?;
+    say(&format!(
+        "issuer  {issuer}  (SQLite in {})\nnova    {nova}\n",
+        dir.display()
+    ))?;
+
+    let admin = loopback.admin(&admin_password).await?;
+    let password = "correct horse battery staple";
+    loopback
+        .create_world(
+            &admin,
+            &World {
+                password,
+                services: &[&nova],
+            },
+        )
+        .await?;
+    let heat_password = b64url_encode(&random::<18>()?);
+    admin_call(
+        &loopback,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/admin/domains",
+        &json!({"name": "service"}),
+    )
+    .await?;
+    admin_call(
+        &loopback,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/admin/users",
+        &json!({"user": HEAT, "kind": "service", "password": heat_password}),
+    )
+    .await?;
+    say(
+        "admin created domains stoughton and service, project turing, role member, user ayoung@stoughton (member of turing), service user heat@service, service nova\n",
+    )?;
+
+    let mut step = Step::default();
+    let ayoung = Client::new(&issuer, SigningKey::generate(Algorithm::EdDSA)?)?;
+    let login = ayoung.login_password(USER, password, None).await;
+    step.check(
+        "ayoung logs in with her key",
+        "accepted",
+        login.map(|s| format!("session for {}", s.subject)),
+    )?;
+    let heat = Client::new(&issuer, SigningKey::generate(Algorithm::EdDSA)?)?;
+    let login = heat.login_password(HEAT, &heat_password, None).await;
+    step.check(
+        "heat@service logs in with its own key",
+        "accepted",
+        login.map(|s| {
+            format!(
+                "session for {} bound to key {}",
+                s.subject,
+                heat.key().public_key().thumbprint()
+            )
+        }),
+    )?;
+    let trust = ayoung
+        .create_trust(&NewTrust {
+            trustee: HEAT.into(),
+            project: Some(PROJECT.into()),
+            roles: vec![ROLE.into()],
+            expires_at: Some(SystemClock.now() + 3600),
+            redelegation: Some(0),
+            ..Default::default()
+        })
+        .await;
+    step.check(
+        "ayoung trusts heat@service with member on turing, for 1 h, no redelegation",
+        "accepted",
+        trust
+            .as_ref()
+            .map(|t| format!("trust {}", t["id"].as_str().unwrap_or("?")))
+            .map_err(Clone::clone),
+    )?;
+    let trust = trust?;
+    let id = trust["id"]
+        .as_str()
+        .ok_or_else(|| Error::new(Code::ClientRefused, "the issuer answered a trust without an id"))?;
+    let scope = Scope::new(&nova).trust(id);
+    let token = heat.service_token(&scope).await;
+    step.check(
+        "heat@service gets a token for nova from the trust",
+        "accepted",
+        token
+            .as_ref()
+            .map(|t| format!("{} bytes, bound to heat's key", t.as_bytes().len()))
+            .map_err(Clone::clone),
+    )?;
+    let token = token?;
+    let nova_url = format!("{nova}/v2/servers");
+    step.check_answer(
+        "heat@service calls nova, signed with its key",
+        &format!("nova: servers of project turing for {USER}, acting through {HEAT} (trust {id})"),
+        send(&nova_url, &token, Some(proof(heat.key(), &nova_url, &token)?)).await,
+    )?;
+    step.check(
+        "ayoung asks for a token from the trust herself",
+        Code::TrustNotTrustee.as_str(),
+        mint(&ayoung, &scope).await,
+    )?;
+    admin_call(
+        &loopback,
+        &admin,
+        reqwest::Method::DELETE,
+        "/v1/admin/grants",
+        &her_grant(),
+    )
+    .await?;
+    step.check(
+        "the admin revokes ayoung's member role; heat@service asks for a new token",
+        Code::TrustUnusable.as_str(),
+        mint(&heat, &scope).await,
+    )?;
+    admin_call(
+        &loopback,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/admin/grants",
+        &her_grant(),
+    )
+    .await?;
+    step.check(
+        "the admin grants it again; heat@service asks again",
+        "accepted",
+        mint(&heat, &scope).await,
+    )?;
+    let last = heat.service_token(&scope).await?;
+    step.check(
+        "ayoung deletes the trust",
+        "accepted",
+        ayoung.delete_trust(id).await.map(|_| "deleted".to_owned()),
+    )?;
+    step.check(
+        "heat@service asks for a new token",
+        Code::TrustNotFound.as_str(),
+        mint(&heat, &scope).await,
+    )?;
+    step.check_answer(
+        "the token heat@service got before the delete, at nova (it dies within 300 s)",
+        &format!("nova: servers of project turing for {USER}, acting through {HEAT} (trust {id})"),
+        send(&nova_url, &last, Some(proof(heat.key(), &nova_url, &last)?)).await,
+    )?;
+    Ok(step.failures)
+}
+
+pub(crate) fn run(args: Args) -> std::result::Result<ExitCode, CliError> {
     let dir = std::env::temp_dir().join(format!(
         "keybound-demo-{}-{}",
         std::process::id(),
         crate::encoding::hex_encode(&random::<4>()?)
     ));
     std::fs::create_dir_all(&dir).map_err(|e| CliError::io(format!("cannot create {}: {e}", dir.display())))?;
-    let result = runtime().and_then(|rt| rt.block_on(story(&dir)).map_err(CliError::from));
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            match args.story {
+                None => story(&dir).await,
+                Some(Story::Delegation) => delegation(&dir).await,
+            }
+        })
+        .map_err(CliError::from)
+    });
     // Everything the demo created goes, whatever happened.
     let _ = std::fs::remove_dir_all(&dir);
     match result? {
