@@ -35,7 +35,7 @@ pub fn check_token_signature(bytes: &[u8], key: &crate::key::PublicKey) -> Resul
     sign1.verify(key, &[], crate::Code::CoseAlgMismatch, crate::Code::CoseBadSignature)
 }
 
-/// Verifies a token alone (steps T1–T12) with `verifier`'s issuers, audience
+/// Verifies a token alone (steps T1–T12 and D1–D5) with `verifier`'s issuers, audience
 /// and clock: **no** proof of possession and **no** replay check, so the
 /// result says nothing about who sent it. For diagnostics (`keybound verify`
 /// without a proof); requests go through [`Verifier::verify_request`], whose

@@ -183,6 +183,18 @@ codes! {
     /// A session token where a service token is expected, or the reverse.
     CwtKindMismatch = "cwt.kind_mismatch", step "T10", status 401, title INVALID_TOKEN;
 
+    // ---- Delegated tokens: steps D1–D5 (spec/verification.md §4a) ----
+    /// A trust id without an actor chain, an actor chain without a trust id, or an empty trust id.
+    DelegationIncomplete = "delegation.incomplete", step "D1", status 401, title INVALID_TOKEN;
+    /// A session token with a trust id or an actor chain: only service tokens are delegated.
+    DelegationKind = "delegation.kind", step "D2", status 401, title INVALID_TOKEN;
+    /// More actors than a chain of trusts can have (4).
+    DelegationTooDeep = "delegation.too_deep", step "D3", status 401, title INVALID_TOKEN;
+    /// An actor with an empty name, or with an issuer of its own.
+    DelegationActorInvalid = "delegation.actor_invalid", step "D4", status 401, title INVALID_TOKEN;
+    /// An actor that is the subject, or an actor named twice: a cycle.
+    DelegationCycle = "delegation.cycle", step "D5", status 401, title INVALID_TOKEN;
+
     // ---- Request proofs ----
     /// No proof accompanies a holder-of-key token.
     ProofMissing = "proof.missing", step "H1", status 401, title INVALID_PROOF;

@@ -51,6 +51,9 @@ pub struct Vector {
     pub nonces: Option<Vec<Vec<u8>>>,
     /// How many times the same request is submitted (2 tests replay).
     pub submissions: u32,
+    /// The service's policy (TOML), applied (A1) to the request's method
+    /// and path after every other step; `None`: no policy.
+    pub policy: Option<String>,
     /// `"valid"` or the expected error code of the last submission.
     pub expected: String,
 }
@@ -270,6 +273,7 @@ impl Gen {
             now: NOW,
             nonces,
             submissions,
+            policy: None,
             expected: expected.into(),
         });
     }
@@ -423,6 +427,7 @@ pub fn generate() -> Vec<Vector> {
     key_sets(&mut g);
     map_counts(&mut g);
     derived_issuer_key(&mut g);
+    delegated(&mut g);
     g.out
 }
 
@@ -2165,8 +2170,12 @@ pub fn to_json(vectors: &[Vector]) -> String {
             ),
             None => String::new(),
         };
+        let policy = match &v.policy {
+            Some(policy) => format!(", \"policy\": {}", json_string(policy)),
+            None => String::new(),
+        };
         out.push_str(&format!(
-            "    {{\n      \"name\": {},\n      \"description\": {},\n      \"issuer_keys\": [{}],\n      \"token\": {},\n      \"proof\": {},\n      \"request\": {{\"method\": {}, \"uri\": {}, \"body\": {}}},\n      \"verifier\": {{\"audience\": {}, \"issuer\": {}, \"now\": {}, \"leeway\": {LEEWAY}, \"proof_max_age\": {MAX_AGE}{nonces}}},\n      \"submissions\": {},\n      \"expected\": {}\n    }}{}\n",
+            "    {{\n      \"name\": {},\n      \"description\": {},\n      \"issuer_keys\": [{}],\n      \"token\": {},\n      \"proof\": {},\n      \"request\": {{\"method\": {}, \"uri\": {}, \"body\": {}}},\n      \"verifier\": {{\"audience\": {}, \"issuer\": {}, \"now\": {}, \"leeway\": {LEEWAY}, \"proof_max_age\": {MAX_AGE}{nonces}{policy}}},\n      \"submissions\": {},\n      \"expected\": {}\n    }}{}\n",
             json_string(&v.name),
             json_string(&v.description),
             keys.join(", "),
@@ -2417,4 +2426,209 @@ fn derived_issuer_key(g: &mut Gen) {
         "valid",
     );
     g.out.last_mut().expect("just pushed").issuer_keys = vec![issuer.public_key().to_cose_key(Some(&kid))];
+}
+
+/// The trust id of the delegated vectors: 22 base64url characters, as a
+/// keybound issuer writes them.
+const TRUST_ID: &str = "2Qf3mV0cZ8bq1Xo4yT6wUg";
+
+fn actors(names: &[&str]) -> Vec<Actor> {
+    names
+        .iter()
+        .map(|name| Actor {
+            sub: (*name).to_owned(),
+            iss: None,
+        })
+        .collect()
+}
+
+/// Delegated tokens (spec/delegation.md §4.1): steps D1–D5 and the policy
+/// keys `delegated` and `actors` (A1). Appended last, so that the earlier
+/// vectors keep their bytes.
+fn delegated(g: &mut Gen) {
+    let get = Req::get();
+    let chain = [
+        "nova-compute@service",
+        "heat@service",
+        "mistral@service",
+        "senlin@service",
+        "zaqar@service",
+        "aodh@service",
+        "magnum@service",
+        "trove@service",
+        "watcher@service",
+    ];
+    let base = base_claims(&g.keys.client_ed);
+    let delegated_claims = |trust: Option<&str>, names: &[&str]| {
+        let mut claims = base.clone();
+        claims.trust_id = trust.map(str::to_owned);
+        claims.actor_chain = actors(names);
+        claims
+    };
+    let cases: Vec<(&str, &str, Claims, &str)> = vec![
+        (
+            "valid/delegation/chain-1",
+            "a delegated token: trust id and one actor (a trust used by its trustee)",
+            delegated_claims(Some(TRUST_ID), &chain[..1]),
+            "valid",
+        ),
+        (
+            "valid/delegation/chain-2",
+            "two actors, current actor first (one redelegation)",
+            delegated_claims(Some(TRUST_ID), &chain[..2]),
+            "valid",
+        ),
+        (
+            "valid/delegation/chain-4",
+            "four actors: the longest chain of trusts (root and three redelegations)",
+            delegated_claims(Some(TRUST_ID), &chain[..4]),
+            "valid",
+        ),
+        (
+            "invalid/delegation/chain-5",
+            "five actors: within the wire limit of 8, longer than any chain of trusts (D3; catalog DL-03)",
+            delegated_claims(Some(TRUST_ID), &chain[..5]),
+            "delegation.too_deep",
+        ),
+        (
+            "invalid/delegation/chain-8",
+            "eight actors: the wire limit, still longer than any chain of trusts (D3)",
+            delegated_claims(Some(TRUST_ID), &chain[..8]),
+            "delegation.too_deep",
+        ),
+        (
+            "invalid/delegation/chain-9",
+            "nine actors: over the wire limit of 8, refused when the claims are read (T4)",
+            delegated_claims(Some(TRUST_ID), &chain[..9]),
+            "cwt.claim_type",
+        ),
+        (
+            "invalid/delegation/trust-without-actors",
+            "a trust id without an actor chain (D1)",
+            delegated_claims(Some(TRUST_ID), &[]),
+            "delegation.incomplete",
+        ),
+        (
+            "invalid/delegation/actors-without-trust",
+            "an actor chain without a trust id (D1)",
+            delegated_claims(None, &chain[..1]),
+            "delegation.incomplete",
+        ),
+        (
+            "invalid/delegation/empty-trust-id",
+            "an empty trust id with an actor chain (D1)",
+            delegated_claims(Some(""), &chain[..1]),
+            "delegation.incomplete",
+        ),
+        (
+            "invalid/delegation/actor-empty-name",
+            "an actor whose sub is the empty string (D4)",
+            delegated_claims(Some(TRUST_ID), &["nova-compute@service", ""]),
+            "delegation.actor_invalid",
+        ),
+        (
+            "invalid/delegation/actor-is-subject",
+            "the subject acts through another user for itself: A → B → A (D5; catalog DL-04)",
+            delegated_claims(Some(TRUST_ID), &["ayoung@stoughton", "heat@service"]),
+            "delegation.cycle",
+        ),
+        (
+            "invalid/delegation/actor-twice",
+            "one actor twice in the chain: a cycle B → C → B (D5; catalog DL-04)",
+            delegated_claims(
+                Some(TRUST_ID),
+                &["heat@service", "nova-compute@service", "heat@service"],
+            ),
+            "delegation.cycle",
+        ),
+    ];
+    for (name, description, claims, expected) in cases {
+        let (token, proof) = g.with_claims(&claims, &g.keys.client_ed, &get);
+        g.push(name, description, token, Some(proof), &get, expected);
+    }
+    // An actor vouched for by another issuer (federation is not specified).
+    {
+        let mut claims = delegated_claims(Some(TRUST_ID), &chain[..1]);
+        claims.actor_chain[0].iss = Some("https://other.example".into());
+        let (token, proof) = g.with_claims(&claims, &g.keys.client_ed, &get);
+        g.push(
+            "invalid/delegation/actor-with-issuer",
+            "an actor with an iss (2) of its own: keybound actors are the token issuer's users (D4)",
+            token,
+            Some(proof),
+            &get,
+            "delegation.actor_invalid",
+        );
+    }
+    // DL-09 (Bronze Bit): delegation outside the signed payload counts for
+    // nothing; an unprotected header parameter is refused outright.
+    {
+        let payload = token::issue::encode_claims(&base_claims(&g.keys.client_ed));
+        let protected = protected_header(g.keys.issuer_ed.algorithm().cose_id(), Some(&kid(&g.keys.issuer_ed)));
+        let unprotected = enc(&map(vec![(
+            text("actor_chain"),
+            Value::Array(vec![map(vec![(int(1), text("nova-compute@service"))])]),
+        )]));
+        let token = sign1_raw(&protected, &unprotected, &payload, &g.keys.issuer_ed, &[]);
+        let proof = proof_from(
+            &ProofFields::new("GET", URI, &token, b"", NOW - 1),
+            &g.keys.client_ed,
+            &token,
+            b"",
+        );
+        g.push(
+            "invalid/delegation/actor-chain-unprotected",
+            "an actor chain in the unprotected header of a plain token (catalog DL-09, CVE-2020-17049): T3 refuses it",
+            token,
+            Some(proof),
+            &get,
+            "cose.header_unsupported",
+        );
+    }
+    // The service's policy (A1): `delegated` and `actors`.
+    const REFUSES: &str = "[[rule]]\nmethod = \"GET\"\npath = \"/v2/servers\"\nroles = [\"member\"]\n";
+    const NOVA_ONLY: &str = "[[rule]]\nmethod = \"GET\"\npath = \"/v2/servers\"\nroles = [\"member\"]\ndelegated = \"allow\"\nactors = [\"nova-compute@service\"]\n";
+    let policies: [(&str, &str, &str, &[&str], &str); 5] = [
+        (
+            "valid/delegation/policy-allows-plain",
+            "a token that is not delegated, under a policy that refuses delegated requests",
+            REFUSES,
+            &[],
+            "valid",
+        ),
+        (
+            "invalid/delegation/policy-refuses",
+            "a delegated token verified by a service whose policy does not allow delegated requests (the default)",
+            REFUSES,
+            &chain[..1],
+            "policy.denied",
+        ),
+        (
+            "valid/delegation/policy-actor",
+            "the policy allows delegated requests by nova-compute@service, the current actor",
+            NOVA_ONLY,
+            &chain[..2],
+            "valid",
+        ),
+        (
+            "invalid/delegation/policy-other-actor",
+            "the policy allows delegated requests by nova-compute@service; heat@service is the current actor",
+            NOVA_ONLY,
+            &["heat@service"],
+            "policy.denied",
+        ),
+        (
+            "invalid/delegation/policy-inner-actor",
+            "nova-compute@service is an inner actor only: inner actors decide nothing (catalog DL-10)",
+            NOVA_ONLY,
+            &["heat@service", "nova-compute@service"],
+            "policy.denied",
+        ),
+    ];
+    for (name, description, policy, names, expected) in policies {
+        let trust = (!names.is_empty()).then_some(TRUST_ID);
+        let (token, proof) = g.with_claims(&delegated_claims(trust, names), &g.keys.client_ed, &get);
+        g.push(name, description, token, Some(proof), &get, expected);
+        g.out.last_mut().expect("just pushed").policy = Some(policy.to_owned());
+    }
 }

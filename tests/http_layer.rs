@@ -507,7 +507,9 @@ async fn policy_enforce_permissive_and_off() {
             assert_eq!(r["roles_held"], serde_json::json!(["member"]));
             assert_eq!(r["rule"], "GET /v2/servers/{id}");
             assert_eq!(r["roles_allowing"], serde_json::json!(["admin"]));
-            assert_eq!(r["actor_chain"], serde_json::json!([]));
+            assert_eq!(r["actors"], serde_json::json!([]));
+            assert_eq!(r["trust_id"], Value::Null);
+            assert_eq!(r["reason"], "missing_role");
             assert_eq!(r["decision"], if mode == "enforce" { "denied" } else { "allowed" });
         }
     }

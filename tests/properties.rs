@@ -34,6 +34,7 @@ fn fixture(alg: Algorithm) -> Fixture {
     )
     .scope("stoughton", "turing")
     .roles(["member", "reader"])
+    .trust_id("2Qf3mV0cZ8bq1Xo4yT6wUg")
     .actor_chain(vec![Actor {
         sub: "nova-compute@service".into(),
         iss: None,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use keybound::encoding::hex_decode;
 use keybound::key::KeySet;
 use keybound::proof::{NonceValidator, RequestInfo};
-use keybound::verify::{ManualClock, MemoryReplayStore, TrustedIssuer, Verifier};
+use keybound::verify::{ManualClock, MemoryReplayStore, TrustedIssuer, VerifiedRequest, Verifier};
 use keybound::{Code, cbor};
 use serde_json::Value;
 
@@ -56,9 +56,40 @@ fn run(v: &Value) -> Result<(), keybound::Error> {
     let request = RequestInfo::new(req["method"].as_str().unwrap(), req["uri"].as_str().unwrap(), &body);
     let mut result = Ok(());
     for _ in 0..v["submissions"].as_u64().unwrap() {
-        result = verifier.verify_request(&token, &proof, &request).map(|_| ());
+        result = verifier
+            .verify_request(&token, &proof, &request)
+            .and_then(|verified| match config.get("policy") {
+                Some(policy) => authorize(
+                    policy.as_str().unwrap(),
+                    &verified,
+                    req,
+                    config["now"].as_u64().unwrap(),
+                ),
+                None => Ok(()),
+            });
     }
     result
+}
+
+/// A1: the vector's policy on the request's method and path (no query).
+#[cfg(feature = "policy")]
+fn authorize(policy: &str, verified: &VerifiedRequest, req: &Value, now: u64) -> Result<(), keybound::Error> {
+    use keybound::policy::{Action, MemoryRecords, Policy};
+    let policy = Policy::from_toml(policy).unwrap();
+    let uri = req["uri"].as_str().unwrap();
+    let after_authority = uri.split_once("://").unwrap().1;
+    let path = &after_authority[after_authority.find('/').unwrap_or(after_authority.len())..];
+    let path = path.split(['?', '#']).next().unwrap();
+    let action = Action::Http {
+        method: req["method"].as_str().unwrap(),
+        path,
+    };
+    policy.authorize(verified, action, &MemoryRecords::new(), now)
+}
+
+#[cfg(not(feature = "policy"))]
+fn authorize(_: &str, _: &VerifiedRequest, _: &Value, _: u64) -> Result<(), keybound::Error> {
+    panic!("vectors with a policy need the `policy` feature")
 }
 
 #[test]
@@ -112,7 +143,7 @@ fn vectors_cover_the_required_ground() {
         );
     }
     // Every layer is represented among the invalid vectors.
-    for layer in ["cbor.", "cose.", "cwt.", "proof.", "replay."] {
+    for layer in ["cbor.", "cose.", "cwt.", "delegation.", "proof.", "replay.", "policy."] {
         assert!(
             vectors.iter().any(|v| v.expected.starts_with(layer)),
             "no {layer} vector"

@@ -361,6 +361,8 @@ where
                 "time": core.now(),
                 "issuer": bearer.issuer(),
                 "subject": bearer.subject(),
+                "trust_id": bearer.trust_id(),
+                "actors": bearer.actor_chain().iter().map(|a| a.sub.as_str()).collect::<Vec<_>>(),
                 "audience": bearer.audience(),
                 "key_thumbprint": bearer.key_thumbprint().to_string(),
                 "method": parts.method.as_str(),

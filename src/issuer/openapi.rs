@@ -198,7 +198,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "mint",
         401,
-        "No valid session token and proof (H1, T1–T12, P1–P13), or the session's user no longer exists (I2).",
+        "No valid session token and proof (H1, T1–T12, D1–D5, P1–P13), or the session's user no longer exists (I2).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -208,6 +208,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -273,7 +274,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listDomains",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -283,6 +284,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -327,7 +329,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createDomain",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -337,6 +339,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -387,7 +390,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "setDomainEnabled",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -397,6 +400,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -447,7 +451,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listProjects",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -457,6 +461,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -501,7 +506,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createProject",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -511,6 +516,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -567,7 +573,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "setProjectEnabled",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -577,6 +583,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -627,7 +634,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listUsers",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -637,6 +644,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -681,7 +689,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createUser",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -691,6 +699,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -742,7 +751,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "setPassword",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -752,6 +761,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -803,7 +813,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "addUserKey",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -813,6 +823,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -869,7 +880,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "setUserEnabled",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -879,6 +890,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -929,7 +941,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listRoles",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -939,6 +951,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -983,7 +996,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createRole",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -993,6 +1006,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -1038,7 +1052,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listGrants",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -1048,6 +1062,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -1092,7 +1107,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "grant",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -1102,6 +1117,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -1153,7 +1169,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "revoke",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -1163,6 +1179,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -1208,7 +1225,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listServices",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -1218,6 +1235,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -1262,7 +1280,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createService",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -1272,6 +1290,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -1322,7 +1341,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "deleteService",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -1332,6 +1351,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -1377,7 +1397,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listAudit",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -1387,6 +1407,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -1431,7 +1452,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "rotateKeys",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -1441,6 +1462,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "cose.*",
             "session.key_replaced",
             "cwt.*",
+            "delegation.*",
             "proof.*",
             "replay.detected",
             "replay.store_restarted",
@@ -1489,7 +1511,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     ),
 ];
 
-/// The session verifier's refusals (H1, T1–T12, P1–P13) on the trust routes.
+/// The session verifier's refusals (H1, T1–T12, D1–D5, P1–P13) on the trust routes.
 const SESSION_401: &[&str] = &[
     "http.token_missing",
     "http.token_multiple",
@@ -1498,6 +1520,7 @@ const SESSION_401: &[&str] = &[
     "cbor.*",
     "cose.*",
     "cwt.*",
+    "delegation.*",
     "proof.*",
     "replay.detected",
     "replay.store_restarted",
@@ -1547,7 +1570,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createTrust",
         401,
-        "No valid session token and proof (H1, T1–T12, P1–P13).",
+        "No valid session token and proof (H1, T1–T12, D1–D5, P1–P13).",
         SESSION_401,
     ),
     (
@@ -1595,7 +1618,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listTrusts",
         401,
-        "No valid session token and proof (H1, T1–T12, P1–P13).",
+        "No valid session token and proof (H1, T1–T12, D1–D5, P1–P13).",
         SESSION_401,
     ),
     (
@@ -1631,7 +1654,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "showTrust",
         401,
-        "No valid session token and proof (H1, T1–T12, P1–P13).",
+        "No valid session token and proof (H1, T1–T12, D1–D5, P1–P13).",
         SESSION_401,
     ),
     (
@@ -1673,7 +1696,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "deleteTrust",
         401,
-        "No valid session token and proof (H1, T1–T12, P1–P13).",
+        "No valid session token and proof (H1, T1–T12, D1–D5, P1–P13).",
         SESSION_401,
     ),
     (
@@ -1721,7 +1744,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "adminListTrusts",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         ADMIN_401,
     ),
     (
@@ -1758,7 +1781,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "adminCreateTrust",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         ADMIN_401,
     ),
     (
@@ -1806,7 +1829,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "adminDeleteTrust",
         401,
-        "No valid admin token and proof (H1, T1–T12, P1–P13).",
+        "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).",
         ADMIN_401,
     ),
     (

@@ -24,6 +24,9 @@ use crate::verify::VerifiedRequest;
 
 /// The largest redelegation allowance (Keystone's `max_redelegation_count`).
 pub const MAX_REDELEGATION: u64 = 3;
+// A chain has at most 1 + MAX_REDELEGATION trusts, one actor each; services
+// refuse longer actor chains (step D3).
+const _: () = assert!(MAX_REDELEGATION as usize + 1 == crate::token::MAX_DELEGATION_CHAIN);
 
 /// The trust routes that take a session token (behind the session layer).
 pub(super) fn session_routes() -> OpenApiRouter<Arc<IssuerState>> {

@@ -4,6 +4,8 @@
 //! ```toml
 //! mode = "permissive"     # enforce | permissive | off      (default enforce)
 //! unmatched = "deny"      # deny | allow: actions no rule names (default deny)
+//! delegated = "deny"      # deny | allow: delegated requests, for rules that
+//!                         # do not say (default deny)
 //!
 //! [[rule]]
 //! name = "list servers"               # optional; defaults to "GET /v2/servers"
@@ -15,7 +17,28 @@
 //! operation = "compute:create_server" # a named operation, checked by the handler
 //!                                     # with `keybound::http::PolicyHandle::authorize`
 //! roles = ["member"]
+//!
+//! [[rule]]
+//! method = "POST"
+//! path = "/volumes"
+//! roles = ["member"]
+//! delegated = "allow"                 # optional: deny | allow (default: the top-level `delegated`)
+//! actors = ["nova-compute@service"]   # optional: who may act; needs delegated = "allow"
 //! ```
+//!
+//! **Delegated requests** (tokens minted from a trust, spec/delegation.md)
+//! are refused by every rule unless it — or the top-level `delegated` —
+//! says `allow`: a policy written before delegation existed does not start
+//! admitting work done on a user's behalf by someone else, and a deployer
+//! opens exactly the actions a workflow needs (Keystone allows trust tokens
+//! wherever their roles match; write `delegated = "allow"` at the top for
+//! that). `actors` restricts a rule's delegated requests to those current
+//! actors, compared byte for byte with the **first** actor of the chain
+//! only: inner actors are history and grant nothing (catalog DL-10). A
+//! delegated request's roles are the delegated roles, matched as usual.
+//! Requests that are not delegated ignore both keys. Unmatched actions
+//! admit delegated requests only if both `unmatched` and the top-level
+//! `delegated` say `allow`.
 //!
 //! Rules are tried in order; the first that matches the action decides.
 //! In permissive mode a request the policy would deny is allowed and a
@@ -101,6 +124,45 @@ enum Segment {
     Rest,
 }
 
+/// Whether delegated requests (tokens minted from a trust) are admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delegated {
+    /// Refuse them (the default).
+    Deny,
+    /// Judge them by their roles (and `actors`) like any other.
+    Allow,
+}
+
+/// Why the rules deny an action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Denial {
+    /// The matching rule needs a role the caller does not hold.
+    MissingRole,
+    /// No rule names the action and unmatched actions are denied.
+    NoRuleMatched,
+    /// The request is delegated and the deciding rule (or, for an
+    /// unmatched action, the policy) does not allow delegated requests.
+    DelegationDenied,
+    /// The request is delegated and its current actor is not one of the
+    /// rule's `actors`.
+    ActorNotAllowed,
+}
+
+impl Denial {
+    /// The `reason` of decision records: `missing_role`, `no_rule_matched`,
+    /// `delegation_denied`, `actor_not_allowed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denial::MissingRole => "missing_role",
+            Denial::NoRuleMatched => "no_rule_matched",
+            Denial::DelegationDenied => "delegation_denied",
+            Denial::ActorNotAllowed => "actor_not_allowed",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Rule {
     name: String,
@@ -108,6 +170,9 @@ struct Rule {
     path: Option<Vec<Segment>>,
     operation: Option<String>,
     roles: Vec<String>,
+    delegated: Delegated,
+    /// Current actors allowed to make delegated requests; `None`: any.
+    actors: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +184,8 @@ struct RuleFile {
     operation: Option<String>,
     /// Required: a forgotten `roles` must not silently mean "anyone".
     roles: Option<Vec<String>>,
+    delegated: Option<Delegated>,
+    actors: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +193,7 @@ struct RuleFile {
 struct PolicyFile {
     mode: Option<Mode>,
     unmatched: Option<Unmatched>,
+    delegated: Option<Delegated>,
     #[serde(default)]
     rule: Vec<RuleFile>,
 }
@@ -193,6 +261,8 @@ pub struct Evaluation {
     pub rule: Option<String>,
     /// The roles that would allow the action (empty when no rule matched).
     pub roles_allowing: Vec<String>,
+    /// Why the action is denied; `None` when it is allowed.
+    pub denial: Option<Denial>,
 }
 
 /// A loaded policy.
@@ -200,6 +270,7 @@ pub struct Evaluation {
 pub struct Policy {
     mode: Mode,
     unmatched: Unmatched,
+    delegated: Delegated,
     rules: Vec<Rule>,
 }
 
@@ -208,6 +279,7 @@ impl Policy {
     pub fn from_toml(text: &str) -> Result<Self> {
         let file: PolicyFile =
             toml::from_str(text).map_err(|e| Error::new(Code::PolicyInvalid, format!("policy: {e}")).with_source(e))?;
+        let default_delegated = file.delegated.unwrap_or(Delegated::Deny);
         let mut rules = Vec::with_capacity(file.rule.len());
         for (i, r) in file.rule.into_iter().enumerate() {
             if r.path.is_none() && r.operation.is_none() {
@@ -228,6 +300,27 @@ impl Policy {
                     ),
                 );
             };
+            let delegated = r.delegated.unwrap_or(default_delegated);
+            if let Some(actors) = &r.actors {
+                if actors.is_empty() || actors.iter().any(String::is_empty) {
+                    return err(
+                        Code::PolicyInvalid,
+                        format!(
+                            "rule {} has an empty `actors` list or name: list who may act, or remove `actors`",
+                            i + 1
+                        ),
+                    );
+                }
+                if delegated == Delegated::Deny {
+                    return err(
+                        Code::PolicyInvalid,
+                        format!(
+                            "rule {} names `actors` but refuses delegated requests: add `delegated = \"allow\"`",
+                            i + 1
+                        ),
+                    );
+                }
+            }
             let method = r.method.map(|m| m.to_ascii_uppercase());
             let name = r.name.unwrap_or_else(|| match (&method, &r.path, &r.operation) {
                 (_, None, Some(op)) => op.clone(),
@@ -241,11 +334,14 @@ impl Policy {
                 path: r.path.as_deref().map(parse_pattern).transpose()?,
                 operation: r.operation,
                 roles,
+                delegated,
+                actors: r.actors,
             });
         }
         Ok(Policy {
             mode: file.mode.unwrap_or(Mode::Enforce),
             unmatched: file.unmatched.unwrap_or(Unmatched::Deny),
+            delegated: default_delegated,
             rules,
         })
     }
@@ -269,8 +365,16 @@ impl Policy {
         self
     }
 
-    /// Evaluates the rules for a caller holding `roles`.
+    /// Evaluates the rules for a caller holding `roles`, in a request that
+    /// is not delegated.
     pub fn evaluate(&self, roles: &[String], action: Action<'_>) -> Evaluation {
+        self.evaluate_as(roles, None, action)
+    }
+
+    /// Evaluates the rules for a caller holding `roles`; `current_actor` is
+    /// `Some` (the first actor of the chain) for a delegated request. Inner
+    /// actors are not an argument: they decide nothing (DL-10).
+    pub fn evaluate_as(&self, roles: &[String], current_actor: Option<&str>, action: Action<'_>) -> Evaluation {
         let rule = self.rules.iter().find(|rule| match action {
             Action::Http { method, path } => {
                 // HEAD is GET without the body (axum serves it with the GET
@@ -282,17 +386,24 @@ impl Policy {
             }
             Action::Operation(name) => rule.operation.as_deref() == Some(name),
         });
-        match rule {
-            Some(rule) => Evaluation {
-                allowed: rule.roles.is_empty() || rule.roles.iter().any(|r| roles.contains(r)),
-                rule: Some(rule.name.clone()),
-                roles_allowing: rule.roles.clone(),
-            },
-            None => Evaluation {
-                allowed: self.unmatched == Unmatched::Allow,
-                rule: None,
-                roles_allowing: Vec::new(),
-            },
+        let denial = match (rule, current_actor) {
+            (Some(rule), Some(_)) if rule.delegated == Delegated::Deny => Some(Denial::DelegationDenied),
+            (Some(rule), Some(actor)) if rule.actors.as_ref().is_some_and(|a| !a.iter().any(|a| a == actor)) => {
+                Some(Denial::ActorNotAllowed)
+            }
+            (Some(rule), _) if !(rule.roles.is_empty() || rule.roles.iter().any(|r| roles.contains(r))) => {
+                Some(Denial::MissingRole)
+            }
+            (Some(_), _) => None,
+            (None, _) if self.unmatched == Unmatched::Deny => Some(Denial::NoRuleMatched),
+            (None, Some(_)) if self.delegated == Delegated::Deny => Some(Denial::DelegationDenied),
+            (None, _) => None,
+        };
+        Evaluation {
+            allowed: denial.is_none(),
+            rule: rule.map(|r| r.name.clone()),
+            roles_allowing: rule.map(|r| r.roles.clone()).unwrap_or_default(),
+            denial,
         }
     }
 
@@ -328,10 +439,10 @@ impl Policy {
         if self.mode == Mode::Off {
             return Ok(());
         }
-        let evaluation = self.evaluate(token.roles(), action);
-        if evaluation.allowed {
+        let evaluation = self.evaluate_as(token.roles(), token.current_actor(), action);
+        let Some(denial) = evaluation.denial else {
             return Ok(());
-        }
+        };
         let enforced = self.mode == Mode::Enforce;
         records.record(&json!({
             "event": "policy_denial",
@@ -340,26 +451,32 @@ impl Policy {
             "decision": if enforced { "denied" } else { "allowed" },
             "issuer": token.issuer(),
             "subject": token.subject(),
-            "actor_chain": token.actor_chain().iter().map(|a| json!({"sub": a.sub, "iss": a.iss})).collect::<Vec<_>>(),
+            "trust_id": token.trust_id(),
+            "actors": token.actor_chain().iter().map(|a| a.sub.as_str()).collect::<Vec<_>>(),
             "audience": token.audience(),
             "domain": token.domain(),
             "project": token.project(),
-            "trust_id": token.trust_id(),
             "action": action.to_json(),
             "roles_held": token.roles(),
             "rule": evaluation.rule,
-            "reason": if evaluation.rule.is_some() { "missing_role" } else { "no_rule_matched" },
+            "reason": denial.as_str(),
             "roles_allowing": evaluation.roles_allowing,
         }));
         if !enforced {
             return Ok(());
         }
-        let why = match &evaluation.rule {
-            Some(rule) => format!(
+        let why = match (&evaluation.rule, denial) {
+            (Some(rule), Denial::DelegationDenied) => format!("rule {rule:?} does not allow delegated requests"),
+            (Some(rule), Denial::ActorNotAllowed) => format!(
+                "rule {rule:?} does not allow {:?} to act for others",
+                token.current_actor().unwrap_or_default()
+            ),
+            (Some(rule), _) => format!(
                 "rule {rule:?} requires one of the roles {:?}",
                 evaluation.roles_allowing
             ),
-            None => "no rule allows this action".to_owned(),
+            (None, Denial::DelegationDenied) => "no rule allows this delegated action".to_owned(),
+            (None, _) => "no rule allows this action".to_owned(),
         };
         err(Code::PolicyDenied, why)
     }
@@ -407,7 +524,8 @@ roles = ["admin"]
             Evaluation {
                 allowed: false,
                 rule: Some("server detail".into()),
-                roles_allowing: roles(&["reader"])
+                roles_allowing: roles(&["reader"]),
+                denial: Some(Denial::MissingRole),
             }
         );
         assert!(
@@ -428,7 +546,8 @@ roles = ["admin"]
             Evaluation {
                 allowed: false,
                 rule: None,
-                roles_allowing: vec![]
+                roles_allowing: vec![],
+                denial: Some(Denial::NoRuleMatched),
             }
         );
         assert!(
@@ -449,6 +568,77 @@ roles = ["admin"]
     }
 
     #[test]
+    fn delegated_requests_need_a_rule_that_allows_them() {
+        let p = Policy::from_toml(
+            r#"
+[[rule]]
+method = "POST"
+path = "/volumes"
+roles = ["member"]
+delegated = "allow"
+actors = ["nova-compute@service"]
+[[rule]]
+method = "GET"
+path = "/volumes"
+roles = ["member"]
+[[rule]]
+method = "DELETE"
+path = "/volumes"
+roles = ["member"]
+delegated = "allow"
+"#,
+        )
+        .unwrap();
+        let post = Action::Http {
+            method: "POST",
+            path: "/volumes",
+        };
+        let get = Action::Http {
+            method: "GET",
+            path: "/volumes",
+        };
+        let delete = Action::Http {
+            method: "DELETE",
+            path: "/volumes",
+        };
+        let member = roles(&["member"]);
+        let nova = Some("nova-compute@service");
+        // Requests that are not delegated ignore `delegated` and `actors`.
+        assert!(p.evaluate(&member, post).allowed);
+        assert!(p.evaluate(&member, get).allowed);
+        assert!(p.evaluate_as(&member, nova, post).allowed);
+        assert_eq!(
+            p.evaluate_as(&member, Some("heat@service"), post).denial,
+            Some(Denial::ActorNotAllowed)
+        );
+        assert_eq!(
+            p.evaluate_as(&roles(&["reader"]), nova, post).denial,
+            Some(Denial::MissingRole)
+        );
+        // A rule that does not say refuses delegated requests (the default).
+        let refused = p.evaluate_as(&member, nova, get);
+        assert_eq!(refused.denial, Some(Denial::DelegationDenied));
+        assert!(!refused.allowed);
+        // `delegated = "allow"` without `actors`: any current actor.
+        assert!(p.evaluate_as(&member, Some("heat@service"), delete).allowed);
+        // Unmatched actions: delegated requests need the top-level allow too.
+        let open = Policy::from_toml("unmatched = \"allow\"").unwrap();
+        assert!(open.evaluate(&[], post).allowed);
+        assert_eq!(open.evaluate_as(&[], nova, post).denial, Some(Denial::DelegationDenied));
+        let keystone = Policy::from_toml(
+            "unmatched = \"allow\"\ndelegated = \"allow\"\n[[rule]]\npath = \"/a\"\nroles = [\"admin\"]\n",
+        )
+        .unwrap();
+        assert!(keystone.evaluate_as(&[], nova, post).allowed);
+        let a = Action::Http {
+            method: "GET",
+            path: "/a",
+        };
+        assert!(keystone.evaluate_as(&roles(&["admin"]), nova, a).allowed);
+        assert_eq!(keystone.evaluate_as(&member, nova, a).denial, Some(Denial::MissingRole));
+    }
+
+    #[test]
     fn bad_policies_are_refused() {
         for bad in [
             "mode = \"lenient\"",
@@ -458,6 +648,11 @@ roles = ["admin"]
             "[[rule]]\npath = \"/a\"\ncolour = \"red\"",
             "[[rule]]\nmethod = \"GET\"\noperation = \"x\"",
             "[[rule]]\npath = \"/a\"",
+            "delegated = \"sometimes\"",
+            "[[rule]]\npath = \"/a\"\nroles = []\nactors = [\"heat@service\"]",
+            "[[rule]]\npath = \"/a\"\nroles = []\ndelegated = \"deny\"\nactors = [\"heat@service\"]",
+            "delegated = \"allow\"\n[[rule]]\npath = \"/a\"\nroles = []\nactors = []",
+            "[[rule]]\npath = \"/a\"\nroles = []\ndelegated = \"allow\"\nactors = [\"\"]",
         ] {
             assert_eq!(Policy::from_toml(bad).unwrap_err().code(), Code::PolicyInvalid, "{bad}");
         }

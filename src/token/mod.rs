@@ -50,6 +50,10 @@ pub const LABEL_KEYBOUND: i64 = -65537;
 pub const CTI_LEN: usize = 16;
 /// Most entries in an actor chain.
 pub const MAX_ACTOR_CHAIN: usize = 8;
+/// Most actors in a delegated token: a root trust and three redelegations
+/// (spec/delegation.md §5). Longer chains fit the wire format but no
+/// keybound issuer mints them; step D3 refuses them.
+pub const MAX_DELEGATION_CHAIN: usize = 4;
 
 /// Registered claim labels (RFC 8392, RFC 8747).
 pub mod label {

@@ -25,7 +25,7 @@
 //! | P1–P12 (proof) | `proof` |
 //! | P13 (replay) | `replay` |
 //! | K1–K3 (keys, key sets) | `crate::key`, `crate::keyset` |
-//! | D (delegation, to come) | `delegation` |
+//! | D1–D5 (delegated tokens, after T12) | `delegation` |
 //! | F (federation, to come) | `federation` |
 //!
 //! Cost per request: a token seen before comes from the verified-token cache
@@ -324,9 +324,34 @@ impl<R: ?Sized> std::fmt::Debug for Verifier<R> {
 /// The accessors of a request with a verified token, from its `token()`.
 macro_rules! token_accessors {
     () => {
-        /// `sub` of the token.
+        /// `sub` of the token: for a delegated request, the trustor, on
+        /// whose behalf [`Self::current_actor`] acts.
         pub fn subject(&self) -> &str {
             self.token().subject()
+        }
+        /// True when the token was minted from a trust (spec/delegation.md
+        /// §4.1): [`Self::subject`] is the trustor, [`Self::current_actor`]
+        /// the trustee who holds the key, and [`Self::roles`] the delegated
+        /// roles. Steps D1–D5 checked the chain's structure.
+        pub fn is_delegated(&self) -> bool {
+            self.token().is_delegated()
+        }
+        /// The trust the token was minted from, for a delegated request.
+        pub fn trust_id(&self) -> Option<&str> {
+            self.token().trust_id()
+        }
+        /// Every trustee of the trust's chain, current actor first; empty
+        /// for a request that is not delegated. Only the first entry (with
+        /// the subject) is meant for access decisions: the policy matches
+        /// `actors` against it alone, and inner actors are history, for
+        /// logs and audit (catalog DL-10).
+        pub fn actor_chain(&self) -> &[crate::token::Actor] {
+            self.token().actor_chain()
+        }
+        /// The current actor (the first of [`Self::actor_chain`]), `name@domain`,
+        /// for a delegated request: the one who acts, for the subject.
+        pub fn current_actor(&self) -> Option<&str> {
+            self.token().current_actor()
         }
         /// Issuer of the token.
         pub fn issuer(&self) -> &str {
@@ -384,7 +409,7 @@ impl VerifiedRequest {
 
 /// A request admitted on its token alone, without a proof, by the HTTP
 /// layer in bearer rollout mode (`http::ProofMode::BearerAllowed`): the
-/// token passed T1–T12, but nothing shows that the sender holds its key.
+/// token passed T1–T12 and D1–D5, but nothing shows that the sender holds its key.
 /// The `VerifiedRequest` extractor refuses such a request; a route that
 /// accepts it extracts [`ProvenOrBearer`], and authorizes it with
 /// `Policy::authorize_bearer`. No public constructor.
@@ -440,7 +465,7 @@ impl ProvenOrBearer {
     token_accessors!();
 }
 
-/// A token verified (T1–T12) by the HTTP layer before it reads the body,
+/// A token verified (T1–T12, D1–D5) by the HTTP layer before it reads the body,
 /// awaiting its proof: not a verified request of any kind yet.
 #[cfg(feature = "http")]
 pub(crate) struct TokenChecked(Arc<VerifiedToken>);
@@ -509,7 +534,7 @@ impl<R: ?Sized> Verifier<R> {
         self.core.cache.len()
     }
 
-    /// Steps T1–T12 alone, without the cache; public only as
+    /// Steps T1–T12 and D1–D5 alone, without the cache; public only as
     /// [`crate::danger::verify_token_without_proof`].
     pub(crate) fn verify_token_only(&self, token: &[u8]) -> Result<VerifiedToken> {
         let core = &self.core;
@@ -727,7 +752,7 @@ impl Core {
         Ok(())
     }
 
-    /// T1–T12 for the token of a request, before its body is read and its
+    /// T1–T12 and D1–D5 for the token of a request, before its body is read and its
     /// proof checked ([`DynVerifier::verify_proof_async`]) or, in bearer
     /// rollout mode, its absence accepted ([`Core::admit_bearer`]). An
     /// unknown kid waits for one rate-limited key refetch.

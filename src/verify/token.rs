@@ -159,7 +159,8 @@ impl<'a> UnverifiedToken<'a> {
     }
 }
 
-/// A token whose signature, issuer, audience, kind and times were checked.
+/// A token whose signature, issuer, audience, kind and times were checked
+/// (T1–T12), and the structure of its delegation (D1–D5).
 #[derive(Clone, Debug)]
 pub struct VerifiedToken {
     claims: Claims,
@@ -230,6 +231,16 @@ impl VerifiedToken {
     pub fn actor_chain(&self) -> &[Actor] {
         &self.claims.actor_chain
     }
+    /// True for a token minted from a trust: it has a trust id and an actor
+    /// chain (D1 refuses one without the other).
+    pub fn is_delegated(&self) -> bool {
+        self.claims.trust_id.is_some()
+    }
+    /// The current actor (the first of the chain) of a delegated token: the
+    /// trustee who holds the key and acts for the subject.
+    pub fn current_actor(&self) -> Option<&str> {
+        self.claims.actor_chain.first().map(|a| a.sub.as_str())
+    }
     /// Origin issuer, for federated tokens.
     pub fn origin_issuer(&self) -> Option<&str> {
         self.claims.origin_issuer.as_deref()
@@ -252,7 +263,7 @@ impl VerifiedToken {
     }
 }
 
-/// Verifies a token (steps T1–T12) at time `now` (Unix seconds).
+/// Verifies a token (steps T1–T12, then D1–D5) at time `now` (Unix seconds).
 pub(crate) fn verify_token(
     bytes: &[u8],
     policy: &TokenPolicy,
@@ -277,6 +288,7 @@ pub(crate) fn verify_token_hashed(
     // T8.2: the cnf key, now that the issuer vouches for it.
     let claims = claims.into_claims()?;
     check_claims(&claims, policy, now)?;
+    super::delegation::check(&claims)?;
     Ok(VerifiedToken {
         token_hash,
         kid: sign1.kid.unwrap_or_default().to_vec(),
