@@ -1,6 +1,8 @@
 //! The service side of delegation (spec/delegation.md §8): steps D1–D5 of
 //! the verifier, what a verified request tells a handler, and the policy
-//! keys `delegated` and `actors`, over real HTTP on loopback.
+//! keys `delegated` and `actors`, over real HTTP on loopback; and the
+//! catalog's DL-05 to DL-07 (an edited chain, another issuer's key, a
+//! proof by a key that is not the token's cnf).
 #![cfg(feature = "http")]
 
 use std::sync::Arc;
@@ -419,4 +421,142 @@ async fn bearer_use_records_carry_the_trust_and_actors() {
     assert_eq!(records[0]["trust_id"], TRUST);
     assert_eq!(records[0]["actors"], json!(["heat@service", "nova-compute@service"]));
     assert_eq!(records[0]["subject"], SUBJECT);
+}
+
+/// Rewrites the actor chain (claim 6) inside a signed token's payload and
+/// keeps the issuer's signature: what a holder who edits the chain sends.
+fn with_chain_edited(token: &Token, edit: impl FnOnce(&mut Vec<ciborium::Value>)) -> Vec<u8> {
+    use ciborium::Value;
+    let mut outer: Value = ciborium::from_reader(token.as_bytes()).expect("a token is CBOR");
+    // Tags (CWT, COSE_Sign1) around the four-element array.
+    let mut sign1 = &mut outer;
+    while let Value::Tag(_, inner) = sign1 {
+        sign1 = inner;
+    }
+    let Value::Array(parts) = sign1 else {
+        panic!("COSE_Sign1 is an array")
+    };
+    let Value::Bytes(payload) = &parts[2] else {
+        panic!("attached payload")
+    };
+    let mut claims: Value = ciborium::from_reader(payload.as_slice()).expect("claims are CBOR");
+    // The actor chain is key 6 of the keybound claims (label -65537).
+    let chain = claim(claim(&mut claims, -65537), 6);
+    let Value::Array(actors) = chain else {
+        panic!("the chain is an array")
+    };
+    edit(actors);
+    let mut edited = Vec::new();
+    ciborium::into_writer(&claims, &mut edited).unwrap();
+    parts[2] = Value::Bytes(edited);
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&outer, &mut bytes).unwrap();
+    bytes
+}
+
+/// The value of integer key `label` in a CBOR map.
+fn claim(map: &mut ciborium::Value, label: i64) -> &mut ciborium::Value {
+    let ciborium::Value::Map(entries) = map else {
+        panic!("a claims map")
+    };
+    entries
+        .iter_mut()
+        .find(|(k, _)| *k == ciborium::Value::Integer(label.into()))
+        .map(|(_, v)| v)
+        .expect("the claim is present")
+}
+
+/// Verifies raw token bytes with a proof by the trustee's key.
+fn refusal_of_bytes(world: &World, token: &[u8]) -> Code {
+    let verifier = world.verifier(false);
+    let uri = format!("{AUDIENCE}/volumes");
+    let proof = ProofBuilder::new("GET", &uri, token, b"", NOW - 1)
+        .unwrap()
+        .sign(&world.client)
+        .unwrap()
+        .into_bytes();
+    verifier
+        .verify_request(token, &proof, &RequestInfo::new("GET", &uri, b""))
+        .unwrap_err()
+        .code()
+}
+
+#[test]
+fn dl_05_a_reordered_inserted_or_removed_link_breaks_the_signature() {
+    let world = World::new();
+    let token = world.delegated(&["member"], &["nova-compute@service", "heat@service"]);
+    // Unchanged, the splice helper round-trips: the token still verifies.
+    let same = with_chain_edited(&token, |_| {});
+    assert_eq!(same, token.as_bytes(), "the helper re-encodes canonically");
+    let reordered = with_chain_edited(&token, |actors| actors.reverse());
+    let inserted = with_chain_edited(&token, |actors| {
+        let link = actors[0].clone();
+        let ciborium::Value::Map(mut entries) = link else {
+            panic!("an actor is a map")
+        };
+        for (_, v) in entries.iter_mut() {
+            if let ciborium::Value::Text(name) = v {
+                *name = "mallory@service".into();
+            }
+        }
+        actors.insert(1, ciborium::Value::Map(entries));
+    });
+    let removed = with_chain_edited(&token, |actors| {
+        actors.remove(0);
+    });
+    for (what, bytes) in [("reordered", reordered), ("inserted", inserted), ("removed", removed)] {
+        assert_ne!(bytes, token.as_bytes(), "{what}: the chain changed");
+        assert_eq!(refusal_of_bytes(&world, &bytes), Code::CoseBadSignature, "{what}");
+    }
+}
+
+#[test]
+fn dl_06_a_delegated_token_signed_under_another_issuer_key_is_refused() {
+    let world = World::new();
+    let other = SigningKey::derive(Algorithm::EdDSA, b"delegation", b"another issuer").unwrap();
+    let forged = |kid: &[u8]| {
+        TokenBuilder::service(ISSUER, SUBJECT, AUDIENCE, world.client.public_key().clone(), NOW - 5)
+            .scope("stoughton", "turing")
+            .roles(["member"])
+            .trust_id(TRUST)
+            .actor_chain(names(&["heat@service"]))
+            .sign(&other, kid)
+            .unwrap()
+    };
+    // Under the trusted issuer's kid: the signature does not verify.
+    assert_eq!(refusal(&world, &forged(&world.kid)), Code::CoseBadSignature);
+    // Under its own kid: a key the verifier does not know.
+    assert_eq!(
+        refusal(&world, &forged(&other.public_key().default_kid())),
+        Code::CoseKeyUnknown
+    );
+}
+
+#[test]
+fn dl_07_a_proof_by_any_key_but_the_delegated_tokens_cnf_is_refused() {
+    let world = World::new();
+    let token = world.delegated(&["member"], &["heat@service"]);
+    let verifier = world.verifier(false);
+    let uri = format!("{AUDIENCE}/volumes");
+    // The trustor's own key, and the key of an inner actor: neither is the
+    // cnf of the token the trustee holds.
+    for who in [&b"trustor"[..], b"inner actor"] {
+        let key = SigningKey::derive(Algorithm::EdDSA, b"delegation", who).unwrap();
+        let proof = ProofBuilder::new("GET", &uri, token.as_bytes(), b"", NOW - 1)
+            .unwrap()
+            .sign(&key)
+            .unwrap()
+            .into_bytes();
+        let refused = verifier
+            .verify_request(token.as_bytes(), &proof, &RequestInfo::new("GET", &uri, b""))
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::ProofBadSignature,
+            "{}",
+            String::from_utf8_lossy(who)
+        );
+    }
+    // The trustee's key (the cnf) is accepted.
+    assert!(world.verify(&verifier, &token).is_ok());
 }
