@@ -69,6 +69,7 @@ pub mod cbor;
 pub mod client;
 pub(crate) mod cose;
 pub mod danger;
+pub mod delegation;
 pub mod encoding;
 pub mod error;
 /// Fuzz entry points for `fuzz/` (test tooling, feature `testkit`).
@@ -81,6 +82,7 @@ pub mod http;
 pub mod issuer;
 pub mod key;
 pub mod keyset;
+pub mod names;
 #[cfg(feature = "policy")]
 pub mod policy;
 pub mod proof;

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use keybound::Code;
-use keybound::issuer::names::{Name, ProjectName, UserName};
+use keybound::names::{Name, ProjectName, UserName};
 use keybound::issuer::store::{
     Audit, Backend, Grants, Identities, Logins, PoolOptions, Services, Store, Trust, Trusts,
 };

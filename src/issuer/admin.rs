@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::IssuerState;
 use super::api::{json_body, json_response, respond, verified};
-use super::names::{Name, ProjectName, UserName, check_audience};
+use crate::names::{Name, ProjectName, UserName, check_audience};
 use super::store::{
     Audit, AuditEntry, Grant, Grants, Identities, RootSecrets, Services, Store, Tx, UserInfo, bootstrap_names,
 };

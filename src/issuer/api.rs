@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
 use super::IssuerState;
-use super::names::{Name, ProjectName, UserName, check_audience};
+use crate::names::{Name, ProjectName, UserName, check_audience};
 use super::store::{Audit, Grants, Identities, Logins, bootstrap_names};
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Code, Error, Result, err};

@@ -24,7 +24,6 @@ mod login_limit;
 pub mod loopback;
 pub use login_limit::parse_trusted_proxy;
 mod metrics;
-pub mod names;
 pub mod openapi;
 pub mod password;
 pub mod store;
@@ -40,7 +39,7 @@ use zeroize::Zeroizing;
 
 pub use keys::IssuerKeys;
 pub use metrics::Metrics;
-pub use names::{Name, ProjectName, UserName};
+pub use crate::names::{Name, ProjectName, UserName};
 pub use store::Store;
 use store::{Audit, Identities, Logins, RootSecrets};
 

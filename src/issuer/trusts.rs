@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::IssuerState;
 use super::api::{MintResponse, json_body, json_response, respond, verified};
-use super::names::{Name, ProjectName, UserName};
+use crate::names::{Name, ProjectName, UserName};
 use super::store::{Audit, Grants, Trust, Trusts, Tx};
 use crate::encoding::b64url_encode;
 use crate::error::{Code, Error, Result, err};

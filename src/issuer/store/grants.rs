@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::identities::{require_project, require_role, require_user, stored};
 use super::{Conn, get_i64, get_str, one_row, unavailable, write_error};
 use crate::error::Result;
-use crate::issuer::names::{Name, ProjectName, UserName};
+use crate::names::{Name, ProjectName, UserName};
 
 /// A role assignment.
 #[derive(Clone, Debug, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::{Conn, get_i64, get_str, one_row, unavailable, write_error};
 use crate::error::{Code, Result, err};
-use crate::issuer::names::{Name, ProjectName, UserName};
+use crate::names::{Name, ProjectName, UserName};
 
 /// Names of the objects the bootstrap creates.
 pub mod bootstrap_names {

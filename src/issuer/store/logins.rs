@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::{Conn, get_i64, unavailable};
 use crate::error::Result;
-use crate::issuer::names::UserName;
+use crate::names::UserName;
 
 /// What a login needs to know about a user.
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use super::identities::stored;
 use super::{Conn, get_i64, get_str, unavailable, write_error};
 use crate::error::Result;
-use crate::issuer::names::{ProjectName, UserName};
+use crate::names::{ProjectName, UserName};
 
 /// A trust, as stored and as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]

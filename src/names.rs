@@ -1,5 +1,6 @@
-//! Names of the issuer's objects (spec/issuer.md §3), checked once when
-//! they enter the issuer and typed from then on: a user's name and domain
+//! Names of keybound's objects (spec/issuer.md §3): users, domains, projects
+//! and roles, checked once when they enter (the issuer, a trust request, a
+//! workplan, a routing slip) and typed from then on: a user's name and domain
 //! cannot be swapped, and `name@domain` is written in one place.
 
 use std::fmt;

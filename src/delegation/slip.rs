@@ -1,0 +1,1 @@
+//! Routing slips (spec/delegation.md §10).

@@ -1,0 +1,1 @@
+//! Workplans (spec/delegation.md §9).
