@@ -323,7 +323,7 @@ codes! {
     TrustTrusteeUnknown = "trust.trustee_unknown", step "TC", status 400, title TRUST_REFUSED;
     /// Redelegation from a trust whose allowance is 0.
     TrustTooDeep = "trust.too_deep", step "TC", status 403, title TRUST_REFUSED;
-    /// More than the parent trust gives (roles, expiry, allowance), or a mint asking for roles the trust does not delegate.
+    /// More than the parent trust gives (roles, audiences, expiry, allowance), or a mint asking for roles the trust does not delegate.
     TrustEscalation = "trust.escalation", step "TC, TM", status 403, title TRUST_REFUSED;
     /// No such trust (or not one the caller may see), or a trust of its chain is gone.
     TrustNotFound = "trust.not_found", step "TC, TM", status 404, title TRUST_REFUSED;
@@ -335,6 +335,8 @@ codes! {
     TrustExhausted = "trust.exhausted", step "TM", status 403, title TRUST_REFUSED;
     /// The trustor no longer holds every delegated role, or a user of the chain, the project or a domain is disabled.
     TrustUnusable = "trust.unusable", step "TC, TM", status 403, title TRUST_REFUSED;
+    /// A mint for a service that a trust of the chain is not restricted to.
+    TrustWrongAudience = "trust.wrong_audience", step "TM", status 403, title TRUST_REFUSED;
 
     // ---- Client ----
     /// The issuer or service could not be reached (connection, TLS, timeout).

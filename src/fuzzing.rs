@@ -500,6 +500,47 @@ pub fn uri_differential(data: &[u8], other: impl Fn(&str) -> Option<UriView>) {
     );
 }
 
+/// A trust request body (spec/delegation.md §3) through the decoder and
+/// TC1–TC3, as the test vectors' trustor at [`NOW`] with ceilings. A draft
+/// that passes must keep every rule TC1–TC3 state, and the request, encoded
+/// again by the one encoder (the client's), must give the same draft.
+#[cfg(feature = "policy")]
+pub fn trust_request(data: &[u8]) {
+    use crate::delegation::trust_request::{
+        Ceilings, MAX_AUDIENCES, MAX_REDELEGATION, MAX_ROLES, TrustBase, TrustRequest,
+    };
+    use crate::names::UserName;
+    const LIFETIME: u64 = 2_592_000;
+    const USES: u64 = 1000;
+    let trustor = UserName::parse("ayoung@stoughton").expect("a valid name");
+    let ceilings = Ceilings {
+        max_lifetime: Some(LIFETIME),
+        max_uses: Some(USES),
+    };
+    let Ok(request) = TrustRequest::from_json(data) else {
+        return;
+    };
+    let Ok(draft) = request.check(&trustor, NOW, ceilings) else {
+        return;
+    };
+    let sorted_distinct = |v: &[String]| v.windows(2).all(|w| w[0] < w[1]);
+    assert!(!draft.roles.is_empty() && draft.roles.len() <= MAX_ROLES);
+    assert!(sorted_distinct(&draft.roles));
+    assert!(draft.audiences.len() <= MAX_AUDIENCES && sorted_distinct(&draft.audiences));
+    assert!(draft.trustee != trustor);
+    assert!((0..=MAX_REDELEGATION as i64).contains(&draft.redelegation));
+    assert!(draft.uses.is_some_and(|u| (1..=USES as i64).contains(&u)));
+    if let Some(e) = draft.expires_at {
+        assert!(e > NOW as i64 && e <= (NOW + LIFETIME) as i64);
+    }
+    if let TrustBase::Parent(id) = &draft.base {
+        assert_eq!(id.len(), 22);
+    }
+    let again = serde_json::to_vec(&request).expect("a request serialises");
+    let reparsed = TrustRequest::from_json(&again).expect("the encoder's output decodes");
+    assert_eq!(reparsed.check(&trustor, NOW, ceilings).ok(), Some(draft));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,8 @@ pub mod fuzzing;
 pub mod http;
 #[cfg(feature = "issuer")]
 pub mod issuer;
+#[cfg(feature = "policy")]
+mod json;
 pub mod key;
 pub mod keyset;
 pub mod names;

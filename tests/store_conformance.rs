@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use keybound::Code;
-use keybound::names::{Name, ProjectName, UserName};
 use keybound::issuer::store::{
     Audit, Backend, Grants, Identities, Logins, PoolOptions, Services, Store, Trust, Trusts,
 };
+use keybound::names::{Name, ProjectName, UserName};
 
 /// One database to test: a URL, and what to drop afterwards.
 struct Database {
@@ -521,6 +521,7 @@ async fn trusts_round_trip_count_uses_and_cascade() {
             trustee: user("heat@stoughton"),
             project: project("turing@stoughton"),
             roles: vec!["member".into(), "reader".into()],
+            audiences: vec!["https://nova.example".into()],
             expires_at: Some(5000),
             remaining_uses: Some(2),
             redelegation: 1,

@@ -115,17 +115,33 @@ async fn trust_commands_delegate_mint_and_delete() {
             "3600",
             "--uses",
             "5",
+            "--audience",
+            "https://nova.example",
+            "--json",
         ],
         "",
     )
     .await;
     let id = trust["id"].as_str().unwrap().to_owned();
     assert_eq!(trust["remaining_uses"], 5);
+    assert_eq!(trust["audiences"], json!(["https://nova.example"]));
     assert_eq!(
-        ok_json(ayoung.path(), &["trust", "list"], "").await,
+        ok_json(ayoung.path(), &["trust", "list", "--json"], "").await,
         json!([trust.clone()])
     );
-    assert_eq!(ok_json(heat.path(), &["trust", "show", &id], "").await, trust);
+    assert_eq!(ok_json(heat.path(), &["trust", "show", &id, "--json"], "").await, trust);
+    // Without --json: text for people, times in UTC.
+    let out = run(heat.path(), &["trust", "show", &id], "").await;
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("trustee       heat@service"), "{text}");
+    assert!(text.contains("audiences     https://nova.example"), "{text}");
+    assert!(text.contains("uses left     5"), "{text}");
+    let expires = text.lines().find(|l| l.starts_with("expires")).unwrap();
+    assert!(expires.ends_with('Z') && expires.contains('T'), "{expires}");
+    let out = run(ayoung.path(), &["trust", "list"], "").await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("ID") && table.contains(&id), "{table}");
     let token = ok_json(
         heat.path(),
         &["token", "--audience", "https://nova.example", "--trust", &id, "--json"],
@@ -139,7 +155,7 @@ async fn trust_commands_delegate_mint_and_delete() {
     // The trustee cannot delete it; the trustor can.
     let out = run(heat.path(), &["trust", "delete", &id], "").await;
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: issuer.forbidden"));
-    let deleted = ok_json(ayoung.path(), &["trust", "delete", &id], "").await;
+    let deleted = ok_json(ayoung.path(), &["trust", "delete", &id, "--json"], "").await;
     assert_eq!(deleted, json!({"id": id, "deleted": true}));
     let out = run(
         heat.path(),

@@ -764,6 +764,80 @@ async fn dl_01_dl_12_redelegation_asking_more_is_refused_not_clamped() {
     cleanup(&all).await;
 }
 
+/// A trust restricted to some services mints only for them (TM5,
+/// `trust.wrong_audience`); it names registered services only; a child of a
+/// restricted trust inherits the restriction and cannot widen it.
+#[tokio::test]
+async fn trusts_restricted_to_audiences_mint_only_for_them() {
+    const GLANCE: &str = "https://glance.example";
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.world(None).await;
+        admin
+            .ok("POST", "/v1/admin/services", json!({"audience": GLANCE}))
+            .await;
+        let ayoung = issuer.login(AYOUNG).await;
+        let restricted = |audiences: &[&str]| NewTrust {
+            audiences: Some(audiences.iter().map(|a| a.to_string()).collect()),
+            redelegation: Some(1),
+            ..trust_for(NOVA, &["reader"])
+        };
+        assert_eq!(
+            code(ayoung.create_trust(&restricted(&["https://unknown.example"])).await).await,
+            Code::IssuerUnknownAudience,
+            "{backend}"
+        );
+        let trust = ayoung.create_trust(&restricted(&[GLANCE])).await.unwrap();
+        assert_eq!(trust["audiences"], json!([GLANCE]), "{backend}");
+        let nova = issuer.login(NOVA).await;
+        let token = nova
+            .service_token(&Scope::new(GLANCE).trust(id_of(&trust)))
+            .await
+            .unwrap();
+        assert_eq!(claims_of(&token).aud, GLANCE);
+        assert_eq!(
+            code(nova.service_token(&Scope::new(AUDIENCE).trust(id_of(&trust))).await).await,
+            Code::TrustWrongAudience,
+            "{backend}"
+        );
+        // A child cannot widen the restriction; without audiences it inherits it.
+        assert_eq!(
+            code(
+                nova.create_trust(&NewTrust {
+                    audiences: Some(vec![AUDIENCE.into()]),
+                    ..child_of(&id_of(&trust), CINDER, &["reader"])
+                })
+                .await
+            )
+            .await,
+            Code::TrustEscalation,
+            "{backend}"
+        );
+        let child = nova
+            .create_trust(&child_of(&id_of(&trust), CINDER, &["reader"]))
+            .await
+            .unwrap();
+        assert_eq!(child["audiences"], json!([GLANCE]), "{backend}");
+        let cinder = issuer.login(CINDER).await;
+        assert_eq!(
+            code(cinder.service_token(&Scope::new(AUDIENCE).trust(id_of(&child))).await).await,
+            Code::TrustWrongAudience,
+            "{backend}"
+        );
+        // An unrestricted trust mints for any registered service.
+        let open = ayoung.create_trust(&trust_for(HEAT, &["member"])).await.unwrap();
+        assert_eq!(open["audiences"], json!([]));
+        let heat = issuer.login(HEAT).await;
+        for audience in [AUDIENCE, GLANCE] {
+            heat.service_token(&Scope::new(audience).trust(id_of(&open)))
+                .await
+                .unwrap();
+        }
+    }
+    cleanup(&all).await;
+}
+
 /// DL-03, DL-04: allowances fall at every level (3, 2, 1, 0), so chains
 /// hold at most 4 trusts; a trustee already on the chain is refused.
 #[tokio::test]

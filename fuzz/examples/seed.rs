@@ -5,7 +5,8 @@
 //! Reads `../test-vectors/vectors.json` and writes, for each target, the
 //! inputs it understands: whole tokens and proofs, their claims payloads and
 //! protected headers, COSE_Keys and key sets, target URIs, and framed
-//! requests for `proof_verify`. File names are the vector names, so a seed
+//! requests for `proof_verify`; and the bodies of
+//! `../test-vectors/trust-requests.json` for `trust_request`. File names are the vector names, so a seed
 //! says where it comes from. Earlier seeds are replaced, except the
 //! `regression-…` files; the output is deterministic.
 
@@ -200,7 +201,17 @@ fn main() {
         uris.add("crafted", uri.as_bytes());
     }
 
+    // Trust request bodies (JSON), from their own vectors.
+    let mut trust_requests = Seeds::default();
+    let text = std::fs::read_to_string(root.join("../test-vectors/trust-requests.json"))
+        .expect("test-vectors/trust-requests.json");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    for v in doc["vectors"].as_array().unwrap() {
+        trust_requests.add(v["name"].as_str().unwrap(), v["body"].as_str().unwrap().as_bytes());
+    }
+
     let corpus = root.join("corpus");
+    trust_requests.write(&corpus.join("trust_request"));
     cbor_items.write(&corpus.join("cbor_validate"));
     cbor_items.write(&corpus.join("cbor_roundtrip"));
     tokens.write(&corpus.join("token_parse"));
@@ -219,6 +230,7 @@ fn main() {
         ("cose_key_parse", &keys),
         ("keyset_parse", &keysets),
         ("uri_*", &uris),
+        ("trust_request", &trust_requests),
     ] {
         println!("{dir}: {} seeds", seeds.0.len().min(MAX_PER_TARGET));
     }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::render;
 use super::session::{self, runtime};
 use super::{CliError, EXIT_FAILURE, print_stdout};
 use crate::client::{Client, Scope, error_from_response};
@@ -294,12 +295,14 @@ A trust lets another user (the trustee, typically a service user such as heat@se
 tokens on your behalf: `keybound token --trust ID` run by the trustee gives a token whose subject is you, \
 whose roles are the delegated ones, bound to the trustee's key and naming the trustee as actor. The \
 issuer re-checks the trust at every such mint: if you lose a delegated role, the trust yields nothing. \
-Uses the stored session; answers are the issuer's JSON.";
+Uses the stored session. Prints text (times in UTC, ISO 8601); --json prints the issuer's JSON.";
 pub(crate) const TRUST_EXAMPLES: &str = "\
 Examples:
   keybound trust create --trustee heat@service --project turing --roles member --lifetime 3600
   keybound trust create --trustee cinder@service --parent 2Qf3mV0cZ8bq1Xo4yT6wUg --roles reader
-  keybound trust list
+  keybound trust create --trustee nova-compute@service --project turing --roles reader \\
+      --audience https://glance.example --uses 10
+  keybound trust list --json
   keybound trust show 2Qf3mV0cZ8bq1Xo4yT6wUg
   keybound trust delete 2Qf3mV0cZ8bq1Xo4yT6wUg";
 
@@ -311,6 +314,9 @@ pub(crate) struct TrustArgs {
     /// Config directory
     #[arg(long, env = "KEYBOUND_CONFIG_DIR", global = true)]
     config_dir: Option<PathBuf>,
+    /// Print the issuer's JSON (times in Unix seconds) instead of text
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -351,6 +357,9 @@ struct TrustCreateArgs {
     /// The roles to delegate, comma-separated
     #[arg(long, value_delimiter = ',', required = true)]
     roles: Vec<String>,
+    /// Restrict the trust to these services (audiences), comma-separated (default: any registered service)
+    #[arg(long = "audience", value_delimiter = ',')]
+    audiences: Vec<String>,
     /// Seconds from now until the trust expires (default: the issuer's ceiling)
     #[arg(long, conflicts_with = "expires_at")]
     lifetime: Option<u64>,
@@ -372,7 +381,7 @@ pub(crate) fn trust(args: TrustArgs) -> Result<ExitCode, CliError> {
     let dir = session::config_dir(args.config_dir.as_deref())?;
     let client = session::client(&dir)?;
     let rt = runtime()?;
-    let answer = match args.action {
+    let (answer, shown) = match args.action {
         TrustAction::Create(c) => {
             let expires_at = match c.lifetime {
                 Some(seconds) => Some(crate::verify::Clock::now(&crate::verify::SystemClock).saturating_add(seconds)),
@@ -383,17 +392,34 @@ pub(crate) fn trust(args: TrustArgs) -> Result<ExitCode, CliError> {
                 project: c.project,
                 domain: c.domain,
                 roles: c.roles,
+                audiences: (!c.audiences.is_empty()).then_some(c.audiences),
                 expires_at,
                 uses: c.uses,
                 redelegation: c.redelegation,
                 parent: c.parent,
             };
-            rt.block_on(client.create_trust(&request))?
+            let trust = rt.block_on(client.create_trust(&request))?;
+            let shown = render::trust_text(&trust);
+            (trust, shown)
         }
-        TrustAction::List => rt.block_on(client.trusts())?,
-        TrustAction::Show { id } => rt.block_on(client.trust(&id))?,
-        TrustAction::Delete { id } => rt.block_on(client.delete_trust(&id))?,
+        TrustAction::List => {
+            let trusts = rt.block_on(client.trusts())?;
+            let shown = render::trust_table(&trusts);
+            (trusts, shown)
+        }
+        TrustAction::Show { id } => {
+            let trust = rt.block_on(client.trust(&id))?;
+            let shown = render::trust_text(&trust);
+            (trust, shown)
+        }
+        TrustAction::Delete { id } => {
+            let answer = rt.block_on(client.delete_trust(&id))?;
+            (
+                answer,
+                format!("deleted trust {id} and every trust redelegated from it"),
+            )
+        }
     };
-    print_stdout(&answer.to_string())?;
+    print_stdout(&if args.json { answer.to_string() } else { shown })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -229,6 +229,94 @@ fn crv_name(kty: Option<i128>, crv: i128) -> Option<&'static str> {
 }
 
 /// `{"error": code, "message": message}`.
+/// Unix seconds as UTC in ISO 8601 (`2026-12-02T04:23:46Z`).
+pub(crate) fn utc(unix: i64) -> String {
+    // Howard Hinnant's days-to-civil, for the proleptic Gregorian calendar.
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// A JSON time member (Unix seconds or null) for people.
+fn time_member(v: &Json, none: &str) -> String {
+    v.as_i64().map_or_else(|| none.to_owned(), utc)
+}
+
+/// A JSON array of strings, comma-separated (`none` when empty or absent).
+fn list_member(v: &Json, none: &str) -> String {
+    let items: Vec<&str> = v.as_array().into_iter().flatten().filter_map(Json::as_str).collect();
+    if items.is_empty() {
+        none.to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
+/// One trust (the issuer's JSON, spec/delegation.md §1) for people.
+pub(crate) fn trust_text(t: &Json) -> String {
+    let text = |k: &str| t[k].as_str().unwrap_or("-").to_owned();
+    let uses = t["remaining_uses"]
+        .as_i64()
+        .map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    [
+        format!("trust         {}", text("id")),
+        format!("trustor       {}", text("trustor")),
+        format!("trustee       {}", text("trustee")),
+        format!("project       {}", text("project")),
+        format!("roles         {}", list_member(&t["roles"], "-")),
+        format!(
+            "audiences     {}",
+            list_member(&t["audiences"], "any registered service")
+        ),
+        format!("expires       {}", time_member(&t["expires_at"], "never")),
+        format!("uses left     {uses}"),
+        format!("redelegation  {}", t["redelegation"].as_i64().unwrap_or(0)),
+        format!("parent        {}", t["parent"].as_str().unwrap_or("-")),
+        format!("created       {}", time_member(&t["created_at"], "-")),
+    ]
+    .join("\n")
+}
+
+/// A list of trusts for people: one line each.
+pub(crate) fn trust_table(trusts: &Json) -> String {
+    let rows = trusts.as_array().map(Vec::as_slice).unwrap_or_default();
+    if rows.is_empty() {
+        return "no trusts".to_owned();
+    }
+    let mut out = vec![format!(
+        "{:<22}  {:<24}  {:<24}  {:<20}  {:<20}  {:<20}  {}",
+        "ID", "TRUSTOR", "TRUSTEE", "PROJECT", "ROLES", "EXPIRES", "USES"
+    )];
+    for t in rows {
+        out.push(format!(
+            "{:<22}  {:<24}  {:<24}  {:<20}  {:<20}  {:<20}  {}",
+            t["id"].as_str().unwrap_or("-"),
+            t["trustor"].as_str().unwrap_or("-"),
+            t["trustee"].as_str().unwrap_or("-"),
+            t["project"].as_str().unwrap_or("-"),
+            list_member(&t["roles"], "-"),
+            time_member(&t["expires_at"], "never"),
+            t["remaining_uses"]
+                .as_i64()
+                .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+        ));
+    }
+    out.join("\n")
+}
+
 pub(crate) fn error_json(code: &str, message: &str) -> Json {
     let mut m = Map::new();
     m.insert("error".into(), Json::String(code.into()));
@@ -239,6 +327,14 @@ pub(crate) fn error_json(code: &str, message: &str) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_is_iso_8601() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_763_803_600), "2025-11-22T09:26:40Z");
+        assert_eq!(utc(-1), "1969-12-31T23:59:59Z");
+    }
 
     #[test]
     fn generic_values() {

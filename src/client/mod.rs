@@ -100,33 +100,8 @@ impl Scope {
     }
 }
 
-/// A trust to create (spec/delegation.md §3). Absent members take the
-/// issuer's defaults.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct NewTrust {
-    /// `name@domain` of the user who may use the trust.
-    pub trustee: String,
-    /// The project (absent with `parent`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub project: Option<String>,
-    /// The project's domain (default the trustor's).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
-    /// The roles to delegate, at least one.
-    pub roles: Vec<String>,
-    /// Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<u64>,
-    /// How many mints.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uses: Option<u64>,
-    /// Further levels of redelegation the trustee may create (0 to 3).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redelegation: Option<u64>,
-    /// The trust this one is redelegated from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parent: Option<String>,
-}
+/// A trust to create (spec/delegation.md §3): the issuer's own request type.
+pub use crate::delegation::trust_request::TrustRequest as NewTrust;
 
 /// A session: the token from login and when it expires.
 #[derive(Clone)]

@@ -17,13 +17,13 @@ use utoipa_axum::routes;
 
 use super::IssuerState;
 use super::api::{json_body, json_response, respond, verified};
-use crate::names::{Name, ProjectName, UserName, check_audience};
 use super::store::{
     Audit, AuditEntry, Grant, Grants, Identities, RootSecrets, Services, Store, Tx, UserInfo, bootstrap_names,
 };
 use crate::encoding::b64url_decode;
 use crate::error::{Code, Error, Result, err};
 use crate::key::PublicKey;
+use crate::names::{Name, ProjectName, UserName, check_audience};
 use crate::verify::VerifiedRequest;
 
 pub(super) fn routes() -> OpenApiRouter<Arc<IssuerState>> {

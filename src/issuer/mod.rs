@@ -37,9 +37,9 @@ use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 use zeroize::Zeroizing;
 
+pub use crate::names::{Name, ProjectName, UserName};
 pub use keys::IssuerKeys;
 pub use metrics::Metrics;
-pub use crate::names::{Name, ProjectName, UserName};
 pub use store::Store;
 use store::{Audit, Identities, Logins, RootSecrets};
 

@@ -8,25 +8,20 @@ use std::time::Instant;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::IssuerState;
 use super::api::{MintResponse, json_body, json_response, respond, verified};
-use crate::names::{Name, ProjectName, UserName};
 use super::store::{Audit, Grants, Trust, Trusts, Tx};
+use crate::delegation::trust_request::{AdminTrustRequest, Ceilings, TrustBase, TrustRequest, check_trust_id};
 use crate::encoding::b64url_encode;
-use crate::error::{Code, Error, Result, err};
+use crate::error::{Code, Result, err};
+use crate::names::{ProjectName, UserName};
 use crate::token::{Actor, TokenBuilder};
 use crate::verify::VerifiedRequest;
-
-/// The largest redelegation allowance (Keystone's `max_redelegation_count`).
-pub const MAX_REDELEGATION: u64 = 3;
-// A chain has at most 1 + MAX_REDELEGATION trusts, one actor each; services
-// refuse longer actor chains (step D3).
-const _: () = assert!(MAX_REDELEGATION as usize + 1 == crate::token::MAX_DELEGATION_CHAIN);
 
 /// The trust routes that take a session token (behind the session layer).
 pub(super) fn session_routes() -> OpenApiRouter<Arc<IssuerState>> {
@@ -42,163 +37,42 @@ pub(super) fn admin_routes() -> OpenApiRouter<Arc<IssuerState>> {
         .routes(routes!(admin_delete_trust))
 }
 
-/// A trust id: 22 base64url characters. Anything else names no trust, and
-/// is refused before the database is asked.
-fn check_id(id: &str) -> Result<()> {
-    if id.len() != 22 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return err(Code::TrustNotFound, "a trust id is 22 base64url characters");
-    }
-    Ok(())
-}
-
-/// spec/delegation.md §3
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct TrustRequest {
-    /// `name@domain` of the user who may use the trust
-    trustee: String,
-    /// the project's name; absent with `parent` (a child is on its parent's project)
-    project: Option<String>,
-    /// the project's domain; default the trustor's
-    domain: Option<String>,
-    /// the roles to delegate, at least one
-    roles: Vec<String>,
-    /// Unix seconds; default now + the issuer's max trust lifetime (or none)
-    expires_at: Option<u64>,
-    /// how many mints; default the issuer's max trust uses (or unlimited)
-    uses: Option<u64>,
-    /// further levels of redelegation the trustee may create, 0 (default) to 3
-    redelegation: Option<u64>,
-    /// the trust this one is redelegated from (the caller must be its trustee)
-    parent: Option<String>,
-}
-
-/// spec/delegation.md §3, with the trustor named by an administrator.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct AdminTrustRequest {
-    /// `name@domain` of the user who delegates
-    trustor: String,
-    trustee: String,
-    project: Option<String>,
-    domain: Option<String>,
-    roles: Vec<String>,
-    expires_at: Option<u64>,
-    uses: Option<u64>,
-    redelegation: Option<u64>,
-    parent: Option<String>,
-}
-
-impl From<AdminTrustRequest> for (String, TrustRequest) {
-    fn from(a: AdminTrustRequest) -> Self {
-        (
-            a.trustor,
-            TrustRequest {
-                trustee: a.trustee,
-                project: a.project,
-                domain: a.domain,
-                roles: a.roles,
-                expires_at: a.expires_at,
-                uses: a.uses,
-                redelegation: a.redelegation,
-                parent: a.parent,
-            },
-        )
-    }
-}
-
-/// An integer of the request as stored (the database keeps i64).
-fn stored_int(n: u64, what: &str) -> Result<i64> {
-    i64::try_from(n).map_err(|_| Error::new(Code::TrustOverLimit, format!("{what} is too large")))
-}
-
 /// The checks of spec/delegation.md §3 and the new trust, inserted in `tx`
 /// (the caller commits it with its audit record).
 async fn create(state: &IssuerState, tx: &mut Tx, trustor: &UserName, input: TrustRequest) -> Result<Trust> {
     let now = state.now() as i64;
-    // TC1 names.
-    let trustee = UserName::parse(&input.trustee)?;
-    let roles = {
-        let mut roles = Vec::with_capacity(input.roles.len());
-        for role in &input.roles {
-            roles.push(Name::parse("role", role)?.as_str().to_owned());
-        }
-        roles.sort();
-        roles.dedup();
-        roles
+    let ceilings = Ceilings {
+        max_lifetime: state.config.max_trust_lifetime,
+        max_uses: state.config.max_trust_uses,
     };
-    let project = match (&input.project, &input.parent) {
-        (Some(p), None) => {
-            let domain = match &input.domain {
-                Some(d) => Name::parse("domain", d)?,
-                None => trustor.domain.clone(),
-            };
-            Some(ProjectName::new(Name::parse("project", p)?, domain))
-        }
-        (None, None) => return err(Code::TrustInvalid, "a trust needs a project (or a parent)"),
-        (_, Some(parent)) => {
-            if input.project.is_some() || input.domain.is_some() {
-                return err(
-                    Code::TrustInvalid,
-                    "a redelegated trust is on its parent's project: give no project or domain",
-                );
-            }
-            check_id(parent)?;
-            None
-        }
-    };
-    // TC2 the trust's own rules.
-    if roles.is_empty() {
-        return err(Code::TrustInvalid, "a trust delegates at least one role");
-    }
-    if &trustee == trustor {
-        return err(Code::TrustInvalid, "the trustee is the trustor");
-    }
-    let redelegation = input.redelegation.unwrap_or(0);
-    if redelegation > MAX_REDELEGATION {
-        return err(
-            Code::TrustInvalid,
-            format!("the redelegation allowance is 0 to {MAX_REDELEGATION}, not {redelegation}"),
-        );
-    }
-    if input.uses == Some(0) {
-        return err(Code::TrustInvalid, "a trust has at least one use");
-    }
-    let asked_expiry = input.expires_at.map(|e| stored_int(e, "expires_at")).transpose()?;
-    if asked_expiry.is_some_and(|e| e <= now) {
-        return err(Code::TrustInvalid, "expires_at is not in the future");
-    }
-    // TC3 the deployment's ceilings: refused, never clamped.
-    let latest = state.config.max_trust_lifetime.map(|s| now.saturating_add(s as i64));
-    if let (Some(asked), Some(latest)) = (asked_expiry, latest)
-        && asked > latest
-    {
-        return err(
-            Code::TrustOverLimit,
-            format!(
-                "a trust lives at most {} s: expires_at is at most {latest}",
-                latest - now
-            ),
-        );
-    }
-    if let (Some(asked), Some(max)) = (input.uses, state.config.max_trust_uses)
-        && asked > max
-    {
-        return err(Code::TrustOverLimit, format!("a trust has at most {max} uses"));
-    }
-    let uses = input
-        .uses
-        .or(state.config.max_trust_uses)
-        .map(|n| stored_int(n, "uses"))
-        .transpose()?;
-    // TC4 the trustee.
+    // TC1–TC3, which need no database.
+    let draft = input.check(trustor, state.now(), ceilings)?;
+    let (trustee, roles, redelegation) = (draft.trustee, draft.roles, draft.redelegation);
+    let (asked_expiry, latest, uses) = (draft.expires_at, draft.latest_expiry, draft.uses);
+    // TC4 the trustee, and the services the trust is restricted to.
     let trustee_facts = tx.mint_facts(&trustee, None, "").await?;
     if !trustee_facts.user_exists || !trustee_facts.user_enabled {
         return err(Code::TrustTrusteeUnknown, format!("{trustee} is not an enabled user"));
     }
-    let (project, expires_at) = match project {
+    for audience in &draft.audiences {
+        if !tx.mint_facts(&trustee, None, audience).await?.service_registered {
+            return err(
+                Code::IssuerUnknownAudience,
+                format!(
+                    "{:?} is not a registered service",
+                    crate::verify::token::truncate(audience)
+                ),
+            );
+        }
+    }
+    let parent_id = match &draft.base {
+        TrustBase::Parent(id) => Some(id.clone()),
+        TrustBase::Project(_) => None,
+    };
+    let mut audiences = draft.audiences;
+    let (project, expires_at) = match draft.base {
         // TC5 a trust of the trustor's own roles.
-        Some(project) => {
+        TrustBase::Project(project) => {
             let facts = tx.mint_facts(trustor, Some(&project), "").await?;
             if !facts.user_exists {
                 return err(Code::IssuerNotFound, format!("user {trustor} does not exist"));
@@ -226,9 +100,8 @@ async fn create(state: &IssuerState, tx: &mut Tx, trustor: &UserName, input: Tru
         }
         // TC6 a redelegation: the parent's chain must be usable now, and the
         // child asks for no more than the parent gives.
-        None => {
-            let parent_id = input.parent.as_deref().unwrap_or_default();
-            let chain = usable_chain(tx, parent_id, trustor, now).await?;
+        TrustBase::Parent(parent_id) => {
+            let chain = usable_chain(tx, &parent_id, trustor, now).await?;
             let parent = &chain[0];
             if parent.redelegation == 0 {
                 return err(Code::TrustTooDeep, "the parent trust does not allow redelegation");
@@ -246,7 +119,7 @@ async fn create(state: &IssuerState, tx: &mut Tx, trustor: &UserName, input: Tru
                     format!("the parent trust does not delegate {extra:?}"),
                 );
             }
-            if redelegation as i64 >= parent.redelegation {
+            if redelegation >= parent.redelegation {
                 return err(
                     Code::TrustEscalation,
                     format!(
@@ -254,6 +127,21 @@ async fn create(state: &IssuerState, tx: &mut Tx, trustor: &UserName, input: Tru
                         parent.redelegation
                     ),
                 );
+            }
+            // A child of a restricted chain is restricted to (a subset of)
+            // the services every restricted link allows; it inherits them.
+            if let Some(allowed) = chain_audiences(&chain) {
+                if audiences.is_empty() {
+                    audiences = allowed;
+                } else if let Some(extra) = audiences.iter().find(|a| !allowed.contains(a)) {
+                    return err(
+                        Code::TrustEscalation,
+                        format!(
+                            "the parent trust does not delegate audience {:?}",
+                            crate::verify::token::truncate(extra)
+                        ),
+                    );
+                }
             }
             let parent_expiry = chain.iter().filter_map(|t| t.expires_at).min();
             if let (Some(asked), Some(limit)) = (asked_expiry, parent_expiry)
@@ -277,14 +165,28 @@ async fn create(state: &IssuerState, tx: &mut Tx, trustor: &UserName, input: Tru
         trustee,
         project,
         roles,
+        audiences,
         expires_at,
         remaining_uses: uses,
-        redelegation: redelegation as i64,
-        parent: input.parent,
+        redelegation,
+        parent: parent_id,
         created_at: now,
     };
     tx.create_trust(&trust).await?;
     Ok(trust)
+}
+
+/// The audiences every restricted trust of `chain` allows (sorted), or
+/// `None` when no trust of it is restricted.
+fn chain_audiences(chain: &[Trust]) -> Option<Vec<String>> {
+    let mut allowed: Option<Vec<String>> = None;
+    for trust in chain.iter().filter(|t| !t.audiences.is_empty()) {
+        allowed = Some(match allowed {
+            None => trust.audiences.clone(),
+            Some(so_far) => so_far.into_iter().filter(|a| trust.audiences.contains(a)).collect(),
+        });
+    }
+    allowed
 }
 
 /// The trust `id` and its ancestors (the trust first), checked as at a mint
@@ -293,7 +195,7 @@ async fn create(state: &IssuerState, tx: &mut Tx, trustor: &UserName, input: Tru
 /// expired, the root's trustor still holds every delegated role on an
 /// enabled project, and every user on the chain is enabled.
 async fn usable_chain(tx: &mut Tx, id: &str, caller: &UserName, now: i64) -> Result<Vec<Trust>> {
-    check_id(id)?;
+    check_trust_id(id)?;
     let chain = tx.trust_chain(id).await?;
     let Some(root) = chain.last() else {
         return err(Code::TrustNotFound, "no such trust");
@@ -372,7 +274,7 @@ pub(super) struct TrustMint<'a> {
 pub(super) async fn mint(state: &IssuerState, verified: &VerifiedRequest, asked: TrustMint<'_>) -> Result<Response> {
     let now = state.now() as i64;
     let caller = UserName::parse(verified.subject())?;
-    let target = if check_id(asked.trust).is_ok() {
+    let target = if check_trust_id(asked.trust).is_ok() {
         asked.trust
     } else {
         "-"
@@ -419,6 +321,16 @@ async fn mint_checked(
             ),
         );
     }
+    // ... and one every restricted trust of the chain allows.
+    if chain_audiences(&chain).is_some_and(|allowed| !allowed.iter().any(|a| a == asked.audience)) {
+        return err(
+            Code::TrustWrongAudience,
+            format!(
+                "the trust does not delegate tokens for {:?}",
+                crate::verify::token::truncate(asked.audience)
+            ),
+        );
+    }
     // TM6 roles: the trust's, or a subset of them.
     let roles = match asked.roles {
         None => trust.roles.clone(),
@@ -436,8 +348,10 @@ async fn mint_checked(
             roles
         }
     };
-    // TM7 one use of every link with a limit, root first (the order every
-    // mint and every cascading delete lock rows in, so they never deadlock).
+    // TM7 one use of every link that has a limit, and a row lock on every
+    // link (unlimited ones too, so a concurrent delete waits for this mint
+    // and every later mint sees it gone); root first, the order every mint
+    // and every cascading delete lock rows in, so they never deadlock.
     for link in chain.iter().rev() {
         if !tx.consume_trust_use(&link.id).await? {
             return match tx.trust(&link.id).await? {
@@ -574,7 +488,7 @@ async fn list_trusts(State(state): State<Arc<IssuerState>>, request: Request) ->
 
 /// The trust `id` if `user` is its trustor or trustee; else not found.
 async fn own_trust(state: &IssuerState, id: &str, user: &UserName) -> Result<Trust> {
-    check_id(id)?;
+    check_trust_id(id)?;
     match state.store.conn().await?.trust(id).await? {
         Some(t) if &t.trustor == user || &t.trustee == user => Ok(t),
         _ => err(Code::TrustNotFound, "no such trust of yours"),
@@ -608,7 +522,7 @@ async fn show_trust(State(state): State<Arc<IssuerState>>, Path(id): Path<String
 
 /// Deletes the trust `id` of which `user` is the trustor.
 async fn delete_own(tx: &mut Tx, id: &str, user: &UserName) -> Result<()> {
-    check_id(id)?;
+    check_trust_id(id)?;
     match tx.trust(id).await? {
         Some(t) if &t.trustor == user => {}
         Some(t) if &t.trustee == user => {
@@ -725,7 +639,7 @@ async fn admin_create_trust(State(state): State<Arc<IssuerState>>, request: Requ
     let shared = state.clone();
     super::admin::action(&state, request, "trust.create", |input: AdminTrustRequest, change| {
         Box::pin(async move {
-            let (trustor, input): (String, TrustRequest) = input.into();
+            let (trustor, input) = input.split();
             let trustor = UserName::parse(&trustor)?;
             let trust = create(&shared, change.tx().await?, &trustor, input).await?;
             Ok((trust.id.clone(), trust))
@@ -757,7 +671,7 @@ async fn admin_delete_trust(
 ) -> Response {
     super::admin::action(&state, request, "trust.delete", |_: super::admin::Empty, change| {
         Box::pin(async move {
-            check_id(&id)?;
+            check_trust_id(&id)?;
             if !change.tx().await?.delete_trust(&id).await? {
                 return err(Code::TrustNotFound, "no such trust");
             }

@@ -32,6 +32,7 @@ const SQLITE: &[(&str, &str)] = embed!(
     "0006_root_secret.sql",
     "0007_key_rotation.sql",
     "0008_trusts.sql",
+    "0009_trust_audiences.sql",
 );
 const POSTGRES: &[(&str, &str)] = embed!(
     "postgres",
@@ -43,6 +44,7 @@ const POSTGRES: &[(&str, &str)] = embed!(
     "0006_root_secret.sql",
     "0007_key_rotation.sql",
     "0008_trusts.sql",
+    "0009_trust_audiences.sql",
 );
 
 /// The embedded files of one dialect, as sqlx's migrator takes them.

@@ -1,5 +1,5 @@
 //! Trusts (spec/delegation.md): rows of `trusts`, their roles in
-//! `trust_roles`. A trust never changes after it is created, except its
+//! `trust_roles`, the services they are restricted to in `trust_audiences`. A trust never changes after it is created, except its
 //! remaining uses, which only a mint decrements.
 
 use std::future::Future;
@@ -29,6 +29,8 @@ pub struct Trust {
     pub project: ProjectName,
     /// The delegated roles, sorted, distinct, never empty.
     pub roles: Vec<String>,
+    /// The services tokens from the trust may name, sorted, distinct; empty: any registered service.
+    pub audiences: Vec<String>,
     /// Unix seconds after which the trust yields nothing; null: no expiry.
     #[schema(required = true)]
     pub expires_at: Option<i64>,
@@ -88,6 +90,14 @@ async fn with_roles(conn: &mut Conn, rows: Vec<AnyRow>) -> Result<Vec<Trust>> {
             .iter()
             .map(|r| get_str(r, "role"))
             .collect::<Result<Vec<_>>>()?;
+        let audiences = sqlx::query("SELECT audience FROM trust_audiences WHERE trust_id = $1 ORDER BY audience")
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|r| get_str(r, "audience"))
+            .collect::<Result<Vec<_>>>()?;
         out.push(Trust {
             id,
             trustor: stored(
@@ -106,6 +116,7 @@ async fn with_roles(conn: &mut Conn, rows: Vec<AnyRow>) -> Result<Vec<Trust>> {
                 get_str(r, "project_domain")?,
             )?,
             roles,
+            audiences,
             expires_at: r.try_get("expires_at").map_err(unavailable)?,
             remaining_uses: r.try_get("remaining_uses").map_err(unavailable)?,
             redelegation: get_i64(r, "redelegation")?,
@@ -143,6 +154,14 @@ impl Trusts for Conn {
                 .execute(&mut *self)
                 .await
                 .map_err(|e| write_error(e, &format!("role {role} of this trust")))?;
+        }
+        for audience in &t.audiences {
+            sqlx::query("INSERT INTO trust_audiences (trust_id, audience) VALUES ($1, $2)")
+                .bind(&t.id)
+                .bind(audience)
+                .execute(&mut *self)
+                .await
+                .map_err(|e| write_error(e, &"an audience of this trust"))?;
         }
         Ok(())
     }
