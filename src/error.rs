@@ -32,6 +32,7 @@ mod title {
     pub const RATE_LIMITED: &str = "Too many logins";
     pub const KEYS_REPLACED: &str = "The issuer's keys were replaced; log in again";
     pub const TRUST_REFUSED: &str = "Delegation refused by the issuer";
+    pub const SLIP_REFUSED: &str = "Routing slip refused";
     pub const REFUSED: &str = "Request refused";
 }
 
@@ -195,6 +196,24 @@ codes! {
     /// An actor that is the subject, or an actor named twice: a cycle.
     DelegationCycle = "delegation.cycle", step "D5", status 401, title INVALID_TOKEN;
 
+    // ---- Routing slips: steps S1–S8 (spec/delegation.md §10.4) ----
+    /// A `KB-Slip` header or slip that is not a routing slip of the format: encoding, size, COSE structure, payload (a token or proof sent as a slip too).
+    SlipMalformed = "slip.malformed", step "S1, S2, S3", status 400, title SLIP_REFUSED;
+    /// The slip names an issuer this service does not trust.
+    SlipIssuerUnknown = "slip.issuer_unknown", step "S4", status 403, title SLIP_REFUSED;
+    /// The slip's issuer has no key with the slip's kid.
+    SlipKeyUnknown = "slip.key_unknown", step "S5", status 403, title SLIP_REFUSED;
+    /// The slip's signature does not verify (or its alg is not its key's).
+    SlipBadSignature = "slip.bad_signature", step "S5", status 403, title SLIP_REFUSED;
+    /// The slip's expiry plus the leeway is in the past.
+    SlipExpired = "slip.expired", step "S6", status 403, title SLIP_REFUSED;
+    /// The slip's issued-at is further in the future than the leeway.
+    SlipNotYetValid = "slip.not_yet_valid", step "S6", status 403, title SLIP_REFUSED;
+    /// The slip is for another trustor (or issuer) than the request's subject.
+    SlipWrongTrustor = "slip.wrong_trustor", step "S7", status 403, title SLIP_REFUSED;
+    /// A delegated request whose trust, current actor and audience are not one hop of its slip.
+    SlipHopMismatch = "slip.hop_mismatch", step "S8", status 403, title SLIP_REFUSED;
+
     // ---- Request proofs ----
     /// No proof accompanies a holder-of-key token.
     ProofMissing = "proof.missing", step "H1", status 401, title INVALID_PROOF;
@@ -349,6 +368,8 @@ codes! {
     ClientSessionExpired = "client.session_expired", step "-", status 500, title REFUSED;
     /// A stored session or configuration file cannot be read or written.
     ClientStorage = "client.storage", step "-", status 500, title REFUSED;
+    /// The routing slip has no hop in which the client's user calls the audience asked for.
+    ClientNoHop = "client.no_hop", step "-", status 500, title REFUSED;
 
     // ---- Issuing and local input ----
     /// A token or proof could not be built with the given parameters.

@@ -367,6 +367,60 @@ pub fn proof_verify(data: &[u8]) {
     );
 }
 
+/// Target `slip_parse`: routing-slip parsing (S1–S3) and verification
+/// (S4–S6) against the test vectors' issuer keys at their time. Parsing
+/// refuses only with `slip.malformed`, verification only with `slip.*`
+/// codes; a slip that parses has exactly one encoding (its payload
+/// re-encodes to the received bytes); one that verifies is within the
+/// limits and is never also a token or a proof (domain separation).
+pub fn slip_parse(data: &[u8]) {
+    use crate::delegation::slip::{MAX_HOPS, MAX_SLIP_LIFETIME, UnverifiedSlip, encode_payload};
+    let parsed = match UnverifiedSlip::parse(data) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            assert_eq!(e.code(), Code::SlipMalformed, "S1–S3 refused with {}", e.code());
+            return;
+        }
+    };
+    assert_eq!(
+        encode_payload(&parsed.content),
+        parsed.sign1.payload,
+        "a parsed slip payload has another encoding"
+    );
+    let verifier = Verifier::builder(AUDIENCE, TrustedIssuer::with_keys(ISSUER, vector_issuer_keys().clone()))
+        .clock(Arc::new(ManualClock::new(NOW)))
+        .build()
+        .expect("a fixed verifier configuration");
+    let slip = match verifier.verify_slip(data) {
+        Ok(slip) => slip,
+        Err(e) => {
+            assert!(
+                e.code().as_str().starts_with("slip."),
+                "S4–S6 refused with {}",
+                e.code()
+            );
+            return;
+        }
+    };
+    assert_eq!(slip.issuer(), ISSUER);
+    assert_eq!(slip.as_bytes(), data);
+    assert!((1..=MAX_HOPS).contains(&slip.hops().len()));
+    assert!(slip.expires_at() > slip.issued_at());
+    assert!(slip.expires_at() - slip.issued_at() <= MAX_SLIP_LIFETIME);
+    assert!(slip.expires_at() + crate::token::DEFAULT_LEEWAY >= NOW);
+    for hop in slip.hops() {
+        assert_eq!(slip.hop(&hop.trustee, &hop.audience), Some(hop), "hops are unique");
+    }
+    assert!(
+        danger::verify_token_without_proof(&verifier, data).is_err(),
+        "a verified slip also verifies as a token"
+    );
+    assert!(
+        UnverifiedToken::from_slice(data).is_err(),
+        "a verified slip also parses as a token"
+    );
+}
+
 /// Target `cose_key_parse`: public and private COSE_Key decoding. A key that
 /// decodes re-encodes and decodes to the same key; a private key signs what
 /// its public key verifies.

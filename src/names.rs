@@ -82,6 +82,8 @@ macro_rules! qualified_name {
             }
         }
 
+        // serde is there with the `policy` feature (and all that needs JSON).
+        #[cfg(feature = "policy")]
         impl serde::Serialize for $type {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
                 serializer.collect_str(self)

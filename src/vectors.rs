@@ -54,6 +54,9 @@ pub struct Vector {
     /// The service's policy (TOML), applied (A1) to the request's method
     /// and path after every other step; `None`: no policy.
     pub policy: Option<String>,
+    /// A routing slip the request carries (`KB-Slip`), verified (S1–S6)
+    /// and bound to the verified request (S7–S8); `None`: no slip.
+    pub slip: Option<Vec<u8>>,
     /// `"valid"` or the expected error code of the last submission.
     pub expected: String,
 }
@@ -274,6 +277,7 @@ impl Gen {
             nonces,
             submissions,
             policy: None,
+            slip: None,
             expected: expected.into(),
         });
     }
@@ -428,6 +432,7 @@ pub fn generate() -> Vec<Vector> {
     map_counts(&mut g);
     derived_issuer_key(&mut g);
     delegated(&mut g);
+    slips(&mut g);
     g.out
 }
 
@@ -2174,8 +2179,12 @@ pub fn to_json(vectors: &[Vector]) -> String {
             Some(policy) => format!(", \"policy\": {}", json_string(policy)),
             None => String::new(),
         };
+        let slip = match &v.slip {
+            Some(slip) => format!("      \"slip\": {},\n", json_string(&hex_encode(slip))),
+            None => String::new(),
+        };
         out.push_str(&format!(
-            "    {{\n      \"name\": {},\n      \"description\": {},\n      \"issuer_keys\": [{}],\n      \"token\": {},\n      \"proof\": {},\n      \"request\": {{\"method\": {}, \"uri\": {}, \"body\": {}}},\n      \"verifier\": {{\"audience\": {}, \"issuer\": {}, \"now\": {}, \"leeway\": {LEEWAY}, \"proof_max_age\": {MAX_AGE}{nonces}{policy}}},\n      \"submissions\": {},\n      \"expected\": {}\n    }}{}\n",
+            "    {{\n      \"name\": {},\n      \"description\": {},\n      \"issuer_keys\": [{}],\n      \"token\": {},\n      \"proof\": {},\n      \"request\": {{\"method\": {}, \"uri\": {}, \"body\": {}}},\n      \"verifier\": {{\"audience\": {}, \"issuer\": {}, \"now\": {}, \"leeway\": {LEEWAY}, \"proof_max_age\": {MAX_AGE}{nonces}{policy}}},\n{slip}      \"submissions\": {},\n      \"expected\": {}\n    }}{}\n",
             json_string(&v.name),
             json_string(&v.description),
             keys.join(", "),
@@ -2631,4 +2640,261 @@ fn delegated(g: &mut Gen) {
         g.push(name, description, token, Some(proof), &get, expected);
         g.out.last_mut().expect("just pushed").policy = Some(policy.to_owned());
     }
+}
+
+/// Routing slips (spec/delegation.md §10): each vector is a valid request
+/// (token and proof) carrying a slip in `KB-Slip`, or a slip where a token
+/// belongs. Appended last, so that the earlier vectors keep their bytes.
+fn slips(g: &mut Gen) {
+    use crate::delegation::slip::{SLIP_AAD, SlipBuilder, SlipContent, encode_payload};
+    const GLANCE: &str = "https://glance.example";
+    const NEUTRON: &str = "https://neutron.example";
+    const GLANCE_TRUST: &str = "gLaNcEtRuSt0123456789A";
+    const NEUTRON_TRUST: &str = "nEuTrOnTrUsT0123456789";
+    let get = Req::get();
+    let workflow_id = *b"workflow-run-001";
+    let content = |trustor: &str, iat: u64, exp: u64, hops: &[(&str, &str, &str)]| SlipContent {
+        issuer: ISSUER.into(),
+        workflow_id,
+        workflow: "deploy-instance".into(),
+        trustor: trustor.into(),
+        issued_at: iat,
+        expires_at: exp,
+        hops: hops
+            .iter()
+            .map(|(trustee, audience, trust)| crate::delegation::slip::Hop {
+                trustee: (*trustee).into(),
+                audience: (*audience).into(),
+                trust_id: (*trust).into(),
+            })
+            .collect(),
+    };
+    // The seed's workflow: nova-compute calls glance, nova (this service) and neutron.
+    let three = [
+        ("nova-compute@service", GLANCE, GLANCE_TRUST),
+        ("nova-compute@service", AUDIENCE, TRUST_ID),
+        ("nova-compute@service", NEUTRON, NEUTRON_TRUST),
+    ];
+    let one = [("nova-compute@service", GLANCE, GLANCE_TRUST)];
+    let signed = |c: &SlipContent, key: &SigningKey| {
+        let mut builder =
+            SlipBuilder::new(&c.issuer, &c.workflow, &c.trustor, c.issued_at, c.expires_at).workflow_id(c.workflow_id);
+        for hop in &c.hops {
+            builder = builder.hop(&hop.trustee, &hop.audience, &hop.trust_id);
+        }
+        builder.sign(key, &kid(key)).expect("a valid slip").into_bytes()
+    };
+    // Signed as given, past the builder's checks, with `aad` and a kid.
+    let raw = |payload: &[u8], key: &SigningKey, kid: &[u8], aad: &[u8]| {
+        sign1_raw(
+            &protected_header(key.algorithm().cose_id(), Some(kid)),
+            &[0xa0],
+            payload,
+            key,
+            aad,
+        )
+    };
+    let (ed, es, attacker) = (&g.keys.issuer_ed, &g.keys.issuer_es, &g.keys.attacker_ed);
+    let plain = base_claims(&g.keys.client_ed);
+    let mut delegated = plain.clone();
+    delegated.trust_id = Some(TRUST_ID.into());
+    delegated.actor_chain = actors(&["nova-compute@service"]);
+    let trustor = plain.sub.clone();
+    let (iat, exp) = (NOW - 60, NOW + 3600);
+    let good = content(&trustor, iat, exp, &three);
+    let payload = encode_payload(&good);
+    let mut too_many: Vec<(String, &str, &str)> = Vec::new();
+    for i in 0..33 {
+        too_many.push((format!("s{i}@service"), "https://g.example", GLANCE_TRUST));
+    }
+    let too_many: Vec<(&str, &str, &str)> = too_many.iter().map(|(a, b, c)| (a.as_str(), *b, *c)).collect();
+    let mut map_payload = Vec::new();
+    cbor::write_map(&mut map_payload, 1);
+    cbor::write_int(&mut map_payload, 1);
+    cbor::write_text(&mut map_payload, ISSUER);
+    let cases: Vec<(&str, &str, &Claims, Vec<u8>, &str)> = vec![
+        (
+            "valid/slip/one-hop",
+            "a request by the slip's trustor, not delegated, carrying a slip of one hop (S1–S7)",
+            &plain,
+            signed(&content(&trustor, iat, exp, &one), ed),
+            "valid",
+        ),
+        (
+            "valid/slip/delegated-hop",
+            "a delegated request whose trust, current actor and audience are the second of three hops (S8)",
+            &delegated,
+            signed(&good, ed),
+            "valid",
+        ),
+        (
+            "valid/slip/es256-issuer",
+            "the same slip signed by the ES256 issuer key",
+            &delegated,
+            signed(&good, es),
+            "valid",
+        ),
+        (
+            "valid/slip/expired-within-leeway",
+            "a slip that expired 30 s ago: within the leeway (S6)",
+            &plain,
+            signed(&content(&trustor, NOW - 600, NOW - LEEWAY, &one), ed),
+            "valid",
+        ),
+        (
+            "invalid/slip/bad-signature",
+            "a slip signed by another key under the issuer's kid (S5)",
+            &delegated,
+            raw(&payload, attacker, &kid(ed), SLIP_AAD),
+            "slip.bad_signature",
+        ),
+        (
+            "invalid/slip/signed-without-aad",
+            "the slip's payload signed by the issuer as a token is (empty external AAD): the slip AAD separates the two (S5)",
+            &delegated,
+            raw(&payload, ed, &kid(ed), &[]),
+            "slip.bad_signature",
+        ),
+        (
+            "invalid/slip/unknown-kid",
+            "a slip signed by the issuer under a kid its key set does not have (S5)",
+            &delegated,
+            raw(&payload, ed, b"no-such-kid", SLIP_AAD),
+            "slip.key_unknown",
+        ),
+        (
+            "invalid/slip/unknown-issuer",
+            "a slip naming an issuer the service does not trust (S4)",
+            &delegated,
+            raw(
+                &encode_payload(&SlipContent {
+                    issuer: "https://other.example".into(),
+                    ..good.clone()
+                }),
+                ed,
+                &kid(ed),
+                SLIP_AAD,
+            ),
+            "slip.issuer_unknown",
+        ),
+        (
+            "invalid/slip/expired",
+            "a slip that expired 31 s ago, beyond the leeway of 30 s (S6)",
+            &delegated,
+            signed(&content(&trustor, NOW - 600, NOW - LEEWAY - 1, &three), ed),
+            "slip.expired",
+        ),
+        (
+            "invalid/slip/not-yet-valid",
+            "a slip issued 31 s in the future, beyond the leeway (S6)",
+            &delegated,
+            signed(&content(&trustor, NOW + LEEWAY + 1, exp, &three), ed),
+            "slip.not_yet_valid",
+        ),
+        (
+            "invalid/slip/wrong-trustor",
+            "a slip for another user than the request's subject (S7)",
+            &delegated,
+            signed(&content("bob@stoughton", iat, exp, &three), ed),
+            "slip.wrong_trustor",
+        ),
+        (
+            "invalid/slip/hop-trust-missing",
+            "a delegated request whose trust is in no hop of the slip (S8)",
+            &delegated,
+            signed(&content(&trustor, iat, exp, &one), ed),
+            "slip.hop_mismatch",
+        ),
+        (
+            "invalid/slip/hop-other-trustee",
+            "the request's trust is in a hop of another trustee than its current actor (S8)",
+            &delegated,
+            signed(
+                &content(&trustor, iat, exp, &[("heat@service", AUDIENCE, TRUST_ID)]),
+                ed,
+            ),
+            "slip.hop_mismatch",
+        ),
+        (
+            "invalid/slip/hop-other-audience",
+            "the request's trust and actor are in a hop to another service (S8)",
+            &delegated,
+            signed(
+                &content(&trustor, iat, exp, &[("nova-compute@service", GLANCE, TRUST_ID)]),
+                ed,
+            ),
+            "slip.hop_mismatch",
+        ),
+        (
+            "invalid/slip/too-many-hops",
+            "a slip of 33 hops, one over the limit (S3)",
+            &plain,
+            raw(
+                &encode_payload(&content(&trustor, iat, exp, &too_many)),
+                ed,
+                &kid(ed),
+                SLIP_AAD,
+            ),
+            "slip.malformed",
+        ),
+        (
+            "invalid/slip/payload-map",
+            "a slip whose payload is a map, the shape of token claims, not the slip array (S3)",
+            &plain,
+            raw(&map_payload, ed, &kid(ed), SLIP_AAD),
+            "slip.malformed",
+        ),
+        (
+            "invalid/slip/no-kid",
+            "a slip without kid (S2)",
+            &plain,
+            sign1_raw(&protected_header(-8, None), &[0xa0], &payload, ed, SLIP_AAD),
+            "slip.malformed",
+        ),
+    ];
+    let slip_as_token = signed(&good, ed);
+    for (name, description, claims, slip, expected) in cases {
+        let (token, proof) = g.with_claims(claims, &g.keys.client_ed, &get);
+        g.push(name, description, token, Some(proof), &get, expected);
+        g.out.last_mut().expect("just pushed").slip = Some(slip);
+    }
+    // A token presented as a slip, a proof presented as a slip, a slip presented as a token.
+    let (token, proof) = g.with_claims(&plain, &g.keys.client_ed, &get);
+    for (name, description, slip) in [
+        (
+            "invalid/slip/token-as-slip",
+            "the request's own token in KB-Slip: a token is not a slip (S3)",
+            token.clone(),
+        ),
+        (
+            "invalid/slip/proof-as-slip",
+            "the request's proof in KB-Slip: a proof has no kid and is not a slip (S2)",
+            proof.clone(),
+        ),
+    ] {
+        g.push(
+            name,
+            description,
+            token.clone(),
+            Some(proof.clone()),
+            &get,
+            "slip.malformed",
+        );
+        g.out.last_mut().expect("just pushed").slip = Some(slip);
+    }
+    let slip = slip_as_token;
+    let proof = proof_from(
+        &ProofFields::new("GET", URI, &slip, b"", NOW - 1),
+        &g.keys.client_ed,
+        &slip,
+        b"",
+    );
+    g.push(
+        "invalid/slip/slip-as-token",
+        "a valid slip sent as the token: its payload is an array, not a claims map (T4)",
+        slip,
+        Some(proof),
+        &get,
+        "cwt.structure",
+    );
 }

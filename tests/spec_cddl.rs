@@ -350,6 +350,45 @@ fn broken_structures_do_not_validate() {
     assert_invalid("COSE_KeySet", &no_kid, "a key set entry without kid");
 }
 
+#[test]
+fn slips_validate_and_are_neither_tokens_nor_proofs() {
+    use keybound::delegation::slip::{SLIP_AAD, SlipBuilder};
+    for alg in [Algorithm::EdDSA, Algorithm::ES256] {
+        let (issuer, client) = keys(alg);
+        let slip = SlipBuilder::new(
+            "https://issuer.example",
+            "deploy-instance",
+            "ayoung@stoughton",
+            NOW,
+            NOW + 3600,
+        )
+        .hop(
+            "nova-compute@service",
+            "https://glance.example",
+            "2Qf3mV0cZ8bq1Xo4yT6wUg",
+        )
+        .hop(
+            "nova-compute@service",
+            "https://neutron.example",
+            "nEuTrOnTrUsT0123456789",
+        )
+        .sign(&issuer, b"k1")
+        .unwrap();
+        assert_valid("KeyboundSlip", slip.as_bytes(), "slip");
+        assert_valid("SlipPayload", &payload(slip.as_bytes()), "slip payload");
+        assert_valid("SlipAad", SLIP_AAD, "slip AAD");
+        assert_invalid("Claims", &payload(slip.as_bytes()), "a slip payload");
+        assert_invalid("ProofPayload", &payload(slip.as_bytes()), "a slip payload");
+        let token = service_token(&issuer, &client, TokenTagging::Untagged);
+        assert_invalid("SlipPayload", &payload(token.as_bytes()), "token claims");
+        let proof = ProofBuilder::new("GET", "https://nova.example/", token.as_bytes(), b"", NOW)
+            .unwrap()
+            .sign(&client)
+            .unwrap();
+        assert_invalid("SlipPayload", &payload(proof.as_bytes()), "a proof payload");
+    }
+}
+
 /// spec/errors.md has one row for every code of `Code::ALL`, in that order,
 /// with the step, HTTP status and problem title of the code table in
 /// src/error.rs: adding a code without documenting it, or changing a status

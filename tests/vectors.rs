@@ -64,7 +64,13 @@ fn run(v: &Value) -> Result<(), keybound::Error> {
                     &verified,
                     req,
                     config["now"].as_u64().unwrap(),
-                ),
+                )
+                .map(|()| verified),
+                None => Ok(verified),
+            })
+            .and_then(|verified| match v.get("slip") {
+                // S1–S6, then S7–S8 against the verified request.
+                Some(slip) => verifier.verify_slip(&hex(slip))?.check_for(verified.token()),
                 None => Ok(()),
             });
     }
@@ -143,7 +149,16 @@ fn vectors_cover_the_required_ground() {
         );
     }
     // Every layer is represented among the invalid vectors.
-    for layer in ["cbor.", "cose.", "cwt.", "delegation.", "proof.", "replay.", "policy."] {
+    for layer in [
+        "cbor.",
+        "cose.",
+        "cwt.",
+        "delegation.",
+        "proof.",
+        "replay.",
+        "policy.",
+        "slip.",
+    ] {
         assert!(
             vectors.iter().any(|v| v.expected.starts_with(layer)),
             "no {layer} vector"

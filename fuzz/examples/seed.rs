@@ -116,6 +116,7 @@ fn main() {
     let mut keys = Seeds::default();
     let mut keysets = Seeds::default();
     let mut uris = Seeds::default();
+    let mut slips = Seeds::default();
 
     for v in vectors {
         let name = v["name"].as_str().unwrap();
@@ -133,6 +134,14 @@ fn main() {
         );
         tokens.add(name, &token);
         proofs.add(name, &proof);
+        if let Some(slip) = v.get("slip") {
+            slips.add(name, &hex(slip));
+            cbor_items.add(&format!("{name}-slip"), &hex(slip));
+        }
+        if name.starts_with("invalid/slip/") || name.starts_with("valid/slip/") {
+            // Tokens of slip vectors, and the slip sent as a token.
+            slips.add(&format!("{name}-token"), &token);
+        }
         uris.add(name, uri.as_bytes());
         let flags = if v["verifier"].get("nonces").is_some() {
             FLAG_REQUIRE_NONCE
@@ -222,6 +231,7 @@ fn main() {
     keysets.write(&corpus.join("keyset_parse"));
     uris.write(&corpus.join("uri_normalize"));
     uris.write(&corpus.join("uri_differential"));
+    slips.write(&corpus.join("slip_parse"));
     for (dir, seeds) in [
         ("cbor_*", &cbor_items),
         ("token_*", &tokens),
@@ -231,6 +241,7 @@ fn main() {
         ("keyset_parse", &keysets),
         ("uri_*", &uris),
         ("trust_request", &trust_requests),
+        ("slip_parse", &slips),
     ] {
         println!("{dir}: {} seeds", seeds.0.len().min(MAX_PER_TARGET));
     }

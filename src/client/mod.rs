@@ -31,6 +31,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::delegation::slip::VerifiedSlip;
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Code, Error, Result, err};
 use crate::key::SigningKey;
@@ -200,6 +201,7 @@ fn origin_of(url: &str) -> String {
 
 const PROOF: HeaderName = HeaderName::from_static("kb-proof");
 const NONCE: HeaderName = HeaderName::from_static("kb-nonce");
+const SLIP: HeaderName = HeaderName::from_static("kb-slip");
 
 impl Client {
     /// A client of the issuer at `issuer_url` (its issuer id), holding `key`.
@@ -416,6 +418,35 @@ impl Client {
         }
     }
 
+    /// The scope of this client's next hop to `audience` in the workflow of
+    /// `slip` (spec/delegation.md §10.6): the hop whose trustee is the
+    /// client's user and whose audience is `audience`, minted from that
+    /// hop's trust. No such hop (or no session): `client.no_hop`
+    /// (`client.no_session`).
+    pub fn next_hop_scope(&self, slip: &VerifiedSlip, audience: &str) -> Result<Scope> {
+        let session = self
+            .session()
+            .ok_or_else(|| Error::new(Code::ClientNoSession, "not logged in: run keybound login first"))?;
+        let hop = slip.hop(&session.subject, audience).ok_or_else(|| {
+            Error::new(
+                Code::ClientNoHop,
+                format!(
+                    "the slip of workflow {:?} has no hop in which {} calls {audience:?}",
+                    slip.workflow(),
+                    session.subject
+                ),
+            )
+        })?;
+        Ok(Scope::new(&hop.audience).trust(&hop.trust_id))
+    }
+
+    /// The token for this client's next hop to `audience` in the workflow of
+    /// `slip`: [`Client::next_hop_scope`], then [`Client::service_token`]
+    /// (cached, and minted again from the trust once it runs out).
+    pub async fn next_hop_token(&self, slip: &VerifiedSlip, audience: &str) -> Result<Token> {
+        self.service_token(&self.next_hop_scope(slip, audience)?).await
+    }
+
     /// Forgets the cached token for `scope` (after a service refused it).
     pub fn forget_token(&self, scope: &Scope) {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
@@ -517,6 +548,16 @@ impl SignedRequest<'_> {
         let value = HeaderValue::from_str(value).map_err(|_| Error::new(Code::InputMalformed, "bad header value"))?;
         self.headers.append(name, value);
         Ok(self)
+    }
+
+    /// Carries a routing slip on (`KB-Slip`): the slip exactly as the
+    /// issuer signed it, a [`crate::delegation::slip::Slip`] or the
+    /// [`VerifiedSlip`] of the request being served.
+    pub fn slip(mut self, slip: impl AsRef<[u8]>) -> Self {
+        if let Ok(value) = HeaderValue::from_str(&b64url_encode(slip.as_ref())) {
+            self.headers.insert(SLIP, value);
+        }
+        self
     }
 
     /// Sets the body.

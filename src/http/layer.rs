@@ -14,7 +14,8 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use serde_json::json;
 
-use super::{AUTH_SCHEME, NONCE_HEADER, PROOF_HEADER, error_response};
+use super::{AUTH_SCHEME, NONCE_HEADER, PROOF_HEADER, SLIP_HEADER, error_response};
+use crate::delegation::slip::VerifiedSlip;
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Code, Error, Result, err};
 use crate::key::PublicKey;
@@ -337,7 +338,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let binding = &config.binding;
-    let (token, proof) = binding.credentials(parts)?;
+    let Credentials { token, proof, slip } = binding.credentials(parts)?;
     if proof.is_none() && config.proof_mode == ProofMode::Required {
         return Err(proof_missing());
     }
@@ -347,15 +348,26 @@ where
     let verifier = &config.verifier;
     let core = verifier.core();
     let token = core.verify_token_async(&token).await?;
+    // S1–S8 on the verified token, before the body is read and the proof
+    // consumed: a request whose slip fails never records its proof.
+    let slip = match slip {
+        Some(slip) => {
+            let slip = core.slip_async(&slip).await?;
+            slip.check_for(token.token())?;
+            Some(Arc::new(slip))
+        }
+        None => None,
+    };
+    let workflow_id = slip.as_deref().map(VerifiedSlip::workflow_id_base64url);
     let body = binding.body(parts, body).await?;
     let admitted = match proof {
         Some(proof) => {
             let target = binding.target_uri(parts);
             let info = request_info(parts, &target, &body);
-            Admitted::Proven(verifier.verify_proof_async(token, &proof, &info).await?)
+            Admitted::Proven(verifier.verify_proof_async(token, &proof, &info).await?.with_slip(slip))
         }
         None if config.proof_mode == ProofMode::BearerAllowed => {
-            let bearer = core.admit_bearer(token)?;
+            let bearer = core.admit_bearer(token)?.with_slip(slip);
             config.records.record(&json!({
                 "event": "bearer_use",
                 "time": core.now(),
@@ -363,6 +375,7 @@ where
                 "subject": bearer.subject(),
                 "trust_id": bearer.trust_id(),
                 "actors": bearer.actor_chain().iter().map(|a| a.sub.as_str()).collect::<Vec<_>>(),
+                "workflow_id": workflow_id,
                 "audience": bearer.audience(),
                 "key_thumbprint": bearer.key_thumbprint().to_string(),
                 "method": parts.method.as_str(),
@@ -421,15 +434,17 @@ impl Binding {
         self
     }
 
-    /// H1 items 1–6: the token, the proof if there is one, and the path.
-    fn credentials(&self, parts: &mut Parts) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    /// H1 items 1–6 and 8: the token, the proof and the routing slip if
+    /// there are any, and the path.
+    fn credentials(&self, parts: &mut Parts) -> Result<Credentials> {
         // Before anything can fail: inner layers and handlers that log headers
         // must see the credentials as sensitive, whatever happens next.
         mark_sensitive(&mut parts.headers);
         let token = extract_token(&parts.headers, self.max_header)?;
         let proof = extract_proof(&parts.headers, self.max_header)?;
         check_path(parts.uri.path())?;
-        Ok((token, proof))
+        let slip = extract_slip(&parts.headers, self.max_header)?;
+        Ok(Credentials { token, proof, slip })
     }
 
     /// H1 items 4–7 for a request proven by a key it carries rather than by
@@ -495,6 +510,13 @@ impl Binding {
             .verify_possession_async(key, proof, &request_info(parts, &target, body))
             .await
     }
+}
+
+/// The decoded `Authorization`, `KB-Proof` and `KB-Slip` values of a request.
+struct Credentials {
+    token: Vec<u8>,
+    proof: Option<Vec<u8>>,
+    slip: Option<Vec<u8>>,
 }
 
 /// What P7–P9 and P12 compare the proof with.
@@ -613,6 +635,22 @@ fn extract_proof(headers: &HeaderMap, max: usize) -> Result<Option<Vec<u8>>> {
         .map_err(|_| Error::new(Code::ProofMalformed, "the KB-Proof header is not unpadded base64url"))
 }
 
+/// H1 item 8: the `KB-Slip` header (http.md §3.5), if there is one.
+fn extract_slip(headers: &HeaderMap, max: usize) -> Result<Option<Vec<u8>>> {
+    let Some(value) = single(headers, &SLIP_HEADER, Code::SlipMalformed, Code::SlipMalformed, max)? else {
+        return Ok(None);
+    };
+    if value.is_empty() || value.contains(',') {
+        return err(
+            Code::SlipMalformed,
+            "the KB-Slip header must hold exactly one slip in base64url",
+        );
+    }
+    b64url_decode(value)
+        .map(Some)
+        .map_err(|_| Error::new(Code::SlipMalformed, "the KB-Slip header is not unpadded base64url"))
+}
+
 /// Refuses paths that are not in normal form (RFC 3986 §6.2.2): dot
 /// segments (also percent-encoded) and percent-encoded unreserved
 /// characters, so that the path the proof names, the path the router matches
@@ -671,6 +709,19 @@ mod tests {
         assert_eq!(extract_proof(&h, 100).unwrap_err().code(), Code::ProofMultiple);
         h.insert(PROOF_HEADER, "A".repeat(101).parse().unwrap());
         assert_eq!(extract_proof(&h, 100).unwrap_err().code(), Code::HttpHeaderTooLarge);
+        let mut h = HeaderMap::new();
+        assert_eq!(extract_slip(&h, 100).unwrap(), None);
+        h.insert(SLIP_HEADER, " AAE ".parse().unwrap());
+        assert_eq!(extract_slip(&h, 100).unwrap(), Some(vec![0, 1]));
+        for bad in ["", "AAE,AAE", "AAE=", "A+E"] {
+            h.insert(SLIP_HEADER, bad.parse().unwrap());
+            assert_eq!(extract_slip(&h, 100).unwrap_err().code(), Code::SlipMalformed, "{bad}");
+        }
+        h.insert(SLIP_HEADER, "A".repeat(101).parse().unwrap());
+        assert_eq!(extract_slip(&h, 100).unwrap_err().code(), Code::HttpHeaderTooLarge);
+        h.insert(SLIP_HEADER, "AAE".parse().unwrap());
+        h.append(SLIP_HEADER, "AAE".parse().unwrap());
+        assert_eq!(extract_slip(&h, 100).unwrap_err().code(), Code::SlipMalformed);
         assert!(check_path("/v2/servers").is_ok());
         assert!(check_path("/v2/a%2Fb%20c%C3%A9").is_ok());
         for bad in [

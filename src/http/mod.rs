@@ -42,6 +42,8 @@ use crate::verify::{BearerRequest, ProvenOrBearer, VerifiedRequest};
 pub const AUTH_SCHEME: &str = "KB";
 /// The request header carrying the proof.
 pub const PROOF_HEADER: http::HeaderName = http::HeaderName::from_static("kb-proof");
+/// The request header carrying a routing slip (spec/http.md §3.5).
+pub const SLIP_HEADER: http::HeaderName = http::HeaderName::from_static("kb-slip");
 /// The response header carrying a server nonce.
 pub const NONCE_HEADER: http::HeaderName = http::HeaderName::from_static("kb-nonce");
 

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use zeroize::Zeroizing;
 
+use crate::delegation::slip::{Slip, SlipBuilder};
 use crate::error::{Code, Error, Result, err};
 use crate::key::{Algorithm, KeySet, SigningKey};
 use crate::keyset::KeySource;
@@ -297,6 +298,15 @@ impl IssuerKeys {
                 Ok((key, kid))
             }
         }
+    }
+
+    /// Signs a routing slip with the key that signs tokens now, under its
+    /// kid (spec/delegation.md §10.3): the issuer's one way to issue slips.
+    /// Services accept it only while that key is published, so with
+    /// derived keys for one to two rotation periods, whatever its expiry.
+    pub fn sign_slip(&self, slip: SlipBuilder) -> Result<Slip> {
+        let (key, kid) = self.current()?;
+        slip.sign(&key, &kid)
     }
 
     /// A scheduled rotation at `now`: the offset that ends the current epoch

@@ -57,6 +57,7 @@ pub use records::{JsonLinesFile, MemoryRecords, RecordSink};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::delegation::slip::VerifiedSlip;
 use crate::error::{Code, Error, Result, err};
 use crate::token::VerifiedToken;
 use crate::verify::{BearerRequest, VerifiedRequest};
@@ -418,7 +419,7 @@ impl Policy {
         records: &dyn RecordSink,
         now: u64,
     ) -> Result<()> {
-        self.decide(request.token(), action, records, now)
+        self.decide(request.token(), request.slip(), action, records, now)
     }
 
     /// As [`Policy::authorize`], for a request admitted without a proof in
@@ -432,10 +433,17 @@ impl Policy {
         records: &dyn RecordSink,
         now: u64,
     ) -> Result<()> {
-        self.decide(request.token(), action, records, now)
+        self.decide(request.token(), request.slip(), action, records, now)
     }
 
-    fn decide(&self, token: &VerifiedToken, action: Action<'_>, records: &dyn RecordSink, now: u64) -> Result<()> {
+    fn decide(
+        &self,
+        token: &VerifiedToken,
+        slip: Option<&VerifiedSlip>,
+        action: Action<'_>,
+        records: &dyn RecordSink,
+        now: u64,
+    ) -> Result<()> {
         if self.mode == Mode::Off {
             return Ok(());
         }
@@ -453,6 +461,7 @@ impl Policy {
             "subject": token.subject(),
             "trust_id": token.trust_id(),
             "actors": token.actor_chain().iter().map(|a| a.sub.as_str()).collect::<Vec<_>>(),
+            "workflow_id": slip.map(VerifiedSlip::workflow_id_base64url),
             "audience": token.audience(),
             "domain": token.domain(),
             "project": token.project(),

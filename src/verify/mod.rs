@@ -26,6 +26,7 @@
 //! | P13 (replay) | `replay` |
 //! | K1–K3 (keys, key sets) | `crate::key`, `crate::keyset` |
 //! | D1–D5 (delegated tokens, after T12) | `delegation` |
+//! | S1–S8 (routing slips, after D5) | `crate::delegation::slip`, `slip` |
 //! | F (federation, to come) | `federation` |
 //!
 //! Cost per request: a token seen before comes from the verified-token cache
@@ -41,6 +42,7 @@ pub(crate) mod proof;
 mod replay;
 #[cfg(feature = "redis")]
 mod replay_redis;
+pub(crate) mod slip;
 pub(crate) mod token;
 mod token_cache;
 
@@ -60,6 +62,7 @@ use std::sync::Arc;
 
 use token_cache::TokenCache;
 
+use crate::delegation::slip::VerifiedSlip;
 use crate::error::{Code, Result, err};
 use crate::key::{KeySet, PublicKey, Thumbprint};
 use crate::proof::{JTI_LEN, NonceValidator, ProofPolicy, RequestInfo};
@@ -380,6 +383,23 @@ macro_rules! token_accessors {
     };
 }
 
+/// The routing slip of a request the HTTP layer admitted, from its `slip` field.
+macro_rules! slip_accessors {
+    () => {
+        /// The routing slip the request carried (`KB-Slip`), verified and
+        /// bound to this request (steps S1–S8), if it carried one.
+        pub fn slip(&self) -> Option<&VerifiedSlip> {
+            self.slip.as_deref()
+        }
+        /// Attaches the slip the HTTP layer verified for this request.
+        #[cfg(feature = "http")]
+        pub(crate) fn with_slip(mut self, slip: Option<Arc<VerifiedSlip>>) -> Self {
+            self.slip = slip;
+            self
+        }
+    };
+}
+
 /// A request whose token and proof passed every check: the client proved
 /// possession of the token's key for this very request. Made only by a
 /// full verification ([`Verifier::verify_request`],
@@ -389,6 +409,7 @@ pub struct VerifiedRequest {
     token: Arc<VerifiedToken>,
     jti: [u8; JTI_LEN],
     iat: u64,
+    slip: Option<Arc<VerifiedSlip>>,
 }
 
 impl VerifiedRequest {
@@ -405,6 +426,7 @@ impl VerifiedRequest {
     pub fn proof_issued_at(&self) -> u64 {
         self.iat
     }
+    slip_accessors!();
 }
 
 /// A request admitted on its token alone, without a proof, by the HTTP
@@ -433,6 +455,7 @@ impl VerifiedRequest {
 #[derive(Clone, Debug)]
 pub struct BearerRequest {
     token: Arc<VerifiedToken>,
+    slip: Option<Arc<VerifiedSlip>>,
 }
 
 impl BearerRequest {
@@ -441,6 +464,7 @@ impl BearerRequest {
         &self.token
     }
     token_accessors!();
+    slip_accessors!();
 }
 
 /// What a route that admits bearer requests extracts: a fully verified
@@ -463,12 +487,27 @@ impl ProvenOrBearer {
         }
     }
     token_accessors!();
+    /// The routing slip the request carried, verified and bound to it.
+    pub fn slip(&self) -> Option<&VerifiedSlip> {
+        match self {
+            ProvenOrBearer::Proven(request) => request.slip(),
+            ProvenOrBearer::Bearer(request) => request.slip(),
+        }
+    }
 }
 
 /// A token verified (T1–T12, D1–D5) by the HTTP layer before it reads the body,
 /// awaiting its proof: not a verified request of any kind yet.
 #[cfg(feature = "http")]
 pub(crate) struct TokenChecked(Arc<VerifiedToken>);
+
+#[cfg(feature = "http")]
+impl TokenChecked {
+    /// The checked token.
+    pub(crate) fn token(&self) -> &VerifiedToken {
+        &self.0
+    }
+}
 
 /// Everything checked but the replay record, which comes last so that a
 /// proof is never consumed by a request that fails another check.
@@ -484,6 +523,7 @@ impl Unconsumed {
             token: self.token,
             jti: self.checked.jti,
             iat: self.checked.iat,
+            slip: None,
         }
     }
 }
@@ -532,6 +572,29 @@ impl<R: ?Sized> Verifier<R> {
     /// Number of tokens in the verified-token cache.
     pub fn cached_tokens(&self) -> usize {
         self.core.cache.len()
+    }
+
+    /// Verifies a routing slip (spec/delegation.md §10.4, S1–S6) with this
+    /// verifier's trusted issuers, key sources, clock and leeway: for a
+    /// slip taken from a queued message, or one a handler got otherwise.
+    /// Bind it to a request with [`VerifiedSlip::check_for`] (S7–S8); the
+    /// HTTP layer does both for `KB-Slip`. An unknown kid starts a
+    /// (rate-limited) key refetch in the background and fails this call.
+    pub fn verify_slip(&self, slip: &[u8]) -> Result<VerifiedSlip> {
+        let result = self.core.slip(slip);
+        if let Err(e) = &result
+            && e.code() == Code::SlipKeyUnknown
+            && let Some(source) = self.core.slip_source(slip)
+        {
+            drop(source.refresh_for_unknown_kid());
+        }
+        result
+    }
+
+    /// As [`Verifier::verify_slip`], waiting for one rate-limited key
+    /// refetch on an unknown kid and trying again.
+    pub async fn verify_slip_async(&self, slip: &[u8]) -> Result<VerifiedSlip> {
+        self.core.slip_async(slip).await
     }
 
     /// Steps T1–T12 and D1–D5 alone, without the cache; public only as
@@ -644,6 +707,7 @@ impl dyn DynVerifier {
             token,
             jti: checked.jti,
             iat: checked.iat,
+            slip: None,
         })
     }
 }
@@ -714,6 +778,31 @@ impl Core {
         Ok(Unconsumed { token, checked, entry })
     }
 
+    /// S1–S6 for a slip, at the current time.
+    fn slip(&self, slip: &[u8]) -> Result<VerifiedSlip> {
+        slip::verify_slip(slip, &Issuers(&self.issuers), self.policy.leeway, self.clock.now())
+    }
+
+    /// [`Core::slip`], waiting for one key refetch on an unknown kid.
+    pub(crate) async fn slip_async(&self, slip: &[u8]) -> Result<VerifiedSlip> {
+        match self.slip(slip) {
+            Err(e) if e.code() == Code::SlipKeyUnknown => {
+                let Some(refresh) = self.slip_source(slip).and_then(|s| s.refresh_for_unknown_kid()) else {
+                    return Err(e);
+                };
+                refresh.await;
+                self.slip(slip)
+            }
+            other => other,
+        }
+    }
+
+    /// The key source of the issuer a slip claims, for an unknown-kid refetch.
+    fn slip_source(&self, slip: &[u8]) -> Option<&Arc<dyn KeySource>> {
+        let slip = crate::delegation::slip::UnverifiedSlip::parse(slip).ok()?;
+        self.issuers.iter().find(|t| t.id == slip.issuer()).map(|t| &t.source)
+    }
+
     /// The key source of the issuer a token claims, for an unknown-kid refetch.
     fn source_for(&self, token: &[u8]) -> Option<&Arc<dyn KeySource>> {
         let issuer = UnverifiedToken::from_slice(token).ok()?.issuer().to_owned();
@@ -776,6 +865,9 @@ impl Core {
     /// still be valid now, not only before a slow upload.
     pub(crate) fn admit_bearer(&self, token: TokenChecked) -> Result<BearerRequest> {
         self.recheck_expiry(&token.0)?;
-        Ok(BearerRequest { token: token.0 })
+        Ok(BearerRequest {
+            token: token.0,
+            slip: None,
+        })
     }
 }
