@@ -554,7 +554,8 @@ pub fn uri_differential(data: &[u8], other: impl Fn(&str) -> Option<UriView>) {
     );
 }
 
-/// A trust request body (spec/delegation.md §3) through the decoder and
+/// A trust request body (spec/delegation.md §3), or a workplan run (§11),
+/// through the decoder and
 /// TC1–TC3, as the test vectors' trustor at [`NOW`] with ceilings. A draft
 /// that passes must keep every rule TC1–TC3 state, and the request, encoded
 /// again by the one encoder (the client's), must give the same draft.
@@ -571,6 +572,15 @@ pub fn trust_request(data: &[u8]) {
         max_lifetime: Some(LIFETIME),
         max_uses: Some(USES),
     };
+    // The same bytes as a workplan run: its requests are trust requests.
+    if let Ok(run) = crate::delegation::trust_request::WorkplanRun::from_json(data)
+        && let Ok(requests) = run.trust_requests()
+    {
+        assert_eq!(requests.len(), run.delegations.len());
+        for r in &requests {
+            let _ = r.check(&trustor, NOW, ceilings);
+        }
+    }
     let Ok(request) = TrustRequest::from_json(data) else {
         return;
     };

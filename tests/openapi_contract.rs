@@ -65,6 +65,7 @@ const NOT_PROVOKED: &[(&str, u16, &str)] = &[
     ("listTrusts", 503, "a database outage"),
     ("showTrust", 503, "a database outage"),
     ("deleteTrust", 503, "a database outage"),
+    ("runWorkplan", 503, "a database outage"),
 ];
 
 // ---------------------------------------------------------------------------
@@ -595,7 +596,10 @@ async fn the_router_serves_exactly_the_documented_methods() {
             // the router's 405: the verifying layer refuses them first.
             let answer = if admin_path {
                 admin_call(&issuer, &admin, method, &path, body.as_ref()).await
-            } else if template == "/v1/tokens" || template.starts_with("/v1/trusts") {
+            } else if template == "/v1/tokens"
+                || template.starts_with("/v1/trusts")
+                || template.starts_with("/v1/workplans")
+            {
                 let url = format!("{}{path}", issuer.url);
                 let bytes = body.as_ref().map(|b| serde_json::to_vec(b).unwrap());
                 signed_raw(&url, method, &session, &session_key, bytes.as_deref()).await
@@ -648,7 +652,9 @@ fn document_is_openapi_3_1_with_problem_codes_per_status() {
         let expected = match template.as_str() {
             "/v1/login" => json!([{"kbProof": []}]),
             "/v1/tokens" => json!([{"kbToken": [], "kbProof": []}]),
-            t if t.starts_with("/v1/admin/") || t.starts_with("/v1/trusts") => json!([{"kbToken": [], "kbProof": []}]),
+            t if t.starts_with("/v1/admin/") || t.starts_with("/v1/trusts") || t.starts_with("/v1/workplans") => {
+                json!([{"kbToken": [], "kbProof": []}])
+            }
             _ => json!([]),
         };
         assert_eq!(&Value::Array(security.clone()), &expected, "{what}");
@@ -802,7 +808,7 @@ async fn request_bodies_match_serde(
                         .await
                         .0
                 }
-                "/v1/tokens" | "/v1/trusts" => {
+                "/v1/tokens" | "/v1/trusts" | "/v1/workplans/run" => {
                     signed_raw(&format!("{}{template}", issuer.url), "POST", session, key, Some(&bytes)).await
                 }
                 _ => {
@@ -1607,6 +1613,31 @@ async fn every_operation_answers_as_documented() {
         .await,
     );
     assert_eq!(by_user.as_array().unwrap().len(), 2);
+    // A workplan run: all trusts and a slip, or none.
+    let plan = |roles: Value| {
+        json!({"workflow": "deploy-instance", "project": "turing", "delegations": [
+            {"trustee": "nova-compute@stoughton", "audience": "https://nova.example", "roles": roles}
+        ]})
+    };
+    let run = c.ok(
+        "POST",
+        "/v1/workplans/run",
+        &as_user(
+            "ayoung",
+            "POST",
+            "/v1/workplans/run".into(),
+            Some(plan(json!(["reader"]))),
+        )
+        .await,
+    );
+    assert_eq!(run["trusts"][0]["audiences"], json!(["https://nova.example"]));
+    for (roles, status, code) in [
+        (json!(["member"]), 403, "issuer.role_not_held"),
+        (json!([]), 400, "trust.invalid"),
+    ] {
+        let answer = as_user("ayoung", "POST", "/v1/workplans/run".into(), Some(plan(roles))).await;
+        c.expect("POST", "/v1/workplans/run", &answer, status, code);
+    }
     let answer = a("GET", "/v1/admin/trusts?owner=ayoung@stoughton".into(), None).await;
     c.expect("GET", "/v1/admin/trusts", &answer, 400, "issuer.bad_request");
     let created_path = format!("/v1/admin/trusts/{}", created["id"].as_str().unwrap());

@@ -151,3 +151,42 @@ fn the_cddl_describes_trusts_and_admin_requests() {
         r#"{"id":"2Qf3mV0cZ8bq1Xo4yT6wUg","deleted":true}"#
     ));
 }
+
+#[test]
+fn workplan_runs_are_trust_requests_restricted_to_one_audience_each() {
+    use keybound::delegation::trust_request::{MAX_PLAN_DELEGATIONS, WorkplanRun};
+    let body = r#"{"workflow":"deploy-instance","project":"turing","delegations":[
+        {"trustee":"nova-compute@service","audience":"https://glance.example","roles":["reader"],"uses":10},
+        {"trustee":"nova-compute@service","audience":"https://cinder.example","roles":["member"]}]}"#;
+    assert!(cddl_accepts("WorkplanRun", body));
+    let run = WorkplanRun::from_json(body.as_bytes()).unwrap();
+    let requests = run.trust_requests().unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].audiences, Some(vec!["https://glance.example".to_owned()]));
+    assert_eq!(
+        (requests[0].project.as_deref(), requests[0].uses),
+        (Some("turing"), Some(10))
+    );
+    let refused = |run: &WorkplanRun| run.trust_requests().unwrap_err().code().as_str();
+    let mut repeated = run.clone();
+    repeated.delegations[1].audience = "https://glance.example".into();
+    assert_eq!(refused(&repeated), "trust.invalid");
+    let mut none = run.clone();
+    none.delegations.clear();
+    assert_eq!(refused(&none), "trust.invalid");
+    let mut many = run.clone();
+    many.delegations = (0..=MAX_PLAN_DELEGATIONS)
+        .map(|i| keybound::delegation::trust_request::PlanDelegation {
+            trustee: format!("s{i}@service"),
+            ..run.delegations[0].clone()
+        })
+        .collect();
+    assert_eq!(refused(&many), "trust.invalid");
+    let mut badly_named = run.clone();
+    badly_named.workflow = "deploy instance".into();
+    assert_eq!(refused(&badly_named), "issuer.invalid_name");
+    assert!(!cddl_accepts(
+        "WorkplanRun",
+        r#"{"workflow":"w","project":"turing","delegations":[]}"#
+    ));
+}

@@ -1274,3 +1274,138 @@ async fn dl_09_delegation_is_never_read_from_anything_unsigned() {
     assert_eq!(status, 401, "{text}");
     assert!(text.contains("cose.bad_signature"), "{text}");
 }
+
+// ---------------------------------------------------------------------------
+// Workplan runs (spec/delegation.md §11).
+
+/// A workplan run creates every trust of the plan, each restricted to its
+/// hop's audience, and a routing slip naming them that verifies with the
+/// issuer's keys; a plan with a role the user does not hold, a repeated hop
+/// or no delegation creates nothing and names what is wrong.
+#[tokio::test]
+async fn workplan_runs_create_all_trusts_or_none_and_return_a_slip() {
+    use keybound::client::{PlanDelegation, WorkplanRun};
+    use keybound::delegation::slip::{Slip, UnverifiedSlip};
+    use keybound::verify::Clock as _;
+    const GLANCE: &str = "https://glance.example";
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.world(None).await;
+        admin
+            .ok("POST", "/v1/admin/services", json!({"audience": GLANCE}))
+            .await;
+        let ayoung = issuer.login(AYOUNG).await;
+        let hop = |trustee: &str, audience: &str, roles: &[&str]| PlanDelegation {
+            trustee: trustee.into(),
+            audience: audience.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            uses: Some(10),
+            ..Default::default()
+        };
+        let plan = |delegations: Vec<PlanDelegation>| WorkplanRun {
+            workflow: "deploy-instance".into(),
+            project: "turing".into(),
+            domain: None,
+            delegations,
+        };
+        // A role ayoung does not hold, in the second delegation: nothing is created.
+        let e = ayoung
+            .run_workplan(&plan(vec![
+                hop(NOVA, GLANCE, &["reader"]),
+                hop(NOVA, AUDIENCE, &["writer"]),
+            ]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::IssuerRoleNotHeld, "{backend}");
+        assert!(
+            e.message().contains("delegation 2") && e.message().contains("writer"),
+            "{e}"
+        );
+        assert_eq!(ayoung.trusts().await.unwrap(), json!([]), "{backend}: nothing created");
+        for (what, delegations, expected) in [
+            ("no delegation", vec![], Code::TrustInvalid),
+            (
+                "a repeated hop",
+                vec![hop(NOVA, GLANCE, &["reader"]), hop(NOVA, GLANCE, &["member"])],
+                Code::TrustInvalid,
+            ),
+            (
+                "an unregistered service",
+                vec![hop(NOVA, "https://unknown.example", &["reader"])],
+                Code::IssuerUnknownAudience,
+            ),
+        ] {
+            assert_eq!(
+                code(ayoung.run_workplan(&plan(delegations)).await).await,
+                expected,
+                "{backend}: {what}"
+            );
+        }
+        // The learned plan: nova-compute reads glance and acts as member on nova.
+        let run = ayoung
+            .run_workplan(&plan(vec![
+                hop(NOVA, GLANCE, &["reader"]),
+                hop(NOVA, AUDIENCE, &["member"]),
+            ]))
+            .await
+            .unwrap();
+        let trusts = run["trusts"].as_array().unwrap();
+        assert_eq!(trusts.len(), 2, "{backend}");
+        assert_eq!(trusts[0]["audiences"], json!([GLANCE]));
+        assert_eq!(trusts[0]["roles"], json!(["reader"]));
+        assert_eq!(trusts[1]["audiences"], json!([AUDIENCE]));
+        assert_eq!(run["trustor"], AYOUNG);
+        assert_eq!(run["workflow"], "deploy-instance");
+        let slip = Slip::from_base64url(run["slip"].as_str().unwrap()).unwrap();
+        assert_eq!(UnverifiedSlip::parse(slip.as_bytes()).unwrap().issuer(), issuer.url);
+        // A service verifies it with the issuer's published keys.
+        let keys = HttpKeys::start(
+            &format!("{}/.well-known/keybound/keys", issuer.url),
+            HttpKeysOptions::default(),
+        )
+        .await
+        .unwrap();
+        let verifier = Verifier::builder(GLANCE, TrustedIssuer::new(&issuer.url, keys))
+            .build()
+            .unwrap();
+        let verified = verifier.verify_slip_async(slip.as_bytes()).await.unwrap();
+        assert_eq!(verified.workflow(), "deploy-instance");
+        assert_eq!(verified.workflow_id_base64url(), run["workflow_id"].as_str().unwrap());
+        assert_eq!(verified.trustor(), AYOUNG);
+        let hops: Vec<(&str, &str, &str)> = verified
+            .hops()
+            .iter()
+            .map(|h| (h.trustee.as_str(), h.audience.as_str(), h.trust_id.as_str()))
+            .collect();
+        let (t0, t1) = (id_of(&trusts[0]), id_of(&trusts[1]));
+        assert_eq!(hops, [(NOVA, GLANCE, t0.as_str()), (NOVA, AUDIENCE, t1.as_str())]);
+        assert!(
+            run["expires_at"].as_u64().unwrap() <= SystemClock.now() + 3600,
+            "within a rotation period"
+        );
+        // The trust of each hop mints only for its service.
+        let nova = issuer.login(NOVA).await;
+        let glance_trust = id_of(&trusts[0]);
+        nova.service_token(&Scope::new(GLANCE).trust(glance_trust.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(nova.service_token(&Scope::new(AUDIENCE).trust(glance_trust)).await).await,
+            Code::TrustWrongAudience
+        );
+        assert_eq!(
+            audit_outcomes(&admin, "workplan.run").await,
+            [
+                "ok",
+                "issuer.unknown_audience",
+                "trust.invalid",
+                "trust.invalid",
+                "issuer.role_not_held"
+            ],
+            "{backend}: newest first"
+        );
+        assert_eq!(audit_outcomes(&admin, "trust.create").await, ["ok", "ok"], "{backend}");
+    }
+    cleanup(&all).await;
+}

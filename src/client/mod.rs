@@ -103,6 +103,8 @@ impl Scope {
 
 /// A trust to create (spec/delegation.md §3): the issuer's own request type.
 pub use crate::delegation::trust_request::TrustRequest as NewTrust;
+/// A workplan run to ask for (spec/delegation.md §11).
+pub use crate::delegation::trust_request::{PlanDelegation, WorkplanRun};
 
 /// A session: the token from login and when it expires.
 #[derive(Clone)]
@@ -345,6 +347,14 @@ impl Client {
     pub async fn create_trust(&self, trust: &NewTrust) -> Result<serde_json::Value> {
         let body = serde_json::to_vec(trust).unwrap_or_default();
         self.session_call(Method::POST, "/v1/trusts", body).await
+    }
+
+    /// Runs a workplan (spec/delegation.md §11): creates every trust of
+    /// it at once with the client's user as trustor, or none; the answer
+    /// carries the trusts and the routing slip (`slip`, base64url).
+    pub async fn run_workplan(&self, run: &WorkplanRun) -> Result<serde_json::Value> {
+        let body = serde_json::to_vec(run).unwrap_or_default();
+        self.session_call(Method::POST, "/v1/workplans/run", body).await
     }
 
     /// The trusts in which the client's user is trustor or trustee.

@@ -276,6 +276,99 @@ impl TrustRequest {
     }
 }
 
+/// The most delegations (trusts, hops) one workplan run creates; a routing
+/// slip holds as many hops.
+pub const MAX_PLAN_DELEGATIONS: usize = 32;
+
+/// One delegation of a workplan run: a trust restricted to one service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "issuer", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PlanDelegation {
+    /// `name@domain` of the user who acts at this hop
+    pub trustee: String,
+    /// the service it calls with tokens from the trust
+    pub audience: String,
+    /// the roles to delegate, at least one
+    pub roles: Vec<String>,
+    /// Unix seconds; default as for any trust
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// how many mints; default as for any trust
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u64>,
+    /// further levels of redelegation, 0 (default) to 3
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redelegation: Option<u64>,
+}
+
+/// A workplan run (spec/delegation.md §9): the trusts of one workflow, all
+/// by the caller on one project, created at once; the answer carries the
+/// routing slip that names them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "issuer", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WorkplanRun {
+    /// the workflow's name (the workplan's `name`)
+    pub workflow: String,
+    /// the project every trust is on
+    pub project: String,
+    /// the project's domain; default the caller's
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// 1 to 32 delegations, distinct by (trustee, audience)
+    pub delegations: Vec<PlanDelegation>,
+}
+
+impl WorkplanRun {
+    /// Decodes a request body (one JSON object; `issuer.bad_request`).
+    pub fn from_json(body: &[u8]) -> Result<Self> {
+        crate::json::decode_object(body)
+    }
+
+    /// The run's own rules (workflow name, 1 to [`MAX_PLAN_DELEGATIONS`]
+    /// delegations, distinct hops: `trust.invalid`) and the trust request
+    /// of each delegation, in order, each restricted to its audience.
+    pub fn trust_requests(&self) -> Result<Vec<TrustRequest>> {
+        Name::parse("workflow", &self.workflow)?;
+        if self.delegations.is_empty() || self.delegations.len() > MAX_PLAN_DELEGATIONS {
+            return err(
+                Code::TrustInvalid,
+                format!("a workplan run has 1 to {MAX_PLAN_DELEGATIONS} delegations"),
+            );
+        }
+        let mut hops: Vec<(&str, &str)> = Vec::with_capacity(self.delegations.len());
+        for d in &self.delegations {
+            if hops.contains(&(d.trustee.as_str(), d.audience.as_str())) {
+                return err(
+                    Code::TrustInvalid,
+                    format!(
+                        "two delegations for {:?} calling {:?}: merge their roles",
+                        crate::verify::token::truncate(&d.trustee),
+                        crate::verify::token::truncate(&d.audience)
+                    ),
+                );
+            }
+            hops.push((&d.trustee, &d.audience));
+        }
+        Ok(self
+            .delegations
+            .iter()
+            .map(|d| TrustRequest {
+                trustee: d.trustee.clone(),
+                project: Some(self.project.clone()),
+                domain: self.domain.clone(),
+                roles: d.roles.clone(),
+                audiences: Some(vec![d.audience.clone()]),
+                expires_at: d.expires_at,
+                uses: d.uses,
+                redelegation: d.redelegation,
+                parent: None,
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ pub mod openapi;
 pub mod password;
 pub mod store;
 mod trusts;
+mod workplans;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -88,6 +88,7 @@ const AUDITED_ACTIONS: &[&str] = &[
     "trust.create",
     "trust.use",
     "trust.delete",
+    "workplan.run",
 ];
 
 /// The refusals of each operation: (operation id, status, description, the
@@ -228,6 +229,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "trust.unusable",
             "trust.escalation",
             "trust.exhausted",
+            "trust.wrong_audience",
         ],
     ),
     (
@@ -1537,6 +1539,7 @@ const CREATE_400: &[&str] = &[
     "trust.over_limit",
     "trust.trustee_unknown",
     "issuer.unknown_project",
+    "issuer.unknown_audience",
 ];
 const CREATE_403_SESSION: &[&str] = &[
     "issuer.disabled",
@@ -1561,6 +1564,48 @@ const CREATE_403_ADMIN: &[&str] = &[
 
 /// The refusals of the trust routes (spec/delegation.md).
 const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
+    (
+        "runWorkplan",
+        400,
+        "The request is malformed (I1, H2, WR1), or a delegation breaks the rules of a trust (TC1–TC4) or names an unknown project (TC5); the message names the delegation.",
+        CREATE_400,
+    ),
+    (
+        "runWorkplan",
+        401,
+        "No valid session token and proof (H1, T1–T12, D1–D5, P1–P13).",
+        SESSION_401,
+    ),
+    (
+        "runWorkplan",
+        403,
+        "The caller or project is disabled, or a role of a delegation is not held (TC5); nothing was created.",
+        &["issuer.disabled", "issuer.role_not_held"],
+    ),
+    (
+        "runWorkplan",
+        413,
+        "The body is larger than max_body (default 65536 bytes) (H2).",
+        &["http.body_too_large"],
+    ),
+    (
+        "runWorkplan",
+        431,
+        "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).",
+        &["http.header_too_large"],
+    ),
+    (
+        "runWorkplan",
+        503,
+        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        UNAVAILABLE_503,
+    ),
+    (
+        "runWorkplan",
+        500,
+        "An internal failure (a broken configuration). `detail` is fixed text.",
+        SERVER_500,
+    ),
     (
         "createTrust",
         400,

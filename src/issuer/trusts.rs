@@ -28,6 +28,7 @@ pub(super) fn session_routes() -> OpenApiRouter<Arc<IssuerState>> {
     OpenApiRouter::new()
         .routes(routes!(list_trusts, create_trust))
         .routes(routes!(show_trust, delete_trust))
+        .routes(routes!(super::workplans::run_workplan))
 }
 
 /// The trust routes of the admin API (behind the admin layer).
@@ -39,7 +40,7 @@ pub(super) fn admin_routes() -> OpenApiRouter<Arc<IssuerState>> {
 
 /// The checks of spec/delegation.md §3 and the new trust, inserted in `tx`
 /// (the caller commits it with its audit record).
-async fn create(state: &IssuerState, tx: &mut Tx, trustor: &UserName, input: TrustRequest) -> Result<Trust> {
+pub(super) async fn create(state: &IssuerState, tx: &mut Tx, trustor: &UserName, input: TrustRequest) -> Result<Trust> {
     let now = state.now() as i64;
     let ceilings = Ceilings {
         max_lifetime: state.config.max_trust_lifetime,
@@ -410,7 +411,13 @@ async fn mint_checked(
 /// Ends a trust write for `actor`: on success the audit record commits
 /// with the change in `tx`; a refusal (other than an outage) rolls the
 /// change back and is audited on its own.
-async fn finish<T>(state: &IssuerState, tx: Tx, actor: &str, action: &str, result: Result<(String, T)>) -> Result<T> {
+pub(super) async fn finish<T>(
+    state: &IssuerState,
+    tx: Tx,
+    actor: &str,
+    action: &str,
+    result: Result<(String, T)>,
+) -> Result<T> {
     let now = state.now() as i64;
     match result {
         Ok((target, value)) => {
