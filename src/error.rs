@@ -287,6 +287,18 @@ codes! {
     PolicyDenied = "policy.denied", step "A1", status 403, title DENIED_BY_POLICY;
     /// A policy file that cannot be loaded.
     PolicyInvalid = "policy.invalid", step "-", status 500, title REFUSED;
+    /// A decision-record line that cannot be read (`keybound policy report`, `learn`).
+    PolicyRecordInvalid = "policy.record_invalid", step "-", status 500, title REFUSED;
+    /// Beyond a bound of reading or learning from decision records.
+    PolicyLimit = "policy.limit", step "-", status 500, title REFUSED;
+    /// No decision record of the workflow to learn from.
+    PolicyLearnEmpty = "policy.learn_empty", step "-", status 500, title REFUSED;
+    /// Records that make no one workplan (one trustee and audience on several projects).
+    PolicyLearnConflict = "policy.learn_conflict", step "-", status 500, title REFUSED;
+
+    // ---- Workplans (spec/delegation.md §9) ----
+    /// A workplan file that is not valid; the message names the line.
+    WorkplanInvalid = "workplan.invalid", step "-", status 500, title REFUSED;
 
     // ---- Issuer service ----
     /// A malformed request to the issuer (body not JSON, fields missing or of the wrong type).

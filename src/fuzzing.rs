@@ -605,6 +605,35 @@ pub fn trust_request(data: &[u8]) {
     assert_eq!(reparsed.check(&trustor, NOW, ceilings).ok(), Some(draft));
 }
 
+/// Target `workplan_parse`: any text is either a workplan or a non-empty
+/// list of problems, each at a line of the text; a valid plan encodes
+/// (the one encoder) and parses back to itself.
+#[cfg(feature = "policy")]
+pub fn workplan_parse(data: &[u8]) {
+    use crate::delegation::workplan::Workplan;
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match Workplan::check(text) {
+        Ok(plan) => {
+            let again = Workplan::parse(&plan.to_toml());
+            assert_eq!(
+                again.as_ref().ok(),
+                Some(&plan),
+                "the encoding of a valid plan does not parse back to it"
+            );
+        }
+        Err(problems) => {
+            assert!(!problems.is_empty(), "an invalid plan without a problem");
+            let lines = text.split('\n').count();
+            for p in &problems {
+                assert!(
+                    p.line >= 1 && p.line <= lines && p.column >= 1,
+                    "a problem outside the text: {p}"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -358,7 +358,7 @@ async fn only_nova_compute_may_use_delegated_member_on_post_volumes() {
     for r in &records {
         assert_eq!(r["subject"], SUBJECT);
         assert_eq!(r["rule"], "POST /volumes");
-        assert_eq!(r["decision"], "denied");
+        assert_eq!(r["outcome"], "deny");
     }
 }
 
@@ -377,20 +377,26 @@ async fn a_service_whose_policy_refuses_delegation_refuses_delegated_tokens() {
         if status == 403 {
             assert_eq!(body, "policy.denied");
         }
-        // The same roles, not delegated: allowed, no record.
+        // The same roles, not delegated: allowed (recorded in permissive mode only).
         let own = world.token(&["admin"], None, Vec::new());
         assert_eq!(send(&world, &base, "GET", "/volumes", &own, false).await.0, 200);
         let records = records.records();
-        assert_eq!(records.len(), 1, "{mode}: {records:?}");
+        let expected = if mode == "enforce" { 1 } else { 2 };
+        assert_eq!(records.len(), expected, "{mode}: {records:?}");
+        if mode == "permissive" {
+            assert_eq!(records[1]["outcome"], "allow");
+            assert_eq!(records[1]["reason"], Value::Null);
+            assert_eq!(records[1]["trust_id"], Value::Null);
+        }
         let r = &records[0];
-        assert_eq!(r["event"], "policy_denial");
+        assert_eq!(r["event"], "policy_decision");
         assert_eq!(r["mode"], mode);
         assert_eq!(r["reason"], "delegation_denied");
         assert_eq!(r["trust_id"], TRUST);
         assert_eq!(r["actors"], json!(["nova-compute@service"]));
         assert_eq!(r["subject"], SUBJECT);
         assert_eq!(r["rule"], "GET /volumes");
-        assert_eq!(r["decision"], if mode == "enforce" { "denied" } else { "allowed" });
+        assert_eq!(r["outcome"], if mode == "enforce" { "deny" } else { "would_deny" });
     }
     // A policy that allows delegated requests everywhere (Keystone's way).
     let records = Arc::new(MemoryRecords::new());

@@ -471,7 +471,8 @@ roles = ["admin"]
 async fn policy_enforce_permissive_and_off() {
     let world = World::new();
     let token = world.token();
-    for (mode, expected_status, expected_records) in [("enforce", 403, 1), ("permissive", 200, 1), ("off", 200, 0)] {
+    // Enforce records the denial, permissive every decision, off nothing.
+    for (mode, expected_status, expected_records) in [("enforce", 403, 1), ("permissive", 200, 2), ("off", 200, 0)] {
         let records = Arc::new(MemoryRecords::new());
         let policy = Policy::from_toml(&format!("mode = \"{mode}\"\n{POLICY}")).unwrap();
         let verifier = Arc::new(world.verifier().build().unwrap());
@@ -494,8 +495,15 @@ async fn policy_enforce_permissive_and_off() {
         }
         let records = records.records();
         assert_eq!(records.len(), expected_records, "{mode}: {records:?}");
-        if let Some(r) = records.first() {
-            assert_eq!(r["event"], "policy_denial");
+        if mode == "permissive" {
+            let allowed = &records[0];
+            assert_eq!(allowed["outcome"], "allow");
+            assert_eq!(allowed["rule"], "list servers");
+            assert_eq!(allowed["reason"], Value::Null);
+            assert_eq!(allowed["roles_allowing"], serde_json::json!(["reader", "member"]));
+        }
+        if let Some(r) = records.last() {
+            assert_eq!(r["event"], "policy_decision");
             assert_eq!(r["mode"], mode);
             assert_eq!(r["subject"], "ayoung@stoughton");
             assert_eq!(r["issuer"], ISSUER);
@@ -510,9 +518,66 @@ async fn policy_enforce_permissive_and_off() {
             assert_eq!(r["actors"], serde_json::json!([]));
             assert_eq!(r["trust_id"], Value::Null);
             assert_eq!(r["reason"], "missing_role");
-            assert_eq!(r["decision"], if mode == "enforce" { "denied" } else { "allowed" });
+            assert_eq!(r["outcome"], if mode == "enforce" { "deny" } else { "would_deny" });
+            assert_eq!(r["workflow"], Value::Null);
         }
     }
+}
+
+/// `record = "all"` makes an enforcing service record its allowing
+/// decisions too; the workflow header labels them.
+#[tokio::test]
+async fn enforce_mode_records_every_decision_when_asked() {
+    let world = World::new();
+    let token = world.token();
+    let records = Arc::new(MemoryRecords::new());
+    let policy = Policy::from_toml(&format!("mode = \"enforce\"\nrecord = \"all\"\n{POLICY}")).unwrap();
+    let layer = KeyboundLayer::new(Arc::new(world.verifier().build().unwrap()), AUDIENCE)
+        .unwrap()
+        .policy(Arc::new(policy))
+        .records(records.clone());
+    let base = serve(layer).await;
+    let mut headers = auth(&token, &proof(&world, &token, "GET", "/v2/servers", b""));
+    headers.push(("kb-workflow", "deploy-7".to_owned()));
+    assert_eq!(send(&base, "GET", "/v2/servers", headers, vec![]).await.status, 200);
+    let p = proof(&world, &token, "GET", "/v2/servers/42", b"");
+    assert_eq!(
+        send(&base, "GET", "/v2/servers/42", auth(&token, &p), vec![])
+            .await
+            .status,
+        403
+    );
+    let records = records.records();
+    let seen: Vec<(&Value, &Value, &Value)> = records
+        .iter()
+        .map(|r| (&r["outcome"], &r["reason"], &r["workflow"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                &serde_json::json!("allow"),
+                &Value::Null,
+                &serde_json::json!("deploy-7")
+            ),
+            (
+                &serde_json::json!("deny"),
+                &serde_json::json!("missing_role"),
+                &Value::Null
+            ),
+        ]
+    );
+    // Without `record`, an enforcing service records only its denials.
+    assert_eq!(
+        Policy::from_toml("mode = \"enforce\"").unwrap().record_scope(),
+        keybound::policy::RecordScope::Denials
+    );
+    assert_eq!(
+        Policy::from_toml("mode = \"permissive\"\nrecord = \"denials\"")
+            .unwrap()
+            .record_scope(),
+        keybound::policy::RecordScope::Denials
+    );
 }
 
 fn bearer_header(token: &Token) -> Vec<(&'static str, String)> {
@@ -670,9 +735,9 @@ async fn bearer_requests_are_authorized_by_the_same_policy() {
         [
             "bearer_use",
             "bearer_use",
-            "policy_denial",
+            "policy_decision",
             "bearer_use",
-            "policy_denial",
+            "policy_decision",
             "bearer_use"
         ]
     );
@@ -681,7 +746,7 @@ async fn bearer_requests_are_authorized_by_the_same_policy() {
         serde_json::json!({"method": "GET", "path": "/v2/servers/42"})
     );
     assert_eq!(records[4]["action"], serde_json::json!({"operation": "compute:resize"}));
-    assert_eq!(records[4]["decision"], "denied");
+    assert_eq!(records[4]["outcome"], "deny");
 }
 
 #[tokio::test]
@@ -699,7 +764,8 @@ async fn handlers_check_named_operations_under_the_layers_policy() {
 
     let world = World::new();
     let token = world.token(); // roles: member
-    for (mode, status, records_expected) in [("enforce", 403, 1), ("permissive", 200, 1)] {
+    // Permissive mode also records the layer's own (allowing) decision.
+    for (mode, status, records_expected) in [("enforce", 403, 1), ("permissive", 200, 2)] {
         let policy = Policy::from_toml(&format!(
             "mode = \"{mode}\"\n[[rule]]\nmethod = \"POST\"\npath = \"/v2/servers/*/action\"\nroles = []\n\
              [[rule]]\noperation = \"compute:resize\"\nroles = [\"admin\"]\n"
@@ -721,8 +787,9 @@ async fn handlers_check_named_operations_under_the_layers_policy() {
         assert_eq!(reply.status, status, "{mode}: {}", reply.body);
         let records = records.records();
         assert_eq!(records.len(), records_expected, "{mode}");
-        assert_eq!(records[0]["action"], serde_json::json!({"operation": "compute:resize"}));
-        assert_eq!(records[0]["roles_allowing"], serde_json::json!(["admin"]));
+        let last = records.last().unwrap();
+        assert_eq!(last["action"], serde_json::json!({"operation": "compute:resize"}));
+        assert_eq!(last["roles_allowing"], serde_json::json!(["admin"]));
     }
 }
 

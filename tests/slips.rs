@@ -383,10 +383,10 @@ async fn records_carry_the_slips_workflow_id() {
     assert_eq!(
         events,
         vec![
-            ("policy_denial", &json!(id)),
+            ("policy_decision", &json!(id)),
             ("bearer_use", &json!(id)),
-            ("policy_denial", &json!(id)),
-            ("policy_denial", &Value::Null),
+            ("policy_decision", &json!(id)),
+            ("policy_decision", &Value::Null),
         ]
     );
 }

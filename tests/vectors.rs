@@ -90,7 +90,7 @@ fn authorize(policy: &str, verified: &VerifiedRequest, req: &Value, now: u64) ->
         method: req["method"].as_str().unwrap(),
         path,
     };
-    policy.authorize(verified, action, &MemoryRecords::new(), now)
+    policy.authorize(verified, action, None, &MemoryRecords::new(), now)
 }
 
 #[cfg(not(feature = "policy"))]

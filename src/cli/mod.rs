@@ -16,6 +16,7 @@ mod demo;
 mod input;
 mod inspect;
 mod keygen;
+mod policy_cmds;
 mod render;
 mod server_cmds;
 mod session;
@@ -98,6 +99,10 @@ enum Command {
     Request(client_cmds::RequestArgs),
     #[command(about = client_cmds::TRUST_ABOUT, long_about = client_cmds::TRUST_LONG, after_help = client_cmds::TRUST_EXAMPLES)]
     Trust(client_cmds::TrustArgs),
+    #[command(about = policy_cmds::POLICY_ABOUT, long_about = policy_cmds::POLICY_LONG, after_help = policy_cmds::POLICY_EXAMPLES)]
+    Policy(policy_cmds::PolicyArgs),
+    #[command(about = policy_cmds::WORKPLAN_ABOUT, long_about = policy_cmds::WORKPLAN_LONG, after_help = policy_cmds::WORKPLAN_EXAMPLES)]
+    Workplan(policy_cmds::WorkplanArgs),
     #[command(about = demo::ABOUT, long_about = demo::LONG_ABOUT, after_help = demo::EXAMPLES)]
     Demo(demo::Args),
     #[command(about = COMPLETIONS_ABOUT, long_about = COMPLETIONS_LONG, after_help = COMPLETIONS_EXAMPLES)]
@@ -126,6 +131,8 @@ impl Command {
             Command::Token(args) => client_cmds::token(args),
             Command::Request(args) => client_cmds::request(args),
             Command::Trust(args) => client_cmds::trust(args),
+            Command::Policy(args) => policy_cmds::policy(args),
+            Command::Workplan(args) => policy_cmds::workplan(args),
             Command::Demo(args) => demo::run(args),
             Command::Completions { shell } => {
                 use clap::CommandFactory;

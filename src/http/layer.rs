@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use serde_json::json;
 
-use super::{AUTH_SCHEME, NONCE_HEADER, PROOF_HEADER, SLIP_HEADER, error_response};
+use super::{AUTH_SCHEME, NONCE_HEADER, PROOF_HEADER, SLIP_HEADER, WORKFLOW_HEADER, error_response};
 use crate::delegation::slip::VerifiedSlip;
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Code, Error, Result, err};
@@ -255,6 +255,7 @@ where
             policy: policy.clone(),
             records: config.records.clone(),
             verifier: config.verifier.clone(),
+            workflow: record_workflow(&parts.headers).map(Arc::from),
         });
     }
     let request = Request::from_parts(parts, Body::from(body));
@@ -298,6 +299,8 @@ pub struct PolicyHandle {
     policy: Arc<Policy>,
     records: Arc<dyn RecordSink>,
     verifier: Arc<dyn DynVerifier>,
+    /// The request's workflow, for its decision records only.
+    workflow: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for PolicyHandle {
@@ -312,16 +315,28 @@ impl PolicyHandle {
     /// `policy.denied` (403) in enforce mode when no rule allows it.
     pub fn authorize(&self, request: &VerifiedRequest, operation: &str) -> Result<()> {
         let now = self.verifier.core().now();
-        self.policy
-            .authorize(request, Action::Operation(operation), self.records.as_ref(), now)
+        let workflow = self.workflow.as_deref();
+        self.policy.authorize(
+            request,
+            Action::Operation(operation),
+            workflow,
+            self.records.as_ref(),
+            now,
+        )
     }
 
     /// As [`PolicyHandle::authorize`], for a request admitted without a
     /// proof in bearer rollout mode.
     pub fn authorize_bearer(&self, request: &BearerRequest, operation: &str) -> Result<()> {
         let now = self.verifier.core().now();
-        self.policy
-            .authorize_bearer(request, Action::Operation(operation), self.records.as_ref(), now)
+        let workflow = self.workflow.as_deref();
+        self.policy.authorize_bearer(
+            request,
+            Action::Operation(operation),
+            workflow,
+            self.records.as_ref(),
+            now,
+        )
     }
 }
 
@@ -391,12 +406,36 @@ where
             path: parts.uri.path(),
         };
         let (records, now) = (config.records.as_ref(), core.now());
+        let workflow = record_workflow(&parts.headers);
         match &admitted {
-            Admitted::Proven(request) => policy.authorize(request, action, records, now)?,
-            Admitted::Bearer(request) => policy.authorize_bearer(request, action, records, now)?,
+            Admitted::Proven(request) => policy.authorize(request, action, workflow, records, now)?,
+            Admitted::Bearer(request) => policy.authorize_bearer(request, action, workflow, records, now)?,
         }
     }
     Ok((admitted, body))
+}
+
+/// The longest `KB-Workflow` value recorded.
+const MAX_WORKFLOW: usize = 128;
+
+/// The `workflow` of the request's decision records: the `KB-Workflow`
+/// header when it is exactly one value of 1–128 of `A–Z a–z 0–9 . _ - :`,
+/// else none. The header is unsigned: it labels records for learning and
+/// reports and never takes part in a decision (spec/delegation.md §8.3).
+/// A verified routing slip's workflow id goes into `workflow_id`.
+fn record_workflow(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(WORKFLOW_HEADER).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let text = value.to_str().ok()?;
+    let fits = !text.is_empty()
+        && text.len() <= MAX_WORKFLOW
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+    fits.then_some(text)
 }
 
 /// The refusal of a request without a proof (H1 item 7), by the layer in

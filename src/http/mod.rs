@@ -46,6 +46,10 @@ pub const PROOF_HEADER: http::HeaderName = http::HeaderName::from_static("kb-pro
 pub const SLIP_HEADER: http::HeaderName = http::HeaderName::from_static("kb-slip");
 /// The response header carrying a server nonce.
 pub const NONCE_HEADER: http::HeaderName = http::HeaderName::from_static("kb-nonce");
+/// The workflow correlation header: labels a request's decision records
+/// with its workflow (spec/delegation.md §8.3); unsigned, never used for a
+/// decision.
+pub const WORKFLOW_HEADER: http::HeaderName = http::HeaderName::from_static("kb-workflow");
 
 /// The answer to a handler that asked for a verified request on a route
 /// without the layer: fail closed and say so in the log.

@@ -6,6 +6,8 @@
 //! unmatched = "deny"      # deny | allow: actions no rule names (default deny)
 //! delegated = "deny"      # deny | allow: delegated requests, for rules that
 //!                         # do not say (default deny)
+//! record = "all"          # all | denials: which decisions are recorded
+//!                         # (default: all when permissive, denials when enforcing)
 //!
 //! [[rule]]
 //! name = "list servers"               # optional; defaults to "GET /v2/servers"
@@ -41,21 +43,28 @@
 //! `delegated` say `allow`.
 //!
 //! Rules are tried in order; the first that matches the action decides.
-//! In permissive mode a request the policy would deny is allowed and a
-//! decision record is written; in enforce mode it is refused (403
-//! `policy.denied`) and recorded; `off` allows everything and records
-//! nothing. A small rule table rather than a general policy engine: the
+//! In permissive mode a request the policy would deny is allowed; in
+//! enforce mode it is refused (403 `policy.denied`); `off` allows
+//! everything and records nothing. Each decision writes a
+//! [`DecisionRecord`] (`outcome` `allow`, `would_deny` or `deny`): every
+//! decision in permissive mode, so that `keybound policy learn` sees what a
+//! workflow did, and only the denials in enforce mode, unless `record`
+//! says otherwise. A small rule table rather than a general policy engine: the
 //! permissive records need to name the deciding rule and the roles that would
 //! have allowed the action, which this table knows directly.
 
+pub mod learn;
 mod records;
+pub mod report;
 
 #[cfg(feature = "http")]
 pub use records::TracingRecords;
-pub use records::{JsonLinesFile, MemoryRecords, RecordSink};
+pub use records::{
+    DecisionRecord, JsonLinesFile, MAX_RECORD_LINE, MAX_RECORDS, MemoryRecords, Outcome, RecordSink, RecordedAction,
+    RecordsRead, read_decision_records,
+};
 
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::delegation::slip::VerifiedSlip;
 use crate::error::{Code, Error, Result, err};
@@ -63,7 +72,7 @@ use crate::token::VerifiedToken;
 use crate::verify::{BearerRequest, VerifiedRequest};
 
 /// How decisions are applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Mode {
@@ -75,14 +84,14 @@ pub enum Mode {
     Off,
 }
 
-impl Mode {
-    fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Permissive => "permissive",
-            Mode::Off => "off",
-        }
-    }
+/// Which decisions are recorded (top-level key `record`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordScope {
+    /// Every decision: the default in permissive mode, where learning needs them.
+    All,
+    /// Only the decisions the rules deny: the default in enforce mode.
+    Denials,
 }
 
 /// What happens to actions that no rule names.
@@ -110,10 +119,15 @@ pub enum Action<'a> {
 }
 
 impl Action<'_> {
-    fn to_json(self) -> serde_json::Value {
+    fn recorded(self) -> RecordedAction {
         match self {
-            Action::Http { method, path } => json!({"method": method, "path": path}),
-            Action::Operation(name) => json!({"operation": name}),
+            Action::Http { method, path } => RecordedAction::Http {
+                method: method.to_owned(),
+                path: path.to_owned(),
+            },
+            Action::Operation(name) => RecordedAction::Operation {
+                operation: name.to_owned(),
+            },
         }
     }
 }
@@ -136,7 +150,8 @@ pub enum Delegated {
 }
 
 /// Why the rules deny an action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Denial {
     /// The matching rule needs a role the caller does not hold.
@@ -195,6 +210,7 @@ struct PolicyFile {
     mode: Option<Mode>,
     unmatched: Option<Unmatched>,
     delegated: Option<Delegated>,
+    record: Option<RecordScope>,
     #[serde(default)]
     rule: Vec<RuleFile>,
 }
@@ -272,6 +288,8 @@ pub struct Policy {
     mode: Mode,
     unmatched: Unmatched,
     delegated: Delegated,
+    /// `None`: the mode's default.
+    record: Option<RecordScope>,
     rules: Vec<Rule>,
 }
 
@@ -343,6 +361,7 @@ impl Policy {
             mode: file.mode.unwrap_or(Mode::Enforce),
             unmatched: file.unmatched.unwrap_or(Unmatched::Deny),
             delegated: default_delegated,
+            record: file.record,
             rules,
         })
     }
@@ -364,6 +383,25 @@ impl Policy {
     pub fn with_mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
+    }
+
+    /// Which decisions are recorded: the `record` key, else every decision
+    /// in permissive mode and the denials in enforce mode.
+    pub fn record_scope(&self) -> RecordScope {
+        self.record.unwrap_or(match self.mode {
+            Mode::Permissive => RecordScope::All,
+            _ => RecordScope::Denials,
+        })
+    }
+
+    /// How powerful `roles` are here: the number of rules that name at
+    /// least one of them. `keybound policy learn` breaks ties toward the
+    /// roles named by the fewest rules.
+    pub fn rules_naming(&self, roles: &[String]) -> usize {
+        self.rules
+            .iter()
+            .filter(|rule| rule.roles.iter().any(|r| roles.contains(r)))
+            .count()
     }
 
     /// Evaluates the rules for a caller holding `roles`, in a request that
@@ -408,18 +446,21 @@ impl Policy {
         }
     }
 
-    /// Applies the policy to a verified request: evaluates, writes a record
-    /// for every would-be denial, and refuses in enforce mode. Only a
-    /// request with a verified proof; a request admitted without one in
-    /// bearer rollout mode goes through [`Policy::authorize_bearer`].
+    /// Applies the policy to a verified request: evaluates, writes a
+    /// decision record (every decision or only denials, see
+    /// [`Policy::record_scope`]), and refuses in enforce mode. `workflow`
+    /// (the request's workflow id, for the record only) decides nothing.
+    /// Only a request with a verified proof; a request admitted without one
+    /// in bearer rollout mode goes through [`Policy::authorize_bearer`].
     pub fn authorize(
         &self,
         request: &VerifiedRequest,
         action: Action<'_>,
+        workflow: Option<&str>,
         records: &dyn RecordSink,
         now: u64,
     ) -> Result<()> {
-        self.decide(request.token(), request.slip(), action, records, now)
+        self.decide(request.token(), request.slip(), action, workflow, records, now)
     }
 
     /// As [`Policy::authorize`], for a request admitted without a proof in
@@ -430,10 +471,11 @@ impl Policy {
         &self,
         request: &BearerRequest,
         action: Action<'_>,
+        workflow: Option<&str>,
         records: &dyn RecordSink,
         now: u64,
     ) -> Result<()> {
-        self.decide(request.token(), request.slip(), action, records, now)
+        self.decide(request.token(), request.slip(), action, workflow, records, now)
     }
 
     fn decide(
@@ -441,6 +483,7 @@ impl Policy {
         token: &VerifiedToken,
         slip: Option<&VerifiedSlip>,
         action: Action<'_>,
+        workflow: Option<&str>,
         records: &dyn RecordSink,
         now: u64,
     ) -> Result<()> {
@@ -448,29 +491,37 @@ impl Policy {
             return Ok(());
         }
         let evaluation = self.evaluate_as(token.roles(), token.current_actor(), action);
+        let enforced = self.mode == Mode::Enforce;
+        let outcome = match evaluation.denial {
+            None => Outcome::Allow,
+            Some(_) if enforced => Outcome::Deny,
+            Some(_) => Outcome::WouldDeny,
+        };
+        if outcome != Outcome::Allow || self.record_scope() == RecordScope::All {
+            let record = DecisionRecord {
+                time: now,
+                mode: self.mode,
+                outcome,
+                issuer: token.issuer().to_owned(),
+                audience: token.audience().to_owned(),
+                subject: token.subject().to_owned(),
+                domain: token.domain().map(str::to_owned),
+                project: token.project().map(str::to_owned),
+                roles_held: token.roles().to_vec(),
+                trust_id: token.trust_id().map(str::to_owned),
+                actors: token.actor_chain().iter().map(|a| a.sub.clone()).collect(),
+                workflow_id: slip.map(VerifiedSlip::workflow_id_base64url),
+                workflow: workflow.map(str::to_owned),
+                action: action.recorded(),
+                rule: evaluation.rule.clone(),
+                reason: evaluation.denial,
+                roles_allowing: evaluation.roles_allowing.clone(),
+            };
+            records.record(&record.to_json());
+        }
         let Some(denial) = evaluation.denial else {
             return Ok(());
         };
-        let enforced = self.mode == Mode::Enforce;
-        records.record(&json!({
-            "event": "policy_denial",
-            "time": now,
-            "mode": self.mode.as_str(),
-            "decision": if enforced { "denied" } else { "allowed" },
-            "issuer": token.issuer(),
-            "subject": token.subject(),
-            "trust_id": token.trust_id(),
-            "actors": token.actor_chain().iter().map(|a| a.sub.as_str()).collect::<Vec<_>>(),
-            "workflow_id": slip.map(VerifiedSlip::workflow_id_base64url),
-            "audience": token.audience(),
-            "domain": token.domain(),
-            "project": token.project(),
-            "action": action.to_json(),
-            "roles_held": token.roles(),
-            "rule": evaluation.rule,
-            "reason": denial.as_str(),
-            "roles_allowing": evaluation.roles_allowing,
-        }));
         if !enforced {
             return Ok(());
         }

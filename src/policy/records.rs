@@ -1,13 +1,252 @@
-//! Decision records: one JSON object per line.
+//! Decision records: one JSON object per line (spec/delegation.md §8.3).
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::error::{Code, Error, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{Denial, Mode};
+use crate::error::{Code, Error, Result, err};
+
+/// What became of the request a [`DecisionRecord`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The rules allow it.
+    Allow,
+    /// The rules deny it; permissive mode admitted it.
+    WouldDeny,
+    /// The rules deny it; enforce mode refused it (`policy.denied`).
+    Deny,
+}
+
+/// The action of a [`DecisionRecord`]: `{"method", "path"}` or `{"operation"}`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RecordedAction {
+    /// A request's method and path (no query).
+    Http {
+        /// Method.
+        method: String,
+        /// Path.
+        path: String,
+    },
+    /// A named operation a handler checked.
+    Operation {
+        /// The operation's name.
+        operation: String,
+    },
+}
+
+impl std::fmt::Display for RecordedAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordedAction::Http { method, path } => write!(f, "{method} {path}"),
+            RecordedAction::Operation { operation } => write!(f, "operation {operation}"),
+        }
+    }
+}
+
+/// One policy decision (`"event": "policy_decision"`), as the policy writes
+/// it and as `keybound policy report` and `learn` read it: the one encoder
+/// and decoder of the record. Members unknown to this version are ignored
+/// when reading.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename = "policy_decision")]
+pub struct DecisionRecord {
+    /// When, Unix seconds (the verifier's clock).
+    pub time: u64,
+    /// `enforce` or `permissive`.
+    pub mode: Mode,
+    /// What became of the request.
+    pub outcome: Outcome,
+    /// The token's issuer.
+    pub issuer: String,
+    /// The token's audience: the service that decided.
+    pub audience: String,
+    /// The token's subject (for a delegated request, the trustor).
+    pub subject: String,
+    /// The scope's domain.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// The scope's project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The token's roles.
+    pub roles_held: Vec<String>,
+    /// The trust the token was minted from; null when not delegated.
+    #[serde(default)]
+    pub trust_id: Option<String>,
+    /// The actor chain, current actor first; empty when not delegated.
+    pub actors: Vec<String>,
+    /// The workflow id of the request's verified routing slip, base64url.
+    #[serde(default)]
+    pub workflow_id: Option<String>,
+    /// The request's `KB-Workflow` header, for learning and reports only
+    /// (unsigned: never for a decision).
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// What was decided on.
+    pub action: RecordedAction,
+    /// The rule that decided; null when none matched.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Why the rules deny it; null when they allow it.
+    #[serde(default)]
+    pub reason: Option<Denial>,
+    /// The deciding rule's roles (any one allows it); empty when no rule
+    /// matched or the rule allows any caller.
+    pub roles_allowing: Vec<String>,
+}
+
+impl DecisionRecord {
+    /// The record as the JSON object a [`RecordSink`] receives.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a decision record is plain JSON")
+    }
+
+    /// `project@domain`, when the token was scoped to a project.
+    pub fn qualified_project(&self) -> Option<String> {
+        match (&self.project, &self.domain) {
+            (Some(project), Some(domain)) => Some(format!("{project}@{domain}")),
+            (Some(project), None) => Some(project.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the record belongs to workflow `name`: its slip's workflow
+    /// id or its `KB-Workflow` label is `name`.
+    pub fn in_workflow(&self, name: &str) -> bool {
+        self.workflow_id.as_deref() == Some(name) || self.workflow.as_deref() == Some(name)
+    }
+
+    /// The current actor of a delegated request.
+    pub fn current_actor(&self) -> Option<&str> {
+        self.actors.first().map(String::as_str)
+    }
+}
+
+/// The longest record line [`read_decision_records`] accepts: 64 KiB.
+pub const MAX_RECORD_LINE: usize = 64 * 1024;
+/// The most decision records one report or learning run reads: 1,000,000.
+pub const MAX_RECORDS: usize = 1_000_000;
+
+/// What [`read_decision_records`] found.
+#[derive(Clone, Debug, Default)]
+pub struct RecordsRead {
+    /// The decision records, in file order.
+    pub decisions: Vec<DecisionRecord>,
+    /// Lines holding other events (`bearer_use`, …), which are not decisions.
+    pub other_events: u64,
+    /// Malformed lines skipped (only with `skip_bad`).
+    pub skipped: u64,
+}
+
+/// Reads JSON-lines decision records from `input` (named `source` in
+/// errors) into `into`. Blank lines are ignored; an object whose `event`
+/// is not `policy_decision` is counted in `other_events`. A line that is
+/// not a JSON object, a decision record with a member missing or of the
+/// wrong type, or a line over [`MAX_RECORD_LINE`] bytes is
+/// `policy.record_invalid` naming the source and line, or, with
+/// `skip_bad`, counted in `skipped`. More than [`MAX_RECORDS`] decisions in
+/// all is `policy.limit`.
+pub fn read_decision_records(
+    input: &mut dyn BufRead,
+    source: &str,
+    skip_bad: bool,
+    into: &mut RecordsRead,
+) -> Result<()> {
+    let mut line = Vec::new();
+    for number in 1u64.. {
+        line.clear();
+        let read = std::io::Read::take(&mut *input, MAX_RECORD_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| {
+                Error::new(
+                    Code::PolicyRecordInvalid,
+                    format!("{source}: cannot read line {number}: {e}"),
+                )
+            })?;
+        if read == 0 {
+            return Ok(());
+        }
+        let problem = if line.len() > MAX_RECORD_LINE && line.last() != Some(&b'\n') {
+            // Skip the rest of the overlong line.
+            loop {
+                let (done, used) = {
+                    let buf = input
+                        .fill_buf()
+                        .map_err(|e| Error::new(Code::PolicyRecordInvalid, format!("{source}: line {number}: {e}")))?;
+                    match buf.iter().position(|&b| b == b'\n') {
+                        Some(at) => (true, at + 1),
+                        None => (buf.is_empty(), buf.len()),
+                    }
+                };
+                input.consume(used);
+                if done {
+                    break;
+                }
+            }
+            Some(format!("longer than {MAX_RECORD_LINE} bytes"))
+        } else {
+            match parse_line(&line) {
+                Ok(Line::Blank) => None,
+                Ok(Line::Other) => {
+                    into.other_events += 1;
+                    None
+                }
+                Ok(Line::Decision(record)) => {
+                    if into.decisions.len() >= MAX_RECORDS {
+                        return err(
+                            Code::PolicyLimit,
+                            format!("{source} line {number}: more than {MAX_RECORDS} decision records"),
+                        );
+                    }
+                    into.decisions.push(*record);
+                    None
+                }
+                Err(why) => Some(why),
+            }
+        };
+        if let Some(why) = problem {
+            if !skip_bad {
+                return err(
+                    Code::PolicyRecordInvalid,
+                    format!("{source} line {number}: {why} (--skip-bad skips such lines)"),
+                );
+            }
+            into.skipped += 1;
+        }
+    }
+    Ok(())
+}
+
+enum Line {
+    Blank,
+    Other,
+    Decision(Box<DecisionRecord>),
+}
+
+fn parse_line(line: &[u8]) -> std::result::Result<Line, String> {
+    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_owned())?.trim();
+    if text.is_empty() {
+        return Ok(Line::Blank);
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let Some(object) = value.as_object() else {
+        return Err("not a JSON object".to_owned());
+    };
+    if object.get("event").and_then(serde_json::Value::as_str) != Some("policy_decision") {
+        return Ok(Line::Other);
+    }
+    serde_json::from_value(value)
+        .map(|r| Line::Decision(Box::new(r)))
+        .map_err(|e| format!("not a decision record: {e}"))
+}
 
 /// Where decision records go.
 pub trait RecordSink: Send + Sync {
@@ -215,6 +454,79 @@ mod tests {
 
     fn record(i: usize) -> serde_json::Value {
         serde_json::json!({"decision": "deny", "n": i})
+    }
+
+    fn decision() -> DecisionRecord {
+        DecisionRecord {
+            time: 1,
+            mode: Mode::Permissive,
+            outcome: Outcome::WouldDeny,
+            issuer: "https://issuer.example".into(),
+            audience: "https://glance.example".into(),
+            subject: "ayoung@stoughton".into(),
+            domain: Some("stoughton".into()),
+            project: Some("turing".into()),
+            roles_held: vec!["member".into()],
+            trust_id: None,
+            actors: vec![],
+            workflow_id: None,
+            workflow: Some("deploy-1".into()),
+            action: RecordedAction::Http {
+                method: "GET".into(),
+                path: "/v2/images/1".into(),
+            },
+            rule: Some("GET /v2/images/{id}".into()),
+            reason: Some(Denial::MissingRole),
+            roles_allowing: vec!["reader".into()],
+        }
+    }
+
+    fn read(text: &[u8], skip_bad: bool) -> Result<RecordsRead> {
+        let mut out = RecordsRead::default();
+        read_decision_records(&mut std::io::Cursor::new(text), "records.jsonl", skip_bad, &mut out)?;
+        Ok(out)
+    }
+
+    /// What the policy writes, the reader reads back; other events are
+    /// counted, not decisions.
+    #[test]
+    fn decision_records_round_trip_and_other_events_are_counted() {
+        let line = decision().to_json().to_string();
+        assert!(line.contains("\"event\":\"policy_decision\""), "{line}");
+        let text = format!("{line}\n\n{{\"event\":\"bearer_use\",\"subject\":\"x\"}}\n{line}");
+        let got = read(text.as_bytes(), false).unwrap();
+        assert_eq!(got.decisions, vec![decision(), decision()]);
+        assert_eq!((got.other_events, got.skipped), (1, 0));
+    }
+
+    /// Malformed lines name the file and line, or are counted with skip_bad;
+    /// an overlong line is refused without reading it whole into a record.
+    #[test]
+    fn malformed_record_lines_name_their_line_or_are_skipped() {
+        let good = decision().to_json().to_string();
+        let mut missing = decision().to_json();
+        missing.as_object_mut().unwrap().remove("roles_allowing");
+        let long = format!(
+            "{{\"event\":\"policy_decision\",\"x\":\"{}\"}}",
+            "a".repeat(MAX_RECORD_LINE)
+        );
+        for (bad, why) in [
+            ("not json".to_owned(), "not JSON"),
+            ("[1,2]".to_owned(), "not a JSON object"),
+            (missing.to_string(), "roles_allowing"),
+            (good.replace("\"would_deny\"", "\"maybe\""), "not a decision record"),
+            (long, "longer than 65536 bytes"),
+        ] {
+            let text = format!("{good}\n{bad}\n{good}\n");
+            let e = read(text.as_bytes(), false).unwrap_err();
+            assert_eq!(e.code(), Code::PolicyRecordInvalid, "{bad:.40}");
+            assert!(e.message().starts_with("records.jsonl line 2: "), "{}", e.message());
+            assert!(e.message().contains(why), "{}", e.message());
+            let skipped = read(text.as_bytes(), true).unwrap();
+            assert_eq!((skipped.decisions.len(), skipped.skipped), (2, 1), "{bad:.40}");
+        }
+        let e = read(b"\xff\xfe\n", false).unwrap_err();
+        assert!(e.message().contains("line 1: not UTF-8"), "{}", e.message());
     }
 
     /// Dropping the sink writes every queued record before it returns.

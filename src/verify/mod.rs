@@ -442,14 +442,14 @@ impl VerifiedRequest {
 /// ```compile_fail,E0308
 /// use keybound::policy::{Action, MemoryRecords, Policy};
 /// fn check(policy: &Policy, request: &keybound::verify::BearerRequest) -> keybound::Result<()> {
-///     policy.authorize(request, Action::Operation("compute:resize"), &MemoryRecords::new(), 0)
+///     policy.authorize(request, Action::Operation("compute:resize"), None, &MemoryRecords::new(), 0)
 /// }
 /// ```
 ///
 /// ```
 /// use keybound::policy::{Action, MemoryRecords, Policy};
 /// fn check(policy: &Policy, request: &keybound::verify::BearerRequest) -> keybound::Result<()> {
-///     policy.authorize_bearer(request, Action::Operation("compute:resize"), &MemoryRecords::new(), 0)
+///     policy.authorize_bearer(request, Action::Operation("compute:resize"), None, &MemoryRecords::new(), 0)
 /// }
 /// ```
 #[derive(Clone, Debug)]
