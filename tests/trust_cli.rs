@@ -56,8 +56,9 @@ async fn ok_json(config: &Path, args: &[&str], stdin: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trust_commands_delegate_mint_and_delete() {
+/// An issuer with ayoung@stoughton (member on turing) and heat@service,
+/// both logged in through the CLI, each with a config directory.
+async fn logged_in() -> (LoopbackIssuer, tempfile::TempDir, tempfile::TempDir, tempfile::TempDir) {
     let (issuer, _dir): (LoopbackIssuer, _) = common::start_issuer(ADMIN_PASSWORD, Arc::new(SystemClock), |_| {}).await;
     let admin = issuer.admin(ADMIN_PASSWORD).await.unwrap();
     issuer
@@ -100,6 +101,12 @@ async fn trust_commands_delegate_mint_and_delete() {
         .await;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    (issuer, _dir, ayoung, heat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_commands_delegate_mint_and_delete() {
+    let (_issuer, _dir, ayoung, heat) = logged_in().await;
     let trust = ok_json(
         ayoung.path(),
         &[
@@ -204,4 +211,54 @@ fn trust_help_explains_and_gives_examples() {
             "{args:?}: {help}"
         );
     }
+}
+
+/// `keybound workplan run`: the user runs a plan file; every trust of it is
+/// created (each for its hop's service) and the slip printed; a plan asking
+/// for a role the user does not hold creates nothing and names the role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workplan_run_creates_the_plans_trusts_and_prints_the_slip() {
+    let (_issuer, _dir, ayoung, _heat) = logged_in().await;
+    let plan = |roles: &str| {
+        format!(
+            "version = 1\nname = \"heat-stack\"\ndescription = \"Heat acts on nova\"\n\n\
+             [[delegation]]\ntrustee = \"heat@service\"\naudience = \"https://nova.example\"\n\
+             roles = [{roles}]\nlifetime = 3600\nuses = 5\n"
+        )
+    };
+    let file = ayoung.path().join("plan.toml");
+    std::fs::write(&file, plan("\"writer\"")).unwrap();
+    let path = file.to_str().unwrap();
+    let out = run(ayoung.path(), &["workplan", "run", path, "--project", "turing"], "").await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: issuer.role_not_held") && stderr.contains("writer"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ok_json(ayoung.path(), &["trust", "list", "--json"], "").await,
+        json!([])
+    );
+    std::fs::write(&file, plan("\"member\"")).unwrap();
+    let ran = ok_json(
+        ayoung.path(),
+        &["workplan", "run", path, "--project", "turing@stoughton", "--json"],
+        "",
+    )
+    .await;
+    assert_eq!(ran["workflow"], "heat-stack");
+    assert_eq!(ran["trusts"][0]["trustee"], "heat@service");
+    assert_eq!(ran["trusts"][0]["audiences"], json!(["https://nova.example"]));
+    assert_eq!(ran["trusts"][0]["remaining_uses"], 5);
+    assert!(ran["slip"].as_str().unwrap().len() > 100);
+    // Text for people ends with the header to send.
+    let out = run(ayoung.path(), &["workplan", "run", path, "--project", "turing"], "").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("ran workplan heat-stack on turing@stoughton"),
+        "{text}"
+    );
+    assert!(text.lines().last().unwrap().starts_with("KB-Slip: "), "{text}");
 }

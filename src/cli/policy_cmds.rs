@@ -301,17 +301,22 @@ fn learn_summary(learned: &Learned, skipped: u64) -> String {
     out
 }
 
-pub(crate) const WORKPLAN_ABOUT: &str = "Check a workplan file: the delegations a workflow needs";
+pub(crate) const WORKPLAN_ABOUT: &str = "Check or run a workplan file: the delegations a workflow needs";
 pub(crate) const WORKPLAN_LONG: &str = "\
 Work with workplans (spec/delegation.md §9): TOML files listing, for each hop of a workflow, the trustee, \
 the audience and the roles to delegate, as written by `keybound policy learn` or by hand.
 
 `check` validates one and lists every problem with its line and column (workplan.invalid, exit 1), or \
-prints a summary (exit 0).";
+prints a summary (exit 0).
+
+`run` (as the user who delegates; needs a login) checks the file, then asks the issuer to create every \
+trust of the plan on the project at once (all or none; a role you do not hold is refused, naming it) and \
+prints the routing slip that the workflow carries in the KB-Slip header (spec/delegation.md §10, §11).";
 pub(crate) const WORKPLAN_EXAMPLES: &str = "\
 Examples:
   keybound workplan check deploy.toml
-  keybound workplan check --json deploy.toml";
+  keybound workplan check --json deploy.toml
+  keybound workplan run deploy.toml --project turing@stoughton";
 
 /// `keybound workplan`.
 #[derive(Debug, clap::Args)]
@@ -331,12 +336,100 @@ enum WorkplanAction {
         #[arg(long)]
         json: bool,
     },
+    /// Create every trust of a workplan at once and print its routing slip (needs a login)
+    #[command(after_help = "Example:\n  keybound workplan run deploy.toml --project turing@stoughton")]
+    Run {
+        /// The workplan file
+        file: PathBuf,
+        /// The project the trusts are on, project@domain (or a project of your own domain)
+        #[arg(long)]
+        project: String,
+        /// Print the issuer's JSON (the trusts, the slip, times in Unix seconds)
+        #[arg(long)]
+        json: bool,
+        /// Config directory
+        #[arg(long, env = "KEYBOUND_CONFIG_DIR")]
+        config_dir: Option<PathBuf>,
+    },
 }
 
 pub(crate) fn workplan(args: WorkplanArgs) -> Result<ExitCode, CliError> {
     match args.action {
         WorkplanAction::Check { file, json } => check(&file, json),
+        WorkplanAction::Run {
+            file,
+            project,
+            json,
+            config_dir,
+        } => run(&file, &project, json, config_dir.as_deref()),
     }
+}
+
+/// `keybound workplan run`: the plan, checked here, run by the issuer.
+fn run(file: &Path, project: &str, as_json: bool, config_dir: Option<&Path>) -> Result<ExitCode, CliError> {
+    let shown = file.display().to_string();
+    let plan = match read_plan(file)?
+        .map_err(|p| vec![p])
+        .and_then(|text| Workplan::check(&text))
+    {
+        Ok(plan) => plan,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{shown}:{}:{}: {}", p.line, p.column, p.message);
+            }
+            return Err(CliError::new(
+                Code::WorkplanInvalid.as_str(),
+                format!("{shown} is not a valid workplan (see `keybound workplan check`)"),
+                EXIT_FAILURE,
+            ));
+        }
+    };
+    let dir = super::session::config_dir(config_dir)?;
+    let client = super::session::client(&dir)?;
+    let rt = super::session::runtime()?;
+    let project = match project.split_once('@') {
+        Some(_) => crate::names::ProjectName::parse(project)?,
+        None => {
+            let session = client.session().ok_or_else(|| {
+                crate::error::Error::new(Code::ClientNoSession, "not logged in: run keybound login first")
+            })?;
+            let me = crate::names::UserName::parse(&session.subject)?;
+            crate::names::ProjectName::new(crate::names::Name::parse("project", project)?, me.domain)
+        }
+    };
+    let now = crate::verify::Clock::now(&crate::verify::SystemClock);
+    let answer = rt.block_on(client.run_workplan(&plan.run_request(&project, now)?))?;
+    if as_json {
+        print_stdout(&answer.to_string())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "ran workplan {} on {project}: workflow id {}, slip expires {}",
+        plan.name,
+        answer["workflow_id"].as_str().unwrap_or("-"),
+        answer["expires_at"]
+            .as_i64()
+            .map_or_else(|| "-".to_owned(), super::render::utc)
+    );
+    for t in answer["trusts"].as_array().into_iter().flatten() {
+        let _ = write!(
+            out,
+            "\n  trust {} for {} at {}: {}",
+            t["id"].as_str().unwrap_or("-"),
+            t["trustee"].as_str().unwrap_or("-"),
+            t["audiences"][0].as_str().unwrap_or("-"),
+            t["roles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    let _ = write!(out, "\nKB-Slip: {}", answer["slip"].as_str().unwrap_or("-"));
+    print_stdout(&out)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The file's text, at most one byte over the limit (so that the check can say it is too large).

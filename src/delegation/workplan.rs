@@ -453,6 +453,37 @@ impl Workplan {
     }
 }
 
+impl Workplan {
+    /// The body of `POST /v1/workplans/run` (spec/delegation.md §11) for a
+    /// run of the plan on `project` at `now`: one delegation per hop, with
+    /// `expires_at` = `now + lifetime`.
+    pub fn run_request(
+        &self,
+        project: &ProjectName,
+        now: u64,
+    ) -> Result<crate::delegation::trust_request::WorkplanRun> {
+        use crate::delegation::trust_request::{PlanDelegation, WorkplanRun};
+        let delegations = self
+            .trust_requests(project, now)?
+            .into_iter()
+            .map(|t| PlanDelegation {
+                trustee: t.trustee.to_string(),
+                audience: t.audience,
+                roles: t.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+                expires_at: t.expires_at,
+                uses: t.uses,
+                redelegation: Some(u64::from(t.redelegation)),
+            })
+            .collect();
+        Ok(WorkplanRun {
+            workflow: self.name.as_str().to_owned(),
+            project: project.name.as_str().to_owned(),
+            domain: Some(project.domain.as_str().to_owned()),
+            delegations,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
