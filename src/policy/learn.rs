@@ -2,11 +2,11 @@
 //! the roles each principal needed and the workplan of its delegations
 //! (spec/delegation.md §9.5).
 //!
-//! The least set of roles for a principal or a hop is a minimum-cardinality
-//! hitting set of its requests' `roles_allowing` (each request needs one of
-//! them); among sets of that size, the one named by the fewest rules of all
-//! the policies given ([`Policy::rules_naming`]: a trust's roles, like a
-//! role assignment, count at every service), then the first by name.
+//! The least set of roles for a principal or a hop is the hitting set of its
+//! requests' `roles_allowing` (each request needs one of them) named by the
+//! fewest rules of all the policies given ([`Policy::rules_naming`]: a
+//! trust's roles, like a role assignment, count at every service), then the
+//! one of fewest roles, then the first by name.
 //! Exact: the search is bounded by [`MAX_CANDIDATE_ROLES`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -262,9 +262,10 @@ fn workplan(hops: &[Hop], plan_name: &str, description: &str) -> Result<Workplan
     Workplan::new(name, description.to_owned(), delegations)
 }
 
-/// The least set of roles hitting every set of `needs`: minimum
-/// cardinality, then fewest rules naming them (`named`), then first by name (sorted
-/// lists compared element by element). Empty when `needs` is.
+/// The least set of roles hitting every set of `needs`: fewest rules
+/// naming them (`named`, which must not fall when a role is added), then
+/// fewest roles, then first by name (sorted lists compared element by
+/// element). Empty when `needs` is.
 pub(crate) fn least_roles(needs: &[&[String]], named: &dyn Fn(&[String]) -> usize) -> Result<Vec<String>> {
     let candidates: Vec<&String> = needs
         .iter()
@@ -291,14 +292,19 @@ pub(crate) fn least_roles(needs: &[&[String]], named: &dyn Fn(&[String]) -> usiz
         return Ok(Vec::new());
     }
     let n = candidates.len();
+    let hits = |mask: u32| masks.iter().all(|need| need & mask != 0);
+    // Every size, smallest first, combinations in lexicographic order (the
+    // order of their sorted role names): the least power wins, then the
+    // fewest roles, then the first. Only minimal hitting sets are weighed:
+    // power never falls when a role is added, so a set with a role it could
+    // drop never beats the set without it.
+    let mut best: Option<(usize, Vec<usize>)> = None;
     for k in 1..=n {
-        // Index combinations in lexicographic order, which is the order of
-        // their (sorted) role names: the first of the least power wins.
         let mut picked: Vec<usize> = (0..k).collect();
-        let mut best: Option<(usize, Vec<usize>)> = None;
         loop {
             let mask = picked.iter().fold(0u32, |m, &i| m | 1 << i);
-            if masks.iter().all(|need| need & mask != 0) {
+            let minimal = hits(mask) && picked.iter().all(|&i| !hits(mask & !(1 << i)));
+            if minimal {
                 let power = named(&names(&picked));
                 if best.as_ref().is_none_or(|(least, _)| power < *least) {
                     best = Some((power, picked.clone()));
@@ -312,11 +318,11 @@ pub(crate) fn least_roles(needs: &[&[String]], named: &dyn Fn(&[String]) -> usiz
                 picked[j] = picked[j - 1] + 1;
             }
         }
-        if let Some((_, picked)) = best {
-            return Ok(names(&picked));
-        }
     }
-    unreachable!("every candidate together meets every need")
+    match best {
+        Some((_, picked)) => Ok(names(&picked)),
+        None => err(Code::PolicyLimit, "no set of the candidate roles meets every need"),
+    }
 }
 
 #[cfg(test)]
@@ -400,11 +406,17 @@ mod tests {
     }
 
     #[test]
-    fn the_least_set_is_the_smallest_then_the_weakest_then_the_first_by_name() {
+    fn the_least_set_is_the_weakest_then_the_smallest_then_the_first_by_name() {
         let none = |_: &[String]| 0;
         let (a, b, c) = (set(&["reader", "admin"]), set(&["writer", "admin"]), set(&["reader"]));
-        // One role meets both needs: admin, though it is powerful.
+        // Equal power: one role beats two.
         assert_eq!(least_roles(&[&a, &b], &none).unwrap(), set(&["admin"]));
+        // Least power first: two weak roles beat one powerful role.
+        let admin_opens_more = |roles: &[String]| roles.iter().map(|r| if r == "admin" { 5 } else { 1 }).sum::<usize>();
+        assert_eq!(
+            least_roles(&[&a, &b], &admin_opens_more).unwrap(),
+            set(&["reader", "writer"])
+        );
         // reader is forced; then writer or admin: by power.
         let power = |roles: &[String]| roles.iter().map(|r| if r == "admin" { 10 } else { 1 }).sum();
         assert_eq!(least_roles(&[&a, &b, &c], &power).unwrap(), set(&["reader", "writer"]));
