@@ -230,6 +230,14 @@ impl SlipBuilder {
                 format!("the slip takes {} bytes; at most {MAX_SLIP_SIZE}", bytes.len()),
             );
         }
+        // The whole COSE_Sign1 as a verifier parses it (S1–S2): the payload
+        // is one byte string, so within the CBOR profile's string limit.
+        UnverifiedSlip::parse(&bytes).map_err(|e| {
+            Error::new(
+                Code::IssueInvalid,
+                format!("verifiers would refuse this slip: {}", e.message()),
+            )
+        })?;
         Ok(Slip::from_bytes(bytes))
     }
 }
@@ -528,6 +536,13 @@ mod tests {
             |b, i| b.hop(format!("s{i}@service"), "https://x", TRUST),
         );
         assert!(most.sign(&key, b"k1").is_ok(), "32 short hops fit");
+        // 32 ordinary hops pass every content rule but not the payload's
+        // string limit (cbor.md): refused here, never issued unverifiable.
+        let long = (0..MAX_HOPS).fold(
+            SlipBuilder::new(ISSUER, "w", "ayoung@stoughton", NOW, NOW + 1),
+            |b, i| b.hop(format!("nova-compute-{i:02}@service"), "https://glance.example", TRUST),
+        );
+        assert_eq!(long.sign(&key, b"k1").unwrap_err().code(), Code::IssueInvalid);
         assert_eq!(builder().sign(&key, b"").unwrap_err().code(), Code::IssueInvalid);
     }
 

@@ -69,7 +69,7 @@ pub struct Delegation {
 pub struct PlannedTrust {
     /// The trustee.
     pub trustee: UserName,
-    /// The audience of the hop (for the routing slip; the trust itself has none).
+    /// The audience of the hop: the trust is restricted to it, and the routing slip names it.
     pub audience: String,
     /// The project the user runs the plan on.
     pub project: ProjectName,

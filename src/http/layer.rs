@@ -567,10 +567,11 @@ fn request_info<'a>(parts: &'a Parts, target: &'a str, body: &[u8]) -> RequestIn
     }
 }
 
-/// Marks every `Authorization` and `KB-Proof` value sensitive, so
-/// `Debug` of the headers and `tower-http`'s trace layers print `Sensitive`.
+/// Marks every `Authorization`, `KB-Proof` and `KB-Slip` value sensitive,
+/// so `Debug` of the headers and `tower-http`'s trace layers print
+/// `Sensitive` (a slip names the trustor and every trust id of a workflow).
 fn mark_sensitive(headers: &mut HeaderMap) {
-    for name in [header::AUTHORIZATION, PROOF_HEADER] {
+    for name in [header::AUTHORIZATION, PROOF_HEADER, SLIP_HEADER] {
         if let header::Entry::Occupied(mut entry) = headers.entry(name) {
             for value in entry.iter_mut() {
                 value.set_sensitive(true);

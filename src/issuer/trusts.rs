@@ -132,6 +132,14 @@ pub(super) async fn create(state: &IssuerState, tx: &mut Tx, trustor: &UserName,
             // A child of a restricted chain is restricted to (a subset of)
             // the services every restricted link allows; it inherits them.
             if let Some(allowed) = chain_audiences(&chain) {
+                if allowed.is_empty() {
+                    // Restricted links with no service in common: the chain
+                    // mints for none, and an empty list would mean "any".
+                    return err(
+                        Code::TrustEscalation,
+                        "the parent trust's chain allows no service in common",
+                    );
+                }
                 if audiences.is_empty() {
                     audiences = allowed;
                 } else if let Some(extra) = audiences.iter().find(|a| !allowed.contains(a)) {

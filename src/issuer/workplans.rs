@@ -111,7 +111,15 @@ async fn create_all(
     for (trust, delegation) in trusts.iter().zip(&plan.delegations) {
         slip = slip.hop(trust.trustee.to_string(), delegation.audience.clone(), trust.id.clone());
     }
-    let slip = state.keys.sign_slip(slip)?;
+    // A slip verifiers would refuse (too large for the plan's names) is
+    // the request's fault: nothing is committed.
+    let slip = state.keys.sign_slip(slip).map_err(|e| match e.code() {
+        crate::error::Code::IssueInvalid => Error::new(
+            crate::error::Code::TrustInvalid,
+            format!("the plan's routing slip cannot be issued: {}", e.message()),
+        ),
+        _ => e,
+    })?;
     let workflow_id = b64url_encode(&workflow_id);
     Ok((
         workflow_id.clone(),
