@@ -153,6 +153,9 @@ codes! {
     KeyIo = "key.io", step "-", status 401, title INVALID_TOKEN;
     /// A key set with two keys under one `kid`, no keys, or a key without `kid`.
     KeySetInvalid = "keyset.invalid", step "K3", status 500, title REFUSED;
+    /// A key set whose sequence is lower than that of a set already loaded
+    /// from the same source: a rollback, ignored (the last good set stays).
+    KeySetRollback = "keyset.rollback", step "K3", status 500, title REFUSED;
 
     // ---- CWT claims ----
     /// The payload is not a claims map.

@@ -2,6 +2,7 @@
 //! refetch limits, garbage, huge bodies, and the issuer going away.
 #![cfg(feature = "http")]
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +30,35 @@ enum Serve {
     Huge,
     /// A huge body streamed in chunks, without Content-Length.
     HugeStream,
+    /// A valid set sent one byte every 200 ms (catalog FD-06).
+    Trickle(Vec<u8>),
+}
+
+/// One byte per tick: a body that never finishes within the fetch timeout.
+struct Trickle {
+    bytes: Vec<u8>,
+    at: usize,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for Trickle {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.at >= self.bytes.len() {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        let next = tokio::time::Instant::now() + Duration::from_millis(200);
+        self.sleep.as_mut().reset(next);
+        let byte = self.bytes[self.at];
+        self.at += 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from(vec![byte])))))
+    }
 }
 
 /// 200 chunks of 1 KB with no declared length: only a streaming limit stops it.
@@ -67,6 +97,14 @@ async fn start_issuer(state: Arc<Issuer>) -> (String, tokio::sync::oneshot::Send
                 if let Serve::HugeStream = serve {
                     return (StatusCode::OK, headers, axum::body::Body::new(Chunks(200)));
                 }
+                if let Serve::Trickle(bytes) = serve {
+                    let sleep = Box::pin(tokio::time::sleep(Duration::ZERO));
+                    return (
+                        StatusCode::OK,
+                        headers,
+                        axum::body::Body::new(Trickle { bytes, at: 0, sleep }),
+                    );
+                }
                 let (status, headers, body) = match serve {
                     Serve::Keys(body, cache_control) => {
                         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/cbor"));
@@ -78,7 +116,7 @@ async fn start_issuer(state: Arc<Issuer>) -> (String, tokio::sync::oneshot::Send
                     Serve::Status(code) => (StatusCode::from_u16(code).unwrap(), headers, b"error".to_vec()),
                     Serve::Garbage => (StatusCode::OK, headers, b"<html>not a key set</html>".to_vec()),
                     Serve::Huge => (StatusCode::OK, headers, vec![0x80; 200_000]),
-                    Serve::HugeStream => unreachable!("answered above"),
+                    Serve::HugeStream | Serve::Trickle(_) => unreachable!("answered above"),
                 };
                 (status, headers, axum::body::Body::from(body))
             }
@@ -103,12 +141,16 @@ fn key(name: &str) -> SigningKey {
 }
 
 fn set_of(keys: &[&SigningKey]) -> Vec<u8> {
+    sequenced_set_of(keys, 0)
+}
+
+fn sequenced_set_of(keys: &[&SigningKey], sequence: u64) -> Vec<u8> {
     let mut set = KeySet::new();
     for k in keys {
         set.insert(k.public_key().default_kid(), k.public_key().clone())
             .unwrap();
     }
-    set.to_cbor()
+    set.with_sequence(sequence).to_cbor()
 }
 
 struct Client {
@@ -343,4 +385,87 @@ fn options_with_cache(cache: &std::path::Path) -> HttpKeysOptions {
         cache_file: Some(cache.to_owned()),
         ..fast_options()
     }
+}
+
+/// Catalog FD-05: a set with a lower sequence than the one loaded (an old
+/// set, with a retired key) is ignored and the last good set kept, also
+/// across a restart from the cache file; FD-04: a sequenced set with no key
+/// withdraws the issuer's keys.
+#[tokio::test]
+async fn a_key_set_with_a_lower_sequence_is_refused_and_the_last_good_set_kept() {
+    let (retired, current) = (key("retired"), key("current"));
+    let dir = tempfile::tempdir().unwrap();
+    let options = options_with_cache(&dir.path().join("keys.cbor"));
+    let state = Arc::new(Issuer {
+        serve: Mutex::new(Serve::Keys(sequenced_set_of(&[&current], 20), None)),
+        fetches: AtomicUsize::new(0),
+    });
+    let (url, _stop) = start_issuer(state.clone()).await;
+    let source = HttpKeys::start(&url, options.clone()).await.unwrap();
+    assert_eq!(source.key_set().sequence(), 20);
+    let verifier = verifier_with(source.clone());
+    let client = Client { key: key("client") };
+    for (old, what) in [
+        (sequenced_set_of(&[&retired, &current], 19), "a lower sequence"),
+        (set_of(&[&retired, &current]), "a bare set (sequence 0)"),
+    ] {
+        *state.serve.lock().unwrap() = Serve::Keys(old, None);
+        let refused = source.refresh().await.unwrap_err();
+        assert_eq!(refused.code(), Code::KeySetRollback, "{what}");
+        assert_eq!(source.key_set().sequence(), 20, "{what}");
+        assert!(
+            source.key_set().get(&retired.public_key().default_kid()).is_none(),
+            "{what}"
+        );
+        let err = client.request(&retired, &verifier).await.unwrap_err();
+        assert_eq!(err.code(), Code::CoseKeyUnknown, "{what}: the retired key stays out");
+        client.request(&current, &verifier).await.expect("the last good set");
+    }
+    // A restart does not forget the sequence: the cache file is its floor.
+    drop(source);
+    let restarted = HttpKeys::start(&url, options.clone()).await.unwrap();
+    assert_eq!(
+        restarted.key_set().sequence(),
+        20,
+        "the rollback is refused at start too"
+    );
+    assert!(restarted.key_set().get(&retired.public_key().default_kid()).is_none());
+    // The same sequence again, and a higher one, are taken.
+    *state.serve.lock().unwrap() = Serve::Keys(sequenced_set_of(&[&current], 20), None);
+    restarted.refresh().await.unwrap();
+    *state.serve.lock().unwrap() = Serve::Keys(sequenced_set_of(&[], 21), None);
+    restarted.refresh().await.unwrap();
+    assert!(restarted.key_set().is_withdrawn());
+    let err = client.request(&current, &verifier_with(restarted)).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::CoseKeyUnknown,
+        "a withdrawn issuer's tokens are refused"
+    );
+}
+
+/// Catalog FD-06: a set trickled one byte at a time is cut off by the fetch
+/// timeout; the last good set stays.
+#[tokio::test]
+async fn a_trickled_key_set_times_out_and_the_last_good_set_is_kept() {
+    let k1 = key("k1");
+    let state = Arc::new(Issuer {
+        serve: Mutex::new(Serve::Keys(sequenced_set_of(&[&k1], 5), None)),
+        fetches: AtomicUsize::new(0),
+    });
+    let (url, _stop) = start_issuer(state.clone()).await;
+    let options = HttpKeysOptions {
+        timeout: Duration::from_secs(1),
+        ..fast_options()
+    };
+    let source = HttpKeys::start(&url, options).await.unwrap();
+    *state.serve.lock().unwrap() = Serve::Trickle(sequenced_set_of(&[&key("k2")], 6));
+    let started = std::time::Instant::now();
+    assert_eq!(source.refresh().await.unwrap_err().code(), Code::KeySetInvalid);
+    assert!(started.elapsed() < Duration::from_secs(3), "cut off by the timeout");
+    assert_eq!(source.key_set().sequence(), 5);
+    Client { key: key("client") }
+        .request(&k1, &verifier_with(source))
+        .await
+        .unwrap();
 }

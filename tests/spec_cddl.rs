@@ -231,6 +231,15 @@ fn keys_and_key_sets_validate() {
             .with(b"previous".to_vec(), client.public_key().clone())
             .unwrap();
         assert_valid("COSE_KeySet", &set.to_cbor(), "key set");
+        assert_valid("KeySetDocument", &set.to_cbor(), "bare key-set document");
+        let sequenced = set.clone().with_sequence(1_763_800_000).to_cbor();
+        assert_valid("SequencedKeySet", &sequenced, "sequenced key set");
+        assert_valid("KeySetDocument", &sequenced, "sequenced key-set document");
+        assert_invalid("COSE_KeySet", &sequenced, "a sequenced set is not a bare COSE_KeySet");
+        let withdrawn = KeySet::new().with_sequence(5).to_cbor();
+        assert!(KeySet::from_cbor(&withdrawn).is_ok_and(|s| s.is_withdrawn()));
+        assert_valid("KeySetDocument", &withdrawn, "a withdrawal");
+        assert_invalid("SequencedKeySet", &[0xa2, 0x01, 0x00, 0x02, 0x80], "sequence 0");
     }
     // An entry of an unsupported type (OKP/X25519) that verifiers skip.
     let (issuer, _) = keys(Algorithm::EdDSA);

@@ -26,7 +26,7 @@
 //! Static mode: one key from a file, never rotated.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use zeroize::Zeroizing;
@@ -142,8 +142,8 @@ struct Sets {
 #[derive(Default)]
 struct Cache {
     keys: HashMap<u64, Arc<SigningKey>>,
-    /// Keyed by (current epoch, oldest published, oldest internal).
-    sets: Option<((u64, u64, u64), Sets)>,
+    /// Keyed by (current epoch, oldest published, oldest internal, sequence).
+    sets: Option<((u64, u64, u64, u64), Sets)>,
 }
 
 /// Signing keys of one issuer.
@@ -159,6 +159,9 @@ pub struct IssuerKeys {
     /// Set when the database records another root secret (an emergency
     /// replacement): this process stops signing, publishing and accepting.
     replaced: AtomicBool,
+    /// When the database recorded the root secret in use (its replacement
+    /// time after an emergency): the floor of the key-set sequence.
+    root_since: AtomicU64,
 }
 
 impl std::fmt::Debug for IssuerKeys {
@@ -206,6 +209,7 @@ impl IssuerKeys {
             cache: Mutex::new(Cache::default()),
             schedule: RwLock::new(RotationSchedule::default()),
             replaced: AtomicBool::new(false),
+            root_since: AtomicU64::new(0),
         })
     }
 
@@ -223,6 +227,7 @@ impl IssuerKeys {
             cache: Mutex::new(Cache::default()),
             schedule: RwLock::new(RotationSchedule::default()),
             replaced: AtomicBool::new(false),
+            root_since: AtomicU64::new(0),
         }
     }
 
@@ -264,6 +269,31 @@ impl IssuerKeys {
     /// new secret undoes it.
     pub fn mark_replaced(&self) {
         self.replaced.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes the time the database recorded the root secret in use: the
+    /// published key set's sequence is at least this, so the sets after an
+    /// emergency replacement outrank every set of the old secret.
+    pub fn set_root_since(&self, recorded_at: u64) {
+        self.root_since.store(recorded_at, Ordering::SeqCst);
+    }
+
+    /// The sequence of the published key set (spec/issuer.md §7.1): with
+    /// derived keys, the later of the time the current epoch began and the
+    /// time the root secret was recorded. Both only grow, every replica
+    /// computes the same value, and it changes whenever the set does (a new
+    /// epoch adds a key; a new root secret changes them all). A fixed key:
+    /// 0, the bare COSE_KeySet.
+    pub fn sequence(&self) -> u64 {
+        match &self.mode {
+            Mode::Static { .. } => 0,
+            Mode::Derived { period, .. } => {
+                let now = self.clock.now();
+                let offset = self.schedule.read().unwrap_or_else(|p| p.into_inner()).offset_at(now);
+                let started = ((now + offset) / period * period).saturating_sub(offset);
+                started.max(self.root_since.load(Ordering::SeqCst)).max(1)
+            }
+        }
     }
 
     /// Whether [`IssuerKeys::mark_replaced`] was called.
@@ -398,13 +428,14 @@ impl IssuerKeys {
         // never drop a key that can still have signed a live token.
         let oldest = |window: u64| self.epoch_at(lookback_start(now, period, window), period);
         let (oldest_published, oldest_internal) = (oldest(self.publish_back), oldest(self.verify_back));
-        let cache_key = (epoch, oldest_published, oldest_internal);
+        let sequence = self.sequence();
+        let cache_key = (epoch, oldest_published, oldest_internal, sequence);
         if let Some((k, sets)) = &self.cache.lock().unwrap_or_else(|p| p.into_inner()).sets
             && *k == cache_key
         {
             return Ok(sets.clone());
         }
-        let mut published = KeySet::new();
+        let mut published = KeySet::new().with_sequence(sequence);
         let mut internal = KeySet::new();
         // Newest first: next, current, then older ones.
         for e in (oldest_internal..=epoch + 1).rev() {
@@ -616,6 +647,42 @@ mod tests {
             .is_err()
         );
         assert!(IssuerKeys::derived(Zeroizing::new(vec![1; 32]), Algorithm::EdDSA, 60, 330, 0, clock).is_err());
+    }
+
+    #[test]
+    fn the_key_set_sequence_grows_with_epochs_rotations_and_a_new_root_secret() {
+        let start = 10_000 * 600 + 100;
+        let clock = Arc::new(ManualClock::new(start));
+        let keys = IssuerKeys::derived(
+            Zeroizing::new(vec![1; 32]),
+            Algorithm::EdDSA,
+            600,
+            330,
+            43_230,
+            clock.clone(),
+        )
+        .unwrap();
+        let sequence_of_set =
+            |keys: &IssuerKeys| KeySet::from_cbor(&keys.published_cbor().unwrap()).unwrap().sequence();
+        assert_eq!(sequence_of_set(&keys), 10_000 * 600, "the epoch's start");
+        clock.set(start + 400);
+        assert_eq!(sequence_of_set(&keys), 10_000 * 600, "unchanged within an epoch");
+        // A rotation at start + 400 begins the next epoch then.
+        let rotation = keys.plan_rotation(start + 400, false).unwrap();
+        keys.set_schedule(RotationSchedule::new(vec![(start + 400, rotation.offset)]));
+        assert_eq!(sequence_of_set(&keys), start + 400);
+        clock.set(start + 1000);
+        assert_eq!(sequence_of_set(&keys), start + 1000, "the next natural boundary");
+        // A root secret recorded later (an emergency replacement) outranks them.
+        keys.set_root_since(start + 1200);
+        clock.set(start + 1300);
+        assert_eq!(sequence_of_set(&keys), start + 1200);
+        let fixed = IssuerKeys::fixed(SigningKey::derive(Algorithm::EdDSA, b"s", b"f").unwrap(), clock);
+        assert_eq!(
+            fixed.published_cbor().unwrap()[0],
+            0x81,
+            "a fixed key publishes the bare COSE_KeySet"
+        );
     }
 
     #[test]

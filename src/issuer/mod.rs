@@ -580,6 +580,9 @@ impl IssuerState {
                 );
                 self.keys.mark_replaced();
             }
+            if let Some(recorded_at) = conn.root_recorded_at().await? {
+                self.keys.set_root_since(recorded_at);
+            }
         }
         let period = self.config.rotation_period;
         let window = self.config.max_session_lifetime + self.config.leeway;

@@ -1934,9 +1934,9 @@ fn complete(document: &mut Value) {
         "RetryAfter": {"description": "seconds", "schema": {"type": "string", "enum": ["1"]}}
     });
     components["schemas"]["KeySet"] = json!({
-        "description": "COSE_KeySet (spec/formats.md §6), deterministic CBOR; CDDL rule `COSE_KeySet` of spec/keybound.cddl",
+        "description": "Key-set document (spec/formats.md §6.1): the COSE_KeySet under its sequence number, deterministic CBOR; CDDL rule `KeySetDocument` of spec/keybound.cddl",
         "contentMediaType": "application/cbor",
-        "x-cddl-rule": "COSE_KeySet"
+        "x-cddl-rule": "KeySetDocument"
     });
     // Closed sets of strings that the Rust types keep as `String`.
     let schemas = &mut components["schemas"];

@@ -12,7 +12,7 @@ use crate::key::{KeySet, MAX_KEYSET_SIZE};
 /// How often, at most, the file's modification time is checked.
 const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Keys from a file holding a COSE_KeySet (CBOR, hex or base64url). The file
+/// Keys from a file holding a key-set document (CBOR, hex or base64url). The file
 /// is checked for changes at most every 5 s; a changed file that does not
 /// parse is ignored and the previous set kept.
 pub struct FileKeys {
@@ -77,11 +77,16 @@ impl FileKeys {
         if modified == current {
             return;
         }
-        // A set that fails to parse never replaces a good one.
+        // A set that fails to parse never replaces a good one, nor does
+        // one with a lower sequence (a rollback, spec/verification.md K3).
         if let Ok((set, modified)) = read_set(&self.path)
             && let Ok(mut state) = self.state.write()
         {
-            *state = (Arc::new(set), modified);
+            if set.sequence() < state.0.sequence() {
+                state.1 = modified;
+            } else {
+                *state = (Arc::new(set), modified);
+            }
         }
     }
 }

@@ -69,7 +69,7 @@ struct Inner {
 pub struct FetchStats {
     /// Successful fetches.
     pub successes: u64,
-    /// Failed fetches (network, status, size or parse).
+    /// Failed fetches (network, status, size, parse or rollback).
     pub failures: u64,
     /// The last failure's message.
     pub last_error: Option<String>,
@@ -139,7 +139,7 @@ fn cache_lifetime(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// The cache file: a CBOR array of the URL the set came from and the
-/// COSE_KeySet, so a file left by another issuer's URL is never trusted.
+/// key-set document (with its sequence), so a file left by another issuer's URL is never trusted.
 fn cache_file_bytes(url: &str, set: &KeySet) -> Vec<u8> {
     let mut out = Vec::new();
     crate::cbor::write_array(&mut out, 2);
@@ -183,7 +183,12 @@ fn read_cache_file(bytes: &[u8], url: &str) -> Option<KeySet> {
 impl Inner {
     /// One fetch. On success the set is swapped in; on failure the old set stays.
     async fn fetch(&self) -> Result<Duration> {
-        let result = self.fetch_once().await;
+        // Install the new set before waking the requests waiting on an
+        // unknown kid, so their retry sees it.
+        let result = match self.fetch_once().await {
+            Ok((set, lifetime)) => self.install(set).map(|set| (set, lifetime)),
+            Err(e) => Err(e),
+        };
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok((set, _)) => {
@@ -204,14 +209,29 @@ impl Inner {
             }
         }
         drop(stats);
-        // Install the new set before waking the requests waiting on an
-        // unknown kid, so their retry sees it.
-        let result = result.map(|(set, lifetime)| {
-            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
-            lifetime
-        });
         self.generation.send_modify(|g| *g += 1);
-        result
+        result.map(|(_, lifetime)| lifetime)
+    }
+
+    /// Swaps `set` in unless its sequence is lower than the current one's
+    /// (a rollback: catalog FD-05); checked under the lock, so two fetches
+    /// finishing together cannot install the older set last.
+    fn install(&self, set: KeySet) -> Result<Arc<KeySet>> {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if set.sequence() < current.sequence() {
+            return err(
+                Code::KeySetRollback,
+                format!(
+                    "key set from {} has sequence {}, lower than the {} already loaded; keeping the last good set",
+                    self.url,
+                    set.sequence(),
+                    current.sequence()
+                ),
+            );
+        }
+        let set = Arc::new(set);
+        *current = set.clone();
+        Ok(set)
     }
 
     async fn fetch_once(&self) -> Result<(KeySet, Duration)> {
@@ -277,20 +297,25 @@ impl HttpKeys {
             stats: Mutex::new(FetchStats::default()),
             options,
         });
+        // The cache file is loaded first, so that its sequence is the floor
+        // of the first fetch too: a restart does not forget a newer set.
+        let cached = inner
+            .options
+            .cache_file
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| read_cache_file(&b, inner.url.as_str()));
+        let have_cache = cached.is_some();
+        if let Some(set) = cached {
+            *inner.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        }
         let first = match inner.fetch().await {
             Ok(lifetime) => lifetime,
-            Err(e) => {
-                let cached = inner
-                    .options
-                    .cache_file
-                    .as_ref()
-                    .and_then(|p| std::fs::read(p).ok())
-                    .and_then(|b| read_cache_file(&b, inner.url.as_str()));
-                let Some(set) = cached else { return Err(e) };
-                tracing::warn!(url = %inner.url, error = %e, "issuer unreachable at start; using the cached key set");
-                *inner.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+            Err(e) if have_cache => {
+                tracing::warn!(url = %inner.url, error = %e, "no usable key set from the issuer at start; using the cached one");
                 inner.options.min_refresh
             }
+            Err(e) => return Err(e),
         };
         tokio::spawn(refresh_loop(Arc::downgrade(&inner), first));
         Ok(HttpKeys { inner })

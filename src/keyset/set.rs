@@ -1,7 +1,10 @@
-//! COSE_KeySet: an issuer's public keys, each with a `kid`.
+//! COSE_KeySet: an issuer's public keys, each with a `kid`, and the key-set
+//! document an issuer publishes (spec/formats.md §6.1).
 //!
 //! ```cddl
+//! KeySetDocument = COSE_KeySet / SequencedKeySet
 //! COSE_KeySet = [+ COSE_Key]   ; every key has kid (2); kids are unique
+//! SequencedKeySet = { 1 => uint .ge 1, 2 => [* COSE_Key] }   ; [] withdraws every key
 //! ```
 
 use std::sync::Arc;
@@ -13,10 +16,12 @@ use crate::key::{CoseKeyParts, PublicKey};
 /// Largest key set accepted, in bytes: room for dozens of keys.
 pub const MAX_KEYSET_SIZE: usize = 64 * 1024;
 
-/// The public keys of one issuer, looked up by `kid`.
+/// The public keys of one issuer, looked up by `kid`, with the sequence
+/// number the issuer published them under (0: none, a bare COSE_KeySet).
 #[derive(Clone, Debug, Default)]
 pub struct KeySet {
     keys: Vec<(Vec<u8>, Arc<PublicKey>)>,
+    sequence: u64,
 }
 
 impl KeySet {
@@ -46,6 +51,25 @@ impl KeySet {
         Ok(self)
     }
 
+    /// The same keys under `sequence` (spec/formats.md §6.1): the issuer
+    /// raises it whenever the set changes, and verifiers refuse a set with a
+    /// lower one than they have seen (`keyset.rollback`).
+    pub fn with_sequence(mut self, sequence: u64) -> Self {
+        self.sequence = sequence;
+        self
+    }
+
+    /// The sequence number (0 for a bare COSE_KeySet).
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// True for a sequenced document with no key: the issuer withdrew every
+    /// key, and no token of it verifies any more (catalog FD-04).
+    pub fn is_withdrawn(&self) -> bool {
+        self.sequence > 0 && self.keys.is_empty()
+    }
+
     /// The key with this kid.
     pub fn get(&self, kid: &[u8]) -> Option<&Arc<PublicKey>> {
         self.keys.iter().find(|(k, _)| k == kid).map(|(_, key)| key)
@@ -66,9 +90,16 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// Encodes the set as a COSE_KeySet (each key with kid and alg).
+    /// Encodes the key-set document: the bare COSE_KeySet (each key with
+    /// kid and alg) when the sequence is 0, else `{1: sequence, 2: keys}`.
     pub fn to_cbor(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        if self.sequence > 0 {
+            cbor::write_map(&mut out, 2);
+            cbor::write_uint(&mut out, 1);
+            cbor::write_uint(&mut out, self.sequence);
+            cbor::write_uint(&mut out, 2);
+        }
         cbor::write_array(&mut out, self.keys.len());
         for (kid, key) in &self.keys {
             out.extend_from_slice(&key.to_cose_key(Some(kid)));
@@ -76,7 +107,9 @@ impl KeySet {
         out
     }
 
-    /// Decodes a COSE_KeySet (spec/verification.md K3). An entry is skipped
+    /// Decodes a key-set document (spec/verification.md K3): a bare
+    /// COSE_KeySet, or a sequenced one (`{1: sequence ≥ 1, 2: keys}`, whose
+    /// key array may be empty: a withdrawal). An entry is skipped
     /// by its kid when its kty is neither OKP nor EC2 (then nothing but the
     /// kid is read), or when it is an OKP or EC2 key this profile cannot use
     /// (`key.unsupported`: another curve or alg, a compressed EC2 point), so
@@ -92,10 +125,38 @@ impl KeySet {
         }
         cbor::validate(bytes)?;
         let mut r = Reader::new(bytes);
+        let mut sequence = 0;
+        if let Some(entries) = r.map() {
+            // Deterministic encoding: exactly 1 then 2.
+            if entries != 2 || r.uint() != Some(1) {
+                return err(
+                    Code::KeySetInvalid,
+                    "a sequenced key set is the map {1: sequence, 2: keys}",
+                );
+            }
+            sequence = match r.uint() {
+                Some(n) if n >= 1 => n,
+                _ => {
+                    return err(
+                        Code::KeySetInvalid,
+                        "a key-set sequence is an unsigned integer of at least 1",
+                    );
+                }
+            };
+            if r.uint() != Some(2) {
+                return err(
+                    Code::KeySetInvalid,
+                    "a sequenced key set is the map {1: sequence, 2: keys}",
+                );
+            }
+        }
         let Some(count) = r.array() else {
             return err(Code::KeySetInvalid, "a COSE_KeySet is an array of COSE_Keys");
         };
-        let mut set = KeySet::new();
+        let mut set = KeySet::new().with_sequence(sequence);
+        if count == 0 && sequence > 0 {
+            return Ok(set);
+        }
         for index in 0..count {
             let parts = CoseKeyParts::read(&mut r).map_err(|e| in_entry(index, e))?;
             let Some(kid) = parts.kid.map(<[u8]>::to_vec) else {
@@ -167,6 +228,39 @@ mod tests {
         okp_y.extend_from_slice(&[0x22, 0xf5]);
         let refused = KeySet::from_cbor(&[&[0x82][..], &okp_y, &good].concat()).unwrap_err();
         assert_eq!(refused.code(), Code::KeySetInvalid);
+    }
+
+    #[test]
+    fn sequenced_sets_round_trip_and_may_withdraw_every_key() {
+        let a = SigningKey::derive(Algorithm::EdDSA, b"s", b"a").unwrap();
+        let set = KeySet::new()
+            .with(b"a".to_vec(), a.public_key().clone())
+            .unwrap()
+            .with_sequence(7);
+        let bytes = set.to_cbor();
+        assert_eq!(&bytes[..5], &[0xa2, 0x01, 0x07, 0x02, 0x81]);
+        let decoded = KeySet::from_cbor(&bytes).unwrap();
+        assert_eq!(decoded.sequence(), 7);
+        assert!(decoded.get(b"a").is_some() && !decoded.is_withdrawn());
+        // Sequence 0 is the bare COSE_KeySet: one encoding per document.
+        assert_eq!(set.clone().with_sequence(0).to_cbor()[0], 0x81);
+        let withdrawn = KeySet::from_cbor(&[0xa2, 0x01, 0x09, 0x02, 0x80]).unwrap();
+        assert!(withdrawn.is_withdrawn() && withdrawn.sequence() == 9);
+        for bad in [
+            &[0xa2, 0x01, 0x00, 0x02, 0x80][..],         // sequence 0
+            &[0xa1, 0x01, 0x01],                         // no keys
+            &[0xa3, 0x01, 0x01, 0x02, 0x80, 0x03, 0x00], // another label
+            &[0xa2, 0x01, 0x20, 0x02, 0x80],             // negative sequence
+        ] {
+            assert_eq!(
+                KeySet::from_cbor(bad).unwrap_err().code(),
+                Code::KeySetInvalid,
+                "{bad:02x?}"
+            );
+        }
+        // Labels out of order are not deterministic CBOR (the strict profile).
+        let unordered = KeySet::from_cbor(&[0xa2, 0x02, 0x80, 0x01, 0x01]).unwrap_err();
+        assert_eq!(unordered.code(), Code::CborNotDeterministic);
     }
 
     #[test]

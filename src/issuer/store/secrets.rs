@@ -12,6 +12,9 @@ pub trait RootSecrets {
     /// Records `fingerprint` if none is recorded yet; returns the recorded
     /// one (the first replica's).
     fn record_root_fingerprint(&mut self, fingerprint: &str, now: i64) -> impl Future<Output = Result<String>> + Send;
+    /// When the recorded fingerprint was recorded (first start or last
+    /// replacement), if any.
+    fn root_recorded_at(&mut self) -> impl Future<Output = Result<Option<u64>>> + Send;
     /// The recorded fingerprint, if any.
     fn root_fingerprint(&mut self) -> impl Future<Output = Result<Option<String>>> + Send;
     /// Replaces the recorded fingerprint (an emergency replacement) and
@@ -50,6 +53,15 @@ impl RootSecrets for Conn {
             .await
             .map_err(unavailable)?;
         get_str(&row, "fingerprint")
+    }
+
+    async fn root_recorded_at(&mut self) -> Result<Option<u64>> {
+        let row = sqlx::query("SELECT recorded_at FROM root_secret WHERE id = 1")
+            .fetch_optional(&mut *self)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| get_i64(&r, "recorded_at").map(|t| u64::try_from(t).unwrap_or(0)))
+            .transpose()
     }
 
     async fn root_fingerprint(&mut self) -> Result<Option<String>> {
