@@ -32,11 +32,13 @@ audience); the token without the key (a stolen bearer token) is refused; a tampe
 the role is revoked and the next token request is refused. Exits 0 only if every step behaved as \
 expected, and removes everything it created.
 
-`keybound demo delegation` walks through delegation (trusts, spec/delegation.md) the same way.";
+`keybound demo delegation` walks through delegation (trusts, spec/delegation.md) the same way, and \
+`keybound demo workflow` the seed's deploy-instance workflow (workplans and routing slips).";
 pub(crate) const EXAMPLES: &str = "\
 Examples:
   keybound demo
   keybound demo delegation
+  keybound demo workflow
   cargo run --release -- demo";
 
 const DELEGATION_ABOUT: &str = "Run the delegation story on loopback: a user trusts a service user to act for her";
@@ -68,20 +70,49 @@ pub(crate) struct Args {
 enum Story {
     #[command(about = DELEGATION_ABOUT, long_about = DELEGATION_LONG, after_help = DELEGATION_EXAMPLES)]
     Delegation,
+    #[command(
+        about = super::demo_workflow::ABOUT,
+        long_about = super::demo_workflow::LONG_ABOUT,
+        after_help = super::demo_workflow::EXAMPLES
+    )]
+    Workflow(super::demo_workflow::Args),
 }
 
 /// The trustee of the delegation story.
 const HEAT: &str = "heat@service";
 
+/// The steps of a story: each printed as it happens (or, for `--json`,
+/// kept for one document at the end).
 #[derive(Default)]
-struct Step {
+pub(super) struct Step {
     number: usize,
-    failures: usize,
+    pub(super) failures: usize,
+    /// Print nothing; keep the steps in `entries`.
+    quiet: bool,
+    /// Every step: what, expected, got, ok.
+    pub(super) entries: Vec<serde_json::Value>,
 }
 
 impl Step {
+    pub(super) fn new(quiet: bool) -> Self {
+        Step {
+            quiet,
+            ..Step::default()
+        }
+    }
+
+    /// Prints `text` unless quiet.
+    pub(super) fn say(&self, text: &str) -> Result<()> {
+        if self.quiet { Ok(()) } else { say(text) }
+    }
+
     /// `expected` is "accepted" or the code of the refusal.
-    fn check(&mut self, what: &str, expected: &str, outcome: std::result::Result<String, Error>) -> Result<()> {
+    pub(super) fn check(
+        &mut self,
+        what: &str,
+        expected: &str,
+        outcome: std::result::Result<String, Error>,
+    ) -> Result<()> {
         let ok = match &outcome {
             Ok(_) => expected == "accepted",
             Err(e) => e.code().as_str() == expected,
@@ -90,14 +121,44 @@ impl Step {
     }
 
     /// Accepted, with exactly this answer.
-    fn check_answer(&mut self, what: &str, expected: &str, outcome: std::result::Result<String, Error>) -> Result<()> {
+    pub(super) fn check_answer(
+        &mut self,
+        what: &str,
+        expected: &str,
+        outcome: std::result::Result<String, Error>,
+    ) -> Result<()> {
         let ok = matches!(&outcome, Ok(answer) if answer == expected);
         // The answer is long: show it once when it is the expected one.
-        let outcome = if ok { Ok("that answer".to_owned()) } else { outcome };
-        self.record(what, &format!("accepted ({expected})"), ok, &outcome)
+        let shown = if ok {
+            Ok("that answer".to_owned())
+        } else {
+            outcome.clone()
+        };
+        self.entries_push(what, expected, ok, &outcome);
+        self.print(what, &format!("accepted ({expected})"), ok, &shown)
     }
 
     fn record(
+        &mut self,
+        what: &str,
+        expected: &str,
+        ok: bool,
+        outcome: &std::result::Result<String, Error>,
+    ) -> Result<()> {
+        self.entries_push(what, expected, ok, outcome);
+        self.print(what, expected, ok, outcome)
+    }
+
+    fn entries_push(&mut self, what: &str, expected: &str, ok: bool, outcome: &std::result::Result<String, Error>) {
+        let got = match outcome {
+            Ok(detail) => json!({"accepted": detail}),
+            Err(e) => json!({"refused": e.code().as_str(), "message": e.message()}),
+        };
+        self.entries
+            .push(json!({"what": what, "expected": expected, "got": got, "ok": ok}));
+    }
+
+    fn print(
         &mut self,
         what: &str,
         expected: &str,
@@ -113,7 +174,7 @@ impl Step {
             self.failures += 1;
         }
         let mark = if ok { "ok  " } else { "FAIL" };
-        say(&format!(
+        self.say(&format!(
             "{mark} {:>2}. {what}\n         expected {expected}, {got}",
             self.number
         ))
@@ -189,7 +250,7 @@ async fn send(url: &str, token: &Token, proof: Option<Vec<u8>>) -> std::result::
     Err(error_from_response(response).await)
 }
 
-fn random<const N: usize>() -> Result<[u8; N]> {
+pub(super) fn random<const N: usize>() -> Result<[u8; N]> {
     let mut out = [0u8; N];
     getrandom::fill(&mut out).map_err(|e| Error::new(Code::IssueInvalid, format!("no randomness available: {e}")))?;
     Ok(out)
@@ -318,7 +379,7 @@ fn her_grant() -> serde_json::Value {
 }
 
 /// One admin API call that must succeed.
-async fn admin_call(
+pub(super) async fn admin_call(
     loopback: &LoopbackIssuer,
     admin: &Client,
     method: reqwest::Method,
@@ -505,20 +566,28 @@ pub(crate) fn run(args: Args) -> std::result::Result<ExitCode, CliError> {
         crate::encoding::hex_encode(&random::<4>()?)
     ));
     std::fs::create_dir_all(&dir).map_err(|e| CliError::io(format!("cannot create {}: {e}", dir.display())))?;
+    let json = matches!(&args.story, Some(Story::Workflow(a)) if a.json);
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
-            match args.story {
-                None => story(&dir).await,
-                Some(Story::Delegation) => delegation(&dir).await,
+            match &args.story {
+                None => story(&dir).await.map(|n| (n, None)),
+                Some(Story::Delegation) => delegation(&dir).await.map(|n| (n, None)),
+                Some(Story::Workflow(a)) => super::demo_workflow::story(&dir, a).await.map(|(n, v)| (n, Some(v))),
             }
         })
         .map_err(CliError::from)
     });
     // Everything the demo created goes, whatever happened.
     let _ = std::fs::remove_dir_all(&dir);
-    match result? {
+    let (failures, found) = result?;
+    if json && let Some(found) = found {
+        print_stdout(&serde_json::to_string_pretty(&found).unwrap_or_default())?;
+    }
+    match failures {
         0 => {
-            print_stdout("\nevery step behaved as expected")?;
+            if !json {
+                print_stdout("\nevery step behaved as expected")?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         // The demo checks the library against itself: a step that misbehaves is a bug.

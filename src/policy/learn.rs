@@ -157,7 +157,7 @@ pub fn learn(
         }
     }
 
-    let named = |roles: &[String]| policies.values().map(|p| p.rules_naming(roles)).sum();
+    let named = |roles: &[String]| -> usize { policies.values().map(|p| p.rules_naming(roles)).sum() };
     let mut assignments = Vec::with_capacity(principals.len());
     for ((subject, project), needs) in principals {
         let roles = least_roles(&needs.sets, &named).map_err(|e| context(e, subject))?;
@@ -172,12 +172,16 @@ pub fn learn(
     let mut learned_hops = Vec::with_capacity(hops.len());
     for ((trustee, audience, project), needs) in hops {
         let what = format!("{trustee} at {audience}");
-        let mut roles = least_roles(&needs.sets, &named).map_err(|e| context(e, &what))?;
+        // A hop's trust is restricted to its audience (§11), so power there
+        // comes first; power anywhere else only breaks ties.
+        let here = policy(audience)?;
+        let power = |roles: &[String]| (here.rules_naming(roles), named(roles));
+        let mut roles = least_roles(&needs.sets, &power).map_err(|e| context(e, &what))?;
         if roles.is_empty() {
             // Nothing needed a role, but a trust delegates at least one: the
             // least powerful role the hop held.
             let held: Vec<&str> = needs.held.iter().copied().collect();
-            if let Some(least) = held.iter().min_by_key(|role| (named(&[(**role).to_owned()]), **role)) {
+            if let Some(least) = held.iter().min_by_key(|role| (power(&[(**role).to_owned()]), **role)) {
                 roles.push((*least).to_owned());
             }
         }
@@ -266,7 +270,7 @@ fn workplan(hops: &[Hop], plan_name: &str, description: &str) -> Result<Workplan
 /// naming them (`named`, which must not fall when a role is added), then
 /// fewest roles, then first by name (sorted lists compared element by
 /// element). Empty when `needs` is.
-pub(crate) fn least_roles(needs: &[&[String]], named: &dyn Fn(&[String]) -> usize) -> Result<Vec<String>> {
+pub(crate) fn least_roles<K: Ord>(needs: &[&[String]], named: &dyn Fn(&[String]) -> K) -> Result<Vec<String>> {
     let candidates: Vec<&String> = needs
         .iter()
         .flat_map(|set| set.iter())
@@ -298,7 +302,7 @@ pub(crate) fn least_roles(needs: &[&[String]], named: &dyn Fn(&[String]) -> usiz
     // fewest roles, then the first. Only minimal hitting sets are weighed:
     // power never falls when a role is added, so a set with a role it could
     // drop never beats the set without it.
-    let mut best: Option<(usize, Vec<usize>)> = None;
+    let mut best: Option<(K, Vec<usize>)> = None;
     for k in 1..=n {
         let mut picked: Vec<usize> = (0..k).collect();
         loop {
@@ -369,6 +373,46 @@ mod tests {
         BTreeMap::from([("https://a.example".to_owned(), policy)])
     }
 
+    /// A hop's power is counted at its own audience first: `reader` opened
+    /// at other services does not make it look stronger than `writer` at
+    /// Glance, where the hop's trust is restricted to (spec/delegation.md
+    /// §9.5). A principal's power counts every policy.
+    #[test]
+    fn a_hop_gets_the_weakest_roles_at_its_own_audience() {
+        let glance = Policy::from_toml(
+            "[[rule]]\noperation = \"show\"\nroles = [\"reader\", \"writer\"]\n[[rule]]\noperation = \"upload\"\nroles = [\"writer\"]\n",
+        )
+        .unwrap();
+        let reads = |n: &str| {
+            Policy::from_toml(&format!("[[rule]]\noperation = \"{n}1\"\nroles = [\"reader\"]\n[[rule]]\noperation = \"{n}2\"\nroles = [\"reader\"]\n")).unwrap()
+        };
+        let policies = BTreeMap::from([
+            ("https://glance.example".to_owned(), glance),
+            ("https://cinder.example".to_owned(), reads("c")),
+            ("https://neutron.example".to_owned(), reads("n")),
+        ]);
+        let nova = Some("nova-compute@service");
+        let hop = record(
+            "https://glance.example",
+            nova,
+            "turing",
+            Some("show"),
+            &["reader", "writer"],
+        );
+        let learned = learn(&[hop], "w", &policies, "w", "d").unwrap();
+        assert_eq!(learned.hops[0].roles, set(&["reader"]));
+        // The user's own reads at Glance: reader opens 5 rules in all, writer 2.
+        let own = record(
+            "https://glance.example",
+            None,
+            "turing",
+            Some("show"),
+            &["reader", "writer"],
+        );
+        let learned = learn(&[own], "w", &policies, "w", "d").unwrap();
+        assert_eq!(learned.assignments[0].roles, set(&["writer"]));
+    }
+
     /// A hop that needed no role gets the weakest role it held; requests
     /// the policy refuses to delegated callers are reported; one trustee at
     /// one audience on two projects makes no one workplan.
@@ -418,7 +462,7 @@ mod tests {
             set(&["reader", "writer"])
         );
         // reader is forced; then writer or admin: by power.
-        let power = |roles: &[String]| roles.iter().map(|r| if r == "admin" { 10 } else { 1 }).sum();
+        let power = |roles: &[String]| roles.iter().map(|r| if r == "admin" { 10 } else { 1 }).sum::<usize>();
         assert_eq!(least_roles(&[&a, &b, &c], &power).unwrap(), set(&["reader", "writer"]));
         // Equal power: the first by name.
         assert_eq!(least_roles(&[&set(&["b", "a"])], &none).unwrap(), set(&["a"]));
