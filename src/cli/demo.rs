@@ -185,7 +185,9 @@ fn say(text: &str) -> Result<()> {
     print_stdout(text).map_err(|e| Error::new(Code::ClientStorage, e.message().to_owned()))
 }
 
-async fn service(name: &'static str, issuer: &str) -> Result<String> {
+/// A free 127.0.0.1 port for a demo service (its URL is its audience) and
+/// the issuer's key set fetched over HTTP, as a deployed service has them.
+pub(super) async fn listener_and_keys(issuer: &str) -> Result<(tokio::net::TcpListener, String, HttpKeys)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Error::new(Code::IssuerConfig, format!("bind: {e}")))?;
@@ -200,6 +202,11 @@ async fn service(name: &'static str, issuer: &str) -> Result<String> {
         HttpKeysOptions::default(),
     )
     .await?;
+    Ok((listener, url, keys))
+}
+
+async fn service(name: &'static str, issuer: &str) -> Result<String> {
+    let (listener, url, keys) = listener_and_keys(issuer).await?;
     let verifier = Verifier::builder(&url, TrustedIssuer::new(issuer, keys)).build()?;
     let app = axum::Router::new()
         .route(

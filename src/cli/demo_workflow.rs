@@ -32,7 +32,6 @@ use crate::http::KeyboundLayer;
 use crate::issuer::IssuerConfig;
 use crate::issuer::loopback::{DOMAIN, LoopbackIssuer, PROJECT, ROLE, USER, World};
 use crate::key::{Algorithm, SigningKey};
-use crate::keyset::{HttpKeys, HttpKeysOptions};
 use crate::names::ProjectName;
 use crate::policy::{DecisionRecord, MemoryRecords, Mode, Outcome, Policy};
 use crate::proof::ProofBuilder;
@@ -167,20 +166,7 @@ impl Service {
         clock: &Arc<ManualClock>,
         routes: impl FnOnce(&'static str) -> axum::Router,
     ) -> Result<Arc<Service>> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::new(Code::IssuerConfig, format!("bind: {e}")))?;
-        let url = format!(
-            "http://{}",
-            listener
-                .local_addr()
-                .map_err(|e| Error::new(Code::IssuerConfig, e.to_string()))?
-        );
-        let keys = HttpKeys::start(
-            &format!("{issuer}/.well-known/keybound/keys"),
-            HttpKeysOptions::default(),
-        )
-        .await?;
+        let (listener, url, keys) = super::demo::listener_and_keys(issuer).await?;
         let verifier = Verifier::builder(&url, TrustedIssuer::new(issuer, keys))
             .clock(clock.clone())
             // The store's fence is the shared clock's start, not the system's.
