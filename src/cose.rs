@@ -137,7 +137,7 @@ fn parse_headers<'a>(
             match p.label() {
                 Some(Label::Int(1)) => alg = Some(read_alg(&mut p)?),
                 Some(Label::Int(2)) => crit = p.raw_item(),
-                Some(Label::Int(4)) => kid = Some(p.bytes().ok_or_else(|| header_type("kid (4)"))?),
+                Some(Label::Int(4)) => kid = Some(read_kid(&mut p)?),
                 other => {
                     unsupported.get_or_insert_with(|| format!("protected header parameter {}", label_text(other)));
                     if other.is_none() {
@@ -181,7 +181,7 @@ fn parse_headers<'a>(
                 );
             }
             Some(Label::Int(2)) => return err(Code::CoseCritMisplaced, "crit (2) must be in the protected header"),
-            Some(Label::Int(4)) => kid = Some(unprotected.bytes().ok_or_else(|| header_type("kid (4)"))?),
+            Some(Label::Int(4)) => kid = Some(read_kid(&mut unprotected)?),
             other => {
                 return err(
                     Code::CoseHeaderUnsupported,
@@ -264,6 +264,15 @@ fn check_crit(crit: &[u8], protected: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A kid names a key, and no key has an empty name (formats.md §6), so an
+/// empty kid is refused here rather than left to fail the key lookup.
+fn read_kid<'a>(r: &mut Reader<'a>) -> Result<&'a [u8]> {
+    match r.bytes() {
+        Some(kid) if !kid.is_empty() => Ok(kid),
+        _ => Err(header_type("kid (4)")),
+    }
 }
 
 fn header_type(what: &str) -> Error {

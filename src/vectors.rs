@@ -1164,6 +1164,13 @@ fn invalid_cose(g: &mut Gen) {
         "cose.header_type",
     );
     g.raw_header_token(
+        "invalid/cose/kid-empty",
+        "kid as an empty byte string",
+        hdr(vec![(int(1), int(-8)), (int(4), bytes(b""))]),
+        vec![0xa0],
+        "cose.header_type",
+    );
+    g.raw_header_token(
         "invalid/cose/kid-missing",
         "no kid",
         protected_header(-8, None),
