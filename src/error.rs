@@ -385,6 +385,8 @@ codes! {
     ClientStorage = "client.storage", step "-", status 500, title REFUSED;
     /// The routing slip has no hop in which the client's user calls the audience asked for.
     ClientNoHop = "client.no_hop", step "-", status 500, title REFUSED;
+    /// The routing slip was signed by another issuer than the client's, which does not hold its trusts.
+    ClientSlipIssuer = "client.slip_issuer", step "-", status 500, title REFUSED;
 
     // ---- Issuing and local input ----
     /// A token or proof could not be built with the given parameters.

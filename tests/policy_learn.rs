@@ -469,8 +469,9 @@ async fn report_tells_no_rule_matched_from_missing_roles() {
 }
 
 /// A malformed line stops report and learn with its file and line, or is
-/// counted with --skip-bad; a missing --policy is a usage error; an unknown
-/// workflow is policy.learn_empty.
+/// counted with --skip-bad; a missing --policy or workflow is a usage error;
+/// an unknown workflow is policy.learn_empty, and so is a label given as a
+/// slip's workflow id (labels never match ids).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_records_missing_policies_and_unknown_workflows_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -542,5 +543,35 @@ async fn malformed_records_missing_policies_and_unknown_workflows_are_refused() 
         String::from_utf8(out.stderr)
             .unwrap()
             .starts_with("error: policy.learn_empty: ")
+    );
+    let learn = |workflow: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "learn",
+            g,
+            c,
+            "--skip-bad",
+            "--policy",
+            &glance_policy,
+            "--policy",
+            &cinder_policy,
+        ];
+        args.extend(workflow);
+        keybound(&args)
+    };
+    let by_id = learn(&["--workflow-id", "deploy-1"]);
+    assert_eq!(by_id.status.code(), Some(1));
+    let stderr = String::from_utf8(by_id.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: policy.learn_empty: no decision record of workflow id deploy-1"),
+        "{stderr}"
+    );
+    let neither = learn(&[]);
+    assert_eq!(neither.status.code(), Some(2));
+    let stderr = String::from_utf8(neither.stderr).unwrap();
+    assert!(stderr.contains("--workflow LABEL or --workflow-id ID"), "{stderr}");
+    assert_eq!(
+        learn(&["--workflow", "deploy-1", "--workflow-id", "x"]).status.code(),
+        Some(2)
     );
 }

@@ -490,7 +490,8 @@ mod next_hop {
     /// verifies it, mints glance's token from the hop's trust and calls
     /// glance with the slip carried on; glance's handler sees ayoung acting
     /// through nova-compute in workflow deploy-instance. A hop the slip
-    /// does not have is `client.no_hop`.
+    /// does not have is `client.no_hop`; a client of another issuer will
+    /// not mint from the slip's trusts (`client.slip_issuer`).
     #[tokio::test]
     async fn client_mints_the_next_hop_from_the_slip_at_a_real_issuer() {
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(SystemClock.now()));
@@ -594,5 +595,13 @@ mod next_hop {
             ayoung.next_hop_scope(&verified, &glance_url).unwrap_err().code(),
             Code::ClientNoHop
         );
+        let elsewhere = Client::new(
+            "https://canton.example",
+            SigningKey::generate(Algorithm::EdDSA).unwrap(),
+        )
+        .unwrap();
+        let e = elsewhere.next_hop_scope(&verified, &glance_url).unwrap_err();
+        assert_eq!(e.code(), Code::ClientSlipIssuer);
+        assert!(e.message().contains(&url), "{}", e.message());
     }
 }

@@ -841,7 +841,7 @@ async fn phases(d: &Deployment, step: &mut Step) -> Result<Value> {
     let records = d.decisions()?;
     let learned = crate::policy::learn::learn(
         &records,
-        WORKFLOW,
+        crate::policy::WorkflowSelector::Label(WORKFLOW),
         &d.policies()?,
         WORKFLOW,
         "Launch a virtual machine: image from glance, a volume from cinder, a port from neutron",
@@ -1000,7 +1000,7 @@ async fn phases(d: &Deployment, step: &mut Step) -> Result<Value> {
         "accepted",
         outcome(&done),
     )?;
-    let report = crate::policy::report::report(&d.decisions()?, Some(WORKFLOW));
+    let report = crate::policy::report::report(&d.decisions()?, Some(crate::policy::WorkflowSelector::Label(WORKFLOW)));
     let mut would_fail = Vec::new();
     for audience in &report.audiences {
         for rule in audience.rules.iter().filter(|r| r.would_deny > 0) {

@@ -14,7 +14,7 @@ use crate::delegation::workplan::{self, Problem, Workplan};
 use crate::error::Code;
 use crate::policy::learn::{Learned, learn};
 use crate::policy::report::{Report, report};
-use crate::policy::{Policy, RecordsRead, read_decision_records};
+use crate::policy::{Policy, RecordsRead, WorkflowSelector, read_decision_records};
 
 pub(crate) const POLICY_ABOUT: &str =
     "Summarise decision records (report) and learn a workflow's roles and workplan from them (learn)";
@@ -71,18 +71,40 @@ struct RecordsArgs {
 struct ReportArgs {
     #[command(flatten)]
     input: RecordsArgs,
-    /// Only the records of this workflow (their KB-Workflow)
-    #[arg(long)]
+    #[command(flatten)]
+    workflow: WorkflowArgs,
+}
+
+/// Which records are one workflow run. A label matches only labels and an id
+/// only slip ids: an unsigned label never joins a verified run.
+#[derive(Debug, clap::Args)]
+#[group(multiple = false)]
+struct WorkflowArgs {
+    /// The workflow's KB-Workflow label (the header a run sends before it has a slip)
+    #[arg(long, value_name = "LABEL")]
     workflow: Option<String>,
+    /// The workflow id of the run's routing slip (base64url, as `keybound workplan run` prints it)
+    #[arg(long, value_name = "ID")]
+    workflow_id: Option<String>,
+}
+
+impl WorkflowArgs {
+    fn selector(&self) -> Option<WorkflowSelector<'_>> {
+        match (&self.workflow, &self.workflow_id) {
+            (Some(label), _) => Some(WorkflowSelector::Label(label)),
+            (None, Some(id)) => Some(WorkflowSelector::Id(id)),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
 struct LearnArgs {
     #[command(flatten)]
     input: RecordsArgs,
-    /// The workflow to learn (the records' KB-Workflow)
-    #[arg(long)]
-    workflow: String,
+    /// The workflow to learn: --workflow LABEL or --workflow-id ID (one is required)
+    #[command(flatten)]
+    workflow: WorkflowArgs,
     /// The policy of a service, for the tie-break between equally small role sets (one per audience learned from)
     #[arg(long = "policy", value_name = "AUDIENCE=FILE")]
     policies: Vec<String>,
@@ -121,12 +143,12 @@ fn read_records(args: &RecordsArgs) -> Result<RecordsRead, CliError> {
 
 fn run_report(args: ReportArgs) -> Result<ExitCode, CliError> {
     let read = read_records(&args.input)?;
-    let summary = report(&read.decisions, args.workflow.as_deref());
+    let summary = report(&read.decisions, args.workflow.selector());
     if args.input.json {
         let mut out = serde_json::to_value(&summary).map_err(|e| CliError::io(e.to_string()))?;
         out["other_events"] = json!(read.other_events);
         out["skipped"] = json!(read.skipped);
-        out["workflow"] = json!(args.workflow);
+        out["workflow"] = json!(args.workflow.selector().map(|w| w.to_string()));
         print_stdout(&out.to_string())?;
     } else {
         print_stdout(report_table(&summary, &read).trim_end())?;
@@ -212,14 +234,19 @@ fn run_learn(args: LearnArgs) -> Result<ExitCode, CliError> {
         policies.insert(audience.to_owned(), policy);
     }
     let read = read_records(&args.input)?;
-    let name = args.name.as_deref().unwrap_or(&args.workflow);
-    let description = args.description.clone().unwrap_or_else(|| {
-        format!(
-            "Learned by keybound policy learn from the decision records of workflow {}",
-            args.workflow
-        )
+    let Some(workflow) = args.workflow.selector() else {
+        return Err(CliError::usage(
+            "learn needs the run: --workflow LABEL or --workflow-id ID (see --help)",
+        ));
+    };
+    let name = args.name.clone().unwrap_or_else(|| match workflow {
+        WorkflowSelector::Label(label) => label.to_owned(),
+        WorkflowSelector::Id(id) => format!("workflow-{id}"),
     });
-    let learned = learn(&read.decisions, &args.workflow, &policies, name, &description).map_err(|e| {
+    let description = args.description.clone().unwrap_or_else(|| {
+        format!("Learned by keybound policy learn from the decision records of workflow {workflow}")
+    });
+    let learned = learn(&read.decisions, workflow, &policies, &name, &description).map_err(|e| {
         if e.code() == Code::ConfigInvalid {
             CliError::usage(e.message())
         } else {

@@ -432,8 +432,20 @@ impl Client {
     /// `slip` (spec/delegation.md §10.6): the hop whose trustee is the
     /// client's user and whose audience is `audience`, minted from that
     /// hop's trust. No such hop (or no session): `client.no_hop`
-    /// (`client.no_session`).
+    /// (`client.no_session`); a slip of another issuer, whose trusts this
+    /// client's issuer does not hold: `client.slip_issuer`.
     pub fn next_hop_scope(&self, slip: &VerifiedSlip, audience: &str) -> Result<Scope> {
+        if slip.issuer() != self.issuer {
+            return err(
+                Code::ClientSlipIssuer,
+                format!(
+                    "the slip of workflow {:?} was signed by {}, but this client mints at {}",
+                    slip.workflow(),
+                    slip.issuer(),
+                    self.issuer
+                ),
+            );
+        }
         let session = self
             .session()
             .ok_or_else(|| Error::new(Code::ClientNoSession, "not logged in: run keybound login first"))?;

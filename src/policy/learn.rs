@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{DecisionRecord, Denial, Policy, RecordedAction};
+use super::{DecisionRecord, Denial, Policy, RecordedAction, WorkflowSelector};
 use crate::delegation::workplan::{Delegation, Workplan};
 use crate::error::{Code, Error, Result, err};
 use crate::names::{Name, UserName};
@@ -24,7 +24,7 @@ pub const MAX_CANDIDATE_ROLES: usize = 20;
 /// What one workflow run needed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Learned {
-    /// The workflow.
+    /// The workflow: its label, or `id ` and its slip's workflow id.
     pub workflow: String,
     /// Its decision records.
     pub decisions: u64,
@@ -103,7 +103,7 @@ struct Needs<'a> {
 /// `plan_name` and described by `description`.
 pub fn learn(
     records: &[DecisionRecord],
-    workflow: &str,
+    workflow: WorkflowSelector<'_>,
     policies: &BTreeMap<String, Policy>,
     plan_name: &str,
     description: &str,
@@ -112,10 +112,7 @@ pub fn learn(
     if mine.is_empty() {
         return err(
             Code::PolicyLearnEmpty,
-            format!(
-                "no decision record of workflow {workflow:?} (of {} read)",
-                records.len()
-            ),
+            format!("no decision record of workflow {workflow} (of {} read)", records.len()),
         );
     }
     let policy = |audience: &str| {
@@ -129,8 +126,26 @@ pub fn learn(
     let mut principals: BTreeMap<(&str, Option<String>), Needs<'_>> = BTreeMap::new();
     let mut hops: BTreeMap<(&str, &str, Option<String>), Needs<'_>> = BTreeMap::new();
     let mut unallowable: BTreeMap<Unallowable, u64> = BTreeMap::new();
+    // A workplan is run by one user: the delegated requests of one run all
+    // name that user as trustor (the token's subject).
+    let mut trustor: Option<&str> = None;
     for r in &mine {
         policy(&r.audience)?;
+        if r.current_actor().is_some() {
+            match trustor {
+                None => trustor = Some(&r.subject),
+                Some(first) if first != r.subject => {
+                    return err(
+                        Code::PolicyLearnConflict,
+                        format!(
+                            "workflow {workflow} holds delegations from {first} and from {}: a workplan is run by one user; learn from one run",
+                            r.subject
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
         if let Some(reason @ (Denial::NoRuleMatched | Denial::DelegationDenied | Denial::ActorNotAllowed)) = r.reason {
             let key = Unallowable {
                 audience: r.audience.clone(),
@@ -181,9 +196,15 @@ pub fn learn(
             // Nothing needed a role, but a trust delegates at least one: the
             // least powerful role the hop held.
             let held: Vec<&str> = needs.held.iter().copied().collect();
-            if let Some(least) = held.iter().min_by_key(|role| (power(&[(**role).to_owned()]), **role)) {
-                roles.push((*least).to_owned());
-            }
+            let Some(least) = held.iter().min_by_key(|role| (power(&[(**role).to_owned()]), **role)) else {
+                return err(
+                    Code::PolicyLearnEmpty,
+                    format!(
+                        "{what}: its delegated requests held no role and needed none, so there is nothing to delegate"
+                    ),
+                );
+            };
+            roles.push((*least).to_owned());
         }
         learned_hops.push(Hop {
             trustee: trustee.to_owned(),
@@ -214,7 +235,7 @@ pub fn learn(
         Some(workplan(&learned_hops, plan_name, description)?)
     };
     Ok(Learned {
-        workflow: workflow.to_owned(),
+        workflow: workflow.to_string(),
         decisions: mine.len() as u64,
         assignments,
         hops: learned_hops,
@@ -365,6 +386,67 @@ mod tests {
         }
     }
 
+    const W: WorkflowSelector<'static> = WorkflowSelector::Label("w");
+
+    /// Labels match labels and slip ids match slip ids: a record whose
+    /// unsigned label is a run's id is not part of that run; delegations from
+    /// two trustors are not one run.
+    #[test]
+    fn a_run_is_selected_by_label_or_by_slip_id_never_across_and_has_one_trustor() {
+        let nova = Some("nova-compute@service");
+        let mut verified = record("https://a.example", nova, "turing", Some("x"), &[]);
+        verified.workflow = None;
+        verified.workflow_id = Some("AAAAAAAAAAAAAAAAAAAAAA".into());
+        let mut forged = record("https://a.example", nova, "turing", Some("y"), &["admin"]);
+        forged.workflow = Some("AAAAAAAAAAAAAAAAAAAAAA".into());
+        let records = vec![verified.clone(), forged.clone()];
+        let by_id = learn(
+            &records,
+            WorkflowSelector::Id("AAAAAAAAAAAAAAAAAAAAAA"),
+            &policies(),
+            "w",
+            "d",
+        )
+        .unwrap();
+        assert_eq!((by_id.decisions, by_id.hops[0].roles.clone()), (1, set(&["member"])));
+        assert_eq!(by_id.workflow, "id AAAAAAAAAAAAAAAAAAAAAA");
+        let by_label = learn(
+            &records,
+            WorkflowSelector::Label("AAAAAAAAAAAAAAAAAAAAAA"),
+            &policies(),
+            "w",
+            "d",
+        )
+        .unwrap();
+        assert_eq!(
+            (by_label.decisions, by_label.hops[0].roles.clone()),
+            (1, set(&["admin"]))
+        );
+
+        let mut other_user = record("https://b.example", nova, "turing", Some("x"), &[]);
+        other_user.subject = "bob@stoughton".into();
+        let mut policies = policies();
+        policies.insert("https://b.example".into(), policies["https://a.example"].clone());
+        let e = learn(
+            &[record("https://a.example", nova, "turing", Some("x"), &[]), other_user],
+            W,
+            &policies,
+            "w",
+            "d",
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), Code::PolicyLearnConflict);
+        assert!(e.message().contains("bob@stoughton"), "{}", e.message());
+
+        // A hop that held no role and needed none has nothing to delegate.
+        let mut empty = record("https://a.example", nova, "turing", Some("x"), &[]);
+        empty.roles_held.clear();
+        assert_eq!(
+            learn(&[empty], W, &policies, "w", "d").unwrap_err().code(),
+            Code::PolicyLearnEmpty
+        );
+    }
+
     fn policies() -> BTreeMap<String, Policy> {
         let policy = Policy::from_toml(
             "[[rule]]\noperation = \"x\"\nroles = []\n[[rule]]\noperation = \"y\"\nroles = [\"admin\"]\n",
@@ -399,7 +481,7 @@ mod tests {
             Some("show"),
             &["reader", "writer"],
         );
-        let learned = learn(&[hop], "w", &policies, "w", "d").unwrap();
+        let learned = learn(&[hop], W, &policies, "w", "d").unwrap();
         assert_eq!(learned.hops[0].roles, set(&["reader"]));
         // The user's own reads at Glance: reader opens 5 rules in all, writer 2.
         let own = record(
@@ -409,7 +491,7 @@ mod tests {
             Some("show"),
             &["reader", "writer"],
         );
-        let learned = learn(&[own], "w", &policies, "w", "d").unwrap();
+        let learned = learn(&[own], W, &policies, "w", "d").unwrap();
         assert_eq!(learned.assignments[0].roles, set(&["writer"]));
     }
 
@@ -422,7 +504,7 @@ mod tests {
         let mut refused = record("https://a.example", nova, "turing", Some("y"), &["admin"]);
         refused.reason = Some(Denial::DelegationDenied);
         let records = vec![record("https://a.example", nova, "turing", Some("x"), &[]), refused];
-        let learned = learn(&records, "w", &policies(), "w", "d").unwrap();
+        let learned = learn(&records, W, &policies(), "w", "d").unwrap();
         assert_eq!(learned.hops[0].roles, set(&["member"]));
         assert_eq!(learned.unallowable.len(), 1);
         assert_eq!(learned.unallowable[0].reason, Denial::DelegationDenied);
@@ -432,19 +514,21 @@ mod tests {
             record("https://a.example", nova, "turing", Some("x"), &[]),
             record("https://a.example", nova, "lovelace", Some("x"), &[]),
         ];
-        let e = learn(&two, "w", &policies(), "w", "d").unwrap_err();
+        let e = learn(&two, W, &policies(), "w", "d").unwrap_err();
         assert_eq!(e.code(), Code::PolicyLearnConflict);
         assert_eq!(
-            learn(&two, "other", &policies(), "w", "d").unwrap_err().code(),
+            learn(&two, WorkflowSelector::Label("other"), &policies(), "w", "d")
+                .unwrap_err()
+                .code(),
             Code::PolicyLearnEmpty
         );
         let elsewhere = vec![record("https://b.example", None, "turing", Some("x"), &[])];
         assert_eq!(
-            learn(&elsewhere, "w", &policies(), "w", "d").unwrap_err().code(),
+            learn(&elsewhere, W, &policies(), "w", "d").unwrap_err().code(),
             Code::ConfigInvalid
         );
         // The workflow name must be a name to name the plan.
-        let e = learn(&records, "w", &policies(), "w:1", "d").unwrap_err();
+        let e = learn(&records, W, &policies(), "w:1", "d").unwrap_err();
         assert_eq!(e.code(), Code::WorkplanInvalid);
         assert!(e.message().contains("--name"), "{}", e.message());
     }

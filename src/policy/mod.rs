@@ -61,7 +61,7 @@ pub mod report;
 pub use records::TracingRecords;
 pub use records::{
     DecisionRecord, JsonLinesFile, MAX_RECORD_LINE, MAX_RECORDS, MemoryRecords, Outcome, RecordSink, RecordedAction,
-    RecordsRead, read_decision_records,
+    RecordsRead, WorkflowSelector, read_decision_records,
 };
 
 use serde::{Deserialize, Serialize};

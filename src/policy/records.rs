@@ -118,15 +118,39 @@ impl DecisionRecord {
         }
     }
 
-    /// Whether the record belongs to workflow `name`: its slip's workflow
-    /// id or its `KB-Workflow` label is `name`.
-    pub fn in_workflow(&self, name: &str) -> bool {
-        self.workflow_id.as_deref() == Some(name) || self.workflow.as_deref() == Some(name)
+    /// Whether the record belongs to `workflow`. Ids match only the verified
+    /// slip's workflow id and labels only the unsigned `KB-Workflow` label,
+    /// so a label chosen to equal some run's id never joins that run.
+    pub fn in_workflow(&self, workflow: WorkflowSelector<'_>) -> bool {
+        match workflow {
+            WorkflowSelector::Label(label) => self.workflow.as_deref() == Some(label),
+            WorkflowSelector::Id(id) => self.workflow_id.as_deref() == Some(id),
+        }
     }
 
     /// The current actor of a delegated request.
     pub fn current_actor(&self) -> Option<&str> {
         self.actors.first().map(String::as_str)
+    }
+}
+
+/// Which records make up one workflow run: those carrying its `KB-Workflow`
+/// label (runs before slips exist), or those whose verified routing slip has
+/// its workflow id (base64url).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkflowSelector<'a> {
+    /// The unsigned `KB-Workflow` label.
+    Label(&'a str),
+    /// The workflow id of a verified routing slip.
+    Id(&'a str),
+}
+
+impl std::fmt::Display for WorkflowSelector<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkflowSelector::Label(label) => write!(f, "{label}"),
+            WorkflowSelector::Id(id) => write!(f, "id {id}"),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{DecisionRecord, Denial, Outcome};
+use super::{DecisionRecord, Denial, Outcome, WorkflowSelector};
 
 /// Decision records summed up.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -71,7 +71,7 @@ struct RuleSums {
 }
 
 /// Sums up `records`, only those of `workflow` when one is named.
-pub fn report(records: &[DecisionRecord], workflow: Option<&str>) -> Report {
+pub fn report(records: &[DecisionRecord], workflow: Option<WorkflowSelector<'_>>) -> Report {
     let mut sums: BTreeMap<&str, BTreeMap<(bool, Option<&str>), RuleSums>> = BTreeMap::new();
     let mut decisions = 0;
     for r in records {
