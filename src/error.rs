@@ -33,6 +33,7 @@ mod title {
     pub const KEYS_REPLACED: &str = "The issuer's keys were replaced; log in again";
     pub const TRUST_REFUSED: &str = "Delegation refused by the issuer";
     pub const SLIP_REFUSED: &str = "Routing slip refused";
+    pub const EXCHANGE_REFUSED: &str = "Token exchange refused";
     pub const REFUSED: &str = "Request refused";
 }
 
@@ -216,6 +217,26 @@ codes! {
     SlipWrongTrustor = "slip.wrong_trustor", step "S7", status 403, title SLIP_REFUSED;
     /// A delegated request whose trust, current actor and audience are not one hop of its slip.
     SlipHopMismatch = "slip.hop_mismatch", step "S8", status 403, title SLIP_REFUSED;
+
+    // ---- Federation: the exchange steps F1–F8 (spec/federation.md §4) ----
+    /// The token presented for exchange is not signed by a configured peer (its `iss` is no peer of this issuer).
+    FedPeerUnknown = "fed.peer_unknown", step "F1", status 403, title EXCHANGE_REFUSED;
+    /// The token's kid is not in its issuer's key set but in another issuer's: keys are never pooled.
+    FedKeyIssuerMismatch = "fed.key_issuer_mismatch", step "F1", status 403, title EXCHANGE_REFUSED;
+    /// The peer's key set is empty: it withdrew every key, so none of its tokens is accepted.
+    FedIssuerRevoked = "fed.issuer_revoked", step "F1", status 403, title EXCHANGE_REFUSED;
+    /// The token's audience is not this issuer: only tokens minted for the exchange cross.
+    FedAudience = "fed.audience", step "F2", status 403, title EXCHANGE_REFUSED;
+    /// An exchange without a proof by the token's `cnf` key.
+    FedPopMissing = "fed.pop_missing", step "F3", status 401, title EXCHANGE_REFUSED;
+    /// The token is itself federated or delegated: exchanges stop at one hop.
+    FedChain = "fed.chain", step "F4", status 403, title EXCHANGE_REFUSED;
+    /// The peer is not authoritative for the subject's domain (or the domain is this issuer's own).
+    FedDomain = "fed.domain", step "F5", status 403, title EXCHANGE_REFUSED;
+    /// The audience or project asked for is outside what this issuer grants peers' users.
+    FedInvalidTarget = "fed.invalid_target", step "F6", status 400, title EXCHANGE_REFUSED;
+    /// The remote user holds no role here on the project, or not every role asked for.
+    FedNoGrants = "fed.no_grants", step "F7", status 403, title EXCHANGE_REFUSED;
 
     // ---- Request proofs ----
     /// No proof accompanies a holder-of-key token.

@@ -59,6 +59,10 @@ pub struct Scope {
     /// A trust of which the client's user is the trustee: the token is then
     /// delegated (its subject the trustor) and on the trust's project.
     pub trust: Option<String>,
+    /// A peer issuer (federation, spec/federation.md): the token is that
+    /// issuer's, for a project of its own, obtained by exchanging a token
+    /// this client's issuer mints for it.
+    pub through: Option<String>,
 }
 
 impl Scope {
@@ -71,6 +75,7 @@ impl Scope {
             roles: None,
             lifetime: None,
             trust: None,
+            through: None,
         }
     }
     /// Scopes to a project.
@@ -97,6 +102,14 @@ impl Scope {
     /// domain come from the trust, so give neither.
     pub fn trust(mut self, id: impl Into<String>) -> Self {
         self.trust = Some(id.into());
+        self
+    }
+    /// Gets the token from the peer issuer `issuer` (spec/federation.md
+    /// §4): this client's issuer mints a token for `issuer`, which
+    /// exchanges it for one of its own for this scope (project and domain
+    /// are the peer's, and both must be given), bound to the same key.
+    pub fn through(mut self, issuer: impl Into<String>) -> Self {
+        self.through = Some(issuer.into());
         self
     }
 }
@@ -296,6 +309,50 @@ impl Client {
         {
             return Ok(token.clone());
         }
+        let (token, expires) = match &scope.through {
+            None => self.mint(scope).await?,
+            Some(peer) => self.exchange(peer, scope).await?,
+        };
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(scope.clone(), (token.clone(), expires));
+        Ok(token)
+    }
+
+    /// A token of the peer issuer `peer` for `scope` (spec/federation.md
+    /// §4): a token for `peer` minted by this client's issuer, exchanged
+    /// there with a proof by the client's key.
+    async fn exchange(&self, peer: &str, scope: &Scope) -> Result<(Token, u64)> {
+        let (Some(project), Some(domain)) = (&scope.project, &scope.domain) else {
+            return err(
+                Code::InputMalformed,
+                "a token through a peer issuer needs the peer's project and its domain",
+            );
+        };
+        if scope.trust.is_some() {
+            return err(
+                Code::InputMalformed,
+                "a delegated token does not cross to a peer issuer",
+            );
+        }
+        let (foreign, _) = self.mint(&Scope::new(peer)).await?;
+        let mut body = json!({"audience": scope.audience, "project": project, "domain": domain});
+        if let Some(roles) = &scope.roles {
+            body["roles"] = json!(roles);
+        }
+        if let Some(lifetime) = scope.lifetime {
+            body["lifetime"] = json!(lifetime);
+        }
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let url = format!("{}/v1/exchange", peer.trim_end_matches('/'));
+        let answer = self.call(Method::POST, &url, body, Some(&foreign)).await?;
+        token_from(&answer, self.clock.now())
+    }
+
+    /// A token minted by this client's issuer for `scope`, with its expiry.
+    async fn mint(&self, scope: &Scope) -> Result<(Token, u64)> {
+        let now = self.clock.now();
         let session = self
             .session()
             .ok_or_else(|| Error::new(Code::ClientNoSession, "not logged in: run keybound login first"))?;
@@ -328,17 +385,7 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let token = answer["token"]
-            .as_str()
-            .and_then(|t| b64url_decode(t).ok())
-            .map(Token::from_bytes)
-            .ok_or_else(|| Error::new(Code::ClientRefused, "the issuer's answer has no token"))?;
-        let expires = answer["expires_at"].as_u64().unwrap_or(now);
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(scope.clone(), (token.clone(), expires));
-        Ok(token)
+        token_from(&answer, now)
     }
 
     /// Creates a trust with the client's user as trustor (or, with
@@ -401,11 +448,17 @@ impl Client {
         session: Option<&Session>,
     ) -> Result<serde_json::Value> {
         let url = format!("{}{path}", self.issuer);
-        let token: &[u8] = session.map_or(&[], |s| s.token.as_bytes());
+        self.call(method, &url, body, session.map(|s| &s.token)).await
+    }
+
+    /// [`Client::call_issuer`] to any issuer's `url`, with any token.
+    async fn call(&self, method: Method, url: &str, body: Vec<u8>, token: Option<&Token>) -> Result<serde_json::Value> {
+        let url = url.to_owned();
+        let token_bytes: &[u8] = token.map_or(&[], |t| t.as_bytes());
         let mut not_before = None;
         loop {
             let iat = proof_time(self.clock.now(), not_before);
-            let proof = ProofBuilder::new(method.as_str(), &url, token, &body, iat)?.sign(&self.key)?;
+            let proof = ProofBuilder::new(method.as_str(), &url, token_bytes, &body, iat)?.sign(&self.key)?;
             let mut request = self
                 .http
                 .request(method.clone(), &url)
@@ -413,8 +466,8 @@ impl Client {
             if !body.is_empty() {
                 request = request.header(CONTENT_TYPE, "application/json");
             }
-            if let Some(session) = session {
-                request = request.header(AUTHORIZATION, format!("KB {}", session.token.to_base64url()));
+            if let Some(token) = token {
+                request = request.header(AUTHORIZATION, format!("KB {}", token.to_base64url()));
             }
             let response = request.body(body.clone()).send().await.map_err(unreachable)?;
             if response.status().is_success() {
@@ -653,6 +706,16 @@ impl SignedRequest<'_> {
             return Ok(response);
         }
     }
+}
+
+/// The token and its expiry from an issuer's answer (a mint or an exchange).
+fn token_from(answer: &serde_json::Value, now: u64) -> Result<(Token, u64)> {
+    let token = answer["token"]
+        .as_str()
+        .and_then(|t| b64url_decode(t).ok())
+        .map(Token::from_bytes)
+        .ok_or_else(|| Error::new(Code::ClientRefused, "the issuer's answer has no token"))?;
+    Ok((token, answer["expires_at"].as_u64().unwrap_or(now)))
 }
 
 /// True when `response` is a 401 whose challenge names `code`.

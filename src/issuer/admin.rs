@@ -42,6 +42,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<IssuerState>> {
         .routes(routes!(list_audit))
         .routes(routes!(rotate_keys))
         .merge(super::trusts::admin_routes())
+        .merge(super::federation::admin_routes())
 }
 
 /// Only tokens scoped to the admin project may use the admin API: a user who
@@ -85,6 +86,11 @@ pub(super) struct Change {
 }
 
 impl Change {
+    /// The time of the change (Unix seconds), also its audit record's.
+    pub(super) fn now(&self) -> i64 {
+        self.now
+    }
+
     pub(super) async fn tx(&mut self) -> Result<&mut Tx> {
         let tx = match self.tx.take() {
             Some(tx) => tx,

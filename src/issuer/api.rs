@@ -569,8 +569,12 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
         .await?
         .mint_facts(&user, project.as_ref(), &request.audience)
         .await?;
-    // The admin audience follows the issuer id; every other audience is registered.
+    // The admin audience follows the issuer id; every other audience is
+    // registered, or a peer issuer (a token to exchange there).
     if request.audience != state.config.admin_audience() && !facts.service_registered {
+        if super::federation::is_peer(state, &request.audience).await? {
+            return mint_for_peer(state, &verified, &request, &facts, lifetime);
+        }
         return err(
             Code::IssuerUnknownAudience,
             format!(
@@ -638,6 +642,56 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             project: project.as_ref().map(|p| p.name.as_str().to_owned()),
             domain: project.as_ref().map(|p| p.domain.as_str().to_owned()),
             roles,
+            subject: verified.subject().to_owned(),
+            trust: None,
+            actors: Vec::new(),
+        },
+    ))
+}
+
+/// A token whose audience is a peer issuer, to be exchanged there
+/// (spec/federation.md §3): unscoped, no roles, never from a trust; the peer
+/// grants roles of its own. A general-purpose token never crosses.
+fn mint_for_peer(
+    state: &IssuerState,
+    verified: &VerifiedRequest,
+    request: &MintRequest,
+    facts: &super::store::MintFacts,
+    lifetime: u64,
+) -> Result<Response> {
+    if request.project.is_some() || request.domain.is_some() || request.roles.is_some() {
+        return err(
+            Code::IssuerBadRequest,
+            "a token for a peer issuer carries no project, domain or roles: the peer grants its own",
+        );
+    }
+    if !facts.user_exists {
+        return err(Code::IssuerInvalidCredentials, "the session's user no longer exists");
+    }
+    if !facts.user_enabled {
+        return err(Code::IssuerDisabled, "the user or its domain is disabled");
+    }
+    let now = state.now();
+    let (signing_key, kid) = state.keys.current()?;
+    let token = TokenBuilder::service(
+        &state.config.issuer_id,
+        verified.subject(),
+        &request.audience,
+        verified.token().cnf().clone(),
+        now,
+    )
+    .lifetime(lifetime)
+    .sign(&signing_key, &kid)?;
+    state.metrics.minted();
+    Ok(json_response(
+        StatusCode::OK,
+        &MintResponse {
+            token: token.to_base64url(),
+            expires_at: now + lifetime,
+            audience: request.audience.clone(),
+            project: None,
+            domain: None,
+            roles: Vec::new(),
             subject: verified.subject().to_owned(),
             trust: None,
             actors: Vec::new(),

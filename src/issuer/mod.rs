@@ -10,6 +10,7 @@
 //! | `POST /v1/login` | password or registered-key login + proof of possession → session token |
 //! | `POST /v1/tokens` | session token + proof → service token for one audience, or from a trust |
 //! | `/v1/trusts…` | session token + proof: create, list, show, delete trusts (delegation) |
+//! | `POST /v1/exchange` | a peer issuer's token for this issuer + proof → this issuer's token (federation) |
 //! | `GET /.well-known/keybound/keys` | the COSE_KeySet (current, next, previous keys) |
 //! | `GET /.well-known/keybound/issuer` | issuer metadata (JSON) |
 //! | `/v1/admin/…` | admin API, protected by keybound itself (admin tokens + proofs) |
@@ -17,6 +18,7 @@
 
 mod admin;
 mod api;
+mod federation;
 mod health;
 pub mod keys;
 mod login_limit;
@@ -426,6 +428,8 @@ pub struct IssuerState {
     root_fingerprint: Option<String>,
     /// Kids that an emergency replacement retired (spec/issuer.md §7.2).
     retired_kids: std::sync::RwLock<std::collections::HashSet<Vec<u8>>>,
+    /// The peers' key sets: the issuers of the exchange (spec/federation.md).
+    pub(crate) peer_keys: federation::PeerKeys,
 }
 
 impl std::fmt::Debug for IssuerState {
@@ -521,7 +525,9 @@ impl IssuerState {
             config.login_burst,
             config.trusted_proxies.clone(),
         );
+        let peer_keys = federation::PeerKeys::new(&config.data_dir);
         let state = Arc::new(IssuerState {
+            peer_keys,
             config,
             store,
             keys,
@@ -537,6 +543,7 @@ impl IssuerState {
         });
         // Rotations and retired kids before the first request, then every few seconds.
         state.refresh_key_state().await?;
+        state.refresh_peers().await?;
         tokio::spawn(watch_key_state(Arc::downgrade(&state)));
         tokio::spawn(prune_hourly(Arc::downgrade(&state)));
         tokio::spawn(forget_idle_login_sources(Arc::downgrade(&state)));
@@ -615,6 +622,9 @@ async fn watch_key_state(state: std::sync::Weak<IssuerState>) {
         let Some(state) = state.upgrade() else { return };
         if let Err(e) = state.refresh_key_state().await {
             tracing::warn!(error = %e, "reading the key state from the database failed; retrying");
+        }
+        if let Err(e) = state.refresh_peers().await {
+            tracing::warn!(error = %e, "reading the federation peers from the database failed; retrying");
         }
     }
 }
@@ -711,6 +721,15 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
         .policy(Arc::new(policy))
         .records(records);
     let session_layer = protected(&state, state.sessions.clone())?;
+    // The exchange trusts the peers only, each with its own key set; never
+    // this issuer's own keys (spec/federation.md §4).
+    let exchange_verifier = Verifier::builder_with_directory(&state.config.issuer_id, state.peer_keys.directory())
+        .leeway(state.config.leeway)
+        .replay_store(state.replay.clone())
+        .clock(state.clock.clone())
+        .build()?;
+    let exchange_layer = protected(&state, Arc::new(exchange_verifier))?;
+    let explain_exchange = axum::middleware::from_fn_with_state(state.clone(), federation::explain_exchange_refusals);
     let replaced = || axum::middleware::from_fn_with_state(state.clone(), explain_replaced_keys);
     // Every route that takes a token goes through one of these layers (H1,
     // T, H2, P and A1 of the HTTP binding, as for any service): session
@@ -724,6 +743,11 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
                 .merge(trusts::session_routes())
                 .route_layer(session_layer)
                 .route_layer(replaced()),
+        )
+        .merge(
+            federation::exchange_routes()
+                .route_layer(exchange_layer)
+                .route_layer(explain_exchange),
         )
         .merge(admin::routes().route_layer(admin_layer).route_layer(replaced()))
         .split_for_parts();

@@ -273,6 +273,13 @@ impl Inner {
 }
 
 impl HttpKeys {
+    /// Whether `url` is a key-set URL these options allow (http(s), no
+    /// userinfo, plain http only to loopback unless allowed), without
+    /// fetching it: for configuration that is checked before it is used.
+    pub fn check_url(url: &str, options: &HttpKeysOptions) -> Result<()> {
+        check_url(url, options).map(|_| ())
+    }
+
     /// Fetches the key set at `url` and starts refreshing it in the
     /// background (the task stops when the last clone is dropped). If the
     /// first fetch fails, the cache file (if configured) is used; if there is

@@ -146,7 +146,13 @@ pub fn learn(
                 Some(_) => {}
             }
         }
-        if let Some(reason @ (Denial::NoRuleMatched | Denial::DelegationDenied | Denial::ActorNotAllowed)) = r.reason {
+        if let Some(
+            reason @ (Denial::NoRuleMatched
+            | Denial::DelegationDenied
+            | Denial::ActorNotAllowed
+            | Denial::OriginNotAllowed),
+        ) = r.reason
+        {
             let key = Unallowable {
                 audience: r.audience.clone(),
                 action: r.action.clone(),

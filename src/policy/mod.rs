@@ -26,7 +26,20 @@
 //! roles = ["member"]
 //! delegated = "allow"                 # optional: deny | allow (default: the top-level `delegated`)
 //! actors = ["nova-compute@service"]   # optional: who may act; needs delegated = "allow"
+//!
+//! [[rule]]
+//! path = "/v2/servers/**"
+//! roles = ["member"]
+//! origins = ["https://canton.example", "https://stoughton.example"]
+//!                                     # optional: whose users; see below
 //! ```
+//!
+//! **Federated requests** (tokens an issuer exchanged for a peer's user,
+//! spec/federation.md) carry the peer as origin issuer. `origins` restricts
+//! a rule to the users first authenticated by those issuers: a token's
+//! origin is its origin issuer, or its own issuer when it has none (a
+//! local user). Without `origins` a rule does not look at the origin: the
+//! roles a federated token carries are the ones its issuer granted here.
 //!
 //! **Delegated requests** (tokens minted from a trust, spec/delegation.md)
 //! are refused by every rule unless it — or the top-level `delegated` —
@@ -164,17 +177,21 @@ pub enum Denial {
     /// The request is delegated and its current actor is not one of the
     /// rule's `actors`.
     ActorNotAllowed,
+    /// The subject was first authenticated by an issuer that is not one of
+    /// the rule's `origins`.
+    OriginNotAllowed,
 }
 
 impl Denial {
     /// The `reason` of decision records: `missing_role`, `no_rule_matched`,
-    /// `delegation_denied`, `actor_not_allowed`.
+    /// `delegation_denied`, `actor_not_allowed`, `origin_not_allowed`.
     pub fn as_str(self) -> &'static str {
         match self {
             Denial::MissingRole => "missing_role",
             Denial::NoRuleMatched => "no_rule_matched",
             Denial::DelegationDenied => "delegation_denied",
             Denial::ActorNotAllowed => "actor_not_allowed",
+            Denial::OriginNotAllowed => "origin_not_allowed",
         }
     }
 }
@@ -189,6 +206,8 @@ struct Rule {
     delegated: Delegated,
     /// Current actors allowed to make delegated requests; `None`: any.
     actors: Option<Vec<String>>,
+    /// Origin issuers whose users the rule admits; `None`: any.
+    origins: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +221,7 @@ struct RuleFile {
     roles: Option<Vec<String>>,
     delegated: Option<Delegated>,
     actors: Option<Vec<String>>,
+    origins: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +360,18 @@ impl Policy {
                     );
                 }
             }
+            if r.origins
+                .as_ref()
+                .is_some_and(|o| o.is_empty() || o.iter().any(String::is_empty))
+            {
+                return err(
+                    Code::PolicyInvalid,
+                    format!(
+                        "rule {} has an empty `origins` list or issuer: list whose users it admits, or remove `origins`",
+                        i + 1
+                    ),
+                );
+            }
             let method = r.method.map(|m| m.to_ascii_uppercase());
             let name = r.name.unwrap_or_else(|| match (&method, &r.path, &r.operation) {
                 (_, None, Some(op)) => op.clone(),
@@ -355,6 +387,7 @@ impl Policy {
                 roles,
                 delegated,
                 actors: r.actors,
+                origins: r.origins,
             });
         }
         Ok(Policy {
@@ -414,6 +447,19 @@ impl Policy {
     /// `Some` (the first actor of the chain) for a delegated request. Inner
     /// actors are not an argument: they decide nothing (DL-10).
     pub fn evaluate_as(&self, roles: &[String], current_actor: Option<&str>, action: Action<'_>) -> Evaluation {
+        self.evaluate_from(roles, current_actor, None, action)
+    }
+
+    /// [`Policy::evaluate_as`] for a subject whose origin issuer is
+    /// `origin` (the token's origin issuer, else its issuer). A rule with
+    /// `origins` denies when the origin is not given.
+    pub fn evaluate_from(
+        &self,
+        roles: &[String],
+        current_actor: Option<&str>,
+        origin: Option<&str>,
+        action: Action<'_>,
+    ) -> Evaluation {
         let rule = self.rules.iter().find(|rule| match action {
             Action::Http { method, path } => {
                 // HEAD is GET without the body (axum serves it with the GET
@@ -429,6 +475,14 @@ impl Policy {
             (Some(rule), Some(_)) if rule.delegated == Delegated::Deny => Some(Denial::DelegationDenied),
             (Some(rule), Some(actor)) if rule.actors.as_ref().is_some_and(|a| !a.iter().any(|a| a == actor)) => {
                 Some(Denial::ActorNotAllowed)
+            }
+            (Some(rule), _)
+                if rule
+                    .origins
+                    .as_ref()
+                    .is_some_and(|o| origin.is_none_or(|origin| !o.iter().any(|allowed| allowed == origin))) =>
+            {
+                Some(Denial::OriginNotAllowed)
             }
             (Some(rule), _) if !(rule.roles.is_empty() || rule.roles.iter().any(|r| roles.contains(r))) => {
                 Some(Denial::MissingRole)
@@ -490,7 +544,8 @@ impl Policy {
         if self.mode == Mode::Off {
             return Ok(());
         }
-        let evaluation = self.evaluate_as(token.roles(), token.current_actor(), action);
+        let origin = token.claims().origin_issuer.as_deref().unwrap_or(token.issuer());
+        let evaluation = self.evaluate_from(token.roles(), token.current_actor(), Some(origin), action);
         let enforced = self.mode == Mode::Enforce;
         let outcome = match evaluation.denial {
             None => Outcome::Allow,
@@ -531,6 +586,9 @@ impl Policy {
                 "rule {rule:?} does not allow {:?} to act for others",
                 token.current_actor().unwrap_or_default()
             ),
+            (Some(rule), Denial::OriginNotAllowed) => {
+                format!("rule {rule:?} does not admit users first authenticated by {origin:?}")
+            }
             (Some(rule), _) => format!(
                 "rule {rule:?} requires one of the roles {:?}",
                 evaluation.roles_allowing

@@ -99,12 +99,68 @@ impl TrustedIssuer {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// The issuer's current key set, from its source.
+    pub fn key_set(&self) -> Arc<KeySet> {
+        self.source.key_set()
+    }
 }
 
 impl std::fmt::Debug for TrustedIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TrustedIssuer({:?})", self.id)
     }
+}
+
+/// A list of trusted issuers that can be replaced while verifiers use it:
+/// for a verifier whose issuers are configuration that changes at run time
+/// (an issuer's federation peers, spec/federation.md §3). Each verification
+/// reads one snapshot; keys of different issuers are still never merged.
+#[derive(Clone)]
+pub struct IssuerDirectory(Arc<std::sync::RwLock<Arc<[TrustedIssuer]>>>);
+
+impl IssuerDirectory {
+    /// A directory of `issuers`; refuses an issuer id given twice.
+    pub fn new(issuers: Vec<TrustedIssuer>) -> Result<Self> {
+        check_distinct(&issuers)?;
+        Ok(IssuerDirectory(Arc::new(std::sync::RwLock::new(issuers.into()))))
+    }
+
+    /// Replaces the whole list; verifications already running finish on the
+    /// old one. Refuses an issuer id given twice (and keeps the old list).
+    pub fn replace(&self, issuers: Vec<TrustedIssuer>) -> Result<()> {
+        check_distinct(&issuers)?;
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = issuers.into();
+        Ok(())
+    }
+
+    /// The current list.
+    pub fn snapshot(&self) -> Arc<[TrustedIssuer]> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The trusted issuer `id`, if it is in the current list.
+    pub fn get(&self, id: &str) -> Option<TrustedIssuer> {
+        self.snapshot().iter().find(|t| t.id == id).cloned()
+    }
+}
+
+impl std::fmt::Debug for IssuerDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.snapshot().iter()).finish()
+    }
+}
+
+fn check_distinct(issuers: &[TrustedIssuer]) -> Result<()> {
+    for (i, issuer) in issuers.iter().enumerate() {
+        if issuers[..i].iter().any(|other| other.id == issuer.id) {
+            return err(
+                Code::ConfigInvalid,
+                format!("issuer {:?} is configured twice", issuer.id),
+            );
+        }
+    }
+    Ok(())
 }
 
 struct Issuers<'a>(&'a [TrustedIssuer]);
@@ -121,6 +177,7 @@ impl IssuerKeys for Issuers<'_> {
 pub struct VerifierBuilder<R: ?Sized = MemoryReplayStore> {
     audience: String,
     issuers: Vec<TrustedIssuer>,
+    directory: Option<IssuerDirectory>,
     leeway: u64,
     max_token_lifetime: u64,
     proof_max_age: u64,
@@ -184,6 +241,7 @@ impl<R: ?Sized> VerifierBuilder<R> {
         VerifierBuilder {
             audience: self.audience,
             issuers: self.issuers,
+            directory: self.directory,
             leeway: self.leeway,
             max_token_lifetime: self.max_token_lifetime,
             proof_max_age: self.proof_max_age,
@@ -254,14 +312,10 @@ impl<R: ?Sized> VerifierBuilder<R> {
                 ),
             );
         }
-        for (i, issuer) in self.issuers.iter().enumerate() {
-            if self.issuers[..i].iter().any(|other| other.id == issuer.id) {
-                return err(
-                    Code::ConfigInvalid,
-                    format!("issuer {:?} is configured twice", issuer.id),
-                );
-            }
-        }
+        let issuers = match self.directory {
+            Some(directory) => directory,
+            None => IssuerDirectory::new(self.issuers)?,
+        };
         let mut policy = TokenPolicy::new(self.audience);
         policy.leeway = self.leeway;
         policy.max_service_lifetime = self.max_token_lifetime;
@@ -273,7 +327,7 @@ impl<R: ?Sized> VerifierBuilder<R> {
         Ok(Verifier {
             core: Core {
                 policy,
-                issuers: self.issuers,
+                issuers,
                 proof_max_age: self.proof_max_age,
                 clock: self.clock,
                 nonce: self.nonce,
@@ -303,7 +357,7 @@ pub struct Verifier<R: ?Sized = MemoryReplayStore> {
 /// the verifier without its type parameter).
 pub(crate) struct Core {
     policy: TokenPolicy,
-    issuers: Vec<TrustedIssuer>,
+    issuers: IssuerDirectory,
     proof_max_age: u64,
     clock: Arc<dyn Clock>,
     nonce: Option<Arc<dyn NonceValidator>>,
@@ -535,6 +589,7 @@ impl Verifier {
         VerifierBuilder {
             audience: audience.into(),
             issuers: vec![issuer],
+            directory: None,
             leeway: DEFAULT_LEEWAY,
             max_token_lifetime: MAX_SERVICE_LIFETIME,
             proof_max_age: crate::proof::DEFAULT_MAX_AGE,
@@ -545,6 +600,15 @@ impl Verifier {
             token_cache: DEFAULT_TOKEN_CACHE_CAPACITY,
             kind: TokenKind::Service,
         }
+    }
+
+    /// Starts a verifier for `audience` trusting the issuers of `directory`,
+    /// which may change while the verifier runs.
+    pub fn builder_with_directory(audience: impl Into<String>, directory: IssuerDirectory) -> VerifierBuilder {
+        let mut builder = Self::builder(audience, TrustedIssuer::with_keys("", KeySet::new()));
+        builder.issuers.clear();
+        builder.directory = Some(directory);
+        builder
     }
 }
 
@@ -601,7 +665,12 @@ impl<R: ?Sized> Verifier<R> {
     /// [`crate::danger::verify_token_without_proof`].
     pub(crate) fn verify_token_only(&self, token: &[u8]) -> Result<VerifiedToken> {
         let core = &self.core;
-        token::verify_token(token, &core.policy, &Issuers(&core.issuers), core.clock.now())
+        token::verify_token(
+            token,
+            &core.policy,
+            &Issuers(&core.issuers.snapshot()),
+            core.clock.now(),
+        )
     }
 }
 
@@ -639,7 +708,8 @@ impl<R: AsyncReplayStore + ?Sized> Verifier<R> {
     ) -> Result<VerifiedRequest> {
         let pending = match self.core.check(token, proof, request) {
             Err(e) if e.code() == Code::CoseKeyUnknown => {
-                let Some(refresh) = self.core.source_for(token).and_then(|s| s.refresh_for_unknown_kid()) else {
+                let source = self.core.source_for(token);
+                let Some(refresh) = source.as_ref().and_then(|s| s.refresh_for_unknown_kid()) else {
                     return Err(e);
                 };
                 refresh.await;
@@ -716,7 +786,8 @@ impl Core {
     /// The verified token from the cache, or verified now and cached.
     fn token(&self, token: &[u8], now: u64) -> Result<Arc<VerifiedToken>> {
         let hash = crate::sha256(token);
-        let issuers = Issuers(&self.issuers);
+        let snapshot = self.issuers.snapshot();
+        let issuers = Issuers(&snapshot);
         if let Some(cached) = self.cache.get(&hash, now, self.policy.leeway) {
             // The signing key must still be in its issuer's set: removing a
             // key from the set takes effect for cached tokens too.
@@ -780,14 +851,20 @@ impl Core {
 
     /// S1–S6 for a slip, at the current time.
     fn slip(&self, slip: &[u8]) -> Result<VerifiedSlip> {
-        slip::verify_slip(slip, &Issuers(&self.issuers), self.policy.leeway, self.clock.now())
+        slip::verify_slip(
+            slip,
+            &Issuers(&self.issuers.snapshot()),
+            self.policy.leeway,
+            self.clock.now(),
+        )
     }
 
     /// [`Core::slip`], waiting for one key refetch on an unknown kid.
     pub(crate) async fn slip_async(&self, slip: &[u8]) -> Result<VerifiedSlip> {
         match self.slip(slip) {
             Err(e) if e.code() == Code::SlipKeyUnknown => {
-                let Some(refresh) = self.slip_source(slip).and_then(|s| s.refresh_for_unknown_kid()) else {
+                let source = self.slip_source(slip);
+                let Some(refresh) = source.as_ref().and_then(|s| s.refresh_for_unknown_kid()) else {
                     return Err(e);
                 };
                 refresh.await;
@@ -798,15 +875,15 @@ impl Core {
     }
 
     /// The key source of the issuer a slip claims, for an unknown-kid refetch.
-    fn slip_source(&self, slip: &[u8]) -> Option<&Arc<dyn KeySource>> {
+    fn slip_source(&self, slip: &[u8]) -> Option<Arc<dyn KeySource>> {
         let slip = crate::delegation::slip::UnverifiedSlip::parse(slip).ok()?;
-        self.issuers.iter().find(|t| t.id == slip.issuer()).map(|t| &t.source)
+        self.issuers.get(slip.issuer()).map(|t| t.source)
     }
 
     /// The key source of the issuer a token claims, for an unknown-kid refetch.
-    fn source_for(&self, token: &[u8]) -> Option<&Arc<dyn KeySource>> {
+    fn source_for(&self, token: &[u8]) -> Option<Arc<dyn KeySource>> {
         let issuer = UnverifiedToken::from_slice(token).ok()?.issuer().to_owned();
-        self.issuers.iter().find(|t| t.id == issuer).map(|t| &t.source)
+        self.issuers.get(&issuer).map(|t| t.source)
     }
 }
 
@@ -849,7 +926,8 @@ impl Core {
         let now = self.clock.now();
         let token = match self.token(token, now) {
             Err(e) if e.code() == Code::CoseKeyUnknown => {
-                let Some(refresh) = self.source_for(token).and_then(|s| s.refresh_for_unknown_kid()) else {
+                let source = self.source_for(token);
+                let Some(refresh) = source.as_ref().and_then(|s| s.refresh_for_unknown_kid()) else {
                     return Err(e);
                 };
                 refresh.await;

@@ -127,6 +127,11 @@ impl<'a> UnverifiedToken<'a> {
         &self.claims.iss
     }
 
+    /// The origin issuer claim (unauthenticated): only to explain a refusal.
+    pub fn claims_origin_issuer(&self) -> Option<&str> {
+        self.claims.kb.origin_issuer.as_deref()
+    }
+
     /// Steps T5–T8: finds the key and checks the signature; returns the
     /// thumbprint of the issuer key. Time, audience and kind are checked by
     /// [`verify_token`].

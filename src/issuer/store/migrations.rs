@@ -33,6 +33,7 @@ const SQLITE: &[(&str, &str)] = embed!(
     "0007_key_rotation.sql",
     "0008_trusts.sql",
     "0009_trust_audiences.sql",
+    "0010_federation_peers.sql",
 );
 const POSTGRES: &[(&str, &str)] = embed!(
     "postgres",
@@ -45,6 +46,7 @@ const POSTGRES: &[(&str, &str)] = embed!(
     "0007_key_rotation.sql",
     "0008_trusts.sql",
     "0009_trust_audiences.sql",
+    "0010_federation_peers.sql",
 );
 
 /// The embedded files of one dialect, as sqlx's migrator takes them.

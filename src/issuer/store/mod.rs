@@ -9,20 +9,17 @@
 //! | [`audit`] | the audit log | `audit_log` |
 //! | [`secrets`] | the issuer's keys: fingerprint of the root secret, scheduled rotations, retired kids | `root_secret`, `key_rotations`, `retired_kids` |
 //! | [`trusts`] | trusts (delegation) and their roles | `trusts`, `trust_roles` |
-//!
-//! The federation peers of the next issues are an aggregate of their own: a
-//! module here (`federation`), a trait like the ones below implemented for
-//! [`Conn`], and its tables in a new migration of each dialect.
+//! | [`federation`] | peer issuers, and roles granted to their users | `peers`, `peer_domains`, `peer_projects`, `remote_assignments` |
 //!
 //! **The seam.** Each aggregate is a trait ([`Identities`], [`Grants`],
-//! [`Services`], [`Logins`], [`Audit`], [`Trusts`]) implemented for [`Conn`], the one
+//! [`Services`], [`Logins`], [`Audit`], [`Trusts`], [`Federation`]) implemented for [`Conn`], the one
 //! connection type of sqlx's `Any` driver: SQLite (the embedded default) and
 //! PostgreSQL (several replicas) run the same statements, with parameters
 //! only; names never reach SQL text. Callers reach a connection through
 //! [`Store`]: [`Store::conn`] for a read or a single statement, or
 //! [`Store::begin`] for a transaction, in which a change and its audit
 //! record commit together or not at all. Another backend implements the
-//! six traits for its own connection and transaction types.
+//! seven traits for its own connection and transaction types.
 //!
 //! **Migrations** are files, one directory per dialect (`migrations/sqlite/`,
 //! `migrations/postgres/`, the same versions in both), applied at start-up
@@ -37,6 +34,7 @@
 //! of failing when the second upgrades its read to a write.
 
 pub mod audit;
+pub mod federation;
 pub mod grants;
 pub mod identities;
 pub mod logins;
@@ -55,6 +53,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
 pub use audit::{Audit, AuditEntry};
+pub use federation::{ExchangeFacts, Federation, Peer, RemoteGrant};
 pub use grants::{Grant, Grants, MintFacts};
 pub use identities::{Identities, UserInfo, bootstrap_names};
 pub use logins::{Logins, UNKNOWN_LOGIN_BUCKETS, UnknownLoginTotal, UserAuth};
