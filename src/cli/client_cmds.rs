@@ -141,6 +141,10 @@ pub(crate) struct ScopeArgs {
     /// Mint from this trust (you are its trustee): a delegated token for the trustor, on the trust's project
     #[arg(long, conflicts_with_all = ["project", "domain"])]
     trust: Option<String>,
+    /// Get the token from this peer issuer (federation): your issuer mints a token for it, which it
+    /// exchanges for one of its own; --project and --domain then name the peer's project
+    #[arg(long, conflicts_with = "trust", requires_all = ["project", "domain"])]
+    through: Option<String>,
 }
 
 impl ScopeArgs {
@@ -151,6 +155,7 @@ impl ScopeArgs {
         scope.roles = (!self.roles.is_empty()).then(|| self.roles.clone());
         scope.lifetime = self.lifetime;
         scope.trust = self.trust.clone();
+        scope.through = self.through.clone();
         scope
     }
 }
@@ -166,7 +171,8 @@ pub(crate) const TOKEN_EXAMPLES: &str = "\
 Examples:
   keybound token --audience https://nova.example --project turing
   keybound token --audience https://nova.example --project turing --roles reader --lifetime 60 --json
-  keybound token --audience https://nova.example --trust 2Qf3mV0cZ8bq1Xo4yT6wUg --json";
+  keybound token --audience https://nova.example --trust 2Qf3mV0cZ8bq1Xo4yT6wUg --json
+  keybound token --audience https://nova.canton.example --through https://canton.example --project turing --domain canton";
 
 /// `keybound token`.
 #[derive(Debug, clap::Args)]

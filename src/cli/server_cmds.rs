@@ -282,6 +282,8 @@ Examples:
   keybound admin role create member
   keybound admin grant ayoung@stoughton turing@stoughton member
   keybound admin service create https://nova.example
+  keybound admin peer add https://stoughton.example --domain stoughton
+  keybound admin grant ayoung@stoughton turing@canton member --remote
   keybound admin audit --limit 20
   keybound admin rotate";
 
@@ -322,20 +324,45 @@ enum AdminCommand {
         #[command(subcommand)]
         action: RoleAction,
     },
-    /// Grant ROLE on PROJECT@DOMAIN to USER@DOMAIN
+    /// Grant ROLE on PROJECT@DOMAIN to USER@DOMAIN (--remote: a user of a peer's domain)
+    #[command(after_help = GRANT_EXAMPLES)]
     Grant {
+        /// The user, NAME@DOMAIN
         user: String,
+        /// A project of this issuer, NAME@DOMAIN
         project: String,
+        /// The role
         role: String,
+        /// The user is of a domain a peer issuer is authoritative for (federation): the grant is
+        /// keyed by that peer and the user, and used when the peer's token is exchanged
+        #[arg(long)]
+        remote: bool,
     },
-    /// Revoke ROLE on PROJECT@DOMAIN from USER@DOMAIN
+    /// Revoke ROLE on PROJECT@DOMAIN from USER@DOMAIN (--remote: a user of a peer's domain)
+    #[command(after_help = REVOKE_EXAMPLES)]
     Revoke {
+        /// The user, NAME@DOMAIN
         user: String,
+        /// A project of this issuer, NAME@DOMAIN
         project: String,
+        /// The role
         role: String,
+        /// Revoke a grant to a user of a peer's domain; takes effect at the next exchange
+        #[arg(long)]
+        remote: bool,
     },
-    /// List all role assignments
-    Grants,
+    /// List all role assignments (--remote: those of users of peer domains)
+    #[command(after_help = "Examples:\n  keybound admin grants\n  keybound admin grants --remote")]
+    Grants {
+        /// List the grants to users of peer domains instead
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Peer issuers of other domains whose tokens this issuer exchanges (federation): add | list | remove
+    Peer {
+        #[command(subcommand)]
+        action: PeerAction,
+    },
     /// Services (audiences tokens may be minted for): create AUD | list | delete AUD
     Service {
         #[command(subcommand)]
@@ -448,11 +475,65 @@ enum RoleAction {
     List,
 }
 
+const GRANT_EXAMPLES: &str = "\
+Examples:
+  keybound admin grant ayoung@stoughton turing@stoughton member
+  keybound admin grant ayoung@stoughton turing@canton member --remote";
+const REVOKE_EXAMPLES: &str = "\
+Examples:
+  keybound admin revoke ayoung@stoughton turing@stoughton member
+  keybound admin revoke ayoung@stoughton turing@canton member --remote";
+
+#[derive(Debug, clap::Subcommand)]
+enum PeerAction {
+    /// Trust a peer issuer for the domains it is authoritative for (spec/federation.md §2)
+    #[command(after_help = "\
+Examples:
+  keybound admin peer add https://stoughton.example --domain stoughton
+  keybound admin peer add https://stoughton.example --domain stoughton --project turing@canton --max-lifetime 120
+  keybound admin peer add http://127.0.0.1:8081 --keys-url http://127.0.0.1:8081/.well-known/keybound/keys --domain stoughton")]
+    Add {
+        /// The peer's issuer id (the `iss` of its tokens)
+        issuer: String,
+        /// Its key-set URL (https, or http to loopback); default ISSUER/.well-known/keybound/keys
+        #[arg(long)]
+        keys_url: Option<String>,
+        /// A domain the peer is authoritative for (repeat for several; at least one)
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// A local project its users may reach, NAME@DOMAIN (repeat; default any)
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Longest lifetime of a token exchanged for its users, 1 to 300 s (default the service-token lifetime)
+        #[arg(long)]
+        max_lifetime: Option<u64>,
+    },
+    /// List the peers
+    #[command(after_help = "Example:\n  keybound admin peer list")]
+    List,
+    /// Remove a peer, and the roles granted to its users
+    #[command(after_help = "Example:\n  keybound admin peer remove https://stoughton.example")]
+    Remove {
+        /// The peer's issuer id
+        issuer: String,
+    },
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum ServiceAction {
     Create { audience: String },
     List,
     Delete { audience: String },
+}
+
+/// Local role assignments, or (`--remote`) those of users of peer domains.
+fn grants_path(remote: bool) -> String {
+    if remote {
+        "/v1/admin/remote-grants"
+    } else {
+        "/v1/admin/grants"
+    }
+    .to_owned()
 }
 
 /// `value` as one URL path segment: everything but unreserved characters and
@@ -581,17 +662,47 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
             RoleAction::Create { name } => ("POST", "/v1/admin/roles".to_owned(), json!({"name": name})),
             RoleAction::List => ("GET", "/v1/admin/roles".to_owned(), Value::Null),
         },
-        C::Grant { user, project, role } => (
+        C::Grant {
+            user,
+            project,
+            role,
+            remote,
+        } => (
             "POST",
-            "/v1/admin/grants".to_owned(),
+            grants_path(remote),
             json!({"user": user, "project": project, "role": role}),
         ),
-        C::Revoke { user, project, role } => (
+        C::Revoke {
+            user,
+            project,
+            role,
+            remote,
+        } => (
             "DELETE",
-            "/v1/admin/grants".to_owned(),
+            grants_path(remote),
             json!({"user": user, "project": project, "role": role}),
         ),
-        C::Grants => ("GET", "/v1/admin/grants".to_owned(), Value::Null),
+        C::Grants { remote } => ("GET", grants_path(remote), Value::Null),
+        C::Peer { action } => match action {
+            PeerAction::Add {
+                issuer,
+                keys_url,
+                domains,
+                projects,
+                max_lifetime,
+            } => {
+                let keys_url =
+                    keys_url.unwrap_or_else(|| format!("{}/.well-known/keybound/keys", issuer.trim_end_matches('/')));
+                let mut body =
+                    json!({"issuer": issuer, "keys_url": keys_url, "domains": domains, "projects": projects});
+                if let Some(seconds) = max_lifetime {
+                    body["max_lifetime"] = json!(seconds);
+                }
+                ("POST", "/v1/admin/peers".to_owned(), body)
+            }
+            PeerAction::List => ("GET", "/v1/admin/peers".to_owned(), Value::Null),
+            PeerAction::Remove { issuer } => ("DELETE", "/v1/admin/peers".to_owned(), json!({"issuer": issuer})),
+        },
         C::Service { action } => match action {
             ServiceAction::Create { audience } => {
                 ("POST", "/v1/admin/services".to_owned(), json!({"audience": audience}))

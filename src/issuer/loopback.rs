@@ -94,7 +94,6 @@ impl LoopbackIssuer {
 
     /// Creates [`World`] through the admin API, as `admin` (see [`Self::admin`]).
     pub async fn create_world(&self, admin: &Client, world: &World<'_>) -> Result<()> {
-        let scope = self.admin_scope();
         let user = serde_json::json!({"user": USER, "password": world.password});
         let mut requests = vec![
             ("/v1/admin/domains", serde_json::json!({"name": DOMAIN})),
@@ -113,16 +112,36 @@ impl LoopbackIssuer {
             requests.push(("/v1/admin/services", serde_json::json!({"audience": audience})));
         }
         for (path, body) in requests {
-            let response = admin
-                .request(reqwest::Method::POST, &format!("{}{path}", self.url), &scope)
-                .json(&body)
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                return Err(error_from_response(response).await);
-            }
+            self.admin_call(admin, reqwest::Method::POST, path, Some(&body)).await?;
         }
         Ok(())
+    }
+
+    /// One admin-API call as `admin` (a client of this issuer logged in as
+    /// an administrator): its JSON answer, or the issuer's refusal.
+    pub async fn admin_call(
+        &self,
+        admin: &Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let scope = self.admin_scope();
+        let url = format!("{}{path}", self.url);
+        let mut request = admin.request(method, &url, &scope);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response).await);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::new(Code::ClientUnreachable, format!("reading the answer: {e}")))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::new(Code::ClientRefused, format!("the answer is not JSON: {e}")))
     }
 }
 
