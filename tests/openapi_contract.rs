@@ -291,6 +291,11 @@ async fn signed_raw(url: &str, method: &str, token: &[u8], key: &SigningKey, bod
     Answer::from_reqwest(request.send().await.unwrap()).await
 }
 
+/// The token bytes of an exchange's answer.
+fn exchanged_bytes(answer: &Value) -> Vec<u8> {
+    b64url_decode(answer["token"].as_str().unwrap()).unwrap()
+}
+
 /// An admin API call through the client library (token from /v1/tokens, fresh proof).
 async fn admin_call(issuer: &Issuer, client: &Client, method: &str, path: &str, body: Option<&Value>) -> Answer {
     let scope = issuer.admin_scope();
@@ -581,6 +586,25 @@ async fn the_router_serves_exactly_the_documented_methods() {
     let login = login_body("admin@default", Some(ADMIN_PASSWORD), &session_key);
     let (login, _) = login_raw(&issuer, &login, Some("application/json"), LoginProof::By(&session_key)).await;
     let session = b64url_decode(login.json()["session_token"].as_str().unwrap()).unwrap();
+    // The exchange verifies a peer's token: a second issuer, made a peer.
+    let peer = start(|_| {}).await;
+    let peer_input = json!({
+        "issuer": peer.url,
+        "keys_url": format!("{}/.well-known/keybound/keys", peer.url),
+        "domains": ["hyde"],
+    });
+    let added = admin_call(&issuer, &admin, "POST", "/v1/admin/peers", Some(&peer_input)).await;
+    assert_eq!(added.status, 200, "{}", added.text());
+    let (peer_key, peer_kid) = peer.state.keys.current().unwrap();
+    let peer_token = TokenBuilder::service(
+        &peer.url,
+        "eve@hyde",
+        &issuer.url,
+        session_key.public_key().clone(),
+        now(),
+    )
+    .sign(&peer_key, &peer_kid)
+    .unwrap();
     let documented = contract.operations();
     let paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
     let http = reqwest::Client::new();
@@ -603,6 +627,10 @@ async fn the_router_serves_exactly_the_documented_methods() {
                 let url = format!("{}{path}", issuer.url);
                 let bytes = body.as_ref().map(|b| serde_json::to_vec(b).unwrap());
                 signed_raw(&url, method, &session, &session_key, bytes.as_deref()).await
+            } else if template == "/v1/exchange" {
+                let url = format!("{}{path}", issuer.url);
+                let bytes = body.as_ref().map(|b| serde_json::to_vec(b).unwrap());
+                signed_raw(&url, method, peer_token.as_bytes(), &session_key, bytes.as_deref()).await
             } else {
                 let mut request = http.request(method.parse().unwrap(), format!("{}{path}", issuer.url));
                 if let Some(b) = &body {
@@ -652,7 +680,11 @@ fn document_is_openapi_3_1_with_problem_codes_per_status() {
         let expected = match template.as_str() {
             "/v1/login" => json!([{"kbProof": []}]),
             "/v1/tokens" => json!([{"kbToken": [], "kbProof": []}]),
-            t if t.starts_with("/v1/admin/") || t.starts_with("/v1/trusts") || t.starts_with("/v1/workplans") => {
+            t if t.starts_with("/v1/admin/")
+                || t.starts_with("/v1/trusts")
+                || t.starts_with("/v1/workplans")
+                || t == "/v1/exchange" =>
+            {
                 json!([{"kbToken": [], "kbProof": []}])
             }
             _ => json!([]),
@@ -770,6 +802,7 @@ async fn request_bodies_match_serde(
     admin: &Client,
     session: &[u8],
     key: &SigningKey,
+    (peer_token, peer_key): (&[u8], &SigningKey),
 ) {
     for (method, template) in contract.operations() {
         let Some(example) = contract.example(&method, &template) else {
@@ -810,6 +843,10 @@ async fn request_bodies_match_serde(
                 }
                 "/v1/tokens" | "/v1/trusts" | "/v1/workplans/run" => {
                     signed_raw(&format!("{}{template}", issuer.url), "POST", session, key, Some(&bytes)).await
+                }
+                "/v1/exchange" => {
+                    let url = format!("{}{template}", issuer.url);
+                    signed_raw(&url, "POST", peer_token, peer_key, Some(&bytes)).await
                 }
                 _ => {
                     let path = contract.example_path(&method, &template);
@@ -1640,6 +1677,189 @@ async fn every_operation_answers_as_documented() {
     }
     let answer = a("GET", "/v1/admin/trusts?owner=ayoung@stoughton".into(), None).await;
     c.expect("GET", "/v1/admin/trusts", &answer, 400, "issuer.bad_request");
+
+    // ---- Federation: a peer (another real issuer), a remote grant, an
+    // exchange of the peer's token, and their refusals.
+    let peer = start(|_| {}).await;
+    let peer_input = json!({
+        "issuer": peer.url,
+        "keys_url": format!("{}/.well-known/keybound/keys", peer.url),
+        "domains": ["hyde"],
+    });
+    let added = ok(
+        "POST",
+        "/v1/admin/peers",
+        a("POST", "/v1/admin/peers".into(), Some(peer_input.clone())).await,
+    );
+    assert_eq!(added["domains"], json!(["hyde"]));
+    let answer = a("POST", "/v1/admin/peers".into(), Some(peer_input.clone())).await;
+    c.expect("POST", "/v1/admin/peers", &answer, 409, "issuer.conflict");
+    let mut remote_url = peer_input.clone();
+    remote_url["keys_url"] = json!("http://hyde.example/keys");
+    let answer = a("POST", "/v1/admin/peers".into(), Some(remote_url)).await;
+    c.expect("POST", "/v1/admin/peers", &answer, 400, "issuer.bad_request");
+    let listed = ok("GET", "/v1/admin/peers", a("GET", "/v1/admin/peers".into(), None).await);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let remote = json!({"user": "eve@hyde", "project": "turing@stoughton", "role": "member"});
+    let granted = ok(
+        "POST",
+        "/v1/admin/remote-grants",
+        a("POST", "/v1/admin/remote-grants".into(), Some(remote.clone())).await,
+    );
+    assert_eq!(granted["origin"], json!(peer.url));
+    let answer = a(
+        "POST",
+        "/v1/admin/remote-grants".into(),
+        Some(json!({"user": "eve@nowhere", "project": "turing@stoughton", "role": "member"})),
+    )
+    .await;
+    c.expect("POST", "/v1/admin/remote-grants", &answer, 404, "issuer.not_found");
+    let answer = a("POST", "/v1/admin/remote-grants".into(), Some(remote.clone())).await;
+    c.expect("POST", "/v1/admin/remote-grants", &answer, 409, "issuer.conflict");
+    let mut unknown_project = peer_input.clone();
+    unknown_project["issuer"] = json!("https://other.example");
+    unknown_project["domains"] = json!(["other"]);
+    unknown_project["projects"] = json!(["nope@stoughton"]);
+    let answer = a("POST", "/v1/admin/peers".into(), Some(unknown_project)).await;
+    c.expect("POST", "/v1/admin/peers", &answer, 404, "issuer.not_found");
+    ok(
+        "GET",
+        "/v1/admin/remote-grants",
+        a("GET", "/v1/admin/remote-grants".into(), None).await,
+    );
+    let eve = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let (peer_key, peer_kid) = peer.state.keys.current().unwrap();
+    let peer_token = TokenBuilder::service(&peer.url, "eve@hyde", &url, eve.public_key().clone(), now())
+        .sign(&peer_key, &peer_kid)
+        .unwrap();
+    let exchange_url = format!("{url}/v1/exchange");
+    let want = |audience: &str| {
+        serde_json::to_vec(&json!({"audience": audience, "project": "turing", "domain": "stoughton"})).unwrap()
+    };
+    let exchanged = c.ok(
+        "POST",
+        "/v1/exchange",
+        &signed_raw(
+            &exchange_url,
+            "POST",
+            peer_token.as_bytes(),
+            &eve,
+            Some(&want("https://nova.example")),
+        )
+        .await,
+    );
+    assert_eq!(exchanged["origin"], json!(peer.url));
+    assert_eq!(exchanged["roles"], json!(["member"]));
+    // The binding's refusals, in federation terms where they are federation's.
+    let no_proof = Answer::from_reqwest(
+        reqwest::Client::new()
+            .post(&exchange_url)
+            .header("authorization", format!("KB {}", peer_token.to_base64url()))
+            .header("content-type", "application/json")
+            .body(want("https://nova.example"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    c.expect("POST", "/v1/exchange", &no_proof, 401, "fed.pop_missing");
+    // A peer whose key set was never fetched (nothing listens there): 503.
+    let unreachable =
+        json!({"issuer": "https://down.example", "keys_url": "http://127.0.0.1:9/keys", "domains": ["down"]});
+    ok(
+        "POST",
+        "/v1/admin/peers",
+        a("POST", "/v1/admin/peers".into(), Some(unreachable)).await,
+    );
+    let down_token = TokenBuilder::service(
+        "https://down.example",
+        "eve@down",
+        &url,
+        eve.public_key().clone(),
+        now(),
+    )
+    .sign(&peer_key, &peer_kid)
+    .unwrap();
+    let answer = signed_raw(
+        &exchange_url,
+        "POST",
+        down_token.as_bytes(),
+        &eve,
+        Some(&want("https://nova.example")),
+    )
+    .await;
+    c.expect("POST", "/v1/exchange", &answer, 503, "issuer.unavailable");
+    let big = vec![b' '; issuer.state.config.max_body + 1];
+    let answer = signed_raw(&exchange_url, "POST", peer_token.as_bytes(), &eve, Some(&big)).await;
+    c.expect("POST", "/v1/exchange", &answer, 413, "http.body_too_large");
+    let answer = Answer::from_reqwest(
+        reqwest::Client::new()
+            .post(&exchange_url)
+            .header("authorization", format!("KB {}", "A".repeat(9000)))
+            .header("kb-proof", "AA")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    c.expect("POST", "/v1/exchange", &answer, 431, "http.header_too_large");
+    for (token, audience, status, code) in [
+        (
+            peer_token.as_bytes(),
+            "https://elsewhere.example",
+            400,
+            "fed.invalid_target",
+        ),
+        (
+            exchanged_bytes(&exchanged).as_slice(),
+            "https://nova.example",
+            403,
+            "fed.chain",
+        ),
+    ] {
+        let answer = signed_raw(&exchange_url, "POST", token, &eve, Some(&want(audience))).await;
+        c.expect("POST", "/v1/exchange", &answer, status, code);
+    }
+    let answer = ok(
+        "DELETE",
+        "/v1/admin/remote-grants",
+        a("DELETE", "/v1/admin/remote-grants".into(), Some(remote.clone())).await,
+    );
+    assert_eq!(answer["revoked"], true);
+    let answer = signed_raw(
+        &exchange_url,
+        "POST",
+        peer_token.as_bytes(),
+        &eve,
+        Some(&want("https://nova.example")),
+    )
+    .await;
+    c.expect("POST", "/v1/exchange", &answer, 403, "fed.no_grants");
+    let answer = a("DELETE", "/v1/admin/remote-grants".into(), Some(remote)).await;
+    c.expect("DELETE", "/v1/admin/remote-grants", &answer, 404, "issuer.not_found");
+    let deleted = ok(
+        "DELETE",
+        "/v1/admin/peers",
+        a("DELETE", "/v1/admin/peers".into(), Some(json!({"issuer": peer.url}))).await,
+    );
+    assert_eq!(deleted["deleted"], true);
+    let answer = a("DELETE", "/v1/admin/peers".into(), Some(json!({"issuer": peer.url}))).await;
+    c.expect("DELETE", "/v1/admin/peers", &answer, 404, "issuer.not_found");
+    let answer = signed_raw(
+        &exchange_url,
+        "POST",
+        peer_token.as_bytes(),
+        &eve,
+        Some(&want("https://nova.example")),
+    )
+    .await;
+    c.expect("POST", "/v1/exchange", &answer, 403, "fed.peer_unknown");
+    // A peer again, for the request-body checks below.
+    ok(
+        "POST",
+        "/v1/admin/peers",
+        a("POST", "/v1/admin/peers".into(), Some(peer_input)).await,
+    );
     let created_path = format!("/v1/admin/trusts/{}", created["id"].as_str().unwrap());
     let deleted = ok(
         "DELETE",
@@ -2115,7 +2335,15 @@ async fn every_operation_answers_as_documented() {
     )
     .await;
     let fresh_session = b64url_decode(c.ok("POST", "/v1/login", &answer)["session_token"].as_str().unwrap()).unwrap();
-    request_bodies_match_serde(&c, &issuer, &admin, &fresh_session, &fresh).await;
+    request_bodies_match_serde(
+        &c,
+        &issuer,
+        &admin,
+        &fresh_session,
+        &fresh,
+        (peer_token.as_bytes(), &eve),
+    )
+    .await;
 
     // ---- The audit log: every action of the document's enum happened and was recorded.
     let audit = c.ok(

@@ -331,7 +331,6 @@ async fn do_exchange(
     body: &[u8],
     now: u64,
 ) -> Result<ExchangeResponse> {
-    let input: ExchangeRequest = json_body(parts, body)?;
     let origin = verified.issuer();
     let mut conn = state.store.conn().await?;
     // F1: still a peer (it may have been removed since the directory was read).
@@ -361,6 +360,7 @@ async fn do_exchange(
         );
     }
     // F6: the target is one of our services and projects, within the peer's limits.
+    let input: ExchangeRequest = json_body(parts, body)?;
     check_audience(&input.audience)?;
     if input.audience == state.config.issuer_id
         || input.audience == state.config.admin_audience()

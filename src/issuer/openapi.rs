@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::{IssuerState, admin, api, trusts};
+use super::{IssuerState, admin, api, federation, trusts};
 
 /// The routes of the issuer, without the layers that `super::router` adds.
 fn routes() -> OpenApiRouter<Arc<IssuerState>> {
@@ -17,6 +17,7 @@ fn routes() -> OpenApiRouter<Arc<IssuerState>> {
         .merge(api::routes())
         .merge(api::session_routes())
         .merge(trusts::session_routes())
+        .merge(federation::exchange_routes())
         .merge(admin::routes())
 }
 
@@ -89,6 +90,11 @@ const AUDITED_ACTIONS: &[&str] = &[
     "trust.use",
     "trust.delete",
     "workplan.run",
+    "peer.create",
+    "peer.delete",
+    "grant.remote",
+    "revoke.remote",
+    "federation.exchange",
 ];
 
 /// The refusals of each operation: (operation id, status, description, the
@@ -1563,6 +1569,145 @@ const CREATE_403_ADMIN: &[&str] = &[
 ];
 
 /// The refusals of the trust routes (spec/delegation.md).
+const ADMIN_401_TEXT: &str = "No valid admin token and proof (H1, T1–T12, D1–D5, P1–P13).";
+const ADMIN_403_TEXT: &str = "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).";
+const BODY_413_TEXT: &str = "The body is larger than the issuer's max_body (default 65536 bytes) (H2).";
+const HEADER_431_TEXT: &str = "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).";
+const UNAVAILABLE_503_TEXT: &str = "The database or the replay store cannot answer; `Retry-After: 1`.";
+const INTERNAL_500_TEXT: &str = "An internal failure (a broken configuration). `detail` is fixed text.";
+const MALFORMED_400: &[&str] = &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"];
+
+/// The refusals every admin operation of federation has, after its own.
+macro_rules! admin_refusals {
+    ($id:literal) => {
+        [
+            ($id, 401, ADMIN_401_TEXT, ADMIN_401),
+            ($id, 403, ADMIN_403_TEXT, ADMIN_403),
+            ($id, 413, BODY_413_TEXT, &["http.body_too_large"]),
+            ($id, 431, HEADER_431_TEXT, &["http.header_too_large"]),
+            ($id, 503, UNAVAILABLE_503_TEXT, UNAVAILABLE_503),
+            ($id, 500, INTERNAL_500_TEXT, SERVER_500),
+        ]
+    };
+}
+
+/// The refusals of the federation operations (spec/federation.md).
+const FEDERATION_REFUSALS: &[&[(&str, u16, &str, &[&str])]] = &[
+    &[
+        (
+            "listPeers",
+            400,
+            "The body could not be read (H2).",
+            &["http.body_unreadable"],
+        ),
+        (
+            "listRemoteGrants",
+            400,
+            "The body could not be read (H2).",
+            &["http.body_unreadable"],
+        ),
+        (
+            "createPeer",
+            400,
+            "The request is malformed (I1, H2): its issuer id, key-set URL (plain http to a remote host, userinfo, another scheme), domains or max_lifetime.",
+            MALFORMED_400,
+        ),
+        (
+            "createPeer",
+            404,
+            "A project it is limited to does not exist.",
+            &["issuer.not_found"],
+        ),
+        (
+            "createPeer",
+            409,
+            "The peer exists, or a domain is this issuer's own or another peer's, or there are 256 peers.",
+            &["issuer.conflict"],
+        ),
+        ("deletePeer", 400, "The request is malformed (I1, H2).", MALFORMED_400),
+        ("deletePeer", 404, "No such peer.", &["issuer.not_found"]),
+        ("grantRemote", 400, "The request is malformed (I1, H2).", MALFORMED_400),
+        (
+            "grantRemote",
+            404,
+            "No peer is authoritative for the user's domain, or the project or role does not exist.",
+            &["issuer.not_found"],
+        ),
+        ("grantRemote", 409, "The remote grant exists.", &["issuer.conflict"]),
+        ("revokeRemote", 400, "The request is malformed (I1, H2).", MALFORMED_400),
+        (
+            "revokeRemote",
+            404,
+            "No such remote grant, or no peer is authoritative for the user's domain.",
+            &["issuer.not_found"],
+        ),
+    ],
+    &admin_refusals!("listPeers"),
+    &admin_refusals!("createPeer"),
+    &admin_refusals!("deletePeer"),
+    &admin_refusals!("listRemoteGrants"),
+    &admin_refusals!("grantRemote"),
+    &admin_refusals!("revokeRemote"),
+    &[
+        (
+            "exchange",
+            400,
+            "The request is malformed (F6, H2), asks for a lifetime out of range (F8), a project that does not exist, or a target outside the federation agreement (F6, `fed.invalid_target`).",
+            &[
+                "issuer.bad_request",
+                "issuer.invalid_name",
+                "issuer.lifetime_exceeded",
+                "issuer.unknown_project",
+                "fed.invalid_target",
+                "http.body_unreadable",
+            ],
+        ),
+        (
+            "exchange",
+            401,
+            "No valid peer token and proof (H1, T1–T12, P1–P13), no proof at all (F3, `fed.pop_missing`), or a token that expires now (F8).",
+            &[
+                "http.token_missing",
+                "http.token_multiple",
+                "http.token_malformed",
+                "http.scheme",
+                "cbor.*",
+                "cose.*",
+                "cwt.*",
+                "delegation.*",
+                "proof.*",
+                "replay.detected",
+                "replay.store_restarted",
+                "fed.pop_missing",
+            ],
+        ),
+        (
+            "exchange",
+            403,
+            "The token is not from a peer, not for this issuer, signed by another issuer's key, of a peer that withdrew its keys (F1, F2), already federated or delegated (F4), for a domain the peer does not speak for (F5), or the remote user has no grant (F7); or the project is disabled.",
+            &[
+                "fed.peer_unknown",
+                "fed.key_issuer_mismatch",
+                "fed.issuer_revoked",
+                "fed.audience",
+                "fed.chain",
+                "fed.domain",
+                "fed.no_grants",
+                "issuer.disabled",
+            ],
+        ),
+        ("exchange", 413, BODY_413_TEXT, &["http.body_too_large"]),
+        ("exchange", 431, HEADER_431_TEXT, &["http.header_too_large"]),
+        (
+            "exchange",
+            503,
+            "The database or the replay store cannot answer, or the peer's key set was never fetched; nothing was issued.",
+            UNAVAILABLE_503,
+        ),
+        ("exchange", 500, INTERNAL_500_TEXT, SERVER_500),
+    ],
+];
+
 const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "runWorkplan",
@@ -1973,7 +2118,12 @@ fn complete(document: &mut Value) {
                     ok["headers"] = json!({"Cache-Control": {"$ref": "#/components/headers/NoStore"}});
                 }
             }
-            for (_, status, description, codes) in REFUSALS.iter().chain(TRUST_REFUSALS).filter(|r| r.0 == id) {
+            for (_, status, description, codes) in REFUSALS
+                .iter()
+                .chain(TRUST_REFUSALS)
+                .chain(FEDERATION_REFUSALS.iter().copied().flatten())
+                .filter(|r| r.0 == id)
+            {
                 let mut headers = json!({"Cache-Control": {"$ref": "#/components/headers/NoStore"}});
                 if matches!(status, 401 | 403) {
                     headers["WWW-Authenticate"] = json!({"$ref": "#/components/headers/WWWAuthenticate"});
