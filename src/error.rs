@@ -187,6 +187,9 @@ codes! {
     CwtCtiInvalid = "cwt.cti_invalid", step "T4", status 401, title INVALID_TOKEN;
     /// A session token where a service token is expected, or the reverse.
     CwtKindMismatch = "cwt.kind_mismatch", step "T10", status 401, title INVALID_TOKEN;
+    /// The token is bound to an instance that is not this verifier's, or to
+    /// any instance at a verifier configured with none.
+    CwtInstance = "cwt.instance", step "T9", status 401, title INVALID_TOKEN;
 
     // ---- Delegated tokens: steps D1–D5 (spec/verification.md §4a) ----
     /// A trust id without an actor chain, an actor chain without a trust id, or an empty trust id.

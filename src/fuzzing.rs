@@ -199,6 +199,9 @@ pub fn token_roundtrip(data: &[u8]) {
     if let Some(origin) = &claims.origin_issuer {
         builder = builder.origin_issuer(origin.clone());
     }
+    if let Some(instance) = &claims.instance {
+        builder = builder.instance(instance.clone());
+    }
     let tagging = match data.first() {
         Some(0xd8) => TokenTagging::Cwt,
         Some(0xd2) => TokenTagging::Sign1,

@@ -36,10 +36,24 @@ pub(crate) fn decode_object<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(bad)
 }
 
+/// How a request type of ours starts the message of a member it refuses
+/// while deserialising: `invalid field `name`: reason`.
+pub(crate) const INVALID_FIELD: &str = "invalid field `";
+
 /// The member a serde data error names (`missing field `x``, `unknown field
 /// `x``, `duplicate field `x``), as ` (`x`)`; empty otherwise. Field names come
 /// from our own request types or are the client's member names, never values.
 fn data_error_field(message: &str) -> String {
+    // A member our own type refused (`invalid field `x`: why`, from a
+    // `TryFrom` of ours): the reason is our text, never the value.
+    if let Some(rest) = message.strip_prefix(INVALID_FIELD)
+        && let Some((field, reason)) = rest.split_once("`: ")
+        && field.len() <= 64
+        && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        let reason = reason.split(" at line ").next().unwrap_or_default();
+        return format!(": `{field}` ({reason})");
+    }
     for prefix in ["missing field `", "unknown field `", "duplicate field `"] {
         if let Some(rest) = message.strip_prefix(prefix)
             && let Some((field, _)) = rest.split_once('`')

@@ -57,6 +57,8 @@ pub struct Vector {
     /// A routing slip the request carries (`KB-Slip`), verified (S1–S6)
     /// and bound to the verified request (S7–S8); `None`: no slip.
     pub slip: Option<Vec<u8>>,
+    /// The verifier's instance id (T9.2); `None`: it has none.
+    pub instance: Option<String>,
     /// `"valid"` or the expected error code of the last submission.
     pub expected: String,
 }
@@ -135,6 +137,7 @@ fn base_claims(client: &SigningKey) -> Claims {
         trust_id: None,
         actor_chain: Vec::new(),
         origin_issuer: None,
+        instance: None,
     }
 }
 
@@ -278,6 +281,7 @@ impl Gen {
             submissions,
             policy: None,
             slip: None,
+            instance: None,
             expected: expected.into(),
         });
     }
@@ -433,6 +437,7 @@ pub fn generate() -> Vec<Vector> {
     derived_issuer_key(&mut g);
     delegated(&mut g);
     slips(&mut g);
+    instances(&mut g);
     g.out
 }
 
@@ -1696,6 +1701,118 @@ fn invalid_claims(g: &mut Gen) {
     }
 }
 
+/// Tokens bound to one instance of the audience (T9.2), and the verifier's
+/// instance id that accepts or refuses them.
+fn instances(g: &mut Gen) {
+    let get = Req::get();
+    let bound = |g: &Gen, instance: &str| {
+        let mut claims = base_claims(&g.keys.client_ed);
+        claims.instance = Some(instance.into());
+        g.with_claims(&claims, &g.keys.client_ed, &get)
+    };
+    let cases: [(&str, &str, &str, Option<&str>, &str); 4] = [
+        (
+            "valid/instance/same-instance",
+            "a token bound to instance vm-7f3a@host-12, at the verifier of that instance",
+            "vm-7f3a@host-12",
+            Some("vm-7f3a@host-12"),
+            "valid",
+        ),
+        (
+            "invalid/cwt/instance-other",
+            "a token bound to instance vm-7f3a@host-12, at the verifier of instance vm-0001@host-03",
+            "vm-7f3a@host-12",
+            Some("vm-0001@host-03"),
+            "cwt.instance",
+        ),
+        (
+            "invalid/cwt/instance-case",
+            "the token's instance differs from the verifier's only by case: compared byte for byte",
+            "VM-7f3a@host-12",
+            Some("vm-7f3a@host-12"),
+            "cwt.instance",
+        ),
+        (
+            "invalid/cwt/instance-at-unbound-verifier",
+            "a token bound to an instance, at a verifier configured with no instance id",
+            "vm-7f3a@host-12",
+            None,
+            "cwt.instance",
+        ),
+    ];
+    for (name, description, claim, verifier_instance, expected) in cases {
+        let (token, proof) = bound(g, claim);
+        g.push(name, description, token, Some(proof), &get, expected);
+        g.out.last_mut().expect("just pushed").instance = verifier_instance.map(str::to_owned);
+    }
+    // The longest id, and every visible ASCII character in one.
+    for (name, description, instance) in [
+        (
+            "valid/instance/255-bytes",
+            "an instance of 255 bytes (the longest), at the verifier of that instance",
+            "i".repeat(255),
+        ),
+        (
+            "valid/instance/every-visible-ascii",
+            "an instance holding every visible ASCII character 0x21-0x7E, at the verifier of that instance",
+            (0x21u8..=0x7e).map(char::from).collect(),
+        ),
+    ] {
+        let (token, proof) = bound(g, &instance);
+        g.push(name, description, token, Some(proof), &get, "valid");
+        g.out.last_mut().expect("just pushed").instance = Some(instance);
+    }
+    // A token without the claim is for every instance.
+    let (token, proof) = g.good(&get);
+    g.push(
+        "valid/instance/unbound-token",
+        "a token without an instance claim, at the verifier of instance vm-7f3a@host-12",
+        token,
+        Some(proof),
+        &get,
+        "valid",
+    );
+    g.out.last_mut().expect("just pushed").instance = Some("vm-7f3a@host-12".into());
+    // Malformed values: T4 refuses them before any instance is compared.
+    let base = base_claims(&g.keys.client_ed);
+    let kb_with_instance = |instance: Value| {
+        enc(&map(vec![
+            (int(1), int(2)),
+            (int(2), text("stoughton")),
+            (int(3), text("turing")),
+            (int(4), Value::Array(vec![text("member")])),
+            (int(8), instance),
+        ]))
+    };
+    for (name, description, value) in [
+        ("instance-empty", "an empty instance claim", text("")),
+        ("instance-space", "an instance claim with a space", text("vm 7f3a")),
+        (
+            "instance-non-ascii",
+            "an instance claim with a non-ASCII character",
+            text("vm-7f3a\u{00e9}"),
+        ),
+        (
+            "instance-256-bytes",
+            "an instance claim of 256 bytes (at most 255)",
+            text(&"i".repeat(256)),
+        ),
+        (
+            "instance-bytes",
+            "an instance claim as a byte string",
+            bytes(b"vm-7f3a"),
+        ),
+    ] {
+        g.raw_payload_token(
+            &format!("invalid/cwt/{name}"),
+            description,
+            claims_with_raw(&base, token::LABEL_KEYBOUND, &kb_with_instance(value)),
+            "cwt.claim_type",
+        );
+        g.out.last_mut().expect("just pushed").instance = Some("vm-7f3a@host-12".into());
+    }
+}
+
 /// A cnf map holding an OKP key whose x is the weak identity point.
 fn weak_cnf() -> Vec<u8> {
     let mut x = [0u8; 32];
@@ -2186,12 +2303,16 @@ pub fn to_json(vectors: &[Vector]) -> String {
             Some(policy) => format!(", \"policy\": {}", json_string(policy)),
             None => String::new(),
         };
+        let instance = match &v.instance {
+            Some(instance) => format!(", \"instance\": {}", json_string(instance)),
+            None => String::new(),
+        };
         let slip = match &v.slip {
             Some(slip) => format!("      \"slip\": {},\n", json_string(&hex_encode(slip))),
             None => String::new(),
         };
         out.push_str(&format!(
-            "    {{\n      \"name\": {},\n      \"description\": {},\n      \"issuer_keys\": [{}],\n      \"token\": {},\n      \"proof\": {},\n      \"request\": {{\"method\": {}, \"uri\": {}, \"body\": {}}},\n      \"verifier\": {{\"audience\": {}, \"issuer\": {}, \"now\": {}, \"leeway\": {LEEWAY}, \"proof_max_age\": {MAX_AGE}{nonces}{policy}}},\n{slip}      \"submissions\": {},\n      \"expected\": {}\n    }}{}\n",
+            "    {{\n      \"name\": {},\n      \"description\": {},\n      \"issuer_keys\": [{}],\n      \"token\": {},\n      \"proof\": {},\n      \"request\": {{\"method\": {}, \"uri\": {}, \"body\": {}}},\n      \"verifier\": {{\"audience\": {}, \"issuer\": {}, \"now\": {}, \"leeway\": {LEEWAY}, \"proof_max_age\": {MAX_AGE}{instance}{nonces}{policy}}},\n{slip}      \"submissions\": {},\n      \"expected\": {}\n    }}{}\n",
             json_string(&v.name),
             json_string(&v.description),
             keys.join(", "),

@@ -140,6 +140,7 @@ fn tokens_validate() {
             },
         ])
         .origin_issuer("https://a.example")
+        .instance("vm-7f3a@host-12")
         .sign(&issuer, b"k1")
         .unwrap();
         assert_valid("Claims", &payload(delegated.as_bytes()), "delegated token");

@@ -42,6 +42,9 @@ fn run(v: &Value) -> Result<(), keybound::Error> {
     .proof_max_age(config["proof_max_age"].as_u64().unwrap())
     // The vectors' store started before their proofs were made: no fence.
     .replay_store(Arc::new(MemoryReplayStore::default().fenced_at(0)));
+    if let Some(instance) = config.get("instance") {
+        builder = builder.instance(instance.as_str().unwrap());
+    }
     if let Some(nonces) = config.get("nonces") {
         builder = builder.require_nonce(Arc::new(Nonces(nonces.as_array().unwrap().iter().map(hex).collect())));
     }

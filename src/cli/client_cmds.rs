@@ -145,6 +145,10 @@ pub(crate) struct ScopeArgs {
     /// exchanges for one of its own; --project and --domain then name the peer's project
     #[arg(long, conflicts_with = "trust", requires_all = ["project", "domain"])]
     through: Option<String>,
+    /// Restrict the token to one instance of the service (a VM or host id, 1 to 255 visible ASCII
+    /// characters): only a service configured with that instance id accepts it
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
 }
 
 impl ScopeArgs {
@@ -156,6 +160,7 @@ impl ScopeArgs {
         scope.lifetime = self.lifetime;
         scope.trust = self.trust.clone();
         scope.through = self.through.clone();
+        scope.instance = self.instance.clone();
         scope
     }
 }
@@ -166,13 +171,16 @@ Print a service token for one audience.
 
 Uses the stored session to ask the issuer for a token scoped to one service (and optionally one project \
 and a subset of your roles). The token is printed in base64url, as it goes into `Authorization: KB …`. \
-It is bound to your key: it works only together with proofs signed by that key (see `keybound request`).";
+It is bound to your key: it works only together with proofs signed by that key (see `keybound request`). \
+With --instance ID the token is also restricted to one instance of the service (a VM or a host id): a \
+service configured with another instance id, or with none, refuses it (cwt.instance).";
 pub(crate) const TOKEN_EXAMPLES: &str = "\
 Examples:
   keybound token --audience https://nova.example --project turing
   keybound token --audience https://nova.example --project turing --roles reader --lifetime 60 --json
   keybound token --audience https://nova.example --trust 2Qf3mV0cZ8bq1Xo4yT6wUg --json
-  keybound token --audience https://nova.canton.example --through https://canton.example --project turing --domain canton";
+  keybound token --audience https://nova.canton.example --through https://canton.example --project turing --domain canton
+  keybound token --audience https://nova.example --project turing --instance vm-7f3a@host-12";
 
 /// `keybound token`.
 #[derive(Debug, clap::Args)]
@@ -199,6 +207,7 @@ pub(crate) fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
                 "audience": claims.aud, "subject": claims.sub, "project": claims.project, "domain": claims.domain,
                 "roles": claims.roles, "expires_at": claims.exp, "bytes": token.as_bytes().len(),
                 "trust": claims.trust_id, "actors": claims.actor_chain.iter().map(|a| a.sub.clone()).collect::<Vec<_>>(),
+                "instance": claims.instance,
             })
             .to_string(),
         )?;

@@ -427,6 +427,7 @@ fn keybound_claims(v: &Value) -> Json {
             kb::TRUST_ID => "trust_id",
             kb::ACTOR_CHAIN => return Some(("actor_chain", actor_chain(v))),
             kb::ORIGIN_ISSUER => "origin_issuer",
+            kb::INSTANCE => "instance",
             _ => return None,
         };
         Some((name, render::value(v)))

@@ -32,7 +32,9 @@ Examples:
       --now 1763800000 --method GET --uri https://nova.example/v2/servers --token token.b64 --proof proof.b64
   keybound verify --keys http://127.0.0.1:8080/.well-known/keybound/keys --audience https://nova.example \\
       --issuer http://127.0.0.1:8080 --now $(date +%s) --method POST --uri https://nova.example/v2/servers \\
-      --body body.json --token \"$TOKEN\" --proof \"$PROOF\"";
+      --body body.json --token \"$TOKEN\" --proof \"$PROOF\"
+  keybound verify --keys issuer-keys.cbor --audience https://nova.example --issuer https://issuer.example \\
+      --instance vm-7f3a@host-12 --method GET --uri https://nova.example/v2/servers --token token.b64";
 
 /// `keybound verify`.
 #[derive(Debug, clap::Args)]
@@ -70,6 +72,10 @@ pub(crate) struct Args {
     /// How old a proof may be, in seconds
     #[arg(long, default_value_t = crate::proof::DEFAULT_MAX_AGE)]
     proof_max_age: u64,
+    /// The service's instance id (a VM or host id): a token bound to another instance, or to any
+    /// instance when this is absent, is refused (cwt.instance)
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
 }
 
 /// A literal or a file: the file when it exists, else the text itself.
@@ -138,10 +144,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
     let now = args
         .now
         .unwrap_or_else(|| crate::verify::Clock::now(&crate::verify::SystemClock));
-    let verifier = Verifier::builder(&args.audience, TrustedIssuer::from_arc(&args.issuer, keys))
+    let mut builder = Verifier::builder(&args.audience, TrustedIssuer::from_arc(&args.issuer, keys))
         .clock(Arc::new(ManualClock::new(now)))
         .leeway(args.leeway)
-        .proof_max_age(args.proof_max_age)
+        .proof_max_age(args.proof_max_age);
+    if let Some(instance) = &args.instance {
+        builder = builder.instance(instance);
+    }
+    let verifier = builder
         // One proof, checked once: no replay to detect, no fence to apply.
         .replay_store(Arc::new(MemoryReplayStore::with_budget(64 * 1024).fenced_at(0)))
         .build()
@@ -162,7 +172,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
                     "iss": c.iss, "sub": c.sub, "aud": c.aud, "exp": c.exp, "nbf": c.nbf, "iat": c.iat,
                     "cti": crate::encoding::hex_encode(&c.cti),
                     "kind": c.kind.as_str(), "domain": c.domain, "project": c.project, "roles": c.roles,
-                    "trust_id": c.trust_id, "origin_issuer": c.origin_issuer,
+                    "trust_id": c.trust_id, "origin_issuer": c.origin_issuer, "instance": c.instance,
                     "actor_chain": c.actor_chain.iter().map(|a| json!({"sub": a.sub, "iss": a.iss})).collect::<Vec<_>>(),
                     "key_thumbprint": c.cnf.thumbprint().to_string(),
                     "issuer_kid": crate::encoding::hex_encode(token.kid()),

@@ -63,6 +63,9 @@ pub struct Scope {
     /// issuer's, for a project of its own, obtained by exchanging a token
     /// this client's issuer mints for it.
     pub through: Option<String>,
+    /// The one instance of the service (a VM, a host id) the token is
+    /// restricted to; default: a token for every instance.
+    pub instance: Option<String>,
 }
 
 impl Scope {
@@ -76,6 +79,7 @@ impl Scope {
             lifetime: None,
             trust: None,
             through: None,
+            instance: None,
         }
     }
     /// Scopes to a project.
@@ -110,6 +114,12 @@ impl Scope {
     /// are the peer's, and both must be given), bound to the same key.
     pub fn through(mut self, issuer: impl Into<String>) -> Self {
         self.through = Some(issuer.into());
+        self
+    }
+    /// Restricts the token to one instance of the service (its `instance`
+    /// claim): only a verifier configured with that instance id accepts it.
+    pub fn instance(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
         self
     }
 }
@@ -336,6 +346,14 @@ impl Client {
                 "a delegated token does not cross to a peer issuer",
             );
         }
+        // The exchange has no instance member: refuse rather than return a
+        // token for every instance when one instance was asked for.
+        if scope.instance.is_some() {
+            return err(
+                Code::InputMalformed,
+                "a token bound to an instance does not cross to a peer issuer",
+            );
+        }
         let (foreign, _) = self.mint(&Scope::new(peer)).await?;
         let mut body = json!({"audience": scope.audience, "project": project, "domain": domain});
         if let Some(roles) = &scope.roles {
@@ -369,6 +387,7 @@ impl Client {
             ("roles", scope.roles.as_ref().map(|r| json!(r))),
             ("lifetime", scope.lifetime.map(|l| json!(l))),
             ("trust", scope.trust.as_ref().map(|t| json!(t))),
+            ("instance", scope.instance.as_ref().map(|i| json!(i))),
         ] {
             if let Some(value) = value {
                 body[key] = value;

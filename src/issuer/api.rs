@@ -474,6 +474,33 @@ struct MintRequest {
     /// A trust of which the caller is the trustee: a delegated token
     /// (spec/delegation.md §4); project and domain then come from the trust.
     trust: Option<String>,
+    /// Restricts the token to this instance of the audience service (a VM,
+    /// a host id): 1 to 255 visible ASCII characters, no spaces.
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")]
+    instance: Option<InstanceId>,
+}
+
+/// An instance id of a mint request, refused while the body is parsed
+/// (`issuer.bad_request`) when no token could carry it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct InstanceId(String);
+
+impl InstanceId {
+    pub(super) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InstanceId {
+    type Error = String;
+
+    fn try_from(id: String) -> std::result::Result<Self, String> {
+        match crate::token::instance_id_problem(&id) {
+            None => Ok(InstanceId(id)),
+            Some(problem) => Err(format!("{}instance`: {problem}", crate::json::INVALID_FIELD)),
+        }
+    }
 }
 
 #[utoipa::path(
@@ -484,7 +511,7 @@ struct MintRequest {
     summary = "Mint a service token for one audience",
     description = "Needs the session token (`Authorization: KB`) and a proof made with the session's key, htu = issuer id + `/v1/tokens`. Every mint re-checks the user, the project and the role assignments (spec/issuer.md §6). With `trust`, a delegated token for the trust's trustor, bound to the caller's key, after the checks TM0–TM7 of spec/delegation.md §4.",
     security(("kbToken" = [], "kbProof" = [])),
-    request_body(content = MintRequest, content_type = "application/json", example = json!({"audience": "https://nova.example", "project": "turing", "domain": "stoughton", "roles": ["reader"], "lifetime": 120})),
+    request_body(content = MintRequest, content_type = "application/json", example = json!({"audience": "https://nova.example", "project": "turing", "domain": "stoughton", "roles": ["reader"], "lifetime": 120, "instance": "vm-7f3a@host-12"})),
     responses(
         (status = 200, description = "A service token.", body = MintResponse, content_type = "application/json")
     )
@@ -530,6 +557,7 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
                 audience: &request.audience,
                 roles: request.roles.as_deref(),
                 lifetime,
+                instance: request.instance.as_ref().map(InstanceId::as_str),
             },
         )
         .await;
@@ -631,6 +659,9 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
     if let Some(p) = &project {
         builder = builder.scope(p.domain.as_str(), p.name.as_str());
     }
+    if let Some(instance) = &request.instance {
+        builder = builder.instance(instance.as_str());
+    }
     let token = builder.sign(&signing_key, &kid)?;
     state.metrics.minted();
     Ok(json_response(
@@ -645,6 +676,7 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             subject: verified.subject().to_owned(),
             trust: None,
             actors: Vec::new(),
+            instance: request.instance.map(|i| i.0),
         },
     ))
 }
@@ -663,6 +695,13 @@ fn mint_for_peer(
         return err(
             Code::IssuerBadRequest,
             "a token for a peer issuer carries no project, domain or roles: the peer grants its own",
+        );
+    }
+    // A peer issuer has no instances: its exchange would refuse the token (cwt.instance).
+    if request.instance.is_some() {
+        return err(
+            Code::IssuerBadRequest,
+            "a token for a peer issuer is not bound to an instance",
         );
     }
     if !facts.user_exists {
@@ -695,6 +734,7 @@ fn mint_for_peer(
             subject: verified.subject().to_owned(),
             trust: None,
             actors: Vec::new(),
+            instance: None,
         },
     ))
 }
@@ -724,6 +764,9 @@ pub(super) struct MintResponse {
     pub trust: Option<String>,
     /// the actor chain of a delegated token, current actor (the caller) first; empty otherwise
     pub actors: Vec<String>,
+    /// the instance of the audience the token is restricted to, as requested; null for a token valid at every instance
+    #[schema(required = true)]
+    pub instance: Option<String>,
 }
 
 /// base64url of raw bytes (used by the admin API for keys).

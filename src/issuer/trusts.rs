@@ -275,6 +275,8 @@ pub(super) struct TrustMint<'a> {
     pub audience: &'a str,
     pub roles: Option<&'a [String]>,
     pub lifetime: u64,
+    /// The instance of the audience the token is restricted to.
+    pub instance: Option<&'a str>,
 }
 
 /// A mint from a trust (spec/delegation.md §4): every check in one
@@ -383,7 +385,7 @@ async fn mint_checked(
         })
         .collect();
     let (signing_key, kid) = state.keys.current()?;
-    let token = TokenBuilder::service(
+    let mut builder = TokenBuilder::service(
         &state.config.issuer_id,
         root.trustor.to_string(),
         asked.audience,
@@ -394,8 +396,11 @@ async fn mint_checked(
     .roles(roles.iter().cloned())
     .scope(root.project.domain.as_str(), root.project.name.as_str())
     .trust_id(&trust.id)
-    .actor_chain(actors.clone())
-    .sign(&signing_key, &kid)?;
+    .actor_chain(actors.clone());
+    if let Some(instance) = asked.instance {
+        builder = builder.instance(instance);
+    }
+    let token = builder.sign(&signing_key, &kid)?;
     tx.record(now, &caller.to_string(), "trust.use", &trust.id, "ok")
         .await?;
     tx.commit().await?;
@@ -412,6 +417,7 @@ async fn mint_checked(
             subject: root.trustor.to_string(),
             trust: Some(trust.id.clone()),
             actors: actors.into_iter().map(|a| a.sub).collect(),
+            instance: asked.instance.map(str::to_owned),
         },
     ))
 }

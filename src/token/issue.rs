@@ -98,6 +98,7 @@ impl TokenBuilder {
                 trust_id: None,
                 actor_chain: Vec::new(),
                 origin_issuer: None,
+                instance: None,
             },
             lifetime,
             cti: None,
@@ -158,6 +159,14 @@ impl TokenBuilder {
         self
     }
 
+    /// Restricts the token to one instance of its audience service (a VM,
+    /// a host id): 1 to 255 bytes of visible ASCII, no spaces. Only for
+    /// service tokens.
+    pub fn instance(mut self, id: impl Into<String>) -> Self {
+        self.claims.instance = Some(id.into());
+        self
+    }
+
     /// A fixed `cti` instead of a random one (for test vectors).
     pub fn cti(mut self, cti: [u8; CTI_LEN]) -> Self {
         self.cti = Some(cti);
@@ -207,6 +216,15 @@ impl TokenBuilder {
         }
         if claims.roles.iter().any(String::is_empty) {
             return err(Code::IssueInvalid, "a role name must not be empty");
+        }
+        if let Some(instance) = &claims.instance {
+            // A session token's audience is the issuer, which has no instances.
+            if claims.kind == TokenKind::Session {
+                return err(Code::IssueInvalid, "only a service token is bound to an instance");
+            }
+            if let Some(problem) = super::instance_id_problem(instance) {
+                return err(Code::IssueInvalid, problem);
+            }
         }
         if claims.actor_chain.len() > MAX_ACTOR_CHAIN {
             return err(
@@ -284,7 +302,8 @@ pub(crate) fn encode_claims(claims: &Claims) -> Vec<u8> {
         + usize::from(!claims.roles.is_empty())
         + usize::from(claims.trust_id.is_some())
         + usize::from(!claims.actor_chain.is_empty())
-        + usize::from(claims.origin_issuer.is_some());
+        + usize::from(claims.origin_issuer.is_some())
+        + usize::from(claims.instance.is_some());
     cbor::write_map(&mut out, entries);
     cbor::write_int(&mut out, label::kb::KIND);
     cbor::write_uint(&mut out, claims.kind.wire());
@@ -318,6 +337,7 @@ pub(crate) fn encode_claims(claims: &Claims) -> Vec<u8> {
         }
     }
     text(label::kb::ORIGIN_ISSUER, &claims.origin_issuer, &mut out);
+    text(label::kb::INSTANCE, &claims.instance, &mut out);
     out
 }
 
@@ -371,6 +391,9 @@ mod tests {
         if let Some(origin) = &claims.origin_issuer {
             kb.push((int(label::kb::ORIGIN_ISSUER), text(origin)));
         }
+        if let Some(instance) = &claims.instance {
+            kb.push((int(label::kb::INSTANCE), text(instance)));
+        }
         let cose_key: Value = ciborium::from_reader(claims.cnf.to_cose_key(None).as_slice()).unwrap();
         ClaimsSet {
             issuer: Some(claims.iss.clone()),
@@ -423,6 +446,7 @@ mod tests {
                     },
                 ])
                 .origin_issuer("https://origin.example")
+                .instance("vm-7f3a@host-12")
                 .tagging(TokenTagging::Cwt),
             ];
             for builder in builders {

@@ -20,6 +20,7 @@
 //!   ? 5 => tstr,                 ; trust id (delegation)
 //!   ? 6 => [+ Actor],            ; actor chain, current actor first
 //!   ? 7 => tstr,                 ; origin issuer (federation)
+//!   ? 8 => tstr,                 ; instance of the audience (1..255 visible ASCII)
 //! }
 //! Actor = { 1 => tstr, ? 2 => tstr }   ; sub, iss
 //! ```
@@ -54,6 +55,27 @@ pub const MAX_ACTOR_CHAIN: usize = 8;
 /// (spec/delegation.md §5). Longer chains fit the wire format but no
 /// keybound issuer mints them; step D3 refuses them.
 pub const MAX_DELEGATION_CHAIN: usize = 4;
+/// Longest `instance` claim, in bytes.
+pub const MAX_INSTANCE_LEN: usize = 255;
+
+/// Why `id` cannot be an instance id (1 to [`MAX_INSTANCE_LEN`] bytes of
+/// visible ASCII, no spaces), or `None` when it can. One rule for the
+/// token claim, the verifier's configuration and the mint request.
+pub fn instance_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > MAX_INSTANCE_LEN {
+        return Some(format!(
+            "an instance id is 1 to {MAX_INSTANCE_LEN} bytes, not {}",
+            id.len()
+        ));
+    }
+    // Visible ASCII only: no spaces, controls or look-alike Unicode.
+    if let Some(at) = id.bytes().position(|b| !b.is_ascii_graphic()) {
+        return Some(format!(
+            "an instance id is visible ASCII without spaces; byte {at} is not"
+        ));
+    }
+    None
+}
 
 /// Registered claim labels (RFC 8392, RFC 8747).
 pub mod label {
@@ -89,6 +111,8 @@ pub mod label {
         pub const ACTOR_CHAIN: i64 = 6;
         /// origin issuer
         pub const ORIGIN_ISSUER: i64 = 7;
+        /// instance of the audience service
+        pub const INSTANCE: i64 = 8;
     }
 }
 
@@ -177,6 +201,9 @@ pub struct Claims {
     pub actor_chain: Vec<Actor>,
     /// The issuer that first authenticated the subject (federation).
     pub origin_issuer: Option<String>,
+    /// The one instance of the audience service (a VM, a host id) the
+    /// token is restricted to; `None`: any instance.
+    pub instance: Option<String>,
 }
 
 /// A signed token as issued: its exact bytes.
@@ -247,6 +274,7 @@ mod tests {
             trust_id: None,
             actor_chain: Vec::new(),
             origin_issuer: None,
+            instance: None,
         }
     }
 

@@ -187,6 +187,7 @@ pub struct VerifierBuilder<R: ?Sized = MemoryReplayStore> {
     nonce_service: Option<Arc<NonceService>>,
     token_cache: usize,
     kind: TokenKind,
+    instance: Option<String>,
 }
 
 /// The store given to the builder, or how to make the default one: it is
@@ -251,6 +252,7 @@ impl<R: ?Sized> VerifierBuilder<R> {
             nonce_service: self.nonce_service,
             token_cache: self.token_cache,
             kind: self.kind,
+            instance: self.instance,
         }
     }
 
@@ -281,6 +283,16 @@ impl<R: ?Sized> VerifierBuilder<R> {
         self
     }
 
+    /// This service's instance id (a VM, a host id): 1 to 255 bytes of
+    /// visible ASCII, no spaces. A token bound to an instance (its
+    /// `instance` claim) is accepted only when it names this one; without
+    /// an instance id, every bound token is refused (`cwt.instance`, step
+    /// T9.2). Tokens without the claim are accepted either way. Default: none.
+    pub fn instance(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
+        self
+    }
+
     /// Capacity of the verified-token cache; 0 turns it off. Default
     /// [`DEFAULT_TOKEN_CACHE_CAPACITY`].
     pub fn token_cache_capacity(mut self, entries: usize) -> Self {
@@ -289,10 +301,14 @@ impl<R: ?Sized> VerifierBuilder<R> {
     }
 
     /// Builds the verifier; refuses duplicate issuer ids, an empty audience,
-    /// and a leeway or proof age beyond their ceilings.
+    /// an instance id that no token could carry, and a leeway or proof age
+    /// beyond their ceilings.
     pub fn build(self) -> Result<Verifier<R>> {
         if self.audience.is_empty() {
             return err(Code::ConfigInvalid, "the verifier's audience must not be empty");
+        }
+        if let Some(problem) = self.instance.as_deref().and_then(crate::token::instance_id_problem) {
+            return err(Code::ConfigInvalid, format!("the verifier's instance id: {problem}"));
         }
         if self.leeway > MAX_LEEWAY {
             return err(
@@ -320,6 +336,7 @@ impl<R: ?Sized> VerifierBuilder<R> {
         policy.leeway = self.leeway;
         policy.max_service_lifetime = self.max_token_lifetime;
         policy.kind = self.kind;
+        policy.instance = self.instance;
         let replay = match self.replay {
             StoreChoice::Given(store) => store,
             StoreChoice::Default(make) => make(self.clock.now()),
@@ -370,6 +387,7 @@ impl<R: ?Sized> std::fmt::Debug for Verifier<R> {
         let core = &self.core;
         f.debug_struct("Verifier")
             .field("audience", &core.policy.audience())
+            .field("instance", &core.policy.instance)
             .field("issuers", &core.issuers)
             .field("leeway", &core.policy.leeway)
             .field("proof_max_age", &core.proof_max_age)
@@ -429,6 +447,11 @@ macro_rules! token_accessors {
         /// The audience (this service).
         pub fn audience(&self) -> &str {
             self.token().audience()
+        }
+        /// The instance of this service the token is restricted to (step
+        /// T9.2 checked it is this verifier's); `None` for an unbound token.
+        pub fn instance(&self) -> Option<&str> {
+            self.token().instance()
         }
         /// Thumbprint of the client key the token is bound to.
         pub fn key_thumbprint(&self) -> &Thumbprint {
@@ -599,6 +622,7 @@ impl Verifier {
             nonce_service: None,
             token_cache: DEFAULT_TOKEN_CACHE_CAPACITY,
             kind: TokenKind::Service,
+            instance: None,
         }
     }
 
@@ -616,6 +640,11 @@ impl<R: ?Sized> Verifier<R> {
     /// This verifier's audience.
     pub fn audience(&self) -> &str {
         self.core.policy.audience()
+    }
+
+    /// This verifier's instance id, if it has one.
+    pub fn instance(&self) -> Option<&str> {
+        self.core.policy.instance.as_deref()
     }
 
     /// The configured clock's time.

@@ -32,6 +32,10 @@ pub struct TokenPolicy {
     pub max_session_lifetime: u64,
     /// The kind of token accepted. Default: service tokens.
     pub kind: TokenKind,
+    /// This service's instance id (T9.2): a token bound to an instance is
+    /// accepted only when it names this one; `None` refuses every bound
+    /// token. Default `None`.
+    pub instance: Option<String>,
 }
 
 impl TokenPolicy {
@@ -43,6 +47,7 @@ impl TokenPolicy {
             max_service_lifetime: MAX_SERVICE_LIFETIME,
             max_session_lifetime: crate::token::MAX_SESSION_LIFETIME,
             kind: TokenKind::Service,
+            instance: None,
         }
     }
 
@@ -250,6 +255,11 @@ impl VerifiedToken {
     pub fn origin_issuer(&self) -> Option<&str> {
         self.claims.origin_issuer.as_deref()
     }
+    /// The instance of the audience the token is restricted to; T9.2
+    /// checked it is this verifier's. `None`: an unbound token.
+    pub fn instance(&self) -> Option<&str> {
+        self.claims.instance.as_deref()
+    }
     /// SHA-256 of the exact token bytes.
     pub fn token_hash(&self) -> &[u8; 32] {
         &self.token_hash
@@ -305,7 +315,7 @@ pub(crate) fn verify_token_hashed(
 
 /// Steps T9–T12 on claims whose signature was checked.
 pub(crate) fn check_claims(claims: &Claims, policy: &TokenPolicy, now: u64) -> Result<()> {
-    // T9
+    // T9.1
     if claims.aud != policy.audience {
         return err(
             Code::CwtAudMismatch,
@@ -315,6 +325,29 @@ pub(crate) fn check_claims(claims: &Claims, policy: &TokenPolicy, now: u64) -> R
                 policy.audience
             ),
         );
+    }
+    // T9.2
+    match (&claims.instance, &policy.instance) {
+        (None, _) => {}
+        (Some(bound), Some(ours)) if bound == ours => {}
+        (Some(bound), Some(ours)) => {
+            return err(
+                Code::CwtInstance,
+                format!(
+                    "the token is for instance {:?}; this is instance {ours:?}",
+                    truncate(bound)
+                ),
+            );
+        }
+        (Some(bound), None) => {
+            return err(
+                Code::CwtInstance,
+                format!(
+                    "the token is for instance {:?}; this service is configured with no instance id",
+                    truncate(bound)
+                ),
+            );
+        }
     }
     // T10
     if claims.kind != policy.kind {
@@ -462,6 +495,7 @@ impl PendingClaims<'_> {
             trust_id: kb.trust_id,
             actor_chain: kb.actor_chain,
             origin_issuer: kb.origin_issuer,
+            instance: kb.instance,
         })
     }
 }
@@ -568,6 +602,7 @@ struct KeyboundClaims {
     trust_id: Option<String>,
     actor_chain: Vec<Actor>,
     origin_issuer: Option<String>,
+    instance: Option<String>,
 }
 
 fn read_keybound(r: &mut Reader<'_>) -> Result<KeyboundClaims> {
@@ -583,6 +618,7 @@ fn read_keybound(r: &mut Reader<'_>) -> Result<KeyboundClaims> {
         trust_id: None,
         actor_chain: Vec::new(),
         origin_issuer: None,
+        instance: None,
     };
     for _ in 0..entries {
         match r.label() {
@@ -628,6 +664,13 @@ fn read_keybound(r: &mut Reader<'_>) -> Result<KeyboundClaims> {
             }
             Some(Label::Int(label::kb::ORIGIN_ISSUER)) => {
                 claims.origin_issuer = Some(read_text(r, "origin issuer")?.to_owned())
+            }
+            Some(Label::Int(label::kb::INSTANCE)) => {
+                let instance = read_text(r, "instance")?;
+                if let Some(problem) = crate::token::instance_id_problem(instance) {
+                    return err(Code::CwtClaimType, format!("claim instance (8): {problem}"));
+                }
+                claims.instance = Some(instance.to_owned());
             }
             Some(other) => {
                 return err(
