@@ -426,6 +426,69 @@ fn readme_quick_start_and_the_refusals_users_meet() {
         (Some("invalid"), Some("proof.htu_mismatch"))
     );
 
+    // `token --instance` binds the token to one instance of the service;
+    // `verify --instance` checks it as that instance (or another) would.
+    let bound: Value = serde_json::from_str(&ok(
+        &user_cfg,
+        &[
+            "token",
+            "--audience",
+            &svc,
+            "--project",
+            "turing",
+            "--instance",
+            "vm-a@host-1",
+            "--json",
+        ],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(bound["instance"], "vm-a@host-1");
+    let bound_b64 = bound["token"].as_str().unwrap().to_owned();
+    let verify_at = |instance: Option<&str>| {
+        let mut args = vec![
+            "verify",
+            "--keys",
+            &keys_url,
+            "--audience",
+            &svc,
+            "--issuer",
+            &issuer,
+            "--method",
+            "GET",
+            "--uri",
+            &uri,
+            "--token",
+            &bound_b64,
+        ];
+        if let Some(instance) = instance {
+            args.extend(["--instance", instance]);
+        }
+        let out = run(&user_cfg, &args, "");
+        (out.status.code(), serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    };
+    let (status, at_a) = verify_at(Some("vm-a@host-1"));
+    assert_eq!(
+        (status, at_a["instance"].as_str()),
+        (Some(0), Some("vm-a@host-1")),
+        "{at_a}"
+    );
+    for other in [Some("vm-b@host-2"), None] {
+        let (status, refused) = verify_at(other);
+        assert_eq!(
+            (status, refused["error"].as_str()),
+            (Some(1), Some("cwt.instance")),
+            "{other:?}"
+        );
+    }
+    let (code, line) = fails(
+        &user_cfg,
+        &["token", "--audience", &svc, "--project", "turing", "--instance", "vm a"],
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(line.starts_with("error: issuer.bad_request:"), "{line}");
+
     // Malformed token files, an expired session, an unreachable issuer, an unwritable config dir.
     let garbage = tmp.path().join("garbage.txt");
     std::fs::write(&garbage, "this is not a token").unwrap();
@@ -604,4 +667,8 @@ fn help_says_what_each_command_does_with_an_example() {
         "{delegation}"
     );
     assert!(ok(tmp.path(), &["completions", "bash"], "").contains("keybound"));
+    let token = ok(tmp.path(), &["token", "--help"], "");
+    assert!(token.contains("--instance <ID>"), "{token}");
+    assert!(token.contains("--instance vm-7f3a@host-12"), "{token}");
+    assert!(ok(tmp.path(), &["verify", "--help"], "").contains("--instance <ID>"));
 }

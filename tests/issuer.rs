@@ -1457,3 +1457,128 @@ fn ci_runs_the_database_and_redis_tests() {
         assert!(std::env::var_os(var).is_some(), "CI must set {var} (see .ci/run)");
     }
 }
+
+/// A service instance: the verifier of `audience` for `instance`, behind
+/// the HTTP layer on a loopback port of its own; answers with the verified
+/// instance.
+async fn service_instance(issuer: &Issuer, audience: &str, instance: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let keys = HttpKeys::start(
+        &format!("{}/.well-known/keybound/keys", issuer.url),
+        HttpKeysOptions::default(),
+    )
+    .await
+    .unwrap();
+    let verifier = Verifier::builder(audience, TrustedIssuer::new(&issuer.url, keys))
+        .instance(instance)
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/v2/servers",
+            axum::routing::get(|r: VerifiedRequest| async move { format!("{:?}", r.instance()) }),
+        )
+        .layer(KeyboundLayer::new(Arc::new(verifier), &url).unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// `POST /v1/tokens` with `body`, signed with the session of `user`:
+/// status and the JSON answer (the token, or the problem).
+async fn raw_mint(issuer: &Issuer, user: &Client, body: Value) -> (u16, Value) {
+    let session = user.session().unwrap();
+    let body = serde_json::to_vec(&body).unwrap();
+    let url = format!("{}/v1/tokens", issuer.url);
+    let proof = ProofBuilder::new("POST", &url, session.token.as_bytes(), &body, SystemClock.now())
+        .unwrap()
+        .sign(user.key())
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("KB {}", session.token.to_base64url()))
+        .header("kb-proof", proof.to_base64url())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_token_minted_for_an_instance_is_accepted_there_and_refused_at_another_instance() {
+    const AUDIENCE: &str = "https://nova.example";
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world(AUDIENCE).await;
+        // Two instances of one service (one audience), each its own verifier.
+        let at_a = service_instance(&issuer, AUDIENCE, "vm-a@host-1").await;
+        let at_b = service_instance(&issuer, AUDIENCE, "vm-b@host-2").await;
+        let user = issuer.client();
+        user.login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap();
+
+        // The issuer puts the instance in the token and echoes it.
+        let (status, answer) = raw_mint(
+            &issuer,
+            &user,
+            json!({"audience": AUDIENCE, "project": "turing", "instance": "vm-a@host-1"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{backend}: {answer}");
+        assert_eq!(answer["instance"], "vm-a@host-1");
+        let token = keybound::token::Token::from_bytes(
+            keybound::encoding::b64url_decode(answer["token"].as_str().unwrap()).unwrap(),
+        );
+        let claims = keybound::danger::insecure_decode_token(token.as_bytes())
+            .unwrap()
+            .claims;
+        assert_eq!(claims.instance.as_deref(), Some("vm-a@host-1"));
+        // Without the member: null, and a token without the claim.
+        let (status, answer) = raw_mint(&issuer, &user, json!({"audience": AUDIENCE, "project": "turing"})).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["instance"], Value::Null);
+        // A value no token could carry is refused while the body is parsed.
+        for bad in [json!(""), json!("vm a"), json!("i".repeat(256)), json!(7)] {
+            let (status, problem) = raw_mint(&issuer, &user, json!({"audience": AUDIENCE, "instance": bad})).await;
+            assert_eq!(
+                (status, problem["code"].as_str()),
+                (400, Some("issuer.bad_request")),
+                "{bad}"
+            );
+            if bad.is_string() {
+                let detail = problem["detail"].as_str().unwrap_or_default();
+                assert!(detail.contains("`instance` (an instance id is"), "{detail}");
+            }
+        }
+
+        // The client asks for the instance; instance A accepts the token.
+        let for_a = Scope::new(AUDIENCE).project("turing").instance("vm-a@host-1");
+        let response = user.get(&format!("{at_a}/v2/servers"), &for_a).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{backend}");
+        assert_eq!(response.text().await.unwrap(), "Some(\"vm-a@host-1\")");
+        // Instance B refuses the very same token.
+        let response = user.get(&format!("{at_b}/v2/servers"), &for_a).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            error_from_response(response).await.code(),
+            Code::CwtInstance,
+            "{backend}"
+        );
+        // An unbound token is good at both.
+        let unbound = Scope::new(AUDIENCE).project("turing");
+        for url in [&at_a, &at_b] {
+            let response = user.get(&format!("{url}/v2/servers"), &unbound).send().await.unwrap();
+            assert_eq!(response.text().await.unwrap(), "None");
+        }
+    }
+    cleanup(&all).await;
+}

@@ -1409,3 +1409,37 @@ async fn workplan_runs_create_all_trusts_or_none_and_return_a_slip() {
     }
     cleanup(&all).await;
 }
+
+/// A token minted from a trust can be restricted to one instance of its
+/// audience, like any other (spec/issuer.md §6.1 `instance`).
+#[tokio::test]
+async fn a_token_from_a_trust_carries_the_instance_asked_for() {
+    let issuer = start("sqlite", None, Arc::new(SystemClock), |_| {}).await;
+    let _admin = issuer.world(None).await;
+    let ayoung = issuer.login(AYOUNG).await;
+    let trust = ayoung.create_trust(&trust_for(NOVA, &["reader"])).await.unwrap();
+    let nova = issuer.login(NOVA).await;
+    let bound = nova
+        .service_token(&Scope::new(AUDIENCE).trust(id_of(&trust)).instance("vm-7f3a@host-12"))
+        .await
+        .unwrap();
+    let claims = claims_of(&bound);
+    assert_eq!(claims.instance.as_deref(), Some("vm-7f3a@host-12"));
+    assert_eq!(claims.trust_id.as_deref(), Some(id_of(&trust).as_str()));
+    assert_eq!(actors(&claims), [NOVA]);
+    // Without it, the delegated token is for every instance.
+    let unbound = nova
+        .service_token(&Scope::new(AUDIENCE).trust(id_of(&trust)))
+        .await
+        .unwrap();
+    assert_eq!(claims_of(&unbound).instance, None);
+    // A malformed instance is refused before the trust is looked at.
+    assert_eq!(
+        code(
+            nova.service_token(&Scope::new(AUDIENCE).trust(id_of(&trust)).instance("vm 1"))
+                .await
+        )
+        .await,
+        Code::IssuerBadRequest
+    );
+}
