@@ -971,3 +971,70 @@ async fn a_service_policy_can_admit_the_users_of_some_origins_only() {
         .unwrap();
     assert!(served.status().is_success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchanged_token_can_be_bound_to_one_instance() {
+    let fed = Federation::start([None, None]).await;
+    let foreign = fed.token_for_canton().await;
+    let mut body = nova_body(&fed.nova);
+    body["instance"] = json!("vm-7f3a");
+    let answer = exchange(fed.canton.url(), &foreign, Some(fed.user.key()), &body, NOW)
+        .await
+        .unwrap();
+    assert_eq!(answer["instance"], "vm-7f3a");
+    let token = Token::from_bytes(keybound::encoding::b64url_decode(answer["token"].as_str().unwrap()).unwrap());
+    let claims = keybound::danger::insecure_decode_token(token.as_bytes())
+        .unwrap()
+        .claims;
+    assert_eq!(claims.instance.as_deref(), Some("vm-7f3a"));
+    body["instance"] = json!("has space");
+    assert_eq!(
+        code(exchange(fed.canton.url(), &foreign, Some(fed.user.key()), &body, NOW).await),
+        "issuer.bad_request"
+    );
+}
+
+/// `keybound demo federation --json`: every step as the spec says, checked
+/// here against the codes of spec/federation.md, not the demo's own list.
+#[cfg(feature = "cli")]
+#[test]
+fn the_federation_demo_shows_the_sequence_and_every_refusal() {
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin!("keybound"))
+        .args(["demo", "federation", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let found: Value = serde_json::from_str(&stdout).unwrap();
+    let steps = found["steps"].as_array().unwrap();
+    for s in steps {
+        assert_eq!(s["ok"], true, "{s:#}");
+    }
+    let refused: Vec<&str> = steps.iter().filter_map(|s| s["got"]["refused"].as_str()).collect();
+    for code in [
+        "fed.audience",
+        "fed.pop_missing",
+        "replay.detected",
+        "fed.chain",
+        "fed.domain",
+        "fed.peer_unknown",
+        "fed.no_grants",
+    ] {
+        assert!(refused.contains(&code), "{code} not shown: {refused:?}");
+    }
+    let exchanged = steps
+        .iter()
+        .find(|s| s["what"].as_str().unwrap().starts_with("Canton exchanges"))
+        .unwrap();
+    let text = exchanged["got"]["accepted"].as_str().unwrap();
+    assert!(text.contains("origin") && text.contains("[\"member\"]"), "{text}");
+    let after_down: Vec<&Value> = steps
+        .iter()
+        .filter(|s| s["what"].as_str().unwrap().contains("stopped"))
+        .collect();
+    assert_eq!(after_down.len(), 4, "{after_down:#?}");
+}

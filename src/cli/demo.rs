@@ -33,12 +33,14 @@ the role is revoked and the next token request is refused. Exits 0 only if every
 expected, and removes everything it created.
 
 `keybound demo delegation` walks through delegation (trusts, spec/delegation.md) the same way, and \
-`keybound demo workflow` the seed's deploy-instance workflow (workplans and routing slips).";
+`keybound demo workflow` the seed's deploy-instance workflow (workplans and routing slips), and \
+`keybound demo federation` two issuers of two domains and the token exchange between them.";
 pub(crate) const EXAMPLES: &str = "\
 Examples:
   keybound demo
   keybound demo delegation
   keybound demo workflow
+  keybound demo federation
   cargo run --release -- demo";
 
 const DELEGATION_ABOUT: &str = "Run the delegation story on loopback: a user trusts a service user to act for her";
@@ -76,6 +78,12 @@ enum Story {
         after_help = super::demo_workflow::EXAMPLES
     )]
     Workflow(super::demo_workflow::Args),
+    #[command(
+        about = super::demo_federation::ABOUT,
+        long_about = super::demo_federation::LONG_ABOUT,
+        after_help = super::demo_federation::EXAMPLES
+    )]
+    Federation(super::demo_federation::Args),
 }
 
 /// The trustee of the delegation story.
@@ -573,13 +581,18 @@ pub(crate) fn run(args: Args) -> std::result::Result<ExitCode, CliError> {
         crate::encoding::hex_encode(&random::<4>()?)
     ));
     std::fs::create_dir_all(&dir).map_err(|e| CliError::io(format!("cannot create {}: {e}", dir.display())))?;
-    let json = matches!(&args.story, Some(Story::Workflow(a)) if a.json);
+    let json = match &args.story {
+        Some(Story::Workflow(a)) => a.json,
+        Some(Story::Federation(a)) => a.json,
+        _ => false,
+    };
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             match &args.story {
                 None => story(&dir).await.map(|n| (n, None)),
                 Some(Story::Delegation) => delegation(&dir).await.map(|n| (n, None)),
                 Some(Story::Workflow(a)) => super::demo_workflow::story(&dir, a).await.map(|(n, v)| (n, Some(v))),
+                Some(Story::Federation(a)) => super::demo_federation::story(&dir, a).await.map(|(n, v)| (n, Some(v))),
             }
         })
         .map_err(CliError::from)

@@ -13,6 +13,7 @@
 
 mod client_cmds;
 mod demo;
+mod demo_federation;
 mod demo_workflow;
 mod input;
 mod inspect;

@@ -346,16 +346,11 @@ impl Client {
                 "a delegated token does not cross to a peer issuer",
             );
         }
-        // The exchange has no instance member: refuse rather than return a
-        // token for every instance when one instance was asked for.
-        if scope.instance.is_some() {
-            return err(
-                Code::InputMalformed,
-                "a token bound to an instance does not cross to a peer issuer",
-            );
-        }
         let (foreign, _) = self.mint(&Scope::new(peer)).await?;
         let mut body = json!({"audience": scope.audience, "project": project, "domain": domain});
+        if let Some(instance) = &scope.instance {
+            body["instance"] = json!(instance);
+        }
         if let Some(roles) = &scope.roles {
             body["roles"] = json!(roles);
         }

@@ -250,6 +250,9 @@ struct ExchangeRequest {
     /// seconds; default and ceiling the issuer's service-token lifetime
     /// (and the peer's limit); never beyond the exchanged token's expiry
     lifetime: Option<u64>,
+    /// restricts the token to this instance of the audience service
+    #[schema(value_type = Option<String>)]
+    instance: Option<super::api::InstanceId>,
 }
 
 /// The answer to an exchange.
@@ -272,6 +275,9 @@ struct ExchangeResponse {
     subject: String,
     /// the peer that authenticated the subject: the token's origin issuer
     origin: String,
+    /// the instance the token is restricted to; null for every instance
+    #[schema(required = true)]
+    instance: Option<String>,
 }
 
 #[utoipa::path(
@@ -449,7 +455,7 @@ async fn do_exchange(
         );
     }
     let (signing_key, kid) = state.keys.current()?;
-    let token = TokenBuilder::service(
+    let mut builder = TokenBuilder::service(
         &state.config.issuer_id,
         verified.subject(),
         &input.audience,
@@ -459,8 +465,11 @@ async fn do_exchange(
     .lifetime(lifetime)
     .roles(roles.iter().cloned())
     .scope(project.domain.as_str(), project.name.as_str())
-    .origin_issuer(origin)
-    .sign(&signing_key, &kid)?;
+    .origin_issuer(origin);
+    if let Some(instance) = &input.instance {
+        builder = builder.instance(instance.as_str());
+    }
+    let token = builder.sign(&signing_key, &kid)?;
     state.metrics.minted();
     Ok(ExchangeResponse {
         token: token.to_base64url(),
@@ -471,6 +480,7 @@ async fn do_exchange(
         roles,
         subject: verified.subject().to_owned(),
         origin: origin.to_owned(),
+        instance: input.instance.map(|i| i.as_str().to_owned()),
     })
 }
 

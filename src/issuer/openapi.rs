@@ -1577,6 +1577,9 @@ const UNAVAILABLE_503_TEXT: &str = "The database or the replay store cannot answ
 const INTERNAL_500_TEXT: &str = "An internal failure (a broken configuration). `detail` is fixed text.";
 const MALFORMED_400: &[&str] = &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"];
 
+/// One documented refusal: (operation id, status, description, codes).
+type Refusal = (&'static str, u16, &'static str, &'static [&'static str]);
+
 /// The refusals every admin operation of federation has, after its own.
 macro_rules! admin_refusals {
     ($id:literal) => {
@@ -1592,7 +1595,7 @@ macro_rules! admin_refusals {
 }
 
 /// The refusals of the federation operations (spec/federation.md).
-const FEDERATION_REFUSALS: &[&[(&str, u16, &str, &[&str])]] = &[
+const FEDERATION_REFUSALS: &[&[Refusal]] = &[
     &[
         (
             "listPeers",
