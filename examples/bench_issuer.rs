@@ -9,13 +9,16 @@
 //! is set (in a schema of its own, dropped afterwards). Mints from a trust
 //! (spec/delegation.md §4) are measured the same way, from a trust and from
 //! the end of a chain of three (each mint re-checks every link), next to
-//! plain mints on the same backend.
+//! plain mints on the same backend. Token exchanges (spec/federation.md
+//! §4) are measured at a second issuer, Canton, which exchanges tokens of a
+//! first, Stoughton, next to plain mints at Canton in the same run; with the
+//! bytes of an exchanged token and of a local one of the same scope.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use keybound::client::{Client, NewTrust};
+use keybound::client::{Client, NewTrust, Scope};
 use keybound::issuer::IssuerConfig;
 use keybound::issuer::loopback::{LoopbackIssuer, World};
 use keybound::key::{Algorithm, SigningKey};
@@ -197,6 +200,150 @@ async fn mint_rate(database_url: Option<String>, n: usize, concurrency: usize, d
     rate
 }
 
+async fn post(issuer: &LoopbackIssuer, admin: &Client, path: &str, body: serde_json::Value) {
+    issuer
+        .admin_call(admin, reqwest::Method::POST, path, Some(&body))
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
+/// What the exchange measurement found.
+struct Exchange {
+    exchanges_per_s: f64,
+    mints_per_s: f64,
+    federated_bytes: usize,
+    local_bytes: usize,
+    peer_token_bytes: usize,
+}
+
+/// Exchanges a second at Canton of tokens Stoughton minted for it, and
+/// plain mints a second at Canton for the same audience and project.
+async fn exchange_rate(n: usize, concurrency: usize) -> Exchange {
+    let start = |name: &str| {
+        let dir = std::env::temp_dir().join(format!("keybound-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = IssuerConfig::new(&dir);
+        config.login_rate_per_minute = 1_000_000;
+        config.login_burst = 100_000;
+        async move {
+            (
+                LoopbackIssuer::start(config, PASSWORD, Arc::new(SystemClock))
+                    .await
+                    .unwrap(),
+                dir,
+            )
+        }
+    };
+    let (stoughton, stoughton_dir) = start("stoughton").await;
+    let (canton, canton_dir) = start("canton").await;
+    let stoughton_admin = stoughton.admin(PASSWORD).await.unwrap();
+    let canton_admin = canton.admin(PASSWORD).await.unwrap();
+    let password = "correct horse battery";
+    post(
+        &stoughton,
+        &stoughton_admin,
+        "/v1/admin/domains",
+        json!({"name": "stoughton"}),
+    )
+    .await;
+    post(
+        &stoughton,
+        &stoughton_admin,
+        "/v1/admin/users",
+        json!({"user": "ayoung@stoughton", "password": password}),
+    )
+    .await;
+    for (path, body) in [
+        ("/v1/admin/domains", json!({"name": "canton"})),
+        ("/v1/admin/projects", json!({"name": "turing", "domain": "canton"})),
+        ("/v1/admin/roles", json!({"name": "member"})),
+        ("/v1/admin/services", json!({"audience": "https://nova.example"})),
+        (
+            "/v1/admin/users",
+            json!({"user": "ayoung@canton", "password": password}),
+        ),
+        (
+            "/v1/admin/grants",
+            json!({"user": "ayoung@canton", "project": "turing@canton", "role": "member"}),
+        ),
+    ] {
+        post(&canton, &canton_admin, path, body).await;
+    }
+    let peer = |issuer: &LoopbackIssuer, domain: &str| json!({"issuer": issuer.url(), "keys_url": format!("{}/.well-known/keybound/keys", issuer.url()), "domains": [domain]});
+    post(&stoughton, &stoughton_admin, "/v1/admin/peers", peer(&canton, "canton")).await;
+    post(&canton, &canton_admin, "/v1/admin/peers", peer(&stoughton, "stoughton")).await;
+    post(
+        &canton,
+        &canton_admin,
+        "/v1/admin/remote-grants",
+        json!({"user": "ayoung@stoughton", "project": "turing@canton", "role": "member"}),
+    )
+    .await;
+    let login = |issuer: String, user: &'static str| async move {
+        let client = Client::new(&issuer, SigningKey::generate(Algorithm::EdDSA).unwrap()).unwrap();
+        client.login_password(user, password, None).await.unwrap();
+        client
+    };
+    let addr = canton.addr().to_string();
+    let scope = json!({"audience": "https://nova.example", "project": "turing", "domain": "canton"});
+    let body = serde_json::to_vec(&scope).unwrap();
+    // Both measured against Canton, each client with its own key: a peer
+    // token per remote client (minted once, as a client would), a session
+    // per local one; a fresh proof per request.
+    let mut remote = Vec::new();
+    let mut local = Vec::new();
+    for _ in 0..8 {
+        let client = login(stoughton.url().to_owned(), "ayoung@stoughton").await;
+        let token = client.service_token(&Scope::new(canton.url())).await.unwrap();
+        remote.push((client, token));
+        let client = login(canton.url().to_owned(), "ayoung@canton").await;
+        let session = client.session().unwrap().token;
+        local.push((client, session));
+    }
+    let now = SystemClock.now();
+    let prepared = |clients: &[(Client, keybound::token::Token)], path: &str| {
+        let url = format!("{}{path}", canton.url());
+        (0..n)
+            .map(|i| {
+                let (client, token) = &clients[i % clients.len()];
+                let proof = ProofBuilder::new("POST", &url, token.as_bytes(), &body, now)
+                    .unwrap()
+                    .sign(client.key())
+                    .unwrap();
+                let headers = [
+                    ("content-type", "application/json".to_owned()),
+                    ("authorization", format!("KB {}", token.to_base64url())),
+                    ("kb-proof", proof.to_base64url()),
+                ];
+                prepare(&addr, "POST", path, &headers, &body)
+            })
+            .collect::<Vec<_>>()
+    };
+    let exchanges = prepared(&remote, "/v1/exchange");
+    let mints = prepared(&local, "/v1/tokens");
+    let mints_per_s = blast(&addr, mints, concurrency).await;
+    let exchanges_per_s = blast(&addr, exchanges, concurrency).await;
+    // The bytes: one exchanged token and one local token of the same scope.
+    let through = Scope::new("https://nova.example")
+        .project("turing")
+        .domain("canton")
+        .through(canton.url());
+    let federated = remote[0].0.service_token(&through).await.unwrap();
+    let own = Scope::new("https://nova.example").project("turing");
+    let local_token = local[0].0.service_token(&own).await.unwrap();
+    let peer_token_bytes = remote[0].1.as_bytes().len();
+    drop((stoughton, canton));
+    let _ = std::fs::remove_dir_all(&stoughton_dir);
+    let _ = std::fs::remove_dir_all(&canton_dir);
+    Exchange {
+        exchanges_per_s,
+        mints_per_s,
+        federated_bytes: federated.as_bytes().len(),
+        local_bytes: local_token.as_bytes().len(),
+        peer_token_bytes,
+    }
+}
+
 async fn pg_schema(url: &str) -> (String, String) {
     sqlx::any::install_default_drivers();
     let schema = format!("kbbench_{}", std::process::id());
@@ -231,6 +378,7 @@ fn main() {
         let sqlite = mint_rate(None, n, concurrency, 0).await;
         let sqlite_trust = mint_rate(None, n, concurrency, 1).await;
         let sqlite_chain = mint_rate(None, n, concurrency, 3).await;
+        let exchange = exchange_rate(n, concurrency).await;
         let postgres = match std::env::var("KEYBOUND_TEST_POSTGRES_URL") {
             Ok(url) => {
                 let mut rates = Vec::new();
@@ -264,6 +412,12 @@ fn main() {
                 "trust_chain3_mint_postgres_tokens_per_s": postgres.as_ref().map(|p| round(p[2])),
                 "trust_mint_postgres_over_plain": postgres.as_ref().map(|p| ratio(p[1], p[0])),
                 "trust_chain3_mint_postgres_over_plain": postgres.as_ref().map(|p| ratio(p[2], p[0])),
+                "exchange_sqlite_per_s": round(exchange.exchanges_per_s),
+                "mint_same_issuer_sqlite_per_s": round(exchange.mints_per_s),
+                "exchange_over_mint": ratio(exchange.exchanges_per_s, exchange.mints_per_s),
+                "federated_token_bytes": exchange.federated_bytes,
+                "local_token_bytes": exchange.local_bytes,
+                "peer_token_bytes": exchange.peer_token_bytes,
                 "requests": n,
                 "concurrency": concurrency,
                 "target": "mint_sqlite_tokens_per_s >= 5000",
