@@ -637,6 +637,38 @@ pub fn workplan_parse(data: &[u8]) {
     }
 }
 
+/// Target `exchange_request`: any bytes are refused with a code or give a
+/// draft whose names hold, whose roles are sorted, distinct and 1 to 16,
+/// whose lifetime is 1 to 300 and whose instance is a valid id; the encoder's
+/// output of a valid request decodes to the same draft; and the lifetime of
+/// step F8 never exceeds any of its bounds.
+#[cfg(feature = "policy")]
+pub fn exchange_request(data: &[u8]) {
+    use crate::federation::{ExchangeRequest, MAX_EXCHANGE_ROLES, exchanged_lifetime};
+    let Ok(request) = ExchangeRequest::from_json(data) else {
+        return;
+    };
+    let Ok(draft) = request.check(300) else {
+        return;
+    };
+    if let Some(roles) = &draft.roles {
+        assert!(!roles.is_empty() && roles.len() <= MAX_EXCHANGE_ROLES);
+        assert!(roles.windows(2).all(|w| w[0] < w[1]));
+    }
+    assert!(draft.lifetime.is_none_or(|l| (1..=300).contains(&l)));
+    if let Some(instance) = &draft.instance {
+        assert!(crate::token::instance_id_problem(instance).is_none());
+    }
+    let again = serde_json::to_vec(&request).expect("a request serialises");
+    let reparsed = ExchangeRequest::from_json(&again).expect("the encoder's output decodes");
+    assert_eq!(reparsed.check(300).ok(), Some(draft.clone()));
+    // F8 with bounds taken from the input itself.
+    let exp = NOW + u64::from(data.first().copied().unwrap_or(0));
+    if let Ok(lifetime) = exchanged_lifetime(draft.lifetime, 300, Some(120), exp, NOW) {
+        assert!((1..=120).contains(&lifetime) && NOW + lifetime <= exp);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

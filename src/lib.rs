@@ -72,6 +72,8 @@ pub mod danger;
 pub mod delegation;
 pub mod encoding;
 pub mod error;
+#[cfg(feature = "policy")]
+pub mod federation;
 /// Fuzz entry points for `fuzz/` (test tooling, feature `testkit`).
 #[cfg(feature = "testkit")]
 #[doc(hidden)]

@@ -6,9 +6,11 @@
 //! inputs it understands: whole tokens and proofs, their claims payloads and
 //! protected headers, COSE_Keys and key sets, target URIs, and framed
 //! requests for `proof_verify`; and the bodies of
-//! `../test-vectors/trust-requests.json` for `trust_request`. File names are the vector names, so a seed
-//! says where it comes from. Earlier seeds are replaced, except the
-//! `regression-…` files; the output is deterministic.
+//! `../test-vectors/trust-requests.json` for `trust_request` and of
+//! `../test-vectors/exchange-requests.json` for `exchange_request`. File
+//! names are the vector names, so a seed says where it comes from. Earlier
+//! seeds are replaced, except the `regress…` files and what the fuzzer
+//! found (40-hex-digit names); the output is deterministic.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,12 +48,15 @@ impl Seeds {
     }
 
     fn write(&self, dir: &Path) {
-        // Replace earlier seeds but keep `regression-…` files: inputs that
-        // once crashed a target.
+        // Replace earlier seeds but keep `regress…` files (inputs that once
+        // crashed a target) and what the fuzzer found (libFuzzer names its
+        // finds by their SHA-1: 40 hex digits).
         std::fs::create_dir_all(dir).unwrap();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if !path.file_name().unwrap().to_string_lossy().starts_with("regression-") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let found = name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if !name.starts_with("regress") && !found {
                 std::fs::remove_file(path).unwrap();
             }
         }
@@ -219,8 +224,18 @@ fn main() {
         trust_requests.add(v["name"].as_str().unwrap(), v["body"].as_str().unwrap().as_bytes());
     }
 
+    // Exchange request bodies (JSON), from their own vectors.
+    let mut exchange_requests = Seeds::default();
+    let text = std::fs::read_to_string(root.join("../test-vectors/exchange-requests.json"))
+        .expect("test-vectors/exchange-requests.json");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    for v in doc["vectors"].as_array().unwrap() {
+        exchange_requests.add(v["name"].as_str().unwrap(), v["body"].as_str().unwrap().as_bytes());
+    }
+
     let corpus = root.join("corpus");
     trust_requests.write(&corpus.join("trust_request"));
+    exchange_requests.write(&corpus.join("exchange_request"));
     cbor_items.write(&corpus.join("cbor_validate"));
     cbor_items.write(&corpus.join("cbor_roundtrip"));
     tokens.write(&corpus.join("token_parse"));
@@ -241,6 +256,7 @@ fn main() {
         ("keyset_parse", &keysets),
         ("uri_*", &uris),
         ("trust_request", &trust_requests),
+        ("exchange_request", &exchange_requests),
         ("slip_parse", &slips),
     ] {
         println!("{dir}: {} seeds", seeds.0.len().min(MAX_PER_TARGET));

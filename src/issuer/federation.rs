@@ -23,8 +23,9 @@ use super::api::{json_body, json_response, respond, verified};
 use super::store::federation::is_local_domain;
 use super::store::{Audit, Federation, Peer, RemoteGrant};
 use crate::error::{Code, Error, Result, err};
+use crate::federation::{ExchangeRequest, exchanged_lifetime};
 use crate::keyset::{HttpKeys, HttpKeysOptions};
-use crate::names::{Name, ProjectName, UserName, check_audience};
+use crate::names::{Name, ProjectName, UserName};
 use crate::token::{MAX_SERVICE_LIFETIME, TokenBuilder};
 use crate::verify::{IssuerDirectory, TrustedIssuer, VerifiedRequest};
 
@@ -235,26 +236,6 @@ impl IssuerState {
     }
 }
 
-/// A token exchange (spec/federation.md §4.1).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ExchangeRequest {
-    /// the service of this issuer the token is for
-    audience: String,
-    /// a project of this issuer
-    project: String,
-    /// the project's domain (one of this issuer's)
-    domain: String,
-    /// the roles wanted, a subset of those granted; default all granted
-    roles: Option<Vec<String>>,
-    /// seconds; default and ceiling the issuer's service-token lifetime
-    /// (and the peer's limit); never beyond the exchanged token's expiry
-    lifetime: Option<u64>,
-    /// restricts the token to this instance of the audience service
-    #[schema(value_type = Option<String>)]
-    instance: Option<super::api::InstanceId>,
-}
-
 /// The answer to an exchange.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -367,7 +348,7 @@ async fn do_exchange(
     }
     // F6: the target is one of our services and projects, within the peer's limits.
     let input: ExchangeRequest = json_body(parts, body)?;
-    check_audience(&input.audience)?;
+    let draft = input.check(state.config.service_lifetime)?;
     if input.audience == state.config.issuer_id
         || input.audience == state.config.admin_audience()
         || peers.iter().any(|p| p.issuer == input.audience)
@@ -377,10 +358,7 @@ async fn do_exchange(
             "an exchange mints service tokens only: not for this issuer, its admin API or another issuer",
         );
     }
-    let project = ProjectName::new(
-        Name::parse("project", &input.project)?,
-        Name::parse("domain", &input.domain)?,
-    );
+    let project = draft.project.clone();
     if !peer.projects.is_empty() && !peer.projects.contains(&project) {
         return err(
             Code::FedInvalidTarget,
@@ -414,46 +392,27 @@ async fn do_exchange(
             format!("{user} of {origin} holds no role on {project} here"),
         );
     }
-    let roles = match &input.roles {
+    let roles = match draft.roles {
         None => facts.roles.clone(),
         Some(wanted) => {
             let missing: Vec<&String> = wanted.iter().filter(|r| !facts.roles.contains(r)).collect();
-            if wanted.is_empty() || !missing.is_empty() {
+            if !missing.is_empty() {
                 return err(
                     Code::FedNoGrants,
                     format!("{user} of {origin} does not hold {missing:?} on {project} here"),
                 );
             }
-            let mut roles = wanted.clone();
-            roles.sort();
-            roles.dedup();
-            roles
+            wanted
         }
     };
     // F8: the lifetime, clamped to the peer's limit and the token's own expiry.
-    let ceiling = state
-        .config
-        .service_lifetime
-        .min(peer.max_lifetime.unwrap_or(MAX_SERVICE_LIFETIME));
-    let asked = input.lifetime.unwrap_or(ceiling);
-    if asked == 0 || asked > state.config.service_lifetime {
-        return err(
-            Code::IssuerLifetimeExceeded,
-            format!(
-                "a service token lives 1 to {} s, not {asked}",
-                state.config.service_lifetime
-            ),
-        );
-    }
-    let lifetime = asked
-        .min(ceiling)
-        .min(verified.token().expires_at().saturating_sub(now));
-    if lifetime == 0 {
-        return err(
-            Code::CwtExpired,
-            "the exchanged token expires now: ask your issuer for a new one",
-        );
-    }
+    let lifetime = exchanged_lifetime(
+        draft.lifetime,
+        state.config.service_lifetime,
+        peer.max_lifetime,
+        verified.token().expires_at(),
+        now,
+    )?;
     let (signing_key, kid) = state.keys.current()?;
     let mut builder = TokenBuilder::service(
         &state.config.issuer_id,
@@ -466,7 +425,7 @@ async fn do_exchange(
     .roles(roles.iter().cloned())
     .scope(project.domain.as_str(), project.name.as_str())
     .origin_issuer(origin);
-    if let Some(instance) = &input.instance {
+    if let Some(instance) = &draft.instance {
         builder = builder.instance(instance.as_str());
     }
     let token = builder.sign(&signing_key, &kid)?;
@@ -480,7 +439,7 @@ async fn do_exchange(
         roles,
         subject: verified.subject().to_owned(),
         origin: origin.to_owned(),
-        instance: input.instance.map(|i| i.as_str().to_owned()),
+        instance: draft.instance,
     })
 }
 
