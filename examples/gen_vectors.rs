@@ -1,4 +1,5 @@
-//! Writes test-vectors/vectors.json and test-vectors/vectors.md.
+//! Writes test-vectors/vectors.json, test-vectors/vectors.md and
+//! test-vectors/keyset-documents.json.
 //!
 //! Run from the repository root: `cargo run --example gen_vectors --features testkit`.
 fn main() -> std::io::Result<()> {
@@ -7,6 +8,7 @@ fn main() -> std::io::Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("vectors.json"), keybound::vectors::to_json(&vectors))?;
     std::fs::write(dir.join("vectors.md"), keybound::vectors::to_markdown(&vectors))?;
+    std::fs::write(dir.join("keyset-documents.json"), keybound::vectors::keyset_documents())?;
     let valid = vectors.iter().filter(|v| v.expected == "valid").count();
     println!(
         "wrote {} vectors ({valid} valid, {} invalid) to {}",

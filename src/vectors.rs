@@ -3026,3 +3026,128 @@ fn slips(g: &mut Gen) {
         "cwt.structure",
     );
 }
+
+/// Key-set document vectors (spec/formats.md §6.1, verification.md K3 step
+/// 6): scenarios in which one source serves documents in order; after each,
+/// what a verifier holds. Written to `test-vectors/keyset-documents.json`.
+pub fn keyset_documents() -> String {
+    let k1 = derive(Algorithm::EdDSA, "issuer-ed25519");
+    let k2 = derive(Algorithm::EdDSA, "issuer-ed25519-next");
+    let set = |keys: &[&SigningKey], sequence: u64| {
+        let mut set = KeySet::new();
+        for key in keys {
+            set.insert(kid(key), key.public_key().clone()).expect("distinct kids");
+        }
+        set.with_sequence(sequence).to_cbor()
+    };
+    // A sequenced map with other labels or values than the format allows.
+    let raw_map = |entries: &[(u64, &[u8])]| {
+        let mut out = Vec::new();
+        crate::cbor::write_map(&mut out, entries.len());
+        for (label, value) in entries {
+            crate::cbor::write_uint(&mut out, *label);
+            out.extend_from_slice(value);
+        }
+        out
+    };
+    let uint = |n: u64| {
+        let mut out = Vec::new();
+        crate::cbor::write_uint(&mut out, n);
+        out
+    };
+    let bare_k1 = set(&[&k1], 0);
+    let scenarios: Vec<(&str, &str, Vec<Vec<u8>>)> = vec![
+        (
+            "valid/sequence-grows",
+            "sequence 1 with k1, then sequence 2 with k1 and k2 (a rotation): both installed",
+            vec![set(&[&k1], 1), set(&[&k1, &k2], 2)],
+        ),
+        (
+            "valid/sequence-equal",
+            "sequence 2 with k1, then sequence 2 with k2: an equal sequence is installed",
+            vec![set(&[&k1], 2), set(&[&k2], 2)],
+        ),
+        (
+            "valid/bare-then-sequenced",
+            "a bare COSE_KeySet (sequence 0), then sequence 1",
+            vec![bare_k1.clone(), set(&[&k2], 1)],
+        ),
+        (
+            "valid/withdrawn",
+            "sequence 1 with k1, then sequence 2 with no key: every key withdrawn, no token verifies (FD-04)",
+            vec![set(&[&k1], 1), set(&[], 2)],
+        ),
+        (
+            "invalid/rollback",
+            "sequence 5 with k2, then sequence 4 with the retired k1: refused, k2 kept (FD-05)",
+            vec![set(&[&k2], 5), set(&[&k1], 4)],
+        ),
+        (
+            "invalid/rollback-to-bare",
+            "sequence 3, then a bare COSE_KeySet (sequence 0): refused",
+            vec![set(&[&k2], 3), bare_k1.clone()],
+        ),
+        (
+            "invalid/withdrawn-then-old",
+            "every key withdrawn at sequence 2, then sequence 1 with k1 again: refused, still withdrawn",
+            vec![set(&[], 2), set(&[&k1], 1)],
+        ),
+        (
+            "invalid/bare-empty",
+            "a bare empty COSE_KeySet: no usable key (only a sequenced document may be empty)",
+            vec![set(&[], 0)],
+        ),
+        (
+            "invalid/sequence-zero-map",
+            "{1: 0, 2: [k1]}: a sequenced document has a sequence of at least 1",
+            vec![raw_map(&[(1, &uint(0)), (2, &bare_k1)])],
+        ),
+        (
+            "invalid/extra-label",
+            "{1: 1, 2: [k1], 3: 0}: a label the format does not define",
+            vec![raw_map(&[(1, &uint(1)), (2, &bare_k1), (3, &uint(0))])],
+        ),
+        (
+            "invalid/labels-reversed",
+            "{2: [k1], 1: 1}: labels out of the deterministic order",
+            vec![raw_map(&[(2, &bare_k1), (1, &uint(1))])],
+        ),
+        (
+            "invalid/good-then-bad",
+            "sequence 1 with k1, then an undecodable document: refused, k1 kept",
+            vec![set(&[&k1], 1), vec![0xa2, 0x01]],
+        ),
+    ];
+    let mut out = String::from(
+        "{\n  \"description\": \"Key-set documents (spec/formats.md section 6.1) served by one source in order. A verifier starts with no set (sequence 0, no key); for each document it decodes it (keyset.invalid: keep what it holds) and installs it unless its sequence is lower than the held one (keyset.rollback: keep what it holds). After each document: the outcome (installed or the code), and the sequence and kids (hex, sorted) held.\",\n  \"scenarios\": [\n",
+    );
+    for (i, (name, description, documents)) in scenarios.iter().enumerate() {
+        let mut held = KeySet::new();
+        let mut steps = Vec::new();
+        for document in documents {
+            let outcome = KeySet::from_cbor(document).and_then(|next| next.may_replace(&held).map(|()| next));
+            let result = match outcome {
+                Ok(next) => {
+                    held = next;
+                    "installed".to_owned()
+                }
+                Err(e) => e.code().as_str().to_owned(),
+            };
+            let mut kids: Vec<String> = held.iter().map(|(kid, _)| crate::encoding::hex_encode(kid)).collect();
+            kids.sort();
+            steps.push(format!(
+                "        {{\"document\": \"{}\", \"result\": \"{result}\", \"sequence\": {}, \"kids\": [{}]}}",
+                crate::encoding::hex_encode(document),
+                held.sequence(),
+                kids.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        out.push_str(&format!(
+            "    {{\n      \"name\": \"{name}\",\n      \"description\": \"{description}\",\n      \"steps\": [\n{}\n      ]\n    }}{}\n",
+            steps.join(",\n"),
+            if i + 1 < scenarios.len() { "," } else { "" }
+        ));
+    }
+    out.push_str("  ]\n}\n");
+    out
+}

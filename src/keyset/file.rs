@@ -82,7 +82,7 @@ impl FileKeys {
         if let Ok((set, modified)) = read_set(&self.path)
             && let Ok(mut state) = self.state.write()
         {
-            if set.sequence() < state.0.sequence() {
+            if set.may_replace(&state.0).is_err() {
                 state.1 = modified;
             } else {
                 *state = (Arc::new(set), modified);

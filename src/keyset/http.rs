@@ -218,17 +218,8 @@ impl Inner {
     /// finishing together cannot install the older set last.
     fn install(&self, set: KeySet) -> Result<Arc<KeySet>> {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if set.sequence() < current.sequence() {
-            return err(
-                Code::KeySetRollback,
-                format!(
-                    "key set from {} has sequence {}, lower than the {} already loaded; keeping the last good set",
-                    self.url,
-                    set.sequence(),
-                    current.sequence()
-                ),
-            );
-        }
+        set.may_replace(&current)
+            .map_err(|e| Error::new(e.code(), format!("key set from {}: {}", self.url, e.message())))?;
         let set = Arc::new(set);
         *current = set.clone();
         Ok(set)

@@ -64,6 +64,22 @@ impl KeySet {
         self.sequence
     }
 
+    /// Whether this set may replace `held`, the set a source holds (K3
+    /// step 6): not when its sequence is lower (`keyset.rollback`, catalog
+    /// FD-05); an equal sequence may.
+    pub fn may_replace(&self, held: &KeySet) -> Result<()> {
+        if self.sequence < held.sequence {
+            return err(
+                Code::KeySetRollback,
+                format!(
+                    "a key set of sequence {} does not replace the one of sequence {} held: keeping the last good set",
+                    self.sequence, held.sequence
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// True for a sequenced document with no key: the issuer withdrew every
     /// key, and no token of it verifies any more (catalog FD-04).
     pub fn is_withdrawn(&self) -> bool {
