@@ -73,8 +73,8 @@ pub mod report;
 #[cfg(feature = "http")]
 pub use records::TracingRecords;
 pub use records::{
-    DecisionRecord, JsonLinesFile, MAX_RECORD_LINE, MAX_RECORDS, MemoryRecords, Outcome, RecordSink, RecordedAction,
-    RecordsRead, WorkflowSelector, read_decision_records,
+    DecisionRecord, JsonLinesFile, MAX_RECORD_BYTES, MAX_RECORD_LINE, MAX_RECORDS, MemoryRecords, Outcome, RecordSink,
+    RecordedAction, RecordsRead, WorkflowSelector, read_decision_records,
 };
 
 use serde::{Deserialize, Serialize};

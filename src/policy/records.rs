@@ -158,6 +158,9 @@ impl std::fmt::Display for WorkflowSelector<'_> {
 pub const MAX_RECORD_LINE: usize = 64 * 1024;
 /// The most decision records one report or learning run reads: 1,000,000.
 pub const MAX_RECORDS: usize = 1_000_000;
+/// The most bytes of decision records one report or learning run keeps:
+/// 256 MiB (a million records of 64 KiB each would not fit in memory).
+pub const MAX_RECORD_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What [`read_decision_records`] found.
 #[derive(Clone, Debug, Default)]
@@ -168,6 +171,8 @@ pub struct RecordsRead {
     pub other_events: u64,
     /// Malformed lines skipped (only with `skip_bad`).
     pub skipped: u64,
+    /// Bytes of the decision records kept, against [`MAX_RECORD_BYTES`].
+    pub decision_bytes: u64,
 }
 
 /// Reads JSON-lines decision records from `input` (named `source` in
@@ -176,13 +181,24 @@ pub struct RecordsRead {
 /// not a JSON object, a decision record with a member missing or of the
 /// wrong type, or a line over [`MAX_RECORD_LINE`] bytes is
 /// `policy.record_invalid` naming the source and line, or, with
-/// `skip_bad`, counted in `skipped`. More than [`MAX_RECORDS`] decisions in
-/// all is `policy.limit`.
+/// `skip_bad`, counted in `skipped`. More than [`MAX_RECORDS`] decisions, or
+/// more than [`MAX_RECORD_BYTES`] of them, in all is `policy.limit`.
 pub fn read_decision_records(
     input: &mut dyn BufRead,
     source: &str,
     skip_bad: bool,
     into: &mut RecordsRead,
+) -> Result<()> {
+    read_records_within(input, source, skip_bad, into, MAX_RECORD_BYTES)
+}
+
+/// [`read_decision_records`] with a ceiling of `max_bytes` (tests use a small one).
+fn read_records_within(
+    input: &mut dyn BufRead,
+    source: &str,
+    skip_bad: bool,
+    into: &mut RecordsRead,
+    max_bytes: u64,
 ) -> Result<()> {
     let mut line = Vec::new();
     for number in 1u64.. {
@@ -230,6 +246,15 @@ pub fn read_decision_records(
                             format!("{source} line {number}: more than {MAX_RECORDS} decision records"),
                         );
                     }
+                    into.decision_bytes += line.len() as u64;
+                    if into.decision_bytes > max_bytes {
+                        return err(
+                            Code::PolicyLimit,
+                            format!(
+                                "{source} line {number}: more than {max_bytes} bytes of decision records; select fewer files"
+                            ),
+                        );
+                    }
                     into.decisions.push(*record);
                     None
                 }
@@ -264,8 +289,18 @@ fn parse_line(line: &[u8]) -> std::result::Result<Line, String> {
     let Some(object) = value.as_object() else {
         return Err("not a JSON object".to_owned());
     };
-    if object.get("event").and_then(serde_json::Value::as_str) != Some("policy_decision") {
-        return Ok(Line::Other);
+    match object.get("event").and_then(serde_json::Value::as_str) {
+        Some("policy_decision") => {}
+        // Denials recorded before decision records existed: not silently
+        // counted as other events, which would make a report look empty.
+        Some("policy_denial") => {
+            return Err(
+                "a denial record of the older format (`policy_denial`), without the roles that would allow it \
+                 or a workflow: record the workflow again with this version"
+                    .to_owned(),
+            );
+        }
+        _ => return Ok(Line::Other),
     }
     serde_json::from_value(value)
         .map(|r| Line::Decision(Box::new(r)))
@@ -521,6 +556,42 @@ mod tests {
         let got = read(text.as_bytes(), false).unwrap();
         assert_eq!(got.decisions, vec![decision(), decision()]);
         assert_eq!((got.other_events, got.skipped), (1, 0));
+    }
+
+    /// A denial record of the format before decision records is refused
+    /// (or skipped, counted) by name, never taken for another event.
+    #[test]
+    fn records_of_the_older_denial_format_are_named_not_ignored() {
+        let old = r#"{"event":"policy_denial","subject":"ayoung@stoughton","path":"/v2/images/1"}"#;
+        let refused = read(old.as_bytes(), false).unwrap_err();
+        assert_eq!(refused.code(), Code::PolicyRecordInvalid);
+        assert!(refused.message().contains("policy_denial"), "{}", refused.message());
+        let skipped = read(old.as_bytes(), true).unwrap();
+        assert_eq!((skipped.other_events, skipped.skipped), (0, 1));
+    }
+
+    /// The bytes of decision records are bounded across files, not only
+    /// their number: past the ceiling a run stops with policy.limit.
+    #[test]
+    fn decision_records_are_bounded_in_bytes_across_files() {
+        let line = format!("{}\n", decision().to_json());
+        let text = line.repeat(3);
+        let mut into = RecordsRead::default();
+        let ceiling = (line.len() * 4) as u64;
+        read_records_within(&mut std::io::Cursor::new(&text), "a.jsonl", false, &mut into, ceiling).unwrap();
+        assert_eq!(
+            (into.decisions.len(), into.decision_bytes),
+            (3, (line.len() * 3) as u64)
+        );
+        let refused =
+            read_records_within(&mut std::io::Cursor::new(&text), "b.jsonl", false, &mut into, ceiling).unwrap_err();
+        assert_eq!(refused.code(), Code::PolicyLimit);
+        assert!(
+            refused.message().starts_with("b.jsonl line 2:"),
+            "{}",
+            refused.message()
+        );
+        assert!(MAX_RECORD_BYTES >= 64 * MAX_RECORD_LINE as u64);
     }
 
     /// Malformed lines name the file and line, or are counted with skip_bad;
