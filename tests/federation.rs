@@ -776,22 +776,25 @@ async fn answer_of(response: reqwest::Response) -> std::result::Result<Value, St
 struct ServedKeys {
     url: String,
     document: Arc<Mutex<Vec<u8>>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 async fn served_keys(set: &KeySet) -> ServedKeys {
     let document = Arc::new(Mutex::new(set.to_cbor()));
-    let shared = document.clone();
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (shared, counted) = (document.clone(), fetches.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/keys", listener.local_addr().unwrap());
     let app = axum::Router::new().route(
         "/keys",
         axum::routing::get(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let body = shared.lock().unwrap().clone();
             async move { ([("content-type", "application/cose-key-set")], Bytes::from(body)) }
         }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
-    ServedKeys { url, document }
+    ServedKeys { url, document, fetches }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1037,4 +1040,64 @@ fn the_federation_demo_shows_the_sequence_and_every_refusal() {
         .filter(|s| s["what"].as_str().unwrap().contains("stopped"))
         .collect();
     assert_eq!(after_down.len(), 4, "{after_down:#?}");
+}
+
+/// A peer's key set served again at a lower sequence, with a retired key,
+/// is ignored: Canton keeps the newer set (FD-05), the retired key stays
+/// refused and the current one keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_key_set_rolled_back_to_a_retired_key_is_ignored() {
+    let fed = Federation::start([None, None]).await;
+    let issuer = "https://hyde.example";
+    let retired = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let current = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let newer = KeySet::new()
+        .with(b"h2".to_vec(), current.public_key().clone())
+        .unwrap()
+        .with_sequence(7);
+    let served = served_keys(&newer).await;
+    post(
+        &fed.canton,
+        &fed.canton_admin,
+        "/v1/admin/peers",
+        json!({"issuer": issuer, "keys_url": served.url, "domains": ["hyde"]}),
+    )
+    .await;
+    post(
+        &fed.canton,
+        &fed.canton_admin,
+        "/v1/admin/remote-grants",
+        json!({"user": "eve@hyde", "project": "turing@canton", "role": "member"}),
+    )
+    .await;
+    let eve = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let token = |key: &SigningKey, kid: &[u8]| {
+        TokenBuilder::service(issuer, "eve@hyde", fed.canton.url(), eve.public_key().clone(), NOW)
+            .sign(key, kid)
+            .unwrap()
+    };
+    let body = nova_body(&fed.nova);
+    exchange(fed.canton.url(), &token(&current, b"h2"), Some(&eve), &body, NOW)
+        .await
+        .unwrap();
+    // An old document (sequence 6) with the retired key: the unknown kid
+    // makes Canton refetch, and the older set is not installed.
+    let old = KeySet::new()
+        .with(b"h1".to_vec(), retired.public_key().clone())
+        .unwrap()
+        .with_sequence(6);
+    *served.document.lock().unwrap() = old.to_cbor();
+    let before = served.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        code(exchange(fed.canton.url(), &token(&retired, b"h1"), Some(&eve), &body, NOW).await),
+        "cose.key_unknown"
+    );
+    assert_eq!(
+        served.fetches.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1,
+        "Canton fetched the old document once and did not install it"
+    );
+    exchange(fed.canton.url(), &token(&current, b"h2"), Some(&eve), &body, NOW)
+        .await
+        .unwrap();
 }

@@ -27,7 +27,13 @@
 //! | K1–K3 (keys, key sets) | `crate::key`, `crate::keyset` |
 //! | D1–D5 (delegated tokens, after T12) | `delegation` |
 //! | S1–S8 (routing slips, after D5) | `crate::delegation::slip`, `slip` |
-//! | F (federation, to come) | `federation` |
+//! | F1–F8 (token exchange, at the issuer) | `crate::issuer` (`federation`), `crate::federation` |
+//!
+//! A service verifies a federated token (one an issuer exchanged for a
+//! peer's user, spec/federation.md) with T and P like any other: its issuer
+//! is the exchanging one, and the origin issuer is a claim the policy may
+//! match (`origins`). Several trusted issuers, each with its own key source,
+//! or an [`IssuerDirectory`] that changes at run time, are never merged.
 //!
 //! Cost per request: a token seen before comes from the verified-token cache
 //! (one SHA-256 and a map lookup), so a warm request pays for parsing the
@@ -36,7 +42,6 @@
 
 mod clock;
 mod delegation;
-mod federation;
 mod nonce;
 pub(crate) mod proof;
 mod replay;
