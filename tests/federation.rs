@@ -797,21 +797,15 @@ async fn served_keys(set: &KeySet) -> ServedKeys {
     ServedKeys { url, document, fetches }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_withdrew_every_key_is_refused() {
-    let fed = Federation::start([None, None]).await;
-    let issuer = "https://hyde.example";
-    let signer = SigningKey::generate(Algorithm::EdDSA).unwrap();
-    let set = KeySet::new()
-        .with(b"h1".to_vec(), signer.public_key().clone())
-        .unwrap()
-        .with_sequence(1);
-    let served = served_keys(&set).await;
+/// Hyde (`https://hyde.example`), a peer of Canton whose key set the test
+/// serves (`set` first), and a grant of member on turing to eve@hyde.
+async fn hyde_serving(fed: &Federation, set: &KeySet) -> ServedKeys {
+    let served = served_keys(set).await;
     post(
         &fed.canton,
         &fed.canton_admin,
         "/v1/admin/peers",
-        json!({"issuer": issuer, "keys_url": served.url, "domains": ["hyde"]}),
+        json!({"issuer": "https://hyde.example", "keys_url": served.url, "domains": ["hyde"]}),
     )
     .await;
     post(
@@ -821,6 +815,19 @@ async fn a_peer_that_withdrew_every_key_is_refused() {
         json!({"user": "eve@hyde", "project": "turing@canton", "role": "member"}),
     )
     .await;
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_withdrew_every_key_is_refused() {
+    let fed = Federation::start([None, None]).await;
+    let issuer = "https://hyde.example";
+    let signer = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let set = KeySet::new()
+        .with(b"h1".to_vec(), signer.public_key().clone())
+        .unwrap()
+        .with_sequence(1);
+    let served = hyde_serving(&fed, &set).await;
     let eve = SigningKey::generate(Algorithm::EdDSA).unwrap();
     let token = |kid: &[u8]| {
         TokenBuilder::service(issuer, "eve@hyde", fed.canton.url(), eve.public_key().clone(), NOW)
@@ -1055,21 +1062,7 @@ async fn a_peer_key_set_rolled_back_to_a_retired_key_is_ignored() {
         .with(b"h2".to_vec(), current.public_key().clone())
         .unwrap()
         .with_sequence(7);
-    let served = served_keys(&newer).await;
-    post(
-        &fed.canton,
-        &fed.canton_admin,
-        "/v1/admin/peers",
-        json!({"issuer": issuer, "keys_url": served.url, "domains": ["hyde"]}),
-    )
-    .await;
-    post(
-        &fed.canton,
-        &fed.canton_admin,
-        "/v1/admin/remote-grants",
-        json!({"user": "eve@hyde", "project": "turing@canton", "role": "member"}),
-    )
-    .await;
+    let served = hyde_serving(&fed, &newer).await;
     let eve = SigningKey::generate(Algorithm::EdDSA).unwrap();
     let token = |key: &SigningKey, kid: &[u8]| {
         TokenBuilder::service(issuer, "eve@hyde", fed.canton.url(), eve.public_key().clone(), NOW)
