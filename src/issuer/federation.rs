@@ -53,10 +53,21 @@ pub(super) fn admin_routes() -> OpenApiRouter<Arc<IssuerState>> {
 /// replica may have changed them).
 pub(crate) struct PeerKeys {
     directory: IssuerDirectory,
+    sources: tokio::sync::Mutex<Sources>,
+    data_dir: std::path::PathBuf,
+}
+
+/// How long a peer whose key set could not be fetched waits before the
+/// poll tries again (an administrator's change on this replica tries at once).
+const PEER_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Default)]
+struct Sources {
     // issuer id → (key-set URL, its source); a peer re-added with another
     // URL gets a new source.
-    sources: tokio::sync::Mutex<HashMap<String, (String, HttpKeys)>>,
-    data_dir: std::path::PathBuf,
+    live: HashMap<String, (String, HttpKeys)>,
+    // issuer id → when its key set last failed to load.
+    failed: HashMap<String, std::time::Instant>,
 }
 
 impl PeerKeys {
@@ -77,11 +88,16 @@ impl PeerKeys {
     /// whose key set cannot be fetched (and was never cached) is left out
     /// until a later refresh; its tokens are refused with
     /// `issuer.unavailable` meanwhile.
-    pub(crate) async fn refresh(&self, peers: &[Peer]) {
+    pub(crate) async fn refresh(&self, peers: &[Peer], retry_now: bool) {
         let mut sources = self.sources.lock().await;
-        sources.retain(|issuer, (url, _)| peers.iter().any(|p| &p.issuer == issuer && &p.keys_url == url));
+        let Sources { live, failed } = &mut *sources;
+        live.retain(|issuer, (url, _)| peers.iter().any(|p| &p.issuer == issuer && &p.keys_url == url));
+        failed.retain(|issuer, _| peers.iter().any(|p| &p.issuer == issuer));
         for peer in peers {
-            if sources.contains_key(&peer.issuer) {
+            if live.contains_key(&peer.issuer) {
+                continue;
+            }
+            if !retry_now && failed.get(&peer.issuer).is_some_and(|at| at.elapsed() < PEER_RETRY) {
                 continue;
             }
             if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
@@ -96,17 +112,22 @@ impl PeerKeys {
             };
             match HttpKeys::start(&peer.keys_url, options).await {
                 Ok(keys) => {
-                    sources.insert(peer.issuer.clone(), (peer.keys_url.clone(), keys));
+                    failed.remove(&peer.issuer);
+                    live.insert(peer.issuer.clone(), (peer.keys_url.clone(), keys));
                 }
-                Err(e) => tracing::warn!(
-                    peer = %peer.issuer,
-                    url = %peer.keys_url,
-                    error = %e,
-                    "the peer's key set cannot be fetched; its tokens are refused until it can"
-                ),
+                Err(e) => {
+                    failed.insert(peer.issuer.clone(), std::time::Instant::now());
+                    tracing::warn!(
+                        peer = %peer.issuer,
+                        url = %peer.keys_url,
+                        error = %e,
+                        retry_s = PEER_RETRY.as_secs(),
+                        "the peer's key set cannot be fetched; its tokens are refused until it can"
+                    );
+                }
             }
         }
-        let issuers = sources
+        let issuers = live
             .iter()
             .map(|(issuer, (_, keys))| TrustedIssuer::new(issuer.clone(), keys.clone()))
             .collect();
@@ -119,8 +140,14 @@ impl PeerKeys {
 impl IssuerState {
     /// Re-reads the peers from the database into the exchange verifier.
     pub async fn refresh_peers(&self) -> Result<()> {
+        self.reload_peers(false).await
+    }
+
+    /// [`IssuerState::refresh_peers`]; `retry_now` also tries at once the
+    /// peers whose key set failed to load less than 30 s ago.
+    pub(crate) async fn reload_peers(&self, retry_now: bool) -> Result<()> {
         let peers = self.store.conn().await?.list_peers().await?;
-        self.peer_keys.refresh(&peers).await;
+        self.peer_keys.refresh(&peers, retry_now).await;
         Ok(())
     }
 }
@@ -647,7 +674,7 @@ async fn delete_peer(State(state): State<Arc<IssuerState>>, request: Request) ->
 
 /// Peers changed here are used (or refused) at once on this replica.
 async fn refresh_after(state: &IssuerState) {
-    if let Err(e) = state.refresh_peers().await {
+    if let Err(e) = state.reload_peers(true).await {
         tracing::warn!(error = %e, "re-reading the peers failed; the next poll retries");
     }
 }
