@@ -71,7 +71,7 @@ impl ExchangeRequest {
             None => None,
             Some(roles) if roles.is_empty() || roles.len() > MAX_EXCHANGE_ROLES => {
                 return err(
-                    Code::FedNoGrants,
+                    Code::IssuerBadRequest,
                     format!("ask for 1 to {MAX_EXCHANGE_ROLES} roles, or leave `roles` out for all granted"),
                 );
             }
@@ -85,12 +85,13 @@ impl ExchangeRequest {
                 Some(checked)
             }
         };
+        let longest = service_lifetime.min(MAX_SERVICE_LIFETIME);
         if let Some(asked) = self.lifetime
-            && (asked == 0 || asked > service_lifetime.min(MAX_SERVICE_LIFETIME))
+            && (asked == 0 || asked > longest)
         {
             return err(
                 Code::IssuerLifetimeExceeded,
-                format!("a service token lives 1 to {service_lifetime} s, not {asked}"),
+                format!("a service token lives 1 to {longest} s, not {asked}"),
             );
         }
         if let Some(instance) = &self.instance

@@ -312,7 +312,7 @@ async fn the_seed_sequence(fed: &Federation) {
         .iter()
         .find(|e| e["action"] == "federation.exchange" && e["outcome"] == "ok")
         .unwrap_or_else(|| panic!("no exchange audited: {entries:#?}"));
-    assert_eq!(exchanged["actor"], USER);
+    assert_eq!(exchanged["actor"], format!("{USER} via {}", fed.stoughton.url()));
     assert!(
         exchanged["target"].as_str().unwrap().contains(fed.stoughton.url()),
         "{exchanged}"
@@ -515,6 +515,27 @@ async fn an_issuer_that_is_not_a_peer_and_a_peer_outside_its_domains_are_refused
         code(exchange(fed.canton.url(), &mixed, Some(fed.user.key()), &body, NOW).await),
         "fed.key_issuer_mismatch"
     );
+    // A peer removed by another replica (the row gone, this replica's
+    // directory not yet refreshed) is refused by F1's re-read.
+    {
+        use keybound::issuer::store::Federation as _;
+        let mut tx = fed.canton.state().store.begin().await.unwrap();
+        tx.delete_peer(fed.stoughton.url()).await.unwrap();
+        tx.commit().await.unwrap();
+        let foreign = fed.token_for_canton().await;
+        assert_eq!(
+            code(exchange(fed.canton.url(), &foreign, Some(fed.user.key()), &body, NOW).await),
+            "fed.peer_unknown"
+        );
+        fed.canton.state().refresh_peers().await.unwrap();
+        post(
+            &fed.canton,
+            &fed.canton_admin,
+            "/v1/admin/peers",
+            peer(&fed.stoughton, "stoughton"),
+        )
+        .await;
+    }
     // A removed peer is refused from the next exchange on.
     call(
         &fed.canton,
@@ -547,6 +568,12 @@ async fn exchanges_stop_at_one_hop() {
     assert_eq!(
         code(exchange(fed.stoughton.url(), &canton_token, Some(key), &back, NOW).await),
         "fed.audience"
+    );
+    // A token of Stoughton presented at Stoughton's own exchange.
+    let own = fed.user.service_token(&Scope::new(fed.canton.url())).await.unwrap();
+    assert_eq!(
+        code(exchange(fed.stoughton.url(), &own, Some(key), &back, NOW).await),
+        "fed.chain"
     );
     // A peer token that is itself federated or delegated: refused.
     let federated = forged(
@@ -608,7 +635,7 @@ async fn roles_come_from_canton_grants_alone() {
         code(exchange(fed.canton.url(), &foreign, Some(key), &greedy, NOW).await),
         "fed.no_grants"
     );
-    // A project the peer may not reach (FD-12), and one that does not exist.
+    // A project with no grant for her, and one that does not exist.
     post(
         &fed.canton,
         &fed.canton_admin,
@@ -904,6 +931,33 @@ async fn peers_are_checked_when_added() {
         add(json!({"issuer": url, "keys_url": keys_url, "domains": ["hyde"], "projects": ["nope@canton"]})).await,
         Err("issuer.not_found".to_owned())
     );
+    // This issuer's own key-set URL, another peer's, a service's audience as
+    // a peer id, a peer's id as a service, a local domain with a peer's name.
+    let own_keys = format!("{}/.well-known/keybound/keys", fed.canton.url());
+    assert_eq!(
+        add(json!({"issuer": url, "keys_url": own_keys, "domains": ["hyde"]})).await,
+        Err("issuer.bad_request".to_owned())
+    );
+    let stoughton_keys = format!("{}/.well-known/keybound/keys", fed.stoughton.url());
+    assert_eq!(
+        add(json!({"issuer": url, "keys_url": stoughton_keys, "domains": ["hyde"]})).await,
+        Err("issuer.conflict".to_owned())
+    );
+    assert_eq!(
+        add(json!({"issuer": fed.nova, "keys_url": keys_url, "domains": ["hyde"]})).await,
+        Err("issuer.conflict".to_owned())
+    );
+    for (path, body) in [
+        ("/v1/admin/services", json!({"audience": fed.stoughton.url()})),
+        ("/v1/admin/domains", json!({"name": "stoughton"})),
+    ] {
+        let refused = fed
+            .canton
+            .admin_call(&fed.canton_admin, Method::POST, path, Some(&body))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code().as_str(), "issuer.conflict", "{path}");
+    }
     // A remote grant needs a peer authoritative for the user's domain.
     let refused = fed
         .canton
@@ -1091,6 +1145,48 @@ async fn a_peer_key_set_rolled_back_to_a_retired_key_is_ignored() {
         "Canton fetched the old document once and did not install it"
     );
     exchange(fed.canton.url(), &token(&current, b"h2"), Some(&eve), &body, NOW)
+        .await
+        .unwrap();
+}
+
+/// The same kid in the key sets of two peers (FD-02): a token naming
+/// Stoughton is checked only with Stoughton's key under that kid, so one
+/// signed by Hyde's key under it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kid_in_two_peers_sets_resolves_only_in_the_named_issuers() {
+    let fed = Federation::start([None, None]).await;
+    let (_, stoughton_kid) = fed.stoughton.state().keys.current().unwrap();
+    let hyde_key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let set = KeySet::new()
+        .with(stoughton_kid.clone(), hyde_key.public_key().clone())
+        .unwrap()
+        .with_sequence(1);
+    let _served = hyde_serving(&fed, &set).await;
+    let key = fed.user.key();
+    let posing = TokenBuilder::service(
+        fed.stoughton.url(),
+        USER,
+        fed.canton.url(),
+        key.public_key().clone(),
+        NOW,
+    )
+    .sign(&hyde_key, &stoughton_kid)
+    .unwrap();
+    assert_eq!(
+        code(exchange(fed.canton.url(), &posing, Some(key), &nova_body(&fed.nova), NOW).await),
+        "cose.bad_signature"
+    );
+    // The same kid under Hyde's own name verifies with Hyde's key.
+    let eve = TokenBuilder::service(
+        "https://hyde.example",
+        "eve@hyde",
+        fed.canton.url(),
+        key.public_key().clone(),
+        NOW,
+    )
+    .sign(&hyde_key, &stoughton_kid)
+    .unwrap();
+    exchange(fed.canton.url(), &eve, Some(key), &nova_body(&fed.nova), NOW)
         .await
         .unwrap();
 }

@@ -1719,6 +1719,7 @@ async fn every_operation_answers_as_documented() {
     let mut unknown_project = peer_input.clone();
     unknown_project["issuer"] = json!("https://other.example");
     unknown_project["domains"] = json!(["other"]);
+    unknown_project["keys_url"] = json!("https://other.example/keys");
     unknown_project["projects"] = json!(["nope@stoughton"]);
     let answer = a("POST", "/v1/admin/peers".into(), Some(unknown_project)).await;
     c.expect("POST", "/v1/admin/peers", &answer, 404, "issuer.not_found");

@@ -811,7 +811,21 @@ async fn create_service(State(state): State<Arc<IssuerState>>, request: Request)
                 );
             }
             let now = change.now;
-            change.tx().await?.create_service(&input.audience, now).await?;
+            let tx = change.tx().await?;
+            if super::store::Federation::list_peers(&mut **tx)
+                .await?
+                .iter()
+                .any(|p| p.issuer == input.audience)
+            {
+                return err(
+                    Code::IssuerConflict,
+                    format!(
+                        "{} is a federation peer: a peer's id is not a service audience",
+                        input.audience
+                    ),
+                );
+            }
+            tx.create_service(&input.audience, now).await?;
             Ok((
                 input.audience.clone(),
                 Service {

@@ -21,7 +21,7 @@ use super::IssuerState;
 use super::admin::{action, read};
 use super::api::{json_body, json_response, respond, verified};
 use super::store::federation::is_local_domain;
-use super::store::{Audit, Federation, Peer, RemoteGrant};
+use super::store::{Audit, Federation, Peer, RemoteGrant, Services};
 use crate::error::{Code, Error, Result, err};
 use crate::federation::{ExchangeRequest, exchanged_lifetime};
 use crate::keyset::{HttpKeys, HttpKeysOptions};
@@ -54,7 +54,19 @@ pub(super) fn admin_routes() -> OpenApiRouter<Arc<IssuerState>> {
 pub(crate) struct PeerKeys {
     directory: IssuerDirectory,
     sources: tokio::sync::Mutex<Sources>,
+    // The peers as last read from the database, with the key-set URL of
+    // each one's live source: what refusals are explained with, without a
+    // database query on an unauthenticated path.
+    known: std::sync::RwLock<Arc<Known>>,
     data_dir: std::path::PathBuf,
+}
+
+#[derive(Default)]
+struct Known {
+    // issuer id → key-set URL in the database
+    configured: HashMap<String, String>,
+    // issuer id → key-set URL of the source in the directory
+    live: HashMap<String, String>,
 }
 
 /// How long a peer whose key set could not be fetched waits before the
@@ -75,6 +87,7 @@ impl PeerKeys {
         PeerKeys {
             directory: IssuerDirectory::new(Vec::new()).expect("an empty list has no duplicates"),
             sources: Default::default(),
+            known: Default::default(),
             data_dir: data_dir.join("peer-keys"),
         }
     }
@@ -88,8 +101,27 @@ impl PeerKeys {
     /// whose key set cannot be fetched (and was never cached) is left out
     /// until a later refresh; its tokens are refused with
     /// `issuer.unavailable` meanwhile.
-    pub(crate) async fn refresh(&self, peers: &[Peer], retry_now: bool) {
+    /// Whether `issuer` was a peer when the peers were last read.
+    pub(crate) fn is_configured(&self, issuer: &str) -> bool {
+        self.known().configured.contains_key(issuer)
+    }
+
+    /// The key-set URL of the source the directory holds for `issuer`.
+    pub(crate) fn live_url(&self, issuer: &str) -> Option<String> {
+        self.known().live.get(issuer).cloned()
+    }
+
+    fn known(&self) -> Arc<Known> {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the peers from `store` and starts a key source for each new
+    /// one, all under one lock, so a slower refresh never installs an older
+    /// reading after a newer one.
+    pub(crate) async fn refresh(&self, store: &super::Store, retry_now: bool) -> Result<()> {
         let mut sources = self.sources.lock().await;
+        let peers = store.conn().await?.list_peers().await?;
+        let peers = peers.as_slice();
         let Sources { live, failed } = &mut *sources;
         live.retain(|issuer, (url, _)| peers.iter().any(|p| &p.issuer == issuer && &p.keys_url == url));
         failed.retain(|issuer, _| peers.iter().any(|p| &p.issuer == issuer));
@@ -134,6 +166,15 @@ impl PeerKeys {
         if let Err(e) = self.directory.replace(issuers) {
             tracing::error!(error = %e, "the peer directory was not replaced");
         }
+        let known = Known {
+            configured: peers.iter().map(|p| (p.issuer.clone(), p.keys_url.clone())).collect(),
+            live: live
+                .iter()
+                .map(|(issuer, (url, _))| (issuer.clone(), url.clone()))
+                .collect(),
+        };
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(known);
+        Ok(())
     }
 }
 
@@ -146,9 +187,7 @@ impl IssuerState {
     /// [`IssuerState::refresh_peers`]; `retry_now` also tries at once the
     /// peers whose key set failed to load less than 30 s ago.
     pub(crate) async fn reload_peers(&self, retry_now: bool) -> Result<()> {
-        let peers = self.store.conn().await?.list_peers().await?;
-        self.peer_keys.refresh(&peers, retry_now).await;
-        Ok(())
+        self.peer_keys.refresh(&self.store, retry_now).await
     }
 }
 
@@ -203,7 +242,7 @@ pub(super) async fn explain_exchange_refusals(
                 Code::FedChain,
                 "a token this issuer or an exchange issued is not exchanged again: exchanges stop at one hop",
             ),
-            Some(t) if is_peer(&state, t.issuer()).await.unwrap_or(false) => Error::new(
+            Some(t) if state.peer_keys.is_configured(t.issuer()) => Error::new(
                 Code::IssuerUnavailable,
                 "the key set of this peer has not been fetched yet; try again later",
             ),
@@ -235,11 +274,9 @@ pub(super) async fn explain_exchange_refusals(
         }),
         _ => None,
     };
+    // The binding counted the refusal already (under its own code).
     match explained {
-        Some(e) => {
-            state.metrics.failure(e.code().as_str());
-            crate::http::error_response(&e, None)
-        }
+        Some(e) => crate::http::error_response(&e, None),
         None => response,
     }
 }
@@ -328,7 +365,13 @@ async fn exchange(State(state): State<Arc<IssuerState>>, request: Request) -> Re
                 .store
                 .conn()
                 .await?
-                .record(now as i64, verified.subject(), "federation.exchange", &target, code)
+                .record(
+                    now as i64,
+                    &format!("{} via {origin}", verified.subject()),
+                    "federation.exchange",
+                    &target,
+                    code,
+                )
                 .await?;
         }
         outcome.map(|answer| json_response(StatusCode::OK, &answer))
@@ -355,6 +398,14 @@ async fn do_exchange(
             "the token's issuer is no longer a peer of this issuer",
         );
     };
+    // The token was checked with the keys of the source this replica holds:
+    // after the peer's key-set URL changed, only the new source's count.
+    if state.peer_keys.live_url(origin).as_deref() != Some(peer.keys_url.as_str()) {
+        return err(
+            Code::IssuerUnavailable,
+            "the peer's key-set URL changed and its new key set is not loaded yet; try again in a few seconds",
+        );
+    }
     // F4: one hop only.
     let claims = verified.token().claims();
     if claims.origin_issuer.is_some() || claims.trust_id.is_some() || !claims.actor_chain.is_empty() {
@@ -545,8 +596,17 @@ fn parse_peer(state: &IssuerState, input: PeerInput) -> Result<Peer> {
     if input.issuer.len() > 256 {
         return err(Code::IssuerBadRequest, "a peer's issuer id is at most 256 bytes");
     }
-    if input.issuer == state.config.issuer_id {
+    let own = crate::proof::normalize_uri(&state.config.issuer_id)?;
+    if crate::proof::normalize_uri(&input.issuer).ok().as_ref() == Some(&own) {
         return err(Code::IssuerBadRequest, "this issuer is not its own peer");
+    }
+    // Keys are never pooled, not even by configuration (catalog FD-01).
+    let own_keys = format!(
+        "{}/.well-known/keybound/keys",
+        state.config.issuer_id.trim_end_matches('/')
+    );
+    if crate::proof::normalize_uri(&input.keys_url).ok() == crate::proof::normalize_uri(&own_keys).ok() {
+        return err(Code::IssuerBadRequest, "a peer's key-set URL is not this issuer's own");
     }
     HttpKeys::check_url(&input.keys_url, &HttpKeysOptions::default())
         .map_err(|e| Error::new(Code::IssuerBadRequest, e.message().to_owned()))?;
@@ -612,7 +672,7 @@ async fn list_peers(State(state): State<Arc<IssuerState>>, request: Request) -> 
     operation_id = "createPeer",
     tag = "admin",
     summary = "Add a peer issuer",
-    description = "Its tokens for this issuer can then be exchanged (spec/federation.md §2). `issuer.bad_request` for this issuer's own id, a key-set URL over plain http to a remote host, with userinfo or not http(s), no domain, or a max_lifetime outside 1–300 s; `issuer.conflict` for a peer that exists, a domain that is this issuer's own or another peer's. Audited as `peer.create`.",
+    description = "Its tokens for this issuer can then be exchanged (spec/federation.md §2). `issuer.bad_request` for this issuer's own id, a key-set URL over plain http to a remote host, with userinfo or not http(s), no domain, or a max_lifetime outside 1–300 s; `issuer.bad_request` also for this issuer's own key-set URL; `issuer.conflict` for a peer that exists, a domain that is this issuer's own or another peer's, another peer's key-set URL, or a registered service's audience as its id. Audited as `peer.create`.",
     security(("kbToken" = [], "kbProof" = [])),
     request_body(content = PeerInput, content_type = "application/json", example = json!({"issuer": "https://stoughton.example", "keys_url": "https://stoughton.example/.well-known/keybound/keys", "domains": ["stoughton"], "projects": ["turing@canton"], "max_lifetime": 300})),
     responses(
@@ -626,10 +686,24 @@ async fn create_peer(State(state): State<Arc<IssuerState>>, request: Request) ->
             let peer = parse_peer(&s, input)?;
             let now = change.now();
             let tx = change.tx().await?;
-            if tx.list_peers().await?.len() >= MAX_PEERS {
+            let peers = tx.list_peers().await?;
+            if peers.len() >= MAX_PEERS {
                 return err(
                     Code::IssuerConflict,
                     format!("this issuer has {MAX_PEERS} peers already"),
+                );
+            }
+            if peers.iter().any(|p| p.keys_url == peer.keys_url) {
+                return err(
+                    Code::IssuerConflict,
+                    "another peer has this key-set URL: keys of two issuers are never pooled",
+                );
+            }
+            // A peer's id is a token audience at mint time: never also a service's.
+            if tx.list_services().await?.contains(&peer.issuer) {
+                return err(
+                    Code::IssuerConflict,
+                    format!("{} is a registered service: remove it first", peer.issuer),
                 );
             }
             tx.create_peer(&peer, now).await?;

@@ -543,8 +543,10 @@ impl IssuerState {
         });
         // Rotations and retired kids before the first request, then every few seconds.
         state.refresh_key_state().await?;
-        state.refresh_peers().await?;
         tokio::spawn(watch_key_state(Arc::downgrade(&state)));
+        // Peers load in their own task: a peer that does not answer never
+        // delays start-up or the key-state poll.
+        tokio::spawn(watch_peers(Arc::downgrade(&state)));
         tokio::spawn(prune_hourly(Arc::downgrade(&state)));
         tokio::spawn(forget_idle_login_sources(Arc::downgrade(&state)));
         Ok(state)
@@ -623,6 +625,16 @@ async fn watch_key_state(state: std::sync::Weak<IssuerState>) {
         if let Err(e) = state.refresh_key_state().await {
             tracing::warn!(error = %e, "reading the key state from the database failed; retrying");
         }
+    }
+}
+
+/// Keeps the federation peers and their key sources current (at once, then
+/// every [`keys::KEY_STATE_POLL`]), as long as the issuer lives.
+async fn watch_peers(state: std::sync::Weak<IssuerState>) {
+    let mut every = tokio::time::interval(keys::KEY_STATE_POLL);
+    loop {
+        every.tick().await;
+        let Some(state) = state.upgrade() else { return };
         if let Err(e) = state.refresh_peers().await {
             tracing::warn!(error = %e, "reading the federation peers from the database failed; retrying");
         }

@@ -1313,7 +1313,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createService",
         409,
-        "The audience is registered.",
+        "The audience is registered, or is a federation peer's issuer id.",
         &["issuer.conflict"],
     ),
     (
@@ -1624,7 +1624,7 @@ const FEDERATION_REFUSALS: &[&[Refusal]] = &[
         (
             "createPeer",
             409,
-            "The peer exists, or a domain is this issuer's own or another peer's, or there are 256 peers.",
+            "The peer exists; a domain is this issuer's own or another peer's; its key-set URL is another peer's; its id is a registered service; or there are 256 peers.",
             &["issuer.conflict"],
         ),
         ("deletePeer", 400, "The request is malformed (I1, H2).", MALFORMED_400),

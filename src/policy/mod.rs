@@ -40,6 +40,8 @@
 //! origin is its origin issuer, or its own issuer when it has none (a
 //! local user). Without `origins` a rule does not look at the origin: the
 //! roles a federated token carries are the ones its issuer granted here.
+//! The origin is the token issuer's claim: with several trusted issuers,
+//! each is trusted for the origins it asserts.
 //!
 //! **Delegated requests** (tokens minted from a trust, spec/delegation.md)
 //! are refused by every rule unless it — or the top-level `delegated` —

@@ -206,6 +206,13 @@ impl Identities for Conn {
     }
 
     async fn create_domain(&mut self, name: &Name, now: i64) -> Result<()> {
+        // A domain is this issuer's or a peer's, never both (spec/federation.md §2).
+        if let Some(peer) = super::federation::Federation::peer_for_domain(self, name.as_str()).await? {
+            return crate::error::err(
+                crate::error::Code::IssuerConflict,
+                format!("domain {name} is the domain of the peer issuer {peer}: it cannot also be local"),
+            );
+        }
         sqlx::query("INSERT INTO domains (name, enabled, created_at) VALUES ($1, 1, $2)")
             .bind(name.as_str())
             .bind(now)
