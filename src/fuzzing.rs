@@ -759,6 +759,11 @@ mod tests {
                 verifier.require_nonce(Arc::new(FixedNonces))
             } else {
                 verifier
+            };
+            // The instance vectors name the verifier's instance id (T9.2).
+            let verifier = match &v.instance {
+                Some(id) => verifier.instance(id),
+                None => verifier,
             }
             .build()
             .unwrap();
