@@ -958,6 +958,19 @@ async fn peers_are_checked_when_added() {
             .unwrap_err();
         assert_eq!(refused.code().as_str(), "issuer.conflict", "{path}");
     }
+    // A local grant to a peer's user says to use --remote.
+    let refused = fed
+        .canton
+        .admin_call(
+            &fed.canton_admin,
+            Method::POST,
+            "/v1/admin/grants",
+            Some(&json!({"user": USER, "project": "turing@canton", "role": "member"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code().as_str(), "issuer.not_found");
+    assert!(refused.message().contains("--remote"), "{}", refused.message());
     // A remote grant needs a peer authoritative for the user's domain.
     let refused = fed
         .canton

@@ -715,7 +715,19 @@ async fn grant(State(state): State<Arc<IssuerState>>, request: Request) -> Respo
         Box::pin(async move {
             let g = ParsedGrant::parse(&input)?;
             let now = change.now;
-            change.tx().await?.grant(&g.user, &g.project, &g.role, now).await?;
+            let tx = change.tx().await?;
+            // A user of a peer's domain is granted roles as a remote user.
+            if let Some(peer) = super::store::Federation::peer_for_domain(&mut **tx, g.user.domain.as_str()).await? {
+                return err(
+                    Code::IssuerNotFound,
+                    format!(
+                        "{} is a user of the peer issuer {peer}, not of this issuer: grant remote users with \
+                         --remote (POST /v1/admin/remote-grants)",
+                        g.user
+                    ),
+                );
+            }
+            tx.grant(&g.user, &g.project, &g.role, now).await?;
             Ok((
                 g.target(),
                 Grant {
