@@ -156,6 +156,35 @@ impl std::fmt::Debug for IssuerDirectory {
     }
 }
 
+/// The issuers a verifier trusts: fixed when it was built (read at no
+/// cost on every request), or a directory that may change (one snapshot per
+/// verification).
+enum TrustedIssuers {
+    Fixed(Vec<TrustedIssuer>),
+    Live(IssuerDirectory),
+}
+
+impl TrustedIssuers {
+    /// `f` on the current list.
+    fn with<T>(&self, f: impl FnOnce(&[TrustedIssuer]) -> T) -> T {
+        match self {
+            TrustedIssuers::Fixed(list) => f(list),
+            TrustedIssuers::Live(directory) => f(&directory.snapshot()),
+        }
+    }
+
+    /// The trusted issuer `id`.
+    fn get(&self, id: &str) -> Option<TrustedIssuer> {
+        self.with(|list| list.iter().find(|t| t.id == id).cloned())
+    }
+}
+
+impl std::fmt::Debug for TrustedIssuers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with(|list| f.debug_list().entries(list).finish())
+    }
+}
+
 fn check_distinct(issuers: &[TrustedIssuer]) -> Result<()> {
     for (i, issuer) in issuers.iter().enumerate() {
         if issuers[..i].iter().any(|other| other.id == issuer.id) {
@@ -334,8 +363,11 @@ impl<R: ?Sized> VerifierBuilder<R> {
             );
         }
         let issuers = match self.directory {
-            Some(directory) => directory,
-            None => IssuerDirectory::new(self.issuers)?,
+            Some(directory) => TrustedIssuers::Live(directory),
+            None => {
+                check_distinct(&self.issuers)?;
+                TrustedIssuers::Fixed(self.issuers)
+            }
         };
         let mut policy = TokenPolicy::new(self.audience);
         policy.leeway = self.leeway;
@@ -379,7 +411,7 @@ pub struct Verifier<R: ?Sized = MemoryReplayStore> {
 /// the verifier without its type parameter).
 pub(crate) struct Core {
     policy: TokenPolicy,
-    issuers: IssuerDirectory,
+    issuers: TrustedIssuers,
     proof_max_age: u64,
     clock: Arc<dyn Clock>,
     nonce: Option<Arc<dyn NonceValidator>>,
@@ -614,10 +646,24 @@ impl Verifier {
     /// Starts a verifier for `audience` trusting `issuer`; add more issuers
     /// and options on the builder.
     pub fn builder(audience: impl Into<String>, issuer: TrustedIssuer) -> VerifierBuilder {
+        Self::builder_of(audience.into(), vec![issuer], None)
+    }
+
+    /// Starts a verifier for `audience` trusting the issuers of `directory`,
+    /// which may change while the verifier runs.
+    pub fn builder_with_directory(audience: impl Into<String>, directory: IssuerDirectory) -> VerifierBuilder {
+        Self::builder_of(audience.into(), Vec::new(), Some(directory))
+    }
+
+    fn builder_of(
+        audience: String,
+        issuers: Vec<TrustedIssuer>,
+        directory: Option<IssuerDirectory>,
+    ) -> VerifierBuilder {
         VerifierBuilder {
-            audience: audience.into(),
-            issuers: vec![issuer],
-            directory: None,
+            audience,
+            issuers,
+            directory,
             leeway: DEFAULT_LEEWAY,
             max_token_lifetime: MAX_SERVICE_LIFETIME,
             proof_max_age: crate::proof::DEFAULT_MAX_AGE,
@@ -629,15 +675,6 @@ impl Verifier {
             kind: TokenKind::Service,
             instance: None,
         }
-    }
-
-    /// Starts a verifier for `audience` trusting the issuers of `directory`,
-    /// which may change while the verifier runs.
-    pub fn builder_with_directory(audience: impl Into<String>, directory: IssuerDirectory) -> VerifierBuilder {
-        let mut builder = Self::builder(audience, TrustedIssuer::with_keys("", KeySet::new()));
-        builder.issuers.clear();
-        builder.directory = Some(directory);
-        builder
     }
 }
 
@@ -699,12 +736,8 @@ impl<R: ?Sized> Verifier<R> {
     /// [`crate::danger::verify_token_without_proof`].
     pub(crate) fn verify_token_only(&self, token: &[u8]) -> Result<VerifiedToken> {
         let core = &self.core;
-        token::verify_token(
-            token,
-            &core.policy,
-            &Issuers(&core.issuers.snapshot()),
-            core.clock.now(),
-        )
+        core.issuers
+            .with(|list| token::verify_token(token, &core.policy, &Issuers(list), core.clock.now()))
     }
 }
 
@@ -819,9 +852,11 @@ impl dyn DynVerifier {
 impl Core {
     /// The verified token from the cache, or verified now and cached.
     fn token(&self, token: &[u8], now: u64) -> Result<Arc<VerifiedToken>> {
+        self.issuers.with(|list| self.token_from(Issuers(list), token, now))
+    }
+
+    fn token_from(&self, issuers: Issuers<'_>, token: &[u8], now: u64) -> Result<Arc<VerifiedToken>> {
         let hash = crate::sha256(token);
-        let snapshot = self.issuers.snapshot();
-        let issuers = Issuers(&snapshot);
         if let Some(cached) = self.cache.get(&hash, now, self.policy.leeway) {
             // The signing key must still be in its issuer's set: removing a
             // key from the set takes effect for cached tokens too.
@@ -885,12 +920,8 @@ impl Core {
 
     /// S1–S6 for a slip, at the current time.
     fn slip(&self, slip: &[u8]) -> Result<VerifiedSlip> {
-        slip::verify_slip(
-            slip,
-            &Issuers(&self.issuers.snapshot()),
-            self.policy.leeway,
-            self.clock.now(),
-        )
+        self.issuers
+            .with(|list| slip::verify_slip(slip, &Issuers(list), self.policy.leeway, self.clock.now()))
     }
 
     /// [`Core::slip`], waiting for one key refetch on an unknown kid.
