@@ -182,15 +182,22 @@ impl Domains {
         })
     }
 
-    fn exchange_body(&self) -> Value {
-        json!({"audience": self.nova, "project": "turing", "domain": "canton"})
+    /// The body of every exchange the demo sends, from the one encoder.
+    fn exchange_body(&self) -> Vec<u8> {
+        let request = crate::federation::ExchangeRequest {
+            audience: self.nova.clone(),
+            project: "turing".into(),
+            domain: "canton".into(),
+            ..Default::default()
+        };
+        serde_json::to_vec(&request).unwrap_or_default()
     }
 
     /// An exchange at Canton with `token`, signed by the user's key unless
     /// `proof` is `None`, or with exactly `proof`.
     async fn exchange(&self, token: &Token, proof: Option<&str>) -> Result<(Value, String)> {
         let url = format!("{}/v1/exchange", self.canton_url);
-        let body = serde_json::to_vec(&self.exchange_body()).unwrap_or_default();
+        let body = self.exchange_body();
         let mut request = reqwest::Client::new()
             .post(&url)
             .header("content-type", "application/json")
@@ -220,7 +227,7 @@ impl Domains {
     /// A fresh proof by the user's key for an exchange with `token`.
     fn proof(&self, token: &Token, now: u64) -> Result<String> {
         let url = format!("{}/v1/exchange", self.canton_url);
-        let body = serde_json::to_vec(&self.exchange_body()).unwrap_or_default();
+        let body = self.exchange_body();
         Ok(ProofBuilder::new("POST", &url, token.as_bytes(), &body, now)?
             .sign(self.user.key())?
             .to_base64url())

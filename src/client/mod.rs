@@ -347,18 +347,17 @@ impl Client {
             );
         }
         let (foreign, _) = self.mint(&Scope::new(peer)).await?;
-        let mut body = json!({"audience": scope.audience, "project": project, "domain": domain});
-        if let Some(instance) = &scope.instance {
-            body["instance"] = json!(instance);
-        }
-        if let Some(roles) = &scope.roles {
-            body["roles"] = json!(roles);
-        }
-        if let Some(lifetime) = scope.lifetime {
-            body["lifetime"] = json!(lifetime);
-        }
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        let url = format!("{}/v1/exchange", peer.trim_end_matches('/'));
+        // The one encoder of the exchange body (spec/federation.md §4.1).
+        let request = crate::federation::ExchangeRequest {
+            audience: scope.audience.clone(),
+            project: project.clone(),
+            domain: domain.clone(),
+            roles: scope.roles.clone(),
+            lifetime: scope.lifetime,
+            instance: scope.instance.clone(),
+        };
+        let body = serde_json::to_vec(&request).unwrap_or_default();
+        let url = format!("{}{}", peer.trim_end_matches('/'), crate::federation::EXCHANGE_PATH);
         let answer = self.call(Method::POST, &url, body, Some(&foreign)).await?;
         token_from(&answer, self.clock.now())
     }
