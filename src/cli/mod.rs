@@ -11,6 +11,7 @@
 //! library's [`Code`](crate::Code)s; the few failures that have no library
 //! code use the `cli.*` codes below.
 
+mod admin_cmds;
 mod client_cmds;
 mod demo;
 mod demo_federation;
@@ -91,8 +92,8 @@ enum Command {
     Verify(verify_cmd::Args),
     #[command(about = server_cmds::SERVE_ABOUT, long_about = server_cmds::SERVE_LONG, after_help = server_cmds::SERVE_EXAMPLES)]
     Serve(server_cmds::ServeArgs),
-    #[command(about = server_cmds::ADMIN_ABOUT, long_about = server_cmds::ADMIN_LONG, after_help = server_cmds::ADMIN_EXAMPLES)]
-    Admin(server_cmds::AdminArgs),
+    #[command(about = admin_cmds::ADMIN_ABOUT, long_about = admin_cmds::ADMIN_LONG, after_help = admin_cmds::ADMIN_EXAMPLES)]
+    Admin(admin_cmds::AdminArgs),
     #[command(about = client_cmds::LOGIN_ABOUT, long_about = client_cmds::LOGIN_LONG, after_help = client_cmds::LOGIN_EXAMPLES)]
     Login(client_cmds::LoginArgs),
     #[command(about = client_cmds::TOKEN_ABOUT, long_about = client_cmds::TOKEN_LONG, after_help = client_cmds::TOKEN_EXAMPLES)]
@@ -128,7 +129,7 @@ impl Command {
             Command::Inspect(args) => inspect::run(args),
             Command::Verify(args) => verify_cmd::run(args),
             Command::Serve(args) => server_cmds::serve(args),
-            Command::Admin(args) => server_cmds::admin(args),
+            Command::Admin(args) => admin_cmds::admin(args),
             Command::Login(args) => client_cmds::login(args),
             Command::Token(args) => client_cmds::token(args),
             Command::Request(args) => client_cmds::request(args),

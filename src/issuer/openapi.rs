@@ -1,7 +1,7 @@
 //! The issuer's OpenAPI document, generated from the routes themselves
 //! (`#[utoipa::path]` on each handler, collected by the routers of `api` and
 //! `admin`), plus the refusals each operation documents. `spec/openapi.json`
-//! is this document; `tests/openapi_contract.rs` fails when they differ.
+//! is this document; `tests/it/openapi_contract.rs` fails when they differ.
 
 use std::sync::Arc;
 

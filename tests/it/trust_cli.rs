@@ -11,7 +11,7 @@ use keybound::issuer::loopback::{LoopbackIssuer, World};
 use keybound::verify::SystemClock;
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 const ADMIN_PASSWORD: &str = "bootstrap-password-1";
 const PASSWORD: &str = "correct horse battery";

@@ -19,7 +19,7 @@ use keybound::token::Token;
 use keybound::verify::{Clock, ManualClock, SystemClock, TrustedIssuer, VerifiedRequest, Verifier};
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 const ADMIN_PASSWORD: &str = "bootstrap-password-1";
 const PASSWORD: &str = "correct horse battery";
@@ -30,7 +30,7 @@ const CINDER: &str = "cinder@service";
 const AUDIENCE: &str = "https://nova.example";
 
 // ---------------------------------------------------------------------------
-// Set-up (as tests/issuer.rs).
+// Set-up (as tests/it/issuer.rs).
 
 struct Issuer {
     url: String,

@@ -14,7 +14,7 @@ use keybound::verify::{ManualClock, RedisReplayOptions, RedisReplayStore, Truste
 /// A verifier recording in Redis: it has only the `async` methods.
 type RedisVerifier = Verifier<RedisReplayStore>;
 
-mod common;
+use crate::common;
 use common::PrivateRedis;
 
 const ISSUER: &str = "https://issuer.example";

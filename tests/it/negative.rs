@@ -1814,7 +1814,7 @@ fn co_24_kid_is_hex_in_messages() {
 }
 
 // ---------------------------------------------------------------------------
-// 2.3 Signature primitives (the Wycheproof sets run in tests/wycheproof.rs)
+// 2.3 Signature primitives (the Wycheproof sets run in tests/it/wycheproof.rs)
 // ---------------------------------------------------------------------------
 
 /// Ed25519 group order L and field prime p, little-endian.
@@ -4812,12 +4812,12 @@ const NOT_YET_APPLICABLE: &[(&str, &str)] = &[
     (
         "FD-01..FD-14",
         "federation and token exchange are a later issue (FD-01's Storm-0558 key pooling is covered above; \
-         the key-set cases FD-03..FD-06 are in tests/key_sources.rs and src/keyset/set.rs)",
+         the key-set cases FD-03..FD-06 are in tests/it/key_sources.rs and src/keyset/set.rs)",
     ),
     ("IS-01..IS-14", "the issuer API is a later issue"),
     (
         "SG-01, SG-08, SG-14",
-        "tests/wycheproof.rs runs every Wycheproof Ed25519 and P-256 P1363 vector, pinned",
+        "tests/it/wycheproof.rs runs every Wycheproof Ed25519 and P-256 P1363 vector, pinned",
     ),
     (
         "SG-05",
@@ -4826,7 +4826,7 @@ const NOT_YET_APPLICABLE: &[(&str, &str)] = &[
     ("SG-07", "keybound never batch-verifies signatures"),
     (
         "RP-11",
-        "the Redis eviction-policy check is tested in tests/redis_replay.rs",
+        "the Redis eviction-policy check is tested in tests/it/redis_replay.rs",
     ),
     ("RP-12", "Redis failover needs replicas: a fault test, not a unit case"),
     (

@@ -7,7 +7,7 @@
 //! issuer-down cases, and the same flow with both issuers on PostgreSQL
 //! (separate databases).
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: an issuer on loopback and a
-//! private redis-server. Each test binary uses only some of them.
+//! private redis-server. Each area uses only some of them.
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};

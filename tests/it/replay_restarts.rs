@@ -2,8 +2,8 @@
 //! at its start, so a captured admin request replayed after a restart is
 //! refused (`replay.store_restarted`) instead of executed again, and the
 //! client library recovers from the fence with one retry. (A service's
-//! memory store: RP-05 in tests/negative.rs; Redis losing its data:
-//! tests/redis_replay.rs.)
+//! memory store: RP-05 in tests/it/negative.rs; Redis losing its data:
+//! tests/it/redis_replay.rs.)
 #![cfg(all(feature = "issuer", feature = "client"))]
 
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use keybound::key::KeySet;
 use keybound::keyset::{HttpKeys, HttpKeysOptions, KeySource};
 use serde_json::Value;
 
-const VECTORS: &str = include_str!("../test-vectors/keyset-documents.json");
+const VECTORS: &str = include_str!("../../test-vectors/keyset-documents.json");
 
 fn scenarios() -> Vec<Value> {
     let file: Value = serde_json::from_str(VECTORS).expect("keyset-documents.json is JSON");

@@ -15,7 +15,7 @@ use keybound::proof::{ProofBuilder, body_sha256};
 use keybound::token::{Actor, Token, TokenBuilder, TokenTagging};
 use sha2::{Digest, Sha256};
 
-const CDDL: &str = include_str!("../spec/keybound.cddl");
+const CDDL: &str = include_str!("../../spec/keybound.cddl");
 const NOW: u64 = 1_763_800_000;
 
 /// Validates `cbor` against `rule` of the spec.
@@ -405,7 +405,7 @@ fn slips_validate_and_are_neither_tokens_nor_proofs() {
 /// or title in one place only, fails here.
 #[test]
 fn errors_md_rows_match_the_code_table() {
-    let errors_md = include_str!("../spec/errors.md");
+    let errors_md = include_str!("../../spec/errors.md");
     // `| `code` | step | status | title | meaning | what to do |` rows; the
     // command-line table has an exit status in its second column instead.
     let rows: Vec<(&str, &str, &str, &str)> = errors_md

@@ -9,8 +9,8 @@ use keybound::delegation::trust_request::{Ceilings, TrustBase, TrustDraft, Trust
 use keybound::names::UserName;
 use serde_json::{Value, json};
 
-const VECTORS: &str = include_str!("../test-vectors/trust-requests.json");
-const CDDL: &str = include_str!("../spec/delegation.cddl");
+const VECTORS: &str = include_str!("../../test-vectors/trust-requests.json");
+const CDDL: &str = include_str!("../../spec/delegation.cddl");
 
 fn file() -> Value {
     serde_json::from_str(VECTORS).expect("trust-requests.json is JSON")

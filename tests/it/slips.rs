@@ -20,7 +20,7 @@ use keybound::verify::{ManualClock, MemoryReplayStore, ProvenOrBearer, TrustedIs
 use serde_json::{Value, json};
 
 #[cfg(feature = "issuer")]
-mod common;
+use crate::common;
 
 const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "https://glance.example";

@@ -19,7 +19,7 @@ use keybound::keyset::{HttpKeys, HttpKeysOptions};
 use keybound::verify::{Clock, SystemClock, TrustedIssuer, Verifier};
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 const ADMIN_PASSWORD: &str = "bootstrap-password-1";
 const PASSWORD: &str = "correct horse battery";
@@ -415,7 +415,7 @@ async fn signed_call(url: &str, client: &Client, token: &[u8]) -> reqwest::Respo
 /// The spec describes the command, not the manual procedure it replaces.
 #[test]
 fn the_spec_documents_the_rotation_command() {
-    let issuer_md = include_str!("../spec/issuer.md");
+    let issuer_md = include_str!("../../spec/issuer.md");
     for needle in [
         "keybound admin rotate --emergency",
         "`POST /v1/admin/keys/rotate`",
@@ -428,6 +428,6 @@ fn the_spec_documents_the_rotation_command() {
     for gone in ["delete the one row", "is not built yet"] {
         assert!(!issuer_md.contains(gone), "spec/issuer.md still says {gone:?}");
     }
-    let errors_md = include_str!("../spec/errors.md");
+    let errors_md = include_str!("../../spec/errors.md");
     assert!(!errors_md.contains("delete the `root_secret` row"));
 }

@@ -37,11 +37,11 @@ use keybound::verify::{Clock, SystemClock};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-mod common;
+use crate::common;
 use common::PrivateRedis;
 
-const OPENAPI: &str = include_str!("../spec/openapi.json");
-const CDDL: &str = include_str!("../spec/keybound.cddl");
+const OPENAPI: &str = include_str!("../../spec/openapi.json");
+const CDDL: &str = include_str!("../../spec/keybound.cddl");
 const ADMIN_PASSWORD: &str = "bootstrap-password-1";
 const PASSWORD: &str = "correct horse battery";
 const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"];
@@ -69,7 +69,7 @@ const NOT_PROVOKED: &[(&str, u16, &str)] = &[
 ];
 
 // ---------------------------------------------------------------------------
-// A running issuer (the setup of tests/issuer.rs, SQLite only).
+// A running issuer (the setup of tests/it/issuer.rs, SQLite only).
 
 struct Issuer {
     url: String,
@@ -557,7 +557,7 @@ fn committed_document_is_the_generated_one() {
     assert!(
         OPENAPI == generated,
         "spec/openapi.json is not the document generated from the routes; regenerate it with \
-         `KEYBOUND_REGENERATE=1 cargo test --all-features --test openapi_contract committed_document` \
+         `KEYBOUND_REGENERATE=1 cargo test --all-features --test it openapi_contract::committed_document` \
          (or `cargo run --example openapi --features issuer > spec/openapi.json`) and review the diff"
     );
 }
@@ -566,7 +566,7 @@ fn committed_document_is_the_generated_one() {
 #[test]
 fn spec_issuer_md_names_every_operation() {
     let contract = Contract::load();
-    let issuer_md = include_str!("../spec/issuer.md");
+    let issuer_md = include_str!("../../spec/issuer.md");
     let unnamed: Vec<_> = contract
         .operations()
         .into_iter()
@@ -2763,8 +2763,8 @@ fn error_rows(markdown: &str) -> BTreeMap<String, (String, String, String)> {
 #[tokio::test]
 async fn issuer_and_client_error_rows_match_the_code() {
     use http_body_util::BodyExt;
-    let errors_md = error_rows(include_str!("../spec/errors.md"));
-    let issuer_md = error_rows(include_str!("../spec/issuer.md"));
+    let errors_md = error_rows(include_str!("../../spec/errors.md"));
+    let issuer_md = error_rows(include_str!("../../spec/issuer.md"));
     for code in Code::ALL {
         let name = code.as_str();
         if !(name.starts_with("issuer.") || name.starts_with("client.")) {

@@ -19,7 +19,7 @@ use keybound::proof::ProofBuilder;
 use keybound::verify::{Clock, ManualClock, SystemClock, TrustedIssuer, VerifiedRequest, Verifier};
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 const ADMIN_PASSWORD: &str = "bootstrap-password-1";
 

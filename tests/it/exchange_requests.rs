@@ -7,8 +7,8 @@
 use keybound::federation::{ExchangeRequest, exchanged_lifetime};
 use serde_json::{Value, json};
 
-const VECTORS: &str = include_str!("../test-vectors/exchange-requests.json");
-const CDDL: &str = include_str!("../spec/federation.cddl");
+const VECTORS: &str = include_str!("../../test-vectors/exchange-requests.json");
+const CDDL: &str = include_str!("../../spec/federation.cddl");
 
 fn file() -> Value {
     serde_json::from_str(VECTORS).expect("exchange-requests.json is JSON")

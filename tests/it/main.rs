@@ -1,0 +1,36 @@
+//! The integration tests, in one binary: one link of the crate and its
+//! dependencies instead of one per file. Each module is one area; the
+//! shared helpers (an issuer on loopback, a private redis-server) are in
+//! `common`. Run one area with `cargo test --all-features --test it AREA::`.
+
+mod common;
+mod cli_basics;
+mod delegation;
+mod e2e_cli;
+mod exchange_requests;
+mod federation;
+mod http_layer;
+mod issuer;
+mod key_sources;
+mod keyset_documents;
+mod login_memory;
+mod negative;
+mod openapi_contract;
+mod policy_learn;
+mod properties;
+mod redis_replay;
+mod replay_restarts;
+mod root_secret;
+mod rotation;
+mod serve;
+mod slips;
+mod spec_cddl;
+mod store_conformance;
+mod trust_cli;
+mod trust_requests;
+mod trusts;
+mod vectors;
+mod verifier;
+mod workflow;
+mod workplans;
+mod wycheproof;
