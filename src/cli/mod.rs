@@ -23,6 +23,7 @@ mod policy_cmds;
 mod render;
 mod server_cmds;
 mod session;
+mod settings;
 mod verify_cmd;
 
 use std::borrow::Cow;

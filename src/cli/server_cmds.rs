@@ -1,22 +1,16 @@
 //! `keybound serve` and the issuer options it shares with `keybound admin bootstrap`.
 
-use std::io::{IsTerminal, Read};
-use std::net::SocketAddr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
-use zeroize::Zeroizing;
-
-use super::session::{self, runtime};
+use super::session::runtime;
+use super::settings::{LogFormat, Settings, config_error};
 use super::{CliError, EXIT_FAILURE, print_stdout};
-use crate::client::{Scope, error_from_response};
 use crate::error::{Code, Error};
 use crate::issuer::store::Identities;
 use crate::issuer::{IssuerConfig, IssuerState};
-use crate::key::Algorithm;
 use crate::verify::SystemClock;
 
 pub(crate) const SERVE_ABOUT: &str = "Run the issuer service (embedded SQLite by default, or PostgreSQL)";
@@ -25,15 +19,19 @@ Run the issuer service.
 
 The issuer authenticates users and mints short tokens bound to their keys; it stores no tokens. State \
 lives in the data directory (SQLite database, root secret for key derivation) or in PostgreSQL \
-(--database-url postgres://…, for several replicas sharing one root secret). Settings come from flags, \
-then KEYBOUND_* environment variables, then a TOML --config file (keys: issuer_id, listen, data_dir, \
-database_url, database_max_connections, database_acquire_timeout, algorithm, rotation_period, root_secret_file, session_lifetime, max_session_lifetime, service_lifetime, \
-leeway, max_body, login_max_failures, login_lockout, audit_retention, login_rate_per_minute, login_burst, trusted_proxies, replay_redis_url, denial_log, header_read_timeout, \
-max_connections, max_trust_lifetime, max_trust_uses: 0 for no ceiling), then defaults. Connections get --header-read-timeout seconds (default 10) to send a \
-request head, also between keep-alive requests; at most --max-connections (default 1024, lowered to the \
-open-file limit) are open, the idlest closed first when full. Before first use, create the admin with \
-`keybound admin bootstrap`. Stops gracefully on Ctrl-C or SIGTERM. Logs go to stderr (--log-format json \
-for JSON lines; RUST_LOG sets the level); no secret is ever logged.
+(--database-url postgres://…, for several replicas sharing one root secret). Every setting is a flag, a \
+KEYBOUND_* environment variable (shown with each flag below) and a key of the TOML --config file (the \
+flag's name with underscores, e.g. `max_body = 65536`); a flag wins over its variable, which wins over the \
+file, which wins over the default. Relative paths in the file resolve against the file's directory. \
+--check-config prints the effective configuration (passwords redacted) and exits.
+
+A new data dir must be bootstrapped first (`keybound admin bootstrap`): `serve` refuses to start an issuer \
+with no admin unless --init is given. One SQLite data dir is served by one process (a lock file); a second \
+`serve` on it is refused. Connections get --header-read-timeout seconds (default 10) to send a request \
+head, also between keep-alive requests; at most --max-connections (default 1024, lowered to the open-file \
+limit) are open, the idlest closed first when full. Stops gracefully on Ctrl-C or SIGTERM; SIGHUP reloads \
+the log filter (log_level) and nothing else. Logs go to stderr (--log-format json for JSON lines; colour \
+only on a terminal); no secret is ever logged.
 
 The root secret, from which the rotating signing keys are derived, is 32 random bytes stored raw in \
 {data dir}/root.key (or root_secret_file / --root-secret-file), mode 0600, created on first start. \
@@ -45,185 +43,39 @@ compromised secret (never edit the database for that).";
 pub(crate) const SERVE_EXAMPLES: &str = "\
 Examples:
   keybound serve --data-dir ./keybound-data
+  keybound serve --config /etc/keybound/keybound.toml --check-config
+  keybound serve --init --data-dir ./new-issuer --listen localhost:8080
   keybound serve --listen 0.0.0.0:8443 --issuer-id https://issuer.example --data-dir /var/lib/keybound
   KEYBOUND_ROOT_SECRET=$(xxd -p -c 64 keybound-data/root.key) keybound serve --database-url postgres://keybound@db/keybound
   keybound serve --root-secret-file /run/secrets/keybound-root --database-url postgres://keybound@db/keybound";
 
-/// Settings shared by `serve` and `admin bootstrap`.
+/// Settings shared by `serve` and `admin bootstrap`: a config file and
+/// every setting as a flag or `KEYBOUND_*` variable over it.
 #[derive(Debug, clap::Args)]
 pub(crate) struct IssuerArgs {
-    /// TOML configuration file
+    /// TOML configuration file (its keys are the flags' names with `_`; relative paths in it resolve against its directory)
     #[arg(long, env = "KEYBOUND_CONFIG")]
     config: Option<PathBuf>,
-    /// Data directory (SQLite database, root secret)
-    #[arg(long, env = "KEYBOUND_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Address to listen on
-    #[arg(long, env = "KEYBOUND_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// The public URL of the issuer (iss of its tokens)
-    #[arg(long, env = "KEYBOUND_ISSUER_ID")]
-    issuer_id: Option<String>,
-    /// Database URL: sqlite:… or postgres:…
-    #[arg(long, env = "KEYBOUND_DATABASE_URL")]
-    database_url: Option<String>,
-    /// Signing algorithm: ed25519 or es256
-    #[arg(long, env = "KEYBOUND_ALGORITHM")]
-    algorithm: Option<String>,
-    /// Key rotation period in seconds (at least 600)
-    #[arg(long, env = "KEYBOUND_ROTATION_PERIOD")]
-    rotation_period: Option<u64>,
-    /// A fixed signing key file instead of rotating derived keys
-    #[arg(long, env = "KEYBOUND_SIGNING_KEY")]
-    signing_key: Option<PathBuf>,
-    /// Root secret file: 32 raw random bytes, mode 0600 (default {data dir}/root.key)
-    #[arg(long, env = "KEYBOUND_ROOT_SECRET_FILE")]
-    root_secret_file: Option<PathBuf>,
-    /// Redis URL for the login/mint replay store (for replicas)
-    #[arg(long, env = "KEYBOUND_REPLAY_REDIS")]
-    replay_redis: Option<String>,
-    /// Seconds a connection has to send a request head (also the keep-alive idle timeout); default 10
-    #[arg(long, env = "KEYBOUND_HEADER_READ_TIMEOUT")]
-    header_read_timeout: Option<u64>,
-    /// Most connections open at once (lowered to the open-file limit); default 1024
-    #[arg(long, env = "KEYBOUND_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    issuer_id: Option<String>,
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    database_max_connections: Option<u32>,
-    database_acquire_timeout: Option<u64>,
-    algorithm: Option<String>,
-    rotation_period: Option<u64>,
-    signing_key: Option<PathBuf>,
-    root_secret_file: Option<PathBuf>,
-    session_lifetime: Option<u64>,
-    max_session_lifetime: Option<u64>,
-    service_lifetime: Option<u64>,
-    leeway: Option<u64>,
-    max_body: Option<u64>,
-    login_max_failures: Option<u64>,
-    login_lockout: Option<u64>,
-    audit_retention: Option<u64>,
-    login_rate_per_minute: Option<u32>,
-    login_burst: Option<u32>,
-    trusted_proxies: Option<Vec<String>>,
-    replay_redis_url: Option<String>,
-    denial_log: Option<PathBuf>,
-    header_read_timeout: Option<u64>,
-    max_connections: Option<usize>,
-    max_trust_lifetime: Option<u64>,
-    max_trust_uses: Option<u64>,
-}
-
-fn config_error(message: String) -> CliError {
-    CliError::with_exit(Error::new(Code::IssuerConfig, message), super::EXIT_USAGE)
+    #[command(flatten)]
+    settings: Settings,
 }
 
 impl IssuerArgs {
-    /// Flags, then environment (through clap), then the file, then defaults.
+    /// The layered settings: flags, then environment, then the file.
+    pub(crate) fn settings(&self) -> Result<Settings, CliError> {
+        self.settings.layered(self.config.as_deref())
+    }
+
+    /// The issuer configuration: [`IssuerArgs::settings`], then defaults.
     pub(crate) fn resolve(&self) -> Result<IssuerConfig, CliError> {
-        self.resolve_noting_issuer_id().map(|(config, _)| config)
+        self.settings()?.to_config()
     }
 
     /// [`IssuerArgs::resolve`], and whether the issuer id was given (flag,
     /// environment or file) rather than defaulted from the listen address.
-    fn resolve_noting_issuer_id(&self) -> Result<(IssuerConfig, bool), CliError> {
-        let file: FileConfig = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))?;
-                toml::from_str(&text).map_err(|e| config_error(format!("{}: {e}", path.display())))?
-            }
-            None => FileConfig::default(),
-        };
-        let data_dir = self
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("keybound-data"));
-        let mut config = IssuerConfig::new(data_dir);
-        if let Some(listen) = self.listen.or(file.listen) {
-            config.listen = listen;
-        }
-        let issuer_id = self.issuer_id.clone().or(file.issuer_id);
-        let issuer_id_given = issuer_id.is_some();
-        config.issuer_id = issuer_id.unwrap_or_else(|| format!("http://{}", config.listen));
-        config.database_url = self.database_url.clone().or(file.database_url);
-        config.database_max_connections = file.database_max_connections;
-        if let Some(alg) = self.algorithm.clone().or(file.algorithm) {
-            config.algorithm = Algorithm::from_name(&alg)
-                .ok_or_else(|| config_error(format!("algorithm {alg:?} is not ed25519 or es256")))?;
-        }
-        if let Some(period) = self.rotation_period.or(file.rotation_period) {
-            config.rotation_period = period;
-        }
-        config.signing_key_file = self.signing_key.clone().or(file.signing_key);
-        config.root_secret_file = self.root_secret_file.clone().or(file.root_secret_file);
-        config.replay_redis_url = self.replay_redis.clone().or(file.replay_redis_url);
-        config.denial_log = file.denial_log;
-        // Ranges are checked with the rest of the configuration (IssuerConfig::check).
-        if let Some(seconds) = self.header_read_timeout.or(file.header_read_timeout) {
-            config.serve.header_read_timeout = std::time::Duration::from_secs(seconds);
-        }
-        if let Some(max) = self.max_connections.or(file.max_connections) {
-            config.serve.max_connections = max;
-        }
-        for (value, field) in [
-            (file.session_lifetime, &mut config.session_lifetime),
-            (file.max_session_lifetime, &mut config.max_session_lifetime),
-            (file.service_lifetime, &mut config.service_lifetime),
-            (file.leeway, &mut config.leeway),
-            (file.login_lockout, &mut config.login_lockout),
-            (file.database_acquire_timeout, &mut config.database_acquire_timeout),
-            (file.audit_retention, &mut config.audit_retention),
-        ] {
-            if let Some(v) = value {
-                *field = v;
-            }
-        }
-        // Ranges are checked with the rest of the configuration (IssuerConfig::check).
-        if let Some(max_body) = file.max_body {
-            config.max_body = usize::try_from(max_body).unwrap_or(usize::MAX);
-        }
-        for (value, field) in [
-            (file.login_rate_per_minute, &mut config.login_rate_per_minute),
-            (file.login_burst, &mut config.login_burst),
-        ] {
-            if let Some(v) = value {
-                *field = v;
-            }
-        }
-        for proxy in file.trusted_proxies.iter().flatten() {
-            let net = crate::issuer::parse_trusted_proxy(proxy).ok_or_else(|| {
-                config_error(format!(
-                    "trusted_proxies: {proxy:?} is not an IP address or CIDR network"
-                ))
-            })?;
-            config.trusted_proxies.push(net);
-        }
-        // 0: no ceiling (delegation.md §1).
-        if let Some(seconds) = file.max_trust_lifetime {
-            config.max_trust_lifetime = (seconds > 0).then_some(seconds);
-        }
-        if let Some(uses) = file.max_trust_uses {
-            config.max_trust_uses = (uses > 0).then_some(uses);
-        }
-        if let Some(failures) = file.login_max_failures {
-            config.login_max_failures = i64::try_from(failures).unwrap_or(i64::MAX);
-        }
-        if let Ok(secret) = std::env::var("KEYBOUND_ROOT_SECRET") {
-            let bytes = crate::encoding::decode_flexible(secret.trim().as_bytes())
-                .map_err(|_| config_error("KEYBOUND_ROOT_SECRET is not hex or base64url".into()))?;
-            config.root_secret = Some(Zeroizing::new(bytes));
-        }
-        Ok((config, issuer_id_given))
+    pub(crate) fn resolve_noting_issuer_id(&self) -> Result<(IssuerConfig, bool), CliError> {
+        let settings = self.settings()?;
+        Ok((settings.to_config()?, settings.issuer_id.is_some()))
     }
 }
 
@@ -232,32 +84,128 @@ impl IssuerArgs {
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     issuer: IssuerArgs,
-    /// Log format: text or json
-    #[arg(long, default_value = "text", env = "KEYBOUND_LOG_FORMAT")]
-    log_format: String,
+    /// Start on a data dir or database where no admin exists yet (a new issuer); without it such a start is refused
+    #[arg(long)]
+    init: bool,
+    /// Print the effective configuration (secrets redacted) as TOML and exit
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Log filter directive in effect: the setting, else RUST_LOG, else `info`.
+fn log_filter(settings: &Settings) -> String {
+    settings
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "info".to_owned())
+}
+
+fn parse_filter(directive: &str) -> Result<tracing_subscriber::EnvFilter, CliError> {
+    tracing_subscriber::EnvFilter::try_new(directive)
+        .map_err(|e| config_error(format!("log_level {directive:?}: {e}")))
+}
+
+/// Installs the log subscriber; returns the handle that swaps its filter.
+fn init_logging(
+    format: LogFormat,
+    directive: &str,
+) -> Result<tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>, CliError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(parse_filter(directive)?);
+    // Colour only for a person at a terminal, never into a file or journal.
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+            .try_init(),
+    };
+    Ok(handle)
 }
 
 pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
-    let config = args.issuer.resolve()?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if args.log_format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let settings = args.issuer.settings()?;
+    let config = settings.to_config()?;
+    let format = settings.log_format.unwrap_or_default();
+    let directive = log_filter(&settings);
+    if args.check_config {
+        parse_filter(&directive)?;
+        config.check().map_err(|e| CliError::with_exit(e, super::EXIT_USAGE))?;
+        let mut text = String::from("# keybound serve: effective configuration (flags, then KEYBOUND_* variables, then the file, then defaults)\n");
+        text.push_str(&format!("# root secret: {}\n", crate::issuer::root_secret_source(&config)));
+        text.push_str(
+            &toml::to_string(&Settings::effective(&config, format, &directive))
+                .map_err(|e| CliError::new(super::CODE_INTERNAL, e.to_string(), EXIT_FAILURE))?,
+        );
+        print_stdout(text.trim_end())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reload = init_logging(format, &directive)?;
+    let config_file = args.issuer.config.clone();
+    let flags = args.issuer.settings.clone();
     runtime()?.block_on(async {
+        if !args.init && !crate::issuer::database_exists(&config) {
+            return Err(Error::new(
+                Code::IssuerNotInitialised,
+                format!(
+                    "no issuer database in {}: run `keybound admin bootstrap` with the same settings first, \
+                     or `keybound serve --init` to start a new, empty issuer",
+                    config.data_dir.display()
+                ),
+            ));
+        }
         let state = IssuerState::open(config, Arc::new(SystemClock)).await?;
         if !state.store.conn().await?.is_bootstrapped().await? {
+            if !args.init {
+                return Err(Error::new(
+                    Code::IssuerNotInitialised,
+                    "no admin exists yet: run `keybound admin bootstrap` with the same settings first, \
+                     or `keybound serve --init` to start anyway",
+                ));
+            }
             tracing::warn!(
                 "no admin exists yet: run `keybound admin bootstrap` with the same --data-dir / --database-url"
             );
         }
+        tokio::spawn(reload_on_hangup(reload, flags, config_file));
         crate::issuer::serve(state).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// SIGHUP re-reads the settings and applies what can change while running:
+/// the log filter. Everything else needs a restart (docs/operations.md); a
+/// bad file is logged and the old filter kept.
+async fn reload_on_hangup(
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+    flags: Settings,
+    config_file: Option<PathBuf>,
+) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let filter = flags
+                .layered(config_file.as_deref())
+                .and_then(|settings| parse_filter(&log_filter(&settings)).map(|f| (log_filter(&settings), f)));
+            match filter {
+                Ok((directive, filter)) => match handle.reload(filter) {
+                    Ok(()) => tracing::info!(log_level = %directive, "SIGHUP: log filter reloaded; other settings need a restart"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: the log filter could not be replaced"),
+                },
+                Err(e) => tracing::warn!(error = %e.message(), "SIGHUP: settings not reloaded, keeping the old log filter"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (handle, flags, config_file);
+    }
+}

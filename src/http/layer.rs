@@ -69,6 +69,7 @@ struct Config {
     policy: Option<Arc<Policy>>,
     records: Arc<dyn RecordSink>,
     on_refusal: Option<RefusalObserver>,
+    observer: Option<Arc<dyn super::VerificationObserver>>,
 }
 
 /// Verifies every request (token, proof, replay, then policy) before the
@@ -113,6 +114,7 @@ impl KeyboundLayer {
                 policy: None,
                 records: Arc::new(TracingRecords),
                 on_refusal: None,
+                observer: None,
             }),
         })
     }
@@ -158,6 +160,14 @@ impl KeyboundLayer {
     /// [`crate::policy::JsonLinesFile`] keeps them in a file of their own).
     pub fn records(mut self, sink: Arc<dyn RecordSink>) -> Self {
         self.config_mut().records = sink;
+        self
+    }
+
+    /// Reports every request's outcome (admitted, or the refusal's code) and
+    /// the time the layer spent on it to `observer`: the hook for a
+    /// service's verification metrics ([`super::VerificationMetrics`]).
+    pub fn observe(mut self, observer: Arc<dyn super::VerificationObserver>) -> Self {
+        self.config_mut().observer = Some(observer);
         self
     }
 
@@ -225,7 +235,15 @@ where
     let core = config.verifier.core();
     let nonce = core.nonce_service().map(|s| b64url_encode(&s.current(core.now())));
     let (mut parts, body) = request.into_parts();
-    let verified = match verify(&config, &mut parts, body).await {
+    let started = std::time::Instant::now();
+    let result = verify(&config, &mut parts, body).await;
+    if let Some(observer) = &config.observer {
+        observer.observe(&super::VerificationOutcome {
+            refused: result.as_ref().err().map(Error::code),
+            elapsed: started.elapsed(),
+        });
+    }
+    let verified = match result {
         Ok(v) => v,
         Err(e) => {
             let status = super::status_for(e.code());

@@ -25,10 +25,12 @@
 //! [`ProvenOrBearer`]: crate::verify::ProvenOrBearer
 
 pub(crate) mod layer;
+mod metrics;
 mod problem;
 pub mod serve;
 
 pub use layer::{KeyboundLayer, KeyboundService, PolicyHandle, ProofMode};
+pub use metrics::{VerificationMetrics, VerificationObserver, VerificationOutcome};
 pub use problem::{error_response, status_for};
 pub use serve::{ServeConfig, serve};
 

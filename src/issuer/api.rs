@@ -29,10 +29,15 @@ use crate::verify::VerifiedRequest;
 /// The routes without a token: public reads and login (whose proof the
 /// handler checks with the binding's own steps).
 pub(super) fn routes() -> OpenApiRouter<Arc<IssuerState>> {
+    public_routes().routes(routes!(metrics))
+}
+
+/// [`routes`] without `/metrics`, for an issuer that serves it on its own
+/// listener (`metrics_listen`).
+pub(super) fn public_routes() -> OpenApiRouter<Arc<IssuerState>> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-        .routes(routes!(metrics))
         .routes(routes!(keys))
         .routes(routes!(metadata))
         .routes(routes!(login))
@@ -161,9 +166,10 @@ async fn readyz(state: State<Arc<IssuerState>>) -> Response {
         (status = 200, description = "The metrics.", body = String, content_type = "text/plain; version=0.0.4")
     )
 )]
-async fn metrics(State(state): State<Arc<IssuerState>>) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<IssuerState>>) -> Response {
     let mut body = state.metrics.render();
     body.push_str(&super::metrics::replay_gauges(state.replay.usage()));
+    body.push_str(&super::metrics::key_gauges(&state.keys, state.clock.now()));
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

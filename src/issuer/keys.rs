@@ -296,6 +296,22 @@ impl IssuerKeys {
         }
     }
 
+    /// With derived keys, when the current key began signing and when the
+    /// next one takes over (Unix seconds), under the rotation schedule;
+    /// `None` for a fixed key, which never rotates.
+    pub fn current_epoch_bounds(&self) -> Option<(u64, u64)> {
+        match &self.mode {
+            Mode::Static { .. } => None,
+            Mode::Derived { period, .. } => {
+                let now = self.clock.now();
+                let offset = self.schedule.read().unwrap_or_else(|p| p.into_inner()).offset_at(now);
+                let epoch = (now + offset) / period;
+                let started = (epoch * period).saturating_sub(offset);
+                Some((started, ((epoch + 1) * period).saturating_sub(offset)))
+            }
+        }
+    }
+
     /// Whether [`IssuerKeys::mark_replaced`] was called.
     pub fn is_replaced(&self) -> bool {
         self.replaced.load(Ordering::SeqCst)

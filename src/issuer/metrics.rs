@@ -191,3 +191,44 @@ pub(crate) fn replay_gauges(usage: Option<crate::verify::ReplayUsage>) -> String
     }
     out
 }
+
+/// The build and the signing keys, for alerting: the version running, the
+/// issuer's clock (compare it with the scraper's to see skew), when the
+/// current key began signing and when it is replaced, how many rotations
+/// were ordered, and whether this process stopped signing after an
+/// emergency replacement of the root secret.
+pub(crate) fn key_gauges(keys: &super::IssuerKeys, now: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP keybound_build_info The running build.\n# TYPE keybound_build_info gauge\nkeybound_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    };
+    gauge("keybound_time_seconds", "The issuer's clock, Unix seconds.", now);
+    if let Some((started, next)) = keys.current_epoch_bounds() {
+        gauge(
+            "keybound_signing_key_started_seconds",
+            "When the current signing key began signing, Unix seconds.",
+            started,
+        );
+        gauge(
+            "keybound_signing_key_next_rotation_seconds",
+            "When the next signing key takes over, Unix seconds.",
+            next,
+        );
+    }
+    gauge(
+        "keybound_key_rotations_ordered",
+        "Rotations ordered with `keybound admin rotate` (recorded in the database).",
+        keys.schedule().rotations().len() as u64,
+    );
+    gauge(
+        "keybound_root_secret_replaced",
+        "1 when the database records another root secret and this process stopped signing.",
+        u64::from(keys.is_replaced()),
+    );
+    out
+}

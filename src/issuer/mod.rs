@@ -131,6 +131,9 @@ pub struct IssuerConfig {
     /// Connection deadlines and cap (header read / keep-alive idle timeout,
     /// most open connections). Default [`crate::http::ServeConfig::default`].
     pub serve: crate::http::ServeConfig,
+    /// A separate listener for `/metrics` only; then the main listener does
+    /// not serve it. Default `None`: `/metrics` is on the main listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for IssuerConfig {
@@ -163,6 +166,7 @@ impl std::fmt::Debug for IssuerConfig {
             .field("max_trust_lifetime", &self.max_trust_lifetime)
             .field("max_trust_uses", &self.max_trust_uses)
             .field("serve", &self.serve)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -226,6 +230,62 @@ fn create_private_file(path: &std::path::Path) -> Result<()> {
         Err(e) => err(
             Code::IssuerConfig,
             format!("cannot create the database {}: {e}", path.display()),
+        ),
+    }
+}
+
+/// Where the root secret comes from, for logs and `serve --check-config`
+/// (never the secret itself).
+pub fn root_secret_source(config: &IssuerConfig) -> String {
+    if config.signing_key_file.is_some() {
+        "none: a fixed signing key file is used".to_owned()
+    } else if config.root_secret.is_some() {
+        "the configuration (KEYBOUND_ROOT_SECRET for the CLI)".to_owned()
+    } else {
+        format!("the file {}", config.root_secret_path().display())
+    }
+}
+
+/// Whether the issuer's database exists: for the embedded SQLite default,
+/// whether its file is in the data dir; a configured database URL is
+/// assumed to exist (its server is asked when it is opened).
+pub fn database_exists(config: &IssuerConfig) -> bool {
+    config.database_url.is_some() || config.data_dir.join("keybound.db").exists()
+}
+
+/// One process per SQLite data dir: an exclusive lock on `keybound.lock` in
+/// it, released when the process (or the state holding it) ends, so a
+/// crashed issuer leaves no stale lock. PostgreSQL deployments run several
+/// replicas and take no lock.
+fn lock_data_dir(config: &IssuerConfig) -> Result<Option<std::fs::File>> {
+    if config.database_url.as_deref().is_some_and(|url| !url.starts_with("sqlite:")) {
+        return Ok(None);
+    }
+    create_private_dir(&config.data_dir)?;
+    let path = config.data_dir.join("keybound.lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).map_err(|e| {
+        Error::new(
+            Code::IssuerConfig,
+            format!("cannot open the data dir lock {}: {e}", path.display()),
+        )
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => err(
+            Code::IssuerDataDirInUse,
+            format!(
+                "another keybound issuer is serving the data dir {}: one SQLite data dir is served by one process \
+                 (stop the other one, or use PostgreSQL for several replicas)",
+                config.data_dir.display()
+            ),
+        ),
+        Err(std::fs::TryLockError::Error(e)) => err(
+            Code::IssuerConfig,
+            format!("cannot lock the data dir {}: {e}", path.display()),
         ),
     }
 }
@@ -294,6 +354,7 @@ impl IssuerConfig {
             max_trust_lifetime: Some(DEFAULT_MAX_TRUST_LIFETIME),
             max_trust_uses: None,
             serve: crate::http::ServeConfig::default(),
+            metrics_listen: None,
         }
     }
 
@@ -316,7 +377,8 @@ impl IssuerConfig {
         format!("{}/admin", self.issuer_id.trim_end_matches('/'))
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks every setting's range; [`IssuerState::open`] calls it too.
+    pub fn check(&self) -> Result<()> {
         crate::proof::normalize_uri(&self.issuer_id).map_err(|e| {
             Error::new(
                 Code::IssuerConfig,
@@ -430,6 +492,8 @@ pub struct IssuerState {
     retired_kids: std::sync::RwLock<std::collections::HashSet<Vec<u8>>>,
     /// The peers' key sets: the issuers of the exchange (spec/federation.md).
     pub(crate) peer_keys: federation::PeerKeys,
+    /// The exclusive lock on the SQLite data dir, held while the state lives.
+    _data_dir_lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for IssuerState {
@@ -442,12 +506,14 @@ impl IssuerState {
     /// Opens the database (running migrations), loads or derives keys.
     pub async fn open(config: IssuerConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         config.check()?;
+        let data_dir_lock = lock_data_dir(&config)?;
         let store = open_store(&config).await?;
         let mut root_fingerprint = None;
         let keys = Arc::new(match &config.signing_key_file {
             Some(path) => IssuerKeys::fixed(crate::key::read_signing_key_file(path)?, clock.clone()),
             None => {
-                let (root, source) = match &config.root_secret {
+                let source = root_secret_source(&config);
+                let root = match &config.root_secret {
                     Some(root) => {
                         if config.root_secret_path().exists() {
                             tracing::warn!(
@@ -455,18 +521,9 @@ impl IssuerState {
                                 "the root secret given in the configuration overrides the root secret file"
                             );
                         }
-                        (
-                            root.clone(),
-                            "the configuration (KEYBOUND_ROOT_SECRET for the CLI)".to_owned(),
-                        )
+                        root.clone()
                     }
-                    None => {
-                        let path = config.root_secret_path();
-                        (
-                            keys::load_or_create_root(&path)?,
-                            format!("the file {}", path.display()),
-                        )
-                    }
+                    None => keys::load_or_create_root(&config.root_secret_path())?,
                 };
                 let fingerprint = keys::root_fingerprint(&root);
                 let recorded = store
@@ -527,6 +584,7 @@ impl IssuerState {
         );
         let peer_keys = federation::PeerKeys::new(&config.data_dir);
         let state = Arc::new(IssuerState {
+            _data_dir_lock: data_dir_lock,
             peer_keys,
             config,
             store,
@@ -749,7 +807,11 @@ pub fn router(state: Arc<IssuerState>) -> Result<Router> {
     // these routes are verified, so an unknown path is a plain 404 rather
     // than a demand for a token.
     let (router, _) = OpenApiRouter::new()
-        .merge(api::routes())
+        .merge(if state.config.metrics_listen.is_some() {
+            api::public_routes()
+        } else {
+            api::routes()
+        })
         .merge(
             api::session_routes()
                 .merge(trusts::session_routes())
@@ -779,25 +841,51 @@ fn protected(
         .on_refusal(Arc::new(move |e: &Error| counted.metrics.failure(e.code().as_str()))))
 }
 
-/// Serves the issuer until Ctrl-C or SIGTERM, then finishes in-flight requests.
+/// Serves the issuer until Ctrl-C or SIGTERM, then finishes in-flight
+/// requests; with `metrics_listen`, `/metrics` on its own listener too.
 pub async fn serve(state: Arc<IssuerState>) -> Result<()> {
     let app = router(state.clone())?;
-    let listener = tokio::net::TcpListener::bind(state.config.listen).await.map_err(|e| {
-        Error::new(
-            Code::IssuerConfig,
-            format!("cannot listen on {}: {e}", state.config.listen),
-        )
-    })?;
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::new(Code::IssuerConfig, format!("cannot listen on {addr}: {e}")))
+    };
+    let listener = bind(state.config.listen).await?;
+    let metrics_listener = match state.config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let bound = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let limits = &state.config.serve;
     tracing::info!(
         issuer = %state.config.issuer_id,
-        listen = %state.config.listen,
+        // The bound address: with port 0 in the settings, the port picked.
+        listen = %bound(&listener),
+        metrics_listen = %metrics_listener.as_ref().map_or_else(|| "the main listener".to_owned(), bound),
         database = ?state.store.backend(),
         header_read_timeout_s = limits.header_read_timeout.as_secs(),
         max_connections = limits.effective_max_connections(),
+        version = env!("CARGO_PKG_VERSION"),
         "issuer started"
     );
-    crate::http::serve(listener, app, limits.clone(), shutdown_signal()).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let metrics_task = metrics_listener.map(|listener| {
+        let app = Router::new()
+            .route("/metrics", axum::routing::get(api::metrics))
+            .with_state(state.clone());
+        tokio::spawn(crate::http::serve(listener, app, limits.clone(), stopped(stop_rx.clone())))
+    });
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    crate::http::serve(listener, app, limits.clone(), signal).await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     tracing::info!("issuer stopped");
     Ok(())
 }

@@ -849,3 +849,29 @@ async fn kb_followed_by_a_tab_is_a_malformed_credential() {
     assert_eq!(reply.code.as_deref(), Some("http.token_malformed"), "{}", reply.body);
     assert!(reply.body.contains("not a tab"), "{}", reply.body);
 }
+
+/// The verification-metrics hook: every decision of the layer, admitted or
+/// refused, reaches the observer with its code and the layer's time, and
+/// `VerificationMetrics` renders them (issue 15: services get outcomes by
+/// code, a latency histogram and the key-set age through one hook).
+#[tokio::test]
+async fn the_observer_sees_every_outcome_with_its_code() {
+    use keybound::http::VerificationMetrics;
+    let world = World::new();
+    let verifier = Arc::new(world.verifier().build().unwrap());
+    let metrics = Arc::new(VerificationMetrics::default());
+    let base = serve(KeyboundLayer::new(verifier, AUDIENCE).unwrap().observe(metrics.clone())).await;
+    let token = world.token();
+    let p = proof(&world, &token, "GET", "/v2/servers", b"");
+    assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status, 200);
+    assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status, 401);
+    assert_eq!(send(&base, "GET", "/v2/servers", vec![], vec![]).await.status, 401);
+    let text = metrics.render();
+    assert!(text.contains("keybound_verifications_total{outcome=\"ok\"} 1"), "{text}");
+    assert!(text.contains("keybound_verifications_total{outcome=\"replay.detected\"} 1"), "{text}");
+    assert!(text.contains("keybound_verifications_total{outcome=\"http.token_missing\"} 1"), "{text}");
+    assert!(text.contains("keybound_verification_duration_seconds_count 3"), "{text}");
+    // Requests outside the layer are not counted.
+    let _ = send(&base, "GET", "/misconfigured", vec![], vec![]).await;
+    assert!(metrics.render().contains("keybound_verification_duration_seconds_count 3"));
+}

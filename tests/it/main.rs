@@ -23,6 +23,7 @@ mod replay_restarts;
 mod root_secret;
 mod rotation;
 mod serve;
+mod serve_config;
 mod slips;
 mod spec_cddl;
 mod store_conformance;

@@ -58,7 +58,7 @@ impl Issuer {
         let port = free_port();
         let mut command = Command::new(bin());
         command
-            .args(["serve", "--data-dir"])
+            .args(["serve", "--init", "--data-dir"])
             .arg(dir.join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(args)
