@@ -15,7 +15,10 @@
 //!     .route("/v2/servers", get(|| async { "servers" }))
 //!     .layer(layer)
 //!     // Outside the layer: scraped without a token (expose it to monitoring only).
-//!     .route("/metrics", get(move || async move { metrics.render() }));
+//!     .route("/metrics", get(move || {
+//!         let metrics = metrics.clone();
+//!         async move { metrics.render() }
+//!     }));
 //! # Ok(()) }
 //! ```
 //!

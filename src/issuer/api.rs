@@ -169,7 +169,7 @@ async fn readyz(state: State<Arc<IssuerState>>) -> Response {
 pub(super) async fn metrics(State(state): State<Arc<IssuerState>>) -> Response {
     let mut body = state.metrics.render();
     body.push_str(&super::metrics::replay_gauges(state.replay.usage()));
-    body.push_str(&super::metrics::key_gauges(&state.keys, state.clock.now()));
+    body.push_str(&super::metrics::key_gauges(&state.keys, state.now()));
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
