@@ -2,25 +2,17 @@
 //! other command through the issuer's admin API with the stored session.
 
 use std::io::{IsTerminal, Read};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use super::server_cmds::IssuerArgs;
 use super::session::{self, runtime};
 use super::{CliError, EXIT_FAILURE, print_stdout};
 use crate::client::{Scope, error_from_response};
 use crate::error::{Code, Error};
-use crate::issuer::store::Identities;
-use crate::issuer::{IssuerConfig, IssuerState};
-use crate::key::Algorithm;
-use crate::verify::SystemClock;
-
-use super::server_cmds::IssuerArgs;
 
 pub(crate) const ADMIN_ABOUT: &str =
     "Administer the issuer: bootstrap, domains, projects, users, roles, grants, services, audit, key rotation";
