@@ -360,7 +360,9 @@ codes! {
     IssuerConfig = "issuer.config", step "-", status 500, title ISSUER_REFUSED;
     /// The root secret is not the one the issuer's database records (another replica's).
     IssuerRootSecretMismatch = "issuer.root_secret_mismatch", step "-", status 500, title ISSUER_REFUSED;
+    /// `serve` without `--init` on a data dir or database with no admin yet.
     IssuerNotInitialised = "issuer.not_initialised", step "-", status 500, title ISSUER_REFUSED;
+    /// Another process serves this SQLite data dir (its lock is held).
     IssuerDataDirInUse = "issuer.data_dir_in_use", step "-", status 500, title ISSUER_REFUSED;
     /// Too many logins from one client address: refused before any other check.
     IssuerLoginRateLimited = "issuer.login_rate_limited", step "-", status 429, title RATE_LIMITED;
