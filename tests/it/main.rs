@@ -3,8 +3,8 @@
 //! shared helpers (an issuer on loopback, a private redis-server) are in
 //! `common`. Run one area with `cargo test --all-features --test it AREA::`.
 
-mod common;
 mod cli_basics;
+mod common;
 mod delegation;
 mod e2e_cli;
 mod exchange_requests;

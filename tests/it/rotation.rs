@@ -238,9 +238,14 @@ async fn a_rotation_too_early_is_refused_and_other_replicas_follow() {
 
     // A second replica on the same database: it starts with the offset and
     // follows the next rotation within the poll interval (5 s).
-    let replica = IssuerState::open(issuer.state().config.clone(), clock.clone())
-        .await
-        .unwrap();
+    // (The SQLite data dir is locked to one issuer, so the replica has its
+    // own data dir and names the first one's database and root secret.)
+    let replica_dir = tempfile::tempdir().unwrap();
+    let mut replica_config = issuer.state().config.clone();
+    replica_config.database_url = Some(replica_config.database_url());
+    replica_config.root_secret_file = Some(replica_config.root_secret_path());
+    replica_config.data_dir = replica_dir.path().to_owned();
+    let replica = IssuerState::open(replica_config, clock.clone()).await.unwrap();
     assert_eq!(replica.keys.current().unwrap().1, after);
     let (status, third) = rotate(&issuer, &admin, json!({"force": true})).await;
     assert_eq!(status, 200, "{third}");
