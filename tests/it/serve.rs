@@ -389,7 +389,12 @@ fn readyz_fails_while_the_replay_store_is_down() {
     let problem: Value = serde_json::from_str(&issuer.readyz_becomes(503)).unwrap();
     assert_eq!(problem["code"], "replay.store_unavailable", "{problem}");
     assert_eq!(problem["status"], 503, "{problem}");
-    assert!(issuer.log_text().contains("the replay store"), "{}", issuer.log_text());
+    // The log arrives through a pipe read by another thread: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !issuer.log_text().contains("the replay store") {
+        assert!(Instant::now() < deadline, "{}", issuer.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Issue 11 §7: a database SQLite cannot open made `serve` wait 5 s and
