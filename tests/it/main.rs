@@ -16,6 +16,7 @@ mod keyset_documents;
 mod login_memory;
 mod negative;
 mod openapi_contract;
+mod operations_guide;
 mod policy_learn;
 mod properties;
 mod redis_replay;
