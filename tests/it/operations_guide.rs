@@ -72,6 +72,7 @@ const ROTATION: &[&str] = &[
 const TLS: &[&str] = &["config", "bootstrap", "tls-cert", "tls-check", "tls-client"];
 const REPLICAS: &[&str] = &[
     "replica-secret",
+    "replica-secret-hex",
     "replica-config",
     "bootstrap",
     "health",
@@ -1414,16 +1415,23 @@ fn replicas_share_postgres_redis_and_root_secret() {
     let mut s = Scenario::new("replicas", REPLICAS);
     let balancer = Balancer::start(0);
     let issuer_id = format!("http://127.0.0.1:{}", balancer.port);
-    let mut hosts = replicas(&mut s, &db, &redis, Some(&issuer_id), &["replica-a", "replica-b"]);
+    let mut hosts = replicas(
+        &mut s,
+        &db,
+        &redis,
+        Some(&issuer_id),
+        &["replica-a", "replica-b", "replica-c"],
+    );
     s.sh(&hosts[0], "bootstrap");
     let a = Issuer::start(&hosts[0]);
     let b = Issuer::start(&hosts[1]);
-    for host in &hosts {
+    for host in &hosts[..2] {
         s.sh(host, "health");
     }
     let (_service, _) = Service::local(&mut hosts[0]);
     let service = hosts[0].get("SERVICE").to_owned();
-    hosts[1].set("SERVICE", service);
+    hosts[1].set("SERVICE", service.clone());
+    hosts[2].set("SERVICE", service);
 
     balancer.point_at(hosts[0].get("LISTEN"));
     s.sh(&hosts[0], "login");
@@ -1445,6 +1453,22 @@ fn replicas_share_postgres_redis_and_root_secret() {
     // With A gone, B serves on.
     a.stop();
     s.sh(&hosts[1], "check");
+    // Replica C has no root.key file: the secret's hex comes from the
+    // environment, as from a secret store.
+    let hex = s.sh(&hosts[2], "replica-secret-hex");
+    let file = std::fs::read(s.work().join("root.key")).unwrap();
+    assert_eq!(
+        hex,
+        keybound::encoding::hex_encode(&file),
+        "the block prints the secret's hex"
+    );
+    std::fs::remove_file(Path::new(hosts[2].get("DATA")).join("root.key")).unwrap();
+    let c = Issuer::start_with(&hosts[2], &[("KEYBOUND_ROOT_SECRET", hex)]);
+    s.sh(&hosts[2], "health");
+    balancer.point_at(hosts[2].get("LISTEN"));
+    s.sh(&hosts[2], "check");
+    assert!(c.log().contains("KEYBOUND_ROOT_SECRET"), "{}", c.log());
+    c.stop();
     b.stop();
     s.finish();
 }
