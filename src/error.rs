@@ -445,6 +445,11 @@ pub struct Error {
     code: Code,
     message: Cow<'static, str>,
     source: Option<Source>,
+    /// What a remote client may be told, where the message is for the log
+    /// only (a policy denial names the service's rules): see
+    /// [`Error::client_detail`].
+    #[cfg(feature = "policy")]
+    client_detail: Option<Cow<'static, str>>,
 }
 
 impl Error {
@@ -454,7 +459,24 @@ impl Error {
             code,
             message: message.into(),
             source: None,
+            #[cfg(feature = "policy")]
+            client_detail: None,
         }
+    }
+
+    /// Sets what the HTTP binding may tell the client for an error whose
+    /// message stays in the service's log (`policy.denied`).
+    #[cfg(feature = "policy")]
+    pub(crate) fn with_client_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.client_detail = Some(detail.into());
+        self
+    }
+
+    /// The detail the HTTP binding may show the client instead of a message
+    /// meant for the log only, if one was set.
+    #[cfg(feature = "policy")]
+    pub(crate) fn client_detail(&self) -> Option<&str> {
+        self.client_detail.as_deref()
     }
 
     /// Keeps `source`, the failure that caused this error, for

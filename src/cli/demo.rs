@@ -57,7 +57,7 @@ refused (trust.unusable); the role is granted again and minting works again; ayo
 and the next mint is refused (trust.not_found), while the token minted before lives out its at most \
 300 s. Exits 0 only if every step behaved as expected, and removes everything it created.";
 const DELEGATION_EXAMPLES: &str = "\
-Example:
+Examples:
   keybound demo delegation";
 
 /// `keybound demo [delegation]`.

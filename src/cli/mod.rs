@@ -19,11 +19,14 @@ mod demo_workflow;
 mod input;
 mod inspect;
 mod keygen;
+mod man;
 mod policy_cmds;
 mod render;
 mod server_cmds;
 mod session;
 mod settings;
+mod status;
+mod token_cache;
 mod verify_cmd;
 
 use std::borrow::Cow;
@@ -52,8 +55,11 @@ keybound: holder-of-key tokens (CWT/COSE) bound to a client key, with a signed p
 
 An issuer hands out small CWTs that name one service and carry the client's public key; every request \
 carries a fresh COSE proof signed with that key. This tool runs the issuer (serve, admin), is a client \
-(login, token, request), checks tokens and proofs offline (verify, inspect), creates keys (keygen), and \
-shows the whole story in one command (demo).
+(login, status, token, request, headers, logout), checks tokens and proofs offline (verify, inspect), \
+creates keys (keygen), and shows the whole story in one command (demo).
+
+The client keeps one session per profile (--profile NAME or KEYBOUND_PROFILE; without one, the default \
+profile): an admin and a user, or one user at two issuers, stay logged in side by side.
 
 Errors are printed as one line, `error: <code>: <message>`. Exit status: 0 success, 1 failure \
 (or an invalid signature), 2 usage error or undecodable input.";
@@ -63,7 +69,8 @@ Examples:
   keybound demo
   keybound serve --data-dir ./keybound-data
   keybound login --issuer http://127.0.0.1:8080 --user ayoung@stoughton
-  keybound request https://nova.example/v2/servers --audience https://nova.example --project turing
+  keybound request https://nova.example/v2/servers --project turing
+  keybound --profile admin status
   keybound inspect token.b64
   keybound <COMMAND> --help";
 
@@ -75,9 +82,16 @@ Examples:
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = EXAMPLES,
-    arg_required_else_help = true
+    arg_required_else_help = true,
+    // Help is laid out for 100 columns even on a wider terminal, the
+    // width the examples are written (and tested) for.
+    max_term_width = 100
 )]
 pub struct Cli {
+    /// Profile to use: one session (identity at one issuer) with its key and cached tokens, kept in
+    /// profiles/NAME/ of the config directory (default: the default profile, in the directory itself)
+    #[arg(long, global = true, env = "KEYBOUND_PROFILE", value_name = "NAME", value_parser = session::parse_profile)]
+    profile: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,8 +113,14 @@ enum Command {
     Login(client_cmds::LoginArgs),
     #[command(about = client_cmds::TOKEN_ABOUT, long_about = client_cmds::TOKEN_LONG, after_help = client_cmds::TOKEN_EXAMPLES)]
     Token(client_cmds::TokenArgs),
+    #[command(about = status::STATUS_ABOUT, long_about = status::STATUS_LONG, after_help = status::STATUS_EXAMPLES)]
+    Status(status::StatusArgs),
+    #[command(about = status::LOGOUT_ABOUT, long_about = status::LOGOUT_LONG, after_help = status::LOGOUT_EXAMPLES)]
+    Logout(status::LogoutArgs),
     #[command(about = client_cmds::REQUEST_ABOUT, long_about = client_cmds::REQUEST_LONG, after_help = client_cmds::REQUEST_EXAMPLES)]
     Request(client_cmds::RequestArgs),
+    #[command(about = client_cmds::HEADERS_ABOUT, long_about = client_cmds::HEADERS_LONG, after_help = client_cmds::HEADERS_EXAMPLES)]
+    Headers(client_cmds::HeadersArgs),
     #[command(about = client_cmds::TRUST_ABOUT, long_about = client_cmds::TRUST_LONG, after_help = client_cmds::TRUST_EXAMPLES)]
     Trust(client_cmds::TrustArgs),
     #[command(about = policy_cmds::POLICY_ABOUT, long_about = policy_cmds::POLICY_LONG, after_help = policy_cmds::POLICY_EXAMPLES)]
@@ -114,6 +134,8 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
+    #[command(about = man::ABOUT, long_about = man::LONG_ABOUT, after_help = man::EXAMPLES)]
+    Man(man::Args),
 }
 
 const COMPLETIONS_ABOUT: &str = "Print shell completions (bash, zsh, fish, elvish, powershell)";
@@ -121,7 +143,8 @@ const COMPLETIONS_LONG: &str = "Print a completion script for the given shell on
 const COMPLETIONS_EXAMPLES: &str = "\
 Examples:
   keybound completions bash > /etc/bash_completion.d/keybound
-  keybound completions zsh > \"${fpath[1]}/_keybound\"";
+  keybound completions zsh > \"${fpath[1]}/_keybound\"
+  keybound completions fish > ~/.config/fish/completions/keybound.fish";
 
 impl Command {
     fn run(self) -> Result<ExitCode, CliError> {
@@ -133,7 +156,10 @@ impl Command {
             Command::Admin(args) => admin_cmds::admin(args),
             Command::Login(args) => client_cmds::login(args),
             Command::Token(args) => client_cmds::token(args),
+            Command::Status(args) => status::status(args),
+            Command::Logout(args) => status::logout(args),
             Command::Request(args) => client_cmds::request(args),
+            Command::Headers(args) => client_cmds::headers(args),
             Command::Trust(args) => client_cmds::trust(args),
             Command::Policy(args) => policy_cmds::policy(args),
             Command::Workplan(args) => policy_cmds::workplan(args),
@@ -143,6 +169,7 @@ impl Command {
                 clap_complete::generate(shell, &mut Cli::command(), "keybound", &mut std::io::stdout());
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Man(args) => man::run(args),
         }
     }
 }
@@ -286,6 +313,7 @@ where
         Ok(cli) => cli,
         Err(e) => return clap_failure(e),
     };
+    session::select_profile(cli.profile.as_deref());
     match cli.command.run() {
         Ok(code) => code,
         Err(e) => e.report(),
@@ -310,14 +338,89 @@ mod tests {
         assert!(e.message().contains("run `keybound login` again"), "{}", e.message());
     }
 
-    #[test]
-    fn every_subcommand_has_about_and_an_example() {
-        let command = Cli::command();
-        for sub in command.get_subcommands() {
-            assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
-            assert!(sub.get_long_about().is_some(), "{} has no long_about", sub.get_name());
-            let after = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
-            assert!(after.contains("Example"), "{} has no example", sub.get_name());
+    /// The problems of the "Examples:" block of `help` (a rendered help
+    /// text): none, or no such block, or a line that is not a whole command.
+    /// A line is one when it starts with `keybound `, continues the line
+    /// before (which ends in `\`), or feeds `keybound` in a pipeline or a
+    /// substitution (`echo "$PW" | keybound …`). A line that clap wrapped
+    /// at the help width is none of these.
+    pub(crate) fn example_problems(path: &str, help: &str) -> Vec<String> {
+        let Some((_, block)) = help.split_once("\nExamples:\n") else {
+            return vec![format!("{path}: no \"Examples:\" block")];
+        };
+        let lines: Vec<&str> = block.lines().take_while(|l| !l.trim().is_empty()).collect();
+        if lines.is_empty() {
+            return vec![format!("{path}: an empty \"Examples:\" block")];
         }
+        let mut problems = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let text = line.trim();
+            let continued = i > 0 && lines[i - 1].trim_end().ends_with('\\');
+            let fed = ["| keybound ", "$(keybound ", "<(keybound "].iter().any(|p| text.contains(p));
+            if !(text.starts_with("keybound ") || continued || fed) {
+                problems.push(format!("{path}: example line is not a whole command: {text:?}"));
+            }
+        }
+        problems
+    }
+
+    /// Walks every command at every depth (clap's own `help` subcommands
+    /// aside): each has an about, each of its arguments a help text, and
+    /// each leaf an "Examples:" block whose lines are whole commands in
+    /// `--help` as printed at 100 columns.
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, leaves: &mut usize, problems: &mut Vec<String>) {
+        let name = path.join(" ");
+        if cmd.get_about().is_none_or(|a| a.to_string().trim().is_empty()) {
+            problems.push(format!("{name}: no about"));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let help = arg.get_help().or(arg.get_long_help()).map(ToString::to_string);
+            if help.is_none_or(|h| h.trim().is_empty()) {
+                problems.push(format!("{name}: argument {id} has no help"));
+            }
+        }
+        let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|s| s.get_name() != "help").collect();
+        if subs.is_empty() {
+            *leaves += 1;
+            let mut argv = vec!["keybound".to_owned()];
+            argv.extend(path.iter().skip(1).cloned());
+            argv.push("--help".into());
+            let help = match Cli::command().term_width(100).try_get_matches_from(&argv) {
+                Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.render().to_string(),
+                other => {
+                    problems.push(format!("{name}: --help did not print help: {other:?}"));
+                    return;
+                }
+            };
+            problems.extend(example_problems(&name, &help));
+        }
+        for sub in subs {
+            path.push(sub.get_name().to_owned());
+            walk(sub, path, leaves, problems);
+            path.pop();
+        }
+    }
+
+    #[test]
+    fn the_whole_command_tree_is_documented() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let (mut leaves, mut problems) = (0, Vec::new());
+        walk(&cmd, &mut vec!["keybound".into()], &mut leaves, &mut problems);
+        assert!(leaves > 40, "the walk reached only {leaves} leaves");
+        assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    }
+
+    #[test]
+    fn example_lines_are_whole_commands() {
+        let good = "About\n\nExamples:\n  keybound a \\\n      --b c\n  echo x | keybound d\n\nmore";
+        assert!(example_problems("t", good).is_empty());
+        let wrapped = "About\n\nExamples:\n  keybound a --b\n  c\n";
+        assert_eq!(example_problems("t", wrapped).len(), 1);
+        assert_eq!(example_problems("t", "About\n\nExample:\n  keybound a\n").len(), 1);
     }
 }

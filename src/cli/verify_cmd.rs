@@ -54,8 +54,8 @@ pub(crate) struct Args {
     /// Request method
     #[arg(long)]
     method: String,
-    /// Target URI as the client addressed it
-    #[arg(long)]
+    /// Target URI as the client addressed it (with its scheme: http:// or https://)
+    #[arg(long, value_parser = super::input::http_url)]
     uri: String,
     /// File holding the request body (default: empty)
     #[arg(long)]
@@ -78,18 +78,10 @@ pub(crate) struct Args {
     instance: Option<String>,
 }
 
-/// A literal or a file: the file when it exists, else the text itself.
-fn literal_or_file(value: &str, what: &str) -> Result<Vec<u8>, CliError> {
-    let raw = if Path::new(value).is_file() {
-        let bytes = std::fs::read(value)
-            .map_err(|e| CliError::new(super::CODE_IO, format!("cannot read {value}: {e}"), EXIT_USAGE))?;
-        if bytes.len() > MAX_KEYSET_SIZE * 2 {
-            return Err(CliError::usage(format!("{value} is too large for a {what}")));
-        }
-        bytes
-    } else {
-        value.as_bytes().to_vec()
-    };
+/// A literal or a file: the file when it exists, else the text itself when
+/// it can be hex or base64url, else "file not found".
+fn literal_or_file(value: &str, what: &str, option: &str, cap: usize) -> Result<Vec<u8>, CliError> {
+    let raw = super::input::file_or_literal(value, cap, option, false)?;
     decode_flexible(&raw).map_err(|e| {
         CliError::with_exit(
             Error::new(Code::InputMalformed, format!("{what}: {}", e.message())),
@@ -110,7 +102,7 @@ fn load_keys(spec: &str) -> Result<Arc<dyn KeySource>, CliError> {
         // Take a snapshot: this command verifies once, offline.
         return Ok(Arc::new(crate::keyset::StaticKeys::new(KeySet::clone(&keys.key_set()))));
     }
-    let bytes = literal_or_file(spec, "key set")?;
+    let bytes = literal_or_file(spec, "key set", "--keys", MAX_KEYSET_SIZE * 2)?;
     let set = match cbor::validate(&bytes)
         .ok()
         .and_then(|()| (bytes.first().map(|b| b >> 5) == Some(5)).then_some(()))
@@ -129,16 +121,14 @@ fn load_keys(spec: &str) -> Result<Arc<dyn KeySource>, CliError> {
 
 pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
     let keys = load_keys(&args.keys)?;
-    let token = literal_or_file(&args.token, "token")?;
-    let proof = args.proof.as_deref().map(|p| literal_or_file(p, "proof")).transpose()?;
+    let token = literal_or_file(&args.token, "token", "--token", super::input::MAX_INPUT)?;
+    let proof = args
+        .proof
+        .as_deref()
+        .map(|p| literal_or_file(p, "proof", "--proof", super::input::MAX_INPUT))
+        .transpose()?;
     let body = match &args.body {
-        Some(path) => std::fs::read(path).map_err(|e| {
-            CliError::new(
-                super::CODE_IO,
-                format!("cannot read {}: {e}", path.display()),
-                EXIT_USAGE,
-            )
-        })?,
+        Some(path) => std::fs::read(path).map_err(|e| super::input::open_error(path, &e).context("--body"))?,
         None => Vec::new(),
     };
     let now = args

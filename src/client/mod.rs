@@ -178,8 +178,15 @@ fn unreachable(e: reqwest::Error) -> Error {
 /// Turns an error answer (problem details) into an [`Error`] with the server's code.
 pub async fn error_from_response(response: reqwest::Response) -> Error {
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    let problem: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+    let body = response.bytes().await.unwrap_or_default();
+    error_from_problem(status, &body)
+}
+
+/// [`error_from_response`] for an answer whose body was already read: the
+/// problem details' `code` and `detail`, or `client.refused` with the
+/// status and the start of the body when it has no keybound code.
+pub fn error_from_problem(status: reqwest::StatusCode, body: &[u8]) -> Error {
+    let problem: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let code = problem
         .as_ref()
         .and_then(|p| p["code"].as_str())
@@ -199,7 +206,7 @@ pub async fn error_from_response(response: reqwest::Response) -> Error {
             },
         ),
         None => {
-            let snippet: String = body.chars().take(120).collect();
+            let snippet: String = String::from_utf8_lossy(body).chars().take(120).collect();
             Error::new(Code::ClientRefused, format!("HTTP {status}: {snippet}"))
         }
     }
@@ -297,7 +304,11 @@ impl Client {
         }
         let body = Zeroizing::new(serde_json::to_vec(&body).unwrap_or_default());
         // A login carries no token: the proof binds SHA-256 of nothing.
-        let answer = self.call_issuer(Method::POST, "/v1/login", body.to_vec(), None).await?;
+        let answer = match self.call_issuer(Method::POST, "/v1/login", body.to_vec(), None).await {
+            Ok(answer) => answer,
+            Err(e) if e.code() == Code::ProofHtuMismatch => return Err(self.explain_htu_mismatch(e).await),
+            Err(e) => return Err(e),
+        };
         let token = answer["session_token"]
             .as_str()
             .and_then(|t| b64url_decode(t).ok())
@@ -309,6 +320,27 @@ impl Client {
         };
         self.set_session(session.clone());
         Ok(session)
+    }
+
+    /// A login refused with `proof.htu_mismatch`: the proof was signed for
+    /// the URL this client was given, and the issuer checks it against its
+    /// own id. When the issuer's metadata names another id (`127.0.0.1`
+    /// typed as `localhost`), the error says which one to use.
+    async fn explain_htu_mismatch(&self, refusal: Error) -> Error {
+        let Ok(metadata) = self.issuer_metadata().await else {
+            return refusal;
+        };
+        match metadata["issuer"].as_str() {
+            Some(id) if id.trim_end_matches('/') != self.issuer => Error::new(
+                Code::ProofHtuMismatch,
+                format!(
+                    "the proof was signed for {}/v1/login, but the issuer's id is {id} and it checks every proof \
+                     against that: use {id} as the issuer URL",
+                    self.issuer
+                ),
+            ),
+            _ => refusal,
+        }
     }
 
     /// A service token for `scope`: from the cache, or minted now.
@@ -540,6 +572,61 @@ impl Client {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(scope);
     }
 
+    /// The token cached for `scope` and its expiry (Unix seconds), if any,
+    /// for keeping it beyond this client (a file cache between runs).
+    pub fn cached_token(&self, scope: &Scope) -> Option<(Token, u64)> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(scope)
+            .cloned()
+    }
+
+    /// Puts a token obtained earlier for `scope` (by another run of the same
+    /// client, from a file) into the cache; it is used like a minted one
+    /// until [`REFRESH_MARGIN`] before `expires_at`. Nothing about it is
+    /// checked here, and nothing needs to be: it grants nothing by being
+    /// cached, the service verifies it like any other. A caller that got it
+    /// refused calls [`Client::forget_token`]. [`Client::set_session`]
+    /// empties the cache, so seed it after the session.
+    pub fn cache_token(&self, scope: &Scope, token: Token, expires_at: u64) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(scope.clone(), (token, expires_at));
+    }
+
+    /// The credentials of one request for sending it with another HTTP
+    /// client (curl): the token for `scope` (cached or minted) and a fresh
+    /// proof over `method`, `url`, `body` and the token, with the nonce the
+    /// service last handed this client, if any. Like any proof it is good
+    /// for one request, within the service's proof age.
+    pub async fn credentials(&self, method: &str, url: &str, body: &[u8], scope: &Scope) -> Result<Credentials> {
+        let token = self.service_token(scope).await?;
+        let nonce = self
+            .nonces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&origin_of(url))
+            .cloned();
+        let mut proof = ProofBuilder::new(method, url, token.as_bytes(), body, self.clock.now())?;
+        if let Some(nonce) = nonce {
+            proof = proof.nonce(nonce);
+        }
+        let proof = proof.sign(&self.key)?;
+        Ok(Credentials { token, proof })
+    }
+
+    /// The issuer's metadata (`/.well-known/keybound/issuer`, spec/issuer.md §4).
+    pub async fn issuer_metadata(&self) -> Result<serde_json::Value> {
+        let url = format!("{}/.well-known/keybound/issuer", self.issuer);
+        let response = self.http.get(&url).send().await.map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response).await);
+        }
+        json_answer(response).await
+    }
+
     /// A signed request.
     pub fn request<'a>(&'a self, method: Method, url: &str, scope: &'a Scope) -> SignedRequest<'a> {
         SignedRequest {
@@ -611,6 +698,56 @@ impl Client {
     }
 }
 
+/// The `Authorization` and `KB-Proof` of one request ([`Client::credentials`]).
+#[derive(Clone)]
+pub struct Credentials {
+    /// The service token.
+    pub token: Token,
+    /// The proof, for exactly one request.
+    pub proof: crate::proof::Proof,
+}
+
+impl Credentials {
+    /// The `Authorization` field value: `KB <base64url(token)>` (spec/http.md §3.1).
+    pub fn authorization(&self) -> String {
+        format!("KB {}", self.token.to_base64url())
+    }
+
+    /// The `KB-Proof` field value: base64url of the proof (spec/http.md §3.2).
+    pub fn proof_header(&self) -> String {
+        self.proof.to_base64url()
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({} token bytes, {} proof bytes)", self.token.as_bytes().len(), self.proof.as_bytes().len())
+    }
+}
+
+/// One attempt of a [`SignedRequest`] as it went out and the head of what
+/// came back ([`SignedRequest::send_traced`]): a nonce challenge or a
+/// restarted replay store makes a second one.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// The method sent.
+    pub method: Method,
+    /// The URL sent (and signed).
+    pub url: String,
+    /// The header fields sent besides `Authorization` and `KB-Proof`.
+    pub headers: HeaderMap,
+    /// The credentials sent.
+    pub credentials: Credentials,
+    /// The length of the body sent.
+    pub body_len: usize,
+    /// The answer's status.
+    pub status: reqwest::StatusCode,
+    /// The answer's HTTP version.
+    pub version: reqwest::Version,
+    /// The answer's header fields.
+    pub response_headers: HeaderMap,
+}
+
 /// A request that is signed when sent.
 pub struct SignedRequest<'a> {
     client: &'a Client,
@@ -665,6 +802,19 @@ impl SignedRequest<'_> {
     /// Signs and sends; retries once when the service asks for a nonce.
     /// Any HTTP answer is returned; see [`error_from_response`].
     pub async fn send(self) -> Result<reqwest::Response> {
+        self.send_inner(None).await
+    }
+
+    /// [`SignedRequest::send`], and every attempt as it was sent, with the
+    /// head of its answer (the last one's is the response's): what a
+    /// verbose client shows, and what `keybound verify` can check offline.
+    pub async fn send_traced(self) -> Result<(reqwest::Response, Vec<Attempt>)> {
+        let mut attempts = Vec::new();
+        let response = self.send_inner(Some(&mut attempts)).await?;
+        Ok((response, attempts))
+    }
+
+    async fn send_inner(self, mut trace: Option<&mut Vec<Attempt>>) -> Result<reqwest::Response> {
         let client = self.client;
         let token = client.service_token(self.scope).await?;
         let origin = origin_of(&self.url);
@@ -683,6 +833,10 @@ impl SignedRequest<'_> {
                 proof = proof.nonce(nonce);
             }
             let proof = proof.sign(&client.key)?;
+            let sent = trace.as_ref().map(|_| Credentials {
+                token: token.clone(),
+                proof: proof.clone(),
+            });
             let mut builder = client
                 .http
                 .request(self.method.clone(), &self.url)
@@ -694,6 +848,18 @@ impl SignedRequest<'_> {
                 builder = builder.timeout(timeout);
             }
             let response = builder.send().await.map_err(unreachable)?;
+            if let (Some(trace), Some(credentials)) = (trace.as_deref_mut(), sent) {
+                trace.push(Attempt {
+                    method: self.method.clone(),
+                    url: self.url.clone(),
+                    headers: self.headers.clone(),
+                    credentials,
+                    body_len: self.body.len(),
+                    status: response.status(),
+                    version: response.version(),
+                    response_headers: response.headers().clone(),
+                });
+            }
             let fresh_nonce = response
                 .headers()
                 .get(NONCE)

@@ -21,7 +21,12 @@ pub fn error_response(error: &Error, nonce: Option<&str>) -> Response<Body> {
     let detail = if status.is_server_error() {
         "the service cannot verify requests right now; retry shortly".to_owned()
     } else if code == Code::PolicyDenied {
-        "the service's policy does not allow this action for the roles in your token".to_owned()
+        // The deciding rule stays in the log; only a denial that no rule
+        // names the action says so (it repeats what the client sent).
+        error.client_detail().map_or_else(
+            || "the service's policy does not allow this action for the roles in your token".to_owned(),
+            str::to_owned,
+        )
     } else {
         error.message().to_owned()
     };

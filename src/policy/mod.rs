@@ -147,6 +147,23 @@ impl Action<'_> {
     }
 }
 
+/// The denial of an action no rule names: `no rule for GET /v2/servers`,
+/// `no rule for operation "compute:resize"` (at most 200 characters of the
+/// path or name).
+fn no_rule_for(action: Action<'_>) -> String {
+    let cut = |s: &str| -> String {
+        let mut out: String = s.chars().take(200).collect();
+        if out.len() < s.len() {
+            out.push('…');
+        }
+        out
+    };
+    match action {
+        Action::Http { method, path } => format!("no rule for {} {}", cut(method), cut(path)),
+        Action::Operation(name) => format!("no rule for operation {:?}", cut(name)),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {
     Literal(String),
@@ -596,9 +613,18 @@ impl Policy {
                 evaluation.roles_allowing
             ),
             (None, Denial::DelegationDenied) => "no rule allows this delegated action".to_owned(),
-            (None, _) => "no rule allows this action".to_owned(),
+            (None, _) => no_rule_for(action),
         };
-        err(Code::PolicyDenied, why)
+        let denied = Error::new(Code::PolicyDenied, why);
+        // No rule named the action at all: saying so tells the client only
+        // what it sent, and keeps it from hunting for a missing role.
+        Err(match (&evaluation.rule, denial) {
+            (None, Denial::NoRuleMatched) => {
+                let detail = no_rule_for(action);
+                denied.with_client_detail(detail)
+            }
+            _ => denied,
+        })
     }
 }
 

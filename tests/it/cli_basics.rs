@@ -345,7 +345,8 @@ fn inspect_bad_key_option_is_a_usage_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.starts_with("error: input.malformed: --key"), "{stderr}");
+    // Not hex or base64url, so a file name: a missing file, not a key to decode.
+    assert!(stderr.starts_with("error: cli.io: --key: file not found"), "{stderr}");
     assert!(
         !stderr.contains("no-such-file-or-key!"),
         "the argument is never echoed: {stderr}"
@@ -393,7 +394,7 @@ fn inspect_missing_file_is_an_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.starts_with("error: cli.io: "), "{stderr}");
+    assert!(stderr.starts_with("error: cli.io: file not found: "), "{stderr}");
 }
 
 #[test]
@@ -548,4 +549,161 @@ fn unknown_arguments_are_one_line_usage_errors() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.starts_with("error: cli.usage: "), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+// ---------------------------------------------------------------- the command tree
+
+/// `keybound <path…> --help` as printed to a pipe at 100 columns.
+fn help_of(path: &[String]) -> String {
+    let out = keybound().args(path).arg("--help").env("COLUMNS", "100").output().unwrap();
+    assert!(out.status.success(), "{path:?} --help: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The lines of section `title` ("Commands:", "Options:", …) of a help text.
+fn section<'a>(help: &'a str, title: &str) -> Vec<&'a str> {
+    help.lines()
+        .skip_while(|l| *l != title)
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .collect()
+}
+
+/// The subcommands a help text lists (clap's own `help` aside).
+fn subcommands(help: &str) -> Vec<String> {
+    section(help, "Commands:")
+        .iter()
+        .filter(|l| l.starts_with("  ") && !l[2..].starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The arguments of a help text that have no help: an entry (a line
+/// indented by two, starting with `-`, `<` or `[`) with no text on its line
+/// after the two spaces that end its spec, nor below it (other than
+/// `[default: …]`-style notes).
+fn arguments_without_help(help: &str) -> Vec<String> {
+    let mut missing = Vec::new();
+    for title in ["Arguments:", "Options:"] {
+        let lines = section(help, title);
+        let is_entry = |l: &str| l.starts_with("  ") && l[2..].starts_with(['-', '<', '[']);
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| is_entry(l)) {
+            let inline = line.trim().split_once("  ").is_some_and(|(_, h)| !h.trim().is_empty());
+            let below = lines[i + 1..]
+                .iter()
+                .take_while(|l| !is_entry(l))
+                .any(|l| !l.trim().is_empty() && !l.trim().starts_with('['));
+            if !(inline || below) {
+                missing.push(line.trim().to_owned());
+            }
+        }
+    }
+    missing
+}
+
+/// The problems of a help text's "Examples:" block: every line a whole
+/// command (`keybound …`), a continuation of the line before (which ends in
+/// `\`), or a pipeline or substitution feeding `keybound`. A line clap
+/// wrapped at the help width is none of these.
+fn example_problems(path: &str, help: &str) -> Vec<String> {
+    let Some((_, block)) = help.split_once("\nExamples:\n") else {
+        return vec![format!("{path}: no \"Examples:\" block")];
+    };
+    let lines: Vec<&str> = block.lines().take_while(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return vec![format!("{path}: an empty \"Examples:\" block")];
+    }
+    let mut problems = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let text = line.trim();
+        let continued = i > 0 && lines[i - 1].trim_end().ends_with('\\');
+        let fed = ["| keybound ", "$(keybound ", "<(keybound "].iter().any(|p| text.contains(p));
+        if !(text.starts_with("keybound ") || continued || fed) {
+            problems.push(format!("{path}: example line is not a whole command: {text:?}"));
+        }
+    }
+    problems
+}
+
+/// Every command path of the tree, the root first, as the binary shows it.
+fn command_tree() -> Vec<(Vec<String>, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![Vec::<String>::new()];
+    while let Some(path) = pending.pop() {
+        let help = help_of(&path);
+        for sub in subcommands(&help).into_iter().rev() {
+            let mut next = path.clone();
+            next.push(sub);
+            pending.push(next);
+        }
+        found.push((path, help));
+    }
+    found
+}
+
+/// The whole tree, every subcommand at every depth, as the real binary
+/// prints it: each command has about text, each argument help, and each
+/// leaf an "Examples:" block with one whole command per line at 100
+/// columns.
+#[test]
+fn every_command_is_documented_with_unwrapped_examples() {
+    let tree = command_tree();
+    let mut problems = Vec::new();
+    let mut leaves = 0;
+    for (path, help) in &tree {
+        let name = format!("keybound {}", path.join(" "));
+        let first = help.lines().next().unwrap_or_default();
+        if first.trim().is_empty() || first.starts_with("Usage:") {
+            problems.push(format!("{name}: no about"));
+        }
+        for arg in arguments_without_help(help) {
+            problems.push(format!("{name}: argument {arg} has no help"));
+        }
+        if subcommands(help).is_empty() {
+            leaves += 1;
+            problems.extend(example_problems(&name, help));
+        }
+    }
+    assert!(leaves > 40, "the walk found only {leaves} leaves");
+    for expected in ["login", "logout", "status", "request", "headers", "token", "man", "verify"] {
+        assert!(tree.iter().any(|(p, _)| p == &[expected.to_owned()]), "{expected} missing");
+    }
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn the_example_checker_catches_wrapped_lines() {
+    let good = "About\n\nExamples:\n  keybound a \\\n      --b c\n  echo x | keybound d\n\nmore";
+    assert!(example_problems("t", good).is_empty());
+    let wrapped = "About\n\nExamples:\n  keybound a --b\n  c\n";
+    assert_eq!(example_problems("t", wrapped).len(), 1);
+    assert_eq!(example_problems("t", "About\n\nExample:\n  keybound a\n").len(), 1);
+    let options = "Options:\n      --a <A>  Help of a\n      --b <B>\n          \n          [default: 1]\n  -c\n          Help of c\n";
+    assert_eq!(arguments_without_help(options), ["--b <B>"]);
+}
+
+/// `keybound man --dir DIR`: one page per command at every depth, each a
+/// roff page of that command, named after its path.
+#[test]
+fn man_pages_cover_the_whole_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("man1");
+    let out = keybound().args(["man", "--json", "--dir"]).arg(&pages).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tree = command_tree();
+    assert_eq!(written["pages"].as_array().unwrap().len(), tree.len(), "{written}");
+    for (path, help) in &tree {
+        let name = std::iter::once("keybound".to_owned()).chain(path.iter().cloned()).collect::<Vec<_>>().join("-");
+        let page = std::fs::read_to_string(pages.join(format!("{name}.1")))
+            .unwrap_or_else(|e| panic!("no page {name}.1: {e}"));
+        assert!(page.starts_with(".ie \\n(.g .ds Aq \\(aq") || page.contains(".TH"), "{name}: {page}");
+        assert!(page.contains(&format!(".TH {name} 1")), "{name}");
+        if subcommands(help).is_empty() {
+            // The leaf's examples are in its page too.
+            assert!(page.contains("Examples:"), "{name} has no examples: {page}");
+        }
+    }
 }

@@ -94,6 +94,13 @@ fn assert_no_secrets(log: &str, secrets: &[(&str, &[u8])]) {
     }
 }
 
+/// `args` run as the quick start's user: `--profile ayoung args…`.
+fn as_user<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--profile", "ayoung"];
+    all.extend_from_slice(args);
+    all
+}
+
 fn ok(config: &Path, args: &[&str], stdin: &str) -> String {
     let out = run(config, args, stdin);
     assert!(
@@ -203,7 +210,11 @@ fn readme_quick_start_and_the_refusals_users_meet() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let (admin_cfg, user_cfg) = (tmp.path().join("admin"), tmp.path().join("user"));
+    // One config directory, as in the README: the admin in the default
+    // profile, the user in profile ayoung, both logged in at once.
+    let config = tmp.path().join("config");
+    let admin_cfg = config.clone();
+    let user_dir = config.join("profiles").join("ayoung");
     let admin_pw = "choose-a-long-admin-password\n";
 
     // Bootstrap, once only, without a server.
@@ -295,78 +306,78 @@ fn readme_quick_start_and_the_refusals_users_meet() {
 
     // The user logs in, calls the service, gets a token.
     let (code, wrong) = fails(
-        &user_cfg,
-        &[
+        &config,
+        &as_user(&[
             "login",
             "--issuer",
             &issuer,
             "--user",
             "ayoung@stoughton",
             "--password-stdin",
-        ],
+        ]),
         "wrong password!\n",
     );
     assert_eq!(code, 1);
     assert!(wrong.starts_with("error: issuer.invalid_credentials:"), "{wrong}");
     assert!(!wrong.contains("wrong password!"), "no secret echoed");
     ok(
-        &user_cfg,
-        &[
+        &config,
+        &as_user(&[
             "login",
             "--issuer",
             &issuer,
             "--user",
             "ayoung@stoughton",
             "--password-stdin",
-        ],
+        ]),
         "correct horse battery staple\n",
     );
     let body = ok(
-        &user_cfg,
-        &[
+        &config,
+        &as_user(&[
             "request",
             &format!("{svc}/v2/servers"),
             "--audience",
             &svc,
             "--project",
             "turing",
-        ],
+        ]),
         "",
     );
     assert_eq!(body, "servers of turing for ayoung@stoughton\n");
     // A service that challenges with a nonce: one retry, transparently.
     let body = ok(
-        &user_cfg,
-        &[
+        &config,
+        &as_user(&[
             "request",
             &format!("{nonce_svc}/v2/servers"),
             "--audience",
             &nonce_svc,
             "--project",
             "turing",
-        ],
+        ]),
         "",
     );
     assert_eq!(body, "servers of turing for ayoung@stoughton\n");
     // A service that refuses for another reason: the code, exit 1.
     let (code, refused) = fails(
-        &user_cfg,
-        &[
+        &config,
+        &as_user(&[
             "request",
             &format!("{nonce_svc}/v2/servers"),
             "--audience",
             &svc,
             "--project",
             "turing",
-        ],
+        ]),
         "",
     );
     assert_eq!(code, 1);
     assert!(refused.starts_with("error: cwt.aud_mismatch:"), "{refused}");
 
     let token: Value = serde_json::from_str(&ok(
-        &user_cfg,
-        &["token", "--audience", &svc, "--project", "turing", "--json"],
+        &config,
+        &as_user(&["token", "--audience", &svc, "--project", "turing", "--json"]),
         "",
     ))
     .unwrap();
@@ -374,7 +385,7 @@ fn readme_quick_start_and_the_refusals_users_meet() {
     let token_b64 = token["token"].as_str().unwrap().to_owned();
 
     // Offline verification, valid and invalid, with the key set by URL.
-    let key = keybound::key::read_signing_key_file(&user_cfg.join("key.cbor")).unwrap();
+    let key = keybound::key::read_signing_key_file(&user_dir.join("key.cbor")).unwrap();
     let now = keybound::verify::Clock::now(&keybound::verify::SystemClock);
     let uri = format!("{svc}/v2/servers");
     let proof = keybound::proof::ProofBuilder::new(
@@ -390,8 +401,8 @@ fn readme_quick_start_and_the_refusals_users_meet() {
     let keys_url = format!("{issuer}/.well-known/keybound/keys");
     let verify = |uri: &str| {
         run(
-            &user_cfg,
-            &[
+            &config,
+            &as_user(&[
                 "verify",
                 "--keys",
                 &keys_url,
@@ -407,7 +418,7 @@ fn readme_quick_start_and_the_refusals_users_meet() {
                 &token_b64,
                 "--proof",
                 &proof.to_base64url(),
-            ],
+            ]),
             "",
         )
     };
@@ -429,8 +440,8 @@ fn readme_quick_start_and_the_refusals_users_meet() {
     // `token --instance` binds the token to one instance of the service;
     // `verify --instance` checks it as that instance (or another) would.
     let bound: Value = serde_json::from_str(&ok(
-        &user_cfg,
-        &[
+        &config,
+        &as_user(&[
             "token",
             "--audience",
             &svc,
@@ -439,7 +450,7 @@ fn readme_quick_start_and_the_refusals_users_meet() {
             "--instance",
             "vm-a@host-1",
             "--json",
-        ],
+        ]),
         "",
     ))
     .unwrap();
@@ -464,7 +475,7 @@ fn readme_quick_start_and_the_refusals_users_meet() {
         if let Some(instance) = instance {
             args.extend(["--instance", instance]);
         }
-        let out = run(&user_cfg, &args, "");
+        let out = run(&config, &as_user(&args), "");
         (out.status.code(), serde_json::from_slice::<Value>(&out.stdout).unwrap())
     };
     let (status, at_a) = verify_at(Some("vm-a@host-1"));
@@ -482,8 +493,8 @@ fn readme_quick_start_and_the_refusals_users_meet() {
         );
     }
     let (code, line) = fails(
-        &user_cfg,
-        &["token", "--audience", &svc, "--project", "turing", "--instance", "vm a"],
+        &config,
+        &as_user(&["token", "--audience", &svc, "--project", "turing", "--instance", "vm a"]),
         "",
     );
     assert_eq!(code, 1);
@@ -492,29 +503,29 @@ fn readme_quick_start_and_the_refusals_users_meet() {
     // Malformed token files, an expired session, an unreachable issuer, an unwritable config dir.
     let garbage = tmp.path().join("garbage.txt");
     std::fs::write(&garbage, "this is not a token").unwrap();
-    let (code, line) = fails(&user_cfg, &["inspect", garbage.to_str().unwrap()], "");
+    let (code, line) = fails(&config, &as_user(&["inspect", garbage.to_str().unwrap()]), "");
     assert_eq!(code, 2);
     assert!(
         line.starts_with("error: input.malformed:") || line.starts_with("error: cbor."),
         "{line}"
     );
-    let session_file = user_cfg.join("session.json");
+    let session_file = user_dir.join("session.json");
     let mut session: Value = serde_json::from_str(&std::fs::read_to_string(&session_file).unwrap()).unwrap();
     session["expires_at"] = 1.into();
     std::fs::write(&session_file, session.to_string()).unwrap();
-    let (_, line) = fails(&user_cfg, &["token", "--audience", &svc], "");
+    let (_, line) = fails(&config, &as_user(&["token", "--audience", &svc]), "");
     assert!(line.starts_with("error: client.session_expired:"), "{line}");
     let closed = format!("http://127.0.0.1:{}", free_port());
     let (_, line) = fails(
-        &user_cfg,
-        &[
+        &config,
+        &as_user(&[
             "login",
             "--issuer",
             &closed,
             "--user",
             "ayoung@stoughton",
             "--password-stdin",
-        ],
+        ]),
         "x\n",
     );
     assert!(line.starts_with("error: client.unreachable:"), "{line}");
@@ -663,7 +674,7 @@ fn help_says_what_each_command_does_with_an_example() {
     assert!(demo.contains("delegation"), "{demo}");
     let delegation = ok(tmp.path(), &["demo", "delegation", "--help"], "");
     assert!(
-        delegation.contains("Example:\n  keybound demo delegation"),
+        delegation.contains("Examples:\n  keybound demo delegation"),
         "{delegation}"
     );
     assert!(ok(tmp.path(), &["completions", "bash"], "").contains("keybound"));

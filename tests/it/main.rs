@@ -4,6 +4,7 @@
 //! `common`. Run one area with `cargo test --all-features --test it AREA::`.
 
 mod cli_basics;
+mod client_cli;
 mod common;
 mod delegation;
 mod e2e_cli;
