@@ -46,8 +46,10 @@ service tokens. The config directory is $KEYBOUND_CONFIG_DIR, else $XDG_CONFIG_H
 pub(crate) const LOGIN_EXAMPLES: &str = "\
 Examples:
   keybound login --issuer http://127.0.0.1:8080 --user ayoung@stoughton
-  echo \"$PW\" | keybound login --issuer https://issuer.example --user ayoung@stoughton --password-stdin
-  keybound login --issuer https://issuer.example --user nova-compute@service --key-login --key svc.key
+  echo \"$PW\" | keybound login --issuer https://issuer.example --user ayoung@stoughton \\
+      --password-stdin
+  keybound login --issuer https://issuer.example --user nova-compute@service \\
+      --key-login --key svc.key
   keybound --profile admin login --issuer https://issuer.example --user admin@default";
 
 /// `keybound login`.
@@ -259,7 +261,8 @@ token with its claims (expires_at in Unix seconds).";
 pub(crate) const TOKEN_EXAMPLES: &str = "\
 Examples:
   keybound token --audience https://nova.example --project turing
-  keybound token --audience https://nova.example --project turing --roles reader --lifetime 60 --json
+  keybound token --audience https://nova.example --project turing --roles reader \\
+      --lifetime 60 --json
   keybound token --audience https://nova.example --trust 2Qf3mV0cZ8bq1Xo4yT6wUg --json
   keybound token --audience https://nova.canton.example --through https://canton.example \\
       --project turing --domain canton
@@ -342,7 +345,7 @@ Examples:
       https://nova.example/v2/servers --project turing
   keybound request -X PUT -d @image.qcow2 https://glance.example/v2/images/1/file
   keybound request https://cinder.example/v3/volumes --trust 2Qf3mV0cZ8bq1Xo4yT6wUg
-  keybound request -v https://nova.example/v2/servers --audience https://nova.example --project turing";
+  keybound request -v https://nova.example/v2/servers --audience https://nova.example";
 
 /// `keybound request`.
 #[derive(Debug, clap::Args)]
@@ -523,7 +526,12 @@ pub(crate) fn headers(args: HeadersArgs) -> Result<ExitCode, CliError> {
     let session = Session::open(args.config_dir.as_deref(), args.scope.scope(&audience))?;
     let body = read_body(args.data.as_deref())?;
     let method = parse_method(&args.method)?;
-    let credentials = runtime()?.block_on(session.client.credentials(method.as_str(), &args.url, &body, &session.scope))?;
+    let credentials = runtime()?.block_on(session.client.credentials(
+        method.as_str(),
+        &args.url,
+        &body,
+        &session.scope,
+    ))?;
     session.keep();
     print_stdout(&format!(
         "Authorization: {}\nKB-Proof: {}",
@@ -570,7 +578,7 @@ pub(crate) struct TrustArgs {
 enum TrustAction {
     /// Delegate roles on a project to a trustee (or redelegate a trust of which you are the trustee)
     #[command(
-        after_help = "Examples:\n  keybound trust create --trustee heat@service --project turing --roles member --lifetime 3600 --uses 100"
+        after_help = "Examples:\n  keybound trust create --trustee heat@service --project turing --roles member\n  keybound trust create --trustee heat@service --project turing --roles member \\\n      --lifetime 3600 --uses 100"
     )]
     Create(TrustCreateArgs),
     /// List the trusts in which you are trustor or trustee

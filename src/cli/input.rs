@@ -94,7 +94,10 @@ pub(crate) fn file_or_literal(arg: &str, cap: usize, option: &str, secret: bool)
         return Ok(arg.as_bytes().to_vec());
     }
     let message = if secret || arg.len() > MAX_NAMED || arg.chars().any(char::is_control) {
-        format!("file not found, and the argument is not hex or base64url either ({} characters)", arg.chars().count())
+        format!(
+            "file not found, and the argument is not hex or base64url either ({} characters)",
+            arg.chars().count()
+        )
     } else {
         format!("file not found: {arg}")
     };
@@ -183,13 +186,28 @@ mod tests {
 
     #[test]
     fn urls_need_a_scheme() {
-        for good in ["http://127.0.0.1:8080", "https://nova.example/v2/servers?limit=1", "http://[::1]:80/"] {
+        for good in [
+            "http://127.0.0.1:8080",
+            "https://nova.example/v2/servers?limit=1",
+            "http://[::1]:80/",
+        ] {
             assert_eq!(http_url(good).as_deref(), Ok(good));
         }
-        for bad in ["127.0.0.1:8080/v2", "localhost:8080", "nova.example/v2", "", "ftp://x.example", "http://"] {
+        for bad in [
+            "127.0.0.1:8080/v2",
+            "localhost:8080",
+            "nova.example/v2",
+            "",
+            "ftp://x.example",
+            "http://",
+        ] {
             assert!(http_url(bad).is_err(), "{bad}");
         }
-        assert!(http_url("localhost:8080").unwrap_err().contains("http://localhost:8080"));
+        assert!(
+            http_url("localhost:8080")
+                .unwrap_err()
+                .contains("http://localhost:8080")
+        );
     }
 
     #[test]

@@ -49,7 +49,10 @@ fn write_pages(cmd: &clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> R
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
     }
     written.push(path);
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         write_pages(sub, dir, written)?;
     }
     Ok(())

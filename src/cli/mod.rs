@@ -342,7 +342,8 @@ mod tests {
     /// text): none, or no such block, or a line that is not a whole command.
     /// A line is one when it starts with `keybound `, continues the line
     /// before (which ends in `\`), or feeds `keybound` in a pipeline or a
-    /// substitution (`echo "$PW" | keybound …`). A line that clap wrapped
+    /// substitution (`echo "$PW" | keybound …`), or runs it with an environment
+    /// (`KEYBOUND_X=… keybound …`). A line that clap wrapped
     /// at the help width is none of these.
     pub(crate) fn example_problems(path: &str, help: &str) -> Vec<String> {
         let Some((_, block)) = help.split_once("\nExamples:\n") else {
@@ -356,8 +357,17 @@ mod tests {
         for (i, line) in lines.iter().enumerate() {
             let text = line.trim();
             let continued = i > 0 && lines[i - 1].trim_end().ends_with('\\');
-            let fed = ["| keybound ", "$(keybound ", "<(keybound "].iter().any(|p| text.contains(p));
-            if !(text.starts_with("keybound ") || continued || fed) {
+            let fed = ["| keybound ", "$(keybound ", "<(keybound "]
+                .iter()
+                .any(|p| text.contains(p));
+            // `NAME=value keybound …`: one command with its environment.
+            let with_env = text.split_once('=').is_some_and(|(name, _)| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            }) && text.contains(" keybound ");
+            if !(text.starts_with("keybound ") || continued || fed || with_env) {
                 problems.push(format!("{path}: example line is not a whole command: {text:?}"));
             }
         }
@@ -412,7 +422,12 @@ mod tests {
         let (mut leaves, mut problems) = (0, Vec::new());
         walk(&cmd, &mut vec!["keybound".into()], &mut leaves, &mut problems);
         assert!(leaves > 40, "the walk reached only {leaves} leaves");
-        assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "{} problems:\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
     }
 
     #[test]

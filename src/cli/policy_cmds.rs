@@ -49,7 +49,7 @@ enum PolicyAction {
     Report(ReportArgs),
     /// The roles one workflow needed, and the workplan of its delegations
     #[command(
-        after_help = "Examples:\n  keybound policy learn records.jsonl --workflow deploy-1 --out deploy.toml\n  keybound policy learn records.jsonl --workflow deploy-1 --policy https://glance.example=glance.toml \\\n      --policy https://cinder.example=cinder.toml --out deploy.toml"
+        after_help = "Examples:\n  keybound policy learn records.jsonl --workflow deploy-1 --out deploy.toml\n  keybound policy learn records.jsonl --workflow deploy-1 --out deploy.toml \\\n      --policy https://glance.example=glance.toml --policy https://cinder.example=cinder.toml"
     )]
     Learn(LearnArgs),
 }
@@ -355,7 +355,9 @@ pub(crate) struct WorkplanArgs {
 #[derive(Debug, clap::Subcommand)]
 enum WorkplanAction {
     /// Validate a workplan: every problem with its line, or a summary
-    #[command(after_help = "Examples:\n  keybound workplan check deploy.toml\n  keybound workplan check deploy.toml --json")]
+    #[command(
+        after_help = "Examples:\n  keybound workplan check deploy.toml\n  keybound workplan check deploy.toml --json"
+    )]
     Check {
         /// The workplan file
         file: PathBuf,
@@ -364,7 +366,9 @@ enum WorkplanAction {
         json: bool,
     },
     /// Create every trust of a workplan at once and print its routing slip (needs a login)
-    #[command(after_help = "Examples:\n  keybound workplan run deploy.toml --project turing@stoughton\n  keybound workplan run deploy.toml --project turing --json")]
+    #[command(
+        after_help = "Examples:\n  keybound workplan run deploy.toml --project turing@stoughton\n  keybound workplan run deploy.toml --project turing --json"
+    )]
     Run {
         /// The workplan file
         file: PathBuf,

@@ -146,12 +146,8 @@ pub(crate) fn config_dir(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
     let base = base_dir(explicit)?;
     let dir = profile_path(&base, &profile_name());
     if dir != base {
-        create_private_dir(&dir).map_err(|e| {
-            storage(format!(
-                "cannot create the profile directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        create_private_dir(&dir)
+            .map_err(|e| storage(format!("cannot create the profile directory {}: {e}", dir.display())))?;
     }
     Ok(dir)
 }
@@ -345,7 +341,18 @@ mod tests {
         for good in ["admin", "ayoung-at-canton", "a.b_c", "x", &"p".repeat(64)] {
             assert_eq!(parse_profile(good).as_deref(), Ok(good));
         }
-        for bad in ["", ".", "..", ".hidden", "-x", "a/b", "a b", "é", &"p".repeat(65), "a\\b"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a b",
+            "é",
+            &"p".repeat(65),
+            "a\\b",
+        ] {
             assert!(parse_profile(bad).is_err(), "{bad:?}");
         }
     }

@@ -82,7 +82,11 @@ pub(crate) fn relative(at: u64, now: u64) -> String {
         3600..86_400 => format!("{}h {}m", span / 3600, span / 60 % 60),
         _ => format!("{}d {}h", span / 86_400, span / 3600 % 24),
     };
-    if at >= now { format!("in {text}") } else { format!("{text} ago") }
+    if at >= now {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
 }
 
 /// What a profile's directory holds, read without the network.
@@ -144,7 +148,10 @@ impl Profile {
         if self.valid(now) {
             format!("valid until {at} ({rel})")
         } else {
-            format!("expired at {at} ({rel}): run `keybound {}login` again", flag(&self.name))
+            format!(
+                "expired at {at} ({rel}): run `keybound {}login` again",
+                flag(&self.name)
+            )
         }
     }
 
@@ -164,7 +171,10 @@ impl Profile {
             out.push("service tokens: none cached".to_owned());
         } else {
             out.push(String::new());
-            out.push(format!("{:<20}  {:<14}  {:<32}  {}", "EXPIRES", "", "AUDIENCE", "SCOPE"));
+            out.push(format!(
+                "{:<20}  {:<14}  {:<32}  {}",
+                "EXPIRES", "", "AUDIENCE", "SCOPE"
+            ));
             for t in &self.tokens {
                 out.push(format!(
                     "{:<20}  {:<14}  {:<32}  {}",

@@ -1,6 +1,5 @@
 //! `keybound verify`: check a token and proof offline, exactly as a service would.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -28,13 +27,16 @@ base64url), a single public COSE_Key, or the issuer's key-set URL. TOKEN and PRO
 or a file path. Replay is not checked: a single request is never a replay.";
 pub(crate) const EXAMPLES: &str = "\
 Examples:
-  keybound verify --keys issuer-keys.cbor --audience https://nova.example --issuer https://issuer.example \\
-      --now 1763800000 --method GET --uri https://nova.example/v2/servers --token token.b64 --proof proof.b64
-  keybound verify --keys http://127.0.0.1:8080/.well-known/keybound/keys --audience https://nova.example \\
-      --issuer http://127.0.0.1:8080 --now $(date +%s) --method POST --uri https://nova.example/v2/servers \\
-      --body body.json --token \"$TOKEN\" --proof \"$PROOF\"
-  keybound verify --keys issuer-keys.cbor --audience https://nova.example --issuer https://issuer.example \\
-      --instance vm-7f3a@host-12 --method GET --uri https://nova.example/v2/servers --token token.b64";
+  keybound verify --keys issuer-keys.cbor --issuer https://issuer.example \\
+      --audience https://nova.example --method GET --uri https://nova.example/v2/servers \\
+      --token token.b64 --proof proof.b64 --now 1763800000
+  keybound verify --keys http://127.0.0.1:8080/.well-known/keybound/keys \\
+      --issuer http://127.0.0.1:8080 --audience https://nova.example \\
+      --method POST --uri https://nova.example/v2/servers --body body.json \\
+      --token \"$TOKEN\" --proof \"$PROOF\"
+  keybound verify --keys issuer-keys.cbor --issuer https://issuer.example \\
+      --audience https://nova.example --instance vm-7f3a@host-12 \\
+      --method GET --uri https://nova.example/v2/servers --token token.b64";
 
 /// `keybound verify`.
 #[derive(Debug, clap::Args)]

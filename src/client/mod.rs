@@ -721,7 +721,12 @@ impl Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({} token bytes, {} proof bytes)", self.token.as_bytes().len(), self.proof.as_bytes().len())
+        write!(
+            f,
+            "Credentials({} token bytes, {} proof bytes)",
+            self.token.as_bytes().len(),
+            self.proof.as_bytes().len()
+        )
     }
 }
 

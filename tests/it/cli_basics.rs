@@ -555,8 +555,17 @@ fn unknown_arguments_are_one_line_usage_errors() {
 
 /// `keybound <path…> --help` as printed to a pipe at 100 columns.
 fn help_of(path: &[String]) -> String {
-    let out = keybound().args(path).arg("--help").env("COLUMNS", "100").output().unwrap();
-    assert!(out.status.success(), "{path:?} --help: {}", String::from_utf8_lossy(&out.stderr));
+    let out = keybound()
+        .args(path)
+        .arg("--help")
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{path:?} --help: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -581,14 +590,19 @@ fn subcommands(help: &str) -> Vec<String> {
 }
 
 /// The arguments of a help text that have no help: an entry (a line
-/// indented by two, starting with `-`, `<` or `[`) with no text on its line
+/// indented by two to six, starting with `-`, `<` or `[`) with no text on its line
 /// after the two spaces that end its spec, nor below it (other than
 /// `[default: …]`-style notes).
 fn arguments_without_help(help: &str) -> Vec<String> {
     let mut missing = Vec::new();
     for title in ["Arguments:", "Options:"] {
         let lines = section(help, title);
-        let is_entry = |l: &str| l.starts_with("  ") && l[2..].starts_with(['-', '<', '[']);
+        // Entries are indented by 2 (`  -X, --request`) or 6 (`      --data`),
+        // their help texts by 10 or more.
+        let is_entry = |l: &str| {
+            let text = l.trim_start();
+            (2..=6).contains(&(l.len() - text.len())) && text.starts_with(['-', '<', '['])
+        };
         for (i, line) in lines.iter().enumerate().filter(|(_, l)| is_entry(l)) {
             let inline = line.trim().split_once("  ").is_some_and(|(_, h)| !h.trim().is_empty());
             let below = lines[i + 1..]
@@ -619,8 +633,17 @@ fn example_problems(path: &str, help: &str) -> Vec<String> {
     for (i, line) in lines.iter().enumerate() {
         let text = line.trim();
         let continued = i > 0 && lines[i - 1].trim_end().ends_with('\\');
-        let fed = ["| keybound ", "$(keybound ", "<(keybound "].iter().any(|p| text.contains(p));
-        if !(text.starts_with("keybound ") || continued || fed) {
+        let fed = ["| keybound ", "$(keybound ", "<(keybound "]
+            .iter()
+            .any(|p| text.contains(p));
+        // `NAME=value keybound …`: one command with its environment.
+        let with_env = text.split_once('=').is_some_and(|(name, _)| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        }) && text.contains(" keybound ");
+        if !(text.starts_with("keybound ") || continued || fed || with_env) {
             problems.push(format!("{path}: example line is not a whole command: {text:?}"));
         }
     }
@@ -667,10 +690,20 @@ fn every_command_is_documented_with_unwrapped_examples() {
         }
     }
     assert!(leaves > 40, "the walk found only {leaves} leaves");
-    for expected in ["login", "logout", "status", "request", "headers", "token", "man", "verify"] {
-        assert!(tree.iter().any(|(p, _)| p == &[expected.to_owned()]), "{expected} missing");
+    for expected in [
+        "login", "logout", "status", "request", "headers", "token", "man", "verify",
+    ] {
+        assert!(
+            tree.iter().any(|(p, _)| p == &[expected.to_owned()]),
+            "{expected} missing"
+        );
     }
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -690,20 +723,44 @@ fn the_example_checker_catches_wrapped_lines() {
 fn man_pages_cover_the_whole_tree() {
     let dir = tempfile::tempdir().unwrap();
     let pages = dir.path().join("man1");
-    let out = keybound().args(["man", "--json", "--dir"]).arg(&pages).output().unwrap();
+    let out = keybound()
+        .args(["man", "--json", "--dir"])
+        .arg(&pages)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let written: Value = serde_json::from_slice(&out.stdout).unwrap();
     let tree = command_tree();
     assert_eq!(written["pages"].as_array().unwrap().len(), tree.len(), "{written}");
+    let mut leaves = 0;
     for (path, help) in &tree {
-        let name = std::iter::once("keybound".to_owned()).chain(path.iter().cloned()).collect::<Vec<_>>().join("-");
+        let name = std::iter::once("keybound".to_owned())
+            .chain(path.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("-");
         let page = std::fs::read_to_string(pages.join(format!("{name}.1")))
             .unwrap_or_else(|e| panic!("no page {name}.1: {e}"));
-        assert!(page.starts_with(".ie \\n(.g .ds Aq \\(aq") || page.contains(".TH"), "{name}: {page}");
-        assert!(page.contains(&format!(".TH {name} 1")), "{name}");
+        assert!(page.contains(&format!("\n.TH {name} 1 ")), "{name}: {page}");
         if subcommands(help).is_empty() {
-            // The leaf's examples are in its page too.
-            assert!(page.contains("Examples:"), "{name} has no examples: {page}");
+            // A leaf's page says what its --help says, examples included.
+            let about = help
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .replace('-', "\\-")
+                .replace('\'', "\\*(Aq");
+            // (A command without about text is the docs test's to report.)
+            assert!(
+                about.starts_with("Usage:") || page.contains(about.trim_end_matches('.')),
+                "{name}: {about:?} not in {page}"
+            );
+            assert_eq!(
+                page.contains("Examples:"),
+                help.contains("\nExamples:\n"),
+                "{name}: {page}"
+            );
+            leaves += 1;
         }
     }
+    assert!(leaves > 40, "{leaves} leaves");
 }

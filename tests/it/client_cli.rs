@@ -46,7 +46,11 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (issuer, data) = rt.block_on(crate::common::start_issuer(ADMIN_PASSWORD, Arc::new(SystemClock), |_| {}));
+        let (issuer, data) = rt.block_on(crate::common::start_issuer(
+            ADMIN_PASSWORD,
+            Arc::new(SystemClock),
+            |_| {},
+        ));
         let service = rt.block_on(service(issuer.url()));
         rt.block_on(async {
             let admin = issuer.admin(ADMIN_PASSWORD).await.unwrap();
@@ -95,7 +99,10 @@ impl Setup {
             String::from_utf8_lossy(&out.stderr),
         ]
         .concat();
-        assert!(!shown.contains(PASSWORD) && !shown.contains(ADMIN_PASSWORD), "a password echoed: {shown}");
+        assert!(
+            !shown.contains(PASSWORD) && !shown.contains(ADMIN_PASSWORD),
+            "a password echoed: {shown}"
+        );
         assert!(!shown.contains("panicked"), "{shown}");
         out
     }
@@ -162,7 +169,9 @@ async fn service(issuer: &str) -> String {
     )
     .await
     .unwrap();
-    let verifier = Verifier::builder(&url, TrustedIssuer::new(issuer, keys)).build().unwrap();
+    let verifier = Verifier::builder(&url, TrustedIssuer::new(issuer, keys))
+        .build()
+        .unwrap();
     let layer = KeyboundLayer::new(Arc::new(verifier), &url)
         .unwrap()
         .policy(Arc::new(Policy::from_toml(POLICY).unwrap()));
@@ -198,12 +207,25 @@ fn utc(unix: u64) -> String {
     // The CLI's rendering (UTC, ISO 8601), recomputed independently.
     let days = unix / 86_400;
     let (mut year, mut day) = (1970u64, days);
-    let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     while day >= if leap(year) { 366 } else { 365 } {
         day -= if leap(year) { 366 } else { 365 };
         year += 1;
     }
-    let lengths = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let lengths = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     let mut month = 0;
     while day >= lengths[month] {
         day -= lengths[month];
@@ -247,10 +269,17 @@ fn profiles_status_and_logout() {
         {
             assert_eq!(mode(&dir.join("session.json")), 0o600);
             assert_eq!(mode(&dir.join("key.cbor")), 0o600);
-            assert_eq!(mode(dir), 0o700);
         }
     }
-    let (user_key, admin_key) = (thumbprint(&user_dir.join("key.cbor")), thumbprint(&admin_dir.join("key.cbor")));
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&admin_dir), 0o700, "a profile's directory is private");
+        assert_eq!(mode(&s.dir().join("profiles")), 0o700);
+    }
+    let (user_key, admin_key) = (
+        thumbprint(&user_dir.join("key.cbor")),
+        thumbprint(&admin_dir.join("key.cbor")),
+    );
     assert_ne!(user_key, admin_key, "each profile has its own key");
 
     let status: Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
@@ -292,7 +321,12 @@ fn profiles_status_and_logout() {
     assert_eq!(code, 1, "the user is no admin: {line}");
 
     let all: Value = serde_json::from_str(&s.ok(&["status", "--all", "--json"])).unwrap();
-    let names: Vec<&str> = all.as_array().unwrap().iter().map(|p| p["profile"].as_str().unwrap()).collect();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["profile"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["default", "admin"]);
     let table = s.ok(&["status", "--all"]);
     assert!(table.contains("admin@default") && table.contains(USER), "{table}");
@@ -306,26 +340,38 @@ fn profiles_status_and_logout() {
     let (code, line) = s.fails(&["--profile", "nobody", "status"], "");
     assert_eq!(code, 1);
     assert!(
-        line.starts_with("error: client.no_session: not logged in (profile nobody): run `keybound --profile nobody login"),
+        line.starts_with(
+            "error: client.no_session: not logged in (profile nobody): run `keybound --profile nobody login"
+        ),
         "{line}"
     );
 
     // Logout forgets the session (and the tokens), keeps the key...
     let out = s.ok(&["logout"]);
-    assert!(out.contains(&format!("logged out of profile default ({USER} at {})", s.issuer.url())), "{out}");
+    assert!(
+        out.contains(&format!("logged out of profile default ({USER} at {})", s.issuer.url())),
+        "{out}"
+    );
     assert!(!user_dir.join("session.json").exists());
     assert!(!user_dir.join("tokens").exists());
     assert!(user_dir.join("key.cbor").exists(), "logout alone keeps the key");
     let (code, line) = s.fails(&["status"], "");
     assert_eq!(code, 1);
-    assert!(line.starts_with("error: client.no_session: not logged in: run `keybound login"), "{line}");
+    assert!(
+        line.starts_with("error: client.no_session: not logged in: run `keybound login"),
+        "{line}"
+    );
     let (_, line) = s.fails(&["request", &s.servers()], "");
     assert!(line.starts_with("error: client.no_session:"), "{line}");
     // ... the admin's session is untouched ...
     assert!(s.ok(&["--profile", "admin", "status"]).contains("admin@default"));
     // ... and --forget-key deletes the profile's key, and the emptied profile.
     let out: Value = serde_json::from_str(&s.ok(&["--profile", "admin", "logout", "--forget-key", "--json"])).unwrap();
-    assert_eq!((out["logged_out"].as_bool(), out["key_deleted"].as_bool()), (Some(true), Some(true)), "{out}");
+    assert_eq!(
+        (out["logged_out"].as_bool(), out["key_deleted"].as_bool()),
+        (Some(true), Some(true)),
+        "{out}"
+    );
     assert!(!admin_dir.exists(), "the empty profile directory is gone");
     assert!(s.ok(&["--profile", "admin", "logout"]).contains("had no session"));
     let all: Value = serde_json::from_str(&s.ok(&["status", "--all", "--json"])).unwrap();
@@ -358,19 +404,31 @@ fn service_tokens_are_cached_between_runs() {
     // `token` and `headers` share the cache (same scope: same token).
     let token: Value =
         serde_json::from_str(&s.ok(&["token", "--audience", &s.service, "--project", PROJECT, "--json"])).unwrap();
-    assert_eq!((token["cached"].as_bool(), token["token"].as_str()), (Some(true), cached["token"].as_str()));
+    assert_eq!(
+        (token["cached"].as_bool(), token["token"].as_str()),
+        (Some(true), cached["token"].as_str())
+    );
     let headers = s.ok(&["headers", &s.servers(), "--project", PROJECT]);
-    assert!(headers.contains(&format!("KB {}", cached["token"].as_str().unwrap())), "{headers}");
+    assert!(
+        headers.contains(&format!("KB {}", cached["token"].as_str().unwrap())),
+        "{headers}"
+    );
     assert_eq!(s.minted(), before + 1);
 
     // `status` lists it, with its scope and human expiry.
     let status = s.ok(&["status"]);
     let expires = cached["expires_at"].as_u64().unwrap();
-    assert!(status.contains(&utc(expires)) && status.contains(&s.service), "{status}");
+    assert!(
+        status.contains(&utc(expires)) && status.contains(&s.service),
+        "{status}"
+    );
     assert!(status.contains(&format!("project {PROJECT}")), "{status}");
 
     // Another scope is another token.
-    assert_eq!(s.ok(&["request", &s.servers(), "--project", PROJECT, "--roles", "member"]), expected);
+    assert_eq!(
+        s.ok(&["request", &s.servers(), "--project", PROJECT, "--roles", "member"]),
+        expected
+    );
     assert_eq!(s.minted(), before + 2);
     assert_eq!(token_files(s.dir()).len(), 2);
 
@@ -394,7 +452,10 @@ fn service_tokens_are_cached_between_runs() {
     std::fs::create_dir_all(laptop.join("tokens")).unwrap();
     let name = files[0].file_name().unwrap();
     std::fs::copy(&files[0], laptop.join("tokens").join(name)).unwrap();
-    assert_eq!(s.ok(&["--profile", "laptop", "request", &s.servers(), "--project", PROJECT]), expected);
+    assert_eq!(
+        s.ok(&["--profile", "laptop", "request", &s.servers(), "--project", PROJECT]),
+        expected
+    );
     assert_eq!(s.minted(), before + 5, "the copied token is bound to another key");
     let kept: Value =
         serde_json::from_str(&std::fs::read_to_string(laptop.join("tokens").join(name)).unwrap()).unwrap();
@@ -414,7 +475,10 @@ fn request_verbose_feeds_verify() {
     s.login(None, USER, PASSWORD);
     let out = s.run(&["request", "-v", &s.servers(), "--project", PROJECT], "");
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("servers of {PROJECT} for {USER}\n"));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("servers of {PROJECT} for {USER}\n")
+    );
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.starts_with(&format!("> GET {}\n", s.servers())), "{stderr}");
     assert!(stderr.contains("< HTTP/1.1 200 OK\n"), "{stderr}");
@@ -431,20 +495,45 @@ fn request_verbose_feeds_verify() {
     let verify = |uri: &str| {
         let out = s.run(
             &[
-                "verify", "--keys", &keys, "--audience", &s.service, "--issuer", s.issuer.url(), "--method", "GET",
-                "--uri", uri, "--token", &token, "--proof", &proof,
+                "verify",
+                "--keys",
+                &keys,
+                "--audience",
+                &s.service,
+                "--issuer",
+                s.issuer.url(),
+                "--method",
+                "GET",
+                "--uri",
+                uri,
+                "--token",
+                &token,
+                "--proof",
+                &proof,
             ],
             "",
         );
         (out.status.code(), serde_json::from_slice::<Value>(&out.stdout).unwrap())
     };
     let (code, valid) = verify(&s.servers());
-    assert_eq!((code, valid["result"].as_str(), valid["sub"].as_str()), (Some(0), Some("valid"), Some(USER)));
+    assert_eq!(
+        (code, valid["result"].as_str(), valid["sub"].as_str()),
+        (Some(0), Some("valid"), Some(USER))
+    );
     let (code, invalid) = verify(&format!("{}/v2/other", s.service));
     assert_eq!((code, invalid["error"].as_str()), (Some(1), Some("proof.htu_mismatch")));
 
     // A refusal: the problem details on stdout, the code on the last line.
-    let out = s.run(&["request", "-v", &format!("{}/v2/server", s.service), "--project", PROJECT], "");
+    let out = s.run(
+        &[
+            "request",
+            "-v",
+            &format!("{}/v2/server", s.service),
+            "--project",
+            PROJECT,
+        ],
+        "",
+    );
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let problem: Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -452,7 +541,10 @@ fn request_verbose_feeds_verify() {
     assert_eq!(problem["status"], 403);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("< HTTP/1.1 403 Forbidden\n"), "{stderr}");
-    assert!(stderr.contains("< www-authenticate: KB error=\"policy.denied\"\n"), "{stderr}");
+    assert!(
+        stderr.contains("< www-authenticate: KB error=\"policy.denied\"\n"),
+        "{stderr}"
+    );
     assert_eq!(
         stderr.lines().last(),
         Some("error: policy.denied: no rule for GET /v2/server")
@@ -536,7 +628,21 @@ fn errors_say_what_to_do() {
         vec!["login", "--issuer", "localhost:8080", "--user", USER],
         vec!["request", "127.0.0.1:8081/v2/servers"],
         vec!["headers", "nova.example/v2/servers"],
-        vec!["verify", "--keys", "k", "--audience", "a", "--issuer", "i", "--method", "GET", "--uri", "x/y", "--token", "t"],
+        vec![
+            "verify",
+            "--keys",
+            "k",
+            "--audience",
+            "a",
+            "--issuer",
+            "i",
+            "--method",
+            "GET",
+            "--uri",
+            "x/y",
+            "--token",
+            "t",
+        ],
     ] {
         let (code, line) = s.fails(&args, "");
         assert_eq!(code, 2, "{args:?}: {line}");
@@ -549,26 +655,59 @@ fn errors_say_what_to_do() {
     let keys = format!("{id}/.well-known/keybound/keys");
     let (code, line) = s.fails(
         &[
-            "verify", "--keys", &keys, "--audience", "https://nova.example", "--issuer", &id, "--method", "GET",
-            "--uri", "https://nova.example/", "--token", missing.to_str().unwrap(),
+            "verify",
+            "--keys",
+            &keys,
+            "--audience",
+            "https://nova.example",
+            "--issuer",
+            &id,
+            "--method",
+            "GET",
+            "--uri",
+            "https://nova.example/",
+            "--token",
+            missing.to_str().unwrap(),
         ],
         "",
     );
     assert_eq!(code, 2);
-    assert_eq!(line, format!("error: cli.io: --token: file not found: {}", missing.display()));
+    assert_eq!(
+        line,
+        format!("error: cli.io: --token: file not found: {}", missing.display())
+    );
     let (code, line) = s.fails(&["inspect", missing.to_str().unwrap()], "");
-    assert_eq!((code, line), (2, format!("error: cli.io: file not found: {}", missing.display())));
+    assert_eq!(
+        (code, line),
+        (2, format!("error: cli.io: file not found: {}", missing.display()))
+    );
 
     // A policy with no rule for the action says so; a missing role says that.
     s.login(None, USER, PASSWORD);
-    let (code, line) = s.fails(&["request", &format!("{}/v2/server", s.service), "--project", PROJECT], "");
-    assert_eq!((code, line.as_str()), (1, "error: policy.denied: no rule for GET /v2/server"));
+    let (code, line) = s.fails(
+        &["request", &format!("{}/v2/server", s.service), "--project", PROJECT],
+        "",
+    );
+    assert_eq!(
+        (code, line.as_str()),
+        (1, "error: policy.denied: no rule for GET /v2/server")
+    );
     let (code, line) = s.fails(&["request", "-X", "POST", &s.servers(), "--project", PROJECT], "");
     assert_eq!(code, 1);
     assert_eq!(
         line,
         "error: policy.denied: the service's policy does not allow this action for the roles in your token"
     );
-    let (_, line) = s.fails(&["request", &s.servers(), "--project", PROJECT, "-d", "@/no/such/body.json"], "");
+    let (_, line) = s.fails(
+        &[
+            "request",
+            &s.servers(),
+            "--project",
+            PROJECT,
+            "-d",
+            "@/no/such/body.json",
+        ],
+        "",
+    );
     assert_eq!(line, "error: cli.io: --data: file not found: /no/such/body.json");
 }
