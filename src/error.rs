@@ -449,6 +449,7 @@ pub struct Error {
     /// only (a policy denial names the service's rules): see
     /// [`Error::client_detail`].
     #[cfg(feature = "policy")]
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // read by the HTTP binding
     client_detail: Option<Cow<'static, str>>,
 }
 
@@ -474,7 +475,7 @@ impl Error {
 
     /// The detail the HTTP binding may show the client instead of a message
     /// meant for the log only, if one was set.
-    #[cfg(feature = "policy")]
+    #[cfg(feature = "http")]
     pub(crate) fn client_detail(&self) -> Option<&str> {
         self.client_detail.as_deref()
     }

@@ -59,3 +59,36 @@ pub fn error_response(error: &Error, nonce: Option<&str>) -> Response<Body> {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn detail(error: &Error) -> String {
+        let response = error_response(error, None);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "policy.denied");
+        problem["detail"].as_str().unwrap().to_owned()
+    }
+
+    /// A policy denial keeps its rule in the log; only "no rule for …",
+    /// which repeats what the client sent, reaches the client.
+    #[tokio::test]
+    async fn policy_denials_show_only_the_no_rule_detail() {
+        let by_role = Error::new(
+            Code::PolicyDenied,
+            "rule \"servers\" requires one of the roles [\"admin\"]",
+        );
+        assert_eq!(
+            detail(&by_role).await,
+            "the service's policy does not allow this action for the roles in your token"
+        );
+        let no_rule = Error::new(Code::PolicyDenied, "no rule for GET /v2/server")
+            .with_client_detail("no rule for GET /v2/server");
+        assert_eq!(detail(&no_rule).await, "no rule for GET /v2/server");
+    }
+}

@@ -660,6 +660,27 @@ roles = ["admin"]
     }
 
     #[test]
+    fn an_action_no_rule_names_is_said_as_sent() {
+        let get = Action::Http {
+            method: "GET",
+            path: "/v2/server",
+        };
+        assert_eq!(no_rule_for(get), "no rule for GET /v2/server");
+        assert_eq!(
+            no_rule_for(Action::Operation("compute:resize")),
+            "no rule for operation \"compute:resize\""
+        );
+        let long = "/x".repeat(150);
+        let said = no_rule_for(Action::Http {
+            method: "GET",
+            path: &long,
+        });
+        assert!(said.ends_with('…') && said.chars().count() < 220, "{said}");
+        let p = Policy::from_toml(POLICY).unwrap();
+        assert_eq!(p.evaluate(&roles(&["admin"]), get).denial, Some(Denial::NoRuleMatched));
+    }
+
+    #[test]
     fn first_matching_rule_decides() {
         let p = Policy::from_toml(POLICY).unwrap();
         let get = |path| Action::Http { method: "GET", path };
