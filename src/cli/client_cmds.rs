@@ -255,9 +255,12 @@ and `keybound headers`). With --instance ID the token is also restricted to one 
 (a VM or a host id): a service configured with another instance id, or with none, refuses it \
 (cwt.instance).
 
-Tokens are cached in the profile (tokens/, one file per scope, mode 0600) and reused by later runs until \
-30 s before they expire; `keybound status` lists them, `keybound logout` deletes them. --json prints the \
-token with its claims (expires_at in Unix seconds).";
+This command always asks the issuer, so it also says whether you may still get such a token (a trust \
+deleted or a role revoked since is refused now); with --cached it prints the profile's cached token for \
+the scope instead, when a usable one is there. Either way the token is kept in the profile's cache \
+(tokens/, one file per scope, mode 0600), which `keybound request` and `keybound headers` use until 30 s \
+before it expires; `keybound status` lists the cache, `keybound logout` deletes it. --json prints the \
+token with its claims (expires_at in Unix seconds) and whether it came from the cache.";
 pub(crate) const TOKEN_EXAMPLES: &str = "\
 Examples:
   keybound token --audience https://nova.example --project turing
@@ -266,7 +269,8 @@ Examples:
   keybound token --audience https://nova.example --trust 2Qf3mV0cZ8bq1Xo4yT6wUg --json
   keybound token --audience https://nova.canton.example --through https://canton.example \\
       --project turing --domain canton
-  keybound token --audience https://nova.example --project turing --instance vm-7f3a@host-12";
+  keybound token --audience https://nova.example --project turing --instance vm-7f3a@host-12
+  keybound token --audience https://nova.example --project turing --cached";
 
 /// `keybound token`.
 #[derive(Debug, clap::Args)]
@@ -282,10 +286,18 @@ pub(crate) struct TokenArgs {
     /// Print a JSON object with the token and its claims (times in Unix seconds)
     #[arg(long)]
     json: bool,
+    /// Print the profile's cached token for this scope, if a usable one is there, instead of minting
+    #[arg(long)]
+    cached: bool,
 }
 
 pub(crate) fn token(args: TokenArgs) -> Result<ExitCode, CliError> {
-    let session = Session::open(args.config_dir.as_deref(), args.scope.scope(&args.audience))?;
+    let mut session = Session::open(args.config_dir.as_deref(), args.scope.scope(&args.audience))?;
+    if !args.cached {
+        // Only the client's memory: the file is replaced by the new token.
+        session.client.forget_token(&session.scope);
+        session.cached = None;
+    }
     let token = runtime()?.block_on(session.client.service_token(&session.scope))?;
     session.keep();
     if args.json {

@@ -401,9 +401,17 @@ fn service_tokens_are_cached_between_runs() {
     let cached: Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
     assert_eq!(cached["scope"]["audience"], s.service.as_str());
 
-    // `token` and `headers` share the cache (same scope: same token).
-    let token: Value =
-        serde_json::from_str(&s.ok(&["token", "--audience", &s.service, "--project", PROJECT, "--json"])).unwrap();
+    // `token --cached` and `headers` share the cache (same scope: same token).
+    let token: Value = serde_json::from_str(&s.ok(&[
+        "token",
+        "--audience",
+        &s.service,
+        "--project",
+        PROJECT,
+        "--json",
+        "--cached",
+    ]))
+    .unwrap();
     assert_eq!(
         (token["cached"].as_bool(), token["token"].as_str()),
         (Some(true), cached["token"].as_str())
@@ -460,6 +468,17 @@ fn service_tokens_are_cached_between_runs() {
     let kept: Value =
         serde_json::from_str(&std::fs::read_to_string(laptop.join("tokens").join(name)).unwrap()).unwrap();
     assert_eq!(kept["key_thumbprint"], thumbprint(&laptop.join("key.cbor")).as_str());
+
+    // `token` itself always asks the issuer (a trust deleted or a role
+    // revoked shows at once), and keeps what it got for the requests.
+    let fresh: Value =
+        serde_json::from_str(&s.ok(&["token", "--audience", &s.service, "--project", PROJECT, "--json"])).unwrap();
+    assert_eq!(fresh["cached"], false);
+    assert_eq!(s.minted(), before + 6);
+    let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert_eq!(on_disk["token"], fresh["token"]);
+    s.ok(&["request", &s.servers(), "--project", PROJECT]);
+    assert_eq!(s.minted(), before + 6);
 
     // A new login forgets the tokens of the session it replaces.
     s.login(None, USER, PASSWORD);
