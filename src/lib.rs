@@ -78,6 +78,8 @@ pub mod federation;
 #[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "issuer")]

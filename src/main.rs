@@ -6,8 +6,8 @@ mod cli;
 // The library's modules at this crate's root, so `crate::client::…` paths
 // inside `src/cli/` name the library's items.
 use keybound::{
-    Code, Error, cbor, client, danger, delegation, encoding, error, federation, http, issuer, key, keyset, names,
-    policy, proof, token, verify,
+    Code, Error, cbor, client, danger, delegation, encoding, error, federation, gateway, http, issuer, key, keyset,
+    names, policy, proof, token, verify,
 };
 
 fn main() -> std::process::ExitCode {

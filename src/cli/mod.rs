@@ -16,6 +16,7 @@ mod client_cmds;
 mod demo;
 mod demo_federation;
 mod demo_workflow;
+mod gateway_cmd;
 mod input;
 mod inspect;
 mod keygen;
@@ -127,6 +128,8 @@ enum Command {
     Policy(policy_cmds::PolicyArgs),
     #[command(about = policy_cmds::WORKPLAN_ABOUT, long_about = policy_cmds::WORKPLAN_LONG, after_help = policy_cmds::WORKPLAN_EXAMPLES)]
     Workplan(policy_cmds::WorkplanArgs),
+    #[command(about = gateway_cmd::ABOUT, long_about = gateway_cmd::LONG_ABOUT, after_help = gateway_cmd::EXAMPLES)]
+    Gateway(gateway_cmd::Args),
     #[command(about = demo::ABOUT, long_about = demo::LONG_ABOUT, after_help = demo::EXAMPLES)]
     Demo(demo::Args),
     #[command(about = COMPLETIONS_ABOUT, long_about = COMPLETIONS_LONG, after_help = COMPLETIONS_EXAMPLES)]
@@ -163,6 +166,7 @@ impl Command {
             Command::Trust(args) => client_cmds::trust(args),
             Command::Policy(args) => policy_cmds::policy(args),
             Command::Workplan(args) => policy_cmds::workplan(args),
+            Command::Gateway(args) => gateway_cmd::run(args),
             Command::Demo(args) => demo::run(args),
             Command::Completions { shell } => {
                 use clap::CommandFactory;

@@ -94,19 +94,23 @@ pub(crate) struct ServeArgs {
 
 /// Log filter directive in effect: the setting, else RUST_LOG, else `info`.
 fn log_filter(settings: &Settings) -> String {
-    settings
-        .log_level
-        .clone()
+    log_directive(settings.log_level.as_deref())
+}
+
+/// `level` if set, else RUST_LOG, else `info`.
+pub(crate) fn log_directive(level: Option<&str>) -> String {
+    level
+        .map(str::to_owned)
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()))
         .unwrap_or_else(|| "info".to_owned())
 }
 
-fn parse_filter(directive: &str) -> Result<tracing_subscriber::EnvFilter, CliError> {
+pub(crate) fn parse_filter(directive: &str) -> Result<tracing_subscriber::EnvFilter, CliError> {
     tracing_subscriber::EnvFilter::try_new(directive).map_err(|e| config_error(format!("log_level {directive:?}: {e}")))
 }
 
 /// Installs the log subscriber; returns the handle that swaps its filter.
-fn init_logging(
+pub(crate) fn init_logging(
     format: LogFormat,
     directive: &str,
 ) -> Result<tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>, CliError> {

@@ -144,19 +144,7 @@ impl Settings {
     /// The config file at `path` with `self` (flags and environment) laid
     /// over it. Relative paths in the file resolve against its directory.
     pub(crate) fn layered(&self, path: Option<&Path>) -> Result<Settings, CliError> {
-        let mut table = match path {
-            Some(path) => read_file(path)?,
-            None => toml::Table::new(),
-        };
-        let over = toml::Table::try_from(self)
-            .map_err(|e| CliError::new(super::CODE_INTERNAL, format!("settings: {e}"), super::EXIT_FAILURE))?;
-        table.extend(over);
-        table.try_into().map_err(|e: toml::de::Error| {
-            config_error(match path {
-                Some(path) => format!("{}: {}", path.display(), e.message()),
-                None => e.message().to_owned(),
-            })
-        })
+        layered(self, path, &PATH_KEYS)
     }
 
     /// The issuer configuration these settings describe (ranges are checked
@@ -285,9 +273,33 @@ impl Settings {
     }
 }
 
+/// `over` (flags and environment, as clap parsed them) laid over the config
+/// file at `path`: generic over the settings type, so every command with a
+/// config file layers the same way. `path_keys` are the file's path-valued
+/// keys, resolved against the file's directory.
+pub(crate) fn layered<T: Serialize + serde::de::DeserializeOwned>(
+    over: &T,
+    path: Option<&Path>,
+    path_keys: &[&str],
+) -> Result<T, CliError> {
+    let mut table = match path {
+        Some(path) => read_file(path, path_keys)?,
+        None => toml::Table::new(),
+    };
+    let over = toml::Table::try_from(over)
+        .map_err(|e| CliError::new(super::CODE_INTERNAL, format!("settings: {e}"), super::EXIT_FAILURE))?;
+    table.extend(over);
+    table.try_into().map_err(|e: toml::de::Error| {
+        config_error(match path {
+            Some(path) => format!("{}: {}", path.display(), e.message()),
+            None => e.message().to_owned(),
+        })
+    })
+}
+
 /// Reads a config file as a TOML table, resolving relative path values
 /// against the file's directory.
-fn read_file(path: &Path) -> Result<toml::Table, CliError> {
+fn read_file(path: &Path, path_keys: &[&str]) -> Result<toml::Table, CliError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))?;
     let mut table: toml::Table =
@@ -296,7 +308,7 @@ fn read_file(path: &Path) -> Result<toml::Table, CliError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    for key in PATH_KEYS {
+    for &key in path_keys {
         if let Some(toml::Value::String(value)) = table.get_mut(key)
             && Path::new(value.as_str()).is_relative()
         {
@@ -308,7 +320,7 @@ fn read_file(path: &Path) -> Result<toml::Table, CliError> {
 
 /// `HOST:PORT` to a socket address: an IP literal as is, a host name
 /// through the resolver (its first address).
-fn resolve(what: &str, text: &str) -> Result<SocketAddr, CliError> {
+pub(crate) fn resolve(what: &str, text: &str) -> Result<SocketAddr, CliError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }

@@ -39,6 +39,8 @@ pub fn error_response(error: &Error, nonce: Option<&str>) -> Response<Body> {
     });
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
+    // For layers outside (the gateway's forward-auth copies it into a header).
+    response.extensions_mut().insert(code);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,380 @@
+//! `keybound gateway proxy|auth`: the gateway of spec/gateway.md, with its
+//! settings from a TOML file, `KEYBOUND_GATEWAY_*` variables and flags,
+//! layered like the issuer's (`super::settings::layered`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::server_cmds::{init_logging, log_directive};
+use super::session::runtime;
+use super::settings::{LogFormat, config_error, layered, resolve};
+use super::{CliError, print_stdout};
+use crate::error::{Code, Error};
+use crate::gateway::{AuthOptions, Gateway, GatewayConfig, Mode};
+use crate::http::ProofMode;
+use crate::keyset::{HttpKeys, HttpKeysOptions};
+use crate::policy::{Mode as PolicyMode, Policy};
+use crate::verify::{AsyncReplayStore, MemoryReplayStore, NonceService, SystemClock, TrustedIssuer, Verifier};
+
+pub(crate) const ABOUT: &str =
+    "Protect any HTTP service: a verifying reverse proxy (proxy) or a forward-auth endpoint (auth)";
+pub(crate) const LONG_ABOUT: &str = "\
+Protect an HTTP service written in any language without changing its code (spec/gateway.md).
+
+`keybound gateway proxy` listens, verifies every request (token, proof, body digest, replay, policy) for \
+the service's audience against its external URL, and forwards accepted ones to the upstream with the \
+verified identity in X-Keybound-* headers and an HMAC assertion over them (X-Keybound-Identity) keyed \
+with identity_secret, which the upstream checks. Credentials and incoming X-Keybound-* headers are never \
+forwarded. `keybound gateway auth` is the same check as an endpoint for nginx auth_request, Traefik \
+forwardAuth or Envoy ext_authz (HTTP): the original method and URI come from X-Forwarded-Method / \
+X-Forwarded-Uri (or X-Original-Method / X-Original-URI), only from trusted_forwarders, and a request with a \
+body is refused (forward-auth is not given bodies, so it cannot check them). Refusals carry the same \
+problem details as a service's, plus a KB-Error header with the code.
+
+Every setting is a key of the TOML --config file, a KEYBOUND_GATEWAY_* variable and a flag (flag over \
+variable over file over default). /healthz, /readyz and /metrics are served on ops_listen only. \
+Stops gracefully on Ctrl-C or SIGTERM.";
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  keybound gateway proxy --config gateway.toml
+  keybound gateway proxy --external-url https://nova.example --upstream http://127.0.0.1:9000 --issuer https://issuer.example --identity-secret-file /run/secrets/kb-identity
+  keybound gateway auth --config gateway.toml --listen 127.0.0.1:9191";
+
+/// `keybound gateway`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    mode: ModeCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ModeCommand {
+    /// Reverse proxy: verify every request, forward accepted ones to the upstream with the identity
+    #[command(
+        after_help = "Examples:\n  keybound gateway proxy --config gateway.toml\n  keybound gateway proxy --config gateway.toml --check-config"
+    )]
+    Proxy(RunArgs),
+    /// Forward-auth endpoint for nginx auth_request, Traefik forwardAuth, Envoy ext_authz (HTTP)
+    #[command(
+        after_help = "Examples:\n  keybound gateway auth --config gateway.toml\n  keybound gateway auth --config gateway.toml --trusted-forwarders 10.0.0.0/8"
+    )]
+    Auth(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// TOML configuration file (keys: the flags' names with `_`; relative paths resolve against its directory)
+    #[arg(long, env = "KEYBOUND_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) as TOML and exit
+    #[arg(long)]
+    check_config: bool,
+    #[command(flatten)]
+    settings: GatewaySettings,
+}
+
+/// Path-valued keys of the gateway's config file.
+const PATH_KEYS: [&str; 3] = ["identity_secret_file", "nonce_secret_file", "policy"];
+
+/// Every setting of the gateway (one definition: file key, variable, flag).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+struct GatewaySettings {
+    /// Address clients connect to, HOST:PORT [default: 127.0.0.1:8090]
+    #[arg(long, env = "KEYBOUND_GATEWAY_LISTEN")]
+    listen: Option<String>,
+    /// Address of /healthz, /readyz and /metrics, HOST:PORT [default: 127.0.0.1:8091]
+    #[arg(long, env = "KEYBOUND_GATEWAY_OPS_LISTEN")]
+    ops_listen: Option<String>,
+    /// The URL clients call the service at; proofs name it (required)
+    #[arg(long, env = "KEYBOUND_GATEWAY_EXTERNAL_URL")]
+    external_url: Option<String>,
+    /// The service's audience [default: the external URL]
+    #[arg(long, env = "KEYBOUND_GATEWAY_AUDIENCE")]
+    audience: Option<String>,
+    /// The upstream service's base URL, http://HOST:PORT (proxy mode; required there)
+    #[arg(long, env = "KEYBOUND_GATEWAY_UPSTREAM")]
+    upstream: Option<String>,
+    /// The issuer id whose tokens are accepted (required)
+    #[arg(long, env = "KEYBOUND_GATEWAY_ISSUER")]
+    issuer: Option<String>,
+    /// The issuer's key-set URL [default: ISSUER/.well-known/keybound/keys]
+    #[arg(long, env = "KEYBOUND_GATEWAY_KEYS_URL")]
+    keys_url: Option<String>,
+    /// File with the identity secret shared with the upstream: at least 32 bytes (required)
+    #[arg(long, env = "KEYBOUND_GATEWAY_IDENTITY_SECRET_FILE")]
+    identity_secret_file: Option<PathBuf>,
+    /// Redis URL of the replay store shared by gateway replicas [default: in memory]
+    #[arg(long, env = "KEYBOUND_GATEWAY_REPLAY_REDIS_URL")]
+    replay_redis_url: Option<String>,
+    /// File with the server-nonce secret (replicas share it); nonces are required when set
+    #[arg(long, env = "KEYBOUND_GATEWAY_NONCE_SECRET_FILE")]
+    nonce_secret_file: Option<PathBuf>,
+    /// Policy file (TOML rules); without one, every verified request passes
+    #[arg(long, env = "KEYBOUND_GATEWAY_POLICY")]
+    policy: Option<PathBuf>,
+    /// Policy mode, overriding the file's: enforce, permissive or off
+    #[arg(long, env = "KEYBOUND_GATEWAY_POLICY_MODE")]
+    policy_mode: Option<String>,
+    /// Admit requests without a proof on their token alone, recorded (bearer rollout)
+    #[arg(long, env = "KEYBOUND_GATEWAY_BEARER_ROLLOUT")]
+    bearer_rollout: Option<bool>,
+    /// Largest request body in bytes, buffered and hashed before forwarding [default: 1048576]
+    #[arg(long, env = "KEYBOUND_GATEWAY_MAX_BODY")]
+    max_body: Option<u64>,
+    /// Clock leeway in seconds [default: 30]
+    #[arg(long, env = "KEYBOUND_GATEWAY_LEEWAY")]
+    leeway: Option<u64>,
+    /// Seconds the upstream has to answer [default: 30]
+    #[arg(long, env = "KEYBOUND_GATEWAY_UPSTREAM_TIMEOUT")]
+    upstream_timeout: Option<u64>,
+    /// Seconds a connection has to send a request head, also the keep-alive idle timeout [default: 10]
+    #[arg(long, env = "KEYBOUND_GATEWAY_HEADER_READ_TIMEOUT")]
+    header_read_timeout: Option<u64>,
+    /// Most connections open at once [default: 1024]
+    #[arg(long, env = "KEYBOUND_GATEWAY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Auth mode: peers allowed to call it, IP addresses or CIDR networks, comma-separated [default: loopback]
+    #[arg(long, env = "KEYBOUND_GATEWAY_TRUSTED_FORWARDERS", value_delimiter = ',')]
+    trusted_forwarders: Option<Vec<String>>,
+    /// Auth mode: headers carrying the original method, first present wins [default: X-Forwarded-Method,X-Original-Method]
+    #[arg(long, env = "KEYBOUND_GATEWAY_METHOD_HEADERS", value_delimiter = ',')]
+    method_headers: Option<Vec<String>>,
+    /// Auth mode: headers carrying the original path and query [default: X-Forwarded-Uri,X-Original-URI]
+    #[arg(long, env = "KEYBOUND_GATEWAY_URI_HEADERS", value_delimiter = ',')]
+    uri_headers: Option<Vec<String>>,
+    /// Log format
+    #[arg(long, value_enum, env = "KEYBOUND_GATEWAY_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. info or keybound=debug [default: RUST_LOG, else info]
+    #[arg(long, env = "KEYBOUND_GATEWAY_LOG_LEVEL")]
+    log_level: Option<String>,
+}
+
+fn required<'a>(value: &'a Option<String>, key: &str) -> Result<&'a str, CliError> {
+    value.as_deref().ok_or_else(|| {
+        config_error(format!(
+            "{key} is required (--{}, or in the config file)",
+            key.replace('_', "-")
+        ))
+    })
+}
+
+fn read_secret(path: &std::path::Path, what: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| config_error(format!("{what} {}: {e}", path.display())))?);
+    if bytes.len() < crate::gateway::identity::MIN_SECRET_LEN {
+        return Err(config_error(format!(
+            "{what} {} holds {} bytes; at least {} random bytes are needed (head -c 32 /dev/urandom > FILE)",
+            path.display(),
+            bytes.len(),
+            crate::gateway::identity::MIN_SECRET_LEN
+        )));
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
+    let (auth, run) = match args.mode {
+        ModeCommand::Proxy(run) => (false, run),
+        ModeCommand::Auth(run) => (true, run),
+    };
+    let s = layered(&run.settings, run.config.as_deref(), &PATH_KEYS)?;
+    let external_url = required(&s.external_url, "external_url")?.to_owned();
+    crate::proof::normalize_uri(&external_url).map_err(|e| config_error(format!("external_url: {}", e.message())))?;
+    let issuer = required(&s.issuer, "issuer")?.to_owned();
+    let audience = s.audience.clone().unwrap_or_else(|| external_url.clone());
+    let keys_url = s
+        .keys_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/.well-known/keybound/keys", issuer.trim_end_matches('/')));
+    let listen = resolve("listen", s.listen.as_deref().unwrap_or("127.0.0.1:8090"))?;
+    let ops_listen = resolve("ops_listen", s.ops_listen.as_deref().unwrap_or("127.0.0.1:8091"))?;
+    let mode = if auth {
+        let mut options = AuthOptions::default();
+        if let Some(nets) = &s.trusted_forwarders {
+            options.trusted_forwarders = nets
+                .iter()
+                .map(|n| {
+                    crate::issuer::parse_trusted_proxy(n).ok_or_else(|| {
+                        config_error(format!(
+                            "trusted_forwarders: {n:?} is not an IP address or CIDR network"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        let names = |list: &Option<Vec<String>>, key: &str| -> Result<Option<Vec<http::HeaderName>>, CliError> {
+            list.as_ref()
+                .map(|l| {
+                    l.iter()
+                        .map(|n| {
+                            http::HeaderName::from_bytes(n.trim().as_bytes())
+                                .map_err(|_| config_error(format!("{key}: {n:?} is not a header name")))
+                        })
+                        .collect()
+                })
+                .transpose()
+        };
+        if let Some(m) = names(&s.method_headers, "method_headers")? {
+            options.method_headers = m;
+        }
+        if let Some(u) = names(&s.uri_headers, "uri_headers")? {
+            options.uri_headers = u;
+        }
+        Mode::Auth(options)
+    } else {
+        let upstream = required(&s.upstream, "upstream")?;
+        let url = reqwest::Url::parse(upstream).map_err(|e| config_error(format!("upstream {upstream:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.path() != "/" || url.query().is_some() {
+            return Err(config_error(format!(
+                "upstream {upstream:?} must be http(s)://HOST[:PORT] without a path or query"
+            )));
+        }
+        Mode::Proxy { upstream: url }
+    };
+    let policy_mode = s
+        .policy_mode
+        .as_deref()
+        .map(|m| match m {
+            "enforce" => Ok(PolicyMode::Enforce),
+            "permissive" => Ok(PolicyMode::Permissive),
+            "off" => Ok(PolicyMode::Off),
+            other => Err(config_error(format!(
+                "policy_mode {other:?} is not enforce, permissive or off"
+            ))),
+        })
+        .transpose()?;
+    let identity_secret = match &s.identity_secret_file {
+        Some(path) => read_secret(path, "identity_secret_file")?,
+        None => {
+            return Err(config_error(
+                "identity_secret_file is required (--identity-secret-file)".into(),
+            ));
+        }
+    };
+    let format = s.log_format.unwrap_or_default();
+    let directive = log_directive(s.log_level.as_deref());
+    if run.check_config {
+        let mut shown = s.clone();
+        shown.replay_redis_url = shown.replay_redis_url.as_deref().map(crate::issuer::redact_url);
+        shown.audience = Some(audience);
+        shown.keys_url = Some(keys_url);
+        shown.listen = Some(listen.to_string());
+        shown.ops_listen = Some(ops_listen.to_string());
+        let text = toml::to_string(&shown).map_err(|e| CliError::io(e.to_string()))?;
+        print_stdout(&format!(
+            "# keybound gateway {}: effective configuration\n{}",
+            if auth { "auth" } else { "proxy" },
+            text.trim_end()
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging(format, &directive)?;
+    runtime()?.block_on(async move {
+        let keys = HttpKeys::start(&keys_url, HttpKeysOptions::default()).await?;
+        let replay: Arc<dyn AsyncReplayStore> = match &s.replay_redis_url {
+            Some(url) => Arc::new(crate::verify::RedisReplayStore::connect(url, Default::default()).await?),
+            None => {
+                use crate::verify::Clock;
+                Arc::new(MemoryReplayStore::default().fenced_at(SystemClock.now()))
+            }
+        };
+        let mut builder = Verifier::builder(&audience, TrustedIssuer::new(&issuer, keys.clone()));
+        if let Some(leeway) = s.leeway {
+            builder = builder.leeway(leeway);
+        }
+        if let Some(path) = &s.nonce_secret_file {
+            let secret = read_secret(path, "nonce_secret_file")
+                .map_err(|e| Error::new(Code::GatewayConfig, e.message().to_owned()))?;
+            builder = builder.nonce_service(Arc::new(NonceService::new(&secret, &audience, 300)?));
+        }
+        let verifier = Arc::new(builder.replay_store(replay).build()?);
+        let policy = match &s.policy {
+            Some(path) => {
+                let mut policy = Policy::from_file(path)?;
+                if let Some(mode) = policy_mode {
+                    policy = policy.with_mode(mode);
+                }
+                Some(Arc::new(policy))
+            }
+            None => None,
+        };
+        let gateway = Gateway::new(GatewayConfig {
+            mode,
+            external_url: external_url.clone(),
+            verifier,
+            key_sources: vec![(issuer.clone(), keys)],
+            policy,
+            proof_mode: if s.bearer_rollout.unwrap_or(false) {
+                ProofMode::BearerAllowed
+            } else {
+                ProofMode::Required
+            },
+            max_body: usize::try_from(s.max_body.unwrap_or(1024 * 1024)).unwrap_or(usize::MAX),
+            identity_secret,
+            upstream_timeout: Duration::from_secs(s.upstream_timeout.unwrap_or(30)),
+        })?;
+        let mut limits = crate::http::ServeConfig::default();
+        if let Some(t) = s.header_read_timeout {
+            limits = limits.header_read_timeout(Duration::from_secs(t));
+        }
+        if let Some(max) = s.max_connections {
+            limits.max_connections = max;
+        }
+        let bind = |addr: std::net::SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::new(Code::GatewayConfig, format!("cannot listen on {addr}: {e}")))
+        };
+        let listener = bind(listen).await?;
+        let ops = bind(ops_listen).await?;
+        tracing::info!(
+            mode = if auth { "auth" } else { "proxy" },
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            ops_listen = %ops.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            external_url = %external_url,
+            issuer = %issuer,
+            "gateway started"
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let ops_task = {
+            let mut rx = stop_rx.clone();
+            tokio::spawn(crate::http::serve(ops, gateway.ops, limits.clone(), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }))
+        };
+        crate::http::serve(listener, gateway.app, limits, async move {
+            shutdown().await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+        let _ = ops_task.await;
+        tracing::info!("gateway stopped");
+        Ok::<(), Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
