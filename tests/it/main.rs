@@ -10,6 +10,7 @@ mod delegation;
 mod e2e_cli;
 mod exchange_requests;
 mod federation;
+mod gateway;
 mod http_layer;
 mod issuer;
 mod key_sources;
