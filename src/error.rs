@@ -223,22 +223,6 @@ codes! {
     SlipHopMismatch = "slip.hop_mismatch", step "S8", status 403, title SLIP_REFUSED;
 
     // ---- Federation: the exchange steps F1–F8 (spec/federation.md §4) ----
-    /// A gateway setting is missing or out of range, or a gateway bug.
-    GatewayConfig = "gateway.config", step "G0", status 500, title GATEWAY_REFUSED;
-    /// The forward-auth endpoint was called by a peer outside `trusted_forwarders`.
-    GatewayUntrustedForwarder = "gateway.untrusted_forwarder", step "G1", status 403, title GATEWAY_REFUSED;
-    /// The forward-auth request names no original method and URI, or a malformed one.
-    GatewayOriginalMissing = "gateway.original_missing", step "G2", status 400, title GATEWAY_REFUSED;
-    /// The original request has a body, which forward-auth is not given and cannot check.
-    GatewayBodyNotForwarded = "gateway.body_not_forwarded", step "G3", status 403, title GATEWAY_REFUSED;
-    /// The service behind the proxy refused the connection or broke it.
-    GatewayUpstreamUnavailable = "gateway.upstream_unavailable", step "G5", status 502, title GATEWAY_REFUSED;
-    /// The service behind the proxy did not answer in time.
-    GatewayUpstreamTimeout = "gateway.upstream_timeout", step "G5", status 504, title GATEWAY_REFUSED;
-    /// Identity headers whose assertion does not check (at the service behind a gateway).
-    GatewayBadIdentity = "gateway.bad_identity", step "G6", status 401, title GATEWAY_REFUSED;
-    /// The gateway has no key set from an issuer yet (its `/readyz`).
-    GatewayKeysUnavailable = "gateway.keys_unavailable", step "G0", status 503, title GATEWAY_REFUSED;
     /// The token presented for exchange is not signed by a configured peer (its `iss` is no peer of this issuer).
     FedPeerUnknown = "fed.peer_unknown", step "F1", status 403, title EXCHANGE_REFUSED;
     /// The token's kid is not in its issuer's key set but in another issuer's: keys are never pooled.
@@ -257,6 +241,22 @@ codes! {
     FedInvalidTarget = "fed.invalid_target", step "F6", status 400, title EXCHANGE_REFUSED;
     /// The remote user holds no role here on the project, or not every role asked for.
     FedNoGrants = "fed.no_grants", step "F7", status 403, title EXCHANGE_REFUSED;
+    /// A gateway setting is missing or out of range, or a gateway bug.
+    GatewayConfig = "gateway.config", step "G0", status 500, title GATEWAY_REFUSED;
+    /// The forward-auth endpoint was called by a peer outside `trusted_forwarders`.
+    GatewayUntrustedForwarder = "gateway.untrusted_forwarder", step "G1", status 403, title GATEWAY_REFUSED;
+    /// The forward-auth request names no original method and URI, or a malformed one.
+    GatewayOriginalMissing = "gateway.original_missing", step "G2", status 400, title GATEWAY_REFUSED;
+    /// The original request has a body, which forward-auth is not given and cannot check.
+    GatewayBodyNotForwarded = "gateway.body_not_forwarded", step "G3", status 403, title GATEWAY_REFUSED;
+    /// The service behind the proxy refused the connection or broke it.
+    GatewayUpstreamUnavailable = "gateway.upstream_unavailable", step "G5", status 502, title GATEWAY_REFUSED;
+    /// The service behind the proxy did not answer in time.
+    GatewayUpstreamTimeout = "gateway.upstream_timeout", step "G5", status 504, title GATEWAY_REFUSED;
+    /// Identity headers whose assertion does not check (at the service behind a gateway).
+    GatewayBadIdentity = "gateway.bad_identity", step "G6", status 401, title GATEWAY_REFUSED;
+    /// The gateway has no key set from an issuer yet (its `/readyz`).
+    GatewayKeysUnavailable = "gateway.keys_unavailable", step "G0", status 503, title GATEWAY_REFUSED;
 
     // ---- Request proofs ----
     /// No proof accompanies a holder-of-key token.
