@@ -246,9 +246,9 @@ codes! {
     /// The forward-auth endpoint was called by a peer outside `trusted_forwarders`.
     GatewayUntrustedForwarder = "gateway.untrusted_forwarder", step "G1", status 403, title GATEWAY_REFUSED;
     /// The forward-auth request names no original method and URI, or a malformed one.
-    GatewayOriginalMissing = "gateway.original_missing", step "G2", status 400, title GATEWAY_REFUSED;
+    GatewayOriginalMissing = "gateway.original_missing", step "G3", status 400, title GATEWAY_REFUSED;
     /// The original request has a body, which forward-auth is not given and cannot check.
-    GatewayBodyNotForwarded = "gateway.body_not_forwarded", step "G3", status 403, title GATEWAY_REFUSED;
+    GatewayBodyNotForwarded = "gateway.body_not_forwarded", step "G2", status 403, title GATEWAY_REFUSED;
     /// The service behind the proxy refused the connection or broke it.
     GatewayUpstreamUnavailable = "gateway.upstream_unavailable", step "G5", status 502, title GATEWAY_REFUSED;
     /// The service behind the proxy did not answer in time.
