@@ -42,7 +42,8 @@ Stops gracefully on Ctrl-C or SIGTERM.";
 pub(crate) const EXAMPLES: &str = "\
 Examples:
   keybound gateway proxy --config gateway.toml
-  keybound gateway proxy --external-url https://nova.example --upstream http://127.0.0.1:9000 --issuer https://issuer.example --identity-secret-file /run/secrets/kb-identity
+  keybound gateway proxy --external-url https://nova.example --upstream http://127.0.0.1:9000 \\
+      --issuer https://issuer.example --identity-secret-file /run/secrets/kb-identity
   keybound gateway auth --config gateway.toml --listen 127.0.0.1:9191";
 
 /// `keybound gateway`.
