@@ -278,6 +278,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
     }
     init_logging(format, &directive)?;
     runtime()?.block_on(async move {
+        let shutdown = crate::issuer::shutdown_signal();
         let keys = HttpKeys::start(&keys_url, HttpKeysOptions::default()).await?;
         let replay: Arc<dyn AsyncReplayStore> = match &s.replay_redis_url {
             Some(url) => Arc::new(crate::verify::RedisReplayStore::connect(url, Default::default()).await?),
@@ -351,7 +352,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
             }))
         };
         crate::http::serve(listener, gateway.app, limits, async move {
-            shutdown().await;
+            shutdown.await;
             let _ = stop_tx.send(true);
         })
         .await;
@@ -360,22 +361,4 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         Ok::<(), Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -68,7 +68,7 @@ pub(crate) struct Settings {
     /// Signing algorithm: ed25519 or es256 [default: ed25519]
     #[arg(long, env = "KEYBOUND_ALGORITHM")]
     pub algorithm: Option<String>,
-    /// Key rotation period in seconds (600 to 604800) [default: 3600]
+    /// Key rotation period in seconds (600 to 31622400, 366 days) [default: 3600]
     #[arg(long, env = "KEYBOUND_ROTATION_PERIOD")]
     pub rotation_period: Option<u64>,
     /// A fixed signing key file instead of rotating derived keys
@@ -77,7 +77,7 @@ pub(crate) struct Settings {
     /// Root secret file: 32 raw random bytes, mode 0600 [default: DATA_DIR/root.key]
     #[arg(long, env = "KEYBOUND_ROOT_SECRET_FILE")]
     pub root_secret_file: Option<PathBuf>,
-    /// Default session lifetime in seconds [default: 28800]
+    /// Default session lifetime in seconds [default: 3600]
     #[arg(long, env = "KEYBOUND_SESSION_LIFETIME")]
     pub session_lifetime: Option<u64>,
     /// Longest session a login may ask for, in seconds (at most 43200) [default: 43200]

@@ -26,7 +26,7 @@
 
 pub(crate) mod layer;
 mod metrics;
-mod problem;
+pub(crate) mod problem;
 pub mod serve;
 
 pub use layer::{KeyboundLayer, KeyboundService, PolicyHandle, ProofMode};

@@ -16,8 +16,13 @@ pub fn status_for(code: Code) -> StatusCode {
 /// and of policy decisions stay in the log; `nonce` (base64url) is sent in
 /// `KB-Nonce` when the client must retry with it.
 pub fn error_response(error: &Error, nonce: Option<&str>) -> Response<Body> {
+    problem_response(error, status_for(error.code()), nonce)
+}
+
+/// [`error_response`] with another status than the code's (a readiness
+/// probe answers 503 whatever part failed).
+pub(crate) fn problem_response(error: &Error, status: StatusCode, nonce: Option<&str>) -> Response<Body> {
     let code = error.code();
-    let status = status_for(code);
     let detail = if status.is_server_error() {
         "the service cannot verify requests right now; retry shortly".to_owned()
     } else if code == Code::PolicyDenied {

@@ -89,6 +89,12 @@ async fn within(part: &'static str, check: impl Future<Output = Result<()>>) -> 
 pub(super) async fn readyz(State(state): State<Arc<IssuerState>>) -> Response {
     match state.readiness.check(&state).await {
         None => "ready\n".into_response(),
-        Some((code, part)) => crate::http::error_response(&Error::new(code, format!("not ready: {part}")), None),
+        // Not ready is 503 whatever the part's code says elsewhere (a
+        // replaced root secret is 500 at login): balancers key on it.
+        Some((code, part)) => crate::http::problem::problem_response(
+            &Error::new(code, format!("not ready: {part}")),
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            None,
+        ),
     }
 }

@@ -848,6 +848,7 @@ fn protected(
 /// Serves the issuer until Ctrl-C or SIGTERM, then finishes in-flight
 /// requests; with `metrics_listen`, `/metrics` on its own listener too.
 pub async fn serve(state: Arc<IssuerState>) -> Result<()> {
+    let shutdown = shutdown_signal();
     let app = router(state.clone())?;
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
@@ -888,7 +889,7 @@ pub async fn serve(state: Arc<IssuerState>) -> Result<()> {
         ))
     });
     let signal = async move {
-        shutdown_signal().await;
+        shutdown.await;
         let _ = stop_tx.send(true);
     };
     crate::http::serve(listener, app, limits.clone(), signal).await;
@@ -899,22 +900,31 @@ pub async fn serve(state: Arc<IssuerState>) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// A future that ends at the first SIGINT (Ctrl-C) or SIGTERM. The handlers
+/// are installed when this is called, not when the future is first polled:
+/// a signal that arrives while the server is still starting ends it
+/// gracefully instead of killing the process with the default action.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut i), Ok(mut t)) => {
+                    tokio::select! { _ = i.recv() => {}, _ = t.recv() => {} }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Creates the first admin (`admin@default`, role `admin` on project

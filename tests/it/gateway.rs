@@ -655,3 +655,64 @@ async fn forward_auth_refuses_peers_outside_trusted_forwarders() {
         (403, Some("gateway.untrusted_forwarder"))
     );
 }
+
+/// Two proxy replicas behind one external URL share a Redis replay store:
+/// a proof accepted by one is a replay at the other (spec/gateway.md §7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_refuse_a_replay_sent_to_the_other() {
+    let Ok(redis) = std::env::var("KEYBOUND_TEST_REDIS_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "CI sets KEYBOUND_TEST_REDIS_URL");
+        eprintln!("skipped: KEYBOUND_TEST_REDIS_URL is not set");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two, ops_one, ops_two, upstream_port) = (free_port(), free_port(), free_port(), free_port(), free_port());
+    // The balancer's address: what clients sign; the replicas listen behind it.
+    let external = "https://nova.example".to_owned();
+    let Some(_upstream) = python_upstream(tmp.path(), upstream_port) else {
+        return;
+    };
+    let (issuer, _dir, user) = issuer_and_user(&external).await;
+    let secret_file = tmp.path().join("identity.secret");
+    let mut replicas = Vec::new();
+    for (port, ops) in [(one, ops_one), (two, ops_two)] {
+        let (issuer_url, external, secret_file, redis) = (
+            issuer.url().to_owned(),
+            external.clone(),
+            secret_file.clone(),
+            redis.clone(),
+        );
+        let upstream = format!("http://127.0.0.1:{upstream_port}");
+        replicas.push(
+            tokio::task::spawn_blocking(move || {
+                gateway(
+                    "proxy",
+                    &issuer_url,
+                    &secret_file,
+                    port,
+                    ops,
+                    &[
+                        "--external-url",
+                        &external,
+                        "--upstream",
+                        &upstream,
+                        "--replay-redis-url",
+                        &redis,
+                    ],
+                )
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let token = user
+        .service_token(&Scope::new(&external).project(PROJECT))
+        .await
+        .unwrap();
+    let signed = format!("{external}/v2/servers");
+    let headers = credentials(&user, &token, "GET", &signed, b"");
+    let first = send("GET", &format!("http://127.0.0.1:{one}/v2/servers"), &headers, b"").await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let again = send("GET", &format!("http://127.0.0.1:{two}/v2/servers"), &headers, b"").await;
+    assert_eq!((again.status, again.code.as_deref()), (401, Some("replay.detected")));
+}
