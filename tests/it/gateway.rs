@@ -202,7 +202,7 @@ async fn issuer_and_user(external: &str) -> (LoopbackIssuer, tempfile::TempDir, 
             &admin,
             &World {
                 password: PASSWORD,
-                services: &[external],
+                services: &[external, "https://other.example"],
             },
         )
         .await
@@ -715,4 +715,57 @@ async fn replicas_sharing_redis_refuse_a_replay_sent_to_the_other() {
     assert_eq!(first.status, 200, "{}", first.text);
     let again = send("GET", &format!("http://127.0.0.1:{two}/v2/servers"), &headers, b"").await;
     assert_eq!((again.status, again.code.as_deref()), (401, Some("replay.detected")));
+}
+
+/// Everything the library's layer accepts or refuses (the shared table,
+/// tests/it/common/binding_cases.rs), the gateway accepts or refuses alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binding_table_holds_through_the_gateway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, ops, upstream_port) = (free_port(), free_port(), free_port());
+    let external = format!("http://127.0.0.1:{port}");
+    let Some(_upstream) = python_upstream(tmp.path(), upstream_port) else {
+        return;
+    };
+    let (issuer, _dir, user) = issuer_and_user(&external).await;
+    let secret_file = tmp.path().join("identity.secret");
+    let (issuer_url, external2) = (issuer.url().to_owned(), external.clone());
+    let upstream = format!("http://127.0.0.1:{upstream_port}");
+    let _gateway = tokio::task::spawn_blocking(move || {
+        gateway(
+            "proxy",
+            &issuer_url,
+            &secret_file,
+            port,
+            ops,
+            &[
+                "--external-url",
+                &external2,
+                "--upstream",
+                &upstream,
+                "--max-body",
+                "1024",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let token = user
+        .service_token(&Scope::new(&external).project(PROJECT))
+        .await
+        .unwrap();
+    let other = user
+        .service_token(&Scope::new("https://other.example").project(PROJECT))
+        .await
+        .unwrap();
+    let setting = crate::common::binding_cases::Setting {
+        client: user.key(),
+        token: &token,
+        other_audience: &other,
+        external: &external,
+        now: SystemClock.now(),
+        max_body: 1024,
+    };
+    let problems = crate::common::binding_cases::run(&external, crate::common::binding_cases::cases(&setting)).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -897,3 +897,23 @@ async fn the_observer_sees_every_outcome_with_its_code() {
             .contains("keybound_verification_duration_seconds_count 3")
     );
 }
+
+/// The shared table of binding cases (tests/it/common/binding_cases.rs),
+/// which `gateway::the_binding_table_holds_through_the_gateway` runs again.
+#[tokio::test]
+async fn the_binding_table_holds_for_the_layer() {
+    let world = World::new();
+    let verifier = Arc::new(world.verifier().build().unwrap());
+    let base = serve(KeyboundLayer::new(verifier, AUDIENCE).unwrap().max_body(1024)).await;
+    let (token, other) = (world.token(), world.token_for("https://other.example", &["member"]));
+    let setting = crate::common::binding_cases::Setting {
+        client: &world.client,
+        token: &token,
+        other_audience: &other,
+        external: AUDIENCE,
+        now: NOW - 1,
+        max_body: 1024,
+    };
+    let problems = crate::common::binding_cases::run(&base, crate::common::binding_cases::cases(&setting)).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

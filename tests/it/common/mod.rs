@@ -25,6 +25,8 @@ pub async fn start_issuer(
     (issuer, dir)
 }
 
+pub mod binding_cases;
+
 /// A private redis-server on a free loopback port, killed on drop.
 pub struct PrivateRedis {
     child: Child,
