@@ -4,6 +4,7 @@
 //! `common`. Run one area with `cargo test --all-features --test it AREA::`.
 
 mod common;
+mod admin_cli;
 mod cli_basics;
 mod delegation;
 mod e2e_cli;
