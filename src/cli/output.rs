@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 
 use serde_json::Value;
 
-use super::render::utc;
+use crate::cli::render::utc;
 
 /// `--output`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -1427,7 +1427,7 @@ async fn remove_key(
     action(&state, request, "user.remove_key", |_: Empty, change| {
         Box::pin(async move {
             let user = UserName::parse(&user)?;
-            if thumbprint.len() != 43 || b64url_decode(&thumbprint).map(|b| b.len()) != Ok(32) {
+            if thumbprint.len() != 43 || b64url_decode(&thumbprint).ok().map(|b| b.len()) != Some(32) {
                 return err(
                     Code::IssuerBadRequest,
                     "a thumbprint is 43 base64url characters (32 bytes)",

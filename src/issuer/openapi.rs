@@ -2201,7 +2201,7 @@ fn complete(document: &mut Value) {
             }
             let parameters = operation.get_mut("parameters").and_then(Value::as_array_mut);
             for parameter in parameters.into_iter().flatten() {
-                if parameter["name"] == "action" {
+                if parameter["name"] == "action" && parameter["in"] == "path" {
                     parameter["schema"]["enum"] = json!(["enable", "disable"]);
                 }
             }
