@@ -21,7 +21,8 @@ mod output;
 
 use output::Format;
 
-pub(crate) const ADMIN_ABOUT: &str = "Administer the issuer: bootstrap, domains, projects, users, roles, grants, services, audit, key rotation";
+pub(crate) const ADMIN_ABOUT: &str =
+    "Administer the issuer: bootstrap, domains, projects, users, roles, grants, services, audit, key rotation";
 pub(crate) const ADMIN_LONG: &str = "\
 Administer the issuer.
 
@@ -152,7 +153,9 @@ enum AdminCommand {
         remote: bool,
     },
     /// Peer issuers of other domains whose tokens this issuer exchanges (federation): add, list, remove
-    #[command(after_help = "Examples:\n  keybound admin peer list\n  keybound admin peer remove https://stoughton.example")]
+    #[command(
+        after_help = "Examples:\n  keybound admin peer list\n  keybound admin peer remove https://stoughton.example"
+    )]
     Peer {
         #[command(subcommand)]
         action: PeerAction,
@@ -340,7 +343,9 @@ Examples:
     #[command(after_help = "Examples:\n  keybound admin user list\n  keybound admin user list -o value -c user")]
     List,
     /// Show a user: flags, grants, registered keys and lockout state
-    #[command(after_help = "Examples:\n  keybound admin user show ayoung@stoughton\n  keybound admin user show ayoung@stoughton -o json")]
+    #[command(
+        after_help = "Examples:\n  keybound admin user show ayoung@stoughton\n  keybound admin user show ayoung@stoughton -o json"
+    )]
     Show {
         /// The user, NAME@DOMAIN
         user: String,
@@ -605,7 +610,7 @@ fn password_from_stdin(what: &str, env: Option<&str>) -> Result<Zeroizing<String
 }
 
 /// One admin API call and its JSON answer.
-async fn call(client: &Client, scope: &Scope, method: &str, path: &str, body: &Value) -> crate::Result<Value> {
+async fn call(client: &Client, scope: &Scope, method: &str, path: &str, body: &Value) -> Result<Value, Error> {
     let url = format!("{}{path}", client.issuer());
     let mut request = client.request(method.parse().unwrap_or(reqwest::Method::GET), &url, scope);
     if !body.is_null() {
@@ -733,11 +738,9 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
                 format!("/v1/admin/projects/{}/disable", segment(&project)),
                 json!({}),
             ),
-            ProjectAction::Delete { project } => (
-                "DELETE",
-                format!("/v1/admin/projects/{}", segment(&project)),
-                json!({}),
-            ),
+            ProjectAction::Delete { project } => {
+                ("DELETE", format!("/v1/admin/projects/{}", segment(&project)), json!({}))
+            }
         },
         C::User { action } => match action {
             UserAction::Create {

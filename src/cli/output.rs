@@ -84,7 +84,10 @@ fn is_time(key: &str) -> bool {
 
 fn rank(key: &str) -> (usize, &str) {
     (
-        COLUMN_ORDER.iter().position(|k| *k == key).unwrap_or(COLUMN_ORDER.len()),
+        COLUMN_ORDER
+            .iter()
+            .position(|k| *k == key)
+            .unwrap_or(COLUMN_ORDER.len()),
         key,
     )
 }
@@ -117,7 +120,10 @@ pub(crate) fn render(answer: &Value, format: Format, columns: &[String]) -> Resu
             }
             let lines: Vec<String> = items.iter().map(|v| cell("", v, table)).collect();
             Ok(if table {
-                aligned(&["name".to_owned()], &lines.into_iter().map(|l| vec![l]).collect::<Vec<_>>())
+                aligned(
+                    &["name".to_owned()],
+                    &lines.into_iter().map(|l| vec![l]).collect::<Vec<_>>(),
+                )
             } else {
                 lines.join("\n")
             })
@@ -199,7 +205,10 @@ fn pick(available: Vec<String>, asked: &[String]) -> Result<Vec<String>, String>
             if available.contains(c) {
                 Ok(c.clone())
             } else {
-                Err(format!("--column {c}: no such column; there are {}", available.join(", ")))
+                Err(format!(
+                    "--column {c}: no such column; there are {}",
+                    available.join(", ")
+                ))
             }
         })
         .collect()
@@ -213,11 +222,7 @@ fn cell(key: &str, value: &Value, table: bool) -> String {
         Value::String(s) => s.clone(),
         Value::Number(n) if table && is_time(key) => n.as_i64().map_or_else(|| n.to_string(), utc),
         Value::Array(items) if items.is_empty() => "-".to_owned(),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| cell(key, v, table))
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Array(items) => items.iter().map(|v| cell(key, v, table)).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
 }
@@ -264,12 +269,8 @@ pub(crate) fn parse_time(text: &str) -> Result<i64, String> {
     };
     let numbers = |s: &str, sep: char| -> Option<Vec<i64>> { s.split(sep).map(|p| p.parse().ok()).collect() };
     let (d, t) = (numbers(date, '-').ok_or_else(bad)?, numbers(time, ':').ok_or_else(bad)?);
-    let ([year, month, day], [hour, minute, second]) = (
-        <[i64; 3]>::try_from(d).map_err(|_| bad())?,
-        <[i64; 3]>::try_from(t).map_err(|_| bad())?,
-    ) else {
-        return Err(bad());
-    };
+    let [year, month, day] = <[i64; 3]>::try_from(d).map_err(|_| bad())?;
+    let [hour, minute, second] = <[i64; 3]>::try_from(t).map_err(|_| bad())?;
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return Err(bad());
     }
@@ -306,12 +307,22 @@ mod tests {
         assert_eq!(lines[2], "nova@stoughton    service  false    false");
         let audit = json!([{"id": 7, "time": 1_763_803_600, "actor": "a@b", "action": "grant", "target": "-", "outcome": "ok", "client": "127.0.0.1", "key_thumbprint": "-", "count": 1}]);
         let table = render(&audit, Format::Table, &[]).unwrap();
-        assert!(table.lines().nth(1).unwrap().starts_with("7   2025-11-22T09:26:40Z  a@b"), "{table}");
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("7   2025-11-22T09:26:40Z  a@b"),
+            "{table}"
+        );
         assert_eq!(
             render(&audit, Format::Value, &["id".into(), "time".into()]).unwrap(),
             "7 1763803600"
         );
-        assert_eq!(render(&audit, Format::Json, &[]).unwrap(), serde_json::to_string_pretty(&audit).unwrap());
+        assert_eq!(
+            render(&audit, Format::Json, &[]).unwrap(),
+            serde_json::to_string_pretty(&audit).unwrap()
+        );
     }
 
     #[test]
@@ -322,11 +333,25 @@ mod tests {
         let user = json!({"user": "ayoung@stoughton", "created_at": 0, "lockout": {"locked": false, "locked_until": null},
             "grants": [{"project": "turing@stoughton", "role": "member"}], "keys": []});
         let table = render(&user, Format::Table, &[]).unwrap();
-        let row = |field: &str| table.lines().find(|l| l.split_whitespace().next() == Some(field)).map(str::to_owned);
-        assert!(row("created_at").unwrap().ends_with("  1970-01-01T00:00:00Z"), "{table}");
+        let row = |field: &str| {
+            table
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(field))
+                .map(str::to_owned)
+        };
+        assert!(
+            row("created_at").unwrap().ends_with("  1970-01-01T00:00:00Z"),
+            "{table}"
+        );
         assert!(row("lockout.locked_until").unwrap().ends_with("  -"), "{table}");
-        assert!(table.contains("grants:\nPROJECT           ROLE\nturing@stoughton  member"), "{table}");
-        assert_eq!(render(&user, Format::Value, &["user".into()]).unwrap(), "ayoung@stoughton");
+        assert!(
+            table.contains("grants:\nPROJECT           ROLE\nturing@stoughton  member"),
+            "{table}"
+        );
+        assert_eq!(
+            render(&user, Format::Value, &["user".into()]).unwrap(),
+            "ayoung@stoughton"
+        );
         let refused = render(&user, Format::Table, &["nope".into()]).unwrap_err();
         assert!(refused.starts_with("--column nope: no such column"), "{refused}");
     }
@@ -336,7 +361,13 @@ mod tests {
         assert_eq!(parse_time("1763803600"), Ok(1_763_803_600));
         assert_eq!(parse_time("2025-11-22T09:26:40Z"), Ok(1_763_803_600));
         assert_eq!(parse_time("2000-02-29"), Ok(951_782_400));
-        for bad in ["yesterday", "2025-13-01", "2025-11-22T09:26:40", "2025-02-30T00:00:01Z", "2025-02-30"] {
+        for bad in [
+            "yesterday",
+            "2025-13-01",
+            "2025-11-22T09:26:40",
+            "2025-02-30T00:00:01Z",
+            "2025-02-30",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
     }

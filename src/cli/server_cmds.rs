@@ -102,8 +102,7 @@ fn log_filter(settings: &Settings) -> String {
 }
 
 fn parse_filter(directive: &str) -> Result<tracing_subscriber::EnvFilter, CliError> {
-    tracing_subscriber::EnvFilter::try_new(directive)
-        .map_err(|e| config_error(format!("log_level {directive:?}: {e}")))
+    tracing_subscriber::EnvFilter::try_new(directive).map_err(|e| config_error(format!("log_level {directive:?}: {e}")))
 }
 
 /// Installs the log subscriber; returns the handle that swaps its filter.
@@ -122,7 +121,11 @@ fn init_logging(
             .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     Ok(handle)
@@ -136,8 +139,13 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     if args.check_config {
         parse_filter(&directive)?;
         config.check().map_err(|e| CliError::with_exit(e, super::EXIT_USAGE))?;
-        let mut text = String::from("# keybound serve: effective configuration (flags, then KEYBOUND_* variables, then the file, then defaults)\n");
-        text.push_str(&format!("# root secret: {}\n", crate::issuer::root_secret_source(&config)));
+        let mut text = String::from(
+            "# keybound serve: effective configuration (flags, then KEYBOUND_* variables, then the file, then defaults)\n",
+        );
+        text.push_str(&format!(
+            "# root secret: {}\n",
+            crate::issuer::root_secret_source(&config)
+        ));
         text.push_str(
             &toml::to_string(&Settings::effective(&config, format, &directive))
                 .map_err(|e| CliError::new(super::CODE_INTERNAL, e.to_string(), EXIT_FAILURE))?,
@@ -197,10 +205,14 @@ async fn reload_on_hangup(
                 .and_then(|settings| parse_filter(&log_filter(&settings)).map(|f| (log_filter(&settings), f)));
             match filter {
                 Ok((directive, filter)) => match handle.reload(filter) {
-                    Ok(()) => tracing::info!(log_level = %directive, "SIGHUP: log filter reloaded; other settings need a restart"),
+                    Ok(()) => {
+                        tracing::info!(log_level = %directive, "SIGHUP: log filter reloaded; other settings need a restart")
+                    }
                     Err(e) => tracing::warn!(error = %e, "SIGHUP: the log filter could not be replaced"),
                 },
-                Err(e) => tracing::warn!(error = %e.message(), "SIGHUP: settings not reloaded, keeping the old log filter"),
+                Err(e) => {
+                    tracing::warn!(error = %e.message(), "SIGHUP: settings not reloaded, keeping the old log filter")
+                }
             }
         }
     }

@@ -167,7 +167,11 @@ impl Settings {
         if let Some(listen) = &self.listen {
             c.listen = resolve("listen", listen)?;
         }
-        c.metrics_listen = self.metrics_listen.as_deref().map(|m| resolve("metrics_listen", m)).transpose()?;
+        c.metrics_listen = self
+            .metrics_listen
+            .as_deref()
+            .map(|m| resolve("metrics_listen", m))
+            .transpose()?;
         // The default issuer id keeps the host as typed (`localhost:8080`
         // stays localhost): clients sign that URL.
         c.issuer_id = match &self.issuer_id {
@@ -214,7 +218,9 @@ impl Settings {
         }
         for proxy in self.trusted_proxies.iter().flatten() {
             let net = crate::issuer::parse_trusted_proxy(proxy).ok_or_else(|| {
-                config_error(format!("trusted_proxies: {proxy:?} is not an IP address or CIDR network"))
+                config_error(format!(
+                    "trusted_proxies: {proxy:?} is not an IP address or CIDR network"
+                ))
             })?;
             c.trusted_proxies.push(net);
         }
@@ -282,10 +288,14 @@ impl Settings {
 /// Reads a config file as a TOML table, resolving relative path values
 /// against the file's directory.
 fn read_file(path: &Path) -> Result<toml::Table, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))?;
     let mut table: toml::Table =
         toml::from_str(&text).map_err(|e| config_error(format!("{}: {}", path.display(), e.message())))?;
-    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     for key in PATH_KEYS {
         if let Some(toml::Value::String(value)) = table.get_mut(key)
             && Path::new(value.as_str()).is_relative()
@@ -302,7 +312,11 @@ fn resolve(what: &str, text: &str) -> Result<SocketAddr, CliError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
-    let bad = |why: String| config_error(format!("{what} {text:?}: {why} (expected HOST:PORT, e.g. 127.0.0.1:8080)"));
+    let bad = |why: String| {
+        config_error(format!(
+            "{what} {text:?}: {why} (expected HOST:PORT, e.g. 127.0.0.1:8080)"
+        ))
+    };
     let mut addrs = text.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
     addrs.next().ok_or_else(|| bad("the host name has no address".into()))
 }
@@ -334,7 +348,10 @@ mod tests {
     #[test]
     fn relative_paths_in_the_file_resolve_against_its_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "data_dir = \"data\"\nroot_secret_file = \"/run/secrets/root\"\n");
+        let path = write(
+            dir.path(),
+            "data_dir = \"data\"\nroot_secret_file = \"/run/secrets/root\"\n",
+        );
         let merged = Settings::default().layered(Some(&path)).unwrap();
         assert_eq!(merged.data_dir, Some(dir.path().join("data")));
         assert_eq!(merged.root_secret_file, Some(PathBuf::from("/run/secrets/root")));
@@ -343,18 +360,27 @@ mod tests {
             data_dir: Some(PathBuf::from("here")),
             ..Settings::default()
         };
-        assert_eq!(flags.layered(Some(&path)).unwrap().data_dir, Some(PathBuf::from("here")));
+        assert_eq!(
+            flags.layered(Some(&path)).unwrap().data_dir,
+            Some(PathBuf::from("here"))
+        );
     }
 
     #[test]
     fn unknown_keys_and_wrong_types_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Settings::default().layered(Some(&write(dir.path(), "leeway_s = 3\n"))).unwrap_err();
+        let e = Settings::default()
+            .layered(Some(&write(dir.path(), "leeway_s = 3\n")))
+            .unwrap_err();
         assert_eq!(e.code(), "issuer.config");
         assert!(e.message().contains("leeway_s"), "{}", e.message());
-        let e = Settings::default().layered(Some(&write(dir.path(), "leeway = \"3\"\n"))).unwrap_err();
+        let e = Settings::default()
+            .layered(Some(&write(dir.path(), "leeway = \"3\"\n")))
+            .unwrap_err();
         assert_eq!(e.code(), "issuer.config");
-        let e = Settings::default().layered(Some(&write(dir.path(), "log_format = \"xml\"\n"))).unwrap_err();
+        let e = Settings::default()
+            .layered(Some(&write(dir.path(), "log_format = \"xml\"\n")))
+            .unwrap_err();
         assert!(e.message().contains("xml"), "{}", e.message());
     }
 

@@ -101,7 +101,10 @@ impl VerificationMetrics {
             "# HELP keybound_verification_duration_seconds Time the keybound layer spent per request.\n# TYPE keybound_verification_duration_seconds histogram"
         );
         for (bound, n) in BUCKETS.iter().zip(counts.buckets) {
-            let _ = writeln!(out, "keybound_verification_duration_seconds_bucket{{le=\"{bound}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "keybound_verification_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
+            );
         }
         let _ = writeln!(
             out,
@@ -180,14 +183,26 @@ mod tests {
             elapsed: Duration::from_millis(2),
         });
         let text = metrics.render();
-        assert!(text.contains("keybound_verifications_total{outcome=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("keybound_verifications_total{outcome=\"ok\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("keybound_verifications_total{outcome=\"replay.detected\"} 1"),
             "{text}"
         );
-        assert!(text.contains("keybound_verification_duration_seconds_bucket{le=\"0.0005\"} 1"), "{text}");
-        assert!(text.contains("keybound_verification_duration_seconds_bucket{le=\"0.0025\"} 2"), "{text}");
-        assert!(text.contains("keybound_verification_duration_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("keybound_verification_duration_seconds_bucket{le=\"0.0005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keybound_verification_duration_seconds_bucket{le=\"0.0025\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keybound_verification_duration_seconds_count 2"),
+            "{text}"
+        );
     }
 
     #[test]

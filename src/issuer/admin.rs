@@ -18,8 +18,8 @@ use utoipa_axum::routes;
 use super::IssuerState;
 use super::api::{json_body, json_response, respond, verified};
 use super::store::{
-    Audit, AuditEntry, AuditQuery, Grant, Grants, Identities, Origin, RootSecrets, Services,
-    SessionKey, Store, Tx, UserInfo, UserKey, bootstrap_names,
+    Audit, AuditEntry, AuditQuery, Grant, Grants, Identities, Origin, RootSecrets, Services, SessionKey, Store, Tx,
+    UserInfo, UserKey, bootstrap_names,
 };
 use crate::encoding::b64url_decode;
 use crate::error::{Code, Error, Result, err};
@@ -68,20 +68,16 @@ async fn admin_scope(state: &IssuerState, request: &VerifiedRequest) -> Result<(
     let admin = UserName::parse(request.subject())?;
     let project = ProjectName::new(Name::parse("project", PROJECT)?, Name::parse("domain", DOMAIN)?);
     let thumbprint = request.key_thumbprint().to_string();
-    let issued_at = request.token().issued_at() as i64;
+    let session = SessionKey {
+        thumbprint: &thumbprint,
+        issued_at: request.token().issued_at() as i64,
+        leeway: state.config.leeway as i64,
+    };
     let facts = state
         .store
         .conn()
         .await?
-        .mint_facts_for(
-            &admin,
-            Some(&project),
-            &state.config.admin_audience(),
-            Some(SessionKey {
-                thumbprint: &thumbprint,
-                issued_at,
-            }),
-        )
+        .mint_facts_for(&admin, Some(&project), &state.config.admin_audience(), Some(session))
         .await?;
     if !facts.user_enabled || !facts.project_enabled || !facts.roles.iter().any(|r| r == ROLE) {
         return err(
@@ -91,7 +87,7 @@ async fn admin_scope(state: &IssuerState, request: &VerifiedRequest) -> Result<(
     }
     // A token of a user deleted and created again, or bound to a key
     // removed since, is not the admin's any more.
-    if !facts.same_user_since(issued_at) || facts.key_removed {
+    if !facts.same_user(session) || facts.key_removed {
         return err(
             Code::IssuerForbidden,
             "the token's subject was deleted, or its key removed, after the token was issued",
@@ -1636,4 +1632,45 @@ struct UserDetail {
     /// the keys registered for its key login, oldest first
     keys: Vec<UserKey>,
     lockout: Lockout,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Query parameters are percent-decoded (`+` a space); what is not one
+    /// of the operation's, twice, badly escaped, not UTF-8 or too long is
+    /// `issuer.bad_request`.
+    #[test]
+    fn query_parameters_decode_strictly() {
+        let allowed = ["actor", "target"];
+        let parsed = query_params(Some("actor=a%40b&target=x+y%26z%3D1"), &allowed).unwrap();
+        assert_eq!(
+            parsed,
+            [
+                ("actor".to_owned(), "a@b".to_owned()),
+                ("target".to_owned(), "x y&z=1".to_owned())
+            ]
+        );
+        assert!(query_params(None, &allowed).unwrap().is_empty());
+        assert_eq!(query_params(Some("&&"), &allowed).unwrap(), []);
+        let long = format!("target={}", "a".repeat(1025));
+        for bad in [
+            "color=red",
+            "actor=a&actor=b",
+            "actor=%zz",
+            "actor=%4",
+            "actor=%ff",
+            long.as_str(),
+        ] {
+            let refused = query_params(Some(bad), &allowed).unwrap_err();
+            assert_eq!(refused.code(), Code::IssuerBadRequest, "{bad}");
+        }
+        assert_eq!(
+            query_params(Some(&format!("target={}", "a".repeat(1024))), &allowed).unwrap()[0]
+                .1
+                .len(),
+            1024
+        );
+    }
 }

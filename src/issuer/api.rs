@@ -100,13 +100,10 @@ pub(super) fn origin(state: &IssuerState, parts: &Parts, key: Option<&Thumbprint
 
 /// The client address of a request (`-` when served without connect info).
 pub(super) fn client_address(state: &IssuerState, parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(
-            || "-".to_owned(),
-            |ConnectInfo(peer)| state.login_limit.source(*peer, &parts.headers).to_string(),
-        )
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or_else(
+        || "-".to_owned(),
+        |ConnectInfo(peer)| state.login_limit.source(*peer, &parts.headers).to_string(),
+    )
 }
 
 /// Parses a JSON body, refusing unknown fields.
@@ -659,6 +656,7 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
     let session = SessionKey {
         thumbprint: &thumbprint,
         issued_at: verified.token().issued_at() as i64,
+        leeway: state.config.leeway as i64,
     };
     let facts = state
         .store
@@ -751,7 +749,7 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
 /// created again since the session began), its key was not removed since,
 /// and it and its domain are enabled (spec/issuer.md §6.3 steps 11, 12).
 fn session_still_holds(facts: &super::store::MintFacts, session: SessionKey<'_>) -> Result<()> {
-    if !facts.same_user_since(session.issued_at) {
+    if !facts.same_user(session) {
         return err(Code::IssuerInvalidCredentials, "the session's user no longer exists");
     }
     if facts.key_removed {

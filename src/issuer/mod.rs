@@ -258,7 +258,11 @@ pub fn database_exists(config: &IssuerConfig) -> bool {
 /// crashed issuer leaves no stale lock. PostgreSQL deployments run several
 /// replicas and take no lock.
 fn lock_data_dir(config: &IssuerConfig) -> Result<Option<std::fs::File>> {
-    if config.database_url.as_deref().is_some_and(|url| !url.starts_with("sqlite:")) {
+    if config
+        .database_url
+        .as_deref()
+        .is_some_and(|url| !url.starts_with("sqlite:"))
+    {
         return Ok(None);
     }
     create_private_dir(&config.data_dir)?;
@@ -898,7 +902,12 @@ pub async fn serve(state: Arc<IssuerState>) -> Result<()> {
         let app = Router::new()
             .route("/metrics", axum::routing::get(api::metrics))
             .with_state(state.clone());
-        tokio::spawn(crate::http::serve(listener, app, limits.clone(), stopped(stop_rx.clone())))
+        tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            limits.clone(),
+            stopped(stop_rx.clone()),
+        ))
     });
     let signal = async move {
         shutdown_signal().await;

@@ -333,9 +333,10 @@ async fn mint_checked(
     let session = SessionKey {
         thumbprint: &thumbprint,
         issued_at: verified.token().issued_at() as i64,
+        leeway: state.config.leeway as i64,
     };
     let facts = tx.mint_facts_for(caller, None, asked.audience, Some(session)).await?;
-    if !facts.same_user_since(session.issued_at) {
+    if !facts.same_user(session) {
         return err(Code::IssuerInvalidCredentials, "the session's user no longer exists");
     }
     if facts.key_removed {
@@ -500,7 +501,15 @@ async fn create_trust(State(state): State<Arc<IssuerState>>, request: Request) -
         let mut tx = state.store.begin().await?;
         let created = create(&state, &mut tx, &trustor, input).await;
         let origin = super::api::origin(&state, &parts, Some(verified.key_thumbprint()));
-        let trust = finish(&state, tx, &origin, &actor, "trust.create", created.map(|t| (t.id.clone(), t))).await?;
+        let trust = finish(
+            &state,
+            tx,
+            &origin,
+            &actor,
+            "trust.create",
+            created.map(|t| (t.id.clone(), t)),
+        )
+        .await?;
         Ok(json_response(StatusCode::OK, &trust))
     }
     .await;

@@ -91,8 +91,15 @@ async fn create_all(
                 ),
             )
         })?;
-        tx.record_from(origin, now as i64, &trustor.to_string(), "trust.create", &trust.id, "ok")
-            .await?;
+        tx.record_from(
+            origin,
+            now as i64,
+            &trustor.to_string(),
+            "trust.create",
+            &trust.id,
+            "ok",
+        )
+        .await?;
         trusts.push(trust);
     }
     let workflow_id: [u8; WORKFLOW_ID_LEN] = crate::random_array()?;

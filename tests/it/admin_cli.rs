@@ -72,7 +72,14 @@ fn admin_commands_print_tables_values_json_and_export_the_audit_log() {
     let cfg = tmp.path().join("admin");
     let login = run(
         &cfg,
-        &["login", "--issuer", issuer.url(), "--user", "admin@default", "--password-stdin"],
+        &[
+            "login",
+            "--issuer",
+            issuer.url(),
+            "--user",
+            "admin@default",
+            "--password-stdin",
+        ],
         &format!("{ADMIN_PASSWORD}\n"),
     );
     assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
@@ -91,22 +98,37 @@ fn admin_commands_print_tables_values_json_and_export_the_audit_log() {
         &format!("{PASSWORD}\n"),
     );
     assert!(created.status.success());
-    ok(&cfg, &["admin", "grant", "ayoung@stoughton", "turing@stoughton", "member"]);
+    ok(
+        &cfg,
+        &["admin", "grant", "ayoung@stoughton", "turing@stoughton", "member"],
+    );
 
     // JSON by default into a pipe: scripts keep reading what they read.
     let users: Value = serde_json::from_str(&ok(&cfg, &["admin", "user", "list"])).unwrap();
     assert_eq!(users.as_array().unwrap().len(), 3);
     let table = ok(&cfg, &["admin", "user", "list", "--output", "table"]);
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("USER ") && lines[0].contains("HAS PASSWORD"), "{table}");
+    assert!(
+        lines[0].starts_with("USER ") && lines[0].contains("HAS PASSWORD"),
+        "{table}"
+    );
     assert!(lines[2].starts_with("ayoung@stoughton  person"), "{table}");
     assert_eq!(
-        ok(&cfg, &["admin", "user", "list", "-o", "value", "-c", "user", "-c", "kind"]),
+        ok(
+            &cfg,
+            &["admin", "user", "list", "-o", "value", "-c", "user", "-c", "kind"]
+        ),
         "admin@default person\nayoung@stoughton person\nnova@stoughton service\n"
     );
-    assert_eq!(ok(&cfg, &["admin", "role", "list", "-o", "value"]), "admin\nmember\nunused\n");
     assert_eq!(
-        ok(&cfg, &["admin", "grants", "--role", "member", "-o", "value", "-c", "user"]),
+        ok(&cfg, &["admin", "role", "list", "-o", "value"]),
+        "admin\nmember\nunused\n"
+    );
+    assert_eq!(
+        ok(
+            &cfg,
+            &["admin", "grants", "--role", "member", "-o", "value", "-c", "user"]
+        ),
         "ayoung@stoughton\n"
     );
     let grants: Value = serde_json::from_str(&ok(&cfg, &["admin", "grants", "--user", "admin@default"])).unwrap();
@@ -115,32 +137,56 @@ fn admin_commands_print_tables_values_json_and_export_the_audit_log() {
     let shown = ok(&cfg, &["admin", "user", "show", "ayoung@stoughton", "-o", "table"]);
     let created_at = shown.lines().find(|l| l.starts_with("created_at")).unwrap();
     let stamp = created_at.split_whitespace().nth(1).unwrap();
-    assert!(stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{shown}");
-    assert!(shown.contains("lockout.locked  ") && shown.contains("grants:\nPROJECT"), "{shown}");
+    assert!(
+        stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+        "{shown}"
+    );
+    assert!(
+        shown.contains("lockout.locked  ") && shown.contains("grants:\nPROJECT"),
+        "{shown}"
+    );
     let shown: Value = serde_json::from_str(&ok(&cfg, &["admin", "user", "show", "ayoung@stoughton"])).unwrap();
-    assert!(shown["created_at"].as_i64().unwrap() > 1_700_000_000, "JSON keeps Unix seconds");
+    assert!(
+        shown["created_at"].as_i64().unwrap() > 1_700_000_000,
+        "JSON keeps Unix seconds"
+    );
 
     // Refusals: one line, the code, exit 1; a bad column is a usage error.
     let (status, line) = fails(&cfg, &["admin", "domain", "delete", "stoughton"]);
     assert_eq!(status, 1);
-    assert!(line.starts_with("error: issuer.in_use: domain stoughton still has 1 project and 2 users"), "{line}");
+    assert!(
+        line.starts_with("error: issuer.in_use: domain stoughton still has 1 project and 2 users"),
+        "{line}"
+    );
     let (_, line) = fails(&cfg, &["admin", "role", "delete", "admin"]);
     assert!(line.starts_with("error: issuer.protected: "), "{line}");
     let (_, line) = fails(&cfg, &["admin", "role", "create", "member"]);
     assert!(line.starts_with("error: issuer.conflict: "), "{line}");
     let (status, line) = fails(&cfg, &["admin", "user", "list", "-o", "table", "-c", "nope"]);
     assert_eq!(status, 2);
-    assert!(line.starts_with("error: cli.usage: --column nope: no such column"), "{line}");
+    assert!(
+        line.starts_with("error: cli.usage: --column nope: no such column"),
+        "{line}"
+    );
     let (status, line) = fails(&cfg, &["admin", "audit", "--since", "yesterday"]);
     assert_eq!(status, 2, "{line}");
     // Deletes.
     let gone: Value = serde_json::from_str(&ok(&cfg, &["admin", "role", "delete", "unused"])).unwrap();
     assert_eq!(gone["deleted"], true);
     let gone: Value = serde_json::from_str(&ok(&cfg, &["admin", "user", "delete", "ayoung@stoughton"])).unwrap();
-    assert_eq!((&gone["grants"], &gone["deleted"]), (&Value::from(1), &Value::from(true)));
+    assert_eq!(
+        (&gone["grants"], &gone["deleted"]),
+        (&Value::from(1), &Value::from(true))
+    );
     ok(&cfg, &["admin", "user", "unlock", "nova@stoughton"]);
-    assert_eq!(ok(&cfg, &["admin", "user", "keys", "nova@stoughton", "-o", "value"]), "");
-    assert_eq!(ok(&cfg, &["admin", "user", "keys", "nova@stoughton", "-o", "table"]), "(none)\n");
+    assert_eq!(
+        ok(&cfg, &["admin", "user", "keys", "nova@stoughton", "-o", "value"]),
+        ""
+    );
+    assert_eq!(
+        ok(&cfg, &["admin", "user", "keys", "nova@stoughton", "-o", "table"]),
+        "(none)\n"
+    );
 
     // 2,345 entries more, then the whole log as JSON lines, newest first.
     rt.block_on(async {
@@ -164,16 +210,34 @@ fn admin_commands_print_tables_values_json_and_export_the_audit_log() {
     assert_eq!(ids.last(), Some(&1), "down to the bootstrap");
     let bulk = ok(
         &cfg,
-        &["admin", "audit", "export", "--action", "test.bulk", "--target", "x y&z=1", "--since", "1001000"],
+        &[
+            "admin",
+            "audit",
+            "export",
+            "--action",
+            "test.bulk",
+            "--target",
+            "x y&z=1",
+            "--since",
+            "1001000",
+        ],
     );
     assert_eq!(bulk.lines().count(), 1345);
-    let page = ok(&cfg, &["admin", "audit", "--limit", "3", "--action", "test.bulk", "-o", "table"]);
+    let page = ok(
+        &cfg,
+        &["admin", "audit", "--limit", "3", "--action", "test.bulk", "-o", "table"],
+    );
     let rows: Vec<&str> = page.lines().collect();
     assert_eq!(rows.len(), 4, "{page}");
-    assert!(rows[0].starts_with("ID ") && rows[1].contains("  1970-01-12T14:25:44Z  "), "{page}");
+    assert!(
+        rows[0].starts_with("ID ") && rows[1].contains("  1970-01-12T14:25:44Z  "),
+        "{page}"
+    );
     let oldest = ok(
         &cfg,
-        &["admin", "audit", "list", "--limit", "1", "--before", "2", "-o", "value", "-c", "action"],
+        &[
+            "admin", "audit", "list", "--limit", "1", "--before", "2", "-o", "value", "-c", "action",
+        ],
     );
     assert_eq!(oldest, "bootstrap\n");
 }
@@ -197,7 +261,15 @@ fn the_refused_login_log_line_names_the_user_and_the_client() {
         .port();
     let listen = format!("127.0.0.1:{port}");
     let mut server = Command::new(bin())
-        .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &listen, "--log-format", "json"])
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--log-format",
+            "json",
+        ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -229,7 +301,9 @@ fn the_refused_login_log_line_names_the_user_and_the_client() {
         let line = lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("a log line for the refused login");
-        let Ok(record) = serde_json::from_str::<Value>(&line) else { continue };
+        let Ok(record) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
         if record["fields"]["message"] == "login refused" {
             break record;
         }

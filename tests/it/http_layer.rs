@@ -863,15 +863,37 @@ async fn the_observer_sees_every_outcome_with_its_code() {
     let base = serve(KeyboundLayer::new(verifier, AUDIENCE).unwrap().observe(metrics.clone())).await;
     let token = world.token();
     let p = proof(&world, &token, "GET", "/v2/servers", b"");
-    assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status, 200);
-    assert_eq!(send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status, 401);
+    assert_eq!(
+        send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status,
+        200
+    );
+    assert_eq!(
+        send(&base, "GET", "/v2/servers", auth(&token, &p), vec![]).await.status,
+        401
+    );
     assert_eq!(send(&base, "GET", "/v2/servers", vec![], vec![]).await.status, 401);
     let text = metrics.render();
-    assert!(text.contains("keybound_verifications_total{outcome=\"ok\"} 1"), "{text}");
-    assert!(text.contains("keybound_verifications_total{outcome=\"replay.detected\"} 1"), "{text}");
-    assert!(text.contains("keybound_verifications_total{outcome=\"http.token_missing\"} 1"), "{text}");
-    assert!(text.contains("keybound_verification_duration_seconds_count 3"), "{text}");
+    assert!(
+        text.contains("keybound_verifications_total{outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keybound_verifications_total{outcome=\"replay.detected\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keybound_verifications_total{outcome=\"http.token_missing\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keybound_verification_duration_seconds_count 3"),
+        "{text}"
+    );
     // Requests outside the layer are not counted.
     let _ = send(&base, "GET", "/misconfigured", vec![], vec![]).await;
-    assert!(metrics.render().contains("keybound_verification_duration_seconds_count 3"));
+    assert!(
+        metrics
+            .render()
+            .contains("keybound_verification_duration_seconds_count 3")
+    );
 }

@@ -3,9 +3,9 @@
 //! shared helpers (an issuer on loopback, a private redis-server) are in
 //! `common`. Run one area with `cargo test --all-features --test it AREA::`.
 
-mod common;
 mod admin_cli;
 mod cli_basics;
+mod common;
 mod delegation;
 mod e2e_cli;
 mod exchange_requests;

@@ -2321,7 +2321,10 @@ async fn every_operation_answers_as_documented() {
         "/v1/admin/users/{user}",
         a("GET", "/v1/admin/users/ayoung@stoughton".into(), None).await,
     );
-    assert_eq!(shown["grants"], json!([{"project": "turing@stoughton", "role": "reader"}]));
+    assert_eq!(
+        shown["grants"],
+        json!([{"project": "turing@stoughton", "role": "reader"}])
+    );
     let keys = ok(
         "GET",
         "/v1/admin/users/{user}/keys",
@@ -2331,7 +2334,12 @@ async fn every_operation_answers_as_documented() {
     let unlocked = ok(
         "POST",
         "/v1/admin/users/{user}/unlock",
-        a("POST", "/v1/admin/users/locked@stoughton/unlock".into(), Some(json!({}))).await,
+        a(
+            "POST",
+            "/v1/admin/users/locked@stoughton/unlock".into(),
+            Some(json!({})),
+        )
+        .await,
     );
     assert_eq!(unlocked["locked"], false);
     let spare = SigningKey::generate(Algorithm::EdDSA).unwrap();
@@ -2359,32 +2367,150 @@ async fn every_operation_answers_as_documented() {
     );
     assert_eq!(filtered.as_array().unwrap().len(), 1);
     for (method, template, path, status, code) in [
-        ("GET", "/v1/admin/users/{user}", "/v1/admin/users/ghost@stoughton", 404, "issuer.not_found"),
-        ("GET", "/v1/admin/users/{user}", "/v1/admin/users/ghost", 400, "issuer.invalid_name"),
-        ("GET", "/v1/admin/users/{user}/keys", "/v1/admin/users/ghost@stoughton/keys", 404, "issuer.not_found"),
-        ("GET", "/v1/admin/grants", "/v1/admin/grants?user=ghost", 400, "issuer.invalid_name"),
-        ("GET", "/v1/admin/grants", "/v1/admin/grants?owner=x", 400, "issuer.bad_request"),
-        ("GET", "/v1/admin/audit", "/v1/admin/audit?before=x", 400, "issuer.bad_request"),
-        ("POST", "/v1/admin/users/{user}/unlock", "/v1/admin/users/ghost@stoughton/unlock", 404, "issuer.not_found"),
-        ("DELETE", "/v1/admin/users/{user}/keys/{thumbprint}", spare_path.as_str(), 404, "issuer.not_found"),
-        ("DELETE", "/v1/admin/users/{user}/keys/{thumbprint}", "/v1/admin/users/u@doomed/keys/short", 400, "issuer.bad_request"),
-        ("DELETE", "/v1/admin/roles/{name}", "/v1/admin/roles/reader", 409, "issuer.in_use"),
-        ("DELETE", "/v1/admin/roles/{name}", "/v1/admin/roles/admin", 409, "issuer.protected"),
-        ("DELETE", "/v1/admin/roles/{name}", "/v1/admin/roles/ghost", 404, "issuer.not_found"),
-        ("DELETE", "/v1/admin/domains/{name}", "/v1/admin/domains/doomed", 409, "issuer.in_use"),
-        ("DELETE", "/v1/admin/domains/{name}", "/v1/admin/domains/default", 409, "issuer.protected"),
-        ("DELETE", "/v1/admin/domains/{name}", "/v1/admin/domains/ghost", 404, "issuer.not_found"),
-        ("DELETE", "/v1/admin/projects/{project}", "/v1/admin/projects/admin@default", 409, "issuer.protected"),
-        ("DELETE", "/v1/admin/projects/{project}", "/v1/admin/projects/ghost@doomed", 404, "issuer.not_found"),
-        ("DELETE", "/v1/admin/users/{user}", "/v1/admin/users/admin@default", 409, "issuer.protected"),
-        ("DELETE", "/v1/admin/users/{user}", "/v1/admin/users/ghost@doomed", 404, "issuer.not_found"),
+        (
+            "GET",
+            "/v1/admin/users/{user}",
+            "/v1/admin/users/ghost@stoughton",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "GET",
+            "/v1/admin/users/{user}",
+            "/v1/admin/users/ghost",
+            400,
+            "issuer.invalid_name",
+        ),
+        (
+            "GET",
+            "/v1/admin/users/{user}/keys",
+            "/v1/admin/users/ghost@stoughton/keys",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "GET",
+            "/v1/admin/grants",
+            "/v1/admin/grants?user=ghost",
+            400,
+            "issuer.invalid_name",
+        ),
+        (
+            "GET",
+            "/v1/admin/grants",
+            "/v1/admin/grants?owner=x",
+            400,
+            "issuer.bad_request",
+        ),
+        (
+            "GET",
+            "/v1/admin/audit",
+            "/v1/admin/audit?before=x",
+            400,
+            "issuer.bad_request",
+        ),
+        (
+            "POST",
+            "/v1/admin/users/{user}/unlock",
+            "/v1/admin/users/ghost@stoughton/unlock",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{user}/keys/{thumbprint}",
+            spare_path.as_str(),
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{user}/keys/{thumbprint}",
+            "/v1/admin/users/u@doomed/keys/short",
+            400,
+            "issuer.bad_request",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/roles/{name}",
+            "/v1/admin/roles/reader",
+            409,
+            "issuer.in_use",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/roles/{name}",
+            "/v1/admin/roles/admin",
+            409,
+            "issuer.protected",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/roles/{name}",
+            "/v1/admin/roles/ghost",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/domains/{name}",
+            "/v1/admin/domains/doomed",
+            409,
+            "issuer.in_use",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/domains/{name}",
+            "/v1/admin/domains/default",
+            409,
+            "issuer.protected",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/domains/{name}",
+            "/v1/admin/domains/ghost",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/projects/{project}",
+            "/v1/admin/projects/admin@default",
+            409,
+            "issuer.protected",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/projects/{project}",
+            "/v1/admin/projects/ghost@doomed",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{user}",
+            "/v1/admin/users/admin@default",
+            409,
+            "issuer.protected",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{user}",
+            "/v1/admin/users/ghost@doomed",
+            404,
+            "issuer.not_found",
+        ),
     ] {
         let body = (method != "GET").then(|| json!({}));
         c.expect(method, template, &a(method, path.to_owned(), body).await, status, code);
     }
     // A project a peer is limited to is in use.
     let limited = json!({"issuer": "https://limited.example", "keys_url": "https://limited.example/keys", "domains": ["limited"], "projects": ["p@doomed"]});
-    ok("POST", "/v1/admin/peers", a("POST", "/v1/admin/peers".into(), Some(limited)).await);
+    ok(
+        "POST",
+        "/v1/admin/peers",
+        a("POST", "/v1/admin/peers".into(), Some(limited)).await,
+    );
     e(
         "DELETE",
         "/v1/admin/projects/{project}",
@@ -2397,7 +2523,12 @@ async fn every_operation_answers_as_documented() {
     ok(
         "DELETE",
         "/v1/admin/peers",
-        a("DELETE", "/v1/admin/peers".into(), Some(json!({"issuer": "https://limited.example"}))).await,
+        a(
+            "DELETE",
+            "/v1/admin/peers".into(),
+            Some(json!({"issuer": "https://limited.example"})),
+        )
+        .await,
     );
     for (template, path) in [
         ("/v1/admin/projects/{project}", "/v1/admin/projects/p@doomed"),

@@ -98,7 +98,11 @@ impl Drop for Serve {
 fn get(port: u16, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -127,9 +131,16 @@ fn check_config_layers_flags_over_environment_over_file_and_redacts() {
          database_url = \"postgres://keybound:hunter2@db.invalid/keybound\"\nlog_format = \"json\"\n",
     )
     .unwrap();
-    let out = run(keybound(&["serve", "--config", config.to_str().unwrap(), "--check-config", "--leeway", "20"])
-        .env("KEYBOUND_MAX_BODY", "4096")
-        .env("KEYBOUND_LEEWAY", "15"));
+    let out = run(keybound(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--check-config",
+        "--leeway",
+        "20",
+    ])
+    .env("KEYBOUND_MAX_BODY", "4096")
+    .env("KEYBOUND_LEEWAY", "15"));
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     let effective: toml::Table = toml::from_str(&text).unwrap();
@@ -140,7 +151,11 @@ fn check_config_layers_flags_over_environment_over_file_and_redacts() {
     assert_eq!(effective["rotation_period"].as_integer(), Some(3600), "{text}");
     assert_eq!(effective["log_format"].as_str(), Some("json"), "{text}");
     // A relative path in the file is relative to the file, not to the cwd.
-    assert_eq!(effective["data_dir"].as_str(), Some(etc.join("data").to_str().unwrap()), "{text}");
+    assert_eq!(
+        effective["data_dir"].as_str(),
+        Some(etc.join("data").to_str().unwrap()),
+        "{text}"
+    );
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("keybound:[redacted]@db.invalid"), "{text}");
     assert!(text.contains("# root secret: the file"), "{text}");
@@ -153,7 +168,12 @@ fn bad_settings_are_refused_with_their_cause() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("keybound.toml");
     std::fs::write(&config, "leway = 10\n").unwrap();
-    let out = run(&mut keybound(&["serve", "--config", config.to_str().unwrap(), "--check-config"]));
+    let out = run(&mut keybound(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--check-config",
+    ]));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).starts_with("error: issuer.config: "), "{}", stderr(&out));
     assert!(stderr(&out).contains("leway"), "{}", stderr(&out));
@@ -174,22 +194,58 @@ fn serve_refuses_a_data_dir_that_was_never_bootstrapped() {
     let data = tmp.path().join("data");
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
-    let out = run(&mut keybound(&["serve", "--data-dir", data.to_str().unwrap(), "--listen", &listen]));
+    let out = run(&mut keybound(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).starts_with("error: issuer.not_initialised: "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: issuer.not_initialised: "),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("--init"), "{}", stderr(&out));
-    assert!(!data.join("keybound.db").exists(), "a refused start creates no database");
+    assert!(
+        !data.join("keybound.db").exists(),
+        "a refused start creates no database"
+    );
     // A database with no admin (an --init issuer that was stopped) is refused too.
-    let mut init = Serve::spawn(keybound(&["serve", "--init", "--data-dir", data.to_str().unwrap(), "--listen", &listen]));
+    let mut init = Serve::spawn(keybound(&[
+        "serve",
+        "--init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]));
     init.wait_for("no admin exists yet");
     init.wait_for("issuer started");
     drop(init);
-    let out = run(&mut keybound(&["serve", "--data-dir", data.to_str().unwrap(), "--listen", &listen]));
-    assert!(stderr(&out).starts_with("error: issuer.not_initialised: "), "{}", stderr(&out));
+    let out = run(&mut keybound(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]));
+    assert!(
+        stderr(&out).starts_with("error: issuer.not_initialised: "),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("no admin"), "{}", stderr(&out));
     // Once bootstrapped it starts without --init.
     bootstrap(&data);
-    let mut serve = Serve::spawn(keybound(&["serve", "--data-dir", data.to_str().unwrap(), "--listen", &listen]));
+    let mut serve = Serve::spawn(keybound(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]));
     serve.wait_for("issuer started");
 }
 
@@ -199,16 +255,38 @@ fn a_second_issuer_on_one_sqlite_data_dir_is_refused() {
     let data = tmp.path().join("data");
     bootstrap(&data);
     let first_listen = format!("127.0.0.1:{}", free_port());
-    let mut first = Serve::spawn(keybound(&["serve", "--data-dir", data.to_str().unwrap(), "--listen", &first_listen]));
+    let mut first = Serve::spawn(keybound(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &first_listen,
+    ]));
     first.wait_for("issuer started");
     let second_listen = format!("127.0.0.1:{}", free_port());
-    let out = run(&mut keybound(&["serve", "--data-dir", data.to_str().unwrap(), "--listen", &second_listen]));
+    let out = run(&mut keybound(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &second_listen,
+    ]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).starts_with("error: issuer.data_dir_in_use: "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: issuer.data_dir_in_use: "),
+        "{}",
+        stderr(&out)
+    );
     // The lock dies with its process, also with kill -9: no stale lock.
     first.signal(libc::SIGKILL);
     let _ = first.child.wait();
-    let mut again = Serve::spawn(keybound(&["serve", "--data-dir", data.to_str().unwrap(), "--listen", &second_listen]));
+    let mut again = Serve::spawn(keybound(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &second_listen,
+    ]));
     again.wait_for("issuer started");
 }
 
@@ -293,7 +371,10 @@ fn metrics_move_to_their_own_listener() {
     let (status, body) = get(metrics_port, "/metrics");
     assert_eq!(status, 200);
     assert!(
-        body.contains(&format!("keybound_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))),
+        body.contains(&format!(
+            "keybound_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
         "{body}"
     );
     for metric in [
@@ -306,5 +387,9 @@ fn metrics_move_to_their_own_listener() {
     ] {
         assert!(body.contains(metric), "{metric} missing: {body}");
     }
-    assert_eq!(get(metrics_port, "/healthz").0, 404, "the metrics listener serves only /metrics");
+    assert_eq!(
+        get(metrics_port, "/healthz").0,
+        404,
+        "the metrics listener serves only /metrics"
+    );
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use keybound::Code;
 use keybound::issuer::store::{
-    Audit, AuditQuery, Backend, Federation, Grants, Identities, Logins, MintAudit, MintKey, Origin, Peer,
-    PoolOptions, Services, SessionKey, Store, Trust, Trusts,
+    Audit, AuditQuery, Backend, Federation, Grants, Identities, Logins, MintAudit, MintKey, Origin, Peer, PoolOptions,
+    Services, SessionKey, Store, Trust, Trusts,
 };
 use keybound::names::{Name, ProjectName, UserName};
 
@@ -683,16 +683,34 @@ async fn deletes_refuse_what_is_referred_to_and_take_the_rest_along() {
         for u in ["ayoung@stoughton", "heat@stoughton", "nova@stoughton"] {
             tx.create_user(&user(u), "person", None, 100).await.unwrap();
         }
-        tx.add_user_key(&user("ayoung@stoughton"), "thumb-a", "cose", 100).await.unwrap();
-        tx.grant(&user("ayoung@stoughton"), &project("turing@stoughton"), &name("member"), 100)
+        tx.add_user_key(&user("ayoung@stoughton"), "thumb-a", "cose", 100)
             .await
             .unwrap();
-        tx.grant(&user("heat@stoughton"), &project("lovelace@stoughton"), &name("reader"), 100)
-            .await
-            .unwrap();
+        tx.grant(
+            &user("ayoung@stoughton"),
+            &project("turing@stoughton"),
+            &name("member"),
+            100,
+        )
+        .await
+        .unwrap();
+        tx.grant(
+            &user("heat@stoughton"),
+            &project("lovelace@stoughton"),
+            &name("reader"),
+            100,
+        )
+        .await
+        .unwrap();
         // ayoung → heat → nova (a redelegation), and nova → heat.
         let root = trust('A', "ayoung@stoughton", "heat@stoughton", &["member"], None);
-        let child = trust('B', "heat@stoughton", "nova@stoughton", &["member"], Some(root.id.clone()));
+        let child = trust(
+            'B',
+            "heat@stoughton",
+            "nova@stoughton",
+            &["member"],
+            Some(root.id.clone()),
+        );
         let other = trust('C', "nova@stoughton", "heat@stoughton", &["reader"], None);
         for t in [&root, &child, &other] {
             tx.create_trust(t).await.unwrap();
@@ -705,9 +723,15 @@ async fn deletes_refuse_what_is_referred_to_and_take_the_rest_along() {
             max_lifetime: None,
         };
         tx.create_peer(&peer, 100).await.unwrap();
-        tx.grant_remote(&peer.issuer, &user("eve@hyde"), &project("turing@stoughton"), &name("remote"), 100)
-            .await
-            .unwrap();
+        tx.grant_remote(
+            &peer.issuer,
+            &user("eve@hyde"),
+            &project("turing@stoughton"),
+            &name("remote"),
+            100,
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
 
         let mut c = store.conn().await.unwrap();
@@ -727,7 +751,11 @@ async fn deletes_refuse_what_is_referred_to_and_take_the_rest_along() {
         let busy = c.delete_domain(&name("stoughton")).await.unwrap_err();
         assert_eq!(busy.code(), Code::IssuerInUse, "{}", db.backend);
         assert!(busy.message().contains("2 projects and 3 users"), "{}", busy.message());
-        for (role, what) in [("member", "1 grant and 2 trusts"), ("reader", "1 grant and 1 trust"), ("remote", "1 remote grant")] {
+        for (role, what) in [
+            ("member", "1 grant and 2 trusts"),
+            ("reader", "1 grant and 1 trust"),
+            ("remote", "1 remote grant"),
+        ] {
             let busy = c.delete_role(&name(role)).await.unwrap_err();
             assert_eq!(busy.code(), Code::IssuerInUse, "{role}");
             assert!(busy.message().contains(what), "{role}: {}", busy.message());
@@ -781,9 +809,18 @@ async fn session_facts(
     thumbprint: &str,
     issued_at: i64,
 ) -> keybound::issuer::store::MintFacts {
-    c.mint_facts_for(user, None, "", Some(SessionKey { thumbprint, issued_at }))
-        .await
-        .unwrap()
+    c.mint_facts_for(
+        user,
+        None,
+        "",
+        Some(SessionKey {
+            thumbprint,
+            issued_at,
+            leeway: 0,
+        }),
+    )
+    .await
+    .unwrap()
 }
 
 /// A user's record, keys and filtered grants; a removed key refuses the
@@ -802,15 +839,29 @@ async fn user_records_keys_removals_and_unlock() {
         }
         let bob = user("bob@stoughton");
         c.create_user(&bob, "service", Some("h"), 200).await.unwrap();
-        c.create_user(&user("amy@stoughton"), "person", None, 200).await.unwrap();
+        c.create_user(&user("amy@stoughton"), "person", None, 200)
+            .await
+            .unwrap();
         c.add_user_key(&bob, "thumb-2", "cose", 300).await.unwrap();
         c.add_user_key(&bob, "thumb-1", "cose", 250).await.unwrap();
-        for (u, role) in [("bob@stoughton", "member"), ("bob@stoughton", "reader"), ("amy@stoughton", "reader")] {
-            c.grant(&user(u), &project("turing@stoughton"), &name(role), 200).await.unwrap();
+        for (u, role) in [
+            ("bob@stoughton", "member"),
+            ("bob@stoughton", "reader"),
+            ("amy@stoughton", "reader"),
+        ] {
+            c.grant(&user(u), &project("turing@stoughton"), &name(role), 200)
+                .await
+                .unwrap();
         }
         let record = c.user_record(&bob).await.unwrap().unwrap();
         assert_eq!(
-            (record.kind.as_str(), record.enabled, record.domain_enabled, record.has_password, record.created_at),
+            (
+                record.kind.as_str(),
+                record.enabled,
+                record.domain_enabled,
+                record.has_password,
+                record.created_at
+            ),
             ("service", true, true, true, 200)
         );
         let keys: Vec<(String, i64)> = c
@@ -822,17 +873,34 @@ async fn user_records_keys_removals_and_unlock() {
             .collect();
         assert_eq!(keys, [("thumb-1".to_owned(), 250), ("thumb-2".to_owned(), 300)]);
         let grants = |g: Vec<keybound::issuer::store::Grant>| -> Vec<String> {
-            g.into_iter().map(|g| format!("{} {} {}", g.user, g.role, g.project)).collect()
+            g.into_iter()
+                .map(|g| format!("{} {} {}", g.user, g.role, g.project))
+                .collect()
         };
         assert_eq!(
             grants(c.list_grants_where(Some(&bob), None, None).await.unwrap()),
-            ["bob@stoughton member turing@stoughton", "bob@stoughton reader turing@stoughton"]
+            [
+                "bob@stoughton member turing@stoughton",
+                "bob@stoughton reader turing@stoughton"
+            ]
         );
         assert_eq!(
-            grants(c.list_grants_where(None, Some(&project("turing@stoughton")), Some(&name("reader"))).await.unwrap()),
-            ["amy@stoughton reader turing@stoughton", "bob@stoughton reader turing@stoughton"]
+            grants(
+                c.list_grants_where(None, Some(&project("turing@stoughton")), Some(&name("reader")))
+                    .await
+                    .unwrap()
+            ),
+            [
+                "amy@stoughton reader turing@stoughton",
+                "bob@stoughton reader turing@stoughton"
+            ]
         );
-        assert!(c.list_grants_where(None, Some(&project("ghost@stoughton")), None).await.unwrap().is_empty());
+        assert!(
+            c.list_grants_where(None, Some(&project("ghost@stoughton")), None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(c.list_grants_where(None, None, None).await.unwrap().len(), 3);
 
         // Removing thumb-1 at 1000: sessions from 1000 or before are refused, later ones not.
@@ -842,27 +910,58 @@ async fn user_records_keys_removals_and_unlock() {
             c.remove_user_key(&bob, "thumb-1", 1001, 0).await.unwrap_err().code(),
             Code::IssuerNotFound
         );
-        assert!(session_facts(&mut c, &bob, "thumb-1", 900).await.key_removed, "{}", db.backend);
+        assert!(
+            session_facts(&mut c, &bob, "thumb-1", 900).await.key_removed,
+            "{}",
+            db.backend
+        );
         assert!(session_facts(&mut c, &bob, "thumb-1", 1000).await.key_removed);
         assert!(!session_facts(&mut c, &bob, "thumb-1", 1001).await.key_removed);
-        assert!(!session_facts(&mut c, &bob, "thumb-2", 900).await.key_removed, "another key");
+        assert!(
+            !session_facts(&mut c, &bob, "thumb-2", 900).await.key_removed,
+            "another key"
+        );
         assert!(!c.user_has_key(&bob, "thumb-1").await.unwrap());
         // Registered again: key login works, the old sessions stay refused.
         c.add_user_key(&bob, "thumb-1", "cose", 1100).await.unwrap();
         assert!(session_facts(&mut c, &bob, "thumb-1", 900).await.key_removed);
         // Removals older than the horizon are forgotten at the next removal.
         c.remove_user_key(&bob, "thumb-2", 50_000, 40_000).await.unwrap();
-        assert!(!session_facts(&mut c, &bob, "thumb-1", 900).await.key_removed, "forgotten");
+        assert!(
+            !session_facts(&mut c, &bob, "thumb-1", 900).await.key_removed,
+            "forgotten"
+        );
         assert!(session_facts(&mut c, &bob, "thumb-2", 49_000).await.key_removed);
-        // A user created again is not the one the old sessions were of.
+        // A user created again is not the one the old sessions were of
+        // (issued more than the leeway before its creation).
+        let at = |issued_at: i64, leeway: i64| SessionKey {
+            thumbprint: "thumb-9",
+            issued_at,
+            leeway,
+        };
         let old = session_facts(&mut c, &bob, "thumb-9", 250).await;
-        assert!(old.same_user_since(250) && !old.same_user_since(199));
+        assert!(old.same_user(at(250, 0)) && !old.same_user(at(199, 0)) && old.same_user(at(199, 1)));
         c.delete_user(&bob).await.unwrap();
-        assert!(!session_facts(&mut c, &bob, "thumb-9", 250).await.same_user_since(250));
+        assert!(!session_facts(&mut c, &bob, "thumb-9", 250).await.same_user(at(250, 0)));
         c.create_user(&bob, "person", None, 60_000).await.unwrap();
         let again = session_facts(&mut c, &bob, "thumb-9", 250).await;
-        assert!(again.user_exists && !again.same_user_since(250) && again.same_user_since(60_000));
-        assert!(!session_facts(&mut c, &bob, "thumb-2", 49_000).await.key_removed, "removals went with the user");
+        assert!(again.user_exists && !again.same_user(at(250, 30)) && again.same_user(at(59_970, 30)));
+        // A removal refuses the sessions up to the leeway after it, too.
+        c.add_user_key(&bob, "thumb-3", "cose", 60_000).await.unwrap();
+        c.remove_user_key(&bob, "thumb-3", 61_000, 0).await.unwrap();
+        let late = |issued_at: i64| SessionKey {
+            thumbprint: "thumb-3",
+            issued_at,
+            leeway: 30,
+        };
+        for (issued_at, refused) in [(61_030, true), (61_031, false)] {
+            let facts = c.mint_facts_for(&bob, None, "", Some(late(issued_at))).await.unwrap();
+            assert_eq!(facts.key_removed, refused, "{issued_at}");
+        }
+        assert!(
+            !session_facts(&mut c, &bob, "thumb-2", 49_000).await.key_removed,
+            "removals went with the user"
+        );
 
         // Unlock: the counter and the lock are cleared.
         for _ in 0..3 {
@@ -897,7 +996,11 @@ async fn audit_pages_filters_origins_and_coalesced_mints() {
             key_thumbprint: "thumb".into(),
         };
         for i in 0..30_i64 {
-            let (actor, action) = if i % 3 == 0 { ("a@x", "grant") } else { ("b@x", "revoke") };
+            let (actor, action) = if i % 3 == 0 {
+                ("a@x", "grant")
+            } else {
+                ("b@x", "revoke")
+            };
             c.record_from(&from, 1000 + i, actor, action, &format!("t{}", i % 2), "ok")
                 .await
                 .unwrap();
@@ -909,13 +1012,20 @@ async fn audit_pages_filters_origins_and_coalesced_mints() {
             (all[0].client.as_str(), all[0].key_thumbprint.as_str(), all[0].count),
             ("-", "-", 1)
         );
-        assert_eq!((all[1].client.as_str(), all[1].key_thumbprint.as_str()), ("192.0.2.7", "thumb"));
+        assert_eq!(
+            (all[1].client.as_str(), all[1].key_thumbprint.as_str()),
+            ("192.0.2.7", "thumb")
+        );
         // Pages of 7 by the id cursor: every entry once, newest first.
         let mut seen = Vec::new();
         let mut before = None;
         loop {
             let page = c
-                .query_audit(&AuditQuery { limit: 7, before, ..AuditQuery::default() })
+                .query_audit(&AuditQuery {
+                    limit: 7,
+                    before,
+                    ..AuditQuery::default()
+                })
                 .await
                 .unwrap();
             seen.extend(page.iter().map(|e| e.id));
@@ -937,7 +1047,11 @@ async fn audit_pages_filters_origins_and_coalesced_mints() {
                     .unwrap()
             }
         };
-        let grants = select(AuditQuery { action: Some("grant".into()), ..AuditQuery::default() }).await;
+        let grants = select(AuditQuery {
+            action: Some("grant".into()),
+            ..AuditQuery::default()
+        })
+        .await;
         assert_eq!(grants.len(), 10);
         assert!(grants.iter().all(|e| e.actor == "a@x"));
         let narrow = select(AuditQuery {
@@ -950,7 +1064,14 @@ async fn audit_pages_filters_origins_and_coalesced_mints() {
         .await;
         let times: Vec<i64> = narrow.iter().map(|e| e.time).collect();
         assert_eq!(times, [1019, 1017, 1013, 1011], "{}", db.backend);
-        assert!(select(AuditQuery { actor: Some("' OR 1=1 --".into()), ..AuditQuery::default() }).await.is_empty());
+        assert!(
+            select(AuditQuery {
+                actor: Some("' OR 1=1 --".into()),
+                ..AuditQuery::default()
+            })
+            .await
+            .is_empty()
+        );
 
         // Upserts on (minute, actor, key, audience).
         let key = MintKey {
@@ -961,29 +1082,49 @@ async fn audit_pages_filters_origins_and_coalesced_mints() {
         };
         c.add_mints(&key, "192.0.2.7", 1).await.unwrap();
         c.add_mints(&key, "198.51.100.1", 4).await.unwrap();
-        let other = MintKey { audience: "https://glance.example".into(), ..key.clone() };
+        let other = MintKey {
+            audience: "https://glance.example".into(),
+            ..key.clone()
+        };
         c.add_mints(&other, "192.0.2.7", 2).await.unwrap();
-        let mints = select(AuditQuery { action: Some("token.mint".into()), ..AuditQuery::default() }).await;
-        let rows: Vec<(&str, i64, &str)> = mints.iter().map(|e| (e.target.as_str(), e.count, e.client.as_str())).collect();
+        let mints = select(AuditQuery {
+            action: Some("token.mint".into()),
+            ..AuditQuery::default()
+        })
+        .await;
+        let rows: Vec<(&str, i64, &str)> = mints
+            .iter()
+            .map(|e| (e.target.as_str(), e.count, e.client.as_str()))
+            .collect();
         assert_eq!(
             rows,
-            [("https://glance.example", 2, "192.0.2.7"), ("https://nova.example", 5, "192.0.2.7")],
+            [
+                ("https://glance.example", 2, "192.0.2.7"),
+                ("https://nova.example", 5, "192.0.2.7")
+            ],
             "{}",
             db.backend
         );
         // The coalescer: the first mint of a key is a row at once, the
         // others wait for a flush; a flush past the minute forgets the key.
         let audit = MintAudit::default();
-        let fresh = MintKey { minute: 6000, ..key.clone() };
+        let fresh = MintKey {
+            minute: 6000,
+            ..key.clone()
+        };
         audit.note(&store, fresh.clone(), "192.0.2.9").await.unwrap();
         let count = || {
             let select = &select;
             async move {
-                select(AuditQuery { action: Some("token.mint".into()), since: Some(6000), ..AuditQuery::default() })
-                    .await
-                    .iter()
-                    .map(|e| e.count)
-                    .sum::<i64>()
+                select(AuditQuery {
+                    action: Some("token.mint".into()),
+                    since: Some(6000),
+                    ..AuditQuery::default()
+                })
+                .await
+                .iter()
+                .map(|e| e.count)
+                .sum::<i64>()
             }
         };
         assert_eq!(count().await, 1);

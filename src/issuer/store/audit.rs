@@ -112,12 +112,7 @@ pub trait Audit {
         outcome: &str,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Adds `count` mints to the `token.mint` row of `key` (creating it).
-    fn add_mints(
-        &mut self,
-        key: &MintKey,
-        client: &str,
-        count: i64,
-    ) -> impl Future<Output = Result<()>> + Send;
+    fn add_mints(&mut self, key: &MintKey, client: &str, count: i64) -> impl Future<Output = Result<()>> + Send;
     /// The newest `limit` entries, newest first.
     fn list_audit(&mut self, limit: i64) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
     /// The entries `query` selects, newest first.

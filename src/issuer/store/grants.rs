@@ -46,21 +46,26 @@ pub struct MintFacts {
 }
 
 impl MintFacts {
-    /// Whether the session (or token) issued at `issued_at` belongs to the
-    /// user as it exists now: not to one deleted and created again since.
-    pub fn same_user_since(&self, issued_at: i64) -> bool {
-        self.user_exists && issued_at >= self.user_created_at
+    /// Whether the session (or token) `session` belongs to the user as it
+    /// exists now, not to one deleted and created again since: issued no
+    /// more than the leeway before the user's creation (replicas' clocks
+    /// differ by up to that much).
+    pub fn same_user(&self, session: SessionKey<'_>) -> bool {
+        self.user_exists && session.issued_at.saturating_add(session.leeway) >= self.user_created_at
     }
 }
 
 /// The key and start of the session a mint comes from: a session bound to
-/// a key removed from its user since it began mints nothing.
+/// a key removed from its user since it began (or up to the leeway after,
+/// since replicas' clocks differ by up to that much) mints nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionKey<'a> {
     /// The thumbprint of the session's key (base64url).
     pub thumbprint: &'a str,
     /// The session token's `iat`.
     pub issued_at: i64,
+    /// The clock leeway (seconds) the comparisons allow for.
+    pub leeway: i64,
 }
 
 /// The grant aggregate.
@@ -221,7 +226,8 @@ impl Grants for Conn {
         // project: empty names, which match none; no session: an empty
         // thumbprint, which matches no removed key.
         let (project_domain, project_name) = project.map_or(("", ""), |p| (p.domain.as_str(), p.name.as_str()));
-        let (thumbprint, issued_at) = session.map_or(("", 0), |s| (s.thumbprint, s.issued_at));
+        let (thumbprint, issued_before) =
+            session.map_or(("", 0), |s| (s.thumbprint, s.issued_at.saturating_sub(s.leeway)));
         let rows = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM services WHERE audience = $5) AS svc,
                     (SELECT COUNT(*) FROM removed_user_keys WHERE domain = $6 AND name = $7 AND thumbprint = $8
@@ -244,7 +250,7 @@ impl Grants for Conn {
         .bind(user.domain.as_str())
         .bind(user.name.as_str())
         .bind(thumbprint)
-        .bind(issued_at)
+        .bind(issued_before)
         .fetch_all(&mut *self)
         .await
         .map_err(unavailable)?;

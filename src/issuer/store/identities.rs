@@ -200,7 +200,7 @@ fn counted(parts: &[(i64, &str, &str)]) -> String {
         .join(" and ")
 }
 
-fn protected(what: &str) -> Result<()> {
+fn protected<T>(what: &str) -> Result<T> {
     err(
         Code::IssuerProtected,
         format!("{what} is made by the bootstrap and holds the admin API; it cannot be deleted"),
@@ -597,8 +597,18 @@ impl Identities for Conn {
         if name.as_str() == bootstrap_names::DOMAIN {
             return protected("domain default");
         }
-        let projects = count(self, "SELECT COUNT(*) AS n FROM projects WHERE domain = $1", &[name.as_str()]).await?;
-        let users = count(self, "SELECT COUNT(*) AS n FROM users WHERE domain = $1", &[name.as_str()]).await?;
+        let projects = count(
+            self,
+            "SELECT COUNT(*) AS n FROM projects WHERE domain = $1",
+            &[name.as_str()],
+        )
+        .await?;
+        let users = count(
+            self,
+            "SELECT COUNT(*) AS n FROM users WHERE domain = $1",
+            &[name.as_str()],
+        )
+        .await?;
         if projects + users > 0 {
             return err(
                 Code::IssuerInUse,
@@ -687,7 +697,12 @@ impl Identities for Conn {
             .await?,
             keys: execute(self, "DELETE FROM user_keys WHERE domain = $1 AND name = $2", &args).await?,
         };
-        execute(self, "DELETE FROM removed_user_keys WHERE domain = $1 AND name = $2", &args).await?;
+        execute(
+            self,
+            "DELETE FROM removed_user_keys WHERE domain = $1 AND name = $2",
+            &args,
+        )
+        .await?;
         let done = execute(self, "DELETE FROM users WHERE domain = $1 AND name = $2", &args).await?;
         one_row(done, &format!("user {user}"))?;
         Ok(removed)
@@ -700,7 +715,12 @@ impl Identities for Conn {
         let role = [name.as_str()];
         require_role(self, name).await?;
         let grants = count(self, "SELECT COUNT(*) AS n FROM assignments WHERE role = $1", &role).await?;
-        let remote = count(self, "SELECT COUNT(*) AS n FROM remote_assignments WHERE role = $1", &role).await?;
+        let remote = count(
+            self,
+            "SELECT COUNT(*) AS n FROM remote_assignments WHERE role = $1",
+            &role,
+        )
+        .await?;
         let trusts = count(self, "SELECT COUNT(*) AS n FROM trust_roles WHERE role = $1", &role).await?;
         if grants + remote + trusts > 0 {
             return err(
