@@ -260,7 +260,7 @@ Examples:
 #[derive(Debug, clap::Subcommand)]
 enum DomainAction {
     /// Create a domain
-    #[command(after_help = "Example:\n  keybound admin domain create stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin domain create stoughton")]
     Create {
         /// The domain's name
         name: String,
@@ -269,19 +269,19 @@ enum DomainAction {
     #[command(after_help = "Examples:\n  keybound admin domain list\n  keybound admin domain list -o value -c name")]
     List,
     /// Enable a domain (its users and projects may log in and mint again)
-    #[command(after_help = "Example:\n  keybound admin domain enable stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin domain enable stoughton")]
     Enable {
         /// The domain's name
         name: String,
     },
     /// Disable a domain: its users and projects can neither log in nor mint
-    #[command(after_help = "Example:\n  keybound admin domain disable stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin domain disable stoughton")]
     Disable {
         /// The domain's name
         name: String,
     },
     /// Delete a domain that has no projects and no users (issuer.in_use otherwise)
-    #[command(after_help = "Example:\n  keybound admin domain delete stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin domain delete stoughton")]
     Delete {
         /// The domain's name
         name: String,
@@ -291,7 +291,7 @@ enum DomainAction {
 #[derive(Debug, clap::Subcommand)]
 enum ProjectAction {
     /// Create a project in an existing domain
-    #[command(after_help = "Example:\n  keybound admin project create turing --domain stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin project create turing --domain stoughton")]
     Create {
         /// The project's name (without the domain)
         name: String,
@@ -303,19 +303,19 @@ enum ProjectAction {
     #[command(after_help = "Examples:\n  keybound admin project list\n  keybound admin project list --output table")]
     List,
     /// Enable a project
-    #[command(after_help = "Example:\n  keybound admin project enable turing@stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin project enable turing@stoughton")]
     Enable {
         /// The project, NAME@DOMAIN
         project: String,
     },
     /// Disable a project: no token is minted for it
-    #[command(after_help = "Example:\n  keybound admin project disable turing@stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin project disable turing@stoughton")]
     Disable {
         /// The project, NAME@DOMAIN
         project: String,
     },
     /// Delete a project with its role assignments and the trusts on it
-    #[command(after_help = "Example:\n  keybound admin project delete turing@stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin project delete turing@stoughton")]
     Delete {
         /// The project, NAME@DOMAIN
         project: String,
@@ -351,37 +351,37 @@ Examples:
         user: String,
     },
     /// Enable a user
-    #[command(after_help = "Example:\n  keybound admin user enable ayoung@stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin user enable ayoung@stoughton")]
     Enable {
         /// The user, NAME@DOMAIN
         user: String,
     },
     /// Disable a user: it can neither log in nor mint, at once
-    #[command(after_help = "Example:\n  keybound admin user disable ayoung@stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin user disable ayoung@stoughton")]
     Disable {
         /// The user, NAME@DOMAIN
         user: String,
     },
     /// Delete a user with its grants, registered keys and trusts
-    #[command(after_help = "Example:\n  keybound admin user delete ayoung@stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin user delete ayoung@stoughton")]
     Delete {
         /// The user, NAME@DOMAIN
         user: String,
     },
     /// Set the password from stdin (also ends a lockout)
-    #[command(after_help = "Example:\n  keybound admin user set-password ayoung@stoughton < password.txt")]
+    #[command(after_help = "Examples:\n  keybound admin user set-password ayoung@stoughton < password.txt")]
     SetPassword {
         /// The user, NAME@DOMAIN
         user: String,
     },
     /// End a lockout after failed password logins, without changing the password
-    #[command(after_help = "Example:\n  keybound admin user unlock ayoung@stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin user unlock ayoung@stoughton")]
     Unlock {
         /// The user, NAME@DOMAIN
         user: String,
     },
     /// Register a public key for key login (a COSE_Key file, or a private key file whose public half is used)
-    #[command(after_help = "Example:\n  keybound admin user add-key nova-compute@stoughton --key nova.cbor")]
+    #[command(after_help = "Examples:\n  keybound admin user add-key nova-compute@stoughton --key nova.cbor")]
     AddKey {
         /// The user, NAME@DOMAIN
         user: String,
@@ -390,7 +390,7 @@ Examples:
         key: PathBuf,
     },
     /// List the keys registered for a user's key login (thumbprints, when added)
-    #[command(after_help = "Example:\n  keybound admin user keys nova-compute@stoughton")]
+    #[command(after_help = "Examples:\n  keybound admin user keys nova-compute@stoughton")]
     Keys {
         /// The user, NAME@DOMAIN
         user: String,
@@ -409,7 +409,8 @@ const REMOVE_KEY_LONG: &str = "\
 Remove a key registered for a user, for example a compromised client key.
 
 Key login with the key stops at once. Every session bound to the key that began before the removal \
-mints nothing more (issuer.key_removed), and admin tokens bound to it are refused (issuer.forbidden); \
+(or up to the issuer's clock leeway after it) mints nothing more (issuer.key_removed), and admin tokens \
+bound to it are refused (issuer.forbidden); \
 service tokens already minted with it live out their lifetime (at most 300 s). Sessions bound to other \
 keys, and password logins, are not affected.";
 const REMOVE_KEY_EXAMPLES: &str = "\
@@ -420,16 +421,16 @@ Examples:
 #[derive(Debug, clap::Subcommand)]
 enum RoleAction {
     /// Create a role
-    #[command(after_help = "Example:\n  keybound admin role create member")]
+    #[command(after_help = "Examples:\n  keybound admin role create member")]
     Create {
         /// The role's name
         name: String,
     },
     /// List the roles
-    #[command(after_help = "Example:\n  keybound admin role list")]
+    #[command(after_help = "Examples:\n  keybound admin role list")]
     List,
     /// Delete a role that nothing grants or delegates (issuer.in_use otherwise)
-    #[command(after_help = "Example:\n  keybound admin role delete member")]
+    #[command(after_help = "Examples:\n  keybound admin role delete member")]
     Delete {
         /// The role's name
         name: String,
@@ -443,7 +444,7 @@ enum PeerAction {
 Examples:
   keybound admin peer add https://stoughton.example --domain stoughton
   keybound admin peer add https://hyde.example --domain hyde --max-lifetime 60
-  keybound admin peer add https://canton.example --domain canton --project app@hq")]
+  keybound admin peer add https://hyde.example --domain hyde --project app@hq")]
     Add {
         /// The peer's issuer id (the `iss` of its tokens)
         issuer: String,
@@ -461,10 +462,10 @@ Examples:
         max_lifetime: Option<u64>,
     },
     /// List the peers
-    #[command(after_help = "Example:\n  keybound admin peer list")]
+    #[command(after_help = "Examples:\n  keybound admin peer list")]
     List,
     /// Remove a peer, and the roles granted to its users
-    #[command(after_help = "Example:\n  keybound admin peer remove https://stoughton.example")]
+    #[command(after_help = "Examples:\n  keybound admin peer remove https://stoughton.example")]
     Remove {
         /// The peer's issuer id
         issuer: String,
@@ -474,16 +475,16 @@ Examples:
 #[derive(Debug, clap::Subcommand)]
 enum ServiceAction {
     /// Register a service audience (tokens may then be minted for it)
-    #[command(after_help = "Example:\n  keybound admin service create https://nova.example")]
+    #[command(after_help = "Examples:\n  keybound admin service create https://nova.example")]
     Create {
         /// The audience, as its verifier knows itself (usually its base URL)
         audience: String,
     },
     /// List the registered service audiences
-    #[command(after_help = "Example:\n  keybound admin service list")]
+    #[command(after_help = "Examples:\n  keybound admin service list")]
     List,
     /// Remove a service audience: no more tokens for it
-    #[command(after_help = "Example:\n  keybound admin service delete https://nova.example")]
+    #[command(after_help = "Examples:\n  keybound admin service delete https://nova.example")]
     Delete {
         /// The audience
         audience: String,

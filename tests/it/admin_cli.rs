@@ -316,3 +316,95 @@ fn the_refused_login_log_line_names_the_user_and_the_client() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The subcommands a `--help` text lists under `Commands:` (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in help.lines() {
+        if line == "Commands:" {
+            inside = true;
+        } else if inside && line.starts_with("  ") && !line.starts_with("   ") {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if name != "help" {
+                out.push(name.to_owned());
+            }
+        } else if inside && !line.starts_with(' ') {
+            inside = false;
+        }
+    }
+    out
+}
+
+/// Every `keybound admin` subcommand, at every depth, says what it does;
+/// every argument has help; every leaf has an `Examples:` block whose lines
+/// are whole `keybound` commands, not wrapped at an 80-column terminal.
+#[test]
+fn every_admin_command_has_help_and_examples() {
+    let mut todo = vec![vec!["admin".to_owned()]];
+    let mut leaves = 0;
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = Command::new(bin()).args(&args).env("COLUMNS", "80").output().unwrap();
+        assert!(out.status.success(), "{path:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        let about = help.lines().next().unwrap_or_default();
+        assert!(
+            !about.trim().is_empty() && !about.starts_with("Usage:"),
+            "{path:?} has no about: {help}"
+        );
+        let children = subcommands(&help);
+        for child in &children {
+            let mut next = path.clone();
+            next.push(child.clone());
+            todo.push(next);
+        }
+        // Every argument and option line carries its help text (on the
+        // same line or, for long ones, the next).
+        let lines: Vec<&str> = help.lines().collect();
+        let mut section = "";
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with(' ') && line.ends_with(':') {
+                section = line;
+                continue;
+            }
+            if !matches!(section, "Arguments:" | "Options:") {
+                continue;
+            }
+            let spec = line.trim_start();
+            if line.len() - spec.len() != 2
+                || !(spec.starts_with('-') || spec.starts_with('<') || spec.starts_with('['))
+            {
+                continue;
+            }
+            let described = spec.split_once("  ").is_some_and(|(_, text)| !text.trim().is_empty())
+                || lines
+                    .get(i + 1)
+                    .is_some_and(|next| next.starts_with("          ") && !next.trim().is_empty());
+            assert!(described, "{path:?}: `{spec}` has no help");
+        }
+        if children.is_empty() {
+            leaves += 1;
+            let examples: Vec<&str> = help
+                .split("\nExamples:\n")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{path:?} has no Examples: block"))
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .collect();
+            assert!(!examples.is_empty(), "{path:?}");
+            for example in examples {
+                assert!(
+                    example.starts_with("  keybound admin "),
+                    "{path:?}: {example:?} is not a whole command"
+                );
+                assert!(
+                    example.chars().count() < 80,
+                    "{path:?}: {example:?} would wrap at 80 columns"
+                );
+            }
+        }
+    }
+    assert!(leaves >= 37, "{leaves} leaves");
+}
