@@ -387,6 +387,16 @@ codes! {
     /// key (within the key-set cache max-age of the previous rotation or
     /// epoch boundary); `--force` overrides (spec/issuer.md §7.2).
     IssuerRotationTooEarly = "issuer.rotation_too_early", step "I5", status 409, title ISSUER_REFUSED;
+    /// A delete refused while something still refers to the object (a
+    /// domain with projects or users, a role still granted or delegated, a
+    /// project a federation peer is limited to).
+    IssuerInUse = "issuer.in_use", step "I5", status 409, title ISSUER_REFUSED;
+    /// A delete of what the bootstrap made and the admin API needs: domain
+    /// `default`, project `admin@default`, user `admin@default`, role `admin`.
+    IssuerProtected = "issuer.protected", step "I5", status 409, title ISSUER_REFUSED;
+    /// The key a session (or admin token) is bound to was removed from its
+    /// user after the session began: it mints nothing more.
+    IssuerKeyRemoved = "issuer.key_removed", step "I2", status 401, title ISSUER_REFUSED;
 
     // ---- Sessions ----
     /// A token signed under a key that an emergency replacement of the

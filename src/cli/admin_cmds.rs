@@ -1,18 +1,25 @@
 //! `keybound admin …`: bootstrap and emergency rotation on the database, every
 //! other command through the issuer's admin API with the stored session.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use super::server_cmds::IssuerArgs;
 use super::session::{self, runtime};
-use super::{CliError, EXIT_FAILURE, print_stdout};
-use crate::client::{Scope, error_from_response};
+use super::{CliError, EXIT_FAILURE, EXIT_USAGE, print_stdout};
+use crate::client::{Client, Scope, error_from_response};
 use crate::error::{Code, Error};
+
+use super::server_cmds::IssuerArgs;
+
+// The admin commands' rendering lives beside them (src/cli/output.rs).
+#[path = "output.rs"]
+mod output;
+
+use output::Format;
 
 pub(crate) const ADMIN_ABOUT: &str =
     "Administer the issuer: bootstrap, domains, projects, users, roles, grants, services, audit, key rotation";
@@ -23,21 +30,31 @@ Administer the issuer.
 with a password from stdin or KEYBOUND_ADMIN_PASSWORD; there is no default password. `keybound admin \
 rotate --emergency` (replacing a compromised root secret) also works on the database directly. Every other admin \
 command calls the issuer's admin API with your stored session (log in as admin@default first): it gets \
-an admin token for project admin@default and signs the request with your key. Results are printed as \
-JSON. Every admin action is written to the issuer's audit log.";
+an admin token for project admin@default and signs the request with your key. Every admin action is \
+written to the issuer's audit log.
+
+Answers are printed as --output table (aligned columns, times in ISO 8601 UTC), json (the issuer's JSON, \
+times in Unix seconds) or value (bare values, one row per line, for scripts); the default is table when \
+stdout is a terminal and json otherwise, so scripts that read the JSON keep working. --column picks the \
+columns of table and value. bootstrap, rotate --emergency and audit export always print JSON.
+
+Deletes: a domain only when it has no projects and no users, a role only when nothing grants or \
+delegates it (issuer.in_use otherwise); a project takes its grants and trusts with it, a user its grants, \
+keys and trusts. The bootstrap's domain default, project and user admin@default and role admin cannot be \
+deleted (issuer.protected). Creating what exists is refused with issuer.conflict.";
 pub(crate) const ADMIN_EXAMPLES: &str = "\
 Examples:
-  echo \"$ADMIN_PW\" | keybound admin bootstrap --data-dir ./keybound-data
+  keybound admin bootstrap --data-dir ./keybound-data < admin-password.txt
   keybound login --issuer http://127.0.0.1:8080 --user admin@default
   keybound admin domain create stoughton
   keybound admin project create turing --domain stoughton
   keybound admin user create ayoung@stoughton --password-stdin
   keybound admin role create member
   keybound admin grant ayoung@stoughton turing@stoughton member
-  keybound admin service create https://nova.example
-  keybound admin peer add https://stoughton.example --domain stoughton
-  keybound admin grant ayoung@stoughton turing@canton member --remote
-  keybound admin audit --limit 20
+  keybound admin user show ayoung@stoughton
+  keybound admin grants --user ayoung@stoughton --output table
+  keybound admin audit --actor admin@default --limit 20
+  keybound admin audit export > audit.jsonl
   keybound admin rotate";
 
 /// `keybound admin`.
@@ -48,31 +65,46 @@ pub(crate) struct AdminArgs {
     /// Config directory (where `keybound login` stored the session)
     #[arg(long, env = "KEYBOUND_CONFIG_DIR", global = true)]
     config_dir: Option<PathBuf>,
+    /// How to print answers: table, json or value (default: table on a terminal, json otherwise)
+    #[arg(long, short = 'o', value_enum, env = "KEYBOUND_OUTPUT", global = true)]
+    output: Option<Format>,
+    /// Only this column of table and value output (repeat for several, in that order)
+    #[arg(long = "column", short = 'c', value_name = "NAME", global = true)]
+    columns: Vec<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
 enum AdminCommand {
     /// Create the first admin in the issuer's database (no server needed)
+    #[command(after_help = BOOTSTRAP_EXAMPLES)]
     Bootstrap {
         #[command(flatten)]
         issuer: IssuerArgs,
     },
-    /// Domains: create NAME | list | enable NAME | disable NAME
+    /// Domains: create, list, enable, disable, delete
+    #[command(after_help = "Examples:\n  keybound admin domain create stoughton\n  keybound admin domain list")]
     Domain {
         #[command(subcommand)]
-        action: NamedAction,
+        action: DomainAction,
     },
-    /// Projects: create NAME --domain D | list | enable NAME@DOMAIN | disable NAME@DOMAIN
+    /// Projects: create, list, enable, disable, delete
+    #[command(
+        after_help = "Examples:\n  keybound admin project create turing --domain stoughton\n  keybound admin project list"
+    )]
     Project {
         #[command(subcommand)]
         action: ProjectAction,
     },
-    /// Users: create NAME@DOMAIN | list | enable | disable | set-password | add-key
+    /// Users: create, list, show, enable, disable, delete, passwords, lockouts, keys
+    #[command(
+        after_help = "Examples:\n  keybound admin user create ayoung@stoughton --password-stdin\n  keybound admin user show ayoung@stoughton"
+    )]
     User {
         #[command(subcommand)]
         action: UserAction,
     },
-    /// Roles: create NAME | list
+    /// Roles: create, list, delete
+    #[command(after_help = "Examples:\n  keybound admin role create member\n  keybound admin role list")]
     Role {
         #[command(subcommand)]
         action: RoleAction,
@@ -104,27 +136,45 @@ enum AdminCommand {
         #[arg(long)]
         remote: bool,
     },
-    /// List all role assignments (--remote: those of users of peer domains)
-    #[command(after_help = "Examples:\n  keybound admin grants\n  keybound admin grants --remote")]
+    /// List role assignments, all or filtered (--remote: those of users of peer domains)
+    #[command(after_help = GRANTS_EXAMPLES)]
     Grants {
-        /// List the grants to users of peer domains instead
+        /// Only the grants of this user, NAME@DOMAIN
+        #[arg(long, conflicts_with = "remote")]
+        user: Option<String>,
+        /// Only the grants on this project, NAME@DOMAIN
+        #[arg(long, conflicts_with = "remote")]
+        project: Option<String>,
+        /// Only the grants of this role
+        #[arg(long, conflicts_with = "remote")]
+        role: Option<String>,
+        /// List the grants to users of peer domains instead (no filters)
         #[arg(long)]
         remote: bool,
     },
-    /// Peer issuers of other domains whose tokens this issuer exchanges (federation): add | list | remove
+    /// Peer issuers of other domains whose tokens this issuer exchanges (federation): add, list, remove
+    #[command(
+        after_help = "Examples:\n  keybound admin peer list\n  keybound admin peer remove https://stoughton.example"
+    )]
     Peer {
         #[command(subcommand)]
         action: PeerAction,
     },
-    /// Services (audiences tokens may be minted for): create AUD | list | delete AUD
+    /// Services (audiences tokens may be minted for): create, list, delete
+    #[command(
+        after_help = "Examples:\n  keybound admin service create https://nova.example\n  keybound admin service list"
+    )]
     Service {
         #[command(subcommand)]
         action: ServiceAction,
     },
-    /// The newest audit-log entries
+    /// The audit log: a page of entries, newest first (the default), or an export of all of them
+    #[command(long_about = AUDIT_LONG, after_help = AUDIT_EXAMPLES, args_conflicts_with_subcommands = true)]
     Audit {
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+        #[command(flatten)]
+        list: AuditListArgs,
     },
     /// Rotate the signing keys now, or replace a compromised root secret (--emergency)
     #[command(long_about = ROTATE_LONG, after_help = ROTATE_EXAMPLES)]
@@ -139,6 +189,11 @@ enum AdminCommand {
         issuer: IssuerArgs,
     },
 }
+
+const BOOTSTRAP_EXAMPLES: &str = "\
+Examples:
+  keybound admin bootstrap --data-dir ./keybound-data
+  keybound admin bootstrap --config issuer.toml < admin-password.txt";
 
 const ROTATE_LONG: &str = "\
 Rotate the issuer's signing keys.
@@ -167,66 +222,25 @@ Examples:
   keybound admin rotate
   keybound admin rotate --force
   keybound admin rotate --emergency --data-dir /var/lib/keybound
-  keybound admin rotate --emergency --config /etc/keybound/issuer.toml && scp /var/lib/keybound/root.key replica2:/var/lib/keybound/";
+  keybound admin rotate --emergency --config /etc/keybound/issuer.toml";
 
-#[derive(Debug, clap::Subcommand)]
-enum NamedAction {
-    Create { name: String },
-    List,
-    Enable { name: String },
-    Disable { name: String },
-}
+const AUDIT_LONG: &str = "\
+The issuer's audit log, newest first.
 
-#[derive(Debug, clap::Subcommand)]
-enum ProjectAction {
-    Create {
-        name: String,
-        #[arg(long)]
-        domain: String,
-    },
-    List,
-    Enable {
-        project: String,
-    },
-    Disable {
-        project: String,
-    },
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum UserAction {
-    /// Create a user; --password-stdin sets a password, --service marks a service user
-    Create {
-        user: String,
-        #[arg(long)]
-        service: bool,
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    List,
-    Enable {
-        user: String,
-    },
-    Disable {
-        user: String,
-    },
-    /// Set the password from stdin
-    SetPassword {
-        user: String,
-    },
-    /// Register a public key (a COSE_Key file, or a private key file whose public half is used)
-    AddKey {
-        user: String,
-        #[arg(long)]
-        key: PathBuf,
-    },
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum RoleAction {
-    Create { name: String },
-    List,
-}
+Without a subcommand (or with `list`): one page of at most --limit entries (1 to 1000); the next page is \
+--before the smallest id shown. `export` writes every entry the filters select as JSON lines (one entry \
+per line, newest first), fetching 1000 at a time, so its memory stays bounded whatever the log's size. \
+Filters match exactly: --actor, --action, --target, and --since/--until (inclusive) as Unix seconds or \
+UTC times (2026-12-02T04:23:46Z, or a date). Each entry names its client address and the thumbprint of \
+the key its request was bound to; a token.mint entry stands for `count` mints of one user with one key \
+for one audience in one minute.";
+const AUDIT_EXAMPLES: &str = "\
+Examples:
+  keybound admin audit --limit 20
+  keybound admin audit --action user.delete --since 2026-12-01
+  keybound admin audit --before 1200 --output table
+  keybound admin audit export > audit.jsonl
+  keybound admin audit export --actor ayoung@stoughton --action token.mint";
 
 const GRANT_EXAMPLES: &str = "\
 Examples:
@@ -236,6 +250,192 @@ const REVOKE_EXAMPLES: &str = "\
 Examples:
   keybound admin revoke ayoung@stoughton turing@stoughton member
   keybound admin revoke ayoung@stoughton turing@canton member --remote";
+const GRANTS_EXAMPLES: &str = "\
+Examples:
+  keybound admin grants
+  keybound admin grants --user ayoung@stoughton
+  keybound admin grants --role member -o value -c user
+  keybound admin grants --remote";
+
+#[derive(Debug, clap::Subcommand)]
+enum DomainAction {
+    /// Create a domain
+    #[command(after_help = "Examples:\n  keybound admin domain create stoughton")]
+    Create {
+        /// The domain's name
+        name: String,
+    },
+    /// List the domains
+    #[command(after_help = "Examples:\n  keybound admin domain list\n  keybound admin domain list -o value -c name")]
+    List,
+    /// Enable a domain (its users and projects may log in and mint again)
+    #[command(after_help = "Examples:\n  keybound admin domain enable stoughton")]
+    Enable {
+        /// The domain's name
+        name: String,
+    },
+    /// Disable a domain: its users and projects can neither log in nor mint
+    #[command(after_help = "Examples:\n  keybound admin domain disable stoughton")]
+    Disable {
+        /// The domain's name
+        name: String,
+    },
+    /// Delete a domain that has no projects and no users (issuer.in_use otherwise)
+    #[command(after_help = "Examples:\n  keybound admin domain delete stoughton")]
+    Delete {
+        /// The domain's name
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ProjectAction {
+    /// Create a project in an existing domain
+    #[command(after_help = "Examples:\n  keybound admin project create turing --domain stoughton")]
+    Create {
+        /// The project's name (without the domain)
+        name: String,
+        /// The domain it belongs to
+        #[arg(long)]
+        domain: String,
+    },
+    /// List the projects
+    #[command(after_help = "Examples:\n  keybound admin project list\n  keybound admin project list --output table")]
+    List,
+    /// Enable a project
+    #[command(after_help = "Examples:\n  keybound admin project enable turing@stoughton")]
+    Enable {
+        /// The project, NAME@DOMAIN
+        project: String,
+    },
+    /// Disable a project: no token is minted for it
+    #[command(after_help = "Examples:\n  keybound admin project disable turing@stoughton")]
+    Disable {
+        /// The project, NAME@DOMAIN
+        project: String,
+    },
+    /// Delete a project with its role assignments and the trusts on it
+    #[command(after_help = "Examples:\n  keybound admin project delete turing@stoughton")]
+    Delete {
+        /// The project, NAME@DOMAIN
+        project: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum UserAction {
+    /// Create a user; --password-stdin sets a password, --service marks a service user
+    #[command(after_help = "\
+Examples:
+  keybound admin user create ayoung@stoughton --password-stdin < password.txt
+  keybound admin user create nova-compute@stoughton --service")]
+    Create {
+        /// The user, NAME@DOMAIN
+        user: String,
+        /// A service user (kind service) rather than a person
+        #[arg(long)]
+        service: bool,
+        /// Read the password from the first line of stdin (or a prompt on a terminal)
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users
+    #[command(after_help = "Examples:\n  keybound admin user list\n  keybound admin user list -o value -c user")]
+    List,
+    /// Show a user: flags, grants, registered keys and lockout state
+    #[command(
+        after_help = "Examples:\n  keybound admin user show ayoung@stoughton\n  keybound admin user show ayoung@stoughton -o json"
+    )]
+    Show {
+        /// The user, NAME@DOMAIN
+        user: String,
+    },
+    /// Enable a user
+    #[command(after_help = "Examples:\n  keybound admin user enable ayoung@stoughton")]
+    Enable {
+        /// The user, NAME@DOMAIN
+        user: String,
+    },
+    /// Disable a user: it can neither log in nor mint, at once
+    #[command(after_help = "Examples:\n  keybound admin user disable ayoung@stoughton")]
+    Disable {
+        /// The user, NAME@DOMAIN
+        user: String,
+    },
+    /// Delete a user with its grants, registered keys and trusts
+    #[command(after_help = "Examples:\n  keybound admin user delete ayoung@stoughton")]
+    Delete {
+        /// The user, NAME@DOMAIN
+        user: String,
+    },
+    /// Set the password from stdin (also ends a lockout)
+    #[command(after_help = "Examples:\n  keybound admin user set-password ayoung@stoughton < password.txt")]
+    SetPassword {
+        /// The user, NAME@DOMAIN
+        user: String,
+    },
+    /// End a lockout after failed password logins, without changing the password
+    #[command(after_help = "Examples:\n  keybound admin user unlock ayoung@stoughton")]
+    Unlock {
+        /// The user, NAME@DOMAIN
+        user: String,
+    },
+    /// Register a public key for key login (a COSE_Key file, or a private key file whose public half is used)
+    #[command(after_help = "Examples:\n  keybound admin user add-key nova-compute@stoughton --key nova.cbor")]
+    AddKey {
+        /// The user, NAME@DOMAIN
+        user: String,
+        /// The key file
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List the keys registered for a user's key login (thumbprints, when added)
+    #[command(after_help = "Examples:\n  keybound admin user keys nova-compute@stoughton")]
+    Keys {
+        /// The user, NAME@DOMAIN
+        user: String,
+    },
+    /// Remove a registered key: key login with it stops, and so do sessions bound to it
+    #[command(long_about = REMOVE_KEY_LONG, after_help = REMOVE_KEY_EXAMPLES)]
+    RemoveKey {
+        /// The user, NAME@DOMAIN
+        user: String,
+        /// The key's thumbprint, as `user keys` lists it (base64url, 43 characters)
+        thumbprint: String,
+    },
+}
+
+const REMOVE_KEY_LONG: &str = "\
+Remove a key registered for a user, for example a compromised client key.
+
+Key login with the key stops at once. Every session bound to the key that began before the removal \
+(or up to the issuer's clock leeway after it) mints nothing more (issuer.key_removed), and admin tokens \
+bound to it are refused (issuer.forbidden); \
+service tokens already minted with it live out their lifetime (at most 300 s). Sessions bound to other \
+keys, and password logins, are not affected.";
+const REMOVE_KEY_EXAMPLES: &str = "\
+Examples:
+  keybound admin user keys nova-compute@stoughton -o value -c thumbprint
+  keybound admin user remove-key nova-compute@stoughton \"$THUMBPRINT\"";
+
+#[derive(Debug, clap::Subcommand)]
+enum RoleAction {
+    /// Create a role
+    #[command(after_help = "Examples:\n  keybound admin role create member")]
+    Create {
+        /// The role's name
+        name: String,
+    },
+    /// List the roles
+    #[command(after_help = "Examples:\n  keybound admin role list")]
+    List,
+    /// Delete a role that nothing grants or delegates (issuer.in_use otherwise)
+    #[command(after_help = "Examples:\n  keybound admin role delete member")]
+    Delete {
+        /// The role's name
+        name: String,
+    },
+}
 
 #[derive(Debug, clap::Subcommand)]
 enum PeerAction {
@@ -243,8 +443,8 @@ enum PeerAction {
     #[command(after_help = "\
 Examples:
   keybound admin peer add https://stoughton.example --domain stoughton
-  keybound admin peer add https://stoughton.example --domain stoughton --project turing@canton --max-lifetime 120
-  keybound admin peer add http://127.0.0.1:8081 --keys-url http://127.0.0.1:8081/.well-known/keybound/keys --domain stoughton")]
+  keybound admin peer add https://hyde.example --domain hyde --max-lifetime 60
+  keybound admin peer add https://hyde.example --domain hyde --project app@hq")]
     Add {
         /// The peer's issuer id (the `iss` of its tokens)
         issuer: String,
@@ -262,10 +462,10 @@ Examples:
         max_lifetime: Option<u64>,
     },
     /// List the peers
-    #[command(after_help = "Example:\n  keybound admin peer list")]
+    #[command(after_help = "Examples:\n  keybound admin peer list")]
     List,
     /// Remove a peer, and the roles granted to its users
-    #[command(after_help = "Example:\n  keybound admin peer remove https://stoughton.example")]
+    #[command(after_help = "Examples:\n  keybound admin peer remove https://stoughton.example")]
     Remove {
         /// The peer's issuer id
         issuer: String,
@@ -274,9 +474,70 @@ Examples:
 
 #[derive(Debug, clap::Subcommand)]
 enum ServiceAction {
-    Create { audience: String },
+    /// Register a service audience (tokens may then be minted for it)
+    #[command(after_help = "Examples:\n  keybound admin service create https://nova.example")]
+    Create {
+        /// The audience, as its verifier knows itself (usually its base URL)
+        audience: String,
+    },
+    /// List the registered service audiences
+    #[command(after_help = "Examples:\n  keybound admin service list")]
     List,
-    Delete { audience: String },
+    /// Remove a service audience: no more tokens for it
+    #[command(after_help = "Examples:\n  keybound admin service delete https://nova.example")]
+    Delete {
+        /// The audience
+        audience: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AuditCommand {
+    /// One page of audit entries, newest first (what `keybound admin audit` does)
+    #[command(after_help = "\
+Examples:
+  keybound admin audit list --limit 100
+  keybound admin audit list --before 1200 --target ayoung@stoughton")]
+    List(AuditListArgs),
+    /// Every audit entry the filters select, as JSON lines on stdout, newest first
+    #[command(after_help = "\
+Examples:
+  keybound admin audit export > audit.jsonl
+  keybound admin audit export --since 2026-12-01 --until 2026-12-02 | wc -l")]
+    Export(AuditFilter),
+}
+
+/// Which entries of the audit log.
+#[derive(Debug, Default, clap::Args)]
+struct AuditFilter {
+    /// Only entries of this actor (NAME@DOMAIN, `-` for none)
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only entries of this action (login, user.delete, token.mint, …)
+    #[arg(long)]
+    action: Option<String>,
+    /// Only entries of this target
+    #[arg(long)]
+    target: Option<String>,
+    /// Only entries at or after this time: Unix seconds or UTC (2026-12-02T04:23:46Z, or a date)
+    #[arg(long, value_parser = output::parse_time)]
+    since: Option<i64>,
+    /// Only entries at or before this time: Unix seconds or UTC (2026-12-02T04:23:46Z, or a date)
+    #[arg(long, value_parser = output::parse_time)]
+    until: Option<i64>,
+}
+
+/// One page of the audit log.
+#[derive(Debug, Default, clap::Args)]
+struct AuditListArgs {
+    /// How many entries, 1 to 1000
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
+    /// Only entries with a smaller id: the next page after one whose last id this is
+    #[arg(long)]
+    before: Option<i64>,
+    #[command(flatten)]
+    filter: AuditFilter,
 }
 
 /// Local role assignments, or (`--remote`) those of users of peer domains.
@@ -303,6 +564,32 @@ fn segment(value: &str) -> String {
     out
 }
 
+/// `?name=value&…` of the parameters that are given, each value encoded as
+/// [`segment`] encodes (so `&`, `=`, `+` and spaces stay inside it).
+fn query(params: &[(&str, Option<String>)]) -> String {
+    let given: Vec<String> = params
+        .iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={}", segment(v))))
+        .collect();
+    if given.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", given.join("&"))
+    }
+}
+
+impl AuditFilter {
+    fn params(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("actor", self.actor.clone()),
+            ("action", self.action.clone()),
+            ("target", self.target.clone()),
+            ("since", self.since.map(|t| t.to_string())),
+            ("until", self.until.map(|t| t.to_string())),
+        ]
+    }
+}
+
 /// A password from the environment variable `env` (bootstrap only), else a
 /// prompt on a terminal, else the first line of stdin.
 fn password_from_stdin(what: &str, env: Option<&str>) -> Result<Zeroizing<String>, CliError> {
@@ -323,8 +610,78 @@ fn password_from_stdin(what: &str, env: Option<&str>) -> Result<Zeroizing<String
     Ok(Zeroizing::new(text.lines().next().unwrap_or_default().to_owned()))
 }
 
+/// One admin API call and its JSON answer.
+async fn call(client: &Client, scope: &Scope, method: &str, path: &str, body: &Value) -> Result<Value, Error> {
+    let url = format!("{}{path}", client.issuer());
+    let mut request = client.request(method.parse().unwrap_or(reqwest::Method::GET), &url, scope);
+    if !body.is_null() {
+        request = request.json(body);
+    }
+    let response = request.send().await?;
+    if !response.status().is_success() {
+        return Err(error_from_response(response).await);
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::new(Code::ClientUnreachable, format!("reading the answer: {e}")))?;
+    serde_json::from_slice::<Value>(&bytes)
+        .map_err(|e| Error::new(Code::ClientRefused, format!("the answer is not JSON: {e}")))
+}
+
+/// The most entries an export asks for at once (the issuer's page limit).
+const EXPORT_PAGE: usize = 1000;
+
+/// `keybound admin audit export`: every page, newest first, one JSON line
+/// per entry, written as each page arrives.
+fn export(client: &Client, scope: &Scope, filter: &AuditFilter) -> Result<ExitCode, CliError> {
+    let rt = runtime()?;
+    let mut out = std::io::stdout().lock();
+    let mut before: Option<i64> = None;
+    loop {
+        let mut params = vec![
+            ("limit", Some(EXPORT_PAGE.to_string())),
+            ("before", before.map(|id| id.to_string())),
+        ];
+        params.extend(filter.params());
+        let path = format!("/v1/admin/audit{}", query(&params));
+        let page = rt
+            .block_on(call(client, scope, "GET", &path, &Value::Null))
+            .map_err(|e| CliError::with_exit(e, EXIT_FAILURE))?;
+        let entries = page
+            .as_array()
+            .ok_or_else(|| CliError::from(Error::new(Code::ClientRefused, "an audit page is not a JSON array")))?;
+        let mut lines = String::new();
+        for entry in entries {
+            lines.push_str(&entry.to_string());
+            lines.push('\n');
+        }
+        match out.write_all(lines.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // `keybound admin audit export | head`: done.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            Err(e) => return Err(CliError::io(format!("cannot write to stdout: {e}"))),
+        }
+        let last = entries.last().and_then(|e| e["id"].as_i64());
+        match last {
+            Some(id) if entries.len() == EXPORT_PAGE => {
+                // Ids only decrease from page to page: the export ends.
+                if before.is_some_and(|b| id >= b) {
+                    return Err(CliError::from(Error::new(
+                        Code::ClientRefused,
+                        "the issuer answered an audit page that does not go back in ids",
+                    )));
+                }
+                before = Some(id);
+            }
+            _ => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
 pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
     use AdminCommand as C;
+    let format = Format::or_default(args.output);
     let (method, path, body) = match args.command {
         C::Bootstrap { issuer } => {
             let (config, issuer_id_given) = issuer.resolve_noting_issuer_id()?;
@@ -351,18 +708,19 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
             return Ok(ExitCode::SUCCESS);
         }
         C::Domain { action } => match action {
-            NamedAction::Create { name } => ("POST", "/v1/admin/domains".to_owned(), json!({"name": name})),
-            NamedAction::List => ("GET", "/v1/admin/domains".to_owned(), Value::Null),
-            NamedAction::Enable { name } => (
+            DomainAction::Create { name } => ("POST", "/v1/admin/domains".to_owned(), json!({"name": name})),
+            DomainAction::List => ("GET", "/v1/admin/domains".to_owned(), Value::Null),
+            DomainAction::Enable { name } => (
                 "POST",
                 format!("/v1/admin/domains/{}/enable", segment(&name)),
                 json!({}),
             ),
-            NamedAction::Disable { name } => (
+            DomainAction::Disable { name } => (
                 "POST",
                 format!("/v1/admin/domains/{}/disable", segment(&name)),
                 json!({}),
             ),
+            DomainAction::Delete { name } => ("DELETE", format!("/v1/admin/domains/{}", segment(&name)), json!({})),
         },
         C::Project { action } => match action {
             ProjectAction::Create { name, domain } => (
@@ -381,6 +739,9 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
                 format!("/v1/admin/projects/{}/disable", segment(&project)),
                 json!({}),
             ),
+            ProjectAction::Delete { project } => {
+                ("DELETE", format!("/v1/admin/projects/{}", segment(&project)), json!({}))
+            }
         },
         C::User { action } => match action {
             UserAction::Create {
@@ -395,13 +756,16 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
                 ("POST", "/v1/admin/users".to_owned(), body)
             }
             UserAction::List => ("GET", "/v1/admin/users".to_owned(), Value::Null),
+            UserAction::Show { user } => ("GET", format!("/v1/admin/users/{}", segment(&user)), Value::Null),
             UserAction::Enable { user } => ("POST", format!("/v1/admin/users/{}/enable", segment(&user)), json!({})),
             UserAction::Disable { user } => ("POST", format!("/v1/admin/users/{}/disable", segment(&user)), json!({})),
+            UserAction::Delete { user } => ("DELETE", format!("/v1/admin/users/{}", segment(&user)), json!({})),
             UserAction::SetPassword { user } => (
                 "PUT",
                 format!("/v1/admin/users/{}/password", segment(&user)),
                 json!({"password": *password_from_stdin("Password", None)?}),
             ),
+            UserAction::Unlock { user } => ("POST", format!("/v1/admin/users/{}/unlock", segment(&user)), json!({})),
             UserAction::AddKey { user, key } => {
                 let public = super::input::public_key_arg(&key.display().to_string(), "--key")?;
                 (
@@ -410,10 +774,17 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
                     json!({"key": crate::encoding::b64url_encode(&public.to_cose_key(None))}),
                 )
             }
+            UserAction::Keys { user } => ("GET", format!("/v1/admin/users/{}/keys", segment(&user)), Value::Null),
+            UserAction::RemoveKey { user, thumbprint } => (
+                "DELETE",
+                format!("/v1/admin/users/{}/keys/{}", segment(&user), segment(&thumbprint)),
+                json!({}),
+            ),
         },
         C::Role { action } => match action {
             RoleAction::Create { name } => ("POST", "/v1/admin/roles".to_owned(), json!({"name": name})),
             RoleAction::List => ("GET", "/v1/admin/roles".to_owned(), Value::Null),
+            RoleAction::Delete { name } => ("DELETE", format!("/v1/admin/roles/{}", segment(&name)), json!({})),
         },
         C::Grant {
             user,
@@ -435,7 +806,20 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
             grants_path(remote),
             json!({"user": user, "project": project, "role": role}),
         ),
-        C::Grants { remote } => ("GET", grants_path(remote), Value::Null),
+        C::Grants {
+            user,
+            project,
+            role,
+            remote,
+        } => (
+            "GET",
+            format!(
+                "{}{}",
+                grants_path(remote),
+                query(&[("user", user), ("project", project), ("role", role)])
+            ),
+            Value::Null,
+        ),
         C::Peer { action } => match action {
             PeerAction::Add {
                 issuer,
@@ -465,7 +849,26 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
                 ("DELETE", "/v1/admin/services".to_owned(), json!({"audience": audience}))
             }
         },
-        C::Audit { limit } => ("GET", format!("/v1/admin/audit?limit={limit}"), Value::Null),
+        C::Audit {
+            command: Some(AuditCommand::Export(filter)),
+            ..
+        } => {
+            let dir = session::config_dir(args.config_dir.as_deref())?;
+            let client = session::client(&dir)?;
+            return export(&client, &admin_scope(&client), &filter);
+        }
+        C::Audit {
+            command: Some(AuditCommand::List(list)),
+            ..
+        }
+        | C::Audit { command: None, list } => {
+            let mut params = vec![
+                ("limit", Some(list.limit.to_string())),
+                ("before", list.before.map(|id| id.to_string())),
+            ];
+            params.extend(list.filter.params());
+            ("GET", format!("/v1/admin/audit{}", query(&params)), Value::Null)
+        }
         C::Rotate {
             force,
             emergency: false,
@@ -507,31 +910,22 @@ pub(crate) fn admin(args: AdminArgs) -> Result<ExitCode, CliError> {
     };
     let dir = session::config_dir(args.config_dir.as_deref())?;
     let client = session::client(&dir)?;
-    let scope = Scope::new(format!("{}/admin", client.issuer()))
-        .project("admin")
-        .domain("default");
-    let url = format!("{}{path}", client.issuer());
-    let answer = runtime()?.block_on(async {
-        let mut request = client.request(method.parse().unwrap_or(reqwest::Method::GET), &url, &scope);
-        if !body.is_null() {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        if !response.status().is_success() {
-            return Err(error_from_response(response).await);
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Error::new(Code::ClientUnreachable, format!("reading the answer: {e}")))?;
-        serde_json::from_slice::<Value>(&bytes)
-            .map_err(|e| Error::new(Code::ClientRefused, format!("the answer is not JSON: {e}")))
-    });
-    match answer {
-        Ok(value) => {
-            print_stdout(&serde_json::to_string_pretty(&value).unwrap_or_default())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => Err(CliError::with_exit(e, EXIT_FAILURE)),
+    let scope = admin_scope(&client);
+    let answer = runtime()?
+        .block_on(call(&client, &scope, method, &path, &body))
+        .map_err(|e| CliError::with_exit(e, EXIT_FAILURE))?;
+    let text = output::render(&answer, format, &args.columns)
+        .map_err(|message| CliError::new(super::CODE_USAGE, message, EXIT_USAGE))?;
+    // Nothing to show (an empty list as values) prints no line at all.
+    if !text.is_empty() {
+        print_stdout(&text)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The scope of admin tokens: the admin audience, project admin@default.
+fn admin_scope(client: &Client) -> Scope {
+    Scope::new(format!("{}/admin", client.issuer()))
+        .project("admin")
+        .domain("default")
 }

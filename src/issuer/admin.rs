@@ -18,7 +18,8 @@ use utoipa_axum::routes;
 use super::IssuerState;
 use super::api::{json_body, json_response, respond, verified};
 use super::store::{
-    Audit, AuditEntry, Grant, Grants, Identities, RootSecrets, Services, Store, Tx, UserInfo, bootstrap_names,
+    Audit, AuditEntry, AuditQuery, Grant, Grants, Identities, Origin, RootSecrets, Services, SessionKey, Store, Tx,
+    UserInfo, UserKey, bootstrap_names,
 };
 use crate::encoding::b64url_decode;
 use crate::error::{Code, Error, Result, err};
@@ -29,14 +30,20 @@ use crate::verify::VerifiedRequest;
 pub(super) fn routes() -> OpenApiRouter<Arc<IssuerState>> {
     OpenApiRouter::new()
         .routes(routes!(list_domains, create_domain))
+        .routes(routes!(delete_domain))
         .routes(routes!(toggle_domain))
         .routes(routes!(list_projects, create_project))
+        .routes(routes!(delete_project))
         .routes(routes!(toggle_project))
         .routes(routes!(list_users, create_user))
+        .routes(routes!(show_user, delete_user))
         .routes(routes!(set_password))
-        .routes(routes!(add_key))
+        .routes(routes!(list_keys, add_key))
+        .routes(routes!(remove_key))
+        .routes(routes!(unlock_user))
         .routes(routes!(toggle_user))
         .routes(routes!(list_roles, create_role))
+        .routes(routes!(delete_role))
         .routes(routes!(list_grants, grant, revoke))
         .routes(routes!(list_services, create_service, delete_service))
         .routes(routes!(list_audit))
@@ -60,16 +67,30 @@ async fn admin_scope(state: &IssuerState, request: &VerifiedRequest) -> Result<(
     }
     let admin = UserName::parse(request.subject())?;
     let project = ProjectName::new(Name::parse("project", PROJECT)?, Name::parse("domain", DOMAIN)?);
+    let thumbprint = request.key_thumbprint().to_string();
+    let session = SessionKey {
+        thumbprint: &thumbprint,
+        issued_at: request.token().issued_at() as i64,
+        leeway: state.config.leeway as i64,
+    };
     let facts = state
         .store
         .conn()
         .await?
-        .mint_facts(&admin, Some(&project), &state.config.admin_audience())
+        .mint_facts_for(&admin, Some(&project), &state.config.admin_audience(), Some(session))
         .await?;
     if !facts.user_enabled || !facts.project_enabled || !facts.roles.iter().any(|r| r == ROLE) {
         return err(
             Code::IssuerForbidden,
             "the token's subject is no longer an enabled admin of admin@default",
+        );
+    }
+    // A token of a user deleted and created again, or bound to a key
+    // removed since, is not the admin's any more.
+    if !facts.same_user(session) || facts.key_removed {
+        return err(
+            Code::IssuerForbidden,
+            "the token's subject was deleted, or its key removed, after the token was issued",
         );
     }
     Ok(())
@@ -83,6 +104,7 @@ pub(super) struct Change {
     store: Store,
     now: i64,
     tx: Option<Tx>,
+    origin: Origin,
 }
 
 impl Change {
@@ -101,8 +123,11 @@ impl Change {
 
     /// Writes the audit record and commits it with the changes.
     async fn commit(mut self, actor: &str, action: &str, target: &str) -> Result<()> {
-        let now = self.now;
-        self.tx().await?.record(now, actor, action, target, "ok").await?;
+        let (now, origin) = (self.now, self.origin.clone());
+        self.tx()
+            .await?
+            .record_from(&origin, now, actor, action, target, "ok")
+            .await?;
         match self.tx {
             Some(tx) => tx.commit().await,
             None => Ok(()),
@@ -125,11 +150,13 @@ where
         let (parts, verified, body) = verified(request).await?;
         admin_scope(state, &verified).await?;
         let actor = verified.subject().to_owned();
+        let origin = super::api::origin(state, &parts, Some(verified.key_thumbprint()));
         let input: T = json_body(&parts, &body)?;
         let mut change = Change {
             store: state.store.clone(),
             now: state.now() as i64,
             tx: None,
+            origin: origin.clone(),
         };
         let now = change.now;
         match run(input, &mut change).await {
@@ -146,7 +173,7 @@ where
                         .store
                         .conn()
                         .await?
-                        .record(now, &actor, name, "-", e.code().as_str())
+                        .record_from(&origin, now, &actor, name, "-", e.code().as_str())
                         .await?;
                 }
                 Err(e)
@@ -684,15 +711,35 @@ impl ParsedGrant {
     operation_id = "listGrants",
     tag = "admin",
     summary = "List role assignments",
+    description = "Every filter given must match; without filters, all assignments. A `user` or `project` that is not `name@domain`, or a `role` that is not a name: 400 `issuer.invalid_name`; another parameter: 400 `issuer.bad_request`.",
+    params(
+        ("user" = Option<String>, Query, description = "only the grants of this user, `name@domain`", example = "ayoung@stoughton"),
+        ("project" = Option<String>, Query, description = "only the grants on this project, `name@domain`", example = "turing@stoughton"),
+        ("role" = Option<String>, Query, description = "only the grants of this role", example = "member")
+    ),
     security(("kbToken" = [], "kbProof" = [])),
     responses(
-        (status = 200, description = "All assignments, sorted.", body = [Grant], content_type = "application/json")
+        (status = 200, description = "The assignments, sorted by user, project and role.", body = [Grant], content_type = "application/json")
     )
 )]
 async fn list_grants(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
+    let query = request.uri().query().map(str::to_owned);
     read(&state, verified, || async {
-        state.store.conn().await?.list_grants().await
+        let (mut user, mut project, mut role) = (None, None, None);
+        for (key, value) in query_params(query.as_deref(), &["user", "project", "role"])? {
+            match key.as_str() {
+                "user" => user = Some(UserName::parse(&value)?),
+                "project" => project = Some(ProjectName::parse(&value)?),
+                _ => role = Some(Name::parse("role", &value)?),
+            }
+        }
+        state
+            .store
+            .conn()
+            .await?
+            .list_grants_where(user.as_ref(), project.as_ref(), role.as_ref())
+            .await
     })
     .await
 }
@@ -888,9 +935,16 @@ async fn delete_service(State(state): State<Arc<IssuerState>>, request: Request)
     path = "/v1/admin/audit",
     operation_id = "listAudit",
     tag = "admin",
-    summary = "The newest audit-log entries, newest first",
+    summary = "Audit-log entries, newest first, a page at a time",
+    description = "At most `limit` entries with an id below `before`, newest first: the next page starts `before` the last id of this one. Every filter given must match exactly; times are inclusive. A parameter that is not one of these, given twice, an integer that is not one, or a value over 1024 bytes: 400 `issuer.bad_request`. Mints counted in memory since the last write are written first (spec/issuer.md §10.4).",
     params(
-        ("limit" = Option<i64>, Query, description = "how many entries; default 100; values outside 1–1000 are clamped; not an integer: 400 `issuer.bad_request`", example = 50)
+        ("limit" = Option<i64>, Query, description = "how many entries; default 100; values outside 1–1000 are clamped", example = 50),
+        ("before" = Option<i64>, Query, description = "only entries with a smaller id (the cursor of the next page)", example = 1200),
+        ("actor" = Option<String>, Query, description = "only entries of this actor", example = "admin@default"),
+        ("action" = Option<String>, Query, description = "only entries of this action", example = "user.delete"),
+        ("target" = Option<String>, Query, description = "only entries of this target", example = "ayoung@stoughton"),
+        ("since" = Option<i64>, Query, description = "only entries at or after this Unix time", example = 1763800000),
+        ("until" = Option<i64>, Query, description = "only entries at or before this Unix time", example = 1763900000)
     ),
     security(("kbToken" = [], "kbProof" = [])),
     responses(
@@ -899,18 +953,28 @@ async fn delete_service(State(state): State<Arc<IssuerState>>, request: Request)
 )]
 async fn list_audit(State(state): State<Arc<IssuerState>>, request: Request) -> Response {
     let verified = request.extensions().get::<VerifiedRequest>().cloned();
-    let limit = request
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
-        .map(str::parse::<i64>);
+    let query = request.uri().query().map(str::to_owned);
     read(&state, verified, || async {
-        let limit = match limit {
-            None => 100,
-            Some(Ok(n)) => n.clamp(1, 1000),
-            Some(Err(_)) => return err(Code::IssuerBadRequest, "limit must be a number"),
+        let mut filter = AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
         };
-        state.store.conn().await?.list_audit(limit).await
+        let allowed = ["limit", "before", "actor", "action", "target", "since", "until"];
+        for (key, value) in query_params(query.as_deref(), &allowed)? {
+            match key.as_str() {
+                "limit" => filter.limit = integer_param("limit", &value)?.clamp(1, 1000),
+                "before" => filter.before = Some(integer_param("before", &value)?),
+                "since" => filter.since = Some(integer_param("since", &value)?),
+                "until" => filter.until = Some(integer_param("until", &value)?),
+                "actor" => filter.actor = Some(value),
+                "action" => filter.action = Some(value),
+                _ => filter.target = Some(value),
+            }
+        }
+        // The counts of recent mints are in memory: written first, so the
+        // log read is current on this replica.
+        state.mint_audit.flush(&state.store, state.now() as i64).await?;
+        state.store.conn().await?.query_audit(&filter).await
     })
     .await
 }
@@ -1075,4 +1139,538 @@ struct Service {
 struct ServiceDeleted {
     audience: String,
     deleted: bool,
+}
+
+/// The longest a query parameter's value may be, in bytes once decoded.
+const MAX_QUERY_VALUE: usize = 1024;
+
+/// The parameters of a query string, percent-decoded (`+` is a space).
+/// A parameter not in `allowed`, one given twice, a malformed escape, a
+/// value that is not UTF-8 or longer than 1024 bytes: `issuer.bad_request`.
+pub(super) fn query_params(query: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !allowed.contains(&key) {
+            return err(
+                Code::IssuerBadRequest,
+                format!(
+                    "unknown query parameter {:?}; this operation takes {}",
+                    crate::verify::token::truncate(key),
+                    allowed.join(", ")
+                ),
+            );
+        }
+        if out.iter().any(|(k, _)| k == key) {
+            return err(Code::IssuerBadRequest, format!("query parameter {key} is given twice"));
+        }
+        out.push((key.to_owned(), percent_decode(key, value)?));
+    }
+    Ok(out)
+}
+
+fn percent_decode(name: &str, value: &str) -> Result<String> {
+    let bad = |why: &str| Error::new(Code::IssuerBadRequest, format!("query parameter {name}: {why}"));
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| bad("a % not followed by two hex digits"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+        if out.len() > MAX_QUERY_VALUE {
+            return Err(bad("longer than 1024 bytes"));
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad("not UTF-8"))
+}
+
+/// An integer query parameter.
+fn integer_param(name: &str, value: &str) -> Result<i64> {
+    value
+        .parse::<i64>()
+        .map_err(|_| Error::new(Code::IssuerBadRequest, format!("{name} must be an integer")))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/domains/{name}",
+    operation_id = "deleteDomain",
+    tag = "admin",
+    summary = "Delete a domain that has no projects and no users",
+    description = "Refused with 409 `issuer.in_use` while projects or users are in the domain (delete them first), and with 409 `issuer.protected` for `default`. Audited as `domain.delete`.",
+    params(
+        ("name" = String, Path, description = "domain name", example = "stoughton")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = Empty, content_type = "application/json", example = json!({})),
+    responses(
+        (status = 200, description = "The domain is gone.", body = DomainDeleted, content_type = "application/json")
+    )
+)]
+async fn delete_domain(State(state): State<Arc<IssuerState>>, Path(name): Path<String>, request: Request) -> Response {
+    action(&state, request, "domain.delete", |_: Empty, change| {
+        Box::pin(async move {
+            let name = Name::parse("domain", &name)?;
+            change.tx().await?.delete_domain(&name).await?;
+            Ok((
+                name.to_string(),
+                DomainDeleted {
+                    name: name.as_str().to_owned(),
+                    deleted: true,
+                },
+            ))
+        })
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/projects/{project}",
+    operation_id = "deleteProject",
+    tag = "admin",
+    summary = "Delete a project with its role assignments and trusts",
+    description = "Deletes, in one transaction, the role assignments on the project (local and remote) and the trusts on it (with their redelegations), then the project. Refused with 409 `issuer.in_use` while a federation peer is limited to the project (removing it from the peer's list would widen the peer's reach), and with 409 `issuer.protected` for `admin@default`. Audited as `project.delete`.",
+    params(
+        ("project" = String, Path, description = "`name@domain`", example = "turing@stoughton")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = Empty, content_type = "application/json", example = json!({})),
+    responses(
+        (status = 200, description = "The project is gone; how many assignments and trusts went with it.", body = ProjectDeleted, content_type = "application/json")
+    )
+)]
+async fn delete_project(
+    State(state): State<Arc<IssuerState>>,
+    Path(project): Path<String>,
+    request: Request,
+) -> Response {
+    action(&state, request, "project.delete", |_: Empty, change| {
+        Box::pin(async move {
+            let project = ProjectName::parse(&project)?;
+            let removed = change.tx().await?.delete_project(&project).await?;
+            Ok((
+                project.to_string(),
+                ProjectDeleted {
+                    project: project.clone(),
+                    deleted: true,
+                    grants: removed.grants,
+                    remote_grants: removed.remote_grants,
+                    trusts: removed.trusts,
+                },
+            ))
+        })
+    })
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user}",
+    operation_id = "showUser",
+    tag = "admin",
+    summary = "Show a user: flags, grants, registered keys, lockout",
+    params(
+        ("user" = String, Path, description = "`name@domain`", example = "ayoung@stoughton")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    responses(
+        (status = 200, description = "The user.", body = UserDetail, content_type = "application/json")
+    )
+)]
+async fn show_user(State(state): State<Arc<IssuerState>>, Path(user): Path<String>, request: Request) -> Response {
+    let verified = request.extensions().get::<VerifiedRequest>().cloned();
+    read(&state, verified, || async {
+        let user = UserName::parse(&user)?;
+        let mut conn = state.store.conn().await?;
+        let Some(record) = conn.user_record(&user).await? else {
+            return err(Code::IssuerNotFound, format!("user {user} does not exist"));
+        };
+        let grants = conn
+            .list_grants_where(Some(&user), None, None)
+            .await?
+            .into_iter()
+            .map(|g| UserGrant {
+                project: g.project,
+                role: g.role,
+            })
+            .collect();
+        let keys = conn.list_user_keys(&user).await?;
+        let now = state.now() as i64;
+        let locked = record.locked_until > now;
+        Ok(UserDetail {
+            user,
+            kind: record.kind,
+            enabled: record.enabled,
+            domain_enabled: record.domain_enabled,
+            has_password: record.has_password,
+            created_at: record.created_at,
+            grants,
+            keys,
+            lockout: Lockout {
+                failed_logins: record.failed_logins,
+                locked,
+                locked_until: locked.then_some(record.locked_until),
+            },
+        })
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{user}",
+    operation_id = "deleteUser",
+    tag = "admin",
+    summary = "Delete a user with its grants, keys and trusts",
+    description = "Deletes, in one transaction, the user's role assignments, its registered keys and the trusts it is trustor or trustee of (with their redelegations), then the user. Its sessions mint nothing more (`issuer.invalid_credentials`), also after a user of the same name is created again. Refused with 409 `issuer.protected` for `admin@default`. Audited as `user.delete`.",
+    params(
+        ("user" = String, Path, description = "`name@domain`", example = "ayoung@stoughton")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = Empty, content_type = "application/json", example = json!({})),
+    responses(
+        (status = 200, description = "The user is gone; how many grants, trusts and keys went with it.", body = UserDeleted, content_type = "application/json")
+    )
+)]
+async fn delete_user(State(state): State<Arc<IssuerState>>, Path(user): Path<String>, request: Request) -> Response {
+    action(&state, request, "user.delete", |_: Empty, change| {
+        Box::pin(async move {
+            let user = UserName::parse(&user)?;
+            let removed = change.tx().await?.delete_user(&user).await?;
+            Ok((
+                user.to_string(),
+                UserDeleted {
+                    user: user.clone(),
+                    deleted: true,
+                    grants: removed.grants,
+                    trusts: removed.trusts,
+                    keys: removed.keys,
+                },
+            ))
+        })
+    })
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user}/keys",
+    operation_id = "listUserKeys",
+    tag = "admin",
+    summary = "List the keys registered for a user's key login",
+    params(
+        ("user" = String, Path, description = "`name@domain`", example = "nova-compute@stoughton")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    responses(
+        (status = 200, description = "The keys, oldest first.", body = [UserKey], content_type = "application/json")
+    )
+)]
+async fn list_keys(State(state): State<Arc<IssuerState>>, Path(user): Path<String>, request: Request) -> Response {
+    let verified = request.extensions().get::<VerifiedRequest>().cloned();
+    read(&state, verified, || async {
+        let user = UserName::parse(&user)?;
+        let mut conn = state.store.conn().await?;
+        if conn.user_record(&user).await?.is_none() {
+            return err(Code::IssuerNotFound, format!("user {user} does not exist"));
+        }
+        conn.list_user_keys(&user).await
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{user}/keys/{thumbprint}",
+    operation_id = "removeUserKey",
+    tag = "admin",
+    summary = "Remove a registered key (a compromised client key)",
+    description = "Key login with the key stops at once, and every session and admin token bound to the key and issued before its removal is refused at its next mint (`issuer.key_removed`) or admin call (`issuer.forbidden`); service tokens already minted live out their lifetime (at most 300 s). `thumbprint` not 43 base64url characters of 32 bytes: 400 `issuer.bad_request`. Audited as `user.remove_key`.",
+    params(
+        ("user" = String, Path, description = "`name@domain`", example = "nova-compute@stoughton"),
+        ("thumbprint" = String, Path, description = "the key's thumbprint (spec/formats.md §5.3), base64url", example = "bm92YS1jb21wdXRlLWtleS10aHVtYnByaW50LTAwMDA")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = Empty, content_type = "application/json", example = json!({})),
+    responses(
+        (status = 200, description = "The key is removed.", body = KeyRemoved, content_type = "application/json")
+    )
+)]
+async fn remove_key(
+    State(state): State<Arc<IssuerState>>,
+    Path((user, thumbprint)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let longest_session = (state.config.max_session_lifetime + state.config.leeway) as i64;
+    action(&state, request, "user.remove_key", |_: Empty, change| {
+        Box::pin(async move {
+            let user = UserName::parse(&user)?;
+            if thumbprint.len() != 43 || b64url_decode(&thumbprint).ok().map(|b| b.len()) != Some(32) {
+                return err(
+                    Code::IssuerBadRequest,
+                    "a thumbprint is 43 base64url characters (32 bytes)",
+                );
+            }
+            let now = change.now;
+            change
+                .tx()
+                .await?
+                .remove_user_key(&user, &thumbprint, now, now - longest_session)
+                .await?;
+            Ok((
+                format!("{user} {thumbprint}"),
+                KeyRemoved {
+                    user: user.clone(),
+                    thumbprint,
+                    removed: true,
+                },
+            ))
+        })
+    })
+    .await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user}/unlock",
+    operation_id = "unlockUser",
+    tag = "admin",
+    summary = "End a user's lockout",
+    description = "Sets the counter of failed password logins to 0 and ends a lockout (spec/issuer.md §5.5), without changing the password. Audited as `user.unlock`.",
+    params(
+        ("user" = String, Path, description = "`name@domain`", example = "ayoung@stoughton")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = Empty, content_type = "application/json", example = json!({})),
+    responses(
+        (status = 200, description = "The user is not locked.", body = Unlocked, content_type = "application/json")
+    )
+)]
+async fn unlock_user(State(state): State<Arc<IssuerState>>, Path(user): Path<String>, request: Request) -> Response {
+    action(&state, request, "user.unlock", |_: Empty, change| {
+        Box::pin(async move {
+            let user = UserName::parse(&user)?;
+            change.tx().await?.unlock_user(&user).await?;
+            Ok((
+                user.to_string(),
+                Unlocked {
+                    user: user.clone(),
+                    failed_logins: 0,
+                    locked: false,
+                },
+            ))
+        })
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/roles/{name}",
+    operation_id = "deleteRole",
+    tag = "admin",
+    summary = "Delete a role that nothing grants or delegates",
+    description = "Refused with 409 `issuer.in_use` while the role is granted (locally or to users of peer domains) or delegated in a trust, and with 409 `issuer.protected` for `admin`. Audited as `role.delete`.",
+    params(
+        ("name" = String, Path, description = "role name", example = "member")
+    ),
+    security(("kbToken" = [], "kbProof" = [])),
+    request_body(content = Empty, content_type = "application/json", example = json!({})),
+    responses(
+        (status = 200, description = "The role is gone.", body = RoleDeleted, content_type = "application/json")
+    )
+)]
+async fn delete_role(State(state): State<Arc<IssuerState>>, Path(name): Path<String>, request: Request) -> Response {
+    action(&state, request, "role.delete", |_: Empty, change| {
+        Box::pin(async move {
+            let role = Name::parse("role", &name)?;
+            change.tx().await?.delete_role(&role).await?;
+            Ok((
+                role.to_string(),
+                RoleDeleted {
+                    name: role.as_str().to_owned(),
+                    deleted: true,
+                },
+            ))
+        })
+    })
+    .await
+}
+
+/// A deleted domain.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DomainDeleted {
+    name: String,
+    deleted: bool,
+}
+
+/// A deleted project, and what went with it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ProjectDeleted {
+    /// `project@domain`
+    #[schema(value_type = String)]
+    project: ProjectName,
+    deleted: bool,
+    /// role assignments on it that were deleted
+    grants: u64,
+    /// roles granted on it to users of peer domains that were deleted
+    remote_grants: u64,
+    /// trusts on it that were deleted (their redelegations with them)
+    trusts: u64,
+}
+
+/// A deleted user, and what went with it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UserDeleted {
+    /// `name@domain`
+    #[schema(value_type = String)]
+    user: UserName,
+    deleted: bool,
+    /// its role assignments that were deleted
+    grants: u64,
+    /// trusts it was trustor or trustee of that were deleted (their redelegations with them)
+    trusts: u64,
+    /// its registered keys that were deleted
+    keys: u64,
+}
+
+/// A deleted role.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RoleDeleted {
+    name: String,
+    deleted: bool,
+}
+
+/// A removed key.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct KeyRemoved {
+    /// `name@domain`
+    #[schema(value_type = String)]
+    user: UserName,
+    /// the removed key's thumbprint
+    thumbprint: String,
+    removed: bool,
+}
+
+/// A user whose lockout ended.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Unlocked {
+    /// `name@domain`
+    #[schema(value_type = String)]
+    user: UserName,
+    /// the counter of failed password logins: 0
+    failed_logins: i64,
+    locked: bool,
+}
+
+/// A role the user holds on a project.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UserGrant {
+    /// `project@domain`
+    #[schema(value_type = String)]
+    project: ProjectName,
+    role: String,
+}
+
+/// The password lockout of a user (spec/issuer.md §5.5).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Lockout {
+    /// consecutive failed password logins
+    #[schema(minimum = 0)]
+    failed_logins: i64,
+    /// password logins are refused now (`issuer.locked`)
+    locked: bool,
+    /// Unix seconds until which they are refused; null when not locked
+    #[schema(required = true)]
+    locked_until: Option<i64>,
+}
+
+/// One user, with its grants, keys and lockout.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UserDetail {
+    /// `name@domain`
+    #[schema(value_type = String)]
+    user: UserName,
+    /// `person` or `service`
+    kind: String,
+    /// the user's own flag
+    enabled: bool,
+    /// its domain's flag (a disabled domain disables its users)
+    domain_enabled: bool,
+    has_password: bool,
+    /// Unix seconds
+    created_at: i64,
+    /// its role assignments, sorted
+    grants: Vec<UserGrant>,
+    /// the keys registered for its key login, oldest first
+    keys: Vec<UserKey>,
+    lockout: Lockout,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Query parameters are percent-decoded (`+` a space); what is not one
+    /// of the operation's, twice, badly escaped, not UTF-8 or too long is
+    /// `issuer.bad_request`.
+    #[test]
+    fn query_parameters_decode_strictly() {
+        let allowed = ["actor", "target"];
+        let parsed = query_params(Some("actor=a%40b&target=x+y%26z%3D1"), &allowed).unwrap();
+        assert_eq!(
+            parsed,
+            [
+                ("actor".to_owned(), "a@b".to_owned()),
+                ("target".to_owned(), "x y&z=1".to_owned())
+            ]
+        );
+        assert!(query_params(None, &allowed).unwrap().is_empty());
+        assert_eq!(query_params(Some("&&"), &allowed).unwrap(), []);
+        let long = format!("target={}", "a".repeat(1025));
+        for bad in [
+            "color=red",
+            "actor=a&actor=b",
+            "actor=%zz",
+            "actor=%4",
+            "actor=%ff",
+            long.as_str(),
+        ] {
+            let refused = query_params(Some(bad), &allowed).unwrap_err();
+            assert_eq!(refused.code(), Code::IssuerBadRequest, "{bad}");
+        }
+        assert_eq!(
+            query_params(Some(&format!("target={}", "a".repeat(1024))), &allowed).unwrap()[0]
+                .1
+                .len(),
+            1024
+        );
+    }
 }

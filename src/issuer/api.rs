@@ -18,10 +18,10 @@ use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
 use super::IssuerState;
-use super::store::{Audit, Grants, Identities, Logins, bootstrap_names};
+use super::store::{Audit, Grants, Identities, Logins, MintKey, Origin, SessionKey, bootstrap_names};
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::error::{Code, Error, Result, err};
-use crate::key::PublicKey;
+use crate::key::{PublicKey, Thumbprint};
 use crate::names::{Name, ProjectName, UserName, check_audience};
 use crate::token::TokenBuilder;
 use crate::verify::VerifiedRequest;
@@ -85,6 +85,25 @@ pub(super) async fn verified(request: Request) -> Result<(Parts, VerifiedRequest
         .map_err(|e| Error::new(Code::HttpBodyUnreadable, format!("the body could not be read: {e}")))?
         .to_bytes();
     Ok((parts, verified, body))
+}
+
+/// Where a request came from, for its audit record: the client address as
+/// the login limit sees it (the TCP peer, or from `X-Forwarded-For` behind
+/// a trusted proxy, spec/issuer.md §5.5) and the thumbprint of the key its
+/// token or proof is bound to; `-` for what is not known.
+pub(super) fn origin(state: &IssuerState, parts: &Parts, key: Option<&Thumbprint>) -> Origin {
+    Origin {
+        client: client_address(state, parts),
+        key_thumbprint: key.map_or_else(|| "-".to_owned(), ToString::to_string),
+    }
+}
+
+/// The client address of a request (`-` when served without connect info).
+pub(super) fn client_address(state: &IssuerState, parts: &Parts) -> String {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or_else(
+        || "-".to_owned(),
+        |ConnectInfo(peer)| state.login_limit.source(*peer, &parts.headers).to_string(),
+    )
 }
 
 /// Parses a JSON body, refusing unknown fields.
@@ -305,21 +324,50 @@ async fn login(State(state): State<Arc<IssuerState>>, request: Request) -> Respo
             .insert(header::RETRY_AFTER, seconds.max(1).into());
         return response;
     }
-    let result = do_login(&state, request).await;
+    let mut named = None;
+    let result = do_login(&state, request, source, &mut named).await;
     // Refusals before step 8 (malformed requests, bad or replayed proofs)
     // cost an attacker almost nothing to repeat: they are counted in the
     // metrics, never written to the audit log, so they cannot flood it.
-    respond(&state, "login", started, result)
+    // Every refusal is logged once, with the name tried and the source.
+    state.metrics.observe("login", started.elapsed());
+    match result {
+        Ok(response) => response,
+        Err(e) => {
+            state.metrics.failure(e.code().as_str());
+            let user = named.as_deref().unwrap_or("-");
+            if crate::http::status_for(e.code()).is_server_error() {
+                tracing::error!(route = "login", code = e.code().as_str(), user, client = %source, detail = e.message(), "login failed");
+            } else {
+                tracing::info!(route = "login", code = e.code().as_str(), user, client = %source, detail = e.message(), "login refused");
+            }
+            crate::http::error_response(&e, None)
+        }
+    }
 }
 
-async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
+/// The longest user name a log line repeats (a valid one is at most 129 bytes).
+const LOGGED_NAME: usize = 140;
+
+async fn do_login(
+    state: &IssuerState,
+    request: Request,
+    source: std::net::IpAddr,
+    named: &mut Option<String>,
+) -> Result<Response> {
     let (mut parts, body) = request.into_parts();
     // H1 and H2 of the binding: the proof and the path before the body.
     let proof = state.binding.proof_header(&mut parts)?;
     let body = state.binding.body(&parts, body).await?;
     let login: LoginRequest = json_body(&parts, &body)?;
     let password = login.password.map(Zeroizing::new);
+    // Logged as given (escaped, bounded) even when it is not a valid name.
+    *named = Some(format!(
+        "{:?}",
+        login.user.chars().take(LOGGED_NAME).collect::<String>()
+    ));
     let user = UserName::parse(&login.user)?;
+    *named = Some(user.to_string());
     let key_bytes =
         b64url_decode(&login.key).map_err(|_| Error::new(Code::IssuerInvalidKey, "key is not base64url"))?;
     let key = PublicKey::from_cose_key(&key_bytes)
@@ -342,8 +390,12 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
 
     let now = state.now() as i64;
     let who = user.to_string();
+    let origin = Origin {
+        client: source.to_string(),
+        key_thumbprint: key.thumbprint().to_string(),
+    };
     let auth = state.store.conn().await?.user_auth(&user).await?;
-    let who_ref = &who;
+    let (who_ref, origin_ref) = (&who, &origin);
     let fail = |code: Code, why: &'static str| async move {
         let who = who_ref;
         state.metrics.login(false);
@@ -351,7 +403,7 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
             .store
             .conn()
             .await?
-            .record(now, who, "login", who, code.as_str())
+            .record_from(origin_ref, now, who, "login", who, code.as_str())
             .await?;
         err::<Response>(code, why)
     };
@@ -440,7 +492,7 @@ async fn do_login(state: &IssuerState, request: Request) -> Result<Response> {
     if is_password_login {
         tx.reset_login_failures(&user).await?;
     }
-    tx.record(now, &who, "login", &who, "ok").await?;
+    tx.record_from(&origin, now, &who, "login", &who, "ok").await?;
     tx.commit().await?;
     state.metrics.login(true);
     Ok(json_response(
@@ -555,9 +607,11 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
                 "a token from a trust is on the trust's project: give no project or domain",
             );
         }
+        let origin = origin(state, &parts, Some(verified.key_thumbprint()));
         return super::trusts::mint(
             state,
             &verified,
+            &origin,
             super::trusts::TrustMint {
                 trust,
                 audience: &request.audience,
@@ -596,18 +650,26 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             "admin tokens are scoped to project admin@default",
         );
     }
-    // Re-check everything now: a disabled user or a revoked role stops at once.
+    // Re-check everything now: a disabled user, a revoked role or a removed
+    // key stops at once.
+    let thumbprint = verified.key_thumbprint().to_string();
+    let session = SessionKey {
+        thumbprint: &thumbprint,
+        issued_at: verified.token().issued_at() as i64,
+        leeway: state.config.leeway as i64,
+    };
     let facts = state
         .store
         .conn()
         .await?
-        .mint_facts(&user, project.as_ref(), &request.audience)
+        .mint_facts_for(&user, project.as_ref(), &request.audience, Some(session))
         .await?;
+    let client = client_address(state, &parts);
     // The admin audience follows the issuer id; every other audience is
     // registered, or a peer issuer (a token to exchange there).
     if request.audience != state.config.admin_audience() && !facts.service_registered {
         if super::federation::is_peer(state, &request.audience).await? {
-            return mint_for_peer(state, &verified, &request, &facts, lifetime);
+            return mint_for_peer(state, &verified, &request, &facts, lifetime, session, &client).await;
         }
         return err(
             Code::IssuerUnknownAudience,
@@ -617,12 +679,7 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
             ),
         );
     }
-    if !facts.user_exists {
-        return err(Code::IssuerInvalidCredentials, "the session's user no longer exists");
-    }
-    if !facts.user_enabled {
-        return err(Code::IssuerDisabled, "the user or its domain is disabled");
-    }
+    session_still_holds(&facts, session)?;
     let roles = match &project {
         None => Vec::new(),
         Some(p) => {
@@ -669,6 +726,7 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
         builder = builder.instance(instance.as_str());
     }
     let token = builder.sign(&signing_key, &kid)?;
+    audit_mint(state, verified.subject(), session, &request.audience, &client).await?;
     state.metrics.minted();
     Ok(json_response(
         StatusCode::OK,
@@ -687,15 +745,56 @@ async fn do_mint(state: &IssuerState, request: Request) -> Result<Response> {
     ))
 }
 
+/// The user of the session still exists (the same one: not deleted and
+/// created again since the session began), its key was not removed since,
+/// and it and its domain are enabled (spec/issuer.md §6.3 steps 11, 12).
+fn session_still_holds(facts: &super::store::MintFacts, session: SessionKey<'_>) -> Result<()> {
+    if !facts.same_user(session) {
+        return err(Code::IssuerInvalidCredentials, "the session's user no longer exists");
+    }
+    if facts.key_removed {
+        return err(
+            Code::IssuerKeyRemoved,
+            "the key this session is bound to was removed from the user: log in again with another key",
+        );
+    }
+    if !facts.user_enabled {
+        return err(Code::IssuerDisabled, "the user or its domain is disabled");
+    }
+    Ok(())
+}
+
+/// Audits a mint in the `token.mint` row of its user, key, audience and
+/// minute (spec/issuer.md §10.4): the row's first mint waits for the
+/// database, so no token is answered unless its minute's row is durable.
+async fn audit_mint(
+    state: &IssuerState,
+    subject: &str,
+    session: SessionKey<'_>,
+    audience: &str,
+    client: &str,
+) -> Result<()> {
+    let now = state.now() as i64;
+    let key = MintKey {
+        minute: now - now.rem_euclid(60),
+        actor: subject.to_owned(),
+        key_thumbprint: session.thumbprint.to_owned(),
+        audience: audience.to_owned(),
+    };
+    state.mint_audit.note(&state.store, key, client).await
+}
+
 /// A token whose audience is a peer issuer, to be exchanged there
 /// (spec/federation.md §3): unscoped, no roles, never from a trust; the peer
 /// grants roles of its own. A general-purpose token never crosses.
-fn mint_for_peer(
+async fn mint_for_peer(
     state: &IssuerState,
     verified: &VerifiedRequest,
     request: &MintRequest,
     facts: &super::store::MintFacts,
     lifetime: u64,
+    session: SessionKey<'_>,
+    client: &str,
 ) -> Result<Response> {
     if request.project.is_some() || request.domain.is_some() || request.roles.is_some() {
         return err(
@@ -710,12 +809,7 @@ fn mint_for_peer(
             "a token for a peer issuer is not bound to an instance",
         );
     }
-    if !facts.user_exists {
-        return err(Code::IssuerInvalidCredentials, "the session's user no longer exists");
-    }
-    if !facts.user_enabled {
-        return err(Code::IssuerDisabled, "the user or its domain is disabled");
-    }
+    session_still_holds(facts, session)?;
     let now = state.now();
     let (signing_key, kid) = state.keys.current()?;
     let token = TokenBuilder::service(
@@ -727,6 +821,7 @@ fn mint_for_peer(
     )
     .lifetime(lifetime)
     .sign(&signing_key, &kid)?;
+    audit_mint(state, verified.subject(), session, &request.audience, client).await?;
     state.metrics.minted();
     Ok(json_response(
         StatusCode::OK,

@@ -365,7 +365,8 @@ async fn exchange(State(state): State<Arc<IssuerState>>, request: Request) -> Re
                 .store
                 .conn()
                 .await?
-                .record(
+                .record_from(
+                    &super::api::origin(&state, &parts, Some(verified.key_thumbprint())),
                     now as i64,
                     &format!("{} via {origin}", verified.subject()),
                     "federation.exchange",

@@ -498,6 +498,8 @@ pub struct IssuerState {
     pub(crate) peer_keys: federation::PeerKeys,
     /// The exclusive lock on the SQLite data dir, held while the state lives.
     _data_dir_lock: Option<std::fs::File>,
+    /// Mints counted for their audit rows and not yet written (§10.4).
+    pub mint_audit: store::MintAudit,
 }
 
 impl std::fmt::Debug for IssuerState {
@@ -602,6 +604,7 @@ impl IssuerState {
             readiness: Default::default(),
             root_fingerprint,
             retired_kids: Default::default(),
+            mint_audit: Default::default(),
         });
         // Rotations and retired kids before the first request, then every few seconds.
         state.refresh_key_state().await?;
@@ -611,7 +614,13 @@ impl IssuerState {
         tokio::spawn(watch_peers(Arc::downgrade(&state)));
         tokio::spawn(prune_hourly(Arc::downgrade(&state)));
         tokio::spawn(forget_idle_login_sources(Arc::downgrade(&state)));
+        tokio::spawn(write_mint_counts(Arc::downgrade(&state)));
         Ok(state)
+    }
+
+    /// Writes the mints counted in memory to their audit rows (§10.4).
+    pub async fn flush_mint_audit(&self) -> Result<()> {
+        self.mint_audit.flush(&self.store, self.now() as i64).await
     }
 
     /// Drops the audit entries and the totals of failed logins of unknown
@@ -757,6 +766,19 @@ async fn prune_hourly(state: std::sync::Weak<IssuerState>) {
     }
 }
 
+/// Writes the counted mints to their audit rows every few seconds, as long
+/// as the issuer lives: a crash loses at most that many seconds of counts.
+async fn write_mint_counts(state: std::sync::Weak<IssuerState>) {
+    let mut every = tokio::time::interval(store::MINT_AUDIT_FLUSH);
+    loop {
+        every.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        if let Err(e) = state.flush_mint_audit().await {
+            tracing::warn!(error = %e, unwritten = state.mint_audit.unwritten(), "writing the counts of token mints to the audit log failed; retrying");
+        }
+    }
+}
+
 /// Keeps the login limiter's memory to the sources seen in about the last
 /// minute (or burst / rate, if longer).
 async fn forget_idle_login_sources(state: std::sync::Weak<IssuerState>) {
@@ -895,6 +917,9 @@ pub async fn serve(state: Arc<IssuerState>) -> Result<()> {
     crate::http::serve(listener, app, limits.clone(), signal).await;
     if let Some(task) = metrics_task {
         let _ = task.await;
+    }
+    if let Err(e) = state.flush_mint_audit().await {
+        tracing::warn!(error = %e, unwritten = state.mint_audit.unwritten(), "the last counts of token mints were not written to the audit log");
     }
     tracing::info!("issuer stopped");
     Ok(())

@@ -79,7 +79,13 @@ const AUDITED_ACTIONS: &[&str] = &[
     "user.set_enabled",
     "user.set_password",
     "user.add_key",
+    "user.remove_key",
+    "user.unlock",
+    "user.delete",
+    "domain.delete",
+    "project.delete",
     "role.create",
+    "role.delete",
     "grant",
     "revoke",
     "service.create",
@@ -95,6 +101,7 @@ const AUDITED_ACTIONS: &[&str] = &[
     "grant.remote",
     "revoke.remote",
     "federation.exchange",
+    "token.mint",
 ];
 
 /// The refusals of each operation: (operation id, status, description, the
@@ -205,7 +212,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "mint",
         401,
-        "No valid session token and proof (H1, T1–T12, D1–D5, P1–P13), or the session's user no longer exists (I2).",
+        "No valid session token and proof (H1, T1–T12, D1–D5, P1–P13); the session's user no longer exists, or the key the session is bound to was removed from it (I2).",
         &[
             "http.token_missing",
             "http.token_multiple",
@@ -220,6 +227,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
             "replay.detected",
             "replay.store_restarted",
             "issuer.invalid_credentials",
+            "issuer.key_removed",
         ],
     ),
     (
@@ -1054,8 +1062,8 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listGrants",
         400,
-        "The body could not be read (H2).",
-        &["http.body_unreadable"],
+        "A filter that is not a valid name (`issuer.invalid_name`), another query parameter (`issuer.bad_request`), or the body could not be read (H2).",
+        &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"],
     ),
     (
         "listGrants",
@@ -1399,7 +1407,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listAudit",
         400,
-        "The request is malformed (I1, H2).",
+        "A query parameter that is unknown, given twice, not an integer where one is needed, or over 1024 bytes (I1); or the body could not be read (H2).",
         &["issuer.bad_request", "http.body_unreadable"],
     ),
     (
@@ -1566,6 +1574,95 @@ const CREATE_403_ADMIN: &[&str] = &[
     "trust.not_trustee",
     "trust.expired",
     "trust.unusable",
+];
+
+/// The admin verifier's refusals, with the replaced-keys refinement of T6.
+const ADMIN_401_ALL: &[&str] = &[
+    "http.token_missing",
+    "http.token_multiple",
+    "http.token_malformed",
+    "http.scheme",
+    "cbor.*",
+    "cose.*",
+    "session.key_replaced",
+    "cwt.*",
+    "delegation.*",
+    "proof.*",
+    "replay.detected",
+    "replay.store_restarted",
+];
+const PATH_400: &[&str] = &[
+    "issuer.bad_request",
+    "issuer.invalid_name",
+    "http.body_unreadable",
+    "http.path_not_normalized",
+];
+
+/// The refusals every admin operation of a user, project, domain or role
+/// path has, after its own.
+macro_rules! admin_path_refusals {
+    ($id:literal) => {
+        [
+            ($id, 400, "The request is malformed (I1, H1, H2).", PATH_400),
+            ($id, 401, ADMIN_401_TEXT, ADMIN_401_ALL),
+            ($id, 403, ADMIN_403_TEXT, ADMIN_403),
+            ($id, 413, BODY_413_TEXT, &["http.body_too_large"]),
+            ($id, 431, HEADER_431_TEXT, &["http.header_too_large"]),
+            ($id, 503, UNAVAILABLE_503_TEXT, UNAVAILABLE_503),
+            ($id, 500, INTERNAL_500_TEXT, SERVER_500),
+        ]
+    };
+}
+
+/// The refusals of the deletes, the user view, its keys and the unlock.
+const LIFECYCLE_REFUSALS: &[&[Refusal]] = &[
+    &admin_path_refusals!("deleteDomain"),
+    &admin_path_refusals!("deleteProject"),
+    &admin_path_refusals!("deleteUser"),
+    &admin_path_refusals!("deleteRole"),
+    &admin_path_refusals!("showUser"),
+    &admin_path_refusals!("listUserKeys"),
+    &admin_path_refusals!("removeUserKey"),
+    &admin_path_refusals!("unlockUser"),
+    &[
+        ("deleteDomain", 404, "No such domain.", &["issuer.not_found"]),
+        (
+            "deleteDomain",
+            409,
+            "The domain still has projects or users (`issuer.in_use`), or is `default` (`issuer.protected`).",
+            &["issuer.in_use", "issuer.protected"],
+        ),
+        ("deleteProject", 404, "No such project.", &["issuer.not_found"]),
+        (
+            "deleteProject",
+            409,
+            "A federation peer is limited to the project (`issuer.in_use`), or it is `admin@default` (`issuer.protected`).",
+            &["issuer.in_use", "issuer.protected"],
+        ),
+        ("deleteUser", 404, "No such user.", &["issuer.not_found"]),
+        (
+            "deleteUser",
+            409,
+            "The user is `admin@default` (`issuer.protected`).",
+            &["issuer.protected"],
+        ),
+        ("deleteRole", 404, "No such role.", &["issuer.not_found"]),
+        (
+            "deleteRole",
+            409,
+            "The role is still granted or delegated (`issuer.in_use`), or is `admin` (`issuer.protected`).",
+            &["issuer.in_use", "issuer.protected"],
+        ),
+        ("showUser", 404, "No such user.", &["issuer.not_found"]),
+        ("listUserKeys", 404, "No such user.", &["issuer.not_found"]),
+        (
+            "removeUserKey",
+            404,
+            "The user has no key of this thumbprint (or does not exist).",
+            &["issuer.not_found"],
+        ),
+        ("unlockUser", 404, "No such user.", &["issuer.not_found"]),
+    ],
 ];
 
 /// The refusals of the trust routes (spec/delegation.md).
@@ -2104,7 +2201,7 @@ fn complete(document: &mut Value) {
             }
             let parameters = operation.get_mut("parameters").and_then(Value::as_array_mut);
             for parameter in parameters.into_iter().flatten() {
-                if parameter["name"] == "action" {
+                if parameter["name"] == "action" && parameter["in"] == "path" {
                     parameter["schema"]["enum"] = json!(["enable", "disable"]);
                 }
             }
@@ -2125,6 +2222,7 @@ fn complete(document: &mut Value) {
                 .iter()
                 .chain(TRUST_REFUSALS)
                 .chain(FEDERATION_REFUSALS.iter().copied().flatten())
+                .chain(LIFECYCLE_REFUSALS.iter().copied().flatten())
                 .filter(|r| r.0 == id)
             {
                 let mut headers = json!({"Cache-Control": {"$ref": "#/components/headers/NoStore"}});

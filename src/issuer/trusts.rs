@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::IssuerState;
 use super::api::{MintResponse, json_body, json_response, respond, verified};
-use super::store::{Audit, Grants, Trust, Trusts, Tx};
+use super::store::{Audit, Grants, Origin, SessionKey, Trust, Trusts, Tx};
 use crate::delegation::trust_request::{AdminTrustRequest, Ceilings, TrustBase, TrustRequest, check_trust_id};
 use crate::encoding::b64url_encode;
 use crate::error::{Code, Result, err};
@@ -282,7 +282,12 @@ pub(super) struct TrustMint<'a> {
 /// A mint from a trust (spec/delegation.md §4): every check in one
 /// transaction with the use it takes and its audit record; a refusal is
 /// audited on its own.
-pub(super) async fn mint(state: &IssuerState, verified: &VerifiedRequest, asked: TrustMint<'_>) -> Result<Response> {
+pub(super) async fn mint(
+    state: &IssuerState,
+    verified: &VerifiedRequest,
+    origin: &Origin,
+    asked: TrustMint<'_>,
+) -> Result<Response> {
     let now = state.now() as i64;
     let caller = UserName::parse(verified.subject())?;
     let target = if check_trust_id(asked.trust).is_ok() {
@@ -290,7 +295,7 @@ pub(super) async fn mint(state: &IssuerState, verified: &VerifiedRequest, asked:
     } else {
         "-"
     };
-    let result = mint_checked(state, verified, &caller, &asked, now).await;
+    let result = mint_checked(state, verified, origin, &caller, &asked, now).await;
     match &result {
         Ok(_) => state.metrics.trust_minted(),
         Err(e) if e.code() != Code::IssuerUnavailable => {
@@ -298,7 +303,7 @@ pub(super) async fn mint(state: &IssuerState, verified: &VerifiedRequest, asked:
                 .store
                 .conn()
                 .await?
-                .record(now, &caller.to_string(), "trust.use", target, e.code().as_str())
+                .record_from(origin, now, &caller.to_string(), "trust.use", target, e.code().as_str())
                 .await?;
         }
         Err(_) => {}
@@ -309,6 +314,7 @@ pub(super) async fn mint(state: &IssuerState, verified: &VerifiedRequest, asked:
 async fn mint_checked(
     state: &IssuerState,
     verified: &VerifiedRequest,
+    origin: &Origin,
     caller: &UserName,
     asked: &TrustMint<'_>,
     now: i64,
@@ -321,8 +327,24 @@ async fn mint_checked(
     // TM1–TM4.
     let chain = usable_chain(&mut tx, asked.trust, caller, now).await?;
     let (trust, root) = (&chain[0], &chain[chain.len() - 1]);
-    // TM5 the audience.
-    let facts = tx.mint_facts(caller, None, asked.audience).await?;
+    // TM5 the audience; and the caller's session, as at every mint
+    // (spec/issuer.md §6.3): its user not created again, its key not removed.
+    let thumbprint = verified.key_thumbprint().to_string();
+    let session = SessionKey {
+        thumbprint: &thumbprint,
+        issued_at: verified.token().issued_at() as i64,
+        leeway: state.config.leeway as i64,
+    };
+    let facts = tx.mint_facts_for(caller, None, asked.audience, Some(session)).await?;
+    if !facts.same_user(session) {
+        return err(Code::IssuerInvalidCredentials, "the session's user no longer exists");
+    }
+    if facts.key_removed {
+        return err(
+            Code::IssuerKeyRemoved,
+            "the key this session is bound to was removed from the user: log in again with another key",
+        );
+    }
     if !facts.service_registered {
         return err(
             Code::IssuerUnknownAudience,
@@ -401,7 +423,7 @@ async fn mint_checked(
         builder = builder.instance(instance);
     }
     let token = builder.sign(&signing_key, &kid)?;
-    tx.record(now, &caller.to_string(), "trust.use", &trust.id, "ok")
+    tx.record_from(origin, now, &caller.to_string(), "trust.use", &trust.id, "ok")
         .await?;
     tx.commit().await?;
     state.metrics.minted();
@@ -428,6 +450,7 @@ async fn mint_checked(
 pub(super) async fn finish<T>(
     state: &IssuerState,
     tx: Tx,
+    origin: &Origin,
     actor: &str,
     action: &str,
     result: Result<(String, T)>,
@@ -436,7 +459,7 @@ pub(super) async fn finish<T>(
     match result {
         Ok((target, value)) => {
             let mut tx = tx;
-            tx.record(now, actor, action, &target, "ok").await?;
+            tx.record_from(origin, now, actor, action, &target, "ok").await?;
             tx.commit().await?;
             Ok(value)
         }
@@ -447,7 +470,7 @@ pub(super) async fn finish<T>(
                     .store
                     .conn()
                     .await?
-                    .record(now, actor, action, "-", e.code().as_str())
+                    .record_from(origin, now, actor, action, "-", e.code().as_str())
                     .await?;
             }
             Err(e)
@@ -477,7 +500,16 @@ async fn create_trust(State(state): State<Arc<IssuerState>>, request: Request) -
         let actor = trustor.to_string();
         let mut tx = state.store.begin().await?;
         let created = create(&state, &mut tx, &trustor, input).await;
-        let trust = finish(&state, tx, &actor, "trust.create", created.map(|t| (t.id.clone(), t))).await?;
+        let origin = super::api::origin(&state, &parts, Some(verified.key_thumbprint()));
+        let trust = finish(
+            &state,
+            tx,
+            &origin,
+            &actor,
+            "trust.create",
+            created.map(|t| (t.id.clone(), t)),
+        )
+        .await?;
         Ok(json_response(StatusCode::OK, &trust))
     }
     .await;
@@ -586,12 +618,13 @@ struct TrustDeleted {
 async fn delete_trust(State(state): State<Arc<IssuerState>>, Path(id): Path<String>, request: Request) -> Response {
     let started = Instant::now();
     let result = async {
-        let (_, verified, _) = verified(request).await?;
+        let (parts, verified, _) = verified(request).await?;
         let user = UserName::parse(verified.subject())?;
         let actor = user.to_string();
+        let origin = super::api::origin(&state, &parts, Some(verified.key_thumbprint()));
         let mut tx = state.store.begin().await?;
         let deleted = delete_own(&mut tx, &id, &user).await.map(|()| (id.clone(), ()));
-        finish(&state, tx, &actor, "trust.delete", deleted).await?;
+        finish(&state, tx, &origin, &actor, "trust.delete", deleted).await?;
         Ok(json_response(StatusCode::OK, &TrustDeleted { id, deleted: true }))
     }
     .await;

@@ -57,9 +57,10 @@ pub(super) async fn run_workplan(State(state): State<Arc<IssuerState>>, request:
         let plan: WorkplanRun = json_body(&parts, &body)?;
         let trustor = UserName::parse(verified.subject())?;
         let actor = trustor.to_string();
+        let origin = super::api::origin(&state, &parts, Some(verified.key_thumbprint()));
         let mut tx = state.store.begin().await?;
-        let created = create_all(&state, &mut tx, &trustor, &plan).await;
-        let answer = super::trusts::finish(&state, tx, &actor, "workplan.run", created).await?;
+        let created = create_all(&state, &mut tx, &origin, &trustor, &plan).await;
+        let answer = super::trusts::finish(&state, tx, &origin, &actor, "workplan.run", created).await?;
         Ok(json_response(StatusCode::OK, &answer))
     }
     .await;
@@ -71,6 +72,7 @@ pub(super) async fn run_workplan(State(state): State<Arc<IssuerState>>, request:
 async fn create_all(
     state: &IssuerState,
     tx: &mut super::store::Tx,
+    origin: &super::store::Origin,
     trustor: &UserName,
     plan: &WorkplanRun,
 ) -> Result<(String, WorkplanRunResult)> {
@@ -89,8 +91,15 @@ async fn create_all(
                 ),
             )
         })?;
-        tx.record(now as i64, &trustor.to_string(), "trust.create", &trust.id, "ok")
-            .await?;
+        tx.record_from(
+            origin,
+            now as i64,
+            &trustor.to_string(),
+            "trust.create",
+            &trust.id,
+            "ok",
+        )
+        .await?;
         trusts.push(trust);
     }
     let workflow_id: [u8; WORKFLOW_ID_LEN] = crate::random_array()?;

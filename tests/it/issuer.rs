@@ -599,8 +599,8 @@ async fn audit_records_older_than_the_retention_are_pruned() {
         clock.advance(86_400 + 10);
         assert_eq!(
             issuer.state.prune_old_records().await.unwrap().0,
-            3,
-            "{backend}: bootstrap, login, domain"
+            4,
+            "{backend}: bootstrap, login, the admin token's mint, domain"
         );
         let admin = admin_now().await;
         admin.ok("POST", "/v1/admin/domains", json!({"name": "new"})).await;
@@ -612,7 +612,8 @@ async fn audit_records_older_than_the_retention_are_pruned() {
             .iter()
             .map(|e| e["target"].as_str().unwrap())
             .collect();
-        assert_eq!(targets, ["new", "admin@default"], "{backend}");
+        let admin_audience = format!("{}/admin", issuer.url);
+        assert_eq!(targets, ["new", admin_audience.as_str(), "admin@default"], "{backend}");
     }
     cleanup(&all).await;
     for retention in [3600, 3651 * 86_400] {
@@ -1579,6 +1580,691 @@ async fn a_token_minted_for_an_instance_is_accepted_there_and_refused_at_another
             let response = user.get(&format!("{url}/v2/servers"), &unbound).send().await.unwrap();
             assert_eq!(response.text().await.unwrap(), "None");
         }
+    }
+    cleanup(&all).await;
+}
+
+/// The code of a refused admin call.
+async fn refused(admin: &Admin, method: &str, path: &str, body: Value) -> Code {
+    admin
+        .call(method, path, body)
+        .await
+        .expect_err(&format!("{method} {path} should be refused"))
+        .code()
+}
+
+/// A user client logged in with its password.
+async fn logged_in(issuer: &Issuer, user: &str) -> Client {
+    let client = issuer.client();
+    client
+        .login_password(user, "correct horse battery", None)
+        .await
+        .unwrap();
+    client
+}
+
+/// The mint for `audience` on turing@stoughton: status and problem code
+/// (`None` for a token).
+async fn mint_code(issuer: &Issuer, user: &Client, audience: &str) -> (u16, Option<String>) {
+    let (status, answer) = raw_mint(
+        issuer,
+        user,
+        json!({"audience": audience, "project": "turing", "domain": "stoughton"}),
+    )
+    .await;
+    (status, answer["code"].as_str().map(str::to_owned))
+}
+
+/// Deletes over HTTP: what still refers to a domain or role refuses its
+/// delete (`issuer.in_use`), the bootstrap's objects are protected, a user
+/// and a project take what refers to them along; a deleted user's session
+/// mints nothing, also after a user of the same name is created again;
+/// every delete and refusal is audited.
+#[tokio::test]
+async fn deletes_refuse_or_take_along_and_stop_old_sessions() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        // A leeway of 1 s: the comparisons with a creation or removal time
+        // allow for it (replicas' clocks), so the test waits it out.
+        let issuer = start(backend, db, Arc::new(SystemClock), |c| c.leeway = 1).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/users",
+                json!({"user": "heat@stoughton", "kind": "service"}),
+            )
+            .await;
+        let ayoung = logged_in(&issuer, "ayoung@stoughton").await;
+        assert_eq!(mint_code(&issuer, &ayoung, "https://nova.example").await, (200, None));
+        let delegated = ayoung
+            .create_trust(&keybound::client::NewTrust {
+                trustee: "heat@stoughton".into(),
+                project: Some("turing".into()),
+                roles: vec!["member".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+
+        for (path, code) in [
+            ("/v1/admin/domains/stoughton", Code::IssuerInUse),
+            ("/v1/admin/roles/member", Code::IssuerInUse),
+            ("/v1/admin/domains/default", Code::IssuerProtected),
+            ("/v1/admin/projects/admin@default", Code::IssuerProtected),
+            ("/v1/admin/users/admin@default", Code::IssuerProtected),
+            ("/v1/admin/roles/admin", Code::IssuerProtected),
+            ("/v1/admin/users/ghost@stoughton", Code::IssuerNotFound),
+            ("/v1/admin/domains/no%20such", Code::IssuerInvalidName),
+        ] {
+            assert_eq!(
+                refused(&admin, "DELETE", path, json!({})).await,
+                code,
+                "{backend} {path}"
+            );
+        }
+        let busy = admin
+            .call("DELETE", "/v1/admin/domains/stoughton", json!({}))
+            .await
+            .unwrap_err();
+        assert!(busy.message().contains("1 project and 2 users"), "{}", busy.message());
+
+        // The user goes with its two grants and its trust.
+        let gone = admin.ok("DELETE", "/v1/admin/users/ayoung@stoughton", json!({})).await;
+        assert_eq!(
+            gone,
+            json!({"user": "ayoung@stoughton", "deleted": true, "grants": 2, "trusts": 1, "keys": 0}),
+            "{backend}"
+        );
+        let trusts = admin.ok("GET", "/v1/admin/trusts", Value::Null).await;
+        assert_eq!(trusts, json!([]), "{backend}: {delegated}");
+        assert_eq!(
+            mint_code(&issuer, &ayoung, "https://nova.example").await,
+            (401, Some("issuer.invalid_credentials".into()))
+        );
+        // Created again, with a grant: the old session is still not its.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/users",
+                json!({"user": "ayoung@stoughton", "password": "correct horse battery"}),
+            )
+            .await;
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/grants",
+                json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"}),
+            )
+            .await;
+        assert_eq!(
+            mint_code(&issuer, &ayoung, "https://nova.example").await,
+            (401, Some("issuer.invalid_credentials".into())),
+            "{backend}: a session of the user before"
+        );
+        let again = logged_in(&issuer, "ayoung@stoughton").await;
+        assert_eq!(mint_code(&issuer, &again, "https://nova.example").await, (200, None));
+
+        // The project goes with its grant; then the roles and the domain can go.
+        let gone = admin
+            .ok("DELETE", "/v1/admin/projects/turing@stoughton", json!({}))
+            .await;
+        assert_eq!(
+            gone,
+            json!({"project": "turing@stoughton", "deleted": true, "grants": 1, "remote_grants": 0, "trusts": 0})
+        );
+        assert_eq!(
+            mint_code(&issuer, &again, "https://nova.example").await,
+            (400, Some("issuer.unknown_project".into()))
+        );
+        for path in ["/v1/admin/roles/member", "/v1/admin/roles/reader"] {
+            assert_eq!(admin.ok("DELETE", path, json!({})).await["deleted"], true);
+        }
+        assert_eq!(
+            refused(&admin, "DELETE", "/v1/admin/roles/member", json!({})).await,
+            Code::IssuerNotFound
+        );
+        for user in ["ayoung@stoughton", "heat@stoughton"] {
+            admin.ok("DELETE", &format!("/v1/admin/users/{user}"), json!({})).await;
+        }
+        let gone = admin.ok("DELETE", "/v1/admin/domains/stoughton", json!({})).await;
+        assert_eq!(gone, json!({"name": "stoughton", "deleted": true}));
+        assert_eq!(
+            admin.ok("GET", "/v1/admin/domains", Value::Null).await,
+            json!([{"name": "default", "enabled": true}])
+        );
+
+        let audit = admin.ok("GET", "/v1/admin/audit?limit=1000", Value::Null).await;
+        let had = |action: &str, target: &str, outcome: &str| {
+            audit.as_array().unwrap().iter().any(|e| {
+                e["action"] == action
+                    && e["target"] == target
+                    && e["outcome"] == outcome
+                    && e["actor"] == "admin@default"
+            })
+        };
+        for (action, target, outcome) in [
+            ("user.delete", "ayoung@stoughton", "ok"),
+            ("project.delete", "turing@stoughton", "ok"),
+            ("role.delete", "member", "ok"),
+            ("domain.delete", "stoughton", "ok"),
+            ("domain.delete", "-", "issuer.in_use"),
+            ("user.delete", "-", "issuer.protected"),
+            ("role.delete", "-", "issuer.not_found"),
+        ] {
+            assert!(
+                had(action, target, outcome),
+                "{backend}: {action} {target} {outcome} not audited"
+            );
+        }
+    }
+    cleanup(&all).await;
+}
+
+/// Every create refuses what exists with one code, `issuer.conflict`,
+/// changes nothing, and audits the refusal.
+#[tokio::test]
+async fn every_create_refuses_a_duplicate_with_issuer_conflict() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        let key = b64url_encode(
+            &SigningKey::generate(Algorithm::EdDSA)
+                .unwrap()
+                .public_key()
+                .to_cose_key(None),
+        );
+        admin
+            .ok("POST", "/v1/admin/users/ayoung@stoughton/keys", json!({"key": key}))
+            .await;
+        for (path, body) in [
+            ("/v1/admin/domains", json!({"name": "stoughton"})),
+            ("/v1/admin/projects", json!({"name": "turing", "domain": "stoughton"})),
+            (
+                "/v1/admin/users",
+                json!({"user": "ayoung@stoughton", "password": "another password"}),
+            ),
+            ("/v1/admin/roles", json!({"name": "member"})),
+            ("/v1/admin/services", json!({"audience": "https://nova.example"})),
+            (
+                "/v1/admin/grants",
+                json!({"user": "ayoung@stoughton", "project": "turing@stoughton", "role": "member"}),
+            ),
+            ("/v1/admin/users/ayoung@stoughton/keys", json!({"key": key})),
+        ] {
+            assert_eq!(
+                refused(&admin, "POST", path, body).await,
+                Code::IssuerConflict,
+                "{backend} {path}"
+            );
+        }
+        // The user's password is the first one: nothing was changed.
+        logged_in(&issuer, "ayoung@stoughton").await;
+        let audit = admin.ok("GET", "/v1/admin/audit?limit=1000", Value::Null).await;
+        let conflicts = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["outcome"] == "issuer.conflict")
+            .count();
+        assert_eq!(conflicts, 7, "{backend}");
+    }
+    cleanup(&all).await;
+}
+
+/// A user's view: grants, keys, lockout; unlock ends a lockout without a
+/// new password; unknown and malformed names are refused.
+#[tokio::test]
+async fn user_show_reports_grants_keys_and_lockout_and_unlock_ends_it() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let cose = b64url_encode(&key.public_key().to_cose_key(None));
+        admin
+            .ok("POST", "/v1/admin/users/ayoung@stoughton/keys", json!({"key": cose}))
+            .await;
+        for _ in 0..5 {
+            let wrong = issuer
+                .client()
+                .login_password("ayoung@stoughton", "wrong password!", None)
+                .await;
+            assert!(wrong.is_err());
+        }
+        let shown = admin.ok("GET", "/v1/admin/users/ayoung@stoughton", Value::Null).await;
+        assert_eq!(shown["user"], "ayoung@stoughton");
+        assert_eq!(
+            (&shown["kind"], &shown["enabled"], &shown["domain_enabled"]),
+            (&json!("person"), &json!(true), &json!(true))
+        );
+        assert_eq!(
+            shown["grants"],
+            json!([{"project": "turing@stoughton", "role": "member"}, {"project": "turing@stoughton", "role": "reader"}])
+        );
+        assert_eq!(
+            shown["keys"][0]["thumbprint"],
+            key.public_key().thumbprint().to_string()
+        );
+        assert!(shown["keys"][0]["added_at"].as_i64().unwrap() >= shown["created_at"].as_i64().unwrap());
+        assert_eq!(
+            (&shown["lockout"]["failed_logins"], &shown["lockout"]["locked"]),
+            (&json!(5), &json!(true)),
+            "{backend}"
+        );
+        assert!(shown["lockout"]["locked_until"].as_i64().unwrap() > SystemClock.now() as i64);
+        let locked = issuer
+            .client()
+            .login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap_err();
+        assert_eq!(locked.code(), Code::IssuerLocked);
+        let unlocked = admin
+            .ok("POST", "/v1/admin/users/ayoung@stoughton/unlock", json!({}))
+            .await;
+        assert_eq!(
+            unlocked,
+            json!({"user": "ayoung@stoughton", "failed_logins": 0, "locked": false})
+        );
+        logged_in(&issuer, "ayoung@stoughton").await;
+        let shown = admin.ok("GET", "/v1/admin/users/ayoung@stoughton", Value::Null).await;
+        assert_eq!(
+            shown["lockout"],
+            json!({"failed_logins": 0, "locked": false, "locked_until": null})
+        );
+        let keys = admin
+            .ok("GET", "/v1/admin/users/ayoung@stoughton/keys", Value::Null)
+            .await;
+        assert_eq!(keys, shown["keys"]);
+        for (method, path, code) in [
+            ("GET", "/v1/admin/users/ghost@stoughton", Code::IssuerNotFound),
+            ("GET", "/v1/admin/users/ghost@stoughton/keys", Code::IssuerNotFound),
+            ("POST", "/v1/admin/users/ghost@stoughton/unlock", Code::IssuerNotFound),
+            ("GET", "/v1/admin/users/ayoung", Code::IssuerInvalidName),
+        ] {
+            assert_eq!(
+                refused(&admin, method, path, json!({})).await,
+                code,
+                "{backend} {method} {path}"
+            );
+        }
+        let audit = admin
+            .ok(
+                "GET",
+                "/v1/admin/audit?action=user.unlock&target=ayoung@stoughton",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(audit[0]["outcome"], "ok", "{backend}: {audit}");
+    }
+    cleanup(&all).await;
+}
+
+/// Removing a key: key login with it stops at once, every session bound to
+/// it from before (a key login's, or a password login's that bound the
+/// same key) mints nothing more (`issuer.key_removed`), an admin token
+/// bound to it is refused, and sessions bound to other keys go on.
+#[tokio::test]
+async fn removing_a_key_stops_key_login_and_the_sessions_bound_to_it() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        // A leeway of 1 s: the comparisons with a creation or removal time
+        // allow for it (replicas' clocks), so the test waits it out.
+        let issuer = start(backend, db, Arc::new(SystemClock), |c| c.leeway = 1).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let private = key.to_cose_key(None);
+        let same_key = || SigningKey::from_cose_key(&private).unwrap();
+        let thumbprint = key.public_key().thumbprint().to_string();
+        let cose = b64url_encode(&key.public_key().to_cose_key(None));
+        admin
+            .ok("POST", "/v1/admin/users/ayoung@stoughton/keys", json!({"key": cose}))
+            .await;
+        let keyed = Client::new(&issuer.url, same_key()).unwrap();
+        keyed.login_key("ayoung@stoughton", None).await.unwrap();
+        let by_password = Client::new(&issuer.url, same_key()).unwrap();
+        by_password
+            .login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap();
+        let other = logged_in(&issuer, "ayoung@stoughton").await;
+        for client in [&keyed, &by_password, &other] {
+            assert_eq!(mint_code(&issuer, client, "https://nova.example").await, (200, None));
+        }
+        let path = format!("/v1/admin/users/ayoung@stoughton/keys/{thumbprint}");
+        let removed = admin.ok("DELETE", &path, json!({})).await;
+        assert_eq!(
+            removed,
+            json!({"user": "ayoung@stoughton", "thumbprint": thumbprint, "removed": true})
+        );
+        assert_eq!(refused(&admin, "DELETE", &path, json!({})).await, Code::IssuerNotFound);
+        assert_eq!(
+            refused(
+                &admin,
+                "DELETE",
+                "/v1/admin/users/ayoung@stoughton/keys/short",
+                json!({})
+            )
+            .await,
+            Code::IssuerBadRequest
+        );
+        let login = Client::new(&issuer.url, same_key())
+            .unwrap()
+            .login_key("ayoung@stoughton", None)
+            .await;
+        assert_eq!(login.unwrap_err().code(), Code::IssuerInvalidCredentials, "{backend}");
+        for client in [&keyed, &by_password] {
+            assert_eq!(
+                mint_code(&issuer, client, "https://nova.example").await,
+                (401, Some("issuer.key_removed".into())),
+                "{backend}"
+            );
+        }
+        assert_eq!(mint_code(&issuer, &other, "https://nova.example").await, (200, None));
+        // A password login after the removal (past the leeway: removals
+        // refuse the sessions of that long after them too) may bind the key again.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let later = Client::new(&issuer.url, same_key()).unwrap();
+        later
+            .login_password("ayoung@stoughton", "correct horse battery", None)
+            .await
+            .unwrap();
+        assert_eq!(mint_code(&issuer, &later, "https://nova.example").await, (200, None));
+        let keys = admin
+            .ok("GET", "/v1/admin/users/ayoung@stoughton/keys", Value::Null)
+            .await;
+        assert_eq!(keys, json!([]));
+
+        // An administrator's own key: its admin token is refused at once.
+        let admin_key = admin.client.key().public_key().clone();
+        let admin_thumbprint = admin_key.thumbprint().to_string();
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/users/admin@default/keys",
+                json!({"key": b64url_encode(&admin_key.to_cose_key(None))}),
+            )
+            .await;
+        admin
+            .ok(
+                "DELETE",
+                &format!("/v1/admin/users/admin@default/keys/{admin_thumbprint}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            refused(&admin, "GET", "/v1/admin/users", Value::Null).await,
+            Code::IssuerForbidden
+        );
+        let fresh = issuer.admin().await;
+        let target = format!("ayoung@stoughton {thumbprint}");
+        let audit = fresh
+            .ok(
+                "GET",
+                &format!(
+                    "/v1/admin/audit?action=user.remove_key&target={}",
+                    target.replace(' ', "+")
+                ),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(audit.as_array().unwrap().len(), 1, "{backend}: {audit}");
+        assert_eq!(audit[0]["outcome"], "ok");
+    }
+    cleanup(&all).await;
+}
+
+/// Grant listings filter by user, project and role; audit listings page
+/// past 1000 entries by the id cursor and filter by actor, action, target
+/// and time; entries name the client address and the request's key.
+#[tokio::test]
+async fn grant_filters_audit_pages_and_origins() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/users",
+                json!({"user": "heat@stoughton", "kind": "service"}),
+            )
+            .await;
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/grants",
+                json!({"user": "heat@stoughton", "project": "turing@stoughton", "role": "reader"}),
+            )
+            .await;
+        let listed = |query: &str| {
+            let (admin, path) = (&admin, format!("/v1/admin/grants{query}"));
+            async move { admin.ok("GET", &path, Value::Null).await }
+        };
+        let pairs = |v: Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|g| format!("{} {}", g["user"].as_str().unwrap(), g["role"].as_str().unwrap()))
+                .collect()
+        };
+        assert_eq!(pairs(listed("").await).len(), 4, "with admin's own");
+        assert_eq!(
+            pairs(listed("?role=reader").await),
+            ["ayoung@stoughton reader", "heat@stoughton reader"]
+        );
+        assert_eq!(
+            pairs(listed("?user=ayoung%40stoughton&project=turing@stoughton").await),
+            ["ayoung@stoughton member", "ayoung@stoughton reader"]
+        );
+        assert_eq!(
+            pairs(listed("?user=heat@stoughton&role=member").await),
+            Vec::<String>::new()
+        );
+        for (query, code) in [
+            ("?user=heat", Code::IssuerInvalidName),
+            ("?role=no%20such", Code::IssuerInvalidName),
+            ("?owner=heat@stoughton", Code::IssuerBadRequest),
+            ("?role=reader&role=member", Code::IssuerBadRequest),
+        ] {
+            let path = format!("/v1/admin/grants{query}");
+            assert_eq!(
+                refused(&admin, "GET", &path, Value::Null).await,
+                code,
+                "{backend} {query}"
+            );
+        }
+
+        // 2,500 entries more, in bulk, then every page of 1000.
+        let origin = keybound::issuer::store::Origin {
+            client: "192.0.2.1".into(),
+            key_thumbprint: "-".into(),
+        };
+        let mut tx = issuer.state.store.begin().await.unwrap();
+        for i in 0..2500_i64 {
+            keybound::issuer::store::Audit::record_from(
+                &mut *tx,
+                &origin,
+                1_000_000 + i,
+                &format!("bulk{}@stoughton", i % 5),
+                "test.bulk",
+                &format!("target {}", i % 2),
+                "ok",
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut ids = Vec::new();
+        let mut before: Option<i64> = None;
+        let mut pages = 0;
+        loop {
+            let cursor = before.map(|b| format!("&before={b}")).unwrap_or_default();
+            let page = admin
+                .ok("GET", &format!("/v1/admin/audit?limit=1000{cursor}"), Value::Null)
+                .await;
+            let page = page.as_array().unwrap().clone();
+            pages += 1;
+            ids.extend(page.iter().map(|e| e["id"].as_i64().unwrap()));
+            match page.last() {
+                Some(last) if page.len() == 1000 => before = last["id"].as_i64(),
+                _ => break,
+            }
+        }
+        assert!(
+            pages >= 3 && ids.len() > 2500,
+            "{backend}: {pages} pages, {} entries",
+            ids.len()
+        );
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first, each once");
+        let count = |query: &'static str| {
+            let admin = &admin;
+            async move {
+                admin
+                    .ok("GET", &format!("/v1/admin/audit?limit=1000&{query}"), Value::Null)
+                    .await
+                    .as_array()
+                    .unwrap()
+                    .len()
+            }
+        };
+        assert_eq!(count("actor=bulk3%40stoughton").await, 500, "{backend}");
+        assert_eq!(
+            count("action=test.bulk&target=target+1&since=1000100&until=1000199").await,
+            50
+        );
+        assert_eq!(
+            count("action=test.bulk&actor=bulk0@stoughton&target=target%200").await,
+            250
+        );
+        for query in [
+            "?before=x",
+            "?since=yesterday",
+            "?limit=1&limit=2",
+            "?color=red",
+            "?actor=%ff",
+        ] {
+            let path = format!("/v1/admin/audit{query}");
+            assert_eq!(
+                refused(&admin, "GET", &path, Value::Null).await,
+                Code::IssuerBadRequest,
+                "{query}"
+            );
+        }
+        let long = format!("/v1/admin/audit?target={}", "a".repeat(1025));
+        assert_eq!(refused(&admin, "GET", &long, Value::Null).await, Code::IssuerBadRequest);
+
+        // Origins: the admin's actions name its address and key; a login
+        // the key it bound.
+        let key = admin.client.key().public_key().thumbprint().to_string();
+        let grants = admin.ok("GET", "/v1/admin/audit?action=grant", Value::Null).await;
+        assert_eq!(
+            (&grants[0]["client"], &grants[0]["key_thumbprint"]),
+            (&json!("127.0.0.1"), &json!(key))
+        );
+        let logins = admin
+            .ok("GET", "/v1/admin/audit?action=login&actor=admin@default", Value::Null)
+            .await;
+        assert_eq!(
+            (&logins[0]["client"], &logins[0]["key_thumbprint"]),
+            (&json!("127.0.0.1"), &json!(key))
+        );
+        let boot = admin.ok("GET", "/v1/admin/audit?action=bootstrap", Value::Null).await;
+        assert_eq!(
+            (&boot[0]["client"], &boot[0]["key_thumbprint"]),
+            (&json!("-"), &json!("-"))
+        );
+    }
+    cleanup(&all).await;
+}
+
+/// Mints are audited as one `token.mint` entry per user, key, audience and
+/// minute, whose count is the number of tokens; the entry of a minute is
+/// written before its first token is answered, so with the audit log
+/// broken a mint that would need a new entry is refused.
+#[tokio::test]
+async fn mints_are_audited_per_session_audience_and_minute() {
+    let all = backends().await;
+    for (backend, db) in all.clone() {
+        let issuer = start(backend, db, Arc::new(SystemClock), |_| {}).await;
+        let admin = issuer.admin().await;
+        admin.setup_world("https://nova.example").await;
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/services",
+                json!({"audience": "https://glance.example"}),
+            )
+            .await;
+        let ayoung = logged_in(&issuer, "ayoung@stoughton").await;
+        for (audience, n) in [("https://nova.example", 5), ("https://glance.example", 3)] {
+            for _ in 0..n {
+                assert_eq!(mint_code(&issuer, &ayoung, audience).await, (200, None));
+            }
+        }
+        // A refused mint is not audited.
+        assert_eq!(mint_code(&issuer, &ayoung, "https://unknown.example").await.0, 400);
+        let entries = admin
+            .ok(
+                "GET",
+                "/v1/admin/audit?action=token.mint&actor=ayoung%40stoughton",
+                Value::Null,
+            )
+            .await;
+        let entries = entries.as_array().unwrap();
+        let key = ayoung.key().public_key().thumbprint().to_string();
+        for (audience, n) in [("https://nova.example", 5), ("https://glance.example", 3)] {
+            let rows: Vec<&Value> = entries.iter().filter(|e| e["target"] == audience).collect();
+            // Two rows only when the mints straddled a minute boundary.
+            assert!((1..=2).contains(&rows.len()), "{backend}: {entries:?}");
+            assert_eq!(
+                rows.iter().map(|e| e["count"].as_i64().unwrap()).sum::<i64>(),
+                n,
+                "{backend} {audience}"
+            );
+            for row in rows {
+                assert_eq!(row["time"].as_i64().unwrap() % 60, 0, "the minute's start");
+                assert_eq!(
+                    (&row["client"], &row["key_thumbprint"], &row["outcome"]),
+                    (&json!("127.0.0.1"), &json!(key), &json!("ok"))
+                );
+            }
+        }
+        assert!(entries.iter().all(|e| e["target"] != "https://unknown.example"));
+        let admin_mints = admin
+            .ok(
+                "GET",
+                "/v1/admin/audit?action=token.mint&actor=admin@default",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(admin_mints[0]["target"], format!("{}/admin", issuer.url));
+
+        // No new minute row can be written: the mint is refused.
+        admin
+            .ok(
+                "POST",
+                "/v1/admin/services",
+                json!({"audience": "https://cinder.example"}),
+            )
+            .await;
+        set_audit_broken(&issuer, true).await;
+        assert_eq!(
+            mint_code(&issuer, &ayoung, "https://cinder.example").await,
+            (503, Some("issuer.unavailable".into())),
+            "{backend}"
+        );
+        set_audit_broken(&issuer, false).await;
+        assert_eq!(mint_code(&issuer, &ayoung, "https://cinder.example").await, (200, None));
+        issuer.state.flush_mint_audit().await.unwrap();
+        assert_eq!(issuer.state.mint_audit.unwritten(), 0);
     }
     cleanup(&all).await;
 }

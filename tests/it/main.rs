@@ -3,6 +3,7 @@
 //! shared helpers (an issuer on loopback, a private redis-server) are in
 //! `common`. Run one area with `cargo test --all-features --test it AREA::`.
 
+mod admin_cli;
 mod cli_basics;
 mod client_cli;
 mod common;

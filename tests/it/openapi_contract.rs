@@ -2307,6 +2307,239 @@ async fn every_operation_answers_as_documented() {
     )
     .await;
 
+    // ---- Deletes, the user view, its keys, the unlock, filtered grants.
+    for (path, body) in [
+        ("/v1/admin/domains", json!({"name": "doomed"})),
+        ("/v1/admin/projects", json!({"name": "p", "domain": "doomed"})),
+        ("/v1/admin/users", json!({"user": "u@doomed", "kind": "service"})),
+        ("/v1/admin/roles", json!({"name": "doomed-role"})),
+    ] {
+        ok("POST", path, a("POST", path.into(), Some(body)).await);
+    }
+    let shown = ok(
+        "GET",
+        "/v1/admin/users/{user}",
+        a("GET", "/v1/admin/users/ayoung@stoughton".into(), None).await,
+    );
+    assert_eq!(
+        shown["grants"],
+        json!([{"project": "turing@stoughton", "role": "reader"}])
+    );
+    let keys = ok(
+        "GET",
+        "/v1/admin/users/{user}/keys",
+        a("GET", "/v1/admin/users/nova-compute@stoughton/keys".into(), None).await,
+    );
+    assert_eq!(keys[0]["thumbprint"], service_key.public_key().thumbprint().to_string());
+    let unlocked = ok(
+        "POST",
+        "/v1/admin/users/{user}/unlock",
+        a(
+            "POST",
+            "/v1/admin/users/locked@stoughton/unlock".into(),
+            Some(json!({})),
+        )
+        .await,
+    );
+    assert_eq!(unlocked["locked"], false);
+    let spare = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    ok(
+        "POST",
+        "/v1/admin/users/{user}/keys",
+        a(
+            "POST",
+            "/v1/admin/users/u@doomed/keys".into(),
+            Some(json!({"key": b64url_encode(&spare.public_key().to_cose_key(None))})),
+        )
+        .await,
+    );
+    let spare_path = format!("/v1/admin/users/u@doomed/keys/{}", spare.public_key().thumbprint());
+    let removed = ok(
+        "DELETE",
+        "/v1/admin/users/{user}/keys/{thumbprint}",
+        a("DELETE", spare_path.clone(), Some(json!({}))).await,
+    );
+    assert_eq!(removed["removed"], true);
+    let filtered = ok(
+        "GET",
+        "/v1/admin/grants",
+        a("GET", "/v1/admin/grants?user=ayoung@stoughton&role=reader".into(), None).await,
+    );
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+    for (method, template, path, status, code) in [
+        (
+            "GET",
+            "/v1/admin/users/{user}",
+            "/v1/admin/users/ghost@stoughton",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "GET",
+            "/v1/admin/users/{user}",
+            "/v1/admin/users/ghost",
+            400,
+            "issuer.invalid_name",
+        ),
+        (
+            "GET",
+            "/v1/admin/users/{user}/keys",
+            "/v1/admin/users/ghost@stoughton/keys",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "GET",
+            "/v1/admin/grants",
+            "/v1/admin/grants?user=ghost",
+            400,
+            "issuer.invalid_name",
+        ),
+        (
+            "GET",
+            "/v1/admin/grants",
+            "/v1/admin/grants?owner=x",
+            400,
+            "issuer.bad_request",
+        ),
+        (
+            "GET",
+            "/v1/admin/audit",
+            "/v1/admin/audit?before=x",
+            400,
+            "issuer.bad_request",
+        ),
+        (
+            "POST",
+            "/v1/admin/users/{user}/unlock",
+            "/v1/admin/users/ghost@stoughton/unlock",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{user}/keys/{thumbprint}",
+            spare_path.as_str(),
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{user}/keys/{thumbprint}",
+            "/v1/admin/users/u@doomed/keys/short",
+            400,
+            "issuer.bad_request",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/roles/{name}",
+            "/v1/admin/roles/reader",
+            409,
+            "issuer.in_use",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/roles/{name}",
+            "/v1/admin/roles/admin",
+            409,
+            "issuer.protected",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/roles/{name}",
+            "/v1/admin/roles/ghost",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/domains/{name}",
+            "/v1/admin/domains/doomed",
+            409,
+            "issuer.in_use",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/domains/{name}",
+            "/v1/admin/domains/default",
+            409,
+            "issuer.protected",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/domains/{name}",
+            "/v1/admin/domains/ghost",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/projects/{project}",
+            "/v1/admin/projects/admin@default",
+            409,
+            "issuer.protected",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/projects/{project}",
+            "/v1/admin/projects/ghost@doomed",
+            404,
+            "issuer.not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{user}",
+            "/v1/admin/users/admin@default",
+            409,
+            "issuer.protected",
+        ),
+        (
+            "DELETE",
+            "/v1/admin/users/{user}",
+            "/v1/admin/users/ghost@doomed",
+            404,
+            "issuer.not_found",
+        ),
+    ] {
+        let body = (method != "GET").then(|| json!({}));
+        c.expect(method, template, &a(method, path.to_owned(), body).await, status, code);
+    }
+    // A project a peer is limited to is in use.
+    let limited = json!({"issuer": "https://limited.example", "keys_url": "https://limited.example/keys", "domains": ["limited"], "projects": ["p@doomed"]});
+    ok(
+        "POST",
+        "/v1/admin/peers",
+        a("POST", "/v1/admin/peers".into(), Some(limited)).await,
+    );
+    e(
+        "DELETE",
+        "/v1/admin/projects/{project}",
+        "/v1/admin/projects/p@doomed".into(),
+        Some(json!({})),
+        409,
+        "issuer.in_use",
+    )
+    .await;
+    ok(
+        "DELETE",
+        "/v1/admin/peers",
+        a(
+            "DELETE",
+            "/v1/admin/peers".into(),
+            Some(json!({"issuer": "https://limited.example"})),
+        )
+        .await,
+    );
+    for (template, path) in [
+        ("/v1/admin/projects/{project}", "/v1/admin/projects/p@doomed"),
+        ("/v1/admin/users/{user}", "/v1/admin/users/u@doomed"),
+        ("/v1/admin/roles/{name}", "/v1/admin/roles/doomed-role"),
+        ("/v1/admin/domains/{name}", "/v1/admin/domains/doomed"),
+    ] {
+        let gone = ok("DELETE", template, a("DELETE", path.into(), Some(json!({}))).await);
+        assert_eq!(gone["deleted"], true, "{path}");
+    }
+
     // ---- What every admin operation shares.
     let helper_key = SigningKey::generate(Algorithm::EdDSA).unwrap();
     let helper = Client::new(&url, helper_key).unwrap();

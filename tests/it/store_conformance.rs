@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use keybound::Code;
 use keybound::issuer::store::{
-    Audit, Backend, Grants, Identities, Logins, PoolOptions, Services, Store, Trust, Trusts,
+    Audit, AuditQuery, Backend, Federation, Grants, Identities, Logins, MintAudit, MintKey, Origin, Peer, PoolOptions,
+    Services, SessionKey, Store, Trust, Trusts,
 };
 use keybound::names::{Name, ProjectName, UserName};
 
@@ -638,6 +639,505 @@ async fn pool_size_and_acquire_timeout_are_honoured() {
         );
         drop(held);
         store.conn().await.unwrap();
+        db.drop_schema().await;
+    }
+}
+
+/// A trust of `trustor` to `trustee` on turing@stoughton with `roles`.
+fn trust(id: char, trustor: &str, trustee: &str, roles: &[&str], parent: Option<String>) -> Trust {
+    Trust {
+        id: id.to_string().repeat(22),
+        trustor: user(trustor),
+        trustee: user(trustee),
+        project: project("turing@stoughton"),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        audiences: Vec::new(),
+        expires_at: None,
+        remaining_uses: None,
+        redelegation: u8::from(parent.is_none()).into(),
+        parent,
+        created_at: 100,
+    }
+}
+
+/// Deletes: a domain with projects or users, a role still granted,
+/// granted remotely or delegated, and a project a peer is limited to are
+/// refused (`issuer.in_use`); the bootstrap's objects are protected; a
+/// user takes its grants, keys and trusts (and their redelegations) along,
+/// a project its grants, remote grants and trusts; what is gone is
+/// `issuer.not_found`. On both backends.
+#[tokio::test]
+async fn deletes_refuse_what_is_referred_to_and_take_the_rest_along() {
+    for db in databases().await {
+        let store = db.connect().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.bootstrap("$argon2id$stand-in", 100).await.unwrap();
+        tx.create_domain(&name("stoughton"), 100).await.unwrap();
+        tx.create_domain(&name("empty"), 100).await.unwrap();
+        for p in ["turing@stoughton", "lovelace@stoughton"] {
+            tx.create_project(&project(p), 100).await.unwrap();
+        }
+        for role in ["member", "reader", "unused", "remote"] {
+            tx.create_role(&name(role), 100).await.unwrap();
+        }
+        for u in ["ayoung@stoughton", "heat@stoughton", "nova@stoughton"] {
+            tx.create_user(&user(u), "person", None, 100).await.unwrap();
+        }
+        tx.add_user_key(&user("ayoung@stoughton"), "thumb-a", "cose", 100)
+            .await
+            .unwrap();
+        tx.grant(
+            &user("ayoung@stoughton"),
+            &project("turing@stoughton"),
+            &name("member"),
+            100,
+        )
+        .await
+        .unwrap();
+        tx.grant(
+            &user("heat@stoughton"),
+            &project("lovelace@stoughton"),
+            &name("reader"),
+            100,
+        )
+        .await
+        .unwrap();
+        // ayoung → heat → nova (a redelegation), and nova → heat.
+        let root = trust('A', "ayoung@stoughton", "heat@stoughton", &["member"], None);
+        let child = trust(
+            'B',
+            "heat@stoughton",
+            "nova@stoughton",
+            &["member"],
+            Some(root.id.clone()),
+        );
+        let other = trust('C', "nova@stoughton", "heat@stoughton", &["reader"], None);
+        for t in [&root, &child, &other] {
+            tx.create_trust(t).await.unwrap();
+        }
+        let peer = Peer {
+            issuer: "https://hyde.example".into(),
+            keys_url: "https://hyde.example/keys".into(),
+            domains: vec!["hyde".into()],
+            projects: vec![project("lovelace@stoughton")],
+            max_lifetime: None,
+        };
+        tx.create_peer(&peer, 100).await.unwrap();
+        tx.grant_remote(
+            &peer.issuer,
+            &user("eve@hyde"),
+            &project("turing@stoughton"),
+            &name("remote"),
+            100,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+
+        let mut c = store.conn().await.unwrap();
+        let code = |r: keybound::Result<()>| r.unwrap_err().code();
+        // Protected, whatever refers to them.
+        assert_eq!(code(c.delete_domain(&name("default")).await), Code::IssuerProtected);
+        assert_eq!(
+            c.delete_project(&project("admin@default")).await.unwrap_err().code(),
+            Code::IssuerProtected
+        );
+        assert_eq!(
+            c.delete_user(&user("admin@default")).await.unwrap_err().code(),
+            Code::IssuerProtected
+        );
+        assert_eq!(code(c.delete_role(&name("admin")).await), Code::IssuerProtected);
+        // Refused while referred to, with what refers in the message.
+        let busy = c.delete_domain(&name("stoughton")).await.unwrap_err();
+        assert_eq!(busy.code(), Code::IssuerInUse, "{}", db.backend);
+        assert!(busy.message().contains("2 projects and 3 users"), "{}", busy.message());
+        for (role, what) in [
+            ("member", "1 grant and 2 trusts"),
+            ("reader", "1 grant and 1 trust"),
+            ("remote", "1 remote grant"),
+        ] {
+            let busy = c.delete_role(&name(role)).await.unwrap_err();
+            assert_eq!(busy.code(), Code::IssuerInUse, "{role}");
+            assert!(busy.message().contains(what), "{role}: {}", busy.message());
+        }
+        let limited = c.delete_project(&project("lovelace@stoughton")).await.unwrap_err();
+        assert_eq!(limited.code(), Code::IssuerInUse);
+        assert!(limited.message().contains("federation peer"), "{}", limited.message());
+        // Unreferenced: gone, then not found.
+        c.delete_domain(&name("empty")).await.unwrap();
+        assert_eq!(code(c.delete_domain(&name("empty")).await), Code::IssuerNotFound);
+        c.delete_role(&name("unused")).await.unwrap();
+        assert_eq!(code(c.delete_role(&name("unused")).await), Code::IssuerNotFound);
+        assert_eq!(
+            c.delete_user(&user("ghost@stoughton")).await.unwrap_err().code(),
+            Code::IssuerNotFound
+        );
+        assert_eq!(
+            c.delete_project(&project("ghost@stoughton")).await.unwrap_err().code(),
+            Code::IssuerNotFound
+        );
+        // A user takes its grant, its key and the trusts it is in along:
+        // heat is trustee of A, trustor of B (A's child) and trustee of C.
+        let removed = c.delete_user(&user("heat@stoughton")).await.unwrap();
+        assert_eq!((removed.grants, removed.keys), (1, 0), "{}", db.backend);
+        assert!(removed.trusts >= 2, "{removed:?}");
+        assert!(c.list_trusts(None, None).await.unwrap().is_empty(), "{}", db.backend);
+        assert!(c.user_record(&user("heat@stoughton")).await.unwrap().is_none());
+        let removed = c.delete_user(&user("ayoung@stoughton")).await.unwrap();
+        assert_eq!((removed.grants, removed.keys, removed.trusts), (1, 1, 0));
+        assert!(!c.user_has_key(&user("ayoung@stoughton"), "thumb-a").await.unwrap());
+        // A project takes the remote grant on it along; the peer's project
+        // limit still holds lovelace.
+        let removed = c.delete_project(&project("turing@stoughton")).await.unwrap();
+        assert_eq!((removed.grants, removed.remote_grants, removed.trusts), (0, 1, 0));
+        assert!(c.list_remote_grants().await.unwrap().is_empty());
+        c.delete_role(&name("remote")).await.unwrap();
+        c.delete_peer(&peer.issuer).await.unwrap();
+        c.delete_project(&project("lovelace@stoughton")).await.unwrap();
+        c.delete_user(&user("nova@stoughton")).await.unwrap();
+        c.delete_domain(&name("stoughton")).await.unwrap();
+        assert_eq!(c.list_domains().await.unwrap(), [("default".to_owned(), true)]);
+        drop(c);
+        db.drop_schema().await;
+    }
+}
+
+/// What a mint from a session of `user` with `thumbprint` issued at `issued_at` reads.
+async fn session_facts(
+    c: &mut keybound::issuer::store::Conn,
+    user: &UserName,
+    thumbprint: &str,
+    issued_at: i64,
+) -> keybound::issuer::store::MintFacts {
+    c.mint_facts_for(
+        user,
+        None,
+        "",
+        Some(SessionKey {
+            thumbprint,
+            issued_at,
+            leeway: 0,
+        }),
+    )
+    .await
+    .unwrap()
+}
+
+/// A user's record, keys and filtered grants; a removed key refuses the
+/// sessions bound to it that began at or before its removal, and a user
+/// created again refuses the sessions of the one before; an unlock resets
+/// the lockout. On both backends.
+#[tokio::test]
+async fn user_records_keys_removals_and_unlock() {
+    for db in databases().await {
+        let store = db.connect().await.unwrap();
+        let mut c = store.conn().await.unwrap();
+        c.create_domain(&name("stoughton"), 100).await.unwrap();
+        c.create_project(&project("turing@stoughton"), 100).await.unwrap();
+        for role in ["member", "reader"] {
+            c.create_role(&name(role), 100).await.unwrap();
+        }
+        let bob = user("bob@stoughton");
+        c.create_user(&bob, "service", Some("h"), 200).await.unwrap();
+        c.create_user(&user("amy@stoughton"), "person", None, 200)
+            .await
+            .unwrap();
+        c.add_user_key(&bob, "thumb-2", "cose", 300).await.unwrap();
+        c.add_user_key(&bob, "thumb-1", "cose", 250).await.unwrap();
+        for (u, role) in [
+            ("bob@stoughton", "member"),
+            ("bob@stoughton", "reader"),
+            ("amy@stoughton", "reader"),
+        ] {
+            c.grant(&user(u), &project("turing@stoughton"), &name(role), 200)
+                .await
+                .unwrap();
+        }
+        let record = c.user_record(&bob).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                record.kind.as_str(),
+                record.enabled,
+                record.domain_enabled,
+                record.has_password,
+                record.created_at
+            ),
+            ("service", true, true, true, 200)
+        );
+        let keys: Vec<(String, i64)> = c
+            .list_user_keys(&bob)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.thumbprint, k.added_at))
+            .collect();
+        assert_eq!(keys, [("thumb-1".to_owned(), 250), ("thumb-2".to_owned(), 300)]);
+        let grants = |g: Vec<keybound::issuer::store::Grant>| -> Vec<String> {
+            g.into_iter()
+                .map(|g| format!("{} {} {}", g.user, g.role, g.project))
+                .collect()
+        };
+        assert_eq!(
+            grants(c.list_grants_where(Some(&bob), None, None).await.unwrap()),
+            [
+                "bob@stoughton member turing@stoughton",
+                "bob@stoughton reader turing@stoughton"
+            ]
+        );
+        assert_eq!(
+            grants(
+                c.list_grants_where(None, Some(&project("turing@stoughton")), Some(&name("reader")))
+                    .await
+                    .unwrap()
+            ),
+            [
+                "amy@stoughton reader turing@stoughton",
+                "bob@stoughton reader turing@stoughton"
+            ]
+        );
+        assert!(
+            c.list_grants_where(None, Some(&project("ghost@stoughton")), None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(c.list_grants_where(None, None, None).await.unwrap().len(), 3);
+
+        // Removing thumb-1 at 1000: sessions from 1000 or before are refused, later ones not.
+        assert!(!session_facts(&mut c, &bob, "thumb-1", 900).await.key_removed);
+        c.remove_user_key(&bob, "thumb-1", 1000, 0).await.unwrap();
+        assert_eq!(
+            c.remove_user_key(&bob, "thumb-1", 1001, 0).await.unwrap_err().code(),
+            Code::IssuerNotFound
+        );
+        assert!(
+            session_facts(&mut c, &bob, "thumb-1", 900).await.key_removed,
+            "{}",
+            db.backend
+        );
+        assert!(session_facts(&mut c, &bob, "thumb-1", 1000).await.key_removed);
+        assert!(!session_facts(&mut c, &bob, "thumb-1", 1001).await.key_removed);
+        assert!(
+            !session_facts(&mut c, &bob, "thumb-2", 900).await.key_removed,
+            "another key"
+        );
+        assert!(!c.user_has_key(&bob, "thumb-1").await.unwrap());
+        // Registered again: key login works, the old sessions stay refused.
+        c.add_user_key(&bob, "thumb-1", "cose", 1100).await.unwrap();
+        assert!(session_facts(&mut c, &bob, "thumb-1", 900).await.key_removed);
+        // Removals older than the horizon are forgotten at the next removal.
+        c.remove_user_key(&bob, "thumb-2", 50_000, 40_000).await.unwrap();
+        assert!(
+            !session_facts(&mut c, &bob, "thumb-1", 900).await.key_removed,
+            "forgotten"
+        );
+        assert!(session_facts(&mut c, &bob, "thumb-2", 49_000).await.key_removed);
+        // A user created again is not the one the old sessions were of
+        // (issued more than the leeway before its creation).
+        let at = |issued_at: i64, leeway: i64| SessionKey {
+            thumbprint: "thumb-9",
+            issued_at,
+            leeway,
+        };
+        let old = session_facts(&mut c, &bob, "thumb-9", 250).await;
+        assert!(old.same_user(at(250, 0)) && !old.same_user(at(199, 0)) && old.same_user(at(199, 1)));
+        c.delete_user(&bob).await.unwrap();
+        assert!(!session_facts(&mut c, &bob, "thumb-9", 250).await.same_user(at(250, 0)));
+        c.create_user(&bob, "person", None, 60_000).await.unwrap();
+        let again = session_facts(&mut c, &bob, "thumb-9", 250).await;
+        assert!(again.user_exists && !again.same_user(at(250, 30)) && again.same_user(at(59_970, 30)));
+        // A removal refuses the sessions up to the leeway after it, too.
+        c.add_user_key(&bob, "thumb-3", "cose", 60_000).await.unwrap();
+        c.remove_user_key(&bob, "thumb-3", 61_000, 0).await.unwrap();
+        let late = |issued_at: i64| SessionKey {
+            thumbprint: "thumb-3",
+            issued_at,
+            leeway: 30,
+        };
+        for (issued_at, refused) in [(61_030, true), (61_031, false)] {
+            let facts = c.mint_facts_for(&bob, None, "", Some(late(issued_at))).await.unwrap();
+            assert_eq!(facts.key_removed, refused, "{issued_at}");
+        }
+        assert!(
+            !session_facts(&mut c, &bob, "thumb-2", 49_000).await.key_removed,
+            "removals went with the user"
+        );
+
+        // Unlock: the counter and the lock are cleared.
+        for _ in 0..3 {
+            c.reserve_login_attempt(&bob, 70_000, 3, 60).await.unwrap();
+        }
+        let locked = c.user_record(&bob).await.unwrap().unwrap();
+        assert_eq!((locked.failed_logins, locked.locked_until), (3, 70_060));
+        c.unlock_user(&bob).await.unwrap();
+        let unlocked = c.user_record(&bob).await.unwrap().unwrap();
+        assert_eq!((unlocked.failed_logins, unlocked.locked_until), (0, 0));
+        assert!(c.reserve_login_attempt(&bob, 70_001, 3, 60).await.unwrap());
+        assert_eq!(
+            c.unlock_user(&user("ghost@stoughton")).await.unwrap_err().code(),
+            Code::IssuerNotFound
+        );
+        drop(c);
+        db.drop_schema().await;
+    }
+}
+
+/// Audit entries carry their origin; listings page by id and filter by
+/// actor, action, target and time; mint counts are upserted into one row
+/// per (user, key, audience, minute), and the coalescer writes the first
+/// mint at once and the rest at a flush. On both backends.
+#[tokio::test]
+async fn audit_pages_filters_origins_and_coalesced_mints() {
+    for db in databases().await {
+        let store = db.connect().await.unwrap();
+        let mut c = store.conn().await.unwrap();
+        let from = Origin {
+            client: "192.0.2.7".into(),
+            key_thumbprint: "thumb".into(),
+        };
+        for i in 0..30_i64 {
+            let (actor, action) = if i % 3 == 0 {
+                ("a@x", "grant")
+            } else {
+                ("b@x", "revoke")
+            };
+            c.record_from(&from, 1000 + i, actor, action, &format!("t{}", i % 2), "ok")
+                .await
+                .unwrap();
+        }
+        c.record(2000, "-", "bootstrap", "admin@default", "ok").await.unwrap();
+        let all = c.list_audit(100).await.unwrap();
+        assert_eq!(all.len(), 31);
+        assert_eq!(
+            (all[0].client.as_str(), all[0].key_thumbprint.as_str(), all[0].count),
+            ("-", "-", 1)
+        );
+        assert_eq!(
+            (all[1].client.as_str(), all[1].key_thumbprint.as_str()),
+            ("192.0.2.7", "thumb")
+        );
+        // Pages of 7 by the id cursor: every entry once, newest first.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = c
+                .query_audit(&AuditQuery {
+                    limit: 7,
+                    before,
+                    ..AuditQuery::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(page.iter().map(|e| e.id));
+            match page.last() {
+                Some(last) if page.len() == 7 => before = Some(last.id),
+                _ => break,
+            }
+        }
+        assert_eq!(seen, all.iter().map(|e| e.id).collect::<Vec<_>>(), "{}", db.backend);
+        let select = |q: AuditQuery| {
+            let store = store.clone();
+            async move {
+                store
+                    .conn()
+                    .await
+                    .unwrap()
+                    .query_audit(&AuditQuery { limit: 1000, ..q })
+                    .await
+                    .unwrap()
+            }
+        };
+        let grants = select(AuditQuery {
+            action: Some("grant".into()),
+            ..AuditQuery::default()
+        })
+        .await;
+        assert_eq!(grants.len(), 10);
+        assert!(grants.iter().all(|e| e.actor == "a@x"));
+        let narrow = select(AuditQuery {
+            actor: Some("b@x".into()),
+            target: Some("t1".into()),
+            since: Some(1010),
+            until: Some(1019),
+            ..AuditQuery::default()
+        })
+        .await;
+        let times: Vec<i64> = narrow.iter().map(|e| e.time).collect();
+        assert_eq!(times, [1019, 1017, 1013, 1011], "{}", db.backend);
+        assert!(
+            select(AuditQuery {
+                actor: Some("' OR 1=1 --".into()),
+                ..AuditQuery::default()
+            })
+            .await
+            .is_empty()
+        );
+
+        // Upserts on (minute, actor, key, audience).
+        let key = MintKey {
+            minute: 3000,
+            actor: "ayoung@stoughton".into(),
+            key_thumbprint: "k1".into(),
+            audience: "https://nova.example".into(),
+        };
+        c.add_mints(&key, "192.0.2.7", 1).await.unwrap();
+        c.add_mints(&key, "198.51.100.1", 4).await.unwrap();
+        let other = MintKey {
+            audience: "https://glance.example".into(),
+            ..key.clone()
+        };
+        c.add_mints(&other, "192.0.2.7", 2).await.unwrap();
+        let mints = select(AuditQuery {
+            action: Some("token.mint".into()),
+            ..AuditQuery::default()
+        })
+        .await;
+        let rows: Vec<(&str, i64, &str)> = mints
+            .iter()
+            .map(|e| (e.target.as_str(), e.count, e.client.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("https://glance.example", 2, "192.0.2.7"),
+                ("https://nova.example", 5, "192.0.2.7")
+            ],
+            "{}",
+            db.backend
+        );
+        // The coalescer: the first mint of a key is a row at once, the
+        // others wait for a flush; a flush past the minute forgets the key.
+        let audit = MintAudit::default();
+        let fresh = MintKey {
+            minute: 6000,
+            ..key.clone()
+        };
+        audit.note(&store, fresh.clone(), "192.0.2.9").await.unwrap();
+        let count = || {
+            let select = &select;
+            async move {
+                select(AuditQuery {
+                    action: Some("token.mint".into()),
+                    since: Some(6000),
+                    ..AuditQuery::default()
+                })
+                .await
+                .iter()
+                .map(|e| e.count)
+                .sum::<i64>()
+            }
+        };
+        assert_eq!(count().await, 1);
+        for _ in 0..9 {
+            audit.note(&store, fresh.clone(), "192.0.2.9").await.unwrap();
+        }
+        assert_eq!((count().await, audit.unwritten()), (1, 9));
+        audit.flush(&store, 6030).await.unwrap();
+        assert_eq!((count().await, audit.unwritten()), (10, 0));
+        audit.flush(&store, 6060).await.unwrap();
+        audit.note(&store, fresh.clone(), "192.0.2.9").await.unwrap();
+        assert_eq!(count().await, 11, "a forgotten key writes its next mint at once");
+        drop(c);
         db.drop_schema().await;
     }
 }

@@ -38,6 +38,34 @@ pub struct MintFacts {
     pub project_enabled: bool,
     /// Roles of the user on the project.
     pub roles: Vec<String>,
+    /// When the user was created (Unix seconds; 0 when it does not exist).
+    pub user_created_at: i64,
+    /// The session's key was removed from the user at or after the
+    /// session's start ([`SessionKey`]; false without one).
+    pub key_removed: bool,
+}
+
+impl MintFacts {
+    /// Whether the session (or token) `session` belongs to the user as it
+    /// exists now, not to one deleted and created again since: issued no
+    /// more than the leeway before the user's creation (replicas' clocks
+    /// differ by up to that much).
+    pub fn same_user(&self, session: SessionKey<'_>) -> bool {
+        self.user_exists && session.issued_at.saturating_add(session.leeway) >= self.user_created_at
+    }
+}
+
+/// The key and start of the session a mint comes from: a session bound to
+/// a key removed from its user since it began (or up to the leeway after,
+/// since replicas' clocks differ by up to that much) mints nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionKey<'a> {
+    /// The thumbprint of the session's key (base64url).
+    pub thumbprint: &'a str,
+    /// The session token's `iat`.
+    pub issued_at: i64,
+    /// The clock leeway (seconds) the comparisons allow for.
+    pub leeway: i64,
 }
 
 /// The grant aggregate.
@@ -59,6 +87,14 @@ pub trait Grants {
     ) -> impl Future<Output = Result<()>> + Send;
     /// All role assignments.
     fn list_grants(&mut self) -> impl Future<Output = Result<Vec<Grant>>> + Send;
+    /// The role assignments of the user, on the project and of the role
+    /// that are given (all of them for `None`s), sorted.
+    fn list_grants_where(
+        &mut self,
+        user: Option<&UserName>,
+        project: Option<&ProjectName>,
+        role: Option<&Name>,
+    ) -> impl Future<Output = Result<Vec<Grant>>> + Send;
     /// Everything a mint re-checks about the user, the project (if any) and
     /// the audience, in one query: so disabling or revoking takes effect at
     /// the next mint.
@@ -67,6 +103,15 @@ pub trait Grants {
         user: &UserName,
         project: Option<&ProjectName>,
         audience: &str,
+    ) -> impl Future<Output = Result<MintFacts>> + Send;
+    /// [`Grants::mint_facts`], and in the same query whether the session's
+    /// key was removed from the user since the session began.
+    fn mint_facts_for(
+        &mut self,
+        user: &UserName,
+        project: Option<&ProjectName>,
+        audience: &str,
+        session: Option<SessionKey<'_>>,
     ) -> impl Future<Output = Result<MintFacts>> + Send;
 }
 
@@ -108,13 +153,43 @@ impl Grants for Conn {
     }
 
     async fn list_grants(&mut self) -> Result<Vec<Grant>> {
-        let rows = sqlx::query(
-            "SELECT user_domain, user_name, project_domain, project_name, role FROM assignments
+        self.list_grants_where(None, None, None).await
+    }
+
+    async fn list_grants_where(
+        &mut self,
+        user: Option<&UserName>,
+        project: Option<&ProjectName>,
+        role: Option<&Name>,
+    ) -> Result<Vec<Grant>> {
+        // Only the filters given become conditions, each a bound parameter.
+        let mut columns: Vec<(&str, &str)> = Vec::new();
+        if let Some(u) = user {
+            columns.extend([("user_domain", u.domain.as_str()), ("user_name", u.name.as_str())]);
+        }
+        if let Some(p) = project {
+            columns.extend([("project_domain", p.domain.as_str()), ("project_name", p.name.as_str())]);
+        }
+        if let Some(r) = role {
+            columns.push(("role", r.as_str()));
+        }
+        let conditions: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _))| format!("{column} = ${}", i + 1))
+            .collect();
+        let args: Vec<&str> = columns.iter().map(|(_, value)| *value).collect();
+        let sql = format!(
+            "SELECT user_domain, user_name, project_domain, project_name, role FROM assignments {}{}
              ORDER BY user_domain, user_name, project_domain, project_name, role",
-        )
-        .fetch_all(&mut *self)
-        .await
-        .map_err(unavailable)?;
+            if conditions.is_empty() { "" } else { "WHERE " },
+            conditions.join(" AND ")
+        );
+        let mut query = sqlx::query(&sql);
+        for arg in args {
+            query = query.bind(arg);
+        }
+        let rows = query.fetch_all(&mut *self).await.map_err(unavailable)?;
         rows.iter()
             .map(|r| {
                 Ok(Grant {
@@ -136,13 +211,29 @@ impl Grants for Conn {
         project: Option<&ProjectName>,
         audience: &str,
     ) -> Result<MintFacts> {
+        self.mint_facts_for(user, project, audience, None).await
+    }
+
+    async fn mint_facts_for(
+        &mut self,
+        user: &UserName,
+        project: Option<&ProjectName>,
+        audience: &str,
+        session: Option<SessionKey<'_>>,
+    ) -> Result<MintFacts> {
         // Always at least one row (from the one-row subquery), so the
         // service check holds even for a user that no longer exists. No
-        // project: empty names, which match none.
+        // project: empty names, which match none; no session: an empty
+        // thumbprint, which matches no removed key.
         let (project_domain, project_name) = project.map_or(("", ""), |p| (p.domain.as_str(), p.name.as_str()));
+        let (thumbprint, issued_before) =
+            session.map_or(("", 0), |s| (s.thumbprint, s.issued_at.saturating_sub(s.leeway)));
         let rows = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM services WHERE audience = $5) AS svc,
-                    u.enabled AS ue, ud.enabled AS ude, p.enabled AS pe, pd.enabled AS pde, a.role AS role
+                    (SELECT COUNT(*) FROM removed_user_keys WHERE domain = $6 AND name = $7 AND thumbprint = $8
+                       AND removed_at >= $9) AS rk,
+                    u.enabled AS ue, u.created_at AS uc, ud.enabled AS ude, p.enabled AS pe, pd.enabled AS pde,
+                    a.role AS role
              FROM (SELECT 1 AS one) base
              LEFT JOIN users u ON u.domain = $1 AND u.name = $2
              LEFT JOIN domains ud ON ud.name = u.domain
@@ -156,15 +247,21 @@ impl Grants for Conn {
         .bind(project_domain)
         .bind(project_name)
         .bind(audience)
+        .bind(user.domain.as_str())
+        .bind(user.name.as_str())
+        .bind(thumbprint)
+        .bind(issued_before)
         .fetch_all(&mut *self)
         .await
         .map_err(unavailable)?;
         let mut facts = MintFacts::default();
         for r in &rows {
             facts.service_registered = get_i64(r, "svc")? > 0;
+            facts.key_removed = get_i64(r, "rk")? > 0;
             let user_enabled: Option<i64> = r.try_get("ue").map_err(unavailable)?;
             let Some(user_enabled) = user_enabled else { continue };
             facts.user_exists = true;
+            facts.user_created_at = get_i64(r, "uc")?;
             facts.user_enabled = user_enabled != 0 && get_i64(r, "ude")? != 0;
             let project_enabled: Option<i64> = r.try_get("pe").map_err(unavailable)?;
             let domain_enabled: Option<i64> = r.try_get("pde").map_err(unavailable)?;

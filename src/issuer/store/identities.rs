@@ -36,6 +36,58 @@ pub struct UserInfo {
     pub has_password: bool,
 }
 
+/// What the store knows about one user besides its grants and keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    /// `person` or `service`.
+    pub kind: String,
+    /// The user's own flag.
+    pub enabled: bool,
+    /// Its domain's flag.
+    pub domain_enabled: bool,
+    /// Whether a password is set.
+    pub has_password: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Consecutive failed password logins (spec/issuer.md §5.5).
+    pub failed_logins: i64,
+    /// Unix time until which password logins are refused; 0: never locked
+    /// (a time in the past: a lock that has run out).
+    pub locked_until: i64,
+}
+
+/// A key registered for key login.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserKey {
+    /// The key's thumbprint (spec/formats.md §5.3), base64url.
+    pub thumbprint: String,
+    /// Unix seconds: when it was registered.
+    pub added_at: i64,
+}
+
+/// What deleting a user removed with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRemoved {
+    /// Its role assignments.
+    pub grants: u64,
+    /// The trusts it was trustor or trustee of (their redelegations went with them).
+    pub trusts: u64,
+    /// Its registered keys.
+    pub keys: u64,
+}
+
+/// What deleting a project removed with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProjectRemoved {
+    /// The role assignments on it.
+    pub grants: u64,
+    /// The roles granted on it to users of peer domains.
+    pub remote_grants: u64,
+    /// The trusts on it (their redelegations went with them).
+    pub trusts: u64,
+}
+
 /// The identity aggregate.
 pub trait Identities {
     /// True once the first admin exists.
@@ -84,6 +136,75 @@ pub trait Identities {
     fn create_role(&mut self, name: &Name, now: i64) -> impl Future<Output = Result<()>> + Send;
     /// All roles.
     fn list_roles(&mut self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// A user's flags, creation time and lockout state, `None` if unknown.
+    fn user_record(&mut self, user: &UserName) -> impl Future<Output = Result<Option<UserRecord>>> + Send;
+    /// The keys registered for a user, oldest first (none for an unknown user).
+    fn list_user_keys(&mut self, user: &UserName) -> impl Future<Output = Result<Vec<UserKey>>> + Send;
+    /// Removes a registered key and remembers its removal at `now` (a
+    /// session bound to it from before then mints nothing more), forgetting
+    /// removals from before `forget_before`. `issuer.not_found` when the
+    /// user has no such key.
+    fn remove_user_key(
+        &mut self,
+        user: &UserName,
+        thumbprint: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Ends a lockout: the failure counter is 0 again.
+    fn unlock_user(&mut self, user: &UserName) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes a domain without projects or users (`issuer.in_use`
+    /// otherwise); `default` is `issuer.protected`.
+    fn delete_domain(&mut self, name: &Name) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes a project with its role assignments, remote grants and
+    /// trusts; refused (`issuer.in_use`) while a federation peer is limited
+    /// to it; `admin@default` is `issuer.protected`.
+    fn delete_project(&mut self, project: &ProjectName) -> impl Future<Output = Result<ProjectRemoved>> + Send;
+    /// Deletes a user with its role assignments, keys and the trusts it is
+    /// trustor or trustee of; `admin@default` is `issuer.protected`.
+    fn delete_user(&mut self, user: &UserName) -> impl Future<Output = Result<UserRemoved>> + Send;
+    /// Deletes a role that nothing grants or delegates (`issuer.in_use`
+    /// otherwise); `admin` is `issuer.protected`.
+    fn delete_role(&mut self, name: &Name) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Counts rows: `sql` selects `COUNT(*) AS n` with text parameters `args`.
+async fn count(conn: &mut Conn, sql: &str, args: &[&str]) -> Result<i64> {
+    let mut query = sqlx::query(sql);
+    for arg in args {
+        query = query.bind(*arg);
+    }
+    query
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|r| r.try_get("n"))
+        .map_err(unavailable)
+}
+
+/// Runs a statement with text parameters; returns the rows it changed.
+async fn execute(conn: &mut Conn, sql: &str, args: &[&str]) -> Result<u64> {
+    let mut query = sqlx::query(sql);
+    for arg in args {
+        query = query.bind(*arg);
+    }
+    Ok(query.execute(&mut *conn).await.map_err(unavailable)?.rows_affected())
+}
+
+/// "2 projects and 1 user" (parts with a zero count left out).
+fn counted(parts: &[(i64, &str, &str)]) -> String {
+    parts
+        .iter()
+        .filter(|(n, _, _)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+fn protected<T>(what: &str) -> Result<T> {
+    err(
+        Code::IssuerProtected,
+        format!("{what} is made by the bootstrap and holds the admin API; it cannot be deleted"),
+    )
 }
 
 /// Refuses with `issuer.not_found` unless `sql` counts at least one row.
@@ -385,5 +506,236 @@ impl Identities for Conn {
             .await
             .map_err(unavailable)?;
         rows.iter().map(|r| get_str(r, "name")).collect()
+    }
+
+    async fn user_record(&mut self, user: &UserName) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT u.kind AS kind, u.enabled AS ue, d.enabled AS de, u.password_hash AS ph, u.created_at AS ca,
+                    u.failed_logins AS fl, u.locked_until AS lu
+             FROM users u JOIN domains d ON d.name = u.domain WHERE u.domain = $1 AND u.name = $2",
+        )
+        .bind(user.domain.as_str())
+        .bind(user.name.as_str())
+        .fetch_optional(&mut *self)
+        .await
+        .map_err(unavailable)?;
+        row.map(|r| {
+            Ok(UserRecord {
+                kind: get_str(&r, "kind")?,
+                enabled: get_i64(&r, "ue")? != 0,
+                domain_enabled: get_i64(&r, "de")? != 0,
+                has_password: r.try_get::<Option<String>, _>("ph").map_err(unavailable)?.is_some(),
+                created_at: get_i64(&r, "ca")?,
+                failed_logins: get_i64(&r, "fl")?,
+                locked_until: get_i64(&r, "lu")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_user_keys(&mut self, user: &UserName) -> Result<Vec<UserKey>> {
+        let rows = sqlx::query(
+            "SELECT thumbprint, created_at FROM user_keys WHERE domain = $1 AND name = $2
+             ORDER BY created_at, thumbprint",
+        )
+        .bind(user.domain.as_str())
+        .bind(user.name.as_str())
+        .fetch_all(&mut *self)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserKey {
+                    thumbprint: get_str(r, "thumbprint")?,
+                    added_at: get_i64(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_user_key(&mut self, user: &UserName, thumbprint: &str, now: i64, forget_before: i64) -> Result<()> {
+        let (domain, name) = (user.domain.as_str(), user.name.as_str());
+        let removed = execute(
+            self,
+            "DELETE FROM user_keys WHERE domain = $1 AND name = $2 AND thumbprint = $3",
+            &[domain, name, thumbprint],
+        )
+        .await?;
+        one_row(removed, &format!("a key {thumbprint} of user {user}"))?;
+        sqlx::query(
+            "INSERT INTO removed_user_keys (domain, name, thumbprint, removed_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (domain, name, thumbprint) DO UPDATE SET removed_at = excluded.removed_at",
+        )
+        .bind(domain)
+        .bind(name)
+        .bind(thumbprint)
+        .bind(now)
+        .execute(&mut *self)
+        .await
+        .map_err(unavailable)?;
+        // No session began before the longest session lifetime: older
+        // removals can no longer refuse anything.
+        sqlx::query("DELETE FROM removed_user_keys WHERE removed_at < $1")
+            .bind(forget_before)
+            .execute(&mut *self)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn unlock_user(&mut self, user: &UserName) -> Result<()> {
+        let done = execute(
+            self,
+            "UPDATE users SET failed_logins = 0, locked_until = 0 WHERE domain = $1 AND name = $2",
+            &[user.domain.as_str(), user.name.as_str()],
+        )
+        .await?;
+        one_row(done, &format!("user {user}"))
+    }
+
+    async fn delete_domain(&mut self, name: &Name) -> Result<()> {
+        if name.as_str() == bootstrap_names::DOMAIN {
+            return protected("domain default");
+        }
+        let projects = count(
+            self,
+            "SELECT COUNT(*) AS n FROM projects WHERE domain = $1",
+            &[name.as_str()],
+        )
+        .await?;
+        let users = count(
+            self,
+            "SELECT COUNT(*) AS n FROM users WHERE domain = $1",
+            &[name.as_str()],
+        )
+        .await?;
+        if projects + users > 0 {
+            return err(
+                Code::IssuerInUse,
+                format!(
+                    "domain {name} still has {}: delete them first",
+                    counted(&[(projects, "project", "projects"), (users, "user", "users")])
+                ),
+            );
+        }
+        let done = execute(self, "DELETE FROM domains WHERE name = $1", &[name.as_str()]).await?;
+        one_row(done, &format!("domain {name}"))
+    }
+
+    async fn delete_project(&mut self, project: &ProjectName) -> Result<ProjectRemoved> {
+        use bootstrap_names::{DOMAIN, PROJECT};
+        if project.domain.as_str() == DOMAIN && project.name.as_str() == PROJECT {
+            return protected("project admin@default");
+        }
+        let args = [project.domain.as_str(), project.name.as_str()];
+        require_project(self, project).await?;
+        // Removing the project from a peer's list would widen that peer's
+        // reach (an empty list means any project): the operator decides.
+        let limits = count(
+            self,
+            "SELECT COUNT(*) AS n FROM peer_projects WHERE project_domain = $1 AND project_name = $2",
+            &args,
+        )
+        .await?;
+        if limits > 0 {
+            return err(
+                Code::IssuerInUse,
+                format!(
+                    "project {project} is in the project list of {} federation peer{}: remove the peer first \
+                     (keybound admin peer remove)",
+                    limits,
+                    if limits == 1 { "" } else { "s" }
+                ),
+            );
+        }
+        let removed = ProjectRemoved {
+            grants: execute(
+                self,
+                "DELETE FROM assignments WHERE project_domain = $1 AND project_name = $2",
+                &args,
+            )
+            .await?,
+            remote_grants: execute(
+                self,
+                "DELETE FROM remote_assignments WHERE project_domain = $1 AND project_name = $2",
+                &args,
+            )
+            .await?,
+            trusts: execute(
+                self,
+                "DELETE FROM trusts WHERE project_domain = $1 AND project_name = $2",
+                &args,
+            )
+            .await?,
+        };
+        let done = execute(self, "DELETE FROM projects WHERE domain = $1 AND name = $2", &args).await?;
+        one_row(done, &format!("project {project}"))?;
+        Ok(removed)
+    }
+
+    async fn delete_user(&mut self, user: &UserName) -> Result<UserRemoved> {
+        use bootstrap_names::{DOMAIN, USER};
+        if user.domain.as_str() == DOMAIN && user.name.as_str() == USER {
+            return protected("user admin@default");
+        }
+        let args = [user.domain.as_str(), user.name.as_str()];
+        require_user(self, user).await?;
+        let removed = UserRemoved {
+            grants: execute(
+                self,
+                "DELETE FROM assignments WHERE user_domain = $1 AND user_name = $2",
+                &args,
+            )
+            .await?,
+            // Child trusts go with their parents (ON DELETE CASCADE).
+            trusts: execute(
+                self,
+                "DELETE FROM trusts WHERE (trustor_domain = $1 AND trustor_name = $2)
+                 OR (trustee_domain = $3 AND trustee_name = $4)",
+                &[args[0], args[1], args[0], args[1]],
+            )
+            .await?,
+            keys: execute(self, "DELETE FROM user_keys WHERE domain = $1 AND name = $2", &args).await?,
+        };
+        execute(
+            self,
+            "DELETE FROM removed_user_keys WHERE domain = $1 AND name = $2",
+            &args,
+        )
+        .await?;
+        let done = execute(self, "DELETE FROM users WHERE domain = $1 AND name = $2", &args).await?;
+        one_row(done, &format!("user {user}"))?;
+        Ok(removed)
+    }
+
+    async fn delete_role(&mut self, name: &Name) -> Result<()> {
+        if name.as_str() == bootstrap_names::ROLE {
+            return protected("role admin");
+        }
+        let role = [name.as_str()];
+        require_role(self, name).await?;
+        let grants = count(self, "SELECT COUNT(*) AS n FROM assignments WHERE role = $1", &role).await?;
+        let remote = count(
+            self,
+            "SELECT COUNT(*) AS n FROM remote_assignments WHERE role = $1",
+            &role,
+        )
+        .await?;
+        let trusts = count(self, "SELECT COUNT(*) AS n FROM trust_roles WHERE role = $1", &role).await?;
+        if grants + remote + trusts > 0 {
+            return err(
+                Code::IssuerInUse,
+                format!(
+                    "role {name} is still in {}: revoke or delete them first",
+                    counted(&[
+                        (grants, "grant", "grants"),
+                        (remote, "remote grant", "remote grants"),
+                        (trusts, "trust", "trusts"),
+                    ])
+                ),
+            );
+        }
+        let done = execute(self, "DELETE FROM roles WHERE name = $1", &role).await?;
+        one_row(done, &format!("role {name}"))
     }
 }

@@ -34,6 +34,7 @@ const SQLITE: &[(&str, &str)] = embed!(
     "0008_trusts.sql",
     "0009_trust_audiences.sql",
     "0010_federation_peers.sql",
+    "0011_admin_lifecycle.sql",
 );
 const POSTGRES: &[(&str, &str)] = embed!(
     "postgres",
@@ -47,6 +48,7 @@ const POSTGRES: &[(&str, &str)] = embed!(
     "0008_trusts.sql",
     "0009_trust_audiences.sql",
     "0010_federation_peers.sql",
+    "0011_admin_lifecycle.sql",
 );
 
 /// The embedded files of one dialect, as sqlx's migrator takes them.

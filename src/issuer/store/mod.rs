@@ -2,11 +2,11 @@
 //!
 //! | module | aggregate | tables |
 //! |---|---|---|
-//! | [`identities`] | domains, projects, users, their keys, roles | `domains`, `projects`, `users`, `user_keys`, `roles` |
+//! | [`identities`] | domains, projects, users, their keys (and removed keys), roles; deletes and what they take along | `domains`, `projects`, `users`, `user_keys`, `removed_user_keys`, `roles` |
 //! | [`grants`] | role assignments, and the facts a mint re-checks | `assignments` |
 //! | [`services`] | registered service audiences | `services` |
 //! | [`logins`] | what a login reads, and the lockout | `users` (counters), `unknown_logins`, `unknown_login_totals`, `login_bucket_salt` |
-//! | [`audit`] | the audit log | `audit_log` |
+//! | [`audit`] | the audit log, and the coalesced audit of token mints | `audit_log` |
 //! | [`secrets`] | the issuer's keys: fingerprint of the root secret, scheduled rotations, retired kids | `root_secret`, `key_rotations`, `retired_kids` |
 //! | [`trusts`] | trusts (delegation) and their roles | `trusts`, `trust_roles` |
 //! | [`federation`] | peer issuers, and roles granted to their users | `peers`, `peer_domains`, `peer_projects`, `remote_assignments` |
@@ -52,10 +52,10 @@ use sqlx::error::ErrorKind;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
-pub use audit::{Audit, AuditEntry};
+pub use audit::{Audit, AuditEntry, AuditQuery, MINT_AUDIT_CAPACITY, MINT_AUDIT_FLUSH, MintAudit, MintKey, Origin};
 pub use federation::{ExchangeFacts, Federation, Peer, RemoteGrant};
-pub use grants::{Grant, Grants, MintFacts};
-pub use identities::{Identities, UserInfo, bootstrap_names};
+pub use grants::{Grant, Grants, MintFacts, SessionKey};
+pub use identities::{Identities, ProjectRemoved, UserInfo, UserKey, UserRecord, UserRemoved, bootstrap_names};
 pub use logins::{Logins, UNKNOWN_LOGIN_BUCKETS, UnknownLoginTotal, UserAuth};
 pub use secrets::RootSecrets;
 pub use services::Services;
