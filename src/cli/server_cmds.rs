@@ -47,8 +47,8 @@ Examples:
   keybound serve --init --data-dir ./new-issuer --listen localhost:8080
   keybound serve --listen 0.0.0.0:8443 --issuer-id https://issuer.example \\
       --data-dir /var/lib/keybound
-  KEYBOUND_ROOT_SECRET=$(xxd -p -c 64 keybound-data/root.key) \\
-      keybound serve --database-url postgres://keybound@db/keybound
+  KEYBOUND_ROOT_SECRET=$(xxd -p -c 64 keybound-data/root.key) keybound serve \\
+      --database-url postgres://keybound@db/keybound
   keybound serve --root-secret-file /run/secrets/keybound-root \\
       --database-url postgres://keybound@db/keybound";
 

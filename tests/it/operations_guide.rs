@@ -1448,10 +1448,10 @@ fn replicas_share_postgres_redis_and_root_secret() {
     balancer.point_at(hosts[1].get("LISTEN"));
     let checked = s.sh(&hosts[1], "check");
     assert!(checked.contains("hello admin@default"), "{checked}");
-    // The check's mint was B's (`keybound token` mints; the `request` after
-    // it reuses the token the CLI cached between runs).
+    // The check's mints were B's (`keybound token` mints; whether the
+    // `request` after it mints again depends on the CLI's token cache).
     assert_eq!(minted(&hosts[0]), minted_a, "replica A minted");
-    assert_eq!(minted(&hosts[1]), minted_b + 1.0, "replica B did not mint");
+    assert!(minted(&hosts[1]) >= minted_b + 1.0, "replica B did not mint");
     // With A gone, B serves on.
     a.stop();
     s.sh(&hosts[1], "check");
