@@ -1419,7 +1419,10 @@ async fn remove_key(
     Path((user, thumbprint)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let longest_session = (state.config.max_session_lifetime + state.config.leeway) as i64;
+    // A removal refuses sessions up to the leeway after it, and a session
+    // is accepted up to the leeway past its exp: after the longest session
+    // and twice the leeway, no session it refuses can be live.
+    let longest_session = (state.config.max_session_lifetime + 2 * state.config.leeway) as i64;
     action(&state, request, "user.remove_key", |_: Empty, change| {
         Box::pin(async move {
             let user = UserName::parse(&user)?;
