@@ -101,12 +101,12 @@ struct GatewaySettings {
     /// The upstream service's base URL, http://HOST:PORT (proxy mode; required there)
     #[arg(long, env = "KEYBOUND_GATEWAY_UPSTREAM")]
     upstream: Option<String>,
-    /// The issuer id whose tokens are accepted (required)
-    #[arg(long, env = "KEYBOUND_GATEWAY_ISSUER")]
-    issuer: Option<String>,
-    /// The issuer's key-set URL [default: ISSUER/.well-known/keybound/keys]
-    #[arg(long, env = "KEYBOUND_GATEWAY_KEYS_URL")]
-    keys_url: Option<String>,
+    /// The issuer ids whose tokens are accepted, comma-separated (at least one; each its own key set, never pooled)
+    #[arg(long, env = "KEYBOUND_GATEWAY_ISSUER", value_delimiter = ',')]
+    issuer: Option<Vec<String>>,
+    /// The issuers' key-set URLs, in the order of `issuer` [default: ISSUER/.well-known/keybound/keys each]
+    #[arg(long, env = "KEYBOUND_GATEWAY_KEYS_URL", value_delimiter = ',')]
+    keys_url: Option<Vec<String>>,
     /// File with the identity secret shared with the upstream: at least 32 bytes (required)
     #[arg(long, env = "KEYBOUND_GATEWAY_IDENTITY_SECRET_FILE")]
     identity_secret_file: Option<PathBuf>,
@@ -188,12 +188,27 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
     let s = layered(&run.settings, run.config.as_deref(), &PATH_KEYS)?;
     let external_url = required(&s.external_url, "external_url")?.to_owned();
     crate::proof::normalize_uri(&external_url).map_err(|e| config_error(format!("external_url: {}", e.message())))?;
-    let issuer = required(&s.issuer, "issuer")?.to_owned();
+    let issuers: Vec<String> = s.issuer.clone().unwrap_or_default();
+    if issuers.is_empty() {
+        return Err(config_error(
+            "issuer is required (--issuer, or in the config file)".into(),
+        ));
+    }
     let audience = s.audience.clone().unwrap_or_else(|| external_url.clone());
-    let keys_url = s
-        .keys_url
-        .clone()
-        .unwrap_or_else(|| format!("{}/.well-known/keybound/keys", issuer.trim_end_matches('/')));
+    let keys_urls: Vec<String> = match &s.keys_url {
+        Some(urls) if urls.len() != issuers.len() => {
+            return Err(config_error(format!(
+                "keys_url names {} URLs for {} issuers: give one per issuer, in the same order",
+                urls.len(),
+                issuers.len()
+            )));
+        }
+        Some(urls) => urls.clone(),
+        None => issuers
+            .iter()
+            .map(|i| format!("{}/.well-known/keybound/keys", i.trim_end_matches('/')))
+            .collect(),
+    };
     let listen = resolve("listen", s.listen.as_deref().unwrap_or("127.0.0.1:8090"))?;
     let ops_listen = resolve("ops_listen", s.ops_listen.as_deref().unwrap_or("127.0.0.1:8091"))?;
     let mode = if auth {
@@ -265,7 +280,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         let mut shown = s.clone();
         shown.replay_redis_url = shown.replay_redis_url.as_deref().map(crate::issuer::redact_url);
         shown.audience = Some(audience);
-        shown.keys_url = Some(keys_url);
+        shown.keys_url = Some(keys_urls);
         shown.listen = Some(listen.to_string());
         shown.ops_listen = Some(ops_listen.to_string());
         let text = toml::to_string(&shown).map_err(|e| CliError::io(e.to_string()))?;
@@ -279,7 +294,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
     init_logging(format, &directive)?;
     runtime()?.block_on(async move {
         let shutdown = crate::issuer::shutdown_signal();
-        let keys = HttpKeys::start(&keys_url, HttpKeysOptions::default()).await?;
+        let mut sources = Vec::with_capacity(issuers.len());
+        for (issuer, url) in issuers.iter().zip(&keys_urls) {
+            sources.push((issuer.clone(), HttpKeys::start(url, HttpKeysOptions::default()).await?));
+        }
         let replay: Arc<dyn AsyncReplayStore> = match &s.replay_redis_url {
             Some(url) => Arc::new(crate::verify::RedisReplayStore::connect(url, Default::default()).await?),
             None => {
@@ -287,7 +305,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
                 Arc::new(MemoryReplayStore::default().fenced_at(SystemClock.now()))
             }
         };
-        let mut builder = Verifier::builder(&audience, TrustedIssuer::new(&issuer, keys.clone()));
+        let mut builder = Verifier::builder(&audience, TrustedIssuer::new(&sources[0].0, sources[0].1.clone()));
+        for (issuer, keys) in &sources[1..] {
+            builder = builder.issuer(TrustedIssuer::new(issuer, keys.clone()));
+        }
         if let Some(leeway) = s.leeway {
             builder = builder.leeway(leeway);
         }
@@ -311,7 +332,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
             mode,
             external_url: external_url.clone(),
             verifier,
-            key_sources: vec![(issuer.clone(), keys)],
+            key_sources: sources,
             policy,
             proof_mode: if s.bearer_rollout.unwrap_or(false) {
                 ProofMode::BearerAllowed
@@ -341,7 +362,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
             listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             ops_listen = %ops.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             external_url = %external_url,
-            issuer = %issuer,
+            issuers = %issuers.join(","),
             "gateway started"
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

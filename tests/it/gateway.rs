@@ -769,3 +769,49 @@ async fn the_binding_table_holds_through_the_gateway() {
     let problems = crate::common::binding_cases::run(&external, crate::common::binding_cases::cases(&setting)).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// A gateway trusting two issuers accepts the tokens of each, checked
+/// against that issuer's own key set, and tells the upstream which one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_trusts_several_issuers_each_with_its_own_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, ops, upstream_port) = (free_port(), free_port(), free_port());
+    let external = format!("http://127.0.0.1:{port}");
+    let Some(_upstream) = python_upstream(tmp.path(), upstream_port) else {
+        return;
+    };
+    let (first, _dir1, first_user) = issuer_and_user(&external).await;
+    let (second, _dir2, second_user) = issuer_and_user(&external).await;
+    let secret_file = tmp.path().join("identity.secret");
+    let issuers = format!("{},{}", first.url(), second.url());
+    let external2 = external.clone();
+    let upstream = format!("http://127.0.0.1:{upstream_port}");
+    let _gateway = tokio::task::spawn_blocking(move || {
+        gateway(
+            "proxy",
+            &issuers,
+            &secret_file,
+            port,
+            ops,
+            &["--external-url", &external2, "--upstream", &upstream],
+        )
+    })
+    .await
+    .unwrap();
+    let url = format!("{external}/v2/servers");
+    for (issuer, user) in [(&first, &first_user), (&second, &second_user)] {
+        let token = user
+            .service_token(&Scope::new(&external).project(PROJECT))
+            .await
+            .unwrap();
+        let ok = send("GET", &url, &credentials(user, &token, "GET", &url, b""), b"").await;
+        assert_eq!(ok.status, 200, "{}", ok.text);
+        assert_eq!(ok.json["identity"]["issuer"], issuer.url(), "{}", ok.text);
+    }
+    let (status, metrics) = get(ops, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!("keybound_key_set_age_seconds{{issuer=\"{}\"}}", second.url())),
+        "{metrics}"
+    );
+}
