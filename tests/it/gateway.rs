@@ -815,3 +815,71 @@ async fn a_gateway_trusts_several_issuers_each_with_its_own_keys() {
         "{metrics}"
     );
 }
+
+/// The gateway's policy (in enforce, then overridden to permissive) and its
+/// bearer-rollout mode, end to end through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_modes_and_bearer_rollout_through_the_gateway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream_port = free_port();
+    let Some(_upstream) = python_upstream(tmp.path(), upstream_port) else {
+        return;
+    };
+    let policy = tmp.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "mode = \"enforce\"\n[[rule]]\nmethod = \"GET\"\npath = \"/v2/servers\"\nroles = [\"member\"]\n\
+         [[rule]]\nmethod = \"GET\"\npath = \"/v2/admin\"\nroles = [\"admin\"]\n",
+    )
+    .unwrap();
+    for (mode_args, admin_status, bearer) in [
+        (vec![], 403, false),
+        (vec!["--policy-mode", "permissive"], 200, false),
+        (vec!["--bearer-rollout", "true"], 403, true),
+    ] {
+        let (port, ops) = (free_port(), free_port());
+        let external = format!("http://127.0.0.1:{port}");
+        let (issuer, _dir, user) = issuer_and_user(&external).await;
+        let secret_file = tmp.path().join("identity.secret");
+        let (issuer_url, external2, policy) = (issuer.url().to_owned(), external.clone(), policy.clone());
+        let upstream = format!("http://127.0.0.1:{upstream_port}");
+        let _gateway = tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "--external-url",
+                &external2,
+                "--upstream",
+                &upstream,
+                "--policy",
+                policy.to_str().unwrap(),
+            ];
+            args.extend(mode_args.iter().copied());
+            gateway("proxy", &issuer_url, &secret_file, port, ops, &args)
+        })
+        .await
+        .unwrap();
+        let token = user
+            .service_token(&Scope::new(&external).project(PROJECT))
+            .await
+            .unwrap();
+        let servers = format!("{external}/v2/servers");
+        let ok = send("GET", &servers, &credentials(&user, &token, "GET", &servers, b""), b"").await;
+        assert_eq!(ok.status, 200, "{}", ok.text);
+        let admin = format!("{external}/v2/admin");
+        let denied = send("GET", &admin, &credentials(&user, &token, "GET", &admin, b""), b"").await;
+        assert_eq!(denied.status, admin_status, "{}", denied.text);
+        if admin_status == 403 {
+            assert_eq!(denied.code.as_deref(), Some("policy.denied"));
+        }
+        let token_only = [("authorization".to_owned(), format!("KB {}", token.to_base64url()))];
+        let without_proof = send("GET", &servers, &token_only, b"").await;
+        if bearer {
+            assert_eq!(without_proof.status, 200, "{}", without_proof.text);
+            assert_eq!(without_proof.json["identity"]["proof"], "bearer");
+        } else {
+            assert_eq!(
+                (without_proof.status, without_proof.code.as_deref()),
+                (401, Some("proof.missing"))
+            );
+        }
+    }
+}
