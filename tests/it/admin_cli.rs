@@ -4,7 +4,7 @@
 #![cfg(feature = "cli")]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +14,10 @@ use keybound::verify::SystemClock;
 use serde_json::Value;
 
 use crate::common;
+use crate::common::bin;
 
 const ADMIN_PASSWORD: &str = "bootstrap-password-1";
 const PASSWORD: &str = "correct horse battery";
-
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin!("keybound").to_path_buf()
-}
 
 /// `keybound args…` with `stdin`, in config dir `config`, stdout a pipe.
 fn run(config: &Path, args: &[&str], stdin: &str) -> Output {

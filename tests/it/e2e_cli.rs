@@ -3,27 +3,16 @@
 #![cfg(feature = "cli")]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{bin, free_port};
 use keybound::http::KeyboundLayer;
 use keybound::keyset::{HttpKeys, HttpKeysOptions};
 use keybound::verify::{NonceService, TrustedIssuer, VerifiedRequest, Verifier};
 use serde_json::Value;
-
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin!("keybound").to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Passwords the tests use: no output of any command, and no log line of
 /// the issuer, may ever contain one.

@@ -7,7 +7,7 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,23 +22,12 @@ use keybound::verify::{Clock, SystemClock};
 use serde_json::Value;
 
 use crate::common;
+use crate::common::{bin, free_port};
 
 const ADMIN_PASSWORD: &str = "gateway admin password";
 const PASSWORD: &str = "gateway user password";
 const SECRET: &[u8] = b"a shared identity secret of 32+ bytes";
 const SPEC: &str = include_str!("../../spec/gateway.md");
-
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin!("keybound").to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_port(port: u16, child: &mut Child, log: &Arc<Mutex<String>>) {
     let deadline = Instant::now() + Duration::from_secs(30);

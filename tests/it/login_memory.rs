@@ -6,14 +6,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::bin;
 use keybound::key::{Algorithm, SigningKey};
 
 const ADMIN_PASSWORD: &str = "choose-a-long-admin-password";
 const MIB: u64 = 1024 * 1024;
-
-fn bin() -> std::path::PathBuf {
-    assert_cmd::cargo::cargo_bin!("keybound").to_path_buf()
-}
 
 /// A field of /proc/PID/status, in bytes.
 fn status_bytes(pid: u32, field: &str) -> u64 {

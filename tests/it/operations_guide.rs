@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::common::{bin, free_port};
 use keybound::http::KeyboundLayer;
 use keybound::keyset::{HttpKeys, HttpKeysOptions};
 use keybound::verify::{TrustedIssuer, VerifiedRequest, Verifier};
@@ -265,10 +266,6 @@ fn production_values() -> BTreeMap<String, String> {
 // ---------------------------------------------------------------------------
 // Tools, ports, processes
 
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin!("keybound").to_path_buf()
-}
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -296,10 +293,6 @@ fn need(test: &str, tools: &[&str]) -> bool {
         }
     }
     true
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn now() -> u64 {

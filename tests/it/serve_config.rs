@@ -5,24 +5,13 @@
 //! listener (spec/issuer.md §2, §9).
 #![cfg(all(feature = "cli", target_os = "linux"))]
 
+use crate::common::{bin, free_port};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin!("keybound").to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `keybound` command with none of the caller's KEYBOUND_* settings.
 fn keybound(args: &[&str]) -> Command {

@@ -10,6 +10,21 @@ use keybound::issuer::IssuerConfig;
 use keybound::issuer::loopback::LoopbackIssuer;
 use keybound::verify::Clock;
 
+/// The `keybound` binary the tests run.
+#[cfg(feature = "cli")]
+pub fn bin() -> std::path::PathBuf {
+    assert_cmd::cargo::cargo_bin!("keybound").to_path_buf()
+}
+
+/// A port free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A bootstrapped issuer on a free loopback port, with its data directory in
 /// a temporary directory removed with it. `tweak` adjusts the configuration
 /// (database URL, limits, …) before start-up.
