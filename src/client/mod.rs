@@ -603,18 +603,31 @@ impl Client {
     /// for one request, within the service's proof age.
     pub async fn credentials(&self, method: &str, url: &str, body: &[u8], scope: &Scope) -> Result<Credentials> {
         let token = self.service_token(scope).await?;
+        let proof = self.service_proof(method, url, &token, body, self.clock.now())?;
+        Ok(Credentials { token, proof })
+    }
+
+    /// A proof for `method url` with `body` under `token`, made at `iat`,
+    /// carrying the nonce last received from the URL's origin, if any.
+    fn service_proof(
+        &self,
+        method: &str,
+        url: &str,
+        token: &Token,
+        body: &[u8],
+        iat: u64,
+    ) -> Result<crate::proof::Proof> {
         let nonce = self
             .nonces
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&origin_of(url))
             .cloned();
-        let mut proof = ProofBuilder::new(method, url, token.as_bytes(), body, self.clock.now())?;
+        let mut proof = ProofBuilder::new(method, url, token.as_bytes(), body, iat)?;
         if let Some(nonce) = nonce {
             proof = proof.nonce(nonce);
         }
-        let proof = proof.sign(&self.key)?;
-        Ok(Credentials { token, proof })
+        proof.sign(&self.key)
     }
 
     /// The issuer's metadata (`/.well-known/keybound/issuer`, spec/issuer.md §4).
@@ -826,18 +839,8 @@ impl SignedRequest<'_> {
         let mut retried = false;
         let mut not_before = None;
         loop {
-            let nonce = client
-                .nonces
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&origin)
-                .cloned();
             let iat = proof_time(client.clock.now(), not_before);
-            let mut proof = ProofBuilder::new(self.method.as_str(), &self.url, token.as_bytes(), &self.body, iat)?;
-            if let Some(nonce) = nonce {
-                proof = proof.nonce(nonce);
-            }
-            let proof = proof.sign(&client.key)?;
+            let proof = client.service_proof(self.method.as_str(), &self.url, &token, &self.body, iat)?;
             let sent = trace.as_ref().map(|_| Credentials {
                 token: token.clone(),
                 proof: proof.clone(),

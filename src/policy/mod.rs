@@ -615,15 +615,13 @@ impl Policy {
             (None, Denial::DelegationDenied) => "no rule allows this delegated action".to_owned(),
             (None, _) => no_rule_for(action),
         };
-        let denied = Error::new(Code::PolicyDenied, why);
         // No rule named the action at all: saying so tells the client only
         // what it sent, and keeps it from hunting for a missing role.
-        Err(match (&evaluation.rule, denial) {
-            (None, Denial::NoRuleMatched) => {
-                let detail = no_rule_for(action);
-                denied.with_client_detail(detail)
-            }
-            _ => denied,
+        let detail = matches!((&evaluation.rule, denial), (None, Denial::NoRuleMatched)).then(|| why.clone());
+        let denied = Error::new(Code::PolicyDenied, why);
+        Err(match detail {
+            Some(detail) => denied.with_client_detail(detail),
+            None => denied,
         })
     }
 }
