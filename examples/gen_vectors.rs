@@ -1,5 +1,5 @@
-//! Writes test-vectors/vectors.json, test-vectors/vectors.md and
-//! test-vectors/keyset-documents.json.
+//! Writes test-vectors/vectors.json, test-vectors/vectors.md,
+//! test-vectors/keyset-documents.json and test-vectors/gateway-identities.json.
 //!
 //! Run from the repository root: `cargo run --example gen_vectors --features testkit`.
 fn main() -> std::io::Result<()> {
@@ -9,6 +9,10 @@ fn main() -> std::io::Result<()> {
     std::fs::write(dir.join("vectors.json"), keybound::vectors::to_json(&vectors))?;
     std::fs::write(dir.join("vectors.md"), keybound::vectors::to_markdown(&vectors))?;
     std::fs::write(dir.join("keyset-documents.json"), keybound::vectors::keyset_documents())?;
+    std::fs::write(
+        dir.join("gateway-identities.json"),
+        keybound::vectors::gateway_identities(),
+    )?;
     let valid = vectors.iter().filter(|v| v.expected == "valid").count();
     println!(
         "wrote {} vectors ({valid} valid, {} invalid) to {}",

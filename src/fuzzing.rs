@@ -370,6 +370,60 @@ pub fn proof_verify(data: &[u8]) {
     );
 }
 
+/// Target `identity_check`: the gateway's identity assertion
+/// (spec/gateway.md §4). The input is header lines `name:value`, checked at
+/// [`NOW`] for `GET /v2/servers?limit=10` under the vectors' secret. Every refusal is
+/// `gateway.bad_identity`; an accepted identity re-encodes, at the
+/// assertion's time, to exactly the values that were checked (the encoder
+/// and the checker agree on the format), and what the encoder writes the
+/// checker accepts.
+pub fn identity_check(data: &[u8]) {
+    // The secret, method and target of test-vectors/gateway-identities.json,
+    // so that its cases are seeds that pass.
+    use crate::gateway::identity::{ASSERTION, Identity};
+    use crate::vectors::{IDENTITY_METHOD, IDENTITY_SECRET, IDENTITY_TARGET};
+    let headers: Vec<(&str, &[u8])> = data
+        .split(|b| *b == b'\n')
+        .filter_map(|line| {
+            let colon = line.iter().position(|b| *b == b':')?;
+            Some((std::str::from_utf8(&line[..colon]).ok()?, &line[colon + 1..]))
+        })
+        .collect();
+    let identity = match Identity::check_fields(&headers, IDENTITY_SECRET, IDENTITY_METHOD, IDENTITY_TARGET, NOW, 30) {
+        Ok(identity) => identity,
+        Err(e) => {
+            assert_eq!(e.code(), Code::GatewayBadIdentity, "refused with {}", e.code());
+            return;
+        }
+    };
+    let assertion = headers
+        .iter()
+        .find(|(n, _)| *n == ASSERTION)
+        .expect("accepted with an assertion")
+        .1;
+    let t: u64 = std::str::from_utf8(assertion)
+        .ok()
+        .and_then(|a| a.split(' ').nth(1)?.strip_prefix("t=")?.parse().ok())
+        .expect("an accepted assertion has a time");
+    let fields = identity
+        .to_fields(IDENTITY_SECRET, IDENTITY_METHOD, IDENTITY_TARGET, t)
+        .expect("an accepted identity encodes");
+    for (name, value) in &fields {
+        if *name != ASSERTION {
+            let given = headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .expect("every field was checked")
+                .1;
+            assert_eq!(value.as_bytes(), given, "{name} re-encodes differently");
+        }
+    }
+    let pairs: Vec<(&str, &[u8])> = fields.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+    let again = Identity::check_fields(&pairs, IDENTITY_SECRET, IDENTITY_METHOD, IDENTITY_TARGET, NOW, 30)
+        .expect("the encoder's output checks");
+    assert_eq!(again, identity, "re-encoded identity reads differently");
+}
+
 /// Target `slip_parse`: routing-slip parsing (S1–S3) and verification
 /// (S4–S6) against the test vectors' issuer keys at their time. Parsing
 /// refuses only with `slip.malformed`, verification only with `slip.*`

@@ -78,7 +78,7 @@ pub mod federation;
 #[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub mod fuzzing;
-#[cfg(feature = "gateway")]
+/// The gateway (feature `gateway`); its identity format is in the core.
 pub mod gateway;
 #[cfg(feature = "http")]
 pub mod http;

@@ -3151,3 +3151,341 @@ pub fn keyset_documents() -> String {
     out.push_str("  ]\n}\n");
     out
 }
+
+/// The identity secret of [`gateway_identities`].
+pub const IDENTITY_SECRET: &[u8] = b"keybound gateway identity vector secret, 44 b";
+/// The method of every case of [`gateway_identities`] but one.
+pub const IDENTITY_METHOD: &str = "GET";
+/// The target of every case of [`gateway_identities`] but one.
+pub const IDENTITY_TARGET: &str = "/v2/servers?limit=10";
+
+/// The identity assertions of `keybound gateway` (spec/gateway.md §4) as
+/// JSON: one secret, then cases of request headers a service receives, with
+/// the method and target it sees and its clock; each says whether the
+/// assertion's MAC and time check (`mac`: what any implementation of §4.2,
+/// such as the spec's Python, must decide) and the full outcome of
+/// [`Identity::check_fields`] (`result`: `valid` with the identity read, or
+/// the code).
+pub fn gateway_identities() -> String {
+    use crate::gateway::identity::{self, Identity};
+    const SECRET: &[u8] = IDENTITY_SECRET;
+    const METHOD: &str = IDENTITY_METHOD;
+    const TARGET: &str = IDENTITY_TARGET;
+    let member = Identity {
+        subject: "ayoung@stoughton".into(),
+        domain: Some("stoughton".into()),
+        project: Some("turing".into()),
+        roles: vec!["member".into(), "reader".into()],
+        trust: None,
+        actors: vec![],
+        issuer: "https://issuer.example".into(),
+        expires_at: NOW + 240,
+        key_thumbprint: "5f".repeat(32),
+        proven: true,
+    };
+    let delegated = Identity {
+        trust: Some("t-7f3a9c".into()),
+        actors: vec!["nova@service".into(), "heat@service".into()],
+        roles: vec!["member".into()],
+        ..member.clone()
+    };
+    let bearer = Identity {
+        domain: None,
+        project: None,
+        roles: vec![],
+        proven: false,
+        ..member.clone()
+    };
+    let fields = |id: &Identity, t: u64| -> Vec<(String, String)> {
+        id.to_fields(SECRET, METHOD, TARGET, t)
+            .expect("vector identities encode")
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect()
+    };
+    // A MAC over arbitrary values, for cases whose values the encoder
+    // refuses to produce but whose MAC is right.
+    let forged = |values: &[(&str, &str)], t: u64| -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = fields(&member, t)
+            .into_iter()
+            .filter(|(n, _)| n != identity::ASSERTION)
+            .collect();
+        for (name, value) in values {
+            all.iter_mut().find(|(n, _)| n == name).expect("a field").1 = (*value).to_owned();
+        }
+        let ordered: [String; 10] = std::array::from_fn(|i| all[i].1.clone());
+        let mac = identity::vector_mac(SECRET, METHOD, TARGET, t, &ordered);
+        all.push((
+            identity::ASSERTION.to_owned(),
+            format!("v1 t={t} mac={}", crate::encoding::b64url_encode(&mac)),
+        ));
+        all
+    };
+    let set = |mut h: Vec<(String, String)>, name: &str, value: &str| {
+        h.iter_mut().find(|(n, _)| n == name).expect("a field").1 = value.to_owned();
+        h
+    };
+    let without = |h: Vec<(String, String)>, name: &str| h.into_iter().filter(|(n, _)| n != name).collect::<Vec<_>>();
+    let assertion_of = |h: &[(String, String)]| {
+        h.iter()
+            .find(|(n, _)| n == identity::ASSERTION)
+            .expect("assertion")
+            .1
+            .clone()
+    };
+    let good = fields(&member, NOW);
+    let mut flipped_mac = assertion_of(&good);
+    let last = flipped_mac.pop().expect("non-empty");
+    flipped_mac.push(if last == 'A' { 'B' } else { 'A' });
+    let mut twice = good.clone();
+    twice.insert(4, (identity::ROLES.to_owned(), "admin".to_owned()));
+    let other_secret = {
+        let h = member
+            .to_fields(b"another secret, also at least thirty-two bytes", METHOD, TARGET, NOW)
+            .expect("encodes");
+        h.into_iter().map(|(n, v)| (n.to_owned(), v)).collect::<Vec<_>>()
+    };
+    // (name, description, method, target, now, headers)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a str, u64, Vec<(String, String)>);
+    let cases: Vec<Case> = vec![
+        (
+            "valid/member",
+            "a proven request with a project and two roles",
+            METHOD,
+            TARGET,
+            NOW,
+            good.clone(),
+        ),
+        (
+            "valid/delegated",
+            "a delegated request: trust id and actor chain, current actor first",
+            METHOD,
+            TARGET,
+            NOW,
+            fields(&delegated, NOW),
+        ),
+        (
+            "valid/bearer-no-project",
+            "admitted on its token alone (bearer rollout), no project, no roles: empty values are covered too",
+            METHOD,
+            TARGET,
+            NOW,
+            fields(&bearer, NOW),
+        ),
+        (
+            "valid/30s-old",
+            "the assertion is 30 s old: the edge of max_age",
+            METHOD,
+            TARGET,
+            NOW + 30,
+            good.clone(),
+        ),
+        (
+            "valid/30s-ahead",
+            "the assertion is 30 s ahead of the service's clock",
+            METHOD,
+            TARGET,
+            NOW - 30,
+            good.clone(),
+        ),
+        (
+            "invalid/31s-old",
+            "the assertion is 31 s old",
+            METHOD,
+            TARGET,
+            NOW + 31,
+            good.clone(),
+        ),
+        (
+            "invalid/31s-ahead",
+            "the assertion is 31 s ahead of the service's clock",
+            METHOD,
+            TARGET,
+            NOW - 31,
+            good.clone(),
+        ),
+        (
+            "invalid/other-method",
+            "moved to a POST with the same target",
+            "POST",
+            TARGET,
+            NOW,
+            good.clone(),
+        ),
+        (
+            "invalid/other-target",
+            "moved to another query",
+            METHOD,
+            "/v2/servers?limit=11",
+            NOW,
+            good.clone(),
+        ),
+        (
+            "invalid/roles-changed",
+            "x-keybound-roles changed after the MAC",
+            METHOD,
+            TARGET,
+            NOW,
+            set(good.clone(), identity::ROLES, "member,reader,admin"),
+        ),
+        (
+            "invalid/subject-changed",
+            "x-keybound-subject changed after the MAC",
+            METHOD,
+            TARGET,
+            NOW,
+            set(good.clone(), identity::SUBJECT, "admin@stoughton"),
+        ),
+        (
+            "invalid/mac-changed",
+            "the MAC's last character changed",
+            METHOD,
+            TARGET,
+            NOW,
+            set(good.clone(), identity::ASSERTION, &flipped_mac),
+        ),
+        (
+            "invalid/other-secret",
+            "the MAC is under another secret",
+            METHOD,
+            TARGET,
+            NOW,
+            other_secret,
+        ),
+        (
+            "invalid/no-assertion",
+            "x-keybound-identity missing",
+            METHOD,
+            TARGET,
+            NOW,
+            without(good.clone(), identity::ASSERTION),
+        ),
+        (
+            "valid/no-trust-header",
+            "an empty field's header missing altogether: read as empty (a proxy may drop empty headers)",
+            METHOD,
+            TARGET,
+            NOW,
+            without(good.clone(), identity::TRUST),
+        ),
+        (
+            "invalid/no-project-header",
+            "a non-empty field's header missing: read as empty, so the MAC does not match",
+            METHOD,
+            TARGET,
+            NOW,
+            without(good.clone(), identity::PROJECT),
+        ),
+        (
+            "invalid/roles-twice",
+            "x-keybound-roles sent twice",
+            METHOD,
+            TARGET,
+            NOW,
+            twice,
+        ),
+        (
+            "invalid/version",
+            "assertion version v2",
+            METHOD,
+            TARGET,
+            NOW,
+            set(
+                good.clone(),
+                identity::ASSERTION,
+                &assertion_of(&good).replacen("v1", "v2", 1),
+            ),
+        ),
+        (
+            "invalid/time-with-plus",
+            "t=+1800000000: the time is digits only",
+            METHOD,
+            TARGET,
+            NOW,
+            set(
+                good.clone(),
+                identity::ASSERTION,
+                &assertion_of(&good).replacen("t=", "t=+", 1),
+            ),
+        ),
+        (
+            "invalid/mac-padded",
+            "the MAC with base64 padding",
+            METHOD,
+            TARGET,
+            NOW,
+            set(good.clone(), identity::ASSERTION, &format!("{}=", assertion_of(&good))),
+        ),
+        (
+            "invalid/proof-unknown",
+            "the MAC checks but x-keybound-proof is neither proof nor bearer",
+            METHOD,
+            TARGET,
+            NOW,
+            forged(&[(identity::PROOF, "maybe")], NOW),
+        ),
+        (
+            "invalid/expires-not-number",
+            "the MAC checks but x-keybound-expires is not decimal digits",
+            METHOD,
+            TARGET,
+            NOW,
+            forged(&[(identity::EXPIRES, "+1800000240")], NOW),
+        ),
+    ];
+    let json = |s: &str| {
+        let mut out = String::from('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    };
+    let list = |v: &[String]| format!("[{}]", v.iter().map(|s| json(s)).collect::<Vec<_>>().join(", "));
+    let opt = |v: &Option<String>| v.as_deref().map_or("null".to_owned(), json);
+    let mut out = format!(
+        "{{\n  \"description\": \"Identity assertions of keybound gateway (spec/gateway.md section 4). secret_hex keys every MAC. For each case a service receives headers (names in lower case), sees method and target, and its clock reads now; max_age is 30. mac: whether the assertion's format, time and MAC check (section 4.2; what the spec's Python decides). result: valid, with the identity read, or the refusal's code.\",\n  \"secret_hex\": \"{}\",\n  \"max_age\": 30,\n  \"cases\": [\n",
+        crate::encoding::hex_encode(SECRET)
+    );
+    for (i, (name, description, method, target, now, headers)) in cases.iter().enumerate() {
+        let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        let outcome = Identity::check_fields(&pairs, SECRET, method, target, *now, 30);
+        let mac_ok = identity::assertion_checks(&pairs, SECRET, method, target, *now, 30);
+        let result = match &outcome {
+            Ok(id) => format!(
+                "\"valid\",\n      \"identity\": {{\"subject\": {}, \"domain\": {}, \"project\": {}, \"roles\": {}, \"trust\": {}, \"actors\": {}, \"issuer\": {}, \"expires_at\": {}, \"key_thumbprint\": {}, \"proven\": {}}}",
+                json(&id.subject),
+                opt(&id.domain),
+                opt(&id.project),
+                list(&id.roles),
+                opt(&id.trust),
+                list(&id.actors),
+                json(&id.issuer),
+                id.expires_at,
+                json(&id.key_thumbprint),
+                id.proven
+            ),
+            Err(e) => json(e.code().as_str()),
+        };
+        let headers_json: Vec<String> = headers
+            .iter()
+            .map(|(n, v)| format!("[{}, {}]", json(n), json(v)))
+            .collect();
+        out.push_str(&format!(
+            "    {{\n      \"name\": {},\n      \"description\": {},\n      \"method\": {},\n      \"target\": {},\n      \"now\": {now},\n      \"headers\": [\n        {}\n      ],\n      \"mac\": {},\n      \"result\": {result}\n    }}{}\n",
+            json(name),
+            json(description),
+            json(method),
+            json(target),
+            headers_json.join(",\n        "),
+            if mac_ok { "\"ok\"" } else { "\"refused\"" },
+            if i + 1 < cases.len() { "," } else { "" }
+        ));
+    }
+    out.push_str("  ]\n}\n");
+    out
+}

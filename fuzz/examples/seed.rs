@@ -233,7 +233,21 @@ fn main() {
         exchange_requests.add(v["name"].as_str().unwrap(), v["body"].as_str().unwrap().as_bytes());
     }
 
+    // Gateway identity assertions, as the header lines identity_check reads.
+    let mut identities = Seeds::default();
+    let text = std::fs::read_to_string(root.join("../test-vectors/gateway-identities.json"))
+        .expect("test-vectors/gateway-identities.json");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    for v in doc["cases"].as_array().unwrap() {
+        let mut lines = String::new();
+        for pair in v["headers"].as_array().unwrap() {
+            lines.push_str(&format!("{}:{}\n", pair[0].as_str().unwrap(), pair[1].as_str().unwrap()));
+        }
+        identities.add(v["name"].as_str().unwrap(), lines.as_bytes());
+    }
+
     let corpus = root.join("corpus");
+    identities.write(&corpus.join("identity_check"));
     trust_requests.write(&corpus.join("trust_request"));
     exchange_requests.write(&corpus.join("exchange_request"));
     cbor_items.write(&corpus.join("cbor_validate"));
@@ -258,6 +272,7 @@ fn main() {
         ("trust_request", &trust_requests),
         ("exchange_request", &exchange_requests),
         ("slip_parse", &slips),
+        ("identity_check", &identities),
     ] {
         println!("{dir}: {} seeds", seeds.0.len().min(MAX_PER_TARGET));
     }

@@ -27,7 +27,6 @@ use crate::common::{bin, free_port};
 const ADMIN_PASSWORD: &str = "gateway admin password";
 const PASSWORD: &str = "gateway user password";
 const SECRET: &[u8] = b"a shared identity secret of 32+ bytes";
-const SPEC: &str = include_str!("../../spec/gateway.md");
 
 fn wait_port(port: u16, child: &mut Child, log: &Arc<Mutex<String>>) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -79,13 +78,6 @@ impl Drop for Proc {
     }
 }
 
-/// The Python check of spec/gateway.md §4.2, as the spec shows it.
-fn documented_python_check() -> &'static str {
-    let start = SPEC.find("```python\n").expect("spec/gateway.md has a python block") + "```python\n".len();
-    let end = start + SPEC[start..].find("```").unwrap();
-    &SPEC[start..end]
-}
-
 /// A WSGI upstream on `port` (wsgiref): answers JSON with what it was sent
 /// and the identity `keybound_identity` accepted, 401 when it refused it;
 /// `/stream` answers in chunks.
@@ -119,7 +111,7 @@ make_server('127.0.0.1', PORT, app, handler_class=Quiet).serve_forever()
     let program = program
         .replace("SECRET_FILE", &format!("{:?}", secret_file.to_str().unwrap()))
         .replace("PORT", &port.to_string());
-    std::fs::write(&script, format!("{}\n{program}", documented_python_check())).unwrap();
+    std::fs::write(&script, format!("{}\n{program}", common::documented_python_check())).unwrap();
     let mut command = Command::new("python3");
     command.arg(&script);
     match Command::new("python3").arg("--version").output() {

@@ -12,6 +12,7 @@ mod e2e_cli;
 mod exchange_requests;
 mod federation;
 mod gateway;
+mod gateway_identities;
 mod http_layer;
 mod issuer;
 mod key_sources;

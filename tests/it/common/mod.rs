@@ -113,3 +113,12 @@ impl Drop for PrivateRedis {
         self.kill();
     }
 }
+
+/// The Python check of spec/gateway.md §4.2, as the spec shows it (so the
+/// documented code is what the tests run).
+pub fn documented_python_check() -> &'static str {
+    const SPEC: &str = include_str!("../../../spec/gateway.md");
+    let start = SPEC.find("```python\n").expect("spec/gateway.md has a python block") + "```python\n".len();
+    let end = start + SPEC[start..].find("```").unwrap();
+    &SPEC[start..end]
+}

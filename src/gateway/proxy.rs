@@ -1,0 +1,441 @@
+//! The gateway's routers: proxy and forward-auth modes, and the operations
+//! listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use ipnet::IpNet;
+use zeroize::Zeroizing;
+
+use super::identity::{self, Identity};
+use crate::error::{Code, Error, Result, err};
+use crate::http::{KeyboundLayer, ProofMode, VerificationMetrics, error_response};
+use crate::keyset::HttpKeys;
+use crate::policy::Policy;
+use crate::verify::{AsyncReplayStore, Clock, ProvenOrBearer, SystemClock, Verifier};
+
+/// How the gateway sits in front of the service.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// Reverse proxy to `upstream` (`http://host:port`, no path).
+    Proxy {
+        /// The service's own base URL.
+        upstream: reqwest::Url,
+    },
+    /// Forward-auth endpoint.
+    Auth(AuthOptions),
+}
+
+/// Where a forward-auth request's original method and URI come from.
+#[derive(Clone, Debug)]
+pub struct AuthOptions {
+    /// Headers that may carry the original method, first present wins
+    /// (default `X-Forwarded-Method`, `X-Original-Method`).
+    pub method_headers: Vec<HeaderName>,
+    /// Headers that may carry the original path and query (default
+    /// `X-Forwarded-Uri`, `X-Original-URI`).
+    pub uri_headers: Vec<HeaderName>,
+    /// Peers allowed to call the endpoint (default loopback only).
+    pub trusted_forwarders: Vec<IpNet>,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        AuthOptions {
+            method_headers: vec![
+                HeaderName::from_static("x-forwarded-method"),
+                HeaderName::from_static("x-original-method"),
+            ],
+            uri_headers: vec![
+                HeaderName::from_static("x-forwarded-uri"),
+                HeaderName::from_static("x-original-uri"),
+            ],
+            trusted_forwarders: vec![
+                "127.0.0.1/32".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ],
+        }
+    }
+}
+
+/// Everything a gateway needs.
+pub struct GatewayConfig {
+    /// Proxy or forward-auth.
+    pub mode: Mode,
+    /// The URL clients call the service at (what proofs name as `htu`
+    /// base), e.g. `https://nova.example`.
+    pub external_url: String,
+    /// The verifier for the service's audience.
+    pub verifier: Arc<Verifier<dyn AsyncReplayStore>>,
+    /// The key sources, for `/readyz` and the key-set age metric.
+    pub key_sources: Vec<(String, HttpKeys)>,
+    /// Policy applied to every verified request (its mode inside).
+    pub policy: Option<Arc<Policy>>,
+    /// Proofs required (default) or bearer rollout.
+    pub proof_mode: ProofMode,
+    /// Largest request body buffered, hashed and forwarded (proxy mode).
+    pub max_body: usize,
+    /// The secret the identity assertion is keyed with (at least 32 bytes).
+    pub identity_secret: Zeroizing<Vec<u8>>,
+    /// Time the upstream has to answer with its headers (proxy mode).
+    pub upstream_timeout: Duration,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("mode", &self.mode)
+            .field("external_url", &self.external_url)
+            .field("proof_mode", &self.proof_mode)
+            .field("max_body", &self.max_body)
+            .field("identity_secret", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    mode: Mode,
+    identity_secret: Zeroizing<Vec<u8>>,
+    client: reqwest::Client,
+    /// The forward-auth verification: the layer around the identity answer.
+    auth_service: Option<Router>,
+}
+
+/// The gateway's two routers: the protected one (proxy or forward-auth) and
+/// the operations one (`/healthz`, `/readyz`, `/metrics`).
+pub struct Gateway {
+    /// Serve on the main listener.
+    pub app: Router,
+    /// Serve on the operations listener.
+    pub ops: Router,
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// never forwarded either way.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Credentials the gateway consumed; the upstream never sees them.
+const CREDENTIALS: [&str; 3] = ["authorization", "kb-proof", "kb-slip"];
+
+impl Gateway {
+    /// Builds the routers of `config`.
+    pub fn new(config: GatewayConfig) -> Result<Gateway> {
+        if config.identity_secret.len() < identity::MIN_SECRET_LEN {
+            return err(
+                Code::GatewayConfig,
+                format!("identity_secret must be at least {} bytes", identity::MIN_SECRET_LEN),
+            );
+        }
+        let metrics = Arc::new(
+            config
+                .key_sources
+                .iter()
+                .fold(VerificationMetrics::default(), |m, (label, keys)| {
+                    m.key_source(label.clone(), keys.clone())
+                }),
+        );
+        let mut layer = KeyboundLayer::new(config.verifier.clone(), &config.external_url)?
+            .max_body(config.max_body)
+            .proof_mode(config.proof_mode)
+            .observe(metrics.clone());
+        if let Some(policy) = &config.policy {
+            layer = layer.policy(policy.clone());
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(config.upstream_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::new(Code::GatewayConfig, format!("HTTP client: {e}")))?;
+        let auth_service =
+            matches!(config.mode, Mode::Auth(_)).then(|| Router::new().fallback(auth_answer).layer(layer.clone()));
+        let shared = Arc::new(Shared {
+            mode: config.mode.clone(),
+            identity_secret: config.identity_secret,
+            client,
+            auth_service,
+        });
+        let app = match &config.mode {
+            Mode::Proxy { .. } => Router::new().fallback(proxy).layer(layer).with_state(shared.clone()),
+            Mode::Auth(_) => Router::new().fallback(forward_auth).with_state(shared.clone()),
+        };
+        let sources = config.key_sources.clone();
+        let ops = Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let sources = sources.clone();
+                    async move { readyz(&sources) }
+                }),
+            )
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
+                }),
+            );
+        Ok(Gateway { app, ops })
+    }
+}
+
+/// Ready when every key source has loaded a key set.
+fn readyz(sources: &[(String, HttpKeys)]) -> Response {
+    match sources.iter().find(|(_, keys)| keys.stats().last_success.is_none()) {
+        None => "ready\n".into_response(),
+        Some((label, keys)) => {
+            let why = keys.stats().last_error.unwrap_or_else(|| "not fetched yet".to_owned());
+            tracing::warn!(issuer = %label, detail = %why, "not ready: no key set");
+            error_response(
+                &Error::new(Code::GatewayKeysUnavailable, format!("no key set from {label} yet")),
+                None,
+            )
+        }
+    }
+}
+
+/// The identity of a verified request as headers, keyed for `method target`.
+fn identity_headers(shared: &Shared, request: &ProvenOrBearer, method: &str, target: &str) -> Result<HeaderMap> {
+    let token = request.token();
+    let identity = Identity {
+        subject: request.subject().to_owned(),
+        domain: request.domain().map(str::to_owned),
+        project: request.project().map(str::to_owned),
+        roles: request.roles().to_vec(),
+        trust: request.trust_id().map(str::to_owned),
+        actors: request.actor_chain().iter().map(|a| a.sub.clone()).collect(),
+        issuer: request.issuer().to_owned(),
+        expires_at: token.expires_at(),
+        key_thumbprint: crate::encoding::hex_encode(request.key_thumbprint().as_bytes()),
+        proven: matches!(request, ProvenOrBearer::Proven(_)),
+    };
+    identity.to_headers(&shared.identity_secret, method, target, SystemClock.now())
+}
+
+/// Proxy mode: the layer verified the request; forward it.
+/// (The extractor refuses a request the layer did not verify: none is ever
+/// forwarded unverified.)
+async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, request: Request) -> Response {
+    let Mode::Proxy { upstream } = &shared.mode else {
+        return internal("proxy handler in auth mode");
+    };
+    let (parts, body) = request.into_parts();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let identity = match identity_headers(&shared, &verified, parts.method.as_str(), &target) {
+        Ok(h) => h,
+        Err(e) => return error_response(&e, None),
+    };
+    // Path and query set on the upstream URL, never joined: a target such
+    // as `//other.host/` must not change the host.
+    let mut url = upstream.clone();
+    url.set_path(parts.uri.path());
+    url.set_query(parts.uri.query());
+    let mut headers = forwardable(&parts.headers);
+    headers.extend(identity);
+    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>()
+        && let Ok(value) = HeaderValue::from_str(&peer.ip().to_string())
+    {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+    // The layer buffered (and hashed) the body already; this does not copy it.
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(_) => return internal("the verified body could not be read"),
+    };
+    let answer = shared
+        .client
+        .request(parts.method.clone(), url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.is_timeout() {
+                Code::GatewayUpstreamTimeout
+            } else {
+                Code::GatewayUpstreamUnavailable
+            };
+            tracing::warn!(code = code.as_str(), detail = %e, "upstream failed");
+            return error_response(&Error::new(code, "the service behind the gateway did not answer"), None);
+        }
+    };
+    let mut response = Response::builder().status(answer.status());
+    if let Some(h) = response.headers_mut() {
+        *h = forwardable(answer.headers());
+    }
+    response
+        .body(Body::from_stream(answer.bytes_stream()))
+        .unwrap_or_else(|_| internal("response"))
+}
+
+/// `headers` without hop-by-hop headers (and those `Connection` names),
+/// credentials, `Host`, `Content-Length` (recomputed) and any identity header.
+fn forwardable(headers: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || CREDENTIALS.contains(&n)
+            || n == "host"
+            || n == "content-length"
+            || n.starts_with(identity::PREFIX)
+            || named.iter().any(|c| c == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Forward-auth mode: rebuild the original request from trusted headers and
+/// run it through the layer.
+async fn forward_auth(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let Mode::Auth(options) = &shared.mode else {
+        return internal("auth handler in proxy mode");
+    };
+    let Some(service) = shared.auth_service.clone() else {
+        return internal("no auth service");
+    };
+    let (parts, _body) = request.into_parts();
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if !peer.is_some_and(|ip| options.trusted_forwarders.iter().any(|net| net.contains(&ip))) {
+        return refuse(Error::new(
+            Code::GatewayUntrustedForwarder,
+            "this peer may not ask the forward-auth endpoint (trusted_forwarders)",
+        ));
+    }
+    // The body is never forwarded to this endpoint: a request that has one
+    // cannot be checked (P9, P12) and is refused. Without reading anything.
+    if has_body(&parts.headers) {
+        return refuse(Error::new(
+            Code::GatewayBodyNotForwarded,
+            "the request has a body, which forward-auth cannot check: route it through `keybound gateway proxy`",
+        ));
+    }
+    let first = |names: &[HeaderName]| {
+        names
+            .iter()
+            .find_map(|n| parts.headers.get(n))
+            .and_then(|v| v.to_str().ok())
+    };
+    let (Some(method), Some(target)) = (first(&options.method_headers), first(&options.uri_headers)) else {
+        return refuse(Error::new(
+            Code::GatewayOriginalMissing,
+            "the forward-auth request names no original method and URI (X-Forwarded-Method / X-Forwarded-Uri)",
+        ));
+    };
+    let (Ok(method), Ok(uri)) = (Method::from_bytes(method.as_bytes()), target.parse::<Uri>()) else {
+        return refuse(Error::new(
+            Code::GatewayOriginalMissing,
+            "the original method or URI is malformed",
+        ));
+    };
+    if uri.scheme().is_some() || !target.starts_with('/') {
+        return refuse(Error::new(
+            Code::GatewayOriginalMissing,
+            "the original URI must be a path and query (origin form)",
+        ));
+    }
+    let mut original = http::Request::builder().method(method).uri(uri);
+    if let Some(h) = original.headers_mut() {
+        for name in CREDENTIALS {
+            for value in parts.headers.get_all(name) {
+                h.append(HeaderName::from_static(name), value.clone());
+            }
+        }
+    }
+    let Ok(mut original) = original.body(Body::empty()) else {
+        return internal("original request");
+    };
+    original.extensions_mut().insert(shared.clone());
+    use tower::ServiceExt;
+    let Ok(response) = service.oneshot(original).await;
+    if !response.status().is_success() {
+        return with_error_header(response);
+    }
+    response
+}
+
+/// The answer behind the layer in forward-auth mode: the identity headers.
+async fn auth_answer(
+    Extension(shared): Extension<Arc<Shared>>,
+    verified: ProvenOrBearer,
+    request: Request,
+) -> Response {
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    match identity_headers(&shared, &verified, request.method().as_str(), target) {
+        Ok(headers) => {
+            let mut response = StatusCode::OK.into_response();
+            response.headers_mut().extend(headers);
+            response
+        }
+        Err(e) => error_response(&e, None),
+    }
+}
+
+/// Whether the (forward-auth) request says its original has a body.
+fn has_body(headers: &HeaderMap) -> bool {
+    let length = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().parse::<u64>().map_or(!v.trim().is_empty(), |n| n > 0))
+    };
+    let present = |name: &str| headers.get(name).is_some_and(|v| !v.as_bytes().is_empty());
+    length("content-length")
+        || present("transfer-encoding")
+        || length("x-original-content-length")
+        || length("x-forwarded-content-length")
+        || present("x-original-transfer-encoding")
+}
+
+/// A refusal, with `KB-Error` so a forwarder that replaces the body
+/// (nginx) can still pass the code on.
+fn refuse(e: Error) -> Response {
+    with_error_header(error_response(&e, None))
+}
+
+fn with_error_header(mut response: Response) -> Response {
+    // error_response records the code in the extensions; codes are always
+    // valid header values.
+    if let Some(code) = response.extensions().get::<Code>().copied() {
+        response.headers_mut().insert(
+            HeaderName::from_static("kb-error"),
+            HeaderValue::from_static(code.as_str()),
+        );
+    }
+    response
+}
+
+fn internal(what: &str) -> Response {
+    tracing::error!(detail = what, "gateway bug");
+    error_response(&Error::new(Code::GatewayConfig, what.to_owned()), None)
+}
