@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::server_cmds::{init_logging, log_directive};
 use super::session::runtime;
-use super::settings::{LogFormat, config_error, layered, resolve};
+use super::settings::{LogFormat, layered, resolve};
 use super::{CliError, print_stdout};
 use crate::error::{Code, Error};
 use crate::gateway::{AuthOptions, Gateway, GatewayConfig, Mode};
@@ -157,6 +157,11 @@ struct GatewaySettings {
     log_level: Option<String>,
 }
 
+/// A refused setting of the gateway: `gateway.config`, exit status 2.
+fn config_error(message: String) -> CliError {
+    CliError::with_exit(Error::new(Code::GatewayConfig, message), super::EXIT_USAGE)
+}
+
 fn required<'a>(value: &'a Option<String>, key: &str) -> Result<&'a str, CliError> {
     value.as_deref().ok_or_else(|| {
         config_error(format!(
@@ -166,9 +171,31 @@ fn required<'a>(value: &'a Option<String>, key: &str) -> Result<&'a str, CliErro
     })
 }
 
+/// Reads a shared secret file: refused when group or others may read it (as
+/// ssh refuses a key file: the secret may already be out), when it is
+/// shorter than the format needs, or longer than a secret file would be.
 fn read_secret(path: &std::path::Path, what: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
-    let bytes =
-        Zeroizing::new(std::fs::read(path).map_err(|e| config_error(format!("{what} {}: {e}", path.display())))?);
+    let cannot = |e: std::io::Error| config_error(format!("{what} {}: {e}", path.display()));
+    let metadata = std::fs::metadata(path).map_err(cannot)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(config_error(format!(
+                "{what} {} has mode {mode:o}; a secret file must not be accessible by group or others (chmod 600)",
+                path.display()
+            )));
+        }
+    }
+    if metadata.len() > 4096 {
+        return Err(config_error(format!(
+            "{what} {} is {} bytes; a secret file is at most 4096",
+            path.display(),
+            metadata.len()
+        )));
+    }
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(cannot)?);
     if bytes.len() < crate::gateway::identity::MIN_SECRET_LEN {
         return Err(config_error(format!(
             "{what} {} holds {} bytes; at least {} random bytes are needed (head -c 32 /dev/urandom > FILE)",
@@ -185,7 +212,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         ModeCommand::Proxy(run) => (false, run),
         ModeCommand::Auth(run) => (true, run),
     };
-    let s = layered(&run.settings, run.config.as_deref(), &PATH_KEYS)?;
+    let s = layered(&run.settings, run.config.as_deref(), &PATH_KEYS).map_err(|e| config_error(e.message))?;
     let external_url = required(&s.external_url, "external_url")?.to_owned();
     crate::proof::normalize_uri(&external_url).map_err(|e| config_error(format!("external_url: {}", e.message())))?;
     let issuers: Vec<String> = s.issuer.clone().unwrap_or_default();

@@ -84,7 +84,7 @@ impl Drop for Proc {
 fn python_upstream(dir: &Path, port: u16) -> Option<Proc> {
     let script = dir.join("upstream.py");
     let secret_file = dir.join("identity.secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
+    common::write_secret(&secret_file, SECRET);
     let program = r#"
 import json, sys
 from wsgiref.simple_server import make_server, WSGIRequestHandler
@@ -396,7 +396,7 @@ async fn proxy_answers_502_when_the_upstream_is_down() {
     let external = format!("http://127.0.0.1:{port}");
     let (issuer, _dir, user) = issuer_and_user(&external).await;
     let secret_file = tmp.path().join("identity.secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
+    common::write_secret(&secret_file, SECRET);
     let (issuer_url, external2) = (issuer.url().to_owned(), external.clone());
     let _gateway = tokio::task::spawn_blocking(move || {
         gateway(
@@ -431,7 +431,13 @@ async fn proxy_answers_502_when_the_upstream_is_down() {
 fn gateway_settings_are_refused_with_their_cause() {
     let tmp = tempfile::tempdir().unwrap();
     let short = tmp.path().join("short.secret");
-    std::fs::write(&short, b"too short").unwrap();
+    common::write_secret(&short, b"too short");
+    let readable = tmp.path().join("readable.secret");
+    std::fs::write(&readable, SECRET).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let run = |args: &[&str]| {
         let out = Command::new(bin()).args(args).stdin(Stdio::null()).output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -446,7 +452,7 @@ fn gateway_settings_are_refused_with_their_cause() {
     ]);
     assert_eq!(status, Some(2));
     assert!(
-        stderr.contains("issuer.config") && stderr.contains("external_url"),
+        stderr.contains("gateway.config") && stderr.contains("external_url"),
         "{stderr}"
     );
     let (status, stderr) = run(&[
@@ -477,6 +483,23 @@ fn gateway_settings_are_refused_with_their_cause() {
     ]);
     assert_eq!(status, Some(2));
     assert!(stderr.contains("at least 32"), "{stderr}");
+    let (status, stderr) = run(&[
+        "gateway",
+        "proxy",
+        "--external-url",
+        "http://127.0.0.1:3",
+        "--issuer",
+        "http://127.0.0.1:1",
+        "--upstream",
+        "http://127.0.0.1:2",
+        "--identity-secret-file",
+        readable.to_str().unwrap(),
+    ]);
+    assert_eq!(status, Some(2));
+    assert!(
+        stderr.contains("gateway.config") && stderr.contains("mode 644") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
 }
 
 /// nginx with `auth_request` against `keybound gateway auth`, as in spec/gateway.md §3.
@@ -607,7 +630,7 @@ async fn forward_auth_refuses_peers_outside_trusted_forwarders() {
     let external = "http://127.0.0.1:9".to_owned();
     let (issuer, _dir, user) = issuer_and_user(&external).await;
     let secret_file = tmp.path().join("identity.secret");
-    std::fs::write(&secret_file, SECRET).unwrap();
+    common::write_secret(&secret_file, SECRET);
     let issuer_url = issuer.url().to_owned();
     let external2 = external.clone();
     let _gateway = tokio::task::spawn_blocking(move || {
@@ -863,4 +886,70 @@ async fn policy_modes_and_bearer_rollout_through_the_gateway() {
             );
         }
     }
+}
+
+/// With `nonce_secret_file`, the gateway asks for a server nonce (http.md
+/// §4): a proof without one is refused with `proof.nonce_required` and a
+/// `KB-Nonce` to use; the keybound client retries once with it, gets
+/// through, and keeps the nonce for the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonces_through_the_gateway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream_port = free_port();
+    let Some(_upstream) = python_upstream(tmp.path(), upstream_port) else {
+        return;
+    };
+    let (port, ops) = (free_port(), free_port());
+    let external = format!("http://127.0.0.1:{port}");
+    let (issuer, _dir, user) = issuer_and_user(&external).await;
+    let secret_file = tmp.path().join("identity.secret");
+    let nonce_file = tmp.path().join("nonce.secret");
+    common::write_secret(&nonce_file, &[9u8; 32]);
+    let (issuer_url, external2, nonce_arg) = (
+        issuer.url().to_owned(),
+        external.clone(),
+        nonce_file.to_str().unwrap().to_owned(),
+    );
+    let upstream = format!("http://127.0.0.1:{upstream_port}");
+    let _gateway = tokio::task::spawn_blocking(move || {
+        gateway(
+            "proxy",
+            &issuer_url,
+            &secret_file,
+            port,
+            ops,
+            &[
+                "--external-url",
+                &external2,
+                "--upstream",
+                &upstream,
+                "--nonce-secret-file",
+                &nonce_arg,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let scope = Scope::new(&external).project(PROJECT);
+    let token = user.service_token(&scope).await.unwrap();
+    let url = format!("{external}/v2/servers");
+
+    // A proof without a nonce: refused, with a nonce to use.
+    let bare = send("GET", &url, &credentials(&user, &token, "GET", &url, b""), b"").await;
+    assert_eq!(bare.status, 401, "{}", bare.text);
+    assert_eq!(bare.code.as_deref(), Some("proof.nonce_required"));
+
+    // The client retries once with the nonce and is let through; the
+    // upstream saw a checked identity.
+    let (response, attempts) = user.get(&url, &scope).send_traced().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(attempts.len(), 2, "one challenge, one retry");
+    assert_eq!(attempts[0].status, 401);
+    assert!(attempts[0].response_headers.contains_key("kb-nonce"));
+    let seen: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(seen["identity"]["proof"], "proof", "{seen}");
+    // The nonce is kept for the origin: the next request needs no challenge.
+    let (response, attempts) = user.get(&url, &scope).send_traced().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(attempts.len(), 1);
 }
