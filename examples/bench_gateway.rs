@@ -7,10 +7,12 @@
 //! through the gateway needs its own proof, so proofs are signed before the
 //! clock starts and wrk's Lua script hands each request the next one
 //! (`BENCH_SECONDS`, default 5, `BENCH_CONNECTIONS`, default 32). A run with
-//! any non-2xx answer is reported as invalid. Prints one JSON object: both
-//! sides' requests per second and p50/p99 latency, their ratio, and the
-//! cost of one proof's signature check measured here, for the goal "the
-//! gateway adds no more than one signature check plus one proxy hop".
+//! any non-2xx answer is reported as invalid. A third run goes through nginx
+//! as a plain reverse proxy (when nginx is installed): the cost of one proxy
+//! hop. Prints one JSON object: each run's requests per second and p50/p99
+//! latency, the CPU each request costs at saturation, and the cost of one
+//! proof's signature check measured here, for the goal "the gateway adds no
+//! more than one signature check plus one proxy hop".
 
 use std::io::Write;
 use std::process::Command;
@@ -119,6 +121,84 @@ fn wrk(url: &str, script: &std::path::Path, proofs: &std::path::Path, seconds: u
         p99_us: number("p99_us="),
         non_2xx,
     }
+}
+
+/// nginx (Debian's package) as a plain reverse proxy to `upstream`, with
+/// keep-alive to it and two workers: the cost of one well-made proxy hop,
+/// for the goal's "plus one proxy hop". `None` when nginx is missing.
+fn nginx_hop(dir: &std::path::Path, port: u16, upstream: std::net::SocketAddr) -> Option<std::process::Child> {
+    let d = dir.display();
+    let config = format!(
+        "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+events {{ worker_connections 1024; }}\n\
+http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+  upstream up {{ server {upstream}; keepalive 64; }}\n\
+  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://up;\n\
+      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&path)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(child)
+}
+
+/// A bare reverse proxy on the gateway's own stack (axum, the same
+/// `keybound::http::serve` listener, a reqwest client as the gateway builds
+/// it) that verifies nothing: what a proxy hop costs in Rust here, so that
+/// gateway less bare proxy is what keybound's verification adds.
+fn bare_proxy(upstream: std::net::SocketAddr) -> Router {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Router::new().fallback(move |request: axum::extract::Request| {
+        let client = client.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut headers = parts.headers.clone();
+            headers.remove(axum::http::header::HOST);
+            match client
+                .request(parts.method, format!("http://{upstream}{path}"))
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(answer) => {
+                    let mut response = axum::response::Response::builder().status(answer.status());
+                    *response.headers_mut().unwrap() = answer.headers().clone();
+                    response
+                        .body(axum::body::Body::from_stream(answer.bytes_stream()))
+                        .unwrap()
+                }
+                Err(_) => axum::response::Response::builder()
+                    .status(502)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            }
+        }
+    })
 }
 
 async fn serve(app: Router) -> std::net::SocketAddr {
@@ -251,9 +331,61 @@ async fn main() {
         let (script, proofs) = (script.clone(), proofs.clone());
         tokio::task::spawn_blocking(move || wrk(&url, &script, &proofs, seconds, connections))
     };
-    let direct = run(format!("http://{upstream}/hello")).await.unwrap();
+    let nginx_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nginx_dir = dir.path().join("nginx");
+    std::fs::create_dir_all(&nginx_dir).unwrap();
+    // BENCH_ONLY=gateway skips the other runs (to profile the gateway alone).
+    let only_gateway = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "gateway");
+    let mut nginx = if only_gateway {
+        None
+    } else {
+        nginx_hop(&nginx_dir, nginx_port, upstream)
+    };
+    let direct = if only_gateway {
+        None
+    } else {
+        Some(run(format!("http://{upstream}/hello")).await.unwrap())
+    };
+    let bare = if only_gateway {
+        None
+    } else {
+        let bare = serve(bare_proxy(upstream)).await;
+        Some(run(format!("http://{bare}/hello")).await.unwrap())
+    };
+    let hop = match nginx {
+        Some(_) => Some(run(format!("http://127.0.0.1:{nginx_port}/hello")).await.unwrap()),
+        None => None,
+    };
+    if let Some(child) = nginx.as_mut() {
+        // SIGQUIT: nginx's graceful stop, which takes its workers with it.
+        let _ = Command::new("kill").arg("-QUIT").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
     let through = run(format!("{external}/hello")).await.unwrap();
-    let valid = direct.non_2xx == 0 && through.non_2xx == 0;
+    let Some(direct) = direct else {
+        println!(
+            "{}",
+            json!({"gateway": {"rps": through.rps.round(), "p50_us": through.p50_us, "p99_us": through.p99_us, "non_2xx": through.non_2xx}})
+        );
+        return;
+    };
+    let valid = direct.non_2xx == 0
+        && through.non_2xx == 0
+        && hop.as_ref().is_none_or(|h| h.non_2xx == 0)
+        && bare.as_ref().is_none_or(|b| b.non_2xx == 0);
+    // CPU per request at saturation: the machine's cores over requests per
+    // second (wrk, the upstream and the proxy share them). What a proxy adds
+    // is its figure less the direct one.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpu_us = |r: &Run| cores * 1e6 / r.rps;
+    let gateway_adds = cpu_us(&through) - cpu_us(&direct);
+    let bare_adds = bare.as_ref().map(|b| cpu_us(b) - cpu_us(&direct));
+    let hop_adds = hop.as_ref().map(|h| cpu_us(h) - cpu_us(&direct));
+    let budget = hop_adds.map(|h| h + verify_us);
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
@@ -263,7 +395,21 @@ async fn main() {
             "connections": connections,
             "direct": {"rps": direct.rps.round(), "p50_us": direct.p50_us, "p99_us": direct.p99_us, "non_2xx": direct.non_2xx},
             "gateway": {"rps": through.rps.round(), "p50_us": through.p50_us, "p99_us": through.p99_us, "non_2xx": through.non_2xx},
+            "nginx_hop": hop.as_ref().map(|h| json!({"rps": h.rps.round(), "p50_us": h.p50_us, "p99_us": h.p99_us, "non_2xx": h.non_2xx})),
             "rps_ratio_gateway_over_direct": (through.rps / direct.rps * 1000.0).round() / 1000.0,
+            "cpu_us_per_request": {
+                "direct": cpu_us(&direct).round(),
+                "nginx_hop": hop.as_ref().map(|h| cpu_us(h).round()),
+                "bare_rust_proxy": bare.as_ref().map(|b| cpu_us(b).round()),
+                "gateway": cpu_us(&through).round(),
+            },
+            "bare_rust_proxy": bare.as_ref().map(|b| json!({"rps": b.rps.round(), "p50_us": b.p50_us, "p99_us": b.p99_us, "non_2xx": b.non_2xx})),
+            "gateway_adds_cpu_us": gateway_adds.round(),
+            "bare_rust_proxy_adds_cpu_us": bare_adds.map(f64::round),
+            "verification_adds_cpu_us": bare_adds.map(|b| (gateway_adds - b).round()),
+            "nginx_hop_adds_cpu_us": hop_adds.map(f64::round),
+            "goal_budget_cpu_us": budget.map(f64::round),
+            "goal_met": budget.map(|b| gateway_adds <= b),
             "added_p50_us": through.p50_us - direct.p50_us,
             "one_signature_check_us": (verify_us * 10.0).round() / 10.0,
             "one_proof_signing_us": (sign_us * 10.0).round() / 10.0,

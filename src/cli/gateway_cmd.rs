@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::server_cmds::{init_logging, log_directive};
-use super::session::runtime;
+use super::session::server_runtime;
 use super::settings::{LogFormat, layered, resolve};
 use super::{CliError, print_stdout};
 use crate::error::{Code, Error};
@@ -319,7 +319,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     init_logging(format, &directive)?;
-    runtime()?.block_on(async move {
+    server_runtime()?.block_on(async move {
         let shutdown = crate::issuer::shutdown_signal();
         let mut sources = Vec::with_capacity(issuers.len());
         for (issuer, url) in issuers.iter().zip(&keys_urls) {

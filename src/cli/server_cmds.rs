@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::session::runtime;
+use super::session::server_runtime;
 use super::settings::{LogFormat, Settings, config_error};
 use super::{CliError, EXIT_FAILURE, print_stdout};
 use crate::error::{Code, Error};
@@ -163,7 +163,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let reload = init_logging(format, &directive)?;
     let config_file = args.issuer.config.clone();
     let flags = args.issuer.settings.clone();
-    runtime()?.block_on(async {
+    server_runtime()?.block_on(async {
         if !args.init && !crate::issuer::database_exists(&config) {
             return Err(Error::new(
                 Code::IssuerNotInitialised,

@@ -324,6 +324,17 @@ pub(crate) fn store_login(dir: &Path, client: &Client, key_file: &Path, session:
 }
 
 /// A runtime for the async subcommands.
+/// The runtime of a long-running server (`serve`, `gateway`): one worker
+/// per core, so a server verifies at the rate the machine can.
+pub(crate) fn server_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::io(format!("cannot start the async runtime: {e}")))
+}
+
+/// The runtime of a command that does a few requests and ends: two workers
+/// are plenty.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -104,6 +104,7 @@ struct Shared {
     mode: Mode,
     identity_secret: Zeroizing<Vec<u8>>,
     client: reqwest::Client,
+    upstream_timeout: Duration,
     /// The forward-auth verification: the layer around the identity answer.
     auth_service: Option<Router>,
 }
@@ -170,6 +171,7 @@ impl Gateway {
             mode: config.mode.clone(),
             identity_secret: config.identity_secret,
             client,
+            upstream_timeout: config.upstream_timeout,
             auth_service,
         });
         let app = match &config.mode {
@@ -260,16 +262,28 @@ async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, requ
         Ok(b) => b,
         Err(_) => return internal("the verified body could not be read"),
     };
-    let answer = shared
+    // The upstream has upstream_timeout to send its status and headers, and
+    // at most as long between two reads of its body (the client's
+    // read_timeout).
+    let send = shared
         .client
         .request(parts.method.clone(), url)
         .headers(headers)
         .body(body)
-        .send()
-        .await;
-    let answer = match answer {
-        Ok(a) => a,
-        Err(e) => {
+        .send();
+    let answer = match tokio::time::timeout(shared.upstream_timeout, send).await {
+        Ok(Ok(a)) => a,
+        Err(_) => {
+            tracing::warn!(code = Code::GatewayUpstreamTimeout.as_str(), "upstream timed out");
+            return error_response(
+                &Error::new(
+                    Code::GatewayUpstreamTimeout,
+                    "the service behind the gateway did not answer",
+                ),
+                None,
+            );
+        }
+        Ok(Err(e)) => {
             let code = if e.is_timeout() {
                 Code::GatewayUpstreamTimeout
             } else {

@@ -427,6 +427,83 @@ async fn proxy_answers_502_when_the_upstream_is_down() {
     );
 }
 
+/// An upstream that trickles its response head a byte at a time, never
+/// pausing long enough for a read timeout, still gets only
+/// `upstream_timeout` in all: 504 `gateway.upstream_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_answers_504_when_the_upstream_trickles() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, ops) = (free_port(), free_port());
+    let trickler = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trickle_addr = trickler.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = trickler.accept().await {
+            tokio::spawn(async move {
+                // Read the request head first, as a real server would.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nX-Slow: ").await;
+                // One byte every 200 ms, for at most 20 s.
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if stream.write_all(b"a").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let external = format!("http://127.0.0.1:{port}");
+    let (issuer, _dir, user) = issuer_and_user(&external).await;
+    let secret_file = tmp.path().join("identity.secret");
+    common::write_secret(&secret_file, SECRET);
+    let (issuer_url, external2) = (issuer.url().to_owned(), external.clone());
+    let gateway_proc = tokio::task::spawn_blocking(move || {
+        gateway(
+            "proxy",
+            &issuer_url,
+            &secret_file,
+            port,
+            ops,
+            &[
+                "--external-url",
+                &external2,
+                "--upstream",
+                &format!("http://{trickle_addr}"),
+                "--upstream-timeout",
+                "1",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let token = user
+        .service_token(&Scope::new(&external).project(PROJECT))
+        .await
+        .unwrap();
+    let url = format!("{external}/v2/servers");
+    let started = Instant::now();
+    let slow = send("GET", &url, &credentials(&user, &token, "GET", &url, b""), b"").await;
+    assert_eq!(
+        (slow.status, slow.code.as_deref()),
+        (504, Some("gateway.upstream_timeout")),
+        "{}",
+        gateway_proc.log.lock().unwrap()
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} for a 1 s upstream_timeout"
+    );
+}
+
 #[test]
 fn gateway_settings_are_refused_with_their_cause() {
     let tmp = tempfile::tempdir().unwrap();
