@@ -1,7 +1,10 @@
-//! Requests through `keybound gateway proxy` against the same upstream
-//! called directly, in one run, with wrk as the load generator.
+//! Verified HTTP requests, in one run, with wrk as the load generator: a
+//! hello-world server unauthenticated (the floor), the same handler behind
+//! the library's `KeyboundLayer`, `keybound gateway proxy` in front of the
+//! floor, and two proxy hops that verify nothing (a bare Rust proxy on the
+//! gateway's stack, and nginx) to tell the hop from the verification.
 //!
-//! `cargo run --release --example bench_gateway --features gateway,issuer,client`
+//! `cargo run --release --example bench_http --features gateway,issuer,client`
 //! (wrk from Debian's `wrk` package must be on PATH). An issuer, a hello-world
 //! upstream and the gateway run in this process on loopback; every request
 //! through the gateway needs its own proof, so proofs are signed before the
@@ -24,7 +27,7 @@ use axum::routing::get;
 use keybound::client::{Client, Scope};
 use keybound::encoding::b64url_encode;
 use keybound::gateway::{Gateway, GatewayConfig, Mode};
-use keybound::http::{ProofMode, ServeConfig};
+use keybound::http::{KeyboundLayer, ProofMode, ServeConfig};
 use keybound::issuer::IssuerConfig;
 use keybound::issuer::loopback::{LoopbackIssuer, PROJECT, USER, World};
 use keybound::key::{Algorithm, SigningKey};
@@ -224,12 +227,16 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
     let dir = tempfile::tempdir().unwrap();
+    // BENCH_ONLY=gateway (or layer) runs that case alone, to profile it.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |case: &str| only.as_deref().is_none_or(|o| o == case);
 
     let upstream = serve(Router::new().route("/hello", get(|| async { "hello" }))).await;
-    // The gateway's address must be known before the issuer registers it.
+    // The services' addresses must be known before the issuer registers them.
     let gateway_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway_addr = gateway_listener.local_addr().unwrap();
-    let external = format!("http://{gateway_addr}");
+    let external = format!("http://{}", gateway_listener.local_addr().unwrap());
+    let layer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let layer_url = format!("http://{}", layer_listener.local_addr().unwrap());
 
     let issuer = LoopbackIssuer::start(
         IssuerConfig::new(dir.path().join("issuer")),
@@ -244,38 +251,38 @@ async fn main() {
             &admin,
             &World {
                 password: "bench-user-password",
-                services: &[&external],
+                services: &[&external, &layer_url],
             },
         )
         .await
         .unwrap();
     let user = Client::new(issuer.url(), SigningKey::generate(Algorithm::EdDSA).unwrap()).unwrap();
     user.login_password(USER, "bench-user-password", None).await.unwrap();
-    let token = user
-        .service_token(&Scope::new(&external).project(PROJECT))
-        .await
-        .unwrap();
-
     let keys = HttpKeys::start(
         &format!("{}/.well-known/keybound/keys", issuer.url()),
         Default::default(),
     )
     .await
     .unwrap();
-    let replay: Arc<dyn AsyncReplayStore> = Arc::new(MemoryReplayStore::default().fenced_at(SystemClock.now() - 60));
-    let verifier = Arc::new(
-        Verifier::builder(&external, TrustedIssuer::new(issuer.url(), keys.clone()))
-            .replay_store(replay)
-            .build()
-            .unwrap(),
-    );
+    let verifier_for = |audience: &str| {
+        let replay: Arc<dyn AsyncReplayStore> =
+            Arc::new(MemoryReplayStore::default().fenced_at(SystemClock.now() - 60));
+        Arc::new(
+            Verifier::builder(audience, TrustedIssuer::new(issuer.url(), keys.clone()))
+                .replay_store(replay)
+                .build()
+                .unwrap(),
+        )
+    };
+
+    // The gateway in front of the upstream.
     let gateway = Gateway::new(GatewayConfig {
         mode: Mode::Proxy {
             upstream: format!("http://{upstream}").parse().unwrap(),
         },
         external_url: external.clone(),
-        verifier,
-        key_sources: vec![(issuer.url().to_owned(), keys)],
+        verifier: verifier_for(&external),
+        key_sources: vec![(issuer.url().to_owned(), keys.clone())],
         policy: None,
         proof_mode: ProofMode::Required,
         max_body: 1024 * 1024,
@@ -289,34 +296,55 @@ async fn main() {
         ServeConfig::default(),
         std::future::pending::<()>(),
     ));
+    // The same hello handler as the upstream, behind the library's layer
+    // (the HTTP binding every keybound service uses), on the same listener.
+    let layer_app = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .layer(KeyboundLayer::new(verifier_for(&layer_url), &layer_url).unwrap());
+    tokio::spawn(keybound::http::serve(
+        layer_listener,
+        layer_app,
+        ServeConfig::default(),
+        std::future::pending::<()>(),
+    ));
 
-    // Enough single-use proofs for the run at a generous rate.
+    // Enough single-use proofs for each run at a generous rate, signed
+    // before any clock starts.
     let count = (seconds as usize) * 20_000;
     let now = SystemClock.now();
-    let auth = format!("KB {}", token.to_base64url());
-    let signed = Instant::now();
-    let mut lines = String::with_capacity(count * 400);
-    for _ in 0..count {
-        let proof = ProofBuilder::new("GET", &format!("{external}/hello"), token.as_bytes(), b"", now)
-            .unwrap()
-            .sign(user.key())
-            .unwrap();
-        lines.push_str(&auth);
-        lines.push('\t');
-        lines.push_str(&b64url_encode(&proof.into_bytes()));
-        lines.push('\n');
-    }
-    let sign_us = signed.elapsed().as_secs_f64() * 1e6 / count as f64;
-    let proofs = dir.path().join("proofs.tsv");
-    std::fs::write(&proofs, lines).unwrap();
+    let mut sign_us = 0.0;
+    let gateway_token = user.service_token(&Scope::new(&external).project(PROJECT)).await.unwrap();
+    let layer_token = user.service_token(&Scope::new(&layer_url).project(PROJECT)).await.unwrap();
+    let mut proofs_for = |service: &str, token: &keybound::token::Token, name: &str| -> std::path::PathBuf {
+        let auth = format!("KB {}", token.to_base64url());
+        let signed = Instant::now();
+        let mut lines = String::with_capacity(count * 400);
+        for _ in 0..count {
+            let proof = ProofBuilder::new("GET", &format!("{service}/hello"), token.as_bytes(), b"", now)
+                .unwrap()
+                .sign(user.key())
+                .unwrap();
+            lines.push_str(&auth);
+            lines.push('\t');
+            lines.push_str(&b64url_encode(&proof.into_bytes()));
+            lines.push('\n');
+        }
+        sign_us = signed.elapsed().as_secs_f64() * 1e6 / count as f64;
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines).unwrap();
+        path
+    };
+    let gateway_proofs = proofs_for(&external, &gateway_token, "gateway-proofs.tsv");
+    let layer_proofs = proofs_for(&layer_url, &layer_token, "layer-proofs.tsv");
     let script = dir.path().join("proofs.lua");
     std::fs::File::create(&script)
         .unwrap()
         .write_all(LUA.as_bytes())
         .unwrap();
 
-    // One signature check, as the gateway does it per request (the token is
-    // verified once and cached; each proof is new).
+    // One signature check, as a service does it per request (the token is
+    // verified once and cached; each proof is new), and verify_strict's
+    // rate on every core at once: the ceiling of any verifying server here.
     let key = user.key().public_key().clone();
     let message = b"a proof's Sig_structure is about this long, a hundred and some bytes of CBOR.....";
     let signature = user.key().sign(message);
@@ -326,9 +354,24 @@ async fn main() {
         assert!(key.verify(message, &signature));
     }
     let verify_us = started.elapsed().as_secs_f64() * 1e6 / checks as f64;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let raw_verify_per_s = {
+        let started = Instant::now();
+        let per_thread = 20_000;
+        std::thread::scope(|scope| {
+            for _ in 0..cores {
+                scope.spawn(|| {
+                    for _ in 0..per_thread {
+                        assert!(key.verify(message, &signature));
+                    }
+                });
+            }
+        });
+        (cores * per_thread) as f64 / started.elapsed().as_secs_f64()
+    };
 
-    let run = |url: String| {
-        let (script, proofs) = (script.clone(), proofs.clone());
+    let run = |url: String, proofs: &std::path::Path| {
+        let (script, proofs) = (script.clone(), proofs.to_owned());
         tokio::task::spawn_blocking(move || wrk(&url, &script, &proofs, seconds, connections))
     };
     let nginx_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -338,26 +381,32 @@ async fn main() {
         .port();
     let nginx_dir = dir.path().join("nginx");
     std::fs::create_dir_all(&nginx_dir).unwrap();
-    // BENCH_ONLY=gateway skips the other runs (to profile the gateway alone).
-    let only_gateway = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "gateway");
-    let mut nginx = if only_gateway {
-        None
+
+    // The runs, one after the other, all with the same script and proofs
+    // (the floor and the proxies ignore them).
+    let direct = if wanted("direct") {
+        Some(run(format!("http://{upstream}/hello"), &gateway_proofs).await.unwrap())
     } else {
-        nginx_hop(&nginx_dir, nginx_port, upstream)
+        None
     };
-    let direct = if only_gateway {
-        None
+    let layer = if wanted("layer") {
+        Some(run(format!("{layer_url}/hello"), &layer_proofs).await.unwrap())
     } else {
-        Some(run(format!("http://{upstream}/hello")).await.unwrap())
+        None
     };
-    let bare = if only_gateway {
-        None
-    } else {
+    let bare = if wanted("bare") {
         let bare = serve(bare_proxy(upstream)).await;
-        Some(run(format!("http://{bare}/hello")).await.unwrap())
+        Some(run(format!("http://{bare}/hello"), &gateway_proofs).await.unwrap())
+    } else {
+        None
+    };
+    let mut nginx = if wanted("nginx") {
+        nginx_hop(&nginx_dir, nginx_port, upstream)
+    } else {
+        None
     };
     let hop = match nginx {
-        Some(_) => Some(run(format!("http://127.0.0.1:{nginx_port}/hello")).await.unwrap()),
+        Some(_) => Some(run(format!("http://127.0.0.1:{nginx_port}/hello"), &gateway_proofs).await.unwrap()),
         None => None,
     };
     if let Some(child) = nginx.as_mut() {
@@ -365,55 +414,61 @@ async fn main() {
         let _ = Command::new("kill").arg("-QUIT").arg(child.id().to_string()).status();
         let _ = child.wait();
     }
-    let through = run(format!("{external}/hello")).await.unwrap();
-    let Some(direct) = direct else {
-        println!(
-            "{}",
-            json!({"gateway": {"rps": through.rps.round(), "p50_us": through.p50_us, "p99_us": through.p99_us, "non_2xx": through.non_2xx}})
-        );
-        return;
+    let through = if wanted("gateway") {
+        Some(run(format!("{external}/hello"), &gateway_proofs).await.unwrap())
+    } else {
+        None
     };
-    let valid = direct.non_2xx == 0
-        && through.non_2xx == 0
-        && hop.as_ref().is_none_or(|h| h.non_2xx == 0)
-        && bare.as_ref().is_none_or(|b| b.non_2xx == 0);
+
+    let all = [&direct, &layer, &bare, &hop, &through];
+    let valid = all.iter().all(|r| r.as_ref().is_none_or(|r| r.non_2xx == 0));
     // CPU per request at saturation: the machine's cores over requests per
-    // second (wrk, the upstream and the proxy share them). What a proxy adds
-    // is its figure less the direct one.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let cpu_us = |r: &Run| cores * 1e6 / r.rps;
-    let gateway_adds = cpu_us(&through) - cpu_us(&direct);
-    let bare_adds = bare.as_ref().map(|b| cpu_us(b) - cpu_us(&direct));
-    let hop_adds = hop.as_ref().map(|h| cpu_us(h) - cpu_us(&direct));
-    let budget = hop_adds.map(|h| h + verify_us);
+    // second (wrk and the servers share them). What a server adds over the
+    // floor is its figure less the floor's.
+    let cpu_us = |r: &Run| cores as f64 * 1e6 / r.rps;
+    let adds = |r: &Option<Run>| match (r, &direct) {
+        (Some(r), Some(d)) => Some((cpu_us(r) - cpu_us(d)).round()),
+        _ => None,
+    };
+    let shown = |r: &Option<Run>| {
+        r.as_ref().map(|r| {
+            json!({"rps": r.rps.round(), "p50_us": r.p50_us, "p99_us": r.p99_us, "non_2xx": r.non_2xx, "cpu_us_per_request": cpu_us(r).round()})
+        })
+    };
+    let ratio = |a: &Option<Run>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some((a.rps / b * 1000.0).round() / 1000.0),
+        _ => None,
+    };
+    let budget = adds(&hop).map(|h| (h + verify_us).round());
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
-            "benchmark": "gateway proxy vs the upstream directly, wrk, same run",
+            "benchmark": "verified HTTP requests, wrk, one run: floor, library layer, gateway, proxy hops",
             "valid": valid,
             "seconds": seconds,
             "connections": connections,
-            "direct": {"rps": direct.rps.round(), "p50_us": direct.p50_us, "p99_us": direct.p99_us, "non_2xx": direct.non_2xx},
-            "gateway": {"rps": through.rps.round(), "p50_us": through.p50_us, "p99_us": through.p99_us, "non_2xx": through.non_2xx},
-            "nginx_hop": hop.as_ref().map(|h| json!({"rps": h.rps.round(), "p50_us": h.p50_us, "p99_us": h.p99_us, "non_2xx": h.non_2xx})),
-            "rps_ratio_gateway_over_direct": (through.rps / direct.rps * 1000.0).round() / 1000.0,
-            "cpu_us_per_request": {
-                "direct": cpu_us(&direct).round(),
-                "nginx_hop": hop.as_ref().map(|h| cpu_us(h).round()),
-                "bare_rust_proxy": bare.as_ref().map(|b| cpu_us(b).round()),
-                "gateway": cpu_us(&through).round(),
-            },
-            "bare_rust_proxy": bare.as_ref().map(|b| json!({"rps": b.rps.round(), "p50_us": b.p50_us, "p99_us": b.p99_us, "non_2xx": b.non_2xx})),
-            "gateway_adds_cpu_us": gateway_adds.round(),
-            "bare_rust_proxy_adds_cpu_us": bare_adds.map(f64::round),
-            "verification_adds_cpu_us": bare_adds.map(|b| (gateway_adds - b).round()),
-            "nginx_hop_adds_cpu_us": hop_adds.map(f64::round),
-            "goal_budget_cpu_us": budget.map(f64::round),
-            "goal_met": budget.map(|b| gateway_adds <= b),
-            "added_p50_us": through.p50_us - direct.p50_us,
+            "cores": cores,
+            "floor_unauthenticated": shown(&direct),
+            "library_layer": shown(&layer),
+            "bare_rust_proxy": shown(&bare),
+            "nginx_hop": shown(&hop),
+            "gateway": shown(&through),
+            "raw_verify_strict_per_s_all_cores": raw_verify_per_s.round(),
             "one_signature_check_us": (verify_us * 10.0).round() / 10.0,
             "one_proof_signing_us": (sign_us * 10.0).round() / 10.0,
+            "library_layer_over_floor": ratio(&layer, direct.as_ref().map(|d| d.rps)),
+            "library_layer_over_raw_verify": ratio(&layer, Some(raw_verify_per_s)),
+            "gateway_over_floor": ratio(&through, direct.as_ref().map(|d| d.rps)),
+            "adds_cpu_us_per_request": {
+                "library_layer": adds(&layer),
+                "bare_rust_proxy": adds(&bare),
+                "nginx_hop": adds(&hop),
+                "gateway": adds(&through),
+            },
+            "gateway_goal_budget_cpu_us": budget,
+            "gateway_goal_met": budget.zip(adds(&through)).map(|(b, g)| g <= b),
         }))
         .unwrap()
     );
 }
+
