@@ -101,6 +101,11 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The server's process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server (a Redis outage, for the test).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -122,3 +127,6 @@ pub fn documented_python_check() -> &'static str {
     let end = start + SPEC[start..].find("```").unwrap();
     &SPEC[start..end]
 }
+
+pub mod deployment;
+pub mod history;
