@@ -371,7 +371,7 @@ pub fn issuer_service(
     std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let mut config = format!(
         "issuer_id = \"{issuer_id}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
-         data_dir = \"{}\"\ntrusted_proxies = [\"127.0.0.1\"]\nlogin_rate = 1000000\nlogin_burst = 100000\n\
+         data_dir = \"{}\"\ntrusted_proxies = [\"127.0.0.1\"]\nlogin_rate_per_minute = 1000000\nlogin_burst = 100000\n\
          log_level = \"warn\"\n",
         data.display()
     );
