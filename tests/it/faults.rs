@@ -500,7 +500,17 @@ async fn fl01_sqlite_issuer_killed_loses_no_acknowledged_write_and_the_check_can
     eprintln!("restart to /healthz: {restarts:?} ms");
     assert!(report.violations.is_empty(), "{}\n{}", report.summary(), issuer.log());
     assert!(report.figure("writes_acknowledged") >= 20, "{}", report.summary());
-    assert_eq!(report.figure("audit_id_gaps"), 0, "SQLite's rowids have no gaps");
+    // Ids are dense on SQLite but for one case: an upsert that finds the
+    // row (`INSERT … ON CONFLICT DO UPDATE`) spends an AUTOINCREMENT id. A
+    // process's first mint of a minute inserts its minute's entry, and
+    // finds it already there only when an earlier process of the same
+    // minute wrote it: at most one spent id per restart. Any other gap
+    // would be a lost entry.
+    assert!(
+        report.figure("audit_id_gaps") <= restarts.len() as u64,
+        "{}",
+        report.summary()
+    );
 
     // The mutation: one acknowledged write lost behind the issuer's back.
     let lost = rec
