@@ -165,6 +165,11 @@ impl Service {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
