@@ -20,13 +20,13 @@ use keybound::token::Token;
 use keybound::verify::{Clock, SystemClock};
 use serde_json::{Value, json};
 
+use crate::common::PrivateRedis;
 use crate::common::deployment::{
     self, Deployment, Options, admin_call, admin_client, audit_entries, bootstrap, create_world, http_get,
     issuer_service, long, user_client,
 };
 use crate::common::free_port;
 use crate::common::history::{Model, Recorder, Report, check, now_ms};
-use crate::common::PrivateRedis;
 
 /// The claims the checker needs, from a token we were given.
 fn token_json(token: &Token) -> Value {
@@ -44,13 +44,17 @@ async fn mint(rec: &Recorder, who: &str, user: &Client, scope: &Scope) -> Option
     let end = now_ms();
     match result {
         Ok(token) => {
-            rec.record(json!({"kind": "mint", "client": who, "replica": "lb", "start_ms": start, "end_ms": end,
-                              "status": 200, "token": token_json(&token)}));
+            rec.record(
+                json!({"kind": "mint", "client": who, "replica": "lb", "start_ms": start, "end_ms": end,
+                              "status": 200, "token": token_json(&token)}),
+            );
             Some(token)
         }
         Err(e) => {
-            rec.record(json!({"kind": "mint", "client": who, "replica": "lb", "start_ms": start, "end_ms": end,
-                              "status": 0, "code": e.code().as_str()}));
+            rec.record(
+                json!({"kind": "mint", "client": who, "replica": "lb", "start_ms": start, "end_ms": end,
+                              "status": 0, "code": e.code().as_str()}),
+            );
             None
         }
     }
@@ -78,7 +82,11 @@ fn sign(user: &Client, token: &Token, url: &str) -> Signed {
         .sign(user.key())
         .unwrap();
     Signed {
-        id: format!("{}:{}", hex_encode(user.key().public_key().thumbprint().as_bytes()), hex_encode(&jti)),
+        id: format!(
+            "{}:{}",
+            hex_encode(user.key().public_key().thumbprint().as_bytes()),
+            hex_encode(&jti)
+        ),
         iat,
         headers: [
             ("authorization".into(), format!("KB {}", token.to_base64url())),
@@ -127,8 +135,10 @@ async fn send(
         }
     };
     let end = now_ms();
-    rec.record(json!({"kind": kind, "client": who, "replica": replica, "proof": signed.id, "token": signed.token,
-                      "start_ms": start, "end_ms": end, "status": status, "code": code, "valid": kind == "proof"}));
+    rec.record(
+        json!({"kind": kind, "client": who, "replica": replica, "proof": signed.id, "token": signed.token,
+                      "start_ms": start, "end_ms": end, "status": status, "code": code, "valid": kind == "proof"}),
+    );
     (status, code)
 }
 
@@ -144,7 +154,13 @@ struct Traffic {
 }
 
 impl Traffic {
-    async fn start(d: &Deployment, rec: &Recorder, clients: usize, replay_every: usize, remint_every: usize) -> Traffic {
+    async fn start(
+        d: &Deployment,
+        rec: &Recorder,
+        clients: usize,
+        replay_every: usize,
+        remint_every: usize,
+    ) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
@@ -204,7 +220,16 @@ async fn replay_all(d: &Deployment, rec: &Recorder, proofs: &[Signed], limit: us
     let http = http();
     for signed in proofs.iter().rev().take(limit) {
         for i in 0..d.gateways.len() {
-            send(rec, &http, "replayer", "replay", &d.gateways[i].name, &d.gateway_url(i), signed).await;
+            send(
+                rec,
+                &http,
+                "replayer",
+                "replay",
+                &d.gateways[i].name,
+                &d.gateway_url(i),
+                signed,
+            )
+            .await;
         }
     }
 }
@@ -331,9 +356,15 @@ async fn fl07_fl08_redis_killed_and_paused_fail_closed_and_no_replay_is_accepted
     assert!(report.figure("replays_sent") > 100, "{}", report.summary());
     for (name, o) in [("kill", &kill), ("pause", &pause)] {
         assert_eq!(o.accepted_inside, 0, "{name}: accepted without a replay check");
-        let first = o.first_refusal_ms.unwrap_or_else(|| panic!("{name}: never failed closed"));
+        let first = o
+            .first_refusal_ms
+            .unwrap_or_else(|| panic!("{name}: never failed closed"));
         assert!(first < 2000, "{name}: failed closed only after {first} ms");
-        assert!(o.slowest_refusal_ms < 2000, "{name}: a refusal took {} ms", o.slowest_refusal_ms);
+        assert!(
+            o.slowest_refusal_ms < 2000,
+            "{name}: a refusal took {} ms",
+            o.slowest_refusal_ms
+        );
         let recovery = o.recovery_ms.unwrap_or_else(|| panic!("{name}: never recovered"));
         assert!(recovery < 5000, "{name}: recovered after {recovery} ms");
     }
@@ -368,9 +399,11 @@ impl Writers {
                         Some(&json!({"name": name})),
                     )
                     .await;
-                    rec.record(json!({"kind": "admin_write", "client": format!("admin-{w}"), "replica": "lb",
+                    rec.record(
+                        json!({"kind": "admin_write", "client": format!("admin-{w}"), "replica": "lb",
                                       "name": name, "action": "role.create", "start_ms": start, "end_ms": now_ms(),
-                                      "status": status, "code": code}));
+                                      "status": status, "code": code}),
+                    );
                     if status != 200 {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -416,10 +449,14 @@ async fn read_back(rec: &Recorder, issuer: &str) {
         .iter()
         .map(|r| r.get("name").cloned().unwrap_or_else(|| r.clone()))
         .collect();
-    rec.record(json!({"kind": "readback", "client": "test", "source": "admin_api", "names": names,
-                      "start_ms": start, "end_ms": now_ms()}));
+    rec.record(
+        json!({"kind": "readback", "client": "test", "source": "admin_api", "names": names,
+                      "start_ms": start, "end_ms": now_ms()}),
+    );
     let entries = audit_entries(&admin, issuer).await;
-    rec.record(json!({"kind": "audit", "client": "test", "entries": entries, "start_ms": now_ms(), "end_ms": now_ms()}));
+    rec.record(
+        json!({"kind": "audit", "client": "test", "entries": entries, "start_ms": now_ms(), "end_ms": now_ms()}),
+    );
 }
 
 /// FL-01 on PostgreSQL: `kill -9` of one issuer replica, then of the
@@ -575,8 +612,10 @@ async fn fl04_rotation_under_load_fails_no_valid_request() {
             Some(&json!({"force": true})),
         )
         .await;
-        rec.record(json!({"kind": "rotation", "client": "admin", "replica": "lb", "start_ms": start, "end_ms": now_ms(),
-                          "status": status, "code": code, "answer": answer}));
+        rec.record(
+            json!({"kind": "rotation", "client": "admin", "replica": "lb", "start_ms": start, "end_ms": now_ms(),
+                          "status": status, "code": code, "answer": answer}),
+        );
         if status == 200 {
             rotated += 1;
         }
@@ -658,7 +697,10 @@ async fn fl09_gateway_restart_with_memory_store_bounds_the_replay_window() {
                 ));
             }
             if status == 200 && signed.iat != fence && signed.iat + 1 != fence {
-                window_violations.push(format!("{} (iat {}) accepted again past the fence {fence}", signed.id, signed.iat));
+                window_violations.push(format!(
+                    "{} (iat {}) accepted again past the fence {fence}",
+                    signed.id, signed.iat
+                ));
             }
         }
         for signed in older.iter().take(20) {
@@ -688,8 +730,10 @@ async fn fl09_gateway_restart_with_memory_store_bounds_the_replay_window() {
     let history = rec.ops();
     let late: Vec<&Value> = ops_of(&history, "late").collect();
     let late_accepted = late.iter().filter(|op| op["status"] == 200).count();
-    let late_codes: std::collections::BTreeSet<String> =
-        late.iter().map(|op| format!("{} {}", op["status"], op["code"])).collect();
+    let late_codes: std::collections::BTreeSet<String> = late
+        .iter()
+        .map(|op| format!("{} {}", op["status"], op["code"]))
+        .collect();
     let replays_after: Vec<&Value> = ops_of(&history, "replay").collect();
     let replayed_ok = replays_after.iter().filter(|op| op["status"] == 200).count();
     let restart_ms: Vec<u64> = restarts.iter().map(|(k, r)| r - k).collect();

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 
 use crate::common::history::{Model, Recorder, check, parse_json_lines};
 
-
 fn proof(id: &str, replica: &str, status: u16, at: u64) -> Value {
     json!({"kind": "proof", "client": "c", "replica": replica, "proof": id, "start_ms": at, "end_ms": at + 5,
            "status": status, "valid": true, "token": {"cti": "t1", "iat": 1000, "exp": 1300, "aud": ["https://svc"]}})
@@ -72,7 +71,10 @@ fn a_replay_accepted_at_the_other_replica_fails_i1() {
     let report = check(&h, &Model::default());
     assert_eq!(report.figure("proofs_accepted_twice"), 1);
     assert!(
-        report.violations.iter().any(|v| v.starts_with("I1:") && v.contains("gw-a, gw-b")),
+        report
+            .violations
+            .iter()
+            .any(|v| v.starts_with("I1:") && v.contains("gw-a, gw-b")),
         "{}",
         report.summary()
     );
@@ -84,16 +86,30 @@ fn a_lost_acknowledged_write_fails_i3() {
     h[5] = readback(&["admin", "r1"], 1_000_100);
     let report = check(&h, &Model::default());
     assert_eq!(report.figure("writes_lost"), 1);
-    assert!(report.violations.iter().any(|v| v.starts_with("I3:") && v.contains("r2")));
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.starts_with("I3:") && v.contains("r2"))
+    );
     // Without its audit entry, too.
     let mut h = healthy();
     h[6] = audit(&[(1, "r1")], 1_000_100);
     let report = check(&h, &Model::default());
-    assert!(report.violations.iter().any(|v| v.contains("r2 has no audit entry")), "{}", report.summary());
+    assert!(
+        report.violations.iter().any(|v| v.contains("r2 has no audit entry")),
+        "{}",
+        report.summary()
+    );
     // And with no readback at all.
     let mut h = healthy();
     h.remove(5);
-    assert!(check(&h, &Model::default()).violations.iter().any(|v| v.contains("no readback")));
+    assert!(
+        check(&h, &Model::default())
+            .violations
+            .iter()
+            .any(|v| v.contains("no readback"))
+    );
 }
 
 #[test]
@@ -101,7 +117,11 @@ fn audit_order_against_real_time_fails_i3() {
     let mut h = healthy();
     h[6] = audit(&[(2, "r1"), (1, "r2")], 1_000_100);
     let report = check(&h, &Model::default());
-    assert!(report.violations.iter().any(|v| v.contains("is older than")), "{}", report.summary());
+    assert!(
+        report.violations.iter().any(|v| v.contains("is older than")),
+        "{}",
+        report.summary()
+    );
 }
 
 #[test]
@@ -109,10 +129,22 @@ fn a_301_second_token_fails_i5() {
     let mut h = healthy();
     h[4]["token"]["exp"] = json!(1301);
     let report = check(&h, &Model::default());
-    assert!(report.violations.iter().any(|v| v.starts_with("I5:") && v.contains("301 s")), "{}", report.summary());
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.starts_with("I5:") && v.contains("301 s")),
+        "{}",
+        report.summary()
+    );
     let mut h = healthy();
     h[4]["token"]["aud"] = json!(["https://svc", "https://other"]);
-    assert!(check(&h, &Model::default()).violations.iter().any(|v| v.contains("2 audiences")));
+    assert!(
+        check(&h, &Model::default())
+            .violations
+            .iter()
+            .any(|v| v.contains("2 audiences"))
+    );
 }
 
 #[test]
@@ -121,10 +153,19 @@ fn a_token_accepted_past_exp_and_leeway_fails_i2() {
     h[0]["start_ms"] = json!(1_331_000);
     h[0]["end_ms"] = json!(1_331_005);
     let report = check(&h, &Model::default());
-    assert!(report.violations.iter().any(|v| v.starts_with("I2:")), "{}", report.summary());
+    assert!(
+        report.violations.iter().any(|v| v.starts_with("I2:")),
+        "{}",
+        report.summary()
+    );
     // At exp + leeway exactly, it may be accepted.
     h[0]["start_ms"] = json!(1_330_000);
-    assert!(check(&h, &Model::default()).violations.iter().all(|v| !v.starts_with("I2:")));
+    assert!(
+        check(&h, &Model::default())
+            .violations
+            .iter()
+            .all(|v| !v.starts_with("I2:"))
+    );
 }
 
 #[test]
@@ -132,7 +173,12 @@ fn a_refused_valid_request_fails_unless_its_code_is_allowed() {
     let mut h = healthy();
     h[0]["status"] = json!(503);
     h[0]["code"] = json!("replay.store_unavailable");
-    assert!(check(&h, &Model::default()).violations.iter().any(|v| v.starts_with("I6:")));
+    assert!(
+        check(&h, &Model::default())
+            .violations
+            .iter()
+            .any(|v| v.starts_with("I6:"))
+    );
     let model = Model {
         allowed_refusals: vec!["replay.store_unavailable".into()],
         ..Model::default()
@@ -148,7 +194,11 @@ fn an_unaudited_mint_fails_i3() {
     h[4]["token"]["iat"] = json!(1200);
     h[4]["token"]["exp"] = json!(1500);
     let report = check(&h, &Model::default());
-    assert!(report.violations.iter().any(|v| v.contains("no token.mint entry")), "{}", report.summary());
+    assert!(
+        report.violations.iter().any(|v| v.contains("no token.mint entry")),
+        "{}",
+        report.summary()
+    );
 }
 
 #[test]

@@ -361,6 +361,7 @@ impl Upstream {
 
 /// A `keybound serve` issuer: its TOML file written in `dir`, bootstrapped
 /// by the caller. `database_url` `None`: SQLite in its data dir.
+#[allow(clippy::too_many_arguments)] // one per line of its TOML file
 pub fn issuer_service(
     dir: &Path,
     name: &str,
@@ -420,6 +421,7 @@ pub fn bootstrap(issuer: &Service) {
 }
 
 /// A `keybound gateway proxy` replica.
+#[allow(clippy::too_many_arguments)] // one per flag
 pub fn gateway_service(
     dir: &Path,
     name: &str,
@@ -607,7 +609,10 @@ impl Deployment {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root.key");
         let mut secret = [0u8; 32];
-        std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut secret).unwrap();
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut secret)
+            .unwrap();
         std::fs::write(&root, secret).unwrap();
         std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let issuer_redis = PrivateRedis::start(&[], None)?;
@@ -633,7 +638,16 @@ impl Deployment {
             let mut ports = Vec::new();
             for name in ["issuer-a", "issuer-b"] {
                 let (port, m) = (free_port(), free_port());
-                issuers.push(issuer_service(&path, name, &iu, port, m, Some(&dburl), Some(&iredis), ""));
+                issuers.push(issuer_service(
+                    &path,
+                    name,
+                    &iu,
+                    port,
+                    m,
+                    Some(&dburl),
+                    Some(&iredis),
+                    "",
+                ));
                 metrics.push(m);
                 ports.push(port);
             }

@@ -223,12 +223,18 @@ pub fn check(history: &[Value], model: &Model) -> Report {
     for op in history.iter().filter(|op| kind(op) == "mint") {
         report.add("mints_sent", 1);
         if !accepted(op) {
-            report.add(&format!("mints_refused.{}.{}", n(op, "status"), s(op, "code").unwrap_or("none")), 1);
+            report.add(
+                &format!("mints_refused.{}.{}", n(op, "status"), s(op, "code").unwrap_or("none")),
+                1,
+            );
             continue;
         }
         report.add("mints_acknowledged", 1);
         let Some(token) = op.get("token") else {
-            report.violations.push(format!("I5: an acknowledged mint at {} recorded no token", n(op, "start_ms")));
+            report.violations.push(format!(
+                "I5: an acknowledged mint at {} recorded no token",
+                n(op, "start_ms")
+            ));
             continue;
         };
         let (iat, exp) = (n(token, "iat"), n(token, "exp"));
@@ -242,7 +248,9 @@ pub fn check(history: &[Value], model: &Model) -> Report {
         }
         let auds = token.get("aud").and_then(Value::as_array).map_or(0, Vec::len);
         if auds != 1 {
-            report.violations.push(format!("I5: token {cti} has {auds} audiences, not one"));
+            report
+                .violations
+                .push(format!("I5: token {cti} has {auds} audiences, not one"));
         }
     }
 
@@ -310,7 +318,11 @@ pub fn check(history: &[Value], model: &Model) -> Report {
             }
         }
     }
-    if let Some(audit) = history.iter().filter(|op| kind(op) == "audit").max_by_key(|op| n(op, "start_ms")) {
+    if let Some(audit) = history
+        .iter()
+        .filter(|op| kind(op) == "audit")
+        .max_by_key(|op| n(op, "start_ms"))
+    {
         let entries: Vec<&Value> = audit
             .get("entries")
             .and_then(Value::as_array)
@@ -321,9 +333,11 @@ pub fn check(history: &[Value], model: &Model) -> Report {
         ids.sort_unstable();
         let distinct: BTreeSet<u64> = ids.iter().copied().collect();
         if distinct.len() != ids.len() {
-            report
-                .violations
-                .push(format!("I3: audit ids repeat ({} entries, {} ids)", ids.len(), distinct.len()));
+            report.violations.push(format!(
+                "I3: audit ids repeat ({} entries, {} ids)",
+                ids.len(),
+                distinct.len()
+            ));
         }
         // Gaps are reported, not refused: PostgreSQL's BIGSERIAL spends an
         // id on every rolled-back insert and on every upsert of a mint
