@@ -924,3 +924,113 @@ async fn fl03_issuers_down_services_keep_verifying_and_minting_recovers() {
     assert!(report.figure("proofs_accepted") > 50, "{}", report.summary());
     assert_eq!(report.figure("replays_accepted"), 0);
 }
+
+/// Key-set fetches that reached the issuers through their balancer so far.
+fn key_set_fetches(d: &Deployment) -> usize {
+    std::fs::read_to_string(d.dir.path().join("issuer-lb/access.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("/.well-known/keybound/keys "))
+        .count()
+}
+
+/// FL-15: a flood of tokens whose kid no key set has (signed by the
+/// attacker's own key, with a valid proof by it), and of tokens from an
+/// unknown issuer, through the service balancer, next to valid traffic.
+/// Every forged request is refused with its code (`cose.key_unknown`,
+/// `cwt.iss_unknown`); the gateways refetch their key set at most once
+/// per 30 s each however many unknown kids arrive (counted in the issuer
+/// balancer's access log), never for an unknown issuer; and every valid
+/// request is still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fl15_unknown_kid_flood_refetches_at_most_once_per_interval() {
+    use keybound::key::{Algorithm, SigningKey};
+    use keybound::token::TokenBuilder;
+    let test = "fl15";
+    let Some(d) = Deployment::start(test, Options::default()).await else {
+        return;
+    };
+    let rec = Recorder::new();
+    let traffic = Traffic::start(&d, &rec, 1, 0, 0).await;
+    let before = key_set_fetches(&d);
+    let seconds = if long() { 65 } else { 5 };
+    let attacker = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let http = http();
+    let url = format!("{}/v2/servers", d.service_url);
+    let started = Instant::now();
+    let mut codes: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut forged = 0usize;
+    for i in 0u64..1_000_000 {
+        if started.elapsed() >= Duration::from_secs(seconds) {
+            break;
+        }
+        // Every fifth an unknown issuer, the others an unknown kid each.
+        let issuer = if i % 5 == 0 {
+            "https://unknown-issuer.example".to_owned()
+        } else {
+            d.issuer_url.clone()
+        };
+        let mut kid = [0u8; 8];
+        kid.copy_from_slice(&(i | 0xff00_0000_0000_0000).to_be_bytes());
+        let token = TokenBuilder::service(
+            issuer,
+            "ayoung@stoughton",
+            &d.service_url,
+            attacker.public_key().clone(),
+            SystemClock.now(),
+        )
+        .scope("stoughton", PROJECT)
+        .roles(["member"])
+        .sign(&attacker, &kid)
+        .unwrap();
+        let proof = ProofBuilder::new("GET", &url, token.as_bytes(), b"", SystemClock.now())
+            .unwrap()
+            .sign(&attacker)
+            .unwrap();
+        let answer = http
+            .get(&url)
+            .header("authorization", format!("KB {}", token.to_base64url()))
+            .header("kb-proof", b64url_encode(&proof.into_bytes()))
+            .send()
+            .await;
+        forged += 1;
+        let key = match answer {
+            Err(_) => "no answer".to_owned(),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let header = r
+                    .headers()
+                    .get("kb-error")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body: Value = serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+                let code = header.or_else(|| body["code"].as_str().map(str::to_owned));
+                format!("{status} {}", code.as_deref().unwrap_or("-"))
+            }
+        };
+        *codes.entry(key).or_default() += 1;
+    }
+    let fetches = key_set_fetches(&d) - before;
+    traffic.finish().await;
+    let report = verdict(test, &rec, &model_tolerating_store_timeouts());
+    assert_few_store_timeouts(&report);
+    eprintln!("{forged} forged requests in {seconds} s: {codes:?}; key-set fetches meanwhile: {fetches} (2 gateways)");
+    assert!(report.violations.is_empty(), "{}\n{}", report.summary(), d.logs());
+    assert!(report.figure("proofs_accepted") > 50, "{}", report.summary());
+    let expected: std::collections::BTreeSet<&str> = ["401 cose.key_unknown", "401 cwt.iss_unknown"].into();
+    assert!(
+        codes
+            .keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>()
+            == expected,
+        "forged requests answered otherwise: {codes:?}"
+    );
+    assert!(forged > 200, "{forged}");
+    // At most one refetch per gateway per 30 s interval begun.
+    let bound = 2 * (seconds as usize).div_ceil(30);
+    assert!(
+        fetches <= bound,
+        "{fetches} key-set fetches in {seconds} s, over {bound}"
+    );
+}

@@ -225,6 +225,8 @@ impl Drop for Service {
 /// An nginx `upstream` of `backends` on 127.0.0.1:`port`: round robin, a
 /// failed backend skipped for 1 s, a request retried on the next backend
 /// only when it could not be sent (nginx never resends a POST it sent).
+/// Its access log, `DIR/NAME/access.log`, has one `URI STATUS` line per
+/// request.
 pub fn nginx_balancer(dir: &Path, name: &str, port: u16, backends: &[u16]) -> Service {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
@@ -236,7 +238,7 @@ pub fn nginx_balancer(dir: &Path, name: &str, port: u16, backends: &[u16]) -> Se
     let config = format!(
         "daemon off;\nmaster_process off;\npid {dd}/nginx.pid;\nerror_log {dd}/error.log error;\n\
 events {{ worker_connections 1024; }}\n\
-http {{\n    access_log off;\n    client_body_temp_path {dd}/body;\n    proxy_temp_path {dd}/proxy;\n\
+http {{\n    log_format plain '$request_uri $status';\n    access_log {dd}/access.log plain;\n    client_body_temp_path {dd}/body;\n    proxy_temp_path {dd}/proxy;\n\
     fastcgi_temp_path {dd}/fastcgi;\n    uwsgi_temp_path {dd}/uwsgi;\n    scgi_temp_path {dd}/scgi;\n\
     upstream backends {{\n{servers}        keepalive 32;\n    }}\n\
     server {{\n        listen 127.0.0.1:{port};\n        location / {{\n\
