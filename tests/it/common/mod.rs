@@ -101,6 +101,11 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The server's process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server (a Redis outage, for the test).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -137,3 +142,6 @@ pub fn write_secret(path: &std::path::Path, bytes: &[u8]) {
         .unwrap();
     file.write_all(bytes).unwrap();
 }
+
+pub mod deployment;
+pub mod history;
