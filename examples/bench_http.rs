@@ -288,6 +288,7 @@ async fn main() {
         max_body: 1024 * 1024,
         identity_secret: Zeroizing::new(vec![7u8; 32]),
         upstream_timeout: Duration::from_secs(30),
+        replay_store: None,
     })
     .unwrap();
     tokio::spawn(keybound::http::serve(
@@ -313,8 +314,14 @@ async fn main() {
     let count = (seconds as usize) * 20_000;
     let now = SystemClock.now();
     let mut sign_us = 0.0;
-    let gateway_token = user.service_token(&Scope::new(&external).project(PROJECT)).await.unwrap();
-    let layer_token = user.service_token(&Scope::new(&layer_url).project(PROJECT)).await.unwrap();
+    let gateway_token = user
+        .service_token(&Scope::new(&external).project(PROJECT))
+        .await
+        .unwrap();
+    let layer_token = user
+        .service_token(&Scope::new(&layer_url).project(PROJECT))
+        .await
+        .unwrap();
     let mut proofs_for = |service: &str, token: &keybound::token::Token, name: &str| -> std::path::PathBuf {
         let auth = format!("KB {}", token.to_base64url());
         let signed = Instant::now();
@@ -406,7 +413,11 @@ async fn main() {
         None
     };
     let hop = match nginx {
-        Some(_) => Some(run(format!("http://127.0.0.1:{nginx_port}/hello"), &gateway_proofs).await.unwrap()),
+        Some(_) => Some(
+            run(format!("http://127.0.0.1:{nginx_port}/hello"), &gateway_proofs)
+                .await
+                .unwrap(),
+        ),
         None => None,
     };
     if let Some(child) = nginx.as_mut() {
@@ -471,4 +482,3 @@ async fn main() {
         .unwrap()
     );
 }
-

@@ -80,7 +80,7 @@ struct RunArgs {
 }
 
 /// Path-valued keys of the gateway's config file.
-const PATH_KEYS: [&str; 3] = ["identity_secret_file", "nonce_secret_file", "policy"];
+const PATH_KEYS: [&str; 4] = ["identity_secret_file", "nonce_secret_file", "policy", "key_cache_dir"];
 
 /// Every setting of the gateway (one definition: file key, variable, flag).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
@@ -116,6 +116,10 @@ struct GatewaySettings {
     /// File with the server-nonce secret (replicas share it); nonces are required when set
     #[arg(long, env = "KEYBOUND_GATEWAY_NONCE_SECRET_FILE")]
     nonce_secret_file: Option<PathBuf>,
+    /// Directory keeping each issuer's last key set, so a gateway restarted while the issuers are
+    /// down still verifies [default: none]
+    #[arg(long, env = "KEYBOUND_GATEWAY_KEY_CACHE_DIR")]
+    key_cache_dir: Option<PathBuf>,
     /// Policy file (TOML rules); without one, every verified request passes
     #[arg(long, env = "KEYBOUND_GATEWAY_POLICY")]
     policy: Option<PathBuf>,
@@ -323,7 +327,15 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         let shutdown = crate::issuer::shutdown_signal();
         let mut sources = Vec::with_capacity(issuers.len());
         for (issuer, url) in issuers.iter().zip(&keys_urls) {
-            sources.push((issuer.clone(), HttpKeys::start(url, HttpKeysOptions::default()).await?));
+            let mut options = HttpKeysOptions::default();
+            if let Some(dir) = &s.key_cache_dir {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::new(Code::GatewayConfig, format!("key_cache_dir {}: {e}", dir.display())))?;
+                // One file per key-set URL (the file records its URL too).
+                let name = crate::encoding::hex_encode(&<sha2::Sha256 as sha2::Digest>::digest(url.as_bytes())[..8]);
+                options.cache_file = Some(dir.join(format!("keys-{name}.cbor")));
+            }
+            sources.push((issuer.clone(), HttpKeys::start(url, options).await?));
         }
         let replay: Arc<dyn AsyncReplayStore> = match &s.replay_redis_url {
             Some(url) => Arc::new(crate::verify::RedisReplayStore::connect(url, Default::default()).await?),
@@ -344,7 +356,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
                 .map_err(|e| Error::new(Code::GatewayConfig, e.message().to_owned()))?;
             builder = builder.nonce_service(Arc::new(NonceService::new(&secret, &audience, 300)?));
         }
-        let verifier = Arc::new(builder.replay_store(replay).build()?);
+        let verifier = Arc::new(builder.replay_store(replay.clone()).build()?);
         let policy = match &s.policy {
             Some(path) => {
                 let mut policy = Policy::from_file(path)?;
@@ -369,6 +381,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
             max_body: usize::try_from(s.max_body.unwrap_or(1024 * 1024)).unwrap_or(usize::MAX),
             identity_secret,
             upstream_timeout: Duration::from_secs(s.upstream_timeout.unwrap_or(30)),
+            replay_store: Some(replay),
         })?;
         let mut limits = crate::http::ServeConfig::default();
         if let Some(t) = s.header_read_timeout {

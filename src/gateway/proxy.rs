@@ -86,6 +86,10 @@ pub struct GatewayConfig {
     pub identity_secret: Zeroizing<Vec<u8>>,
     /// Time the upstream has to answer with its headers (proxy mode).
     pub upstream_timeout: Duration,
+    /// The replay store the verifier records proofs in, checked by
+    /// `/readyz` (a gateway whose Redis is down refuses every proof: it must
+    /// not look ready). `None`: not checked.
+    pub replay_store: Option<Arc<dyn AsyncReplayStore>>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -178,14 +182,18 @@ impl Gateway {
             Mode::Proxy { .. } => Router::new().fallback(proxy).layer(layer).with_state(shared.clone()),
             Mode::Auth(_) => Router::new().fallback(forward_auth).with_state(shared.clone()),
         };
-        let sources = config.key_sources.clone();
+        let readiness = Arc::new(Readiness {
+            sources: config.key_sources.clone(),
+            replay: config.replay_store.clone(),
+            last: tokio::sync::Mutex::new(None),
+        });
         let ops = Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok\n" }))
             .route(
                 "/readyz",
                 axum::routing::get(move || {
-                    let sources = sources.clone();
-                    async move { readyz(&sources) }
+                    let readiness = readiness.clone();
+                    async move { readiness.answer().await }
                 }),
             )
             .route(
@@ -199,18 +207,78 @@ impl Gateway {
     }
 }
 
-/// Ready when every key source has loaded a key set.
-fn readyz(sources: &[(String, HttpKeys)]) -> Response {
-    match sources.iter().find(|(_, keys)| keys.stats().last_success.is_none()) {
-        None => "ready\n".into_response(),
-        Some((label, keys)) => {
+/// What `/readyz` checks: every key source has loaded a key set, and the
+/// replay store records a key. The store's answer is reused for a second,
+/// so a flood of probes costs at most one store call per second.
+struct Readiness {
+    sources: Vec<(String, HttpKeys)>,
+    replay: Option<Arc<dyn AsyncReplayStore>>,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Option<Error>)>>,
+}
+
+/// How long the replay store's readiness check may take.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Readiness {
+    async fn answer(&self) -> Response {
+        let no_keys = |keys: &HttpKeys| {
+            let stats = keys.stats();
+            stats.last_success.is_none() && !stats.loaded_from_cache
+        };
+        if let Some((label, keys)) = self.sources.iter().find(|(_, keys)| no_keys(keys)) {
             let why = keys.stats().last_error.unwrap_or_else(|| "not fetched yet".to_owned());
             tracing::warn!(issuer = %label, detail = %why, "not ready: no key set");
-            error_response(
+            return error_response(
                 &Error::new(Code::GatewayKeysUnavailable, format!("no key set from {label} yet")),
                 None,
-            )
+            );
         }
+        match self.replay_store_failure().await {
+            None => "ready\n".into_response(),
+            Some(e) => crate::http::problem::problem_response(
+                &Error::new(e.code(), "not ready: the replay store"),
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+            ),
+        }
+    }
+
+    async fn replay_store_failure(&self) -> Option<Error> {
+        let store = self.replay.as_ref()?;
+        let mut last = self.last.lock().await;
+        if let Some((at, outcome)) = &*last
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return outcome.clone();
+        }
+        // A random key nobody else uses, kept for a second.
+        let probe = async {
+            let now = SystemClock.now();
+            let entry = crate::verify::ReplayEntry {
+                key: crate::verify::ReplayKey(crate::random_array::<32>()?),
+                issued_at: now,
+                expires_at: now + 1,
+                now,
+            };
+            store.check_and_record_async(entry).await
+        };
+        let outcome = match tokio::time::timeout(READY_CHECK_TIMEOUT, probe).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(Error::new(
+                Code::ReplayStoreUnavailable,
+                format!("no answer within {} s", READY_CHECK_TIMEOUT.as_secs()),
+            )),
+        };
+        if let Some(e) = &outcome {
+            tracing::warn!(
+                code = e.code().as_str(),
+                detail = e.message(),
+                "not ready: the replay store"
+            );
+        }
+        *last = Some((std::time::Instant::now(), outcome.clone()));
+        outcome
     }
 }
 

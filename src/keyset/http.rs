@@ -75,6 +75,9 @@ pub struct FetchStats {
     pub last_error: Option<String>,
     /// When the current set was fetched.
     pub last_success: Option<Instant>,
+    /// The source started with the set of its cache file, the issuer being
+    /// unreachable (until a fetch succeeds, `last_success` stays `None`).
+    pub loaded_from_cache: bool,
 }
 
 /// Keys fetched from an issuer's key-set URL.
@@ -311,6 +314,7 @@ impl HttpKeys {
             Ok(lifetime) => lifetime,
             Err(e) if have_cache => {
                 tracing::warn!(url = %inner.url, error = %e, "no usable key set from the issuer at start; using the cached one");
+                inner.stats.lock().unwrap_or_else(|p| p.into_inner()).loaded_from_cache = true;
                 inner.options.min_refresh
             }
             Err(e) => return Err(e),

@@ -460,6 +460,11 @@ pub fn gateway_service(
     if let Some(url) = redis_url {
         args.extend(["--replay-redis-url".to_owned(), url.to_owned()]);
     }
+    // Each replica keeps its last key sets, to start while the issuers are down.
+    args.extend([
+        "--key-cache-dir".to_owned(),
+        dir.join(format!("{name}-keys")).display().to_string(),
+    ]);
     Service::new(
         name,
         bin(),
