@@ -2670,6 +2670,11 @@ async fn replay_store_outage_answers_503() {
     let c = Contract::load();
     let redis_url = redis.url();
     let issuer = start(|config| config.replay_redis_url = Some(redis_url)).await;
+    // A new Redis is fenced at its first use (P13): let /readyz make that
+    // use, so that the login's proof, made after it, is not older than the
+    // fence (when a second began between the two, it was).
+    let ready = reqwest::get(format!("{}/readyz", issuer.url)).await.unwrap();
+    assert_eq!(ready.status(), 200);
     let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
     let body = login_body("admin@default", Some(ADMIN_PASSWORD), &key);
     let (answer, _) = login_raw(&issuer, &body, Some("application/json"), LoginProof::By(&key)).await;
