@@ -84,7 +84,8 @@ pub struct GatewayConfig {
     pub max_body: usize,
     /// The secret the identity assertion is keyed with (at least 32 bytes).
     pub identity_secret: Zeroizing<Vec<u8>>,
-    /// Time the upstream has to answer with its headers (proxy mode).
+    /// Time the upstream has to send its status and headers, in all, and
+    /// the longest pause while its body streams (proxy mode).
     pub upstream_timeout: Duration,
     /// The replay store the verifier records proofs in, checked by
     /// `/readyz` (a gateway whose Redis is down refuses every proof: it must

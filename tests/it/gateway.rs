@@ -609,7 +609,8 @@ http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_tem
             proxy_set_header X-Original-Content-Length $content_length;\n\
             proxy_set_header X-Original-Transfer-Encoding $http_transfer_encoding;\n        }}\n\
         location / {{\n            auth_request /_keybound;\n            auth_request_set $kb_error $upstream_http_kb_error;\n\
-            add_header KB-Error $kb_error always;\n{set}\
+            add_header KB-Error $kb_error always;\n\
+            auth_request_set $kb_nonce $upstream_http_kb_nonce;\n            add_header KB-Nonce $kb_nonce always;\n{set}\
             proxy_set_header Authorization \"\";\n            proxy_set_header KB-Proof \"\";\n\
             proxy_pass http://127.0.0.1:{upstream_port};\n        }}\n    }}\n}}\n"
     );
@@ -1029,4 +1030,55 @@ async fn nonces_through_the_gateway() {
     let (response, attempts) = user.get(&url, &scope).send_traced().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(attempts.len(), 1);
+}
+
+/// Forward-auth with server nonces behind a real nginx: the challenge
+/// (`WWW-Authenticate` and `KB-Nonce`) reaches the client through nginx as
+/// spec/gateway.md §3 configures it, and the keybound client's one retry
+/// with the nonce gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_passes_nonce_challenges_through_nginx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (nginx_port, auth_port, ops, upstream_port) = (free_port(), free_port(), free_port(), free_port());
+    let external = format!("http://127.0.0.1:{nginx_port}");
+    let Some(_upstream) = python_upstream(tmp.path(), upstream_port) else {
+        return;
+    };
+    let (issuer, _dir, user) = issuer_and_user(&external).await;
+    let secret_file = tmp.path().join("identity.secret");
+    let nonce_file = tmp.path().join("nonce.secret");
+    common::write_secret(&nonce_file, &[5u8; 32]);
+    let (issuer_url, external2, nonce_arg) = (
+        issuer.url().to_owned(),
+        external.clone(),
+        nonce_file.to_str().unwrap().to_owned(),
+    );
+    let _gateway = tokio::task::spawn_blocking(move || {
+        gateway(
+            "auth",
+            &issuer_url,
+            &secret_file,
+            auth_port,
+            ops,
+            &["--external-url", &external2, "--nonce-secret-file", &nonce_arg],
+        )
+    })
+    .await
+    .unwrap();
+    let Some(_nginx) = nginx(tmp.path(), nginx_port, auth_port, upstream_port) else {
+        return;
+    };
+    let scope = Scope::new(&external).project(PROJECT);
+    let url = format!("{external}/v2/servers");
+    let (response, attempts) = user.get(&url, &scope).send_traced().await.unwrap();
+    assert_eq!(attempts.len(), 2, "one challenge through nginx, one retry");
+    assert_eq!(attempts[0].status, 401);
+    assert!(
+        attempts[0].response_headers.contains_key("kb-nonce"),
+        "{:?}",
+        attempts[0].response_headers
+    );
+    assert_eq!(response.status(), 200);
+    let seen: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(seen["identity"]["subject"], USER, "{seen}");
 }
