@@ -338,7 +338,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
             sources.push((issuer.clone(), HttpKeys::start(url, options).await?));
         }
         let replay: Arc<dyn AsyncReplayStore> = match &s.replay_redis_url {
-            Some(url) => Arc::new(crate::verify::RedisReplayStore::connect(url, Default::default()).await?),
+            Some(url) => {
+                let store = crate::verify::RedisReplayStore::connect(url, Default::default()).await?;
+                store.fence_if_new(crate::verify::Clock::now(&SystemClock)).await?;
+                Arc::new(store)
+            }
             None => {
                 use crate::verify::Clock;
                 Arc::new(MemoryReplayStore::default().fenced_at(SystemClock.now()))

@@ -566,7 +566,11 @@ impl IssuerState {
         });
         let replay: Arc<dyn AsyncReplayStore> = match &config.replay_redis_url {
             #[cfg(feature = "redis")]
-            Some(url) => Arc::new(crate::verify::RedisReplayStore::connect(url, Default::default()).await?),
+            Some(url) => {
+                let store = crate::verify::RedisReplayStore::connect(url, Default::default()).await?;
+                store.fence_if_new(clock.now()).await?;
+                Arc::new(store)
+            }
             #[cfg(not(feature = "redis"))]
             Some(_) => return err(Code::IssuerConfig, "this build has no Redis support"),
             // Fenced on the issuer's clock: a login, mint or admin proof made

@@ -175,6 +175,23 @@ impl RedisReplayStore {
         })
     }
 
+    /// Sets the fence to `now` when Redis holds none (it is new, or lost its
+    /// data), as the first proof recorded would. Called when the verifier
+    /// starts, so that the fence of a new Redis is the verifier's start
+    /// (P13) and not its first proof's time: a proof made after the start
+    /// but in an earlier second than that first use was refused.
+    pub async fn fence_if_new(&self, now: u64) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let mut command = redis::cmd("SET");
+        command.arg(&self.fence_key).arg(now).arg("NX");
+        let set = command.query_async::<Option<String>>(&mut connection);
+        tokio::time::timeout(self.options.timeout, set)
+            .await
+            .map_err(|_| unavailable(format!("no answer within {} ms", self.options.timeout.as_millis())))?
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn record(&self, entry: ReplayEntry) -> Result<()> {
         let replay_key = [self.options.prefix.as_bytes(), &entry.key.0[..]].concat();
         let ttl_ms = entry.expires_at.saturating_sub(entry.now).max(1).saturating_mul(1000);
