@@ -71,8 +71,10 @@ impl Default for RedisReplayOptions {
 /// # let (token, proof) = (b"", b"");
 /// # let request = keybound::proof::RequestInfo::new("GET", "https://nova.example/", b"");
 /// use std::sync::Arc;
-/// use keybound::verify::{RedisReplayOptions, RedisReplayStore};
+/// use keybound::verify::{Clock, RedisReplayOptions, RedisReplayStore, SystemClock};
 /// let store = RedisReplayStore::connect("redis://127.0.0.1/", RedisReplayOptions::default()).await?;
+/// // At start: a new Redis is fenced at this start, not at its first proof.
+/// store.fence_if_new(SystemClock.now()).await?;
 /// let verifier = verifier.replay_store(Arc::new(store)).build()?;
 /// let verified = verifier.verify_request_async(token, proof, &request).await?;
 /// # Ok(()) }
