@@ -22,6 +22,7 @@ use keybound::verify::{Clock, SystemClock};
 use serde_json::Value;
 
 use crate::common;
+use crate::common::deployment::http_get as get;
 use crate::common::{bin, free_port};
 
 const ADMIN_PASSWORD: &str = "gateway admin password";
@@ -153,23 +154,6 @@ fn gateway(mode: &str, issuer: &str, secret_file: &Path, port: u16, ops: u16, ar
         std::thread::sleep(Duration::from_millis(100));
     }
     proc
-}
-
-/// Plain `GET path` on 127.0.0.1:`port`: status and body (0 when nothing answers).
-fn get(port: u16, path: &str) -> (u16, String) {
-    use std::io::Write;
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    );
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned())
 }
 
 /// An issuer with the loopback world whose service is `external`, and its
