@@ -16,6 +16,13 @@
 //! latency, the CPU each request costs at saturation, and the cost of one
 //! proof's signature check measured here, for the goal "the gateway adds no
 //! more than one signature check plus one proxy hop".
+//!
+//! With `KEYBOUND_TEST_REDIS_URL` set (and nginx installed), two more runs
+//! measure the deployment of docs/scaling.md: one replica of the layer's
+//! service on a Redis replay store alone, and two such replicas (each its
+//! own verifier and Redis connection, one shared store) behind nginx as a
+//! round-robin balancer. `BENCH_ONLY=direct|layer|bare|nginx|gateway|replica|balanced`
+//! runs one case alone, to profile it.
 
 use std::io::Write;
 use std::process::Command;
@@ -33,7 +40,10 @@ use keybound::issuer::loopback::{LoopbackIssuer, PROJECT, USER, World};
 use keybound::key::{Algorithm, SigningKey};
 use keybound::keyset::HttpKeys;
 use keybound::proof::ProofBuilder;
-use keybound::verify::{AsyncReplayStore, Clock, MemoryReplayStore, SystemClock, TrustedIssuer, Verifier};
+use keybound::verify::{
+    AsyncReplayStore, Clock, MemoryReplayStore, RedisReplayOptions, RedisReplayStore, SystemClock, TrustedIssuer,
+    Verifier,
+};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -75,6 +85,63 @@ struct Run {
     p50_us: f64,
     p99_us: f64,
     non_2xx: u64,
+    requests: u64,
+    /// CPU the servers of this run used (this process, and nginx's and
+    /// Redis's when they take part), per request: wrk's own CPU is not in it.
+    server_cpu_us: f64,
+}
+
+/// User + system CPU seconds of process `pid` so far, and of its direct
+/// children too with `children` (nginx's workers), from /proc.
+fn cpu_seconds(pid: u32, children: bool) -> f64 {
+    let ticks: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    // Fields after the command name's closing parenthesis: state is [0],
+    // ppid [1], utime [11], stime [12] (proc(5) fields 3, 4, 14, 15).
+    let fields = |stat: &str| -> Vec<String> {
+        stat.rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let used = |f: &[String]| -> f64 {
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (tick(11) + tick(12)) / ticks
+    };
+    let mut total = used(&fields(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+    ));
+    if children {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let f = fields(&stat);
+            if f.get(1).is_some_and(|ppid| ppid == &pid.to_string()) {
+                total += used(&f);
+            }
+        }
+    }
+    total
+}
+
+/// Redis's own CPU seconds so far (`INFO cpu`), when it takes part.
+fn redis_cpu_seconds(url: &str) -> f64 {
+    let Ok(client) = redis::Client::open(url) else {
+        return 0.0;
+    };
+    let Ok(mut connection) = client.get_connection() else {
+        return 0.0;
+    };
+    let info: String = redis::cmd("INFO").arg("cpu").query(&mut connection).unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_sys:")
+                .or_else(|| l.strip_prefix("used_cpu_user:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
 }
 
 fn wrk(url: &str, script: &std::path::Path, proofs: &std::path::Path, seconds: u64, connections: usize) -> Run {
@@ -118,25 +185,41 @@ fn wrk(url: &str, script: &std::path::Path, proofs: &std::path::Path, seconds: u
         .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
+    let requests = text
+        .split_whitespace()
+        .zip(text.split_whitespace().skip(1))
+        .find_map(|(n, w)| (w == "requests").then(|| n.parse().ok()).flatten())
+        .unwrap_or(0);
     Run {
         rps,
         p50_us: number("p50_us="),
         p99_us: number("p99_us="),
         non_2xx,
+        requests,
+        server_cpu_us: 0.0,
     }
 }
 
 /// nginx (Debian's package) as a plain reverse proxy to `upstream`, with
 /// keep-alive to it and two workers: the cost of one well-made proxy hop,
 /// for the goal's "plus one proxy hop". `None` when nginx is missing.
-fn nginx_hop(dir: &std::path::Path, port: u16, upstream: std::net::SocketAddr) -> Option<std::process::Child> {
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nginx_hop(dir: &std::path::Path, port: u16, upstreams: &[std::net::SocketAddr]) -> Option<std::process::Child> {
     let d = dir.display();
+    let servers: String = upstreams.iter().map(|u| format!("server {u}; ")).collect();
     let config = format!(
         "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
 events {{ worker_connections 1024; }}\n\
 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
   fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-  upstream up {{ server {upstream}; keepalive 64; }}\n\
+  upstream up {{ {servers}keepalive 64; }}\n\
   server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://up;\n\
       proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
     );
@@ -227,7 +310,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
     let dir = tempfile::tempdir().unwrap();
-    // BENCH_ONLY=gateway (or layer) runs that case alone, to profile it.
+    // BENCH_ONLY=<case> runs that case alone, to profile it.
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted = |case: &str| only.as_deref().is_none_or(|o| o == case);
 
@@ -237,6 +320,12 @@ async fn main() {
     let external = format!("http://{}", gateway_listener.local_addr().unwrap());
     let layer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let layer_url = format!("http://{}", layer_listener.local_addr().unwrap());
+    // Two replicas of the layer's service sharing one Redis replay store,
+    // behind nginx, when Redis and nginx are there: the balancer's URL is
+    // the service's external URL and audience.
+    let redis_url = std::env::var("KEYBOUND_TEST_REDIS_URL").ok();
+    let balancer_port = free_port();
+    let balancer_url = format!("http://127.0.0.1:{balancer_port}");
 
     let issuer = LoopbackIssuer::start(
         IssuerConfig::new(dir.path().join("issuer")),
@@ -251,7 +340,7 @@ async fn main() {
             &admin,
             &World {
                 password: "bench-user-password",
-                services: &[&external, &layer_url],
+                services: &[&external, &layer_url, &balancer_url],
             },
         )
         .await
@@ -309,6 +398,30 @@ async fn main() {
         std::future::pending::<()>(),
     ));
 
+    let balanced_wanted = wanted("balanced") || wanted("replica");
+    let mut replicas = Vec::new();
+    if let (Some(redis_url), true) = (&redis_url, balanced_wanted) {
+        for _ in 0..2 {
+            // Each replica its own verifier and connection, as two processes would have.
+            let store = Arc::new(
+                RedisReplayStore::connect(redis_url, RedisReplayOptions::default())
+                    .await
+                    .unwrap(),
+            );
+            store.fence_if_new(SystemClock.now()).await.unwrap();
+            let verifier = Arc::new(
+                Verifier::builder(&balancer_url, TrustedIssuer::new(issuer.url(), keys.clone()))
+                    .replay_store(store)
+                    .build()
+                    .unwrap(),
+            );
+            let app = Router::new()
+                .route("/hello", get(|| async { "hello" }))
+                .layer(KeyboundLayer::new(verifier, &balancer_url).unwrap());
+            replicas.push(serve(app).await);
+        }
+    }
+
     // Enough single-use proofs for each run at a generous rate, signed
     // before any clock starts.
     let count = (seconds as usize) * 20_000;
@@ -343,6 +456,19 @@ async fn main() {
     };
     let gateway_proofs = proofs_for(&external, &gateway_token, "gateway-proofs.tsv");
     let layer_proofs = proofs_for(&layer_url, &layer_token, "layer-proofs.tsv");
+    // Two sets: the proofs are single-use across the replicas' shared store.
+    let balanced_proofs = if replicas.is_empty() {
+        None
+    } else {
+        let token = user
+            .service_token(&Scope::new(&balancer_url).project(PROJECT))
+            .await
+            .unwrap();
+        Some((
+            proofs_for(&balancer_url, &token, "replica-proofs.tsv"),
+            proofs_for(&balancer_url, &token, "balanced-proofs.tsv"),
+        ))
+    };
     let script = dir.path().join("proofs.lua");
     std::fs::File::create(&script)
         .unwrap()
@@ -377,15 +503,26 @@ async fn main() {
         (cores * per_thread) as f64 / started.elapsed().as_secs_f64()
     };
 
-    let run = |url: String, proofs: &std::path::Path| {
+    // Each run also counts the CPU its servers use: this process (the
+    // servers under test and the upstream), nginx's workers when `nginx`
+    // names its master, Redis when `redis` is set.
+    let me = std::process::id();
+    let run_with = |url: String, proofs: &std::path::Path, nginx: Option<u32>, redis: Option<String>| {
         let (script, proofs) = (script.clone(), proofs.to_owned());
-        tokio::task::spawn_blocking(move || wrk(&url, &script, &proofs, seconds, connections))
+        tokio::task::spawn_blocking(move || {
+            let servers = || {
+                cpu_seconds(me, false)
+                    + nginx.map_or(0.0, |pid| cpu_seconds(pid, true))
+                    + redis.as_deref().map_or(0.0, redis_cpu_seconds)
+            };
+            let before = servers();
+            let mut run = wrk(&url, &script, &proofs, seconds, connections);
+            run.server_cpu_us = (servers() - before) * 1e6 / run.requests.max(1) as f64;
+            run
+        })
     };
-    let nginx_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let run = |url: String, proofs: &std::path::Path| run_with(url, proofs, None, None);
+    let nginx_port = free_port();
     let nginx_dir = dir.path().join("nginx");
     std::fs::create_dir_all(&nginx_dir).unwrap();
 
@@ -408,15 +545,20 @@ async fn main() {
         None
     };
     let mut nginx = if wanted("nginx") {
-        nginx_hop(&nginx_dir, nginx_port, upstream)
+        nginx_hop(&nginx_dir, nginx_port, &[upstream])
     } else {
         None
     };
-    let hop = match nginx {
-        Some(_) => Some(
-            run(format!("http://127.0.0.1:{nginx_port}/hello"), &gateway_proofs)
-                .await
-                .unwrap(),
+    let hop = match &nginx {
+        Some(child) => Some(
+            run_with(
+                format!("http://127.0.0.1:{nginx_port}/hello"),
+                &gateway_proofs,
+                Some(child.id()),
+                None,
+            )
+            .await
+            .unwrap(),
         ),
         None => None,
     };
@@ -431,7 +573,44 @@ async fn main() {
         None
     };
 
-    let all = [&direct, &layer, &bare, &hop, &through];
+    // One replica on Redis alone (what the shared store costs), then both
+    // behind nginx (what the deployment serves).
+    let replica = match (&balanced_proofs, wanted("replica")) {
+        (Some((proofs, _)), true) => Some(
+            run_with(format!("http://{}/hello", replicas[0]), proofs, None, redis_url.clone())
+                .await
+                .unwrap(),
+        ),
+        _ => None,
+    };
+    let balanced = match (&balanced_proofs, wanted("balanced")) {
+        (Some((_, proofs)), true) => {
+            let dir = dir.path().join("balancer");
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut nginx = nginx_hop(&dir, balancer_port, &replicas);
+            let result = match &nginx {
+                Some(child) => Some(
+                    run_with(
+                        format!("{balancer_url}/hello"),
+                        proofs,
+                        Some(child.id()),
+                        redis_url.clone(),
+                    )
+                    .await
+                    .unwrap(),
+                ),
+                None => None,
+            };
+            if let Some(child) = nginx.as_mut() {
+                let _ = Command::new("kill").arg("-QUIT").arg(child.id().to_string()).status();
+                let _ = child.wait();
+            }
+            result
+        }
+        _ => None,
+    };
+
+    let all = [&direct, &layer, &bare, &hop, &through, &replica, &balanced];
     let valid = all.iter().all(|r| r.as_ref().is_none_or(|r| r.non_2xx == 0));
     // CPU per request at saturation: the machine's cores over requests per
     // second (wrk and the servers share them). What a server adds over the
@@ -441,9 +620,16 @@ async fn main() {
         (Some(r), Some(d)) => Some((cpu_us(r) - cpu_us(d)).round()),
         _ => None,
     };
+    // The same from the servers' own CPU time (wrk's excluded): what the
+    // servers of a run spend per request over what the floor's spends.
+    let server_adds = |r: &Option<Run>| match (r, &direct) {
+        (Some(r), Some(d)) => Some((r.server_cpu_us - d.server_cpu_us).round()),
+        _ => None,
+    };
     let shown = |r: &Option<Run>| {
         r.as_ref().map(|r| {
-            json!({"rps": r.rps.round(), "p50_us": r.p50_us, "p99_us": r.p99_us, "non_2xx": r.non_2xx, "cpu_us_per_request": cpu_us(r).round()})
+            json!({"rps": r.rps.round(), "p50_us": r.p50_us, "p99_us": r.p99_us, "non_2xx": r.non_2xx,
+                   "cpu_us_per_request": cpu_us(r).round(), "server_cpu_us_per_request": r.server_cpu_us.round()})
         })
     };
     let ratio = |a: &Option<Run>, b: Option<f64>| match (a, b) {
@@ -451,6 +637,8 @@ async fn main() {
         _ => None,
     };
     let budget = adds(&hop).map(|h| (h + verify_us).round());
+    let server_budget = server_adds(&hop).map(|h| (h + verify_us).round());
+    let rust_hop_budget = server_adds(&bare).map(|h| (h + verify_us).round());
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
@@ -464,6 +652,9 @@ async fn main() {
             "bare_rust_proxy": shown(&bare),
             "nginx_hop": shown(&hop),
             "gateway": shown(&through),
+            "one_replica_redis_store": shown(&replica),
+            "nginx_two_replicas_redis_store": shown(&balanced),
+            "balanced_over_library_layer": ratio(&balanced, layer.as_ref().map(|l| l.rps)),
             "raw_verify_strict_per_s_all_cores": raw_verify_per_s.round(),
             "one_signature_check_us": (verify_us * 10.0).round() / 10.0,
             "one_proof_signing_us": (sign_us * 10.0).round() / 10.0,
@@ -475,9 +666,26 @@ async fn main() {
                 "bare_rust_proxy": adds(&bare),
                 "nginx_hop": adds(&hop),
                 "gateway": adds(&through),
+                "one_replica_redis_store": adds(&replica),
+                "nginx_two_replicas_redis_store": adds(&balanced),
             },
             "gateway_goal_budget_cpu_us": budget,
             "gateway_goal_met": budget.zip(adds(&through)).map(|(b, g)| g <= b),
+            "server_cpu_adds_us_per_request": {
+                "library_layer": server_adds(&layer),
+                "bare_rust_proxy": server_adds(&bare),
+                "nginx_hop": server_adds(&hop),
+                "gateway": server_adds(&through),
+                "one_replica_redis_store": server_adds(&replica),
+                "nginx_two_replicas_redis_store": server_adds(&balanced),
+            },
+            "gateway_goal_server_cpu": {
+                "budget_signature_plus_nginx_hop_us": server_budget,
+                "budget_signature_plus_rust_hop_us": rust_hop_budget,
+                "gateway_adds_us": server_adds(&through),
+                "met_with_nginx_hop": server_budget.zip(server_adds(&through)).map(|(b, g)| g <= b),
+                "met_with_rust_hop": rust_hop_budget.zip(server_adds(&through)).map(|(b, g)| g <= b),
+            },
         }))
         .unwrap()
     );

@@ -13,6 +13,10 @@
 //! §4) are measured at a second issuer, Canton, which exchanges tokens of a
 //! first, Stoughton, next to plain mints at Canton in the same run; with the
 //! bytes of an exchanged token and of a local one of the same scope.
+//! With PostgreSQL, plain mints are also measured through one replica and
+//! through two replicas of one issuer on the same database (tokens/s, p50
+//! and p99), the second as `keybound serve` replicas share it: one root
+//! secret, and one Redis replay store when `KEYBOUND_TEST_REDIS_URL` is set.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,23 +49,39 @@ fn prepare(addr: &str, method: &str, path: &str, headers: &[(&str, String)], bod
     bytes
 }
 
+/// What one [`blast`] measured.
+struct Blasted {
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
 /// Sends every request over `concurrency` keep-alive connections with a
 /// minimal HTTP/1.1 client (so the client's own cost stays small, as with
 /// wrk); returns requests per second. Every answer must be 200.
 async fn blast(addr: &str, requests: Vec<Prepared>, concurrency: usize) -> f64 {
+    blast_to(&[addr.to_owned()], requests, concurrency).await.per_s
+}
+
+/// [`blast`] with the connections spread evenly over `addrs` (as a
+/// balancer with keep-alive spreads them over replicas), with each
+/// request's latency.
+async fn blast_to(addrs: &[String], requests: Vec<Prepared>, concurrency: usize) -> Blasted {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (requests, next, addr) = (requests.clone(), next.clone(), addr.to_owned());
+        .map(|c| {
+            let (requests, next, addr) = (requests.clone(), next.clone(), addrs[c % addrs.len()].clone());
             tokio::spawn(async move {
                 let mut stream = BufReader::new(tokio::net::TcpStream::connect(&addr).await.expect("connect"));
                 let mut line = String::new();
+                let mut latencies = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(request) = requests.get(i) else { break };
+                    let sent = Instant::now();
                     stream.get_mut().write_all(request).await.expect("write");
                     let mut length = 0usize;
                     let mut status = String::new();
@@ -78,19 +98,30 @@ async fn blast(addr: &str, requests: Vec<Prepared>, concurrency: usize) -> f64 {
                     }
                     let mut body = vec![0; length];
                     stream.read_exact(&mut body).await.expect("body");
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e3);
                     assert!(
                         status.starts_with("HTTP/1.1 200"),
                         "{status}{}",
                         String::from_utf8_lossy(&body)
                     );
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::with_capacity(requests.len());
     for task in tasks {
-        task.await.unwrap();
+        latencies.extend(task.await.unwrap());
     }
-    requests.len() as f64 / start.elapsed().as_secs_f64()
+    let per_s = requests.len() as f64 / start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)));
+    let round = |x: Option<&f64>| x.map_or(0.0, |x| (x * 100.0).round() / 100.0);
+    Blasted {
+        per_s,
+        p50_ms: round(at(0.50)),
+        p99_ms: round(at(0.99)),
+    }
 }
 
 async fn hello_world(n: usize, concurrency: usize) -> f64 {
@@ -344,6 +375,88 @@ async fn exchange_rate(n: usize, concurrency: usize) -> Exchange {
     }
 }
 
+/// Mints a second on PostgreSQL through one replica of an issuer and then
+/// through two (one database, one root secret, and one Redis replay store
+/// when `KEYBOUND_TEST_REDIS_URL` is set, as `keybound serve` replicas are
+/// deployed), in the same run, the connections spread evenly over the
+/// replicas as a keep-alive balancer spreads them.
+async fn replica_rates(database_url: String, n: usize, concurrency: usize) -> (Blasted, Blasted) {
+    let dir = std::env::temp_dir().join(format!("keybound-bench-replicas-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = IssuerConfig::new(&dir);
+    config.database_url = Some(database_url);
+    let mut secret = zeroize::Zeroizing::new(vec![0u8; 32]);
+    getrandom::fill(&mut secret[..]).unwrap();
+    config.root_secret = Some(secret);
+    config.replay_redis_url = std::env::var("KEYBOUND_TEST_REDIS_URL").ok();
+    config.login_rate_per_minute = 1_000_000;
+    config.login_burst = 100_000;
+    let first = LoopbackIssuer::start(config.clone(), PASSWORD, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    // The second replica: the same settings and issuer id, its own listener.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_addr = listener.local_addr().unwrap();
+    config.issuer_id = first.url().to_owned();
+    config.listen = second_addr;
+    let state = keybound::issuer::IssuerState::open(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    tokio::spawn(keybound::http::serve(
+        listener,
+        keybound::issuer::router(state).unwrap(),
+        keybound::http::ServeConfig::default(),
+        std::future::pending(),
+    ));
+    let admin = first.admin(PASSWORD).await.unwrap();
+    let world = World {
+        password: "correct horse battery",
+        services: &["https://nova.example"],
+    };
+    first.create_world(&admin, &world).await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        let client = Client::new(first.url(), SigningKey::generate(Algorithm::EdDSA).unwrap()).unwrap();
+        client
+            .login_password(keybound::issuer::loopback::USER, "correct horse battery", None)
+            .await
+            .unwrap();
+        sessions.push(client);
+    }
+    let url = format!("{}/v1/tokens", first.url());
+    let body = serde_json::to_vec(&json!({"audience": "https://nova.example", "project": "turing"})).unwrap();
+    let now = SystemClock.now();
+    let prepared = || {
+        (0..n)
+            .map(|i| {
+                let client = &sessions[i % sessions.len()];
+                let session = client.session().unwrap();
+                let proof = ProofBuilder::new("POST", &url, session.token.as_bytes(), &body, now)
+                    .unwrap()
+                    .sign(client.key())
+                    .unwrap();
+                let headers = [
+                    ("content-type", "application/json".to_owned()),
+                    ("authorization", format!("KB {}", session.token.to_base64url())),
+                    ("kb-proof", proof.to_base64url()),
+                ];
+                prepare(&first.addr().to_string(), "POST", "/v1/tokens", &headers, &body)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (for_one, for_two) = (prepared(), prepared());
+    let one = blast_to(&[first.addr().to_string()], for_one, concurrency).await;
+    let two = blast_to(
+        &[first.addr().to_string(), second_addr.to_string()],
+        for_two,
+        concurrency,
+    )
+    .await;
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
+    (one, two)
+}
+
 async fn pg_schema(url: &str) -> (String, String) {
     sqlx::any::install_default_drivers();
     let schema = format!("kbbench_{}", std::process::id());
@@ -390,10 +503,27 @@ fn main() {
                         .execute(&pool)
                         .await;
                 }
-                Some(rates)
+                let (schema_url, schema) = pg_schema(&url).await;
+                let replicas = replica_rates(schema_url, n, concurrency).await;
+                let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&pool)
+                    .await;
+                Some((rates, replicas))
             }
             Err(_) => None,
         };
+        let replicas = postgres.as_ref().map(|(_, (one, two))| {
+            let shown = |b: &Blasted| json!({"tokens_per_s": b.per_s.round(), "p50_ms": b.p50_ms, "p99_ms": b.p99_ms});
+            json!({
+                "one_replica": shown(one),
+                "two_replicas": shown(two),
+                "two_over_one": (two.per_s / one.per_s * 1000.0).round() / 1000.0,
+                "redis_replay_store": std::env::var("KEYBOUND_TEST_REDIS_URL").is_ok(),
+                "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            })
+        });
+        let postgres = postgres.map(|(rates, _)| rates);
         let round = |x: f64| x.round() as u64;
         let ratio = |a: f64, b: f64| (a / b * 1000.0).round() / 1000.0;
         println!(
@@ -418,6 +548,7 @@ fn main() {
                 "federated_token_bytes": exchange.federated_bytes,
                 "local_token_bytes": exchange.local_bytes,
                 "peer_token_bytes": exchange.peer_token_bytes,
+                "mint_postgres_replicas": replicas,
                 "requests": n,
                 "concurrency": concurrency,
                 "target": "mint_sqlite_tokens_per_s >= 5000",

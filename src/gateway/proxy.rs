@@ -365,6 +365,17 @@ async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, requ
     let mut response = Response::builder().status(answer.status());
     if let Some(h) = response.headers_mut() {
         *h = forwardable(answer.headers());
+        // The body passes through unchanged, so the upstream's length still
+        // holds: keeping it spares the client a chunked answer and the
+        // gateway a write per response (hyper checks the body against it).
+        if let [length] = answer
+            .headers()
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .collect::<Vec<_>>()[..]
+        {
+            h.insert(header::CONTENT_LENGTH, length.clone());
+        }
     }
     response
         .body(Body::from_stream(answer.bytes_stream()))

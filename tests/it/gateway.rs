@@ -194,6 +194,7 @@ struct Answer {
     code: Option<String>,
     json: Value,
     text: String,
+    content_length: Option<String>,
 }
 
 async fn send(method: &str, url: &str, headers: &[(String, String)], body: &[u8]) -> Answer {
@@ -205,10 +206,8 @@ async fn send(method: &str, url: &str, headers: &[(String, String)], body: &[u8]
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    let code = response
-        .headers()
-        .get("kb-error")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let (code, content_length) = (header("kb-error"), header("content-length"));
     let text = response.text().await.unwrap();
     let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     let code = code.or_else(|| json["code"].as_str().map(str::to_owned));
@@ -217,6 +216,7 @@ async fn send(method: &str, url: &str, headers: &[(String, String)], body: &[u8]
         code,
         json,
         text,
+        content_length,
     }
 }
 
@@ -275,6 +275,8 @@ async fn proxy_forwards_verified_requests_with_a_checked_identity_and_refuses_th
         "{seen}"
     );
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    // The upstream's length passes back with its body (no chunked answer).
+    assert_eq!(ok.content_length, Some(ok.text.len().to_string()));
 
     // The same proof again: a replay.
     let replay = send("GET", &url, &headers, b"").await;
@@ -340,6 +342,7 @@ async fn proxy_forwards_verified_requests_with_a_checked_identity_and_refuses_th
     let streamed = send("GET", &stream, &credentials(&user, &token, "GET", &stream, b""), b"").await;
     assert_eq!(streamed.status, 200);
     assert_eq!(streamed.text, (0..50).map(|i| format!("chunk{i};")).collect::<String>());
+    assert_eq!(streamed.content_length, None, "an answer of unknown length streams");
 
     // The upstream reached directly with forged identity headers refuses:
     // the documented check fails closed.
