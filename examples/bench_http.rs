@@ -21,7 +21,9 @@
 //! measure the deployment of docs/scaling.md: one replica of the layer's
 //! service on a Redis replay store alone, and two such replicas (each its
 //! own verifier and Redis connection, one shared store) behind nginx as a
-//! round-robin balancer. `BENCH_ONLY=direct|layer|bare|nginx|gateway|replica|balanced`
+//! round-robin balancer. A run of the layer where every proof is signed by
+//! a key the token does not bind measures what a refusal costs.
+//! `BENCH_ONLY=direct|layer|refused|bare|nginx|gateway|replica|balanced`
 //! runs one case alone, to profile it.
 
 use std::io::Write;
@@ -435,25 +437,28 @@ async fn main() {
         .service_token(&Scope::new(&layer_url).project(PROJECT))
         .await
         .unwrap();
-    let mut proofs_for = |service: &str, token: &keybound::token::Token, name: &str| -> std::path::PathBuf {
-        let auth = format!("KB {}", token.to_base64url());
-        let signed = Instant::now();
-        let mut lines = String::with_capacity(count * 400);
-        for _ in 0..count {
-            let proof = ProofBuilder::new("GET", &format!("{service}/hello"), token.as_bytes(), b"", now)
-                .unwrap()
-                .sign(user.key())
-                .unwrap();
-            lines.push_str(&auth);
-            lines.push('\t');
-            lines.push_str(&b64url_encode(&proof.into_bytes()));
-            lines.push('\n');
-        }
-        sign_us = signed.elapsed().as_secs_f64() * 1e6 / count as f64;
-        let path = dir.path().join(name);
-        std::fs::write(&path, lines).unwrap();
-        path
-    };
+    let mut signed_by =
+        |key: &SigningKey, service: &str, token: &keybound::token::Token, name: &str| -> std::path::PathBuf {
+            let auth = format!("KB {}", token.to_base64url());
+            let signed = Instant::now();
+            let mut lines = String::with_capacity(count * 400);
+            for _ in 0..count {
+                let proof = ProofBuilder::new("GET", &format!("{service}/hello"), token.as_bytes(), b"", now)
+                    .unwrap()
+                    .sign(key)
+                    .unwrap();
+                lines.push_str(&auth);
+                lines.push('\t');
+                lines.push_str(&b64url_encode(&proof.into_bytes()));
+                lines.push('\n');
+            }
+            sign_us = signed.elapsed().as_secs_f64() * 1e6 / count as f64;
+            let path = dir.path().join(name);
+            std::fs::write(&path, lines).unwrap();
+            path
+        };
+    let mut proofs_for =
+        |service: &str, token: &keybound::token::Token, name: &str| signed_by(user.key(), service, token, name);
     let gateway_proofs = proofs_for(&external, &gateway_token, "gateway-proofs.tsv");
     let layer_proofs = proofs_for(&layer_url, &layer_token, "layer-proofs.tsv");
     // Two sets: the proofs are single-use across the replicas' shared store.
@@ -469,6 +474,10 @@ async fn main() {
             proofs_for(&balancer_url, &token, "balanced-proofs.tsv"),
         ))
     };
+    // Proofs by a key the token does not bind (a stolen token without its
+    // key): each is refused after its signature check, with a problem body.
+    let thief = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let refused_proofs = signed_by(&thief, &layer_url, &layer_token, "refused-proofs.tsv");
     let script = dir.path().join("proofs.lua");
     std::fs::File::create(&script)
         .unwrap()
@@ -535,6 +544,11 @@ async fn main() {
     };
     let layer = if wanted("layer") {
         Some(run(format!("{layer_url}/hello"), &layer_proofs).await.unwrap())
+    } else {
+        None
+    };
+    let refused = if wanted("refused") {
+        Some(run(format!("{layer_url}/hello"), &refused_proofs).await.unwrap())
     } else {
         None
     };
@@ -652,6 +666,8 @@ async fn main() {
             "bare_rust_proxy": shown(&bare),
             "nginx_hop": shown(&hop),
             "gateway": shown(&through),
+            "library_layer_refusing_every_request": shown(&refused),
+            "refused_all": refused.as_ref().map(|r| r.non_2xx == r.requests),
             "one_replica_redis_store": shown(&replica),
             "nginx_two_replicas_redis_store": shown(&balanced),
             "balanced_over_library_layer": ratio(&balanced, layer.as_ref().map(|l| l.rps)),
@@ -673,6 +689,7 @@ async fn main() {
             "gateway_goal_met": budget.zip(adds(&through)).map(|(b, g)| g <= b),
             "server_cpu_adds_us_per_request": {
                 "library_layer": server_adds(&layer),
+                "library_layer_refusing": server_adds(&refused),
                 "bare_rust_proxy": server_adds(&bare),
                 "nginx_hop": server_adds(&hop),
                 "gateway": server_adds(&through),

@@ -425,8 +425,8 @@ async fn replica_rates(database_url: String, n: usize, concurrency: usize) -> (B
     }
     let url = format!("{}/v1/tokens", first.url());
     let body = serde_json::to_vec(&json!({"audience": "https://nova.example", "project": "turing"})).unwrap();
-    let now = SystemClock.now();
     let prepared = || {
+        let now = SystemClock.now();
         (0..n)
             .map(|i| {
                 let client = &sessions[i % sessions.len()];
@@ -444,14 +444,10 @@ async fn replica_rates(database_url: String, n: usize, concurrency: usize) -> (B
             })
             .collect::<Vec<_>>()
     };
-    let (for_one, for_two) = (prepared(), prepared());
-    let one = blast_to(&[first.addr().to_string()], for_one, concurrency).await;
-    let two = blast_to(
-        &[first.addr().to_string(), second_addr.to_string()],
-        for_two,
-        concurrency,
-    )
-    .await;
+    // Each set signed just before its run: a proof is fresh for 60 s.
+    let one = blast_to(&[first.addr().to_string()], prepared(), concurrency).await;
+    let both = [first.addr().to_string(), second_addr.to_string()];
+    let two = blast_to(&both, prepared(), concurrency).await;
     drop(first);
     let _ = std::fs::remove_dir_all(&dir);
     (one, two)
