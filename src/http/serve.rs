@@ -19,6 +19,18 @@
 //!   closed to make room, so a flood of idle connections cannot lock out a
 //!   fresh client; only when every connection has a request in flight does
 //!   accepting wait.
+//! - **Load shedding.** At most [`ServeConfig::max_in_flight`] requests are
+//!   answered at once (default 128 per core). A request beyond it is answered
+//!   at once, before the app sees it (so before any verification, replay
+//!   store or database work), with `503`, `Retry-After: 1` and the problem
+//!   `http.overloaded`, and counted in [`overloaded_total`]. Under overload
+//!   the work in progress stays bounded, so admitted requests keep a bounded
+//!   latency instead of every request waiting behind an ever longer queue,
+//!   and memory stays bounded. `/healthz`, `/readyz` and `/metrics` are never
+//!   shed: a balancer that saw a shed probe would take a replica out
+//!   because it is busy and push its load onto the others, and monitoring
+//!   needs `/metrics` most when the server is overloaded; they are cheap
+//!   and not counted.
 //! - **Accept errors** (out of file descriptors, say) pause the accept loop
 //!   with a doubling back-off (10 ms to 1 s) and a log line instead of
 //!   spinning.
@@ -58,6 +70,8 @@ use tower::ServiceExt;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`ServeConfig::max_connections`]: 1024.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Requests in flight per core admitted by default ([`ServeConfig::max_in_flight`]).
+pub const DEFAULT_IN_FLIGHT_PER_CORE: usize = 128;
 /// Default [`ServeConfig::shutdown_grace`]: 30 s.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Largest request head (request line and headers): 64 KiB.
@@ -83,6 +97,76 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight. Default 30 s.
     pub shutdown_grace: Duration,
+    /// Most requests answered at once; the excess is shed with `503`
+    /// `http.overloaded`. Default [`default_max_in_flight`]: 128 per core.
+    pub max_in_flight: usize,
+}
+
+/// 128 requests in flight per core ([`std::thread::available_parallelism`]).
+///
+/// A request that only computes (a signature check, a mint) needs a core for
+/// well under a millisecond, so 128 per core queue at most tens of
+/// milliseconds of work: enough to keep every core busy through the waits
+/// for Redis, the database and the client, far below a collapse. Raise it
+/// for a gateway whose upstream is slow (each request waiting on it is in
+/// flight the whole time).
+pub fn default_max_in_flight() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    DEFAULT_IN_FLIGHT_PER_CORE.saturating_mul(cores)
+}
+
+static OVERLOADED: AtomicU64 = AtomicU64::new(0);
+
+/// Requests shed with `http.overloaded` by every [`serve`] of this process
+/// since it started (the issuer and the gateway export it as
+/// `keybound_http_overloaded_total`).
+pub fn overloaded_total() -> u64 {
+    OVERLOADED.load(Ordering::Relaxed)
+}
+
+/// [`overloaded_total`] in the Prometheus text format (no final line feed).
+pub(crate) fn overloaded_metric() -> String {
+    format!(
+        "# HELP keybound_http_overloaded_total Requests shed with http.overloaded (503) because the listener had max_in_flight requests in flight.\n# TYPE keybound_http_overloaded_total counter\nkeybound_http_overloaded_total {}",
+        overloaded_total()
+    )
+}
+
+/// Paths answered whatever the load (module documentation).
+fn never_shed(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// One admitted request, counted in the listener's in-flight total until dropped.
+struct Admitted(Arc<AtomicUsize>);
+
+impl Admitted {
+    /// `None` when `max` requests are already in flight.
+    fn try_new(total: &Arc<AtomicUsize>, max: usize) -> Option<Admitted> {
+        if total.fetch_add(1, Ordering::AcqRel) >= max {
+            total.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admitted(total.clone()))
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The answer to a shed request: 503, `Retry-After: 1`, `http.overloaded`.
+fn overloaded_response() -> axum::response::Response {
+    OVERLOADED.fetch_add(1, Ordering::Relaxed);
+    crate::http::problem::error_response(
+        &crate::Error::new(
+            crate::Code::HttpOverloaded,
+            "too many requests in flight; retry shortly",
+        ),
+        None,
+    )
 }
 
 impl Default for ServeConfig {
@@ -91,6 +175,7 @@ impl Default for ServeConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -111,6 +196,12 @@ impl ServeConfig {
     /// Sets [`ServeConfig::shutdown_grace`].
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`ServeConfig::max_in_flight`] (at least 1).
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
         self
     }
 
@@ -231,6 +322,8 @@ pub async fn serve(listener: TcpListener, app: Router, config: ServeConfig, shut
         );
     }
     let connections = Arc::new(Connections::default());
+    let max_in_flight = config.max_in_flight.max(1);
+    let in_flight_total = Arc::new(AtomicUsize::new(0));
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -281,12 +374,25 @@ pub async fn serve(listener: TcpListener, app: Router, config: ServeConfig, shut
         let service = {
             let connection = connection.clone();
             let app = app.clone();
+            let in_flight_total = in_flight_total.clone();
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let in_flight = InFlight::new(connection.clone(), epoch);
+                // Decided here, before the app: a shed request costs no
+                // verification, replay-store or database work.
+                let admitted = if never_shed(request.uri().path()) {
+                    Ok(None)
+                } else {
+                    Admitted::try_new(&in_flight_total, max_in_flight).map(Some).ok_or(())
+                };
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let app = app.clone();
                 async move {
+                    let Ok(admitted) = admitted else {
+                        drop(in_flight);
+                        return Ok(overloaded_response());
+                    };
                     let response = app.oneshot(request.map(axum::body::Body::new)).await;
+                    drop(admitted);
                     drop(in_flight);
                     response
                 }
