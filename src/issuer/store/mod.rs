@@ -163,6 +163,14 @@ impl Store {
             .max_connections(max_connections)
             .acquire_timeout(pool.acquire_timeout)
             .after_connect(move |conn, _| Box::pin(prepare_connection(conn, backend)))
+            // A connection still inside a transaction is closed, not handed
+            // out: SQLite rolls a transaction back by itself when a write
+            // fails with SQLITE_FULL or SQLITE_IOERR, so sqlx's ROLLBACK of
+            // the dropped transaction then fails and its transaction depth
+            // stays 1, and every later `BEGIN` on that connection would fail
+            // ("non-zero transaction depth"): a full disk would leave the
+            // pool unusable after space returns (FL-10).
+            .before_acquire(|conn, _| Box::pin(async move { Ok(transaction_depth(conn) == 0) }))
             .connect_with(options)
             .await
             .map_err(unavailable)?;
@@ -218,6 +226,11 @@ impl Store {
             .map_err(unavailable)?;
         Ok(())
     }
+}
+
+/// Transactions open on `conn`, as sqlx counts them.
+fn transaction_depth(conn: &AnyConnection) -> usize {
+    <<Any as sqlx::Database>::TransactionManager as sqlx::TransactionManager>::get_transaction_depth(conn)
 }
 
 /// Settings of every new connection.

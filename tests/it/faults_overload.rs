@@ -1,0 +1,1 @@
+//! FL-14 (placeholder, filled below).
