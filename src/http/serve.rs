@@ -440,3 +440,83 @@ pub async fn serve(listener: TcpListener, app: Router, config: ServeConfig, shut
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One `GET path` on a new connection: the response head and body.
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Past `max_in_flight`, a request is answered 503 `http.overloaded`
+    /// with `Retry-After: 1` without reaching the app, and counted; health
+    /// paths are still answered; once the request in flight ends, the next
+    /// one is admitted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_past_max_in_flight_are_shed_with_http_overloaded() {
+        let (entered_tx, mut entered_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let release = Arc::new(Notify::new());
+        let reached = Arc::new(AtomicUsize::new(0));
+        let app = {
+            let (release, reached) = (release.clone(), reached.clone());
+            Router::new()
+                .route(
+                    "/slow",
+                    axum::routing::get(move || {
+                        let (release, reached, entered) = (release.clone(), reached.clone(), entered_tx.clone());
+                        async move {
+                            reached.fetch_add(1, Ordering::SeqCst);
+                            let _ = entered.send(());
+                            release.notified().await;
+                            "done"
+                        }
+                    }),
+                )
+                .route("/healthz", axum::routing::get(|| async { "ok" }))
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, ServeConfig::default().max_in_flight(1), async {
+            let _ = stop_rx.await;
+        }));
+        let first = tokio::spawn(get(addr, "/slow"));
+        entered_rx.recv().await.unwrap();
+        let before = overloaded_total();
+        let shed = get(addr, "/slow").await;
+        assert!(shed.starts_with("HTTP/1.1 503"), "{shed}");
+        assert!(shed.to_ascii_lowercase().contains("retry-after: 1\r\n"), "{shed}");
+        assert!(shed.contains("\"code\":\"http.overloaded\""), "{shed}");
+        assert_eq!(reached.load(Ordering::SeqCst), 1, "the shed request reached the app");
+        assert!(overloaded_total() > before);
+        assert!(overloaded_metric().contains("keybound_http_overloaded_total "));
+        let health = get(addr, "/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        release.notify_one();
+        assert!(first.await.unwrap().starts_with("HTTP/1.1 200"));
+        let next = tokio::spawn(get(addr, "/slow"));
+        entered_rx.recv().await.unwrap();
+        release.notify_one();
+        assert!(next.await.unwrap().starts_with("HTTP/1.1 200"));
+        let _ = stop_tx.send(());
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn the_default_cap_is_128_per_core() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(ServeConfig::default().max_in_flight, 128 * cores);
+        assert_eq!(ServeConfig::default().max_in_flight(0).max_in_flight, 1);
+    }
+}
