@@ -36,6 +36,7 @@ mod title {
     pub const EXCHANGE_REFUSED: &str = "Token exchange refused";
     pub const GATEWAY_REFUSED: &str = "Refused by the gateway";
     pub const REFUSED: &str = "Request refused";
+    pub const OVERLOADED: &str = "Server overloaded";
 }
 
 /// The one table of codes: each row gives the variant, its string, the
@@ -325,6 +326,9 @@ codes! {
     HttpPathNotNormalized = "http.path_not_normalized", step "H1", status 400, title PATH_NOT_NORMALISED;
     /// A handler asks for a verified request on a route the verifying layer does not cover.
     HttpLayerMissing = "http.layer_missing", step "-", status 500, title REFUSED;
+    /// The listener has as many requests in flight as it admits; this one
+    /// was refused before any verification or database work (load shedding).
+    HttpOverloaded = "http.overloaded", step "-", status 503, title OVERLOADED;
 
     // ---- Authorization policy ----
     /// The policy denies this action to the caller's roles.
@@ -373,6 +377,9 @@ codes! {
     IssuerConflict = "issuer.conflict", step "I5", status 409, title ISSUER_REFUSED;
     /// The issuer's database cannot be reached; nothing was issued.
     IssuerUnavailable = "issuer.unavailable", step "-", status 503, title ISSUER_REFUSED;
+    /// The issuer's storage refuses writes (its volume is full or read-only,
+    /// or the database is read-only); nothing was written, reads go on.
+    IssuerStorageUnavailable = "issuer.storage_unavailable", step "-", status 503, title ISSUER_REFUSED;
     /// Configuration or bootstrap state that prevents the issuer from running.
     IssuerConfig = "issuer.config", step "-", status 500, title ISSUER_REFUSED;
     /// The root secret is not the one the issuer's database records (another replica's).

@@ -144,6 +144,9 @@ struct GatewaySettings {
     /// Most connections open at once [default: 1024]
     #[arg(long, env = "KEYBOUND_GATEWAY_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Most requests answered at once; the excess is answered 503 http.overloaded [default: 128 per core]
+    #[arg(long, env = "KEYBOUND_GATEWAY_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
     /// Auth mode: peers allowed to call it, IP addresses or CIDR networks, comma-separated [default: loopback]
     #[arg(long, env = "KEYBOUND_GATEWAY_TRUSTED_FORWARDERS", value_delimiter = ',')]
     trusted_forwarders: Option<Vec<String>>,
@@ -393,6 +396,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         }
         if let Some(max) = s.max_connections {
             limits.max_connections = max;
+        }
+        if let Some(max) = s.max_in_flight {
+            limits = limits.max_in_flight(max);
         }
         let bind = |addr: std::net::SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)

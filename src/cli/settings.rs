@@ -122,6 +122,9 @@ pub(crate) struct Settings {
     /// Most connections open at once, lowered to the open-file limit [default: 1024]
     #[arg(long, env = "KEYBOUND_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most requests answered at once; the excess is answered 503 http.overloaded (1 to 1,000,000) [default: 128 per core]
+    #[arg(long, env = "KEYBOUND_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
     /// Longest trust lifetime in seconds; 0 for no ceiling [default: 30 days]
     #[arg(long, env = "KEYBOUND_MAX_TRUST_LIFETIME")]
     pub max_trust_lifetime: Option<u64>,
@@ -225,6 +228,9 @@ impl Settings {
         if let Some(max) = self.max_connections {
             c.serve.max_connections = max;
         }
+        if let Some(max) = self.max_in_flight {
+            c.serve.max_in_flight = max;
+        }
         if let Ok(secret) = std::env::var("KEYBOUND_ROOT_SECRET") {
             let bytes = crate::encoding::decode_flexible(secret.trim().as_bytes())
                 .map_err(|_| config_error("KEYBOUND_ROOT_SECRET is not hex or base64url".into()))?;
@@ -265,6 +271,7 @@ impl Settings {
             denial_log: config.denial_log.clone(),
             header_read_timeout: Some(config.serve.header_read_timeout.as_secs()),
             max_connections: Some(config.serve.max_connections),
+            max_in_flight: Some(config.serve.max_in_flight),
             max_trust_lifetime: Some(config.max_trust_lifetime.unwrap_or(0)),
             max_trust_uses: Some(config.max_trust_uses.unwrap_or(0)),
             log_format: Some(log_format),

@@ -96,6 +96,7 @@ impl VerificationMetrics {
         for (outcome, n) in &counts.outcomes {
             let _ = writeln!(out, "keybound_verifications_total{{outcome=\"{outcome}\"}} {n}");
         }
+        let _ = writeln!(out, "{}", super::serve::overloaded_metric());
         let _ = writeln!(
             out,
             "# HELP keybound_verification_duration_seconds Time the keybound layer spent per request.\n# TYPE keybound_verification_duration_seconds histogram"

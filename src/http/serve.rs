@@ -19,6 +19,18 @@
 //!   closed to make room, so a flood of idle connections cannot lock out a
 //!   fresh client; only when every connection has a request in flight does
 //!   accepting wait.
+//! - **Load shedding.** At most [`ServeConfig::max_in_flight`] requests are
+//!   answered at once (default 128 per core). A request beyond it is answered
+//!   at once, before the app sees it (so before any verification, replay
+//!   store or database work), with `503`, `Retry-After: 1` and the problem
+//!   `http.overloaded`, and counted in [`overloaded_total`]. Under overload
+//!   the work in progress stays bounded, so admitted requests keep a bounded
+//!   latency instead of every request waiting behind an ever longer queue,
+//!   and memory stays bounded. `/healthz`, `/readyz` and `/metrics` are never
+//!   shed: a balancer that saw a shed probe would take a replica out
+//!   because it is busy and push its load onto the others, and monitoring
+//!   needs `/metrics` most when the server is overloaded; they are cheap
+//!   and not counted.
 //! - **Accept errors** (out of file descriptors, say) pause the accept loop
 //!   with a doubling back-off (10 ms to 1 s) and a log line instead of
 //!   spinning.
@@ -58,6 +70,8 @@ use tower::ServiceExt;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`ServeConfig::max_connections`]: 1024.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Requests in flight per core admitted by default ([`ServeConfig::max_in_flight`]).
+pub const DEFAULT_IN_FLIGHT_PER_CORE: usize = 128;
 /// Default [`ServeConfig::shutdown_grace`]: 30 s.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Largest request head (request line and headers): 64 KiB.
@@ -83,6 +97,76 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight. Default 30 s.
     pub shutdown_grace: Duration,
+    /// Most requests answered at once; the excess is shed with `503`
+    /// `http.overloaded`. Default [`default_max_in_flight`]: 128 per core.
+    pub max_in_flight: usize,
+}
+
+/// 128 requests in flight per core ([`std::thread::available_parallelism`]).
+///
+/// A request that only computes (a signature check, a mint) needs a core for
+/// well under a millisecond, so 128 per core queue at most tens of
+/// milliseconds of work: enough to keep every core busy through the waits
+/// for Redis, the database and the client, far below a collapse. Raise it
+/// for a gateway whose upstream is slow (each request waiting on it is in
+/// flight the whole time).
+pub fn default_max_in_flight() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    DEFAULT_IN_FLIGHT_PER_CORE.saturating_mul(cores)
+}
+
+static OVERLOADED: AtomicU64 = AtomicU64::new(0);
+
+/// Requests shed with `http.overloaded` by every [`serve`] of this process
+/// since it started (the issuer and the gateway export it as
+/// `keybound_http_overloaded_total`).
+pub fn overloaded_total() -> u64 {
+    OVERLOADED.load(Ordering::Relaxed)
+}
+
+/// [`overloaded_total`] in the Prometheus text format (no final line feed).
+pub(crate) fn overloaded_metric() -> String {
+    format!(
+        "# HELP keybound_http_overloaded_total Requests shed with http.overloaded (503) because the listener had max_in_flight requests in flight.\n# TYPE keybound_http_overloaded_total counter\nkeybound_http_overloaded_total {}",
+        overloaded_total()
+    )
+}
+
+/// Paths answered whatever the load (module documentation).
+fn never_shed(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// One admitted request, counted in the listener's in-flight total until dropped.
+struct Admitted(Arc<AtomicUsize>);
+
+impl Admitted {
+    /// `None` when `max` requests are already in flight.
+    fn try_new(total: &Arc<AtomicUsize>, max: usize) -> Option<Admitted> {
+        if total.fetch_add(1, Ordering::AcqRel) >= max {
+            total.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admitted(total.clone()))
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The answer to a shed request: 503, `Retry-After: 1`, `http.overloaded`.
+fn overloaded_response() -> axum::response::Response {
+    OVERLOADED.fetch_add(1, Ordering::Relaxed);
+    crate::http::problem::error_response(
+        &crate::Error::new(
+            crate::Code::HttpOverloaded,
+            "too many requests in flight; retry shortly",
+        ),
+        None,
+    )
 }
 
 impl Default for ServeConfig {
@@ -91,6 +175,7 @@ impl Default for ServeConfig {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -111,6 +196,12 @@ impl ServeConfig {
     /// Sets [`ServeConfig::shutdown_grace`].
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`ServeConfig::max_in_flight`] (at least 1).
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max.max(1);
         self
     }
 
@@ -231,6 +322,8 @@ pub async fn serve(listener: TcpListener, app: Router, config: ServeConfig, shut
         );
     }
     let connections = Arc::new(Connections::default());
+    let max_in_flight = config.max_in_flight.max(1);
+    let in_flight_total = Arc::new(AtomicUsize::new(0));
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -281,12 +374,25 @@ pub async fn serve(listener: TcpListener, app: Router, config: ServeConfig, shut
         let service = {
             let connection = connection.clone();
             let app = app.clone();
+            let in_flight_total = in_flight_total.clone();
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let in_flight = InFlight::new(connection.clone(), epoch);
+                // Decided here, before the app: a shed request costs no
+                // verification, replay-store or database work.
+                let admitted = if never_shed(request.uri().path()) {
+                    Ok(None)
+                } else {
+                    Admitted::try_new(&in_flight_total, max_in_flight).map(Some).ok_or(())
+                };
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let app = app.clone();
                 async move {
+                    let Ok(admitted) = admitted else {
+                        drop(in_flight);
+                        return Ok(overloaded_response());
+                    };
                     let response = app.oneshot(request.map(axum::body::Body::new)).await;
+                    drop(admitted);
                     drop(in_flight);
                     response
                 }
@@ -332,5 +438,85 @@ pub async fn serve(listener: TcpListener, app: Router, config: ServeConfig, shut
             );
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One `GET path` on a new connection: the response head and body.
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Past `max_in_flight`, a request is answered 503 `http.overloaded`
+    /// with `Retry-After: 1` without reaching the app, and counted; health
+    /// paths are still answered; once the request in flight ends, the next
+    /// one is admitted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_past_max_in_flight_are_shed_with_http_overloaded() {
+        let (entered_tx, mut entered_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let release = Arc::new(Notify::new());
+        let reached = Arc::new(AtomicUsize::new(0));
+        let app = {
+            let (release, reached) = (release.clone(), reached.clone());
+            Router::new()
+                .route(
+                    "/slow",
+                    axum::routing::get(move || {
+                        let (release, reached, entered) = (release.clone(), reached.clone(), entered_tx.clone());
+                        async move {
+                            reached.fetch_add(1, Ordering::SeqCst);
+                            let _ = entered.send(());
+                            release.notified().await;
+                            "done"
+                        }
+                    }),
+                )
+                .route("/healthz", axum::routing::get(|| async { "ok" }))
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, ServeConfig::default().max_in_flight(1), async {
+            let _ = stop_rx.await;
+        }));
+        let first = tokio::spawn(get(addr, "/slow"));
+        entered_rx.recv().await.unwrap();
+        let before = overloaded_total();
+        let shed = get(addr, "/slow").await;
+        assert!(shed.starts_with("HTTP/1.1 503"), "{shed}");
+        assert!(shed.to_ascii_lowercase().contains("retry-after: 1\r\n"), "{shed}");
+        assert!(shed.contains("\"code\":\"http.overloaded\""), "{shed}");
+        assert_eq!(reached.load(Ordering::SeqCst), 1, "the shed request reached the app");
+        assert!(overloaded_total() > before);
+        assert!(overloaded_metric().contains("keybound_http_overloaded_total "));
+        let health = get(addr, "/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        release.notify_one();
+        assert!(first.await.unwrap().starts_with("HTTP/1.1 200"));
+        let next = tokio::spawn(get(addr, "/slow"));
+        entered_rx.recv().await.unwrap();
+        release.notify_one();
+        assert!(next.await.unwrap().starts_with("HTTP/1.1 200"));
+        let _ = stop_tx.send(());
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn the_default_cap_is_128_per_core() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(ServeConfig::default().max_in_flight, 128 * cores);
+        assert_eq!(ServeConfig::default().max_in_flight(0).max_in_flight, 1);
     }
 }

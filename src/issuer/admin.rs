@@ -168,7 +168,7 @@ where
                 // Whatever the action changed is rolled back. The refusal is
                 // audited on its own; a database outage cannot be.
                 drop(change);
-                if e.code() != Code::IssuerUnavailable {
+                if !super::store::is_outage(e.code()) {
                     state
                         .store
                         .conn()

@@ -358,7 +358,7 @@ async fn exchange(State(state): State<Arc<IssuerState>>, request: Request) -> Re
         if outcome
             .as_ref()
             .err()
-            .is_none_or(|e| e.code() != Code::IssuerUnavailable)
+            .is_none_or(|e| !super::store::is_outage(e.code()))
         {
             // The token is answered only once its audit record is written.
             state

@@ -92,6 +92,7 @@ impl Metrics {
             "Service tokens minted.",
             self.tokens_minted.load(Ordering::Relaxed),
         );
+        let _ = writeln!(out, "{}", crate::http::serve::overloaded_metric());
         counter(
             &mut out,
             "keybound_trust_tokens_minted_total",

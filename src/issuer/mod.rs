@@ -464,6 +464,9 @@ impl IssuerConfig {
         if !(1..=1_000_000).contains(&self.serve.max_connections) {
             return err(Code::IssuerConfig, "max_connections must be 1 to 1,000,000");
         }
+        if !(1..=1_000_000).contains(&self.serve.max_in_flight) {
+            return err(Code::IssuerConfig, "max_in_flight must be 1 to 1,000,000");
+        }
         Ok(())
     }
 }
@@ -896,6 +899,7 @@ pub async fn serve(state: Arc<IssuerState>) -> Result<()> {
         database = ?state.store.backend(),
         header_read_timeout_s = limits.header_read_timeout.as_secs(),
         max_connections = limits.effective_max_connections(),
+        max_in_flight = limits.max_in_flight,
         version = env!("CARGO_PKG_VERSION"),
         "issuer started"
     );

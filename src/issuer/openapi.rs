@@ -182,8 +182,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "login",
         503,
-        "The database or the replay store cannot answer; nothing was issued.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); nothing was issued; `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "login",
@@ -267,8 +273,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "mint",
         503,
-        "The database or the replay store cannot answer; nothing was issued.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); nothing was issued; `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "mint",
@@ -327,8 +339,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listDomains",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "listDomains",
@@ -383,8 +401,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createDomain",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "createDomain",
@@ -449,8 +473,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "setDomainEnabled",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "setDomainEnabled",
@@ -504,8 +534,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listProjects",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "listProjects",
@@ -566,8 +602,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createProject",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "createProject",
@@ -632,8 +674,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "setProjectEnabled",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "setProjectEnabled",
@@ -687,8 +735,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listUsers",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "listUsers",
@@ -744,8 +798,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createUser",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "createUser",
@@ -805,8 +865,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "setPassword",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "setPassword",
@@ -873,8 +939,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "addUserKey",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "addUserKey",
@@ -939,8 +1011,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "setUserEnabled",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "setUserEnabled",
@@ -994,8 +1072,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listRoles",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "listRoles",
@@ -1050,8 +1134,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createRole",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "createRole",
@@ -1105,8 +1195,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listGrants",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "listGrants",
@@ -1167,8 +1263,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "grant",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "grant",
@@ -1223,8 +1325,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "revoke",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "revoke",
@@ -1278,8 +1386,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listServices",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "listServices",
@@ -1339,8 +1453,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createService",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "createService",
@@ -1395,8 +1515,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "deleteService",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "deleteService",
@@ -1450,8 +1576,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listAudit",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "listAudit",
@@ -1511,8 +1643,14 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "rotateKeys",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
-        &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"],
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
+        &[
+            "issuer.unavailable",
+            "issuer.storage_unavailable",
+            "http.overloaded",
+            "replay.store_unavailable",
+            "replay.store_full",
+        ],
     ),
     (
         "rotateKeys",
@@ -1544,7 +1682,13 @@ const SESSION_401: &[&str] = &[
 const ADMIN_401: &[&str] = SESSION_401;
 const ADMIN_403: &[&str] = &["policy.denied", "issuer.forbidden"];
 const SERVER_500: &[&str] = &["issuer.config", "issue.invalid", "keyset.invalid"];
-const UNAVAILABLE_503: &[&str] = &["issuer.unavailable", "replay.store_unavailable", "replay.store_full"];
+const UNAVAILABLE_503: &[&str] = &[
+    "issuer.unavailable",
+    "issuer.storage_unavailable",
+    "http.overloaded",
+    "replay.store_unavailable",
+    "replay.store_full",
+];
 const CREATE_400: &[&str] = &[
     "issuer.bad_request",
     "issuer.invalid_name",
@@ -1670,7 +1814,7 @@ const ADMIN_401_TEXT: &str = "No valid admin token and proof (H1, T1â€“T12, D1â€
 const ADMIN_403_TEXT: &str = "The token has no role `admin` (A1, `policy.denied`) or is not scoped to project admin@default (I5, `issuer.forbidden`).";
 const BODY_413_TEXT: &str = "The body is larger than the issuer's max_body (default 65536 bytes) (H2).";
 const HEADER_431_TEXT: &str = "`Authorization` or `KB-Proof` is longer than 8192 bytes (H1).";
-const UNAVAILABLE_503_TEXT: &str = "The database or the replay store cannot answer; `Retry-After: 1`.";
+const UNAVAILABLE_503_TEXT: &str = "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.";
 const INTERNAL_500_TEXT: &str = "An internal failure (a broken configuration). `detail` is fixed text.";
 const MALFORMED_400: &[&str] = &["issuer.bad_request", "issuer.invalid_name", "http.body_unreadable"];
 
@@ -1842,7 +1986,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "runWorkplan",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
         UNAVAILABLE_503,
     ),
     (
@@ -1890,7 +2034,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "createTrust",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
         UNAVAILABLE_503,
     ),
     (
@@ -1926,7 +2070,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "listTrusts",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
         UNAVAILABLE_503,
     ),
     (
@@ -1968,7 +2112,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "showTrust",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
         UNAVAILABLE_503,
     ),
     (
@@ -2016,7 +2160,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "deleteTrust",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
         UNAVAILABLE_503,
     ),
     (
@@ -2058,7 +2202,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "adminListTrusts",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
         UNAVAILABLE_503,
     ),
     (
@@ -2101,7 +2245,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "adminCreateTrust",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
         UNAVAILABLE_503,
     ),
     (
@@ -2144,7 +2288,7 @@ const TRUST_REFUSALS: &[(&str, u16, &str, &[&str])] = &[
     (
         "adminDeleteTrust",
         503,
-        "The database or the replay store cannot answer; `Retry-After: 1`.",
+        "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
         UNAVAILABLE_503,
     ),
     (

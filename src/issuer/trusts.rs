@@ -298,7 +298,7 @@ pub(super) async fn mint(
     let result = mint_checked(state, verified, origin, &caller, &asked, now).await;
     match &result {
         Ok(_) => state.metrics.trust_minted(),
-        Err(e) if e.code() != Code::IssuerUnavailable => {
+        Err(e) if !super::store::is_outage(e.code()) => {
             state
                 .store
                 .conn()
@@ -465,7 +465,7 @@ pub(super) async fn finish<T>(
         }
         Err(e) => {
             drop(tx);
-            if e.code() != Code::IssuerUnavailable {
+            if !super::store::is_outage(e.code()) {
                 state
                     .store
                     .conn()

@@ -11,6 +11,8 @@ mod delegation;
 mod e2e_cli;
 mod exchange_requests;
 mod faults;
+mod faults_overload;
+mod faults_storage;
 mod federation;
 mod gateway;
 mod gateway_identities;

@@ -163,6 +163,14 @@ impl Store {
             .max_connections(max_connections)
             .acquire_timeout(pool.acquire_timeout)
             .after_connect(move |conn, _| Box::pin(prepare_connection(conn, backend)))
+            // A connection still inside a transaction is closed, not handed
+            // out: SQLite rolls a transaction back by itself when a write
+            // fails with SQLITE_FULL or SQLITE_IOERR, so sqlx's ROLLBACK of
+            // the dropped transaction then fails and its transaction depth
+            // stays 1, and every later `BEGIN` on that connection would fail
+            // ("non-zero transaction depth"): a full disk would leave the
+            // pool unusable after space returns (FL-10).
+            .before_acquire(|conn, _| Box::pin(async move { Ok(transaction_depth(conn) == 0) }))
             .connect_with(options)
             .await
             .map_err(unavailable)?;
@@ -206,6 +214,23 @@ impl Store {
             .map_err(unavailable)?;
         tx.commit().await
     }
+
+    /// Checks the database answers a read of a table (not only `SELECT 1`,
+    /// which SQLite answers without its file), for readiness when writes
+    /// are refused.
+    pub async fn check_readable(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        sqlx::query("SELECT COUNT(*) FROM readiness_probe")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// Transactions open on `conn`, as sqlx counts them.
+fn transaction_depth(conn: &AnyConnection) -> usize {
+    <<Any as sqlx::Database>::TransactionManager as sqlx::TransactionManager>::get_transaction_depth(conn)
 }
 
 /// Settings of every new connection.
@@ -235,9 +260,43 @@ fn cannot_open(e: sqlx::Error, backend: Backend) -> Error {
     Error::new(Code::IssuerUnavailable, format!("cannot open the database: {e}{hint}"))
 }
 
-/// A database that cannot be reached or answers with an error.
+/// A database that cannot be reached or answers with an error. A database
+/// that answers but refuses to write (its volume full or read-only, or a
+/// read-only server) is `issuer.storage_unavailable`: reads go on, and the
+/// operator is told to free space rather than look for a network fault.
 fn unavailable(e: sqlx::Error) -> Error {
+    if refuses_writes(&e) {
+        return Error::new(
+            Code::IssuerStorageUnavailable,
+            format!("the database refuses writes: {e}"),
+        );
+    }
     Error::new(Code::IssuerUnavailable, format!("database error: {e}"))
+}
+
+/// The database cannot take the write of a refusal's audit record either:
+/// such a refusal is answered unaudited (spec/issuer.md §10.4).
+pub fn is_outage(code: Code) -> bool {
+    matches!(code, Code::IssuerUnavailable | Code::IssuerStorageUnavailable)
+}
+
+/// SQLite's primary result codes (the low byte of the extended code sqlx
+/// reports) and PostgreSQL's SQLSTATEs that mean the storage refuses writes.
+fn refuses_writes(e: &sqlx::Error) -> bool {
+    let Some(code) = e.as_database_error().and_then(|db| db.code()) else {
+        return false;
+    };
+    // PostgreSQL: read_only_sql_transaction, disk_full, io_error.
+    if matches!(&*code, "25006" | "53100" | "58030") {
+        return true;
+    }
+    // SQLite: SQLITE_READONLY (8), SQLITE_IOERR (10: a write or fsync that
+    // failed, ENOSPC or EROFS), SQLITE_FULL (13). A SQLSTATE is five
+    // characters, so "10" or "778" cannot be one.
+    match code.parse::<u32>() {
+        Ok(extended) if code.len() < 5 => matches!(extended & 0xff, 8 | 10 | 13),
+        _ => false,
+    }
 }
 
 /// Maps write errors by their kind: uniqueness → conflict, a missing

@@ -97,7 +97,7 @@ impl Ready {
 pub struct Service {
     pub name: String,
     program: PathBuf,
-    args: Vec<String>,
+    pub args: Vec<String>,
     env: Vec<(String, String)>,
     pub ready: Ready,
     child: Option<Child>,
