@@ -11,6 +11,7 @@ mod delegation;
 mod e2e_cli;
 mod exchange_requests;
 mod faults;
+mod faults_clock;
 mod federation;
 mod gateway;
 mod gateway_identities;
