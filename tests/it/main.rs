@@ -11,6 +11,7 @@ mod delegation;
 mod e2e_cli;
 mod exchange_requests;
 mod faults;
+mod faults_bodies;
 mod faults_clock;
 mod federation;
 mod gateway;
