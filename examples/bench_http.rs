@@ -377,6 +377,7 @@ async fn main() {
         policy: None,
         proof_mode: ProofMode::Required,
         max_body: 1024 * 1024,
+        body_timeout: Duration::from_secs(30),
         identity_secret: Zeroizing::new(vec![7u8; 32]),
         upstream_timeout: Duration::from_secs(30),
         replay_store: None,

@@ -132,6 +132,9 @@ struct GatewaySettings {
     /// Largest request body in bytes, buffered and hashed before forwarding [default: 1048576]
     #[arg(long, env = "KEYBOUND_GATEWAY_MAX_BODY")]
     max_body: Option<u64>,
+    /// Seconds the whole request body has to arrive (a slower one is refused, 400) [default: 30]
+    #[arg(long, env = "KEYBOUND_GATEWAY_BODY_TIMEOUT")]
+    body_timeout: Option<u64>,
     /// Clock leeway in seconds [default: 30]
     #[arg(long, env = "KEYBOUND_GATEWAY_LEEWAY")]
     leeway: Option<u64>,
@@ -288,6 +291,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
         }
         Mode::Proxy { upstream: url }
     };
+    // 0 s would refuse every body that is not in the first read.
+    if s.body_timeout == Some(0) {
+        return Err(config_error("body_timeout must be at least 1 second".into()));
+    }
     let policy_mode = s
         .policy_mode
         .as_deref()
@@ -386,6 +393,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, CliError> {
                 ProofMode::Required
             },
             max_body: usize::try_from(s.max_body.unwrap_or(1024 * 1024)).unwrap_or(usize::MAX),
+            body_timeout: Duration::from_secs(s.body_timeout.unwrap_or(30)),
             identity_secret,
             upstream_timeout: Duration::from_secs(s.upstream_timeout.unwrap_or(30)),
             replay_store: Some(replay),

@@ -82,6 +82,9 @@ pub struct GatewayConfig {
     pub proof_mode: ProofMode,
     /// Largest request body buffered, hashed and forwarded (proxy mode).
     pub max_body: usize,
+    /// Time the whole request body has to arrive (spec/http.md §3.4): a
+    /// slower one is refused with 400 `http.body_unreadable`.
+    pub body_timeout: Duration,
     /// The secret the identity assertion is keyed with (at least 32 bytes).
     pub identity_secret: Zeroizing<Vec<u8>>,
     /// Time the upstream has to send its status and headers, in all, and
@@ -100,6 +103,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("external_url", &self.external_url)
             .field("proof_mode", &self.proof_mode)
             .field("max_body", &self.max_body)
+            .field("body_timeout", &self.body_timeout)
             .field("identity_secret", &"[redacted]")
             .finish_non_exhaustive()
     }
@@ -158,6 +162,7 @@ impl Gateway {
         );
         let mut layer = KeyboundLayer::new(config.verifier.clone(), &config.external_url)?
             .max_body(config.max_body)
+            .body_timeout(config.body_timeout)
             .proof_mode(config.proof_mode)
             .observe(metrics.clone());
         if let Some(policy) = &config.policy {

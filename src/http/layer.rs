@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
@@ -534,15 +534,41 @@ impl Binding {
         {
             return Err(too_large());
         }
-        let limited = http_body_util::Limited::new(body, self.max_body);
-        match tokio::time::timeout(self.body_timeout, limited.collect()).await {
-            Err(_) => err(Code::HttpBodyUnreadable, "the body did not arrive in time"),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Ok(Err(e)) => {
-                let message = format!("the body could not be read: {e}");
-                Err(Error::new(Code::HttpBodyUnreadable, message).with_source(e))
+        // The pieces are copied into one buffer as they arrive, not kept:
+        // each piece hyper hands over pins the read buffer it was cut from
+        // (kilobytes), so a body sent a byte at a time held thousands of
+        // times its size until the timeout (FL-16: 67 MiB for 20 bodies of
+        // 1,500 one-byte pieces). A body in one piece is kept as it is.
+        let read = async {
+            let mut body = std::pin::pin!(body);
+            let mut first: Option<Bytes> = None;
+            let mut rest = BytesMut::new();
+            let mut len = 0usize;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| {
+                    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                    let message = format!("the body could not be read: {e}");
+                    Error::new(Code::HttpBodyUnreadable, message).with_source(e)
+                })?;
+                let Ok(data) = frame.into_data() else { continue };
+                len = len.saturating_add(data.len());
+                if len > self.max_body {
+                    return Err(too_large());
+                }
+                match first.take() {
+                    None if rest.is_empty() => first = Some(data),
+                    None => rest.extend_from_slice(&data),
+                    Some(piece) => {
+                        rest.extend_from_slice(&piece);
+                        rest.extend_from_slice(&data);
+                    }
+                }
             }
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(first.unwrap_or_else(|| rest.freeze()))
+        };
+        match tokio::time::timeout(self.body_timeout, read).await {
+            Err(_) => err(Code::HttpBodyUnreadable, "the body did not arrive in time"),
+            Ok(result) => result,
         }
     }
 

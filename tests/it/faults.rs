@@ -319,6 +319,7 @@ fn outage(history: &[Value], from: u64, to: u64) -> Outage {
 /// accepted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl07_fl08_redis_killed_and_paused_fail_closed_and_no_replay_is_accepted() {
+    let _heavy = crate::common::heavy().await;
     let test = "fl07_fl08";
     let Some(mut d) = Deployment::start(test, Options::default()).await else {
         return;
@@ -547,6 +548,7 @@ async fn read_back(rec: &Recorder, issuer: &str) {
 /// exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl01_issuer_replica_killed_loses_no_acknowledged_write_postgres() {
+    let _heavy = crate::common::heavy().await;
     let test = "fl01_postgres";
     let Some(mut d) = Deployment::start(test, Options::default()).await else {
         return;
@@ -592,6 +594,7 @@ async fn fl01_issuer_replica_killed_loses_no_acknowledged_write_postgres() {
 /// database file, and the checker must name exactly that write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl01_sqlite_issuer_killed_loses_no_acknowledged_write_and_the_check_can_fail() {
+    let _heavy = crate::common::heavy().await;
     let test = "fl01_sqlite";
     let dir = tempfile::tempdir().unwrap();
     let (port, metrics) = (free_port(), free_port());
@@ -677,6 +680,7 @@ async fn fl01_sqlite_issuer_killed_loses_no_acknowledged_write_and_the_check_can
 /// forced rotations do refuse valid requests: docs/faults.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl04_rotation_under_load_fails_no_valid_request() {
+    let _heavy = crate::common::heavy().await;
     let test = "fl04";
     let Some(d) = Deployment::start(test, Options::default()).await else {
         return;
@@ -736,6 +740,7 @@ async fn fl04_rotation_under_load_fails_no_valid_request() {
 /// from the key sets it kept on disk (`key_cache_dir`) and verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl09_gateway_restart_with_memory_store_bounds_the_replay_window() {
+    let _heavy = crate::common::heavy().await;
     let test = "fl09";
     let Some(mut d) = Deployment::start(test, Options { gateway_redis: false }).await else {
         return;
@@ -880,6 +885,7 @@ async fn fl09_gateway_restart_with_memory_store_bounds_the_replay_window() {
 /// balancer, and works again when the issuers return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl03_issuers_down_services_keep_verifying_and_minting_recovers() {
+    let _heavy = crate::common::heavy().await;
     let test = "fl03";
     let Some(mut d) = Deployment::start(test, Options::default()).await else {
         return;
@@ -956,6 +962,7 @@ fn key_set_fetches(d: &Deployment) -> usize {
 /// request is still accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl15_unknown_kid_flood_refetches_at_most_once_per_interval() {
+    let _heavy = crate::common::heavy().await;
     use keybound::key::{Algorithm, SigningKey};
     use keybound::token::TokenBuilder;
     let test = "fl15";

@@ -321,6 +321,7 @@ fn shed_metric(ops: u16) -> u64 {
 /// unloaded service afterwards with a p99 near the one before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl14_protected_service_sheds_overload_without_errors() {
+    let _heavy = crate::common::heavy().await;
     let test = "fl14_service";
     let stack = Stack::start(&[None]).await;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -412,6 +413,7 @@ async fn fl14_protected_service_sheds_overload_without_errors() {
 /// runs (seen: 330 ms to 1.3 s with the cap of 16).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl14_shedding_bounds_the_p99_of_admitted_requests() {
+    let _heavy = crate::common::heavy().await;
     let test = "fl14_p99";
     let stack = Stack::start(&[Some(16), Some(1_000_000)]).await;
     let clients = 512;
@@ -473,6 +475,7 @@ async fn fl14_shedding_bounds_the_p99_of_admitted_requests() {
 /// minting normal again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl14_issuer_token_endpoint_on_postgres_sheds_and_never_hangs() {
+    let _heavy = crate::common::heavy().await;
     let test = "fl14_issuer";
     let Some(db) = PgDatabase::create(test) else {
         return;

@@ -11,6 +11,8 @@ mod delegation;
 mod e2e_cli;
 mod exchange_requests;
 mod faults;
+mod faults_bodies;
+mod faults_clock;
 mod faults_overload;
 mod faults_storage;
 mod federation;

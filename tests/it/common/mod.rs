@@ -12,6 +12,15 @@ use keybound::verify::Clock;
 
 /// The `keybound` binary the tests run.
 #[cfg(feature = "cli")]
+/// Held by the load and fault tests for their whole run, so that no two of
+/// them share the machine at once: their bounds (a p99, a restart time, a
+/// fail-closed delay) assume the cores are not taken by another flood.
+/// Lighter tests still run beside them.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 pub fn bin() -> std::path::PathBuf {
     assert_cmd::cargo::cargo_bin!("keybound").to_path_buf()
 }
