@@ -373,12 +373,8 @@ async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, requ
         // The body passes through unchanged, so the upstream's length still
         // holds: keeping it spares the client a chunked answer and the
         // gateway a write per response (hyper checks the body against it).
-        if let [length] = answer
-            .headers()
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .collect::<Vec<_>>()[..]
-        {
+        let mut lengths = answer.headers().get_all(header::CONTENT_LENGTH).iter();
+        if let (Some(length), None) = (lengths.next(), lengths.next()) {
             h.insert(header::CONTENT_LENGTH, length.clone());
         }
     }

@@ -183,13 +183,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "login",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); nothing was issued; `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "login",
@@ -274,13 +268,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "mint",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); nothing was issued; `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "mint",
@@ -340,13 +328,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "listDomains",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "listDomains",
@@ -402,13 +384,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "createDomain",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "createDomain",
@@ -474,13 +450,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "setDomainEnabled",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "setDomainEnabled",
@@ -535,13 +505,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "listProjects",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "listProjects",
@@ -603,13 +567,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "createProject",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "createProject",
@@ -675,13 +633,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "setProjectEnabled",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "setProjectEnabled",
@@ -736,13 +688,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "listUsers",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "listUsers",
@@ -799,13 +745,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "createUser",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "createUser",
@@ -866,13 +806,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "setPassword",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "setPassword",
@@ -940,13 +874,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "addUserKey",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "addUserKey",
@@ -1012,13 +940,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "setUserEnabled",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "setUserEnabled",
@@ -1073,13 +995,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "listRoles",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "listRoles",
@@ -1135,13 +1051,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "createRole",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "createRole",
@@ -1196,13 +1106,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "listGrants",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "listGrants",
@@ -1264,13 +1168,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "grant",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "grant",
@@ -1326,13 +1224,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "revoke",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "revoke",
@@ -1387,13 +1279,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "listServices",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "listServices",
@@ -1454,13 +1340,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "createService",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "createService",
@@ -1516,13 +1396,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "deleteService",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "deleteService",
@@ -1577,13 +1451,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "listAudit",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "listAudit",
@@ -1644,13 +1512,7 @@ const REFUSALS: &[(&str, u16, &str, &[&str])] = &[
         "rotateKeys",
         503,
         "The database or the replay store cannot answer, the database refuses writes, or the issuer is overloaded (`http.overloaded`); `Retry-After: 1`.",
-        &[
-            "issuer.unavailable",
-            "issuer.storage_unavailable",
-            "http.overloaded",
-            "replay.store_unavailable",
-            "replay.store_full",
-        ],
+        UNAVAILABLE_503,
     ),
     (
         "rotateKeys",
