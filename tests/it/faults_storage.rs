@@ -174,6 +174,8 @@ struct Probe {
     http: reqwest::Client,
     statuses: Vec<(String, u16)>,
     next_role: usize,
+    /// The minute (ms / 60,000) in which the last mint of SERVICE started.
+    service_minute: u64,
 }
 
 /// What one phase (storage refusing writes) saw.
@@ -203,6 +205,7 @@ impl Probe {
                 .unwrap(),
             statuses: Vec::new(),
             next_role: 0,
+            service_minute: 0,
         }
     }
 
@@ -270,7 +273,9 @@ impl Probe {
         let mut seen = Refused::default();
         // The last mint of SERVICE was just before the fault: a repeat in the
         // same minute writes nothing (its minute's entry exists) and is served.
-        let minute = now_ms() / 60_000;
+        // That minute is the one the mint started in (`before`), not now's:
+        // the minute may have turned while the fault was being set up.
+        let minute = self.service_minute;
         for _ in 0..5 {
             let (status, code) = self.create_role(phase).await;
             assert_eq!((status, code.as_deref()), (503, Some(CODE)), "{phase}: a write");
@@ -417,6 +422,7 @@ impl Probe {
         for _ in 0..writes {
             assert_eq!(self.create_role("before").await.0, 200);
         }
+        self.service_minute = now_ms() / 60_000;
         assert_eq!(self.mint(SERVICE).await, (200, None));
     }
 }
@@ -456,7 +462,23 @@ async fn fl10_sqlite_volume_full_refuses_writes_serves_reads_and_recovers() {
     let db_url = format!("sqlite:{}", db.display());
     // An empty WAL: the next commit must allocate (SQLite reuses a WAL's
     // blocks after a checkpoint, which would hide the full volume for a while).
-    tokio::task::block_in_place(|| run_sql(&db_url, "PRAGMA wal_checkpoint(TRUNCATE)"));
+    // A checkpoint that a reader blocks leaves the WAL as it was, and the
+    // next writer then rewrites its blocks from the start: writes would go
+    // on on a full volume. So: until the WAL is really empty.
+    let wal = data.join("keybound.db-wal");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::task::block_in_place(|| run_sql(&db_url, "PRAGMA wal_checkpoint(TRUNCATE)"));
+        let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if len == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the WAL stays at {len} bytes after checkpoints"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let filler = data.join("filler");
     let filled = tokio::task::block_in_place(|| fill(&filler));
     probe.rec.fault("volume full");
