@@ -23,10 +23,12 @@
 //! own verifier and Redis connection, one shared store) behind nginx as a
 //! round-robin balancer. A run of the layer where every proof is signed by
 //! a key the token does not bind measures what a refusal costs.
+//! Each case runs twice: saturating (requests per second, latency) and
+//! paced to about `BENCH_RATE` requests per second (default 8,000), where
+//! every server's CPU per request is compared at the same rate.
 //! `BENCH_ONLY=direct|layer|refused|bare|nginx|gateway|replica|balanced`
 //! runs one case alone, to profile it.
 
-use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +37,7 @@ use axum::Router;
 use axum::routing::get;
 use keybound::client::{Client, Scope};
 use keybound::encoding::b64url_encode;
-use keybound::gateway::{Gateway, GatewayConfig, Mode};
+use keybound::gateway::{Gateway, GatewayConfig, Mode, Upstream};
 use keybound::http::{KeyboundLayer, ProofMode, ServeConfig};
 use keybound::issuer::IssuerConfig;
 use keybound::issuer::loopback::{LoopbackIssuer, PROJECT, USER, World};
@@ -52,7 +54,9 @@ use zeroize::Zeroizing;
 const PASSWORD: &str = "bench-gateway-password";
 
 /// wrk's script: each thread takes every Nth line of the proofs file and
-/// sends each line's credentials once; `done` prints the percentiles.
+/// sends each line's credentials once; `done` prints the percentiles. A
+/// paced run (see [`script_text`]) takes the lines from the end, so that it
+/// never replays a proof of the saturating run before it.
 const LUA: &str = r#"
 local threads = {}
 local counter = 0
@@ -72,7 +76,12 @@ function init(args)
   next_line = 1
 end
 function request()
-  local line = lines[next_line] or lines[#lines]
+  local line
+  if PACED then
+    line = lines[#lines - next_line + 1] or lines[1]
+  else
+    line = lines[next_line] or lines[#lines]
+  end
   next_line = next_line + 1
   local auth, proof = line:match("([^\t]*)\t([^\t]*)")
   return wrk.format("GET", "/hello", { ["Authorization"] = auth, ["KB-Proof"] = proof })
@@ -81,6 +90,19 @@ function done(summary, latency, requests)
   io.write(string.format("p50_us=%d p99_us=%d\n", latency:percentile(50), latency:percentile(99)))
 end
 "#;
+
+/// The script, saturating (`pause_ms` none: each connection sends its next
+/// request as soon as the answer is in) or paced (each connection waits
+/// `pause_ms` before each request: all servers then answer about the same
+/// rate, and their CPU per request is compared at that rate, not at rates
+/// that differ by 5 times, where the faster server also batches its
+/// wake-ups and system calls better).
+fn script_text(pause_ms: Option<u64>) -> String {
+    match pause_ms {
+        None => format!("PACED = false\n{LUA}"),
+        Some(ms) => format!("PACED = true\n{LUA}\nfunction delay()\n  return {ms}\nend\n"),
+    }
+}
 
 struct Run {
     rps: f64,
@@ -91,6 +113,10 @@ struct Run {
     /// CPU the servers of this run used (this process, and nginx's and
     /// Redis's when they take part), per request: wrk's own CPU is not in it.
     server_cpu_us: f64,
+    /// The same run paced (see [`script_text`]): its requests per second and
+    /// the servers' CPU per request.
+    paced_rps: f64,
+    paced_server_cpu_us: f64,
 }
 
 /// User + system CPU seconds of process `pid` so far, and of its direct
@@ -199,6 +225,8 @@ fn wrk(url: &str, script: &std::path::Path, proofs: &std::path::Path, seconds: u
         non_2xx,
         requests,
         server_cpu_us: 0.0,
+        paced_rps: 0.0,
+        paced_server_cpu_us: 0.0,
     }
 }
 
@@ -250,41 +278,25 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path
 }
 
 /// A bare reverse proxy on the gateway's own stack (axum, the same
-/// `keybound::http::serve` listener, a reqwest client as the gateway builds
-/// it) that verifies nothing: what a proxy hop costs in Rust here, so that
-/// gateway less bare proxy is what keybound's verification adds.
+/// `keybound::http::serve` listener, the gateway's own `Upstream`) that
+/// verifies nothing: what a proxy hop costs in Rust here, so that gateway
+/// less bare proxy is what keybound's verification adds.
 fn bare_proxy(upstream: std::net::SocketAddr) -> Router {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let base = format!("http://{upstream}").parse().unwrap();
+    let upstream = Arc::new(Upstream::new(&base, Duration::from_secs(30)).unwrap());
     Router::new().fallback(move |request: axum::extract::Request| {
-        let client = client.clone();
+        let upstream = upstream.clone();
         async move {
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
             let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let mut headers = parts.headers.clone();
-            headers.remove(axum::http::header::HOST);
-            match client
-                .request(parts.method, format!("http://{upstream}{path}"))
-                .headers(headers)
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(answer) => {
-                    let mut response = axum::response::Response::builder().status(answer.status());
-                    *response.headers_mut().unwrap() = answer.headers().clone();
-                    response
-                        .body(axum::body::Body::from_stream(answer.bytes_stream()))
-                        .unwrap()
-                }
-                Err(_) => axum::response::Response::builder()
+            parts.headers.remove(axum::http::header::HOST);
+            parts.extensions = Default::default();
+            upstream.send(parts, body).await.unwrap_or_else(|_| {
+                axum::response::Response::builder()
                     .status(502)
                     .body(axum::body::Body::empty())
-                    .unwrap(),
-            }
+                    .unwrap()
+            })
         }
     })
 }
@@ -427,8 +439,7 @@ async fn main() {
 
     // Enough single-use proofs for each run at a generous rate, signed
     // before any clock starts.
-    let count = (seconds as usize) * 20_000;
-    let now = SystemClock.now();
+    let count = (seconds as usize) * 50_000;
     let mut sign_us = 0.0;
     let gateway_token = user
         .service_token(&Scope::new(&external).project(PROJECT))
@@ -441,6 +452,7 @@ async fn main() {
     let mut signed_by =
         |key: &SigningKey, service: &str, token: &keybound::token::Token, name: &str| -> std::path::PathBuf {
             let auth = format!("KB {}", token.to_base64url());
+            let now = SystemClock.now();
             let signed = Instant::now();
             let mut lines = String::with_capacity(count * 400);
             for _ in 0..count {
@@ -458,32 +470,40 @@ async fn main() {
             std::fs::write(&path, lines).unwrap();
             path
         };
-    let mut proofs_for =
-        |service: &str, token: &keybound::token::Token, name: &str| signed_by(user.key(), service, token, name);
-    let gateway_proofs = proofs_for(&external, &gateway_token, "gateway-proofs.tsv");
-    let layer_proofs = proofs_for(&layer_url, &layer_token, "layer-proofs.tsv");
-    // Two sets: the proofs are single-use across the replicas' shared store.
-    let balanced_proofs = if replicas.is_empty() {
+    // Each run's proofs are signed just before it: a proof is fresh for
+    // 60 s (verification.md), fewer than all runs take.
+    let balanced_token = if replicas.is_empty() {
         None
     } else {
-        let token = user
-            .service_token(&Scope::new(&balancer_url).project(PROJECT))
-            .await
-            .unwrap();
-        Some((
-            proofs_for(&balancer_url, &token, "replica-proofs.tsv"),
-            proofs_for(&balancer_url, &token, "balanced-proofs.tsv"),
-        ))
+        Some(
+            user.service_token(&Scope::new(&balancer_url).project(PROJECT))
+                .await
+                .unwrap(),
+        )
     };
     // Proofs by a key the token does not bind (a stolen token without its
     // key): each is refused after its signature check, with a problem body.
     let thief = SigningKey::generate(Algorithm::EdDSA).unwrap();
-    let refused_proofs = signed_by(&thief, &layer_url, &layer_token, "refused-proofs.tsv");
+    // The floor and the bare proxies ignore the credentials: a line for
+    // each wrk thread does.
+    let ignored_proofs = dir.path().join("ignored-proofs.tsv");
+    std::fs::write(&ignored_proofs, "KB x\tx\n".repeat(16)).unwrap();
     let script = dir.path().join("proofs.lua");
-    std::fs::File::create(&script)
-        .unwrap()
-        .write_all(LUA.as_bytes())
-        .unwrap();
+    std::fs::write(&script, script_text(None)).unwrap();
+    // Paced: every connection waits before each request, so that together
+    // they send about BENCH_RATE requests per second (default 8,000, below
+    // what the slowest verifying server here answers).
+    let rate: u64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(8_000);
+    let paced_script = dir.path().join("proofs-paced.lua");
+    std::fs::write(
+        &paced_script,
+        script_text(Some((connections as u64 * 1000 / rate).max(1))),
+    )
+    .unwrap();
 
     // One signature check, as a service does it per request (the token is
     // verified once and cached; each proof is new), and verify_strict's
@@ -518,7 +538,7 @@ async fn main() {
     // names its master, Redis when `redis` is set.
     let me = std::process::id();
     let run_with = |url: String, proofs: &std::path::Path, nginx: Option<u32>, redis: Option<String>| {
-        let (script, proofs) = (script.clone(), proofs.to_owned());
+        let (script, paced_script, proofs) = (script.clone(), paced_script.clone(), proofs.to_owned());
         tokio::task::spawn_blocking(move || {
             let servers = || {
                 cpu_seconds(me, false)
@@ -528,6 +548,11 @@ async fn main() {
             let before = servers();
             let mut run = wrk(&url, &script, &proofs, seconds, connections);
             run.server_cpu_us = (servers() - before) * 1e6 / run.requests.max(1) as f64;
+            let before = servers();
+            let paced = wrk(&url, &paced_script, &proofs, seconds, connections);
+            run.paced_server_cpu_us = (servers() - before) * 1e6 / paced.requests.max(1) as f64;
+            run.paced_rps = paced.rps;
+            run.non_2xx += paced.non_2xx;
             run
         })
     };
@@ -539,23 +564,25 @@ async fn main() {
     // The runs, one after the other, all with the same script and proofs
     // (the floor and the proxies ignore them).
     let direct = if wanted("direct") {
-        Some(run(format!("http://{upstream}/hello"), &gateway_proofs).await.unwrap())
+        Some(run(format!("http://{upstream}/hello"), &ignored_proofs).await.unwrap())
     } else {
         None
     };
     let layer = if wanted("layer") {
-        Some(run(format!("{layer_url}/hello"), &layer_proofs).await.unwrap())
+        let proofs = signed_by(user.key(), &layer_url, &layer_token, "layer-proofs.tsv");
+        Some(run(format!("{layer_url}/hello"), &proofs).await.unwrap())
     } else {
         None
     };
     let refused = if wanted("refused") {
-        Some(run(format!("{layer_url}/hello"), &refused_proofs).await.unwrap())
+        let proofs = signed_by(&thief, &layer_url, &layer_token, "refused-proofs.tsv");
+        Some(run(format!("{layer_url}/hello"), &proofs).await.unwrap())
     } else {
         None
     };
     let bare = if wanted("bare") {
         let bare = serve(bare_proxy(upstream)).await;
-        Some(run(format!("http://{bare}/hello"), &gateway_proofs).await.unwrap())
+        Some(run(format!("http://{bare}/hello"), &ignored_proofs).await.unwrap())
     } else {
         None
     };
@@ -568,7 +595,7 @@ async fn main() {
         Some(child) => Some(
             run_with(
                 format!("http://127.0.0.1:{nginx_port}/hello"),
-                &gateway_proofs,
+                &ignored_proofs,
                 Some(child.id()),
                 None,
             )
@@ -583,23 +610,34 @@ async fn main() {
         let _ = child.wait();
     }
     let through = if wanted("gateway") {
-        Some(run(format!("{external}/hello"), &gateway_proofs).await.unwrap())
+        let proofs = signed_by(user.key(), &external, &gateway_token, "gateway-proofs.tsv");
+        Some(run(format!("{external}/hello"), &proofs).await.unwrap())
     } else {
         None
     };
 
     // One replica on Redis alone (what the shared store costs), then both
     // behind nginx (what the deployment serves).
-    let replica = match (&balanced_proofs, wanted("replica")) {
-        (Some((proofs, _)), true) => Some(
-            run_with(format!("http://{}/hello", replicas[0]), proofs, None, redis_url.clone())
+    // Two sets: the proofs are single-use across the replicas' shared store.
+    let replica = match (&balanced_token, wanted("replica")) {
+        (Some(token), true) => {
+            let proofs = signed_by(user.key(), &balancer_url, token, "replica-proofs.tsv");
+            Some(
+                run_with(
+                    format!("http://{}/hello", replicas[0]),
+                    &proofs,
+                    None,
+                    redis_url.clone(),
+                )
                 .await
                 .unwrap(),
-        ),
+            )
+        }
         _ => None,
     };
-    let balanced = match (&balanced_proofs, wanted("balanced")) {
-        (Some((_, proofs)), true) => {
+    let balanced = match (&balanced_token, wanted("balanced")) {
+        (Some(token), true) => {
+            let proofs = signed_by(user.key(), &balancer_url, token, "balanced-proofs.tsv");
             let dir = dir.path().join("balancer");
             std::fs::create_dir_all(&dir).unwrap();
             let mut nginx = nginx_hop(&dir, balancer_port, &replicas);
@@ -607,7 +645,7 @@ async fn main() {
                 Some(child) => Some(
                     run_with(
                         format!("{balancer_url}/hello"),
-                        proofs,
+                        &proofs,
                         Some(child.id()),
                         redis_url.clone(),
                     )
@@ -641,10 +679,18 @@ async fn main() {
         (Some(r), Some(d)) => Some((r.server_cpu_us - d.server_cpu_us).round()),
         _ => None,
     };
+    // And at the same (paced) rate for every server.
+    let paced_adds = |r: &Option<Run>| match (r, &direct) {
+        (Some(r), Some(d)) => Some((r.paced_server_cpu_us - d.paced_server_cpu_us).round()),
+        _ => None,
+    };
+    let paced_budget = paced_adds(&hop).map(|h| (h + verify_us).round());
+    let paced_rust_budget = paced_adds(&bare).map(|h| (h + verify_us).round());
     let shown = |r: &Option<Run>| {
         r.as_ref().map(|r| {
             json!({"rps": r.rps.round(), "p50_us": r.p50_us, "p99_us": r.p99_us, "non_2xx": r.non_2xx,
-                   "cpu_us_per_request": cpu_us(r).round(), "server_cpu_us_per_request": r.server_cpu_us.round()})
+                   "cpu_us_per_request": cpu_us(r).round(), "server_cpu_us_per_request": r.server_cpu_us.round(),
+                   "paced_rps": r.paced_rps.round(), "paced_server_cpu_us_per_request": r.paced_server_cpu_us.round()})
         })
     };
     let ratio = |a: &Option<Run>, b: Option<f64>| match (a, b) {
@@ -703,6 +749,23 @@ async fn main() {
                 "gateway_adds_us": server_adds(&through),
                 "met_with_nginx_hop": server_budget.zip(server_adds(&through)).map(|(b, g)| g <= b),
                 "met_with_rust_hop": rust_hop_budget.zip(server_adds(&through)).map(|(b, g)| g <= b),
+            },
+            "paced_rate_per_s": rate,
+            "paced_server_cpu_adds_us_per_request": {
+                "library_layer": paced_adds(&layer),
+                "library_layer_refusing": paced_adds(&refused),
+                "bare_rust_proxy": paced_adds(&bare),
+                "nginx_hop": paced_adds(&hop),
+                "gateway": paced_adds(&through),
+                "one_replica_redis_store": paced_adds(&replica),
+                "nginx_two_replicas_redis_store": paced_adds(&balanced),
+            },
+            "gateway_goal_paced_server_cpu": {
+                "budget_signature_plus_nginx_hop_us": paced_budget,
+                "budget_signature_plus_rust_hop_us": paced_rust_budget,
+                "gateway_adds_us": paced_adds(&through),
+                "met_with_nginx_hop": paced_budget.zip(paced_adds(&through)).map(|(b, g)| g <= b),
+                "met_with_rust_hop": paced_rust_budget.zip(paced_adds(&through)).map(|(b, g)| g <= b),
             },
         }))
         .unwrap()

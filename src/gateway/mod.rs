@@ -22,4 +22,8 @@ pub mod identity;
 #[cfg(feature = "gateway")]
 mod proxy;
 #[cfg(feature = "gateway")]
+mod upstream;
+#[cfg(feature = "gateway")]
 pub use proxy::*;
+#[cfg(feature = "gateway")]
+pub use upstream::{Upstream, UpstreamError};

@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use zeroize::Zeroizing;
 
 use super::identity::{self, Identity};
+use super::upstream::Upstream;
 use crate::error::{Code, Error, Result, err};
 use crate::http::{KeyboundLayer, ProofMode, VerificationMetrics, error_response};
 use crate::keyset::HttpKeys;
@@ -112,7 +113,8 @@ impl std::fmt::Debug for GatewayConfig {
 struct Shared {
     mode: Mode,
     identity_secret: Zeroizing<Vec<u8>>,
-    client: reqwest::Client,
+    /// Proxy mode's way to the service.
+    upstream: Option<Upstream>,
     upstream_timeout: Duration,
     /// The forward-auth verification: the layer around the identity answer.
     auth_service: Option<Router>,
@@ -168,19 +170,18 @@ impl Gateway {
         if let Some(policy) = &config.policy {
             layer = layer.policy(policy.clone());
         }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(config.upstream_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::new(Code::GatewayConfig, format!("HTTP client: {e}")))?;
+        let upstream = match &config.mode {
+            Mode::Proxy { upstream } => {
+                Some(Upstream::new(upstream, config.upstream_timeout).map_err(|e| Error::new(Code::GatewayConfig, e))?)
+            }
+            Mode::Auth(_) => None,
+        };
         let auth_service =
             matches!(config.mode, Mode::Auth(_)).then(|| Router::new().fallback(auth_answer).layer(layer.clone()));
         let shared = Arc::new(Shared {
             mode: config.mode.clone(),
             identity_secret: config.identity_secret,
-            client,
+            upstream,
             upstream_timeout: config.upstream_timeout,
             auth_service,
         });
@@ -310,42 +311,32 @@ fn identity_headers(shared: &Shared, request: &ProvenOrBearer, method: &str, tar
 /// (The extractor refuses a request the layer did not verify: none is ever
 /// forwarded unverified.)
 async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, request: Request) -> Response {
-    let Mode::Proxy { upstream } = &shared.mode else {
+    let Some(upstream) = &shared.upstream else {
         return internal("proxy handler in auth mode");
     };
-    let (parts, body) = request.into_parts();
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let identity = match identity_headers(&shared, &verified, parts.method.as_str(), &target) {
+    let (mut parts, body) = request.into_parts();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let identity = match identity_headers(&shared, &verified, parts.method.as_str(), target) {
         Ok(h) => h,
         Err(e) => return error_response(&e, None),
     };
-    // Path and query set on the upstream URL, never joined: a target such
-    // as `//other.host/` must not change the host.
-    let mut url = upstream.clone();
-    url.set_path(parts.uri.path());
-    url.set_query(parts.uri.query());
-    let mut headers = forwardable(&parts.headers);
-    headers.extend(identity);
+    strip(&mut parts.headers);
+    parts.headers.extend(identity);
     if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>()
         && let Ok(value) = HeaderValue::from_str(&peer.ip().to_string())
     {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        parts.headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
+    // Nothing of this request's own extensions goes upstream.
+    parts.extensions = http::Extensions::new();
     // The layer buffered (and hashed) the body already; this does not copy it.
     let body = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(_) => return internal("the verified body could not be read"),
     };
     // The upstream has upstream_timeout to send its status and headers, and
-    // at most as long between two reads of its body (the client's
-    // read_timeout).
-    let send = shared
-        .client
-        .request(parts.method.clone(), url)
-        .headers(headers)
-        .body(body)
-        .send();
-    let answer = match tokio::time::timeout(shared.upstream_timeout, send).await {
+    // at most as long between two pieces of its body.
+    let answer = match tokio::time::timeout(shared.upstream_timeout, upstream.send(parts, body)).await {
         Ok(Ok(a)) => a,
         Err(_) => {
             tracing::warn!(code = Code::GatewayUpstreamTimeout.as_str(), "upstream timed out");
@@ -358,56 +349,61 @@ async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, requ
             );
         }
         Ok(Err(e)) => {
-            let code = if e.is_timeout() {
+            let code = if e.timeout {
                 Code::GatewayUpstreamTimeout
             } else {
                 Code::GatewayUpstreamUnavailable
             };
-            tracing::warn!(code = code.as_str(), detail = %e, "upstream failed");
+            tracing::warn!(code = code.as_str(), detail = %e.detail, "upstream failed");
             return error_response(&Error::new(code, "the service behind the gateway did not answer"), None);
         }
     };
-    let mut response = Response::builder().status(answer.status());
-    if let Some(h) = response.headers_mut() {
-        *h = forwardable(answer.headers());
-        // The body passes through unchanged, so the upstream's length still
-        // holds: keeping it spares the client a chunked answer and the
-        // gateway a write per response (hyper checks the body against it).
-        let mut lengths = answer.headers().get_all(header::CONTENT_LENGTH).iter();
-        if let (Some(length), None) = (lengths.next(), lengths.next()) {
-            h.insert(header::CONTENT_LENGTH, length.clone());
+    let (mut head, body) = answer.into_parts();
+    // The body passes through unchanged, so the upstream's length still
+    // holds when it sent exactly one: keeping it spares the client a chunked
+    // answer and the gateway a write per response (hyper checks the body
+    // against it).
+    let length = {
+        let mut lengths = head.headers.get_all(header::CONTENT_LENGTH).iter();
+        match (lengths.next(), lengths.next()) {
+            (Some(length), None) => Some(length.clone()),
+            _ => None,
         }
+    };
+    strip(&mut head.headers);
+    if let Some(length) = length {
+        head.headers.insert(header::CONTENT_LENGTH, length);
     }
-    response
-        .body(Body::from_stream(answer.bytes_stream()))
-        .unwrap_or_else(|_| internal("response"))
+    head.extensions = http::Extensions::new();
+    Response::from_parts(head, body)
 }
 
-/// `headers` without hop-by-hop headers (and those `Connection` names),
-/// credentials, `Host`, `Content-Length` (recomputed) and any identity header.
-fn forwardable(headers: &HeaderMap) -> HeaderMap {
+/// Removes from `headers` the hop-by-hop headers (and those `Connection`
+/// names), credentials, `Host`, `Content-Length` (recomputed) and any
+/// identity header: what is left may be forwarded.
+fn strip(headers: &mut HeaderMap) {
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
         .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || CREDENTIALS.contains(&n)
-            || n == "host"
-            || n == "content-length"
-            || n.starts_with(identity::PREFIX)
-            || named.iter().any(|c| c == n)
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+    for name in HOP_BY_HOP.iter().chain(&CREDENTIALS).chain(&["host", "content-length"]) {
+        headers.remove(*name);
     }
-    out
+    for name in &named {
+        headers.remove(name.as_str());
+    }
+    let identities: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with(identity::PREFIX))
+        .cloned()
+        .collect();
+    for name in identities {
+        headers.remove(name);
+    }
 }
 
 /// Forward-auth mode: rebuild the original request from trusted headers and

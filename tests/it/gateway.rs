@@ -376,38 +376,71 @@ async fn proxy_forwards_verified_requests_with_a_checked_identity_and_refuses_th
     assert!(metrics.contains("keybound_key_set_age_seconds{issuer="), "{metrics}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_answers_502_when_the_upstream_is_down() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (port, ops, dead) = (free_port(), free_port(), free_port());
-    let external = format!("http://127.0.0.1:{port}");
-    let (issuer, _dir, user) = issuer_and_user(&external).await;
-    let secret_file = tmp.path().join("identity.secret");
-    common::write_secret(&secret_file, SECRET);
-    let (issuer_url, external2) = (issuer.url().to_owned(), external.clone());
-    let _gateway = tokio::task::spawn_blocking(move || {
-        gateway(
-            "proxy",
-            &issuer_url,
-            &secret_file,
-            port,
-            ops,
-            &[
-                "--external-url",
-                &external2,
-                "--upstream",
-                &format!("http://127.0.0.1:{dead}"),
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    let token = user
-        .service_token(&Scope::new(&external).project(PROJECT))
+/// A proxy gateway in front of `upstream` (more flags in `args`), with its
+/// issuer and the user's token for it.
+struct ProxyFront {
+    proc: Proc,
+    external: String,
+    user: Client,
+    token: Token,
+    _issuer: (LoopbackIssuer, tempfile::TempDir, tempfile::TempDir),
+}
+
+impl ProxyFront {
+    async fn start(upstream: &str, args: &[&str]) -> ProxyFront {
+        let tmp = tempfile::tempdir().unwrap();
+        let (port, ops) = (free_port(), free_port());
+        let external = format!("http://127.0.0.1:{port}");
+        let (issuer, dir, user) = issuer_and_user(&external).await;
+        let secret_file = tmp.path().join("identity.secret");
+        common::write_secret(&secret_file, SECRET);
+        let mut flags: Vec<String> = ["--external-url", &external, "--upstream", upstream]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        flags.extend(args.iter().map(|s| s.to_string()));
+        let issuer_url = issuer.url().to_owned();
+        let proc = tokio::task::spawn_blocking(move || {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            gateway("proxy", &issuer_url, &secret_file, port, ops, &flags)
+        })
         .await
         .unwrap();
-    let url = format!("{external}/v2/servers");
-    let down = send("GET", &url, &credentials(&user, &token, "GET", &url, b""), b"").await;
+        let token = user
+            .service_token(&Scope::new(&external).project(PROJECT))
+            .await
+            .unwrap();
+        ProxyFront {
+            proc,
+            external,
+            user,
+            token,
+            _issuer: (issuer, dir, tmp),
+        }
+    }
+
+    /// `GET path` through the gateway with fresh credentials.
+    async fn get(&self, path: &str) -> Answer {
+        let url = format!("{}{path}", self.external);
+        send(
+            "GET",
+            &url,
+            &credentials(&self.user, &self.token, "GET", &url, b""),
+            b"",
+        )
+        .await
+    }
+
+    fn log(&self) -> String {
+        self.proc.log.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_answers_502_when_the_upstream_is_down() {
+    let dead = free_port();
+    let front = ProxyFront::start(&format!("http://127.0.0.1:{dead}"), &[]).await;
+    let down = front.get("/v2/servers").await;
     assert_eq!(
         (down.status, down.code.as_deref()),
         (502, Some("gateway.upstream_unavailable"))
@@ -420,8 +453,6 @@ async fn proxy_answers_502_when_the_upstream_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_answers_504_when_the_upstream_trickles() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tmp = tempfile::tempdir().unwrap();
-    let (port, ops) = (free_port(), free_port());
     let trickler = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trickle_addr = trickler.local_addr().unwrap();
     tokio::spawn(async move {
@@ -447,48 +478,93 @@ async fn proxy_answers_504_when_the_upstream_trickles() {
             });
         }
     });
-    let external = format!("http://127.0.0.1:{port}");
-    let (issuer, _dir, user) = issuer_and_user(&external).await;
-    let secret_file = tmp.path().join("identity.secret");
-    common::write_secret(&secret_file, SECRET);
-    let (issuer_url, external2) = (issuer.url().to_owned(), external.clone());
-    let gateway_proc = tokio::task::spawn_blocking(move || {
-        gateway(
-            "proxy",
-            &issuer_url,
-            &secret_file,
-            port,
-            ops,
-            &[
-                "--external-url",
-                &external2,
-                "--upstream",
-                &format!("http://{trickle_addr}"),
-                "--upstream-timeout",
-                "1",
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    let token = user
-        .service_token(&Scope::new(&external).project(PROJECT))
-        .await
-        .unwrap();
-    let url = format!("{external}/v2/servers");
+    let front = ProxyFront::start(&format!("http://{trickle_addr}"), &["--upstream-timeout", "1"]).await;
     let started = Instant::now();
-    let slow = send("GET", &url, &credentials(&user, &token, "GET", &url, b""), b"").await;
+    let slow = front.get("/v2/servers").await;
     assert_eq!(
         (slow.status, slow.code.as_deref()),
         (504, Some("gateway.upstream_timeout")),
         "{}",
-        gateway_proc.log.lock().unwrap()
+        front.log()
     );
     let took = started.elapsed();
     assert!(
         took < Duration::from_secs(5),
         "took {took:?} for a 1 s upstream_timeout"
     );
+}
+
+/// The proxy keeps its upstream connections alive and reuses them (spec/gateway.md
+/// §5): ten requests in a row take one connection. An upstream that closes
+/// each connection after its answer, without saying so (no `Connection:
+/// close`), costs no request: a closed idle connection is never used, and
+/// each request gets its answer on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_reuses_upstream_connections_and_survives_an_upstream_closing_them() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let close_after_answer = Arc::new(AtomicBool::new(false));
+    let (accepted2, close2) = (accepted.clone(), close_after_answer.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted2.fetch_add(1, Ordering::SeqCst);
+            let close = close2.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    // One request head (these requests have no body), then its answer.
+                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(n @ 1..) => pending.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    pending.drain(..end);
+                    if stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if close.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let front = ProxyFront::start(&format!("http://{upstream_addr}"), &[]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(front.get("/v2/servers").await.status);
+    }
+    assert_eq!(statuses, vec![200; 10], "{}", front.log());
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "ten requests in a row, one connection"
+    );
+
+    close_after_answer.store(true, Ordering::SeqCst);
+    let before = accepted.load(Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let answer = front.get("/v2/servers").await;
+        assert_eq!(answer.text, "ok");
+        statuses.push(answer.status);
+        // The upstream's close reaches the gateway before the next request.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(statuses, vec![200; 10], "{}", front.log());
+    // The connection of the first phase answers once more, then closes; each
+    // next request needs a new one.
+    assert_eq!(accepted.load(Ordering::SeqCst) - before, 9);
 }
 
 #[test]
