@@ -567,6 +567,120 @@ async fn proxy_reuses_upstream_connections_and_survives_an_upstream_closing_them
     assert_eq!(accepted.load(Ordering::SeqCst) - before, 9);
 }
 
+/// A connection whose answer was not read to its end is never used again
+/// (spec/gateway.md §5): its unread rest would be taken for the next
+/// request's answer. An upstream that stops half way through a body is cut
+/// after `upstream_timeout` (the client's body ends early, it never hangs),
+/// and a client that drops an answer half way closes its connection; the
+/// next request gets exactly its own answer, on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_never_reuses_a_connection_whose_answer_was_not_read_to_the_end() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(n @ 1..) => pending.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..end);
+                    let written = if head.starts_with("GET /stall ") {
+                        // Half a body, then nothing for 3 s, then the rest.
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        stream.write_all(b"world").await
+                    } else if head.starts_with("GET /big ") {
+                        // 64 MiB: more than the sockets between here and the
+                        // client buffer, so the gateway cannot have read it all
+                        // when the client drops it.
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n")
+                            .await;
+                        let chunk = vec![b'x'; 64 * 1024];
+                        let mut result = Ok(());
+                        for _ in 0..1024 {
+                            result = stream.write_all(&chunk).await;
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                        result
+                    } else {
+                        stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await
+                    };
+                    if written.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let front = ProxyFront::start(&format!("http://{upstream_addr}"), &["--upstream-timeout", "1"]).await;
+    let request = |path: &str| {
+        let url = format!("{}{path}", front.external);
+        let mut request = reqwest::Client::new().get(&url);
+        for (name, value) in credentials(&front.user, &front.token, "GET", &url, b"") {
+            request = request.header(name, value);
+        }
+        request
+    };
+    assert_eq!(front.get("/ok").await.text, "ok", "{}", front.log());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // Stalled half way: the head and "hello" pass, then the body is cut.
+    let started = Instant::now();
+    let stalled = request("/stall").send().await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    let body = stalled.bytes().await;
+    let took = started.elapsed();
+    assert!(body.is_err(), "a cut body must not look complete: {body:?}");
+    assert!(
+        took < Duration::from_millis(2800),
+        "cut after {took:?}, upstream_timeout 1 s"
+    );
+    assert_eq!(front.get("/ok").await.text, "ok", "{}", front.log());
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the stalled connection is not reused"
+    );
+
+    // Dropped half way by the client.
+    let mut big = request("/big").send().await.unwrap();
+    assert_eq!(big.status(), 200);
+    assert!(big.chunk().await.unwrap().is_some_and(|c| !c.is_empty()));
+    drop(big);
+    // The drop reaches the gateway, which drops its side.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let answer = front.get("/ok").await;
+        assert_eq!((answer.status, answer.text.as_str()), (200, "ok"), "{}", front.log());
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "the dropped answer's connection is not reused: {}",
+        front.log()
+    );
+}
+
 #[test]
 fn gateway_settings_are_refused_with_their_cause() {
     let tmp = tempfile::tempdir().unwrap();

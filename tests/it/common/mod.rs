@@ -27,11 +27,32 @@ pub fn bin() -> std::path::PathBuf {
 
 /// A port free on 127.0.0.1 a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::Mutex;
+    // Below the kernel's ephemeral range (32768–60999 by default), which
+    // every outgoing connection takes its local port from: a port handed
+    // out from that range could be taken by a client's connection before
+    // the server binds it (seen: `Address already in use` under the full
+    // suite). Never the same port twice in one test process.
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_768;
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    // A start that differs between processes (nextest runs each test in its own).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = ((nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % u32::from(HIGH - LOW)) as u16;
+    for i in 0..(HIGH - LOW) {
+        let port = LOW + (start + i) % (HIGH - LOW);
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{HIGH}");
 }
 
 /// A bootstrapped issuer on a free loopback port, with its data directory in
