@@ -494,6 +494,56 @@ async fn proxy_answers_504_when_the_upstream_trickles() {
     );
 }
 
+/// What a [`raw_upstream`] does with one request: its head, and the stream
+/// to answer on; the stream back to keep the connection, none to close it.
+type Answerer = Arc<
+    dyn Fn(
+            String,
+            tokio::net::TcpStream,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<tokio::net::TcpStream>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A bare HTTP/1.1 upstream on loopback, for what a well-behaved server
+/// library would not do: reads each request head (these requests have no
+/// body) and lets `answer` write the answer by hand. Its address, and the
+/// number of connections it accepted.
+async fn raw_upstream(answer: Answerer) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    head.clear();
+                    match answer(text, stream).await {
+                        Some(kept) => stream = kept,
+                        None => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
 /// The proxy keeps its upstream connections alive and reuses them (spec/gateway.md
 /// §5): ten requests in a row take one connection. An upstream that closes
 /// each connection after its answer, without saying so (no `Connection:
@@ -501,44 +551,20 @@ async fn proxy_answers_504_when_the_upstream_trickles() {
 /// each request gets its answer on a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_reuses_upstream_connections_and_survives_an_upstream_closing_them() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncWriteExt;
     let close_after_answer = Arc::new(AtomicBool::new(false));
-    let (accepted2, close2) = (accepted.clone(), close_after_answer.clone());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            accepted2.fetch_add(1, Ordering::SeqCst);
-            let close = close2.clone();
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    // One request head (these requests have no body), then its answer.
-                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(n @ 1..) => pending.extend_from_slice(&buf[..n]),
-                            _ => return,
-                        }
-                    }
-                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    pending.drain(..end);
-                    if stream
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    if close.load(Ordering::SeqCst) {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let close = close_after_answer.clone();
+    let (upstream_addr, accepted) = raw_upstream(Arc::new(move |_head, mut stream| {
+        let close = close.load(Ordering::SeqCst);
+        Box::pin(async move {
+            let written = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+            (written.is_ok() && !close).then_some(stream)
+        })
+    }))
+    .await;
     let front = ProxyFront::start(&format!("http://{upstream_addr}"), &[]).await;
     let mut statuses = Vec::new();
     for _ in 0..10 {
@@ -575,63 +601,42 @@ async fn proxy_reuses_upstream_connections_and_survives_an_upstream_closing_them
 /// next request gets exactly its own answer, on a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_never_reuses_a_connection_whose_answer_was_not_read_to_the_end() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(n @ 1..) => pending.extend_from_slice(&buf[..n]),
-                            _ => return,
-                        }
-                    }
-                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
-                    pending.drain(..end);
-                    let written = if head.starts_with("GET /stall ") {
-                        // Half a body, then nothing for 3 s, then the rest.
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
-                            .await;
-                        tokio::time::sleep(Duration::from_secs(3)).await;
-                        stream.write_all(b"world").await
-                    } else if head.starts_with("GET /big ") {
-                        // 64 MiB: more than the sockets between here and the
-                        // client buffer, so the gateway cannot have read it all
-                        // when the client drops it.
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n")
-                            .await;
-                        let chunk = vec![b'x'; 64 * 1024];
-                        let mut result = Ok(());
-                        for _ in 0..1024 {
-                            result = stream.write_all(&chunk).await;
-                            if result.is_err() {
-                                break;
-                            }
-                        }
-                        result
-                    } else {
-                        stream
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                            .await
-                    };
-                    if written.is_err() {
-                        return;
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    let (upstream_addr, accepted) = raw_upstream(Arc::new(|head: String, mut stream| {
+        Box::pin(async move {
+            let written = if head.starts_with("GET /stall ") {
+                // Half a body, then nothing for 3 s, then the rest.
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                stream.write_all(b"world").await
+            } else if head.starts_with("GET /big ") {
+                // 64 MiB: more than the sockets between here and the client
+                // buffer, so the gateway cannot have read it all when the
+                // client drops it.
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n")
+                    .await;
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut result = Ok(());
+                for _ in 0..1024 {
+                    result = stream.write_all(&chunk).await;
+                    if result.is_err() {
+                        break;
                     }
                 }
-            });
-        }
-    });
+                result
+            } else {
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+            };
+            written.is_ok().then_some(stream)
+        })
+    }))
+    .await;
     let front = ProxyFront::start(&format!("http://{upstream_addr}"), &["--upstream-timeout", "1"]).await;
     let request = |path: &str| {
         let url = format!("{}{path}", front.external);
