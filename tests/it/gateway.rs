@@ -597,8 +597,9 @@ async fn proxy_reuses_upstream_connections_and_survives_an_upstream_closing_them
 /// (spec/gateway.md §5): its unread rest would be taken for the next
 /// request's answer. An upstream that stops half way through a body is cut
 /// after `upstream_timeout` (the client's body ends early, it never hangs),
-/// and a client that drops an answer half way closes its connection; the
-/// next request gets exactly its own answer, on a new connection.
+/// one that pauses for less each time streams through whole, and a client
+/// that drops an answer half way closes its connection; the next request
+/// gets exactly its own answer, on a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_never_reuses_a_connection_whose_answer_was_not_read_to_the_end() {
     use std::sync::atomic::Ordering;
@@ -612,6 +613,17 @@ async fn proxy_never_reuses_a_connection_whose_answer_was_not_read_to_the_end() 
                     .await;
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 stream.write_all(b"world").await
+            } else if head.starts_with("GET /pauses ") {
+                // Chunked, three pieces 600 ms apart: each pause under the
+                // 1 s upstream_timeout, all of them together over it.
+                let mut result = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await;
+                for piece in [&b"3\r\none\r\n"[..], b"3\r\ntwo\r\n", b"5\r\nthree\r\n0\r\n\r\n"] {
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    result = result.and(stream.write_all(piece).await);
+                }
+                result
             } else if head.starts_with("GET /big ") {
                 // 64 MiB: more than the sockets between here and the client
                 // buffer, so the gateway cannot have read it all when the
@@ -665,6 +677,24 @@ async fn proxy_never_reuses_a_connection_whose_answer_was_not_read_to_the_end() 
         accepted.load(Ordering::SeqCst),
         2,
         "the stalled connection is not reused"
+    );
+
+    // Pauses shorter than upstream_timeout, longer than it together: the
+    // whole body streams through, and its connection is reused.
+    let started = Instant::now();
+    let paused = front.get("/pauses").await;
+    assert_eq!(
+        (paused.status, paused.text.as_str()),
+        (200, "onetwothree"),
+        "{}",
+        front.log()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1800));
+    assert_eq!(front.get("/ok").await.text, "ok");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the paused answer was read to its end"
     );
 
     // Dropped half way by the client.
