@@ -322,6 +322,9 @@ async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, requ
     };
     strip(&mut parts.headers);
     parts.headers.extend(identity);
+    // The client's own X-Forwarded-For is never passed on: the upstream
+    // gets the peer's address, or none.
+    parts.headers.remove(HeaderName::from_static("x-forwarded-for"));
     if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>()
         && let Ok(value) = HeaderValue::from_str(&peer.ip().to_string())
     {
@@ -363,10 +366,11 @@ async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, requ
     // holds when it sent exactly one: keeping it spares the client a chunked
     // answer and the gateway a write per response (hyper checks the body
     // against it).
+    // Not with Transfer-Encoding, which overrides it (RFC 9112 §6.3).
     let length = {
         let mut lengths = head.headers.get_all(header::CONTENT_LENGTH).iter();
         match (lengths.next(), lengths.next()) {
-            (Some(length), None) => Some(length.clone()),
+            (Some(length), None) if !head.headers.contains_key(header::TRANSFER_ENCODING) => Some(length.clone()),
             _ => None,
         }
     };
@@ -375,6 +379,9 @@ async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, requ
         head.headers.insert(header::CONTENT_LENGTH, length);
     }
     head.extensions = http::Extensions::new();
+    // The client gets HTTP/1.1 framing whatever the upstream spoke (an
+    // HTTP/1.0 upstream would make hyper answer HTTP/1.0, close-delimited).
+    head.version = http::Version::HTTP_11;
     Response::from_parts(head, body)
 }
 

@@ -109,6 +109,8 @@ impl Upstream {
                     None => Uri::from_static("/"),
                 };
                 parts.headers.insert(header::HOST, plain.host.clone());
+                // HTTP/1.1 upstream whatever the client spoke.
+                parts.version = http::Version::HTTP_11;
                 plain.send(http::Request::from_parts(parts, Full::new(body))).await
             }
             Upstream::Tls { client, base } => {
@@ -146,18 +148,21 @@ type Connection = hyper::client::conn::http1::Connection<TokioIo<tokio::net::Tcp
 /// of its own: a hop then costs no wake-up of another task, twice).
 struct Link {
     sender: Sender,
-    connection: Pin<Box<Connection>>,
-    /// The connection future has completed: closed, never to be polled again.
-    closed: bool,
+    /// None once the connection future has completed: it is dropped then,
+    /// which hands a request still queued on it back to its sender (unsent,
+    /// so it can go on a new connection) and closes the socket.
+    connection: Option<Pin<Box<Connection>>>,
 }
 
 impl Link {
     /// Drives the connection's reads and writes; true once it is closed.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.closed && self.connection.as_mut().poll(cx).is_ready() {
-            self.closed = true;
+        if let Some(connection) = &mut self.connection
+            && connection.as_mut().poll(cx).is_ready()
+        {
+            self.connection = None;
         }
-        self.closed
+        self.connection.is_none()
     }
 }
 
@@ -178,9 +183,10 @@ impl Plain {
         // new connection.
         let mut fresh = false;
         loop {
-            let mut link = match self.checkout().await {
-                Some(link) if !fresh => link,
-                _ => {
+            let idle = if fresh { None } else { self.checkout() };
+            let mut link = match idle {
+                Some(link) => link,
+                None => {
                     fresh = true;
                     self.connect().await?
                 }
@@ -190,11 +196,12 @@ impl Plain {
                 if let Poll::Ready(outcome) = answer.as_mut().poll(cx) {
                     return Poll::Ready(outcome);
                 }
-                if link.drive(cx) {
-                    // Closed: the answer resolves now, with an error.
-                    return answer.as_mut().poll(cx);
-                }
-                Poll::Pending
+                // Writes the request and reads the answer's head; once closed
+                // (the connection dropped), the answer resolves with an error
+                // that gives an unsent request back. Polled again at once: the
+                // head usually arrived in this very drive.
+                link.drive(cx);
+                answer.as_mut().poll(cx)
             })
             .await;
             match outcome {
@@ -220,23 +227,19 @@ impl Plain {
         }
     }
 
-    /// An idle connection ready for a request, if there is one.
-    async fn checkout(&self) -> Option<Link> {
+    /// An idle connection ready for a request now, if there is one. Its last
+    /// answer was read to the end, so one drive makes it ready or shows it
+    /// closed; one that is neither (the upstream answered before reading all
+    /// of a request body, say) is dropped, never waited for.
+    fn checkout(&self) -> Option<Link> {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
         loop {
             let (since, mut link) = self.lock().pop_back()?;
-            if since.elapsed() > IDLE_TIMEOUT || link.sender.is_closed() {
+            if since.elapsed() > IDLE_TIMEOUT || link.sender.is_closed() || link.drive(&mut cx) {
                 continue;
             }
-            // Its last answer was read to the end: the connection is ready
-            // after at most a poll or two, or closed.
-            let ready = std::future::poll_fn(|cx| {
-                if link.drive(cx) {
-                    return Poll::Ready(false);
-                }
-                link.sender.poll_ready(cx).map(|r| r.is_ok())
-            })
-            .await;
-            if ready {
+            if let Poll::Ready(Ok(())) = link.sender.poll_ready(&mut cx) {
                 return Some(link);
             }
         }
@@ -260,14 +263,13 @@ impl Plain {
             .map_err(UpstreamError::broken)?;
         Ok(Link {
             sender,
-            connection: Box::pin(connection),
-            closed: false,
+            connection: Some(Box::pin(connection)),
         })
     }
 
     /// Back to the idle list, dropping those idle too long.
     fn checkin(&self, link: Link) {
-        if link.closed {
+        if link.connection.is_none() {
             return;
         }
         let mut idle = self.lock();

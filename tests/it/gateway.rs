@@ -195,6 +195,8 @@ struct Answer {
     json: Value,
     text: String,
     content_length: Option<String>,
+    /// The answer's HTTP version and `Transfer-Encoding`.
+    framing: (reqwest::Version, Option<String>),
 }
 
 async fn send(method: &str, url: &str, headers: &[(String, String)], body: &[u8]) -> Answer {
@@ -208,6 +210,7 @@ async fn send(method: &str, url: &str, headers: &[(String, String)], body: &[u8]
     let status = response.status().as_u16();
     let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
     let (code, content_length) = (header("kb-error"), header("content-length"));
+    let framing = (response.version(), header("transfer-encoding"));
     let text = response.text().await.unwrap();
     let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     let code = code.or_else(|| json["code"].as_str().map(str::to_owned));
@@ -217,6 +220,7 @@ async fn send(method: &str, url: &str, headers: &[(String, String)], body: &[u8]
         json,
         text,
         content_length,
+        framing,
     }
 }
 
@@ -343,6 +347,12 @@ async fn proxy_forwards_verified_requests_with_a_checked_identity_and_refuses_th
     assert_eq!(streamed.status, 200);
     assert_eq!(streamed.text, (0..50).map(|i| format!("chunk{i};")).collect::<String>());
     assert_eq!(streamed.content_length, None, "an answer of unknown length streams");
+    // wsgiref speaks HTTP/1.0 and ends the body by closing; the client still
+    // gets HTTP/1.1, chunked.
+    assert_eq!(
+        streamed.framing,
+        (reqwest::Version::HTTP_11, Some("chunked".to_owned()))
+    );
 
     // The upstream reached directly with forged identity headers refuses:
     // the documented check fails closed.
