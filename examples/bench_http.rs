@@ -301,6 +301,17 @@ fn bare_proxy(upstream: std::net::SocketAddr) -> Router {
     })
 }
 
+/// A run's `figure` less the floor's (`direct`), when both ran.
+fn over_floor<'a>(
+    direct: &'a Option<Run>,
+    figure: impl Fn(&Run) -> f64 + 'a,
+) -> impl Fn(&Option<Run>) -> Option<f64> + 'a {
+    move |r| match (r, direct) {
+        (Some(r), Some(d)) => Some((figure(r) - figure(d)).round()),
+        _ => None,
+    }
+}
+
 async fn serve(app: Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -669,23 +680,37 @@ async fn main() {
     // second (wrk and the servers share them). What a server adds over the
     // floor is its figure less the floor's.
     let cpu_us = |r: &Run| cores as f64 * 1e6 / r.rps;
-    let adds = |r: &Option<Run>| match (r, &direct) {
-        (Some(r), Some(d)) => Some((cpu_us(r) - cpu_us(d)).round()),
-        _ => None,
+    // What a run's `figure` is over the floor's. The figures: `cpu_us`
+    // (saturated, wrk's share included); the servers' own CPU time per
+    // request (wrk's excluded); the same at one (paced) rate for every server.
+    let adds = over_floor(&direct, cpu_us);
+    let server_adds = over_floor(&direct, |r| r.server_cpu_us);
+    let paced_adds = over_floor(&direct, |r| r.paced_server_cpu_us);
+    // Every case's figure over the floor, by name.
+    let by_case = |adds: &dyn Fn(&Option<Run>) -> Option<f64>| {
+        json!({
+            "library_layer": adds(&layer),
+            "library_layer_refusing": adds(&refused),
+            "bare_rust_proxy": adds(&bare),
+            "nginx_hop": adds(&hop),
+            "gateway": adds(&through),
+            "one_replica_redis_store": adds(&replica),
+            "nginx_two_replicas_redis_store": adds(&balanced),
+        })
     };
-    // The same from the servers' own CPU time (wrk's excluded): what the
-    // servers of a run spend per request over what the floor's spends.
-    let server_adds = |r: &Option<Run>| match (r, &direct) {
-        (Some(r), Some(d)) => Some((r.server_cpu_us - d.server_cpu_us).round()),
-        _ => None,
+    // The goal, "one signature check plus one proxy hop", on one figure.
+    let goal = |adds: &dyn Fn(&Option<Run>) -> Option<f64>| {
+        let nginx = adds(&hop).map(|h| (h + verify_us).round());
+        let rust = adds(&bare).map(|h| (h + verify_us).round());
+        let gateway = adds(&through);
+        json!({
+            "budget_signature_plus_nginx_hop_us": nginx,
+            "budget_signature_plus_rust_hop_us": rust,
+            "gateway_adds_us": gateway,
+            "met_with_nginx_hop": nginx.zip(gateway).map(|(b, g)| g <= b),
+            "met_with_rust_hop": rust.zip(gateway).map(|(b, g)| g <= b),
+        })
     };
-    // And at the same (paced) rate for every server.
-    let paced_adds = |r: &Option<Run>| match (r, &direct) {
-        (Some(r), Some(d)) => Some((r.paced_server_cpu_us - d.paced_server_cpu_us).round()),
-        _ => None,
-    };
-    let paced_budget = paced_adds(&hop).map(|h| (h + verify_us).round());
-    let paced_rust_budget = paced_adds(&bare).map(|h| (h + verify_us).round());
     let shown = |r: &Option<Run>| {
         r.as_ref().map(|r| {
             json!({"rps": r.rps.round(), "p50_us": r.p50_us, "p99_us": r.p99_us, "non_2xx": r.non_2xx,
@@ -698,8 +723,6 @@ async fn main() {
         _ => None,
     };
     let budget = adds(&hop).map(|h| (h + verify_us).round());
-    let server_budget = server_adds(&hop).map(|h| (h + verify_us).round());
-    let rust_hop_budget = server_adds(&bare).map(|h| (h + verify_us).round());
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
@@ -734,39 +757,11 @@ async fn main() {
             },
             "gateway_goal_budget_cpu_us": budget,
             "gateway_goal_met": budget.zip(adds(&through)).map(|(b, g)| g <= b),
-            "server_cpu_adds_us_per_request": {
-                "library_layer": server_adds(&layer),
-                "library_layer_refusing": server_adds(&refused),
-                "bare_rust_proxy": server_adds(&bare),
-                "nginx_hop": server_adds(&hop),
-                "gateway": server_adds(&through),
-                "one_replica_redis_store": server_adds(&replica),
-                "nginx_two_replicas_redis_store": server_adds(&balanced),
-            },
-            "gateway_goal_server_cpu": {
-                "budget_signature_plus_nginx_hop_us": server_budget,
-                "budget_signature_plus_rust_hop_us": rust_hop_budget,
-                "gateway_adds_us": server_adds(&through),
-                "met_with_nginx_hop": server_budget.zip(server_adds(&through)).map(|(b, g)| g <= b),
-                "met_with_rust_hop": rust_hop_budget.zip(server_adds(&through)).map(|(b, g)| g <= b),
-            },
+            "server_cpu_adds_us_per_request": by_case(&server_adds),
+            "gateway_goal_server_cpu": goal(&server_adds),
             "paced_rate_per_s": rate,
-            "paced_server_cpu_adds_us_per_request": {
-                "library_layer": paced_adds(&layer),
-                "library_layer_refusing": paced_adds(&refused),
-                "bare_rust_proxy": paced_adds(&bare),
-                "nginx_hop": paced_adds(&hop),
-                "gateway": paced_adds(&through),
-                "one_replica_redis_store": paced_adds(&replica),
-                "nginx_two_replicas_redis_store": paced_adds(&balanced),
-            },
-            "gateway_goal_paced_server_cpu": {
-                "budget_signature_plus_nginx_hop_us": paced_budget,
-                "budget_signature_plus_rust_hop_us": paced_rust_budget,
-                "gateway_adds_us": paced_adds(&through),
-                "met_with_nginx_hop": paced_budget.zip(paced_adds(&through)).map(|(b, g)| g <= b),
-                "met_with_rust_hop": paced_rust_budget.zip(paced_adds(&through)).map(|(b, g)| g <= b),
-            },
+            "paced_server_cpu_adds_us_per_request": by_case(&paced_adds),
+            "gateway_goal_paced_server_cpu": goal(&paced_adds),
         }))
         .unwrap()
     );

@@ -324,12 +324,11 @@ async fn proxy(State(shared): State<Arc<Shared>>, verified: ProvenOrBearer, requ
     parts.headers.extend(identity);
     // The client's own X-Forwarded-For is never passed on: the upstream
     // gets the peer's address, or none.
-    parts.headers.remove(HeaderName::from_static("x-forwarded-for"));
-    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>()
-        && let Ok(value) = HeaderValue::from_str(&peer.ip().to_string())
-    {
-        parts.headers.insert(HeaderName::from_static("x-forwarded-for"), value);
-    }
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+    match peer.and_then(|ConnectInfo(peer)| HeaderValue::from_str(&peer.ip().to_string()).ok()) {
+        Some(value) => parts.headers.insert(HeaderName::from_static("x-forwarded-for"), value),
+        None => parts.headers.remove(HeaderName::from_static("x-forwarded-for")),
+    };
     // Nothing of this request's own extensions goes upstream.
     parts.extensions = http::Extensions::new();
     // The layer buffered (and hashed) the body already; this does not copy it.

@@ -211,7 +211,6 @@ impl Plain {
                         inner: incoming,
                         link: Some(link),
                         plain: self.clone(),
-                        pause: self.pause,
                         waiting: None,
                     };
                     return Ok(Response::from_parts(parts, Body::new(body)));
@@ -287,14 +286,13 @@ impl Plain {
 /// An answer's body from a kept-alive connection, which it drives: the
 /// connection goes back to the idle list once the body is read to its end,
 /// and is closed (dropped) when the body is abandoned or fails half way.
-/// Each wait for the next piece is bounded by `pause`; the timer is armed
+/// Each wait for the next piece is bounded by the upstream's `pause`; the timer is armed
 /// only when a piece is not there yet, so a body that has already arrived
 /// costs none.
 struct PooledBody {
     inner: Incoming,
     link: Option<Link>,
     plain: Arc<Plain>,
-    pause: Duration,
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -327,7 +325,7 @@ impl http_body::Body for PooledBody {
                 Poll::Ready(frame.map(|f| f.map_err(axum::Error::new)))
             }
             Poll::Pending => {
-                let pause = this.pause;
+                let pause = this.plain.pause;
                 let waiting = this.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
                 ready!(waiting.as_mut().poll(cx));
                 this.link = None;
